@@ -1,0 +1,52 @@
+# clickagg: build, generate, test. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
+
+.PHONY: all build tools proto proto-check lint deps test test-unit test-e2e dev clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/clickagg ./cmd/clickagg
+
+# Pinned tools are built from tools/go.mod into ./bin, so every machine uses
+# the same versions.
+tools: $(addprefix $(BIN)/,$(TOOLS))
+$(addprefix $(BIN)/,$(TOOLS)): tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o $(BIN)/ tool
+
+proto: tools
+	PATH=$(BIN):$$PATH $(BIN)/buf lint
+	PATH=$(BIN):$$PATH $(BIN)/buf generate
+
+# proto-check fails when buf lint fails or the committed generated code is
+# not what the pinned generators produce from the committed protos.
+proto-check: tools
+	$(BIN)/buf lint
+	rm -rf $(BIN)/gen && mkdir -p $(BIN)/gen
+	$(BIN)/buf generate -o $(BIN)/gen
+	diff -r $(BIN)/gen/proto/clickagg proto/clickagg -x '*.proto' || { echo "generated code is stale: run make proto" >&2; exit 1; }
+
+lint: tools
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
+
+# deps installs the servers the tests start (redis-server) when missing.
+deps:
+	@scripts/deps.sh
+
+test: deps tools proto-check lint build
+	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
+	$(BIN)/gotestsum --format standard-verbose -- -timeout 20m -count=1 ./test/...
+
+test-unit: deps tools
+	$(BIN)/gotestsum -- -race ./... -skip 'E2E'
+
+dev: deps build
+	$(BIN)/clickagg dev
+
+clean:
+	rm -rf $(BIN) data

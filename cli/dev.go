@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/clickagg/clickagg/loadgen"
+	"github.com/clickagg/clickagg/localserver"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+)
+
+const devSynopsis = `clickagg dev runs the whole cluster on this machine: an embedded etcd, a
+redis-server child process (unless -redis.addr is given) keeping its data with
+AOF under -data-dir, every role in this process, and synthetic clicks with a
+live view of the top ads. Stop it with Ctrl-C; run it again on the same
+-data-dir and the counts are still there.
+
+Usage:
+  clickagg dev [flags]`
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("clickagg dev", flag.ContinueOnError)
+	setUsage(fs, devSynopsis)
+	var cfg ServerConfig
+	cfg.RegisterFlags(fs)
+	var lg loadgen.Config
+	lg.RegisterFlags(fs)
+	dataDir := fs.String("data-dir", "data", "directory for etcd's and redis-server's data")
+	appendFsync := fs.String("redis.appendfsync", "always", "AOF fsync policy of the redis-server child: always (nothing acknowledged is lost), everysec or no")
+	view := fs.String("view", "auto", "live view of top ads and rates: auto (when stdout is a terminal), on, off (log lines only)")
+	noLoad := fs.Bool("no-loadgen", false, "do not send synthetic clicks")
+	etcdPort := fs.Int("etcd.client-port", 0, "embedded etcd client port; 0 picks a free one")
+	// Dev defaults: loopback, the usual ports when free, text logs.
+	_ = fs.Set("grpc.addr", "127.0.0.1:9090")
+	_ = fs.Set("http.addr", "127.0.0.1:8080")
+	_ = fs.Set("redis.addr", "")
+	_ = fs.Set("log.level", "warn")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.GRPCAddr = freeIfBusy(cfg.GRPCAddr)
+	if cfg.HTTPAddr != "" {
+		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
+	}
+
+	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(*dataDir, "etcd"), ClientPort: *etcdPort})
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	cfg.Cluster.Endpoints = []string{etcd.Endpoint}
+	if cfg.RedisAddr == "" {
+		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(*dataDir, "redis"), AppendFsync: *appendFsync})
+		if err != nil {
+			return err
+		}
+		defer r.Stop()
+		cfg.RedisAddr = r.Addr
+	}
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	srv, err := NewServer(cfg, logger)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	select {
+	case <-srv.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	out := os.Stdout
+	fmt.Fprintf(out, "clickagg dev is running (data in %s)\n", *dataDir)
+	fmt.Fprintf(out, "  gRPC (every service, reflection, health): %s\n", srv.GRPCAddr())
+	if srv.HTTPAddr() != "" {
+		fmt.Fprintf(out, "  HTTP (JSON API, /metrics):                 http://%s\n", srv.HTTPAddr())
+	}
+	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", etcd.Endpoint, cfg.RedisAddr)
+	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n\n", srv.GRPCAddr())
+
+	var st loadgen.Stats
+	if !*noLoad {
+		lg.Target = srv.GRPCAddr()
+		g.Go(func() error { return loadgen.Run(gctx, lg, &st) })
+	}
+	live := *view == "on" || (*view == "auto" && isTerminal(out))
+	if *view != "off" {
+		g.Go(func() error { return runView(gctx, srv.GRPCAddr(), &st, out, live) })
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// freeIfBusy returns addr when its port can be bound, else the same host
+// with a free port, so that dev starts next to whatever already runs.
+func freeIfBusy(addr string) string {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		l.Close()
+		return addr
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	l, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return addr
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// runView prints, every two seconds, the ingest rate, the top ads of the
+// last five minutes and the count of the top ad, asked of queryd like any
+// client would.
+func runView(ctx context.Context, addr string, st *loadgen.Stats, out io.Writer, live bool) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	q := clickaggv1.NewQueryServiceClient(conn)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	last, lastT := st.Accepted.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := time.Now()
+		acc := st.Accepted.Load()
+		rate := float64(acc-last) / now.Sub(lastT).Seconds()
+		last, lastT = acc, now
+		var b strings.Builder
+		if live {
+			b.WriteString("\033[H\033[2J")
+		}
+		fmt.Fprintf(&b, "%s  ingest %.0f clicks/s  accepted %d  rejected %d\n", now.Format("15:04:05"), rate, acc, st.Rejected.Load())
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		top, err := q.GetPopularAds(cctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 5})
+		if err != nil {
+			fmt.Fprintf(&b, "top ads: %v\n", err)
+		} else {
+			fmt.Fprintf(&b, "top 10 ads, %s – %s (complete=%v)\n", top.From.AsTime().Local().Format("15:04"), top.To.AsTime().Local().Format("15:04"), top.Complete)
+			for i, a := range top.Ads {
+				fmt.Fprintf(&b, "  %2d. %-12s %8d\n", i+1, a.AdId, a.Count)
+			}
+			if len(top.Ads) > 0 {
+				ad := top.Ads[0].AdId
+				c, err := q.GetAggregatedCount(cctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, LastMinutes: 5})
+				if err == nil {
+					fmt.Fprintf(&b, "count of %s over the last 5 minutes: %s\n", ad, strconv.FormatInt(c.Count, 10))
+				}
+			}
+		}
+		cancel()
+		fmt.Fprint(out, b.String())
+		if !live {
+			fmt.Fprintln(out)
+		}
+	}
+}
+
+func runLoadgen(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("clickagg loadgen", flag.ContinueOnError)
+	setUsage(fs, "clickagg loadgen sends synthetic clicks (Zipf-distributed ads) to a router.\n\nUsage:\n  clickagg loadgen [flags]")
+	var lg loadgen.Config
+	lg.RegisterFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var st loadgen.Stats
+	done := make(chan error, 1)
+	go func() { done <- loadgen.Run(ctx, lg, &st) }()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			fmt.Printf("sent %d accepted %d rejected %d\n", st.Sent.Load(), st.Accepted.Load(), st.Rejected.Load())
+			return err
+		case <-t.C:
+			fmt.Printf("sent %d accepted %d rejected %d\n", st.Sent.Load(), st.Accepted.Load(), st.Rejected.Load())
+		}
+	}
+}

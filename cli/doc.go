@@ -1,0 +1,12 @@
+// Package cli is the clickagg command: it parses flags (and their environment
+// overrides), then starts the chosen roles in one process.
+//
+//	clickagg -target=router,aggregator ...   run roles against an existing etcd and Redis
+//	clickagg dev                             everything on one machine: embedded etcd,
+//	                                         a redis-server child, all roles, synthetic clicks
+//	clickagg loadgen                         send synthetic clicks to a router
+//
+// Every flag can also be set from the environment as CLICKAGG_ followed by
+// the flag name upper-cased with dots and dashes turned into underscores
+// (-redis.addr → CLICKAGG_REDIS_ADDR); a flag on the command line wins.
+package cli

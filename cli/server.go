@@ -1,0 +1,445 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/clickagg/clickagg/aggregator"
+	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/queryd"
+	"github.com/clickagg/clickagg/ring"
+	"github.com/clickagg/clickagg/router"
+	"github.com/clickagg/clickagg/snapshot"
+)
+
+// Roles a process can run.
+const (
+	RoleRouter      = "router"
+	RoleAggregator  = "aggregator"
+	RoleCoordinator = "coordinator"
+	RoleQueryd      = "queryd"
+)
+
+var allRoles = []string{RoleCoordinator, RoleAggregator, RoleRouter, RoleQueryd}
+
+// ServerConfig is the configuration of a clickagg server process.
+type ServerConfig struct {
+	Target          string
+	ID              string
+	GRPCAddr        string
+	AdvertiseAddr   string
+	HTTPAddr        string
+	RedisAddr       string
+	RedisPrefix     string
+	Partitions      int
+	MaxRecvMsgSize  int
+	LogFormat       string
+	LogLevel        string
+	DrainDelay      time.Duration
+	ShutdownTimeout time.Duration
+
+	Cluster     cluster.Config
+	Router      router.Config
+	Aggregator  aggregator.Config
+	Coordinator coordinator.Config
+	Queryd      queryd.Config
+
+	partitionsSet bool
+}
+
+// RegisterFlags registers the server's flags and those of every component.
+func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.Target, "target", "all", "roles to run, comma-separated: router, aggregator, coordinator, queryd, or all")
+	fs.StringVar(&c.ID, "id", host, "member id of this process in etcd; must be unique per role and stable across restarts of the same aggregator (a StatefulSet pod name)")
+	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
+	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process; default: the listen address, with this host's name when it listens on all interfaces")
+	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz, and queryd's JSON API under /v1/; empty disables it")
+	fs.StringVar(&c.RedisAddr, "redis.addr", "127.0.0.1:6379", "Redis address (partition logs, snapshots, published top ads)")
+	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
+	fs.IntVar(&c.Partitions, "cluster.partitions", 64, "number of partitions, fixed when the cluster is first created in etcd; a process given a different explicit value refuses to start")
+	fs.IntVar(&c.MaxRecvMsgSize, "grpc.max-recv-msg-size", 16<<20, "largest gRPC request in bytes; larger ones fail with RESOURCE_EXHAUSTED")
+	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.DrainDelay, "shutdown.drain-delay", 0, "on SIGTERM, time between reporting NOT_SERVING and stopping the gRPC server, so load balancers stop sending first")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
+	c.Cluster.RegisterFlags(fs)
+	c.Router.RegisterFlags(fs)
+	c.Aggregator.RegisterFlags(fs)
+	c.Coordinator.RegisterFlags(fs)
+	c.Queryd.RegisterFlags(fs)
+}
+
+// Roles returns the roles named by Target.
+func (c *ServerConfig) Roles() ([]string, error) {
+	var roles []string
+	for _, r := range strings.Split(c.Target, ",") {
+		r = strings.TrimSpace(r)
+		switch {
+		case r == "all":
+			roles = append(roles, allRoles...)
+		case slices.Contains(allRoles, r):
+			roles = append(roles, r)
+		default:
+			return nil, fmt.Errorf("-target: unknown role %q (want router, aggregator, coordinator, queryd or all)", r)
+		}
+	}
+	slices.Sort(roles)
+	return slices.Compact(roles), nil
+}
+
+// Validate checks the configuration of the server and of the roles it runs.
+func (c *ServerConfig) Validate() error {
+	roles, err := c.Roles()
+	if err != nil {
+		return err
+	}
+	if c.ID == "" {
+		return errors.New("-id: must not be empty")
+	}
+	if _, err := ring.NewPartitioner(c.Partitions); err != nil {
+		return fmt.Errorf("-cluster.partitions: %w", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
+	}
+	if err := c.Cluster.Validate(); err != nil {
+		return err
+	}
+	for _, r := range roles {
+		var err error
+		switch r {
+		case RoleRouter:
+			err = c.Router.Validate()
+		case RoleAggregator:
+			err = c.Aggregator.Validate()
+		case RoleCoordinator:
+			err = c.Coordinator.Validate()
+		case RoleQueryd:
+			err = c.Queryd.Validate()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+// Server is a running clickagg process.
+type Server struct {
+	cfg   ServerConfig
+	roles []string
+	lg    *slog.Logger
+	ready chan struct{}
+
+	mu         sync.Mutex
+	grpcAddr   string
+	httpAddr   string
+	router     *router.Router
+	aggregator *aggregator.Aggregator
+	queryd     *queryd.Queryd
+}
+
+// NewServer returns a server for cfg; it does no I/O.
+func NewServer(cfg ServerConfig, lg *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	roles, _ := cfg.Roles()
+	return &Server{cfg: cfg, roles: roles, lg: lg, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once every role has started and the servers listen.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// GRPCAddr and HTTPAddr are the bound addresses, valid after Ready.
+func (s *Server) GRPCAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.grpcAddr }
+
+// HTTPAddr is the bound HTTP address, empty when disabled.
+func (s *Server) HTTPAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.httpAddr }
+
+func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
+
+// Run runs the roles until ctx ends, then shuts down in this order:
+//  1. health reports NOT_SERVING, so probes and balancers stop sending;
+//  2. wait -shutdown.drain-delay;
+//  3. gRPC GracefulStop bounded by -shutdown.timeout (then Stop), HTTP Shutdown;
+//  4. the roles stop: the aggregator writes its final snapshots, then every
+//     role releases its etcd lease;
+//  5. the Redis and etcd clients close.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, PoolSize: 64})
+	defer rdb.Close()
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: cfg.Cluster.Endpoints, DialTimeout: cfg.Cluster.DialTimeout})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer etcd.Close()
+	cl := cluster.NewClient(etcd, cfg.Cluster.Prefix)
+
+	want := cfg.Partitions
+	if !cfg.partitionsSet {
+		// Not given explicitly: take the stored count if the cluster exists,
+		// else create it with the default.
+		want = -cfg.Partitions
+	}
+	partitions, err := ensurePartitions(ctx, cl, want)
+	if err != nil {
+		return err
+	}
+	parts, err := ring.NewPartitioner(partitions)
+	if err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	defer lis.Close()
+	advertise := cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = advertiseAddr(lis.Addr().(*net.TCPAddr))
+	}
+	var httpLis net.Listener
+	if cfg.HTTPAddr != "" {
+		if httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("http listen: %w", err)
+		}
+		defer httpLis.Close()
+	}
+
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	plog := partlog.New(rdb, cfg.RedisPrefix)
+	dial := newDialer()
+	defer dial.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+
+	var services []string
+	roleCtx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRoles()
+	g, gctx := errgroup.WithContext(roleCtx)
+	lg := s.lg
+
+	if s.has(RoleRouter) {
+		rc := cfg.Router
+		if rc.ID == "" {
+			rc.ID = cfg.ID
+		}
+		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now)
+		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
+		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
+		s.router = r
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	if s.has(RoleAggregator) {
+		ac := cfg.Aggregator
+		if ac.ID == "" {
+			ac.ID = cfg.ID
+		}
+		ac.AdvertiseAddr = advertise
+		ac.RedisPrefix = cfg.RedisPrefix
+		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now)
+		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
+		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
+		s.aggregator = a
+		g.Go(func() error { return a.Run(gctx) })
+	}
+	if s.has(RoleCoordinator) {
+		cc := cfg.Coordinator
+		if cc.ID == "" {
+			cc.ID = cfg.ID
+		}
+		c := coordinator.New(cc, cl, partitions, dial.Aggregator, lg.With("role", RoleCoordinator))
+		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
+		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
+		g.Go(func() error { return c.Run(gctx) })
+	}
+	if s.has(RoleQueryd) {
+		qc := cfg.Queryd
+		qc.RedisPrefix = cfg.RedisPrefix
+		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now)
+		qs := queryd.NewServer(q)
+		clickaggv1.RegisterQueryServiceServer(gs, qs)
+		services = append(services, clickaggv1.QueryService_ServiceDesc.ServiceName)
+		s.queryd = q
+		h, err := queryd.NewHTTPHandler(gctx, qs)
+		if err != nil {
+			return fmt.Errorf("queryd http: %w", err)
+		}
+		mux.Handle("/v1/", h)
+		g.Go(func() error { return q.Run(gctx) })
+	}
+	// Routers, queryds and coordinators register so that operators can list
+	// them; aggregators register themselves, since their lease is part of
+	// partition ownership.
+	for _, role := range s.roles {
+		if role == RoleAggregator {
+			continue
+		}
+		reg, err := cl.Register(ctx, cluster.Member{ID: cfg.ID, Role: role, Addr: advertise}, cfg.Cluster.LeaseTTL)
+		if err != nil {
+			return fmt.Errorf("register %s: %w", role, err)
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = reg.Close(cctx)
+		}()
+	}
+
+	for _, svc := range services {
+		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- gs.Serve(lis) }()
+	var hsrv *http.Server
+	if httpLis != nil {
+		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
+	}
+	s.mu.Lock()
+	s.grpcAddr = lis.Addr().String()
+	if httpLis != nil {
+		s.httpAddr = httpLis.Addr().String()
+	}
+	s.mu.Unlock()
+	lg.Info("clickagg started", "roles", strings.Join(s.roles, ","), "member", cfg.ID, "grpc", s.grpcAddr, "advertise", advertise, "http", s.httpAddr, "partitions", partitions)
+	close(s.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve: %w", err)
+	case <-gctx.Done():
+		// A role ended on its own: that is an error, the process must exit.
+		runErr = errors.New("a role stopped")
+	}
+
+	lg.Info("shutting down")
+	hs.Shutdown()
+	if cfg.DrainDelay > 0 && runErr == nil {
+		time.Sleep(cfg.DrainDelay)
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout):
+		gs.Stop()
+	}
+	if hsrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		_ = hsrv.Shutdown(sctx)
+		cancel()
+	}
+	stopRoles()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		runErr = errors.Join(runErr, err)
+	}
+	return runErr
+}
+
+// ensurePartitions reads or creates the cluster's partition count. want < 0
+// means "not given explicitly": use the stored count, or create -want.
+func ensurePartitions(ctx context.Context, cl *cluster.Client, want int) (int, error) {
+	if want > 0 {
+		return cl.EnsurePartitions(ctx, want)
+	}
+	if n, err := cl.EnsurePartitions(ctx, 0); err == nil {
+		return n, nil
+	}
+	return cl.EnsurePartitions(ctx, -want)
+}
+
+func advertiseAddr(a *net.TCPAddr) string {
+	port := strconv.Itoa(a.Port)
+	if a.IP.IsUnspecified() {
+		host, err := os.Hostname()
+		if err != nil {
+			host = "localhost"
+		}
+		return net.JoinHostPort(host, port)
+	}
+	return net.JoinHostPort(a.IP.String(), port)
+}
+
+// dialer keeps one client connection per aggregator address.
+type dialer struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newDialer() *dialer { return &dialer{conns: map[string]*grpc.ClientConn{}} }
+
+func (d *dialer) Aggregator(addr string) (clickaggv1.AggregatorServiceClient, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.conns[addr]; ok {
+		return clickaggv1.NewAggregatorServiceClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial aggregator %s: %w", addr, err)
+	}
+	d.conns[addr] = c
+	return clickaggv1.NewAggregatorServiceClient(c), nil
+}
+
+func (d *dialer) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+}

@@ -1,0 +1,33 @@
+// Package cluster keeps the cluster's shared state in etcd: the partition
+// count, the live members, the partition assignment and the coordinator
+// election.
+//
+// Keys, under a prefix (default "/clickagg") so that clusters can share an
+// etcd:
+//
+//	<prefix>/config/partitions        partition count, decimal; written once
+//	<prefix>/members/<role>/<id>      JSON Member, attached to its lease
+//	<prefix>/assignment               JSON Assignment, written by the leader
+//	<prefix>/leader/<lease hex>       election candidates (concurrency.Election)
+//
+// A member's key lives exactly as long as its lease: a process that dies
+// stops refreshing the lease, etcd deletes the key after the TTL, and every
+// watcher sees the member leave. Each registration is a new lease, and the
+// lease ID is the member's Incarnation, so a restarted aggregator with the
+// same ID is a different owner than its previous life: ownership is the pair
+// (ID, Incarnation), which is what lets the coordinator raise a partition's
+// epoch when a process restarts under the same name.
+//
+// Only the elected coordinator writes the assignment, and each write is an
+// etcd transaction conditioned on its election key still existing with the
+// revision it was created at. A deposed leader (its lease expired while it
+// was paused, or it resigned) therefore cannot overwrite its successor's
+// assignment: its write fails with ErrNotLeader. Assignment epochs only grow
+// as long as the assignment key is never deleted by hand; deleting it would
+// restart versions at 1 and the snapshot fences in Redis would then refuse
+// every new owner.
+//
+// Watchers follow the dskit pattern: a Get, then a watch from the revision
+// after it; when etcd cancels the watch (compaction, lost leader) they Get
+// again and resume, so a callback always sees a consistent full state.
+package cluster

@@ -1,0 +1,275 @@
+package partlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// dataField is the one field of every stream entry.
+const dataField = "d"
+
+// Key returns the stream key of partition p: prefix + ":{p" + p + "}:log",
+// e.g. "clickagg:{p7}:log".
+// All keys of one partition share the hash tag {pN} so the design works on
+// Redis Cluster.
+func Key(prefix string, p int) string {
+	return prefix + ":{p" + strconv.Itoa(p) + "}:log"
+}
+
+// Entry is one stream entry; Data is an encoded clickaggv1.LogEntry.
+type Entry struct {
+	ID   string
+	Data []byte
+}
+
+// Append is one item to append to partition Partition's stream.
+type Append struct {
+	Partition int
+	Data      []byte
+}
+
+// Log reads and appends the partition streams under one key prefix.
+// It is safe for concurrent use.
+type Log struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Log over rdb whose stream keys start with prefix. It does no I/O.
+func New(rdb redis.UniversalClient, prefix string) *Log {
+	return &Log{rdb: rdb, prefix: prefix}
+}
+
+// Append appends each item to its partition's stream (XADD, pipelined, field
+// "d") and returns the entry IDs in order.
+// It returns only after Redis answered every XADD; any error means the caller
+// must treat all items as not acknowledged (retrying may duplicate, which
+// dedup absorbs).
+func (l *Log) Append(ctx context.Context, items []Append) ([]string, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.StringCmd, len(items))
+	// A plain pipeline, not MULTI: the items usually belong to different
+	// partitions (different slots on Redis Cluster), and atomicity buys
+	// nothing since a partial failure is answered with a retry of the whole
+	// batch anyway.
+	_, err := l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, it := range items {
+			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: Key(l.prefix, it.Partition),
+				Values: []any{dataField, it.Data},
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("append %d entries: %w", len(items), err)
+	}
+	ids := make([]string, len(items))
+	for i, c := range cmds {
+		id, err := c.Result()
+		if err != nil {
+			return nil, fmt.Errorf("append to partition %d: %w", items[i].Partition, err)
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// Read reads, in one blocking XREAD over several streams, entries after the
+// given IDs ("0" = from the start), at most count per stream (count <= 0: no
+// limit), blocking up to block (0 = don't block). Returns an empty map on
+// timeout.
+//
+// Cancelling ctx does not interrupt a blocked XREAD (the client only honours
+// deadlines set before the call); keep block short enough for shutdown.
+func (l *Log) Read(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]Entry, error) {
+	out := make(map[int][]Entry)
+	if len(after) == 0 {
+		return out, nil
+	}
+	keys := make(map[string]int, len(after))
+	streams := make([]string, 0, 2*len(after))
+	ids := make([]string, 0, len(after))
+	for p, id := range after {
+		k := Key(l.prefix, p)
+		keys[k] = p
+		streams = append(streams, k)
+		if id == "" {
+			id = "0"
+		}
+		ids = append(ids, id)
+	}
+	streams = append(streams, ids...)
+	args := &redis.XReadArgs{Streams: streams, Count: max(count, 0), Block: -1}
+	if block > 0 {
+		// BLOCK 0 means "forever" to Redis: never let a sub-millisecond
+		// block round down to it.
+		args.Block = max(block, time.Millisecond)
+	}
+	res, err := l.rdb.XRead(ctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %d partitions: %w", len(after), err)
+	}
+	for _, s := range res {
+		p, ok := keys[s.Stream]
+		if !ok {
+			return nil, fmt.Errorf("read: unexpected stream %q in reply", s.Stream)
+		}
+		entries := make([]Entry, 0, len(s.Messages))
+		for _, m := range s.Messages {
+			e, err := entry(m)
+			if err != nil {
+				return nil, fmt.Errorf("read partition %d: %w", p, err)
+			}
+			entries = append(entries, e)
+		}
+		if len(entries) > 0 {
+			out[p] = entries
+		}
+	}
+	return out, nil
+}
+
+func entry(m redis.XMessage) (Entry, error) {
+	v, ok := m.Values[dataField]
+	if !ok {
+		return Entry{}, fmt.Errorf("entry %s has no field %q", m.ID, dataField)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return Entry{}, fmt.Errorf("entry %s: field %q is %T, not a string", m.ID, dataField, v)
+	}
+	return Entry{ID: m.ID, Data: []byte(s)}, nil
+}
+
+// LagExactBound is how far Lag counts entries one by one. Lag is exact when
+// the lag, or the number of entries still in the stream at or before the
+// given ID, is at most LagExactBound; otherwise it is an estimate.
+const LagExactBound = 256
+
+// lagScript answers Lag in one atomic step so the length and the counts
+// describe the same stream. It counts at most LagExactBound+1 entries on each
+// side of the given ID: Redis has no rank query on streams, and counting the
+// whole stream would block the server for O(length). The entries' data is
+// copied into Lua tables only to be counted, which is why the bound is small.
+var lagScript = redis.NewScript(`
+local len = redis.call('XLEN', KEYS[1])
+if len == 0 then
+  return {0, '', '', 0, 0}
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+local bound = tonumber(ARGV[2])
+local fwd = #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', bound + 1)
+local back = 0
+if fwd > bound then
+  back = #redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', bound + 1)
+end
+return {len, last, first, fwd, back}
+`)
+
+// Lag returns the number of entries in partition p's stream after ID after,
+// and the last entry ID ("" if empty).
+//
+// Precision: exact when the lag is at most LagExactBound (so 0 means caught
+// up, always), and exact when at most LagExactBound entries at or before
+// after remain in the stream (in particular when after is below the first
+// entry, e.g. trimmed away: the lag is then the stream's length). Otherwise
+// the lag is estimated by interpolating after between the first and last
+// entry IDs' timestamps, and clamped to the range the counts proved
+// (more than LagExactBound, fewer than length-LagExactBound). The cost is
+// bounded: O(log n + LagExactBound) in Redis, one round trip.
+func (l *Log) Lag(ctx context.Context, p int, after string) (int64, string, error) {
+	if after == "" {
+		after = "0"
+	}
+	res, err := lagScript.Run(ctx, l.rdb, []string{Key(l.prefix, p)}, after, LagExactBound).Slice()
+	if err != nil {
+		return 0, "", fmt.Errorf("lag of partition %d: %w", p, err)
+	}
+	if len(res) != 5 {
+		return 0, "", fmt.Errorf("lag of partition %d: unexpected reply %v", p, res)
+	}
+	length, _ := res[0].(int64)
+	last, _ := res[1].(string)
+	first, _ := res[2].(string)
+	fwd, _ := res[3].(int64)
+	back, _ := res[4].(int64)
+	switch {
+	case length == 0:
+		return 0, "", nil
+	case fwd <= LagExactBound:
+		return fwd, last, nil
+	case back <= LagExactBound:
+		return length - back, last, nil
+	}
+	return estimateLag(length, first, after, last), last, nil
+}
+
+// estimateLag interpolates the position of after between first and last.
+// Within one millisecond Redis numbers entries by consecutive sequence
+// numbers, so when all three share a millisecond the sequence numbers give
+// the position (exactly, as long as nothing was deleted in between).
+func estimateLag(length int64, first, after, last string) int64 {
+	fm, fs := parseID(first)
+	am, as := parseID(after)
+	lm, ls := parseID(last)
+	var frac float64
+	switch {
+	case lm > fm:
+		am = min(max(am, fm), lm)
+		frac = float64(lm-am) / float64(lm-fm)
+	case ls > fs:
+		as = min(max(as, fs), ls)
+		frac = float64(ls-as) / float64(ls-fs)
+	}
+	est := int64(math.Round(frac * float64(length-1)))
+	return min(max(est, LagExactBound+1), length-LagExactBound-1)
+}
+
+// CompareIDs compares two stream IDs ("ms-seq"; "" and "0" are the smallest)
+// numerically: -1, 0, 1. A missing sequence part counts as 0, and an
+// unparsable part as 0 as well, so that a corrupt ID never sorts after a
+// real one.
+func CompareIDs(a, b string) int {
+	am, as := parseID(a)
+	bm, bs := parseID(b)
+	switch {
+	case am < bm:
+		return -1
+	case am > bm:
+		return 1
+	case as < bs:
+		return -1
+	case as > bs:
+		return 1
+	}
+	return 0
+}
+
+// parseID splits an "ms-seq" stream ID into its two numbers.
+func parseID(id string) (ms, seq uint64) {
+	msPart, seqPart, _ := strings.Cut(id, "-")
+	return parseUint(msPart), parseUint(seqPart)
+}
+
+func parseUint(s string) uint64 {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		// ParseUint answers an out-of-range number with the maximum.
+		return 0
+	}
+	return n
+}

@@ -1,0 +1,97 @@
+package router
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Config configures a Router.
+type Config struct {
+	// ID is written into every log entry so that an entry can be traced back
+	// to the router that appended it. Empty means hostname-pid.
+	ID string
+	// MaxSkew bounds how far in the future a click_time may be.
+	MaxSkew time.Duration
+	// Horizon bounds how old a click_time may be. The aggregators' dedup
+	// horizon must be at least this long, or a retried event older than their
+	// horizon could be counted twice.
+	Horizon time.Duration
+	// TickInterval is how often a tick is appended to every partition.
+	TickInterval time.Duration
+	// IdleLag is how far behind the wall clock a tick may say event time is
+	// when no newer click was accepted.
+	IdleLag time.Duration
+	// MaxEvents bounds the events of one request.
+	MaxEvents int
+	// MaxIDLength bounds ad_id, event_id and user_id, in bytes.
+	MaxIDLength int
+}
+
+// Defaults used by RegisterFlags.
+const (
+	DefaultMaxSkew      = time.Minute
+	DefaultHorizon      = 6 * time.Hour
+	DefaultTickInterval = time.Second
+	DefaultIdleLag      = time.Minute
+	DefaultMaxEvents    = 10000
+	DefaultMaxIDLength  = 128
+)
+
+// maxRouterIDLength bounds ID: it is repeated in every log entry.
+const maxRouterIDLength = 128
+
+// RegisterFlags registers the router's flags on fs with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "router.id", defaultID(),
+		"Name of this router, written into every partition log entry it appends so that entries can be traced back to it. Must be unique among routers.")
+	fs.DurationVar(&c.MaxSkew, "router.max-clock-skew", DefaultMaxSkew,
+		"Largest amount by which a click_time may be ahead of this router's clock; clicks further in the future are rejected. Also caps how far ahead of the clock a tick may move event time.")
+	fs.DurationVar(&c.Horizon, "router.acceptance-horizon", DefaultHorizon,
+		"Oldest click_time accepted, as an age relative to this router's clock; older clicks are rejected with a reason. Aggregators must keep dedup state at least this long.")
+	fs.DurationVar(&c.TickInterval, "router.tick-interval", DefaultTickInterval,
+		"How often this router appends a tick (its event-time frontier) to every partition log, so that idle partitions' watermarks still advance.")
+	fs.DurationVar(&c.IdleLag, "router.idle-watermark-lag", DefaultIdleLag,
+		"When no newer click arrives, ticks say event time has reached now minus this lag, so minutes complete on an idle cluster. Set it larger than the age of the oldest data you send (tests, backfills), or minutes complete before their data arrives.")
+	fs.IntVar(&c.MaxEvents, "router.max-events-per-request", DefaultMaxEvents,
+		"Largest number of events in one Ingest request or stream message; larger requests fail with RESOURCE_EXHAUSTED.")
+	fs.IntVar(&c.MaxIDLength, "router.max-id-length", DefaultMaxIDLength,
+		"Longest event_id, ad_id and user_id accepted, in bytes.")
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.ID) > maxRouterIDLength:
+		return fmt.Errorf("router.id is %d bytes long, at most %d allowed", len(c.ID), maxRouterIDLength)
+	case !utf8.ValidString(c.ID):
+		return errors.New("router.id is not valid UTF-8")
+	case c.MaxSkew < 0:
+		return fmt.Errorf("router.max-clock-skew %v: must not be negative", c.MaxSkew)
+	case c.Horizon <= 0:
+		return fmt.Errorf("router.acceptance-horizon %v: must be positive", c.Horizon)
+	case c.TickInterval <= 0:
+		return fmt.Errorf("router.tick-interval %v: must be positive", c.TickInterval)
+	case c.IdleLag < 0:
+		return fmt.Errorf("router.idle-watermark-lag %v: must not be negative", c.IdleLag)
+	case c.MaxEvents < 1:
+		return fmt.Errorf("router.max-events-per-request %d: must be at least 1", c.MaxEvents)
+	case c.MaxIDLength < 1:
+		return fmt.Errorf("router.max-id-length %d: must be at least 1", c.MaxIDLength)
+	}
+	return nil
+}
+
+// defaultID returns hostname-pid, unique per process on a host and, on
+// Kubernetes, per pod.
+func defaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "router"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}

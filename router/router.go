@@ -1,0 +1,191 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/ring"
+)
+
+// Log is the partition log as the router needs it. *partlog.Log satisfies it.
+type Log interface {
+	// Append appends every item and returns only after the log answered for
+	// all of them; an error means none may be treated as appended.
+	Append(ctx context.Context, items []partlog.Append) ([]string, error)
+}
+
+// Errors that fail a whole request. The gRPC adapter maps them to status
+// codes.
+var (
+	ErrNoEvents       = errors.New("router: request has no events")
+	ErrTooManyEvents  = errors.New("router: request has too many events")
+	ErrLogUnavailable = errors.New("router: partition log unavailable, retry the request")
+)
+
+// Router validates click events and appends them to their partitions' logs.
+type Router struct {
+	cfg   Config
+	parts *ring.Partitioner
+	log   Log
+	lg    *slog.Logger
+	now   func() time.Time
+
+	// maxAccepted is the largest click_time_ms appended so far. It is
+	// raised only after the append succeeded, so that a tick never carries
+	// an event time whose event might not be in the log.
+	maxAccepted atomic.Int64
+}
+
+// New returns a router that appends to log. now is the clock (nil means
+// time.Now); lg nil discards logs. cfg must have passed Validate; an empty
+// cfg.ID becomes hostname-pid.
+func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func() time.Time) *Router {
+	if cfg.ID == "" {
+		cfg.ID = defaultID()
+	}
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now}
+}
+
+// Ingest validates events, appends the valid ones and returns how many were
+// appended and why each other one was refused. A non-nil error fails the
+// whole request and means nothing was acknowledged: the caller retries it,
+// and the aggregators' dedup by event_id absorbs what was appended anyway.
+func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (accepted int64, rejected []*clickaggv1.Rejection, err error) {
+	if len(events) == 0 {
+		return 0, nil, ErrNoEvents
+	}
+	if len(events) > r.cfg.MaxEvents {
+		return 0, nil, fmt.Errorf("%w: %d events, at most %d allowed", ErrTooManyEvents, len(events), r.cfg.MaxEvents)
+	}
+	// One clock reading per request: every event of it is judged against
+	// the same bounds.
+	now := r.now()
+	entries := make(map[int]*clickaggv1.LogEntry)
+	maxMs := int64(0)
+	for i, e := range events {
+		ev, reason := r.validate(e, now)
+		if reason != "" {
+			rej := &clickaggv1.Rejection{Index: int32(i), Reason: reason}
+			if idProblem("event_id", e.GetEventId(), r.cfg.MaxIDLength) == "" {
+				rej.EventId = e.GetEventId()
+			}
+			rejected = append(rejected, rej)
+			continue
+		}
+		p := r.parts.Partition(ev.AdId)
+		entry := entries[p]
+		if entry == nil {
+			entry = &clickaggv1.LogEntry{RouterId: r.cfg.ID}
+			entries[p] = entry
+		}
+		entry.Events = append(entry.Events, ev)
+		accepted++
+		maxMs = max(maxMs, ev.ClickTimeMs)
+	}
+	if accepted == 0 {
+		return 0, rejected, nil
+	}
+	items := make([]partlog.Append, 0, len(entries))
+	for _, p := range slices.Sorted(maps.Keys(entries)) {
+		data, err := proto.Marshal(entries[p])
+		if err != nil {
+			return 0, nil, fmt.Errorf("encode log entry of partition %d: %w", p, err)
+		}
+		items = append(items, partlog.Append{Partition: p, Data: data})
+	}
+	if _, err := r.log.Append(ctx, items); err != nil {
+		r.lg.Warn("append events", "events", accepted, "partitions", len(items), "err", err)
+		return 0, nil, fmt.Errorf("%w: append %d events to %d partitions: %w", ErrLogUnavailable, accepted, len(items), err)
+	}
+	r.raiseFrontier(maxMs)
+	return accepted, rejected, nil
+}
+
+// raiseFrontier makes maxAccepted at least ms. Many Ingest calls race here.
+func (r *Router) raiseFrontier(ms int64) {
+	for {
+		cur := r.maxAccepted.Load()
+		if ms <= cur || r.maxAccepted.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+// Run appends a tick to every partition now and then every TickInterval
+// until ctx ends, and returns nil then. A failed tick is logged and the next
+// one is tried on schedule: ticks only move watermarks, so a missed one
+// delays minutes and loses nothing.
+func (r *Router) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.TickInterval)
+	defer t.Stop()
+	var last int64
+	failed := 0
+	for {
+		var err error
+		last, err = r.tick(ctx, last)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			failed++
+			r.lg.Warn("append tick", "tick_ms", last, "consecutive_failures", failed, "err", err)
+		case failed > 0:
+			r.lg.Info("append tick recovered", "tick_ms", last, "failed_ticks", failed)
+			failed = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// tick appends one tick to every partition and returns its frontier, which
+// becomes last even if the append failed: some partitions may have received
+// it, and a later tick must not go below it there.
+func (r *Router) tick(ctx context.Context, last int64) (int64, error) {
+	f := frontier(r.maxAccepted.Load(), r.now(), r.cfg.IdleLag, r.cfg.MaxSkew, last)
+	if f <= 0 {
+		// A zero tick_ms means "no tick" in the log format, and nothing
+		// before 1970 is worth saying: a huge IdleLag right after start.
+		return last, nil
+	}
+	data, err := proto.Marshal(&clickaggv1.LogEntry{RouterId: r.cfg.ID, TickMs: f})
+	if err != nil {
+		return last, fmt.Errorf("encode tick: %w", err)
+	}
+	items := make([]partlog.Append, r.parts.Partitions())
+	for p := range items {
+		items[p] = partlog.Append{Partition: p, Data: data}
+	}
+	if _, err := r.log.Append(ctx, items); err != nil {
+		return f, fmt.Errorf("append tick to %d partitions: %w", len(items), err)
+	}
+	return f, nil
+}
+
+// frontier is the event time a tick carries: the newest accepted click, or
+// now-idleLag when that is later, never more than now+maxSkew, and never
+// less than the last tick.
+func frontier(maxAccepted int64, now time.Time, idleLag, maxSkew time.Duration, last int64) int64 {
+	f := max(maxAccepted, now.Add(-idleLag).UnixMilli())
+	f = min(f, now.Add(maxSkew).UnixMilli())
+	return max(f, last)
+}
