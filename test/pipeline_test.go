@@ -1,0 +1,444 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/clickagg/clickagg/localserver"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// TestPipelineExactThroughFailures is the proof that counts are exact: a
+// multi-process cluster ingests a million clicks with duplicates (some
+// retried through the other router), late and out-of-order events and
+// invalid ones, while an aggregator is SIGKILLed and restarted and a router
+// is restarted; then every (ad, minute) count and top-N over windows and
+// filters must equal the ground truth.
+func TestPipelineExactThroughFailures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of a million events")
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	rs, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Stop() })
+	etcd := testserver.Etcd(t)
+	common := []string{
+		"-redis.addr=" + rs.Addr,
+		"-etcd.endpoints=" + etcd.Endpoint,
+		"-cluster.partitions=32",
+		"-etcd.lease-ttl=5s",
+		"-log.level=info",
+	}
+	with := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
+
+	coord := startProc(t, dir, "coordinator-1", with("-target=coordinator")...)
+	var aggs []*proc
+	for i := range 3 {
+		aggs = append(aggs, startProc(t, dir, fmt.Sprintf("aggregator-%d", i+1), with("-target=aggregator", "-aggregator.snapshot-interval=2s")...))
+	}
+	// Event times in this test run from 24 minutes ago to 2 minutes ago, so
+	// the wall clock must not complete minutes ahead of the data.
+	var routers []*proc
+	for i := range 2 {
+		routers = append(routers, startProc(t, dir, fmt.Sprintf("router-%d", i+1), with("-target=router", "-router.idle-watermark-lag=1h")...))
+	}
+	httpPort, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := startProc(t, dir, "queryd-1", with("-target=queryd", fmt.Sprintf("-http.addr=127.0.0.1:%d", httpPort))...)
+
+	coordClient := clickaggv1.NewCoordinatorServiceClient(dial(t, coord.addr))
+	waitCaughtUp(t, coordClient, 32, 2*time.Minute)
+
+	start := time.Now().Truncate(time.Minute).Add(-24 * time.Minute)
+	w := newWorkload(20261125, 1_000_000, 50_000, 22, start, 0.05, 0.02, 0.005, 500)
+	t.Logf("workload: %d unique clicks, %d duplicates, %d late, %d invalid, %d requests",
+		len(w.unique), w.dups, w.late, len(w.invalidAt), len(w.batches))
+
+	ingest := []clickaggv1.IngestServiceClient{
+		clickaggv1.NewIngestServiceClient(dial(t, routers[0].addr)),
+		clickaggv1.NewIngestServiceClient(dial(t, routers[1].addr)),
+	}
+	var (
+		sent       atomic.Int64
+		retried    atomic.Int64
+		mu         sync.Mutex
+		rejectedBy = map[*clickaggv1.ClickEvent]string{}
+	)
+	jobs := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	for worker := range 4 {
+		g.Go(func() error {
+			for i := range jobs {
+				batch := w.batches[i]
+				wantAccepted := int64(len(batch))
+				for _, ev := range batch {
+					if _, bad := w.invalidAt[ev]; bad {
+						wantAccepted--
+					}
+				}
+				// Each request goes to one router; a failure is retried with
+				// the same events through the other one, as a client would.
+				r := (i + worker) % 2
+				deadline := time.Now().Add(2 * time.Minute)
+				for {
+					cctx, cancel := context.WithTimeout(gctx, 10*time.Second)
+					resp, err := ingest[r].Ingest(cctx, &clickaggv1.IngestRequest{Events: batch})
+					cancel()
+					if err == nil {
+						if resp.Accepted != wantAccepted {
+							return fmt.Errorf("request %d: accepted %d, want %d", i, resp.Accepted, wantAccepted)
+						}
+						mu.Lock()
+						for _, rej := range resp.Rejected {
+							rejectedBy[batch[rej.Index]] = rej.Reason
+						}
+						mu.Unlock()
+						break
+					}
+					if time.Now().After(deadline) {
+						return fmt.Errorf("request %d: routers failing for 2 minutes: %v", i, err)
+					}
+					retried.Add(1)
+					r = 1 - r
+					time.Sleep(50 * time.Millisecond)
+				}
+				sent.Add(1)
+			}
+			return nil
+		})
+	}
+	// Chaos, at fixed points of the run: SIGKILL an aggregator and start it
+	// again; restart a router.
+	g.Go(func() error {
+		defer close(jobs)
+		n := len(w.batches)
+		for i := range n {
+			switch i {
+			case n * 3 / 10:
+				waitSent(&sent, int64(i-8))
+				t.Logf("SIGKILL %s at request %d", aggs[1].name, i)
+				aggs[1].Kill()
+			case n*3/10 + 40:
+				t.Logf("restart %s at request %d", aggs[1].name, i)
+				aggs[1].Restart()
+			case n * 6 / 10:
+				t.Logf("restart %s at request %d", routers[0].name, i)
+				routers[0].Stop()
+				routers[0].Restart()
+			}
+			select {
+			case jobs <- i:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ingest done: %d requests, %d retried", sent.Load(), retried.Load())
+
+	// Every invalid event was rejected, with a reason that names its field.
+	if len(rejectedBy) != len(w.invalidAt) {
+		t.Errorf("%d events rejected, want %d", len(rejectedBy), len(w.invalidAt))
+	}
+	for ev, want := range w.invalidAt {
+		got, ok := rejectedBy[ev]
+		if !ok {
+			t.Errorf("invalid event %q (%s) was not rejected", ev.EventId, want)
+		} else if !strings.Contains(got, want) {
+			t.Errorf("event %q rejected with %q, want a reason about %s", ev.EventId, got, want)
+		}
+	}
+
+	waitCaughtUp(t, coordClient, 32, 3*time.Minute)
+	qc := clickaggv1.NewQueryServiceClient(dial(t, q.addr))
+	tr := &truth{clicks: w.unique}
+	checkEveryAdMinute(t, qc, tr)
+	checkTopN(t, qc, tr, w)
+	checkFilteredCounts(t, qc, tr, w)
+	checkHTTP(t, fmt.Sprintf("127.0.0.1:%d", httpPort), qc, tr, w)
+}
+
+func waitSent(sent *atomic.Int64, n int64) {
+	for sent.Load() < n {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitCaughtUp waits until every partition is served and its owner has
+// applied its whole log.
+func waitCaughtUp(t *testing.T, c clickaggv1.CoordinatorServiceClient, partitions int, timeout time.Duration) {
+	t.Helper()
+	testserver.Eventually(t, timeout, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.GetClusterStatus(ctx, &clickaggv1.GetClusterStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if len(st.Unavailable) > 0 {
+			return fmt.Errorf("partitions %v unavailable", st.Unavailable)
+		}
+		if len(st.Partitions) != partitions {
+			return fmt.Errorf("%d partitions reported, want %d", len(st.Partitions), partitions)
+		}
+		for _, p := range st.Partitions {
+			if p.State != "serving" || p.Lag > 0 {
+				return fmt.Errorf("partition %d: state %s lag %d", p.Partition, p.State, p.Lag)
+			}
+		}
+		return nil
+	})
+}
+
+func minuteTS(m int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(m*60, 0)) }
+
+// checkEveryAdMinute asks queryd for every (ad, minute) of the data.
+func checkEveryAdMinute(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth) {
+	t.Helper()
+	counts := tr.counts()
+	type item struct {
+		k adMinute
+		n int64
+	}
+	items := make(chan item)
+	var wrong atomic.Int64
+	g, ctx := errgroup.WithContext(context.Background())
+	for range 16 {
+		g.Go(func() error {
+			for it := range items {
+				resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{
+					AdId: it.k.ad, From: minuteTS(it.k.minute), To: minuteTS(it.k.minute + 1),
+				})
+				if err != nil {
+					return fmt.Errorf("count %s@%d: %w", it.k.ad, it.k.minute, err)
+				}
+				if resp.Count != it.n {
+					if wrong.Add(1) <= 20 {
+						t.Errorf("count of %s in minute %d = %d, want %d", it.k.ad, it.k.minute, resp.Count, it.n)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(items)
+		for k, n := range counts {
+			select {
+			case items <- item{k, n}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("checked %d (ad, minute) counts, %d wrong", len(counts), wrong.Load())
+}
+
+// popular returns a filter value that many clicks share, so that filtered
+// answers are not trivially empty.
+func popular(tr *truth, key func(*clickaggv1.ClickEvent) string) string {
+	m := map[string]int{}
+	best, bestN := "", 0
+	for _, c := range tr.clicks {
+		k := key(c.ev)
+		m[k]++
+		if m[k] > bestN || (m[k] == bestN && k < best) {
+			best, bestN = k, m[k]
+		}
+	}
+	return best
+}
+
+func testFilters(tr *truth) map[string]*clickaggv1.Filter {
+	ip := popular(tr, func(e *clickaggv1.ClickEvent) string { return e.Ip })
+	user := popular(tr, func(e *clickaggv1.ClickEvent) string { return e.UserId })
+	return map[string]*clickaggv1.Filter{
+		"none":     nil,
+		"country":  {Country: "US"},
+		"ip":       {Ip: ip},
+		"user_id":  {UserId: user},
+		"combined": {Country: "IN", Ip: ip},
+	}
+}
+
+func checkTopN(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
+	t.Helper()
+	f0 := w.firstMin
+	windows := []struct{ from, to int64 }{
+		{f0, f0 + 1},
+		{f0 + 7, f0 + 8},
+		{f0 + 5, f0 + 10},
+		{f0 + 10, f0 + 20},
+		{f0, f0 + int64(w.minutes)},
+	}
+	for name, f := range testFilters(tr) {
+		for _, win := range windows {
+			want := tr.top(win.from, win.to, 100, f)
+			resp, err := qc.GetPopularAds(context.Background(), &clickaggv1.GetPopularAdsRequest{
+				Count: 100, WindowMinutes: int32(win.to - win.from), End: minuteTS(win.to), Filter: f,
+			})
+			if err != nil {
+				t.Fatalf("top, filter %s, window [%d, %d): %v", name, win.from, win.to, err)
+			}
+			if resp.From.AsTime().Unix() != win.from*60 || resp.To.AsTime().Unix() != win.to*60 {
+				t.Errorf("top, filter %s: window [%v, %v), want minutes [%d, %d)", name, resp.From.AsTime(), resp.To.AsTime(), win.from, win.to)
+			}
+			if !sameTop(resp.Ads, want) {
+				t.Errorf("top, filter %s, window [%d, %d): got %d ads, want %d; first difference: %s", name, win.from, win.to, len(resp.Ads), len(want), firstDiff(resp.Ads, want))
+			}
+			if win.to <= f0+18 && !resp.Complete {
+				t.Errorf("top, filter %s, window [%d, %d): not complete", name, win.from, win.to)
+			}
+		}
+	}
+	t.Logf("checked top-100 over %d windows × 5 filters", len(windows))
+}
+
+func sameTop(got, want []*clickaggv1.AdCount) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i].AdId != want[i].AdId || got[i].Count != want[i].Count {
+			return false
+		}
+	}
+	return true
+}
+
+func firstDiff(got, want []*clickaggv1.AdCount) string {
+	for i := range max(len(got), len(want)) {
+		var g, w string
+		if i < len(got) {
+			g = fmt.Sprintf("%s=%d", got[i].AdId, got[i].Count)
+		}
+		if i < len(want) {
+			w = fmt.Sprintf("%s=%d", want[i].AdId, want[i].Count)
+		}
+		if g != w {
+			return fmt.Sprintf("#%d got %q want %q", i, g, w)
+		}
+	}
+	return "none"
+}
+
+// checkFilteredCounts checks multi-minute counts with every filter for the
+// most popular ads and for ads of the filtered clicks.
+func checkFilteredCounts(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
+	t.Helper()
+	f0 := w.firstMin
+	top := tr.top(f0, f0+int64(w.minutes), 10, nil)
+	checked := 0
+	for name, f := range testFilters(tr) {
+		ads := []string{"ad-does-not-exist"}
+		for _, a := range top {
+			ads = append(ads, a.AdId)
+		}
+		for _, a := range tr.top(f0, f0+int64(w.minutes), 5, f) {
+			ads = append(ads, a.AdId)
+		}
+		for _, ad := range ads {
+			for _, win := range [][2]int64{{f0, f0 + 22}, {f0 + 3, f0 + 9}, {f0 + 12, f0 + 13}} {
+				want := tr.count(ad, win[0], win[1], f)
+				resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{
+					AdId: ad, From: minuteTS(win[0]), To: minuteTS(win[1]), Filter: f,
+				})
+				if err != nil {
+					t.Fatalf("count %s filter %s: %v", ad, name, err)
+				}
+				if resp.Count != want {
+					t.Errorf("count of %s over [%d, %d) filter %s = %d, want %d", ad, win[0], win[1], name, resp.Count, want)
+				}
+				checked++
+			}
+		}
+	}
+	// last_minutes ends with the current minute; the data ended two minutes
+	// ago, so the last 30 minutes hold all of it.
+	ad := top[0].AdId
+	resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{AdId: ad, LastMinutes: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := resp.From.AsTime().Unix()/60, resp.To.AsTime().Unix()/60
+	if want := tr.count(ad, from, to, nil); resp.Count != want || to-from != 30 {
+		t.Errorf("last 30 minutes of %s: %d over [%d, %d), want %d over 30 minutes", ad, resp.Count, from, to, want)
+	}
+	t.Logf("checked %d filtered multi-minute counts", checked+1)
+}
+
+// checkHTTP asks the same questions over queryd's HTTP API.
+func checkHTTP(t *testing.T, addr string, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
+	t.Helper()
+	f0 := w.firstMin
+	top := tr.top(f0, f0+int64(w.minutes), 3, nil)
+	from, to := time.Unix(f0*60, 0).UTC().Format(time.RFC3339), time.Unix((f0+10)*60, 0).UTC().Format(time.RFC3339)
+	var c struct {
+		AdID     string `json:"adId"`
+		Count    string `json:"count"`
+		Complete bool   `json:"complete"`
+	}
+	getJSON(t, fmt.Sprintf("http://%s/v1/ads/%s/aggregated_count?from=%s&to=%s&filter.country=US", addr, top[0].AdId, url.QueryEscape(from), url.QueryEscape(to)), &c)
+	if want := tr.count(top[0].AdId, f0, f0+10, &clickaggv1.Filter{Country: "US"}); c.Count != fmt.Sprint(want) {
+		t.Errorf("HTTP count of %s = %s, want %d", top[0].AdId, c.Count, want)
+	}
+	var p struct {
+		Ads []struct {
+			AdID  string `json:"adId"`
+			Count string `json:"count"`
+		} `json:"ads"`
+	}
+	end := time.Unix((f0+22)*60, 0).UTC().Format(time.RFC3339)
+	getJSON(t, fmt.Sprintf("http://%s/v1/ads/popular_ads?count=3&window_minutes=22&end=%s", addr, url.QueryEscape(end)), &p)
+	if len(p.Ads) != 3 {
+		t.Fatalf("HTTP popular_ads returned %d ads, want 3", len(p.Ads))
+	}
+	for i, a := range p.Ads {
+		if a.AdID != top[i].AdId || a.Count != fmt.Sprint(top[i].Count) {
+			t.Errorf("HTTP popular ad #%d = %s/%s, want %s/%d", i, a.AdID, a.Count, top[i].AdId, top[i].Count)
+		}
+	}
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", u, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", u, err, body)
+	}
+}
