@@ -1,0 +1,56 @@
+// Package snapshot stores each partition's aggregation state in Redis,
+// together with its log offset and its owner's epoch, and fences out owners
+// that are no longer current.
+//
+// # Keys
+//
+// For partition p under prefix (e.g. "clickagg"):
+//
+//	prefix:{pN}:epoch  string  the fence: the highest epoch that claimed or saved p
+//	prefix:{pN}:snap   hash    "meta" (encoded SnapshotMeta, which holds the log
+//	                           offset) and one field "m:<unix minute>" per minute
+//	                           (encoded MinuteState)
+//	prefix:{pN}:log    stream  the partition log (package partlog)
+//
+// All three share the hash tag {pN}, so the Lua scripts that touch them
+// together are legal on Redis Cluster.
+//
+// # Fencing (DESIGN.md invariants 4–6)
+//
+// The coordinator gives every (partition, owner) assignment an epoch that only
+// grows. A new owner first calls Claim with its epoch, which raises the fence;
+// from then on the fence refuses every Save of an older epoch. Save checks the
+// fence and writes in one Lua script, so there is no window between check and
+// write: a paused or partitioned ex-owner that wakes up and saves gets
+// ErrStaleEpoch, writes nothing, and must stop serving the partition. Claim
+// with the current epoch succeeds, so an owner may claim again after a
+// restart.
+//
+//	fence=e0 ──Claim(e1>e0)──▶ fence=e1 ──Save(e1)──▶ written
+//	                              │
+//	                              └──Save(e0<e1)──▶ ErrStaleEpoch, nothing written
+//
+// Because the state, the offset (inside meta) and the fence are written by one
+// script, a snapshot is always a consistent cut: recovery loads it and replays
+// the log after its offset, and reproduces the state exactly (invariant 4).
+// Minute values are absolute, so a replayed save rewrites identical values
+// (invariant 6).
+//
+// # Incremental snapshots
+//
+// Most minutes of a partition stop changing once they complete, and a
+// snapshot can hold hours of minutes (tens of MB). So Save writes only what a
+// Write lists: the meta, the minutes that changed since the last accepted
+// save, and deletes the minutes listed in Drop; every other stored minute is
+// left as it is. The meta is written after the minutes, and the log is
+// trimmed last, so the log is never trimmed unless the snapshot that makes the
+// trimmed entries unnecessary has been stored.
+//
+// # Log trimming
+//
+// Save is the only place where the partition log shrinks: with TrimLogBefore
+// set, the same script runs XTRIM MINID on the partition's log, removing the
+// entries older than that ID (the caller passes the offset of the snapshot it
+// saves, or anything older). A refused save trims nothing, so a stale owner
+// can never remove entries the current owner's snapshot still needs.
+package snapshot

@@ -1,0 +1,261 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/partlog"
+)
+
+// ErrStaleEpoch is returned for a write by an owner whose epoch is older than
+// the partition's fence.
+var ErrStaleEpoch = errors.New("snapshot: stale epoch")
+
+// ErrNotFound is returned when a partition has no snapshot, or a snapshot has
+// no such minute.
+var ErrNotFound = errors.New("snapshot: not found")
+
+// Write is one incremental snapshot of a partition.
+type Write struct {
+	Epoch uint64
+	// Meta is an encoded clickaggv1.SnapshotMeta.
+	Meta []byte
+	// Minutes are the changed minutes: encoded clickaggv1.MinuteState, keyed
+	// by Unix minute.
+	Minutes map[int64][]byte
+	// Drop lists minutes no longer part of the snapshot.
+	Drop []int64
+	// TrimLogBefore, when non-empty, trims the partition's log below this ID
+	// (XTRIM MINID) in the same atomic step.
+	TrimLogBefore string
+}
+
+// Loaded is a partition's stored snapshot.
+type Loaded struct {
+	Meta    []byte
+	Minutes map[int64][]byte
+	// Epoch is the fence epoch, which may be higher than the epoch that
+	// saved the snapshot if a newer owner has claimed since.
+	Epoch uint64
+}
+
+// Store keeps snapshots and fences in Redis. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Store over rdb whose keys start with prefix. It does no I/O.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, prefix: prefix}
+}
+
+const metaField = "meta"
+
+func (s *Store) fenceKey(p int) string {
+	return s.prefix + ":{p" + strconv.Itoa(p) + "}:epoch"
+}
+
+func (s *Store) snapKey(p int) string {
+	return s.prefix + ":{p" + strconv.Itoa(p) + "}:snap"
+}
+
+func minuteField(m int64) string {
+	return "m:" + strconv.FormatInt(m, 10)
+}
+
+// older compares epochs as decimal strings: Lua numbers are doubles and would
+// round epochs above 2^53. Epochs are always written by strconv.FormatUint,
+// so there are no leading zeros and a shorter string is a smaller number.
+const luaOlder = `
+local function older(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+`
+
+// claimScript: KEYS[1] fence; ARGV[1] epoch. Replies {1, fence} when the
+// fence is now ARGV[1], {0, fence} when the fence is higher.
+var claimScript = redis.NewScript(luaOlder + `
+local fence = redis.call('GET', KEYS[1])
+if fence and older(ARGV[1], fence) then
+  return {0, fence}
+end
+if fence ~= ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return {1, ARGV[1]}
+`)
+
+// saveScript: KEYS[1] fence, KEYS[2] snapshot hash, KEYS[3] partition log;
+// ARGV[1] epoch, ARGV[2] meta, ARGV[3] trim-before ID or "", ARGV[4] number
+// of minutes n, then n (field, value) pairs, then the fields to delete.
+//
+// Redis runs a script atomically but does not roll it back when a command
+// fails halfway, so the order matters: minutes, then meta, then the log trim
+// last, so that no failure can trim log entries without having stored the
+// snapshot that makes them unnecessary. Minutes are written one HSET each
+// rather than unpacked into one call: unpack is limited to a few thousand
+// values, and a call per minute copies nothing more.
+var saveScript = redis.NewScript(luaOlder + `
+local fence = redis.call('GET', KEYS[1])
+if fence and older(ARGV[1], fence) then
+  return {0, fence}
+end
+if fence ~= ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local n = tonumber(ARGV[4])
+local i = 5
+local stop = 5 + 2 * n
+while i < stop do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for j = stop, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[j])
+end
+redis.call('HSET', KEYS[2], 'meta', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
+end
+return {1, ARGV[1]}
+`)
+
+// runFenced runs a fencing script and maps its reply.
+func (s *Store) runFenced(ctx context.Context, script *redis.Script, keys []string, args ...any) error {
+	res, err := script.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return err
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("unexpected script reply %v", res)
+	}
+	ok, _ := res[0].(int64)
+	fence, _ := res[1].(string)
+	if ok != 1 {
+		return fmt.Errorf("fence is at epoch %s: %w", fence, ErrStaleEpoch)
+	}
+	return nil
+}
+
+// Claim raises partition p's fence to epoch; ErrStaleEpoch if the fence is
+// already higher. Equal is allowed (same owner).
+func (s *Store) Claim(ctx context.Context, p int, epoch uint64) error {
+	e := strconv.FormatUint(epoch, 10)
+	if err := s.runFenced(ctx, claimScript, []string{s.fenceKey(p)}, e); err != nil {
+		return fmt.Errorf("claim partition %d at epoch %d: %w", p, epoch, err)
+	}
+	return nil
+}
+
+// Save writes w atomically (one Lua script) iff w.Epoch >= the fence (and
+// raises the fence to w.Epoch); else ErrStaleEpoch and nothing is written.
+func (s *Store) Save(ctx context.Context, p int, w Write) error {
+	if w.TrimLogBefore != "" && !validID(w.TrimLogBefore) {
+		return fmt.Errorf("save snapshot %d: invalid log ID %q to trim before", p, w.TrimLogBefore)
+	}
+	// The blobs go to the client as they are: go-redis writes []byte
+	// arguments straight to the connection, so the only copies are the ones
+	// Redis makes itself.
+	args := make([]any, 0, 4+2*len(w.Minutes)+len(w.Drop))
+	args = append(args, strconv.FormatUint(w.Epoch, 10), w.Meta, w.TrimLogBefore, len(w.Minutes))
+	for m, v := range w.Minutes {
+		args = append(args, minuteField(m), v)
+	}
+	for _, m := range w.Drop {
+		if _, ok := w.Minutes[m]; ok {
+			return fmt.Errorf("save snapshot %d: minute %d both changed and dropped", p, m)
+		}
+		args = append(args, minuteField(m))
+	}
+	keys := []string{s.fenceKey(p), s.snapKey(p), partlog.Key(s.prefix, p)}
+	if err := s.runFenced(ctx, saveScript, keys, args...); err != nil {
+		return fmt.Errorf("save snapshot %d at epoch %d: %w", p, w.Epoch, err)
+	}
+	return nil
+}
+
+// validID reports whether id is a stream ID ("ms" or "ms-seq"). XTRIM would
+// refuse anything else, but only after the script had written the snapshot.
+func validID(id string) bool {
+	ms, seq, hasSeq := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if hasSeq {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Load returns the latest snapshot of p, or ErrNotFound.
+func (s *Store) Load(ctx context.Context, p int) (Loaded, error) {
+	var hash *redis.MapStringStringCmd
+	var fence *redis.StringCmd
+	// MULTI so that the fence read belongs to the same moment as the hash.
+	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		hash = pipe.HGetAll(ctx, s.snapKey(p))
+		fence = pipe.Get(ctx, s.fenceKey(p))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Loaded{}, fmt.Errorf("load snapshot %d: %w", p, err)
+	}
+	fields, err := hash.Result()
+	if err != nil {
+		return Loaded{}, fmt.Errorf("load snapshot %d: %w", p, err)
+	}
+	meta, ok := fields[metaField]
+	if !ok {
+		return Loaded{}, fmt.Errorf("load snapshot %d: %w", p, ErrNotFound)
+	}
+	l := Loaded{Meta: []byte(meta), Minutes: make(map[int64][]byte, len(fields)-1)}
+	for f, v := range fields {
+		if f == metaField {
+			continue
+		}
+		ms, ok := strings.CutPrefix(f, "m:")
+		if !ok {
+			return Loaded{}, fmt.Errorf("load snapshot %d: unexpected field %q", p, f)
+		}
+		m, err := strconv.ParseInt(ms, 10, 64)
+		if err != nil {
+			return Loaded{}, fmt.Errorf("load snapshot %d: field %q: %w", p, f, err)
+		}
+		l.Minutes[m] = []byte(v)
+	}
+	e, err := fence.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		// A snapshot without a fence was not written by Save; treat it as
+		// epoch 0 rather than refusing to recover.
+	case err != nil:
+		return Loaded{}, fmt.Errorf("load snapshot %d: fence: %w", p, err)
+	default:
+		if l.Epoch, err = strconv.ParseUint(e, 10, 64); err != nil {
+			return Loaded{}, fmt.Errorf("load snapshot %d: fence %q: %w", p, e, err)
+		}
+	}
+	return l, nil
+}
+
+// LoadMinute returns one stored minute of p (for minutes no longer in
+// memory), or ErrNotFound.
+func (s *Store) LoadMinute(ctx context.Context, p int, minute int64) ([]byte, error) {
+	v, err := s.rdb.HGet(ctx, s.snapKey(p), minuteField(minute)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load minute %d of partition %d: %w", minute, p, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load minute %d of partition %d: %w", minute, p, err)
+	}
+	return v, nil
+}
