@@ -1,0 +1,48 @@
+package coordinator
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/ring"
+)
+
+// Config configures a coordinator.
+type Config struct {
+	// ID is the coordinator's name in the election; empty means the
+	// process's member ID, which the caller fills in before New.
+	ID string
+	// Load bounds an aggregator's partitions at Load times the mean.
+	Load float64
+	// SessionTTL is the lease of the leader's election key: a leader that
+	// dies without resigning is replaced after about this long.
+	SessionTTL time.Duration
+	// StatusTimeout bounds each aggregator's answer in GetClusterStatus.
+	StatusTimeout time.Duration
+}
+
+// RegisterFlags registers the coordinator's flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "coordinator.id", "", "name of this coordinator in the leader election; empty uses the process's -id")
+	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions; lower balances better, higher moves fewer partitions when aggregators come and go")
+	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
+	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus waits for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
+}
+
+// Validate checks c. An empty ID is allowed: the caller fills it in.
+func (c *Config) Validate() error {
+	// Load 1 would only work when the partitions divide evenly among the
+	// aggregators, which membership changes break at any time.
+	if !(c.Load > 1) || c.Load > 100 {
+		return fmt.Errorf("-coordinator.load %v: must be above 1 and at most 100", c.Load)
+	}
+	if c.SessionTTL < cluster.MinLeaseTTL || c.SessionTTL%time.Second != 0 {
+		return fmt.Errorf("-coordinator.session-ttl %v: must be whole seconds, at least %v", c.SessionTTL, cluster.MinLeaseTTL)
+	}
+	if c.StatusTimeout <= 0 {
+		return fmt.Errorf("-coordinator.status-timeout %v: must be positive", c.StatusTimeout)
+	}
+	return nil
+}
