@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -207,7 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, PoolSize: 64})
 	defer rdb.Close()
-	etcd, err := clientv3.New(clientv3.Config{Endpoints: cfg.Cluster.Endpoints, DialTimeout: cfg.Cluster.DialTimeout})
+	etcd, err := cluster.Dial(cfg.Cluster)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}

@@ -47,8 +47,8 @@ const maxRouterIDLength = 128
 
 // RegisterFlags registers the router's flags on fs with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "router.id", defaultID(),
-		"Name of this router, written into every partition log entry it appends so that entries can be traced back to it. Must be unique among routers.")
+	fs.StringVar(&c.ID, "router.id", "",
+		"Name of this router, written into every partition log entry it appends so that entries can be traced back to it. Must be unique among routers. Empty means the process's hostname-pid.")
 	fs.DurationVar(&c.MaxSkew, "router.max-clock-skew", DefaultMaxSkew,
 		"Largest amount by which a click_time may be ahead of this router's clock; clicks further in the future are rejected. Also caps how far ahead of the clock a tick may move event time.")
 	fs.DurationVar(&c.Horizon, "router.acceptance-horizon", DefaultHorizon,

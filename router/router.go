@@ -110,6 +110,10 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 		items = append(items, partlog.Append{Partition: p, Data: data})
 	}
 	if _, err := r.log.Append(ctx, items); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			// The caller gave up; the log may be fine.
+			return 0, nil, fmt.Errorf("append %d events to %d partitions: %w", accepted, len(items), ctxErr)
+		}
 		r.lg.Warn("append events", "events", accepted, "partitions", len(items), "err", err)
 		return 0, nil, fmt.Errorf("%w: append %d events to %d partitions: %w", ErrLogUnavailable, accepted, len(items), err)
 	}

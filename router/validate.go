@@ -124,12 +124,12 @@ func (r *Router) clickTime(e *clickaggv1.ClickEvent, now time.Time) (int64, stri
 	}
 	t := ts.AsTime()
 	if ahead := t.Sub(now); ahead > r.cfg.MaxSkew {
-		return 0, fmt.Sprintf("click_time %s is %s ahead of the router clock, %s more than the allowed clock skew of %v",
-			t.Format(time.RFC3339Nano), duration(ahead), duration(ahead-r.cfg.MaxSkew), r.cfg.MaxSkew)
+		return 0, fmt.Sprintf("click_time %s is %s ahead of the router clock, over the allowed clock skew of %v by %s",
+			t.Format(time.RFC3339Nano), duration(ahead), r.cfg.MaxSkew, duration(ahead-r.cfg.MaxSkew))
 	}
 	if age := now.Sub(t); age > r.cfg.Horizon {
-		return 0, fmt.Sprintf("click_time %s is %s behind the router clock, %s beyond the acceptance horizon of %v",
-			t.Format(time.RFC3339Nano), duration(age), duration(age-r.cfg.Horizon), r.cfg.Horizon)
+		return 0, fmt.Sprintf("click_time %s is %s behind the router clock, over the acceptance horizon of %v by %s",
+			t.Format(time.RFC3339Nano), duration(age), r.cfg.Horizon, duration(age-r.cfg.Horizon))
 	}
 	return t.UnixMilli(), ""
 }

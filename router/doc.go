@@ -1,0 +1,62 @@
+// Package router is the ingest front door of clickagg: it validates click
+// events, appends each valid one to the log of its ad's partition, and tells
+// the client which events were accepted and why the others were not.
+//
+// # Validation
+//
+// Each event is judged on its own; a request mixes accepted and rejected
+// events freely, and a rejection names the event's index and every problem
+// found, in words a person can act on. docs/bad-inputs-ingest.md lists every
+// bad input and the answer it gets. In short:
+//
+//   - event_id, ad_id, user_id: non-empty, at most MaxIDLength bytes, valid
+//     UTF-8, no control characters.
+//   - ip: IPv4 or IPv6 without a zone, stored canonical (netip's spelling;
+//     IPv4-mapped IPv6 stored as IPv4), so filters match however the client
+//     wrote it.
+//   - country: an assigned ISO 3166-1 alpha-2 code, stored upper-case.
+//   - click_time: a valid timestamp in [now-Horizon, now+MaxSkew] on the
+//     router's clock. The lower bound is what keeps dedup exact: aggregators
+//     remember event ids for at least the horizon, so an event they might
+//     have forgotten is refused here rather than counted twice.
+//
+// Only a request with no events (INVALID_ARGUMENT) or with more than
+// MaxEvents (RESOURCE_EXHAUSTED) fails as a whole for its content.
+//
+// # Appending and acknowledgement
+//
+// The valid events of a request are grouped by partition (ring.Partitioner)
+// into one clickaggv1.LogEntry per partition, and all entries are appended in
+// one pipelined Log.Append. An event is reported accepted only after Redis
+// answered that append. If it fails, the request fails with UNAVAILABLE and
+// reports nothing accepted, even though some entries may have been appended:
+// the client retries with the same event_ids and the aggregators drop the
+// duplicates. Retried events always land where their first copy did, because
+// the partition is a function of the ad_id alone.
+//
+// # Ticks and watermarks
+//
+// Watermarks are event-time watermarks computed by the aggregators from the
+// log's content, never from their own clocks, so that replaying a partition's
+// log after a crash reproduces exactly the same watermarks and therefore the
+// same completed minutes. Run appends, at start and then every TickInterval,
+// a tick to every partition: a LogEntry with tick_ms set to this router's
+// frontier,
+//
+//	frontier = min(max(newest accepted click_time, now - IdleLag), now + MaxSkew)
+//
+// never lower than the previous tick of this router. Ticks make idle
+// partitions advance: a partition that receives no clicks still learns how
+// far event time has progressed. The now-IdleLag floor lets minutes complete
+// when no clicks arrive at all. A test or a backfill that sends event times
+// far in the past must set a large IdleLag, or the wall clock would complete
+// minutes before their data has been sent. The newest accepted click_time
+// is raised only after its append succeeded, so a tick never carries the
+// time of a click that may not be in the log.
+//
+// # Concurrency
+//
+// Ingest is safe for concurrent use by many RPCs; the frontier is an atomic
+// maximum. Run is called once; it ends when its context does, with nothing
+// left running.
+package router
