@@ -1,0 +1,350 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/partlog"
+	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
+)
+
+// partLog is what the aggregator needs of the partition log.
+type partLog interface {
+	Read(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]partlog.Entry, error)
+	Lag(ctx context.Context, p int, after string) (int64, string, error)
+}
+
+// snapshotStore is what the aggregator needs of the snapshot store.
+type snapshotStore interface {
+	Claim(ctx context.Context, p int, epoch uint64) error
+	Save(ctx context.Context, p int, w snapshot.Write) error
+	Load(ctx context.Context, p int) (snapshot.Loaded, error)
+}
+
+// membership is what the aggregator needs of the cluster state in etcd.
+type membership interface {
+	Register(ctx context.Context, m cluster.Member, ttl time.Duration) (*cluster.Registration, error)
+	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
+}
+
+// Timeouts of the steps that run after ctx has ended, so that shutdown is
+// bounded even when Redis or etcd do not answer.
+const (
+	finalSnapshotTimeout = 10 * time.Second
+	revokeTimeout        = 5 * time.Second
+)
+
+// Backoff between attempts to register, and to take a partition after an
+// error that may pass (Redis unreachable).
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = 5 * time.Second
+)
+
+// Stats counts the aggregator's exceptional events since it started.
+type Stats struct {
+	// FencedWrites counts snapshot writes refused because a newer owner had
+	// claimed the partition; each made this aggregator drop the partition.
+	FencedWrites int64
+	// CorruptEntries counts log entries that did not decode; each stopped
+	// its partition from being served.
+	CorruptEntries int64
+	// LeaseLosses counts the times the membership lease was lost while
+	// running; each stopped every partition and started a new incarnation.
+	LeaseLosses int64
+	// SnapshotErrors counts snapshot writes that failed for other reasons
+	// than fencing (they are retried at the next interval).
+	SnapshotErrors int64
+}
+
+// Aggregator owns the partitions the coordinator assigns to its current
+// incarnation, keeps their state from their logs, snapshots it, and answers
+// queries about it.
+type Aggregator struct {
+	cfg   Config
+	opts  tally.Options
+	log   partLog
+	store snapshotStore
+	cl    membership
+	lg    *slog.Logger
+	now   func() time.Time
+
+	mu     sync.RWMutex
+	member string // ID once Run has resolved it
+	ready  bool   // registered, and the assignment watch delivered
+	// live is true while the current incarnation may serve; partitions
+	// taken while it is false are never served.
+	live  bool
+	parts map[int]*partition // the partitions of the current incarnation
+
+	fencedWrites   atomic.Int64
+	corruptEntries atomic.Int64
+	leaseLosses    atomic.Int64
+	snapshotErrors atomic.Int64
+}
+
+// New returns an aggregator; it does no I/O. now is the clock used for
+// snapshot scheduling, raw-retention trimming and status times; event time
+// comes from the log only.
+func New(cfg Config, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time) *Aggregator {
+	return newAggregator(cfg, log, store, cl, lg, now)
+}
+
+func newAggregator(cfg Config, log partLog, store snapshotStore, cl membership, lg *slog.Logger, now func() time.Time) *Aggregator {
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Aggregator{
+		cfg:   cfg,
+		opts:  cfg.tallyOptions(),
+		log:   log,
+		store: store,
+		cl:    cl,
+		lg:    lg,
+		now:   now,
+		parts: make(map[int]*partition),
+	}
+}
+
+// Ready reports whether the aggregator is registered in etcd and watching
+// its assignment. It says nothing about whether partitions are caught up:
+// PartitionStatus does.
+func (a *Aggregator) Ready() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.ready
+}
+
+// Stats returns the counters of exceptional events.
+func (a *Aggregator) Stats() Stats {
+	return Stats{
+		FencedWrites:   a.fencedWrites.Load(),
+		CorruptEntries: a.corruptEntries.Load(),
+		LeaseLosses:    a.leaseLosses.Load(),
+		SnapshotErrors: a.snapshotErrors.Load(),
+	}
+}
+
+// Run registers the aggregator in etcd and owns its assigned partitions
+// until ctx ends. Each registration is one incarnation:
+//
+//	register ─▶ watch assignment, consume, snapshot, serve
+//	   ▲                     │
+//	   └── lease lost: stop serving every partition at once, final
+//	       snapshots (fenced, so harmless if the partitions moved),
+//	       drop all state, register again as a new incarnation
+//
+// When ctx ends, Run shuts down in this order:
+//  1. Ready turns false and the consumer stops (after its current XREAD,
+//     at most -aggregator.read-block); queries keep being answered;
+//  2. a final snapshot of every owned partition, bounded by a timeout;
+//  3. every partition stops being served and its state is dropped;
+//  4. the lease is revoked (Registration.Close), so the coordinator moves
+//     the partitions at once instead of after the lease TTL.
+//
+// Every goroutine Run starts has ended when it returns. It returns nil when
+// ctx ended, and an error only for a configuration that cannot work.
+func (a *Aggregator) Run(ctx context.Context) error {
+	if err := a.cfg.Validate(); err != nil {
+		return err
+	}
+	id := a.cfg.ID
+	if id == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("aggregator id: %w", err)
+		}
+		id = host
+	}
+	if a.cfg.AdvertiseAddr == "" {
+		return errors.New("aggregator: advertise address is empty")
+	}
+	a.mu.Lock()
+	a.member = id
+	a.mu.Unlock()
+	lg := a.lg.With("member", id)
+
+	delay := minRetry
+	for {
+		reg, err := a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.cfg.AdvertiseAddr}, a.cfg.LeaseTTL)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, cluster.ErrInvalid) {
+				return fmt.Errorf("register aggregator %s: %w", id, err)
+			}
+			lg.Warn("register", "err", err, "retry_in", delay)
+			if !sleep(ctx, delay) {
+				return nil
+			}
+			delay = min(2*delay, maxRetry)
+			continue
+		}
+		delay = minRetry
+		inc := reg.Member().Incarnation
+		lg.Info("registered", "incarnation", inc, "addr", a.cfg.AdvertiseAddr, "redis_prefix", a.cfg.RedisPrefix)
+		end := a.session(ctx, reg, lg.With("incarnation", inc))
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+		if err := reg.Close(rctx); err != nil {
+			lg.Warn("revoke lease", "incarnation", inc, "err", err)
+		}
+		cancel()
+		if end == endShutdown || ctx.Err() != nil {
+			lg.Info("stopped")
+			return nil
+		}
+		if end == endWatchFailed && !sleep(ctx, maxRetry) {
+			return nil
+		}
+	}
+}
+
+// sessionEnd says why a session ended.
+type sessionEnd int
+
+const (
+	endShutdown sessionEnd = iota
+	endLeaseLost
+	endWatchFailed
+)
+
+// session runs one incarnation until ctx ends, the lease is lost, or the
+// assignment watch fails.
+func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg *slog.Logger) sessionEnd {
+	inc := reg.Member().Incarnation
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.mu.Lock()
+	a.live = true
+	a.mu.Unlock()
+	box := newMailbox()
+	watchErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		watchErr <- a.cl.WatchAssignment(sctx, func(asg cluster.Assignment) {
+			box.put(asg)
+			a.mu.Lock()
+			a.ready = a.live
+			a.mu.Unlock()
+		})
+	})
+	c := &consumer{a: a, inc: inc, lg: lg, box: box, refused: make(map[int]uint64)}
+	wg.Go(func() { c.run(sctx) })
+
+	var end sessionEnd
+	select {
+	case <-ctx.Done():
+		end = endShutdown
+	case <-reg.Done():
+		// Another process may own our partitions from now on: stop
+		// answering before anything else.
+		a.stopServing()
+		a.leaseLosses.Add(1)
+		lg.Warn("lease lost: stopped serving every partition")
+		end = endLeaseLost
+	case err := <-watchErr:
+		if ctx.Err() != nil {
+			end = endShutdown
+			break
+		}
+		// Without the assignment we cannot tell whether our partitions
+		// moved, so we must not answer for them.
+		a.stopServing()
+		lg.Warn("assignment watch ended: stopped serving every partition", "err", err)
+		end = endWatchFailed
+	}
+	a.mu.Lock()
+	a.ready = false
+	a.live = false
+	a.mu.Unlock()
+	cancel()
+	wg.Wait()
+
+	// The consumer has ended, so this goroutine is now the only writer of
+	// the partitions' state.
+	sctx2, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotTimeout)
+	defer cancel2()
+	for _, p := range a.owned() {
+		if err := a.save(sctx2, p); err != nil {
+			a.saveFailed(sctx2, p, err, lg, "final snapshot")
+			continue
+		}
+		lg.Info("final snapshot", "partition", p.id, "epoch", p.epoch, "offset", p.tp.Offset())
+	}
+	a.mu.Lock()
+	for _, p := range a.parts {
+		p.state = stateStopped
+	}
+	clear(a.parts)
+	a.mu.Unlock()
+	return end
+}
+
+// stopServing makes every partition refuse queries at once; their state is
+// kept for the final snapshots.
+func (a *Aggregator) stopServing() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ready = false
+	a.live = false
+	for _, p := range a.parts {
+		if p.state == stateRestoring || p.state == stateServing {
+			p.state = stateStopped
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// mailbox hands the latest assignment from the watch to the consumer; an
+// assignment not yet taken is replaced by a newer one.
+type mailbox struct {
+	mu  sync.Mutex
+	asg *cluster.Assignment
+	ch  chan struct{}
+}
+
+func newMailbox() *mailbox { return &mailbox{ch: make(chan struct{}, 1)} }
+
+func (m *mailbox) put(asg cluster.Assignment) {
+	m.mu.Lock()
+	m.asg = &asg
+	m.mu.Unlock()
+	select {
+	case m.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (m *mailbox) take() (cluster.Assignment, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.asg == nil {
+		return cluster.Assignment{}, false
+	}
+	asg := *m.asg
+	m.asg = nil
+	return asg, true
+}

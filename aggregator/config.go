@@ -1,0 +1,108 @@
+package aggregator
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/clickagg/clickagg/tally"
+)
+
+// Config configures an Aggregator.
+type Config struct {
+	// ID is the member ID in etcd. It must be stable across restarts of the
+	// same aggregator (a StatefulSet pod name); empty means the hostname.
+	ID string
+	// AdvertiseAddr is the gRPC address queryd and the coordinator dial; the
+	// process that runs the aggregator sets it.
+	AdvertiseAddr string
+	// RedisPrefix is the key prefix of the partition logs and snapshots.
+	RedisPrefix string
+	// LeaseTTL is how long the membership lease outlives this process.
+	LeaseTTL time.Duration
+	// SnapshotInterval is how often each partition is snapshotted.
+	SnapshotInterval time.Duration
+	// ReadCount bounds the entries read per partition per XREAD.
+	ReadCount int64
+	// ReadBlock is how long one XREAD waits for new entries.
+	ReadBlock time.Duration
+	// AllowedLateness, DedupHorizon and Retention are the tally.Options of
+	// every partition. Every owner of a partition must use the same values,
+	// or a replay would count differently.
+	AllowedLateness time.Duration
+	DedupHorizon    time.Duration
+	Retention       time.Duration
+	// RawRetention is how long raw log entries are kept at least; the log is
+	// trimmed only below both this age and the snapshot offset.
+	RawRetention time.Duration
+}
+
+// Defaults used by RegisterFlags.
+const (
+	DefaultRedisPrefix      = "clickagg"
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultSnapshotInterval = 5 * time.Second
+	DefaultReadCount        = 256
+	DefaultReadBlock        = 500 * time.Millisecond
+	DefaultAllowedLateness  = 10 * time.Second
+	DefaultDedupHorizon     = 6*time.Hour + 30*time.Minute
+	DefaultRetention        = 24 * time.Hour
+	DefaultRawRetention     = 24 * time.Hour
+)
+
+// maxReadBlock bounds ReadBlock: a blocked XREAD is not interrupted by
+// cancellation, so it delays shutdown and the reaction to assignment changes
+// by up to this long.
+const maxReadBlock = 10 * time.Second
+
+// RegisterFlags registers the aggregator's flags on fs with their defaults.
+// AdvertiseAddr has no flag: the process sets it from its listen address.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "aggregator.id", "",
+		"Member ID of this aggregator in etcd; empty means the process's -id, or the hostname. Keep it stable across restarts (a StatefulSet pod name) so that operators can follow a member.")
+	c.RedisPrefix = DefaultRedisPrefix
+	fs.DurationVar(&c.LeaseTTL, "aggregator.lease-ttl", DefaultLeaseTTL,
+		"Whole seconds, at least 2s: how long this aggregator's membership lease outlives it. After a crash its partitions move after about this long.")
+	fs.DurationVar(&c.SnapshotInterval, "aggregator.snapshot-interval", DefaultSnapshotInterval,
+		"How often each partition's state and log offset are written to Redis. A restarted or new owner replays the log from the last snapshot, so this bounds the replay after a crash.")
+	fs.Int64Var(&c.ReadCount, "aggregator.read-count", DefaultReadCount,
+		"Largest number of log entries read from one partition per XREAD. Larger values replay faster and make each read slower.")
+	fs.DurationVar(&c.ReadBlock, "aggregator.read-block", DefaultReadBlock,
+		"How long one XREAD waits for new log entries, at most 10s. Assignment changes and shutdown wait for the current read, so keep it short.")
+	fs.DurationVar(&c.AllowedLateness, "aggregator.allowed-lateness", DefaultAllowedLateness,
+		"Watermark = newest router tick minus this. A minute is complete once the watermark passes its end. Must be the same on every aggregator.")
+	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
+		"How long after a minute is complete it still accepts events and remembers their event_ids. Must exceed the routers' -router.acceptance-horizon plus clock skew, or a retried old event could be counted twice. Must be the same on every aggregator.")
+	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
+		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. Older minutes are read back from the snapshots in Redis.")
+	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
+		"Raw log entries are kept at least this long (for recounts and reconciliation); the log is trimmed only below both this age and the last snapshot's offset.")
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
+		return fmt.Errorf("-aggregator.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
+	case c.SnapshotInterval <= 0:
+		return fmt.Errorf("-aggregator.snapshot-interval %v: must be positive", c.SnapshotInterval)
+	case c.ReadCount < 1:
+		return fmt.Errorf("-aggregator.read-count %d: must be at least 1", c.ReadCount)
+	case c.ReadBlock <= 0 || c.ReadBlock > maxReadBlock:
+		return fmt.Errorf("-aggregator.read-block %v: must be in (0, %v]", c.ReadBlock, maxReadBlock)
+	case c.RawRetention < 0:
+		return fmt.Errorf("-aggregator.raw-retention %v: must not be negative", c.RawRetention)
+	}
+	if err := c.tallyOptions().Validate(); err != nil {
+		return fmt.Errorf("-aggregator.allowed-lateness, -aggregator.dedup-horizon, -aggregator.retention: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) tallyOptions() tally.Options {
+	return tally.Options{
+		AllowedLateness: c.AllowedLateness,
+		DedupHorizon:    c.DedupHorizon,
+		Retention:       c.Retention,
+	}
+}

@@ -1,0 +1,446 @@
+package aggregator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
+)
+
+// state is where an owned partition is in its life:
+//
+//	claim+load ─▶ restoring ──offset reaches the log end seen after load──▶ serving
+//	                 │                                                       │
+//	                 └──────────── entry does not decode ─▶ failed ◀──────────┘
+//	any ──assignment moved it, snapshot fenced, lease lost, shutdown──▶ stopped (dropped)
+//
+// Only serving partitions answer queries. Failed partitions are no longer
+// read but still snapshotted (their state is a valid prefix of the log), so
+// that an operator can inspect the corrupt entry after the last offset.
+type state int
+
+const (
+	stateRestoring state = iota
+	stateServing
+	stateFailed
+	stateStopped
+)
+
+func (s state) String() string {
+	switch s {
+	case stateRestoring:
+		return "restoring"
+	case stateServing:
+		return "serving"
+	case stateFailed:
+		return "failed"
+	default:
+		return "stopped"
+	}
+}
+
+// partition is one owned partition.
+type partition struct {
+	id    int
+	epoch uint64
+	tp    *tally.Partition
+
+	// Only the consumer (or, after it ended, the session) uses these.
+	target   string    // the log's last entry ID seen right after the load
+	nextSave time.Time // by the injected clock
+
+	// Guarded by Aggregator.mu.
+	state        state
+	lastSnapshot time.Time // when the store last accepted a snapshot
+}
+
+// errBadSnapshot marks a stored snapshot that cannot be restored: taking the
+// partition again would fail the same way.
+var errBadSnapshot = errors.New("snapshot cannot be restored")
+
+// readRetry is the pause after a failed XREAD.
+const readRetry = time.Second
+
+// consumer is the one goroutine of an incarnation that writes partition
+// state: it follows the assignment, takes and releases partitions, reads
+// their logs, applies entries and writes snapshots.
+type consumer struct {
+	a   *Aggregator
+	inc int64
+	lg  *slog.Logger
+	box *mailbox
+
+	want    map[int]uint64 // partition → epoch the assignment gives us
+	refused map[int]uint64 // partition → epoch we must not try again
+	retryAt time.Time      // wall clock: next attempt after a transient error
+	delay   time.Duration
+}
+
+func (c *consumer) run(ctx context.Context) {
+	a := c.a
+	for ctx.Err() == nil {
+		if asg, ok := c.box.take(); ok {
+			c.reconcile(ctx, asg)
+		}
+		c.takeMissing(ctx)
+		after := a.readOffsets()
+		if len(after) == 0 {
+			// Nothing to read: wake up for a new assignment, a retry or a
+			// snapshot of a failed partition.
+			t := time.NewTimer(a.cfg.ReadBlock)
+			select {
+			case <-ctx.Done():
+			case <-c.box.ch:
+			case <-t.C:
+			}
+			t.Stop()
+		} else {
+			res, err := a.log.Read(ctx, after, a.cfg.ReadCount, a.cfg.ReadBlock)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.lg.Warn("read partition logs", "partitions", len(after), "err", err)
+				sleep(ctx, readRetry)
+				continue
+			}
+			for _, p := range slices.Sorted(maps.Keys(res)) {
+				c.apply(p, res[p])
+			}
+			c.promote()
+		}
+		if ctx.Err() == nil {
+			c.snapshotDue(ctx)
+		}
+	}
+}
+
+// reconcile releases the partitions the assignment no longer gives this
+// incarnation, or gives at another epoch; takeMissing takes the others.
+func (c *consumer) reconcile(ctx context.Context, asg cluster.Assignment) {
+	a := c.a
+	want := make(map[int]uint64)
+	for p, o := range asg.Owners {
+		if o.Member == a.memberID() && o.Incarnation == c.inc {
+			want[p] = o.Epoch
+		}
+	}
+	c.want = want
+	maps.DeleteFunc(c.refused, func(p int, e uint64) bool {
+		we, ok := want[p]
+		return !ok || we != e
+	})
+	for _, p := range a.owned() {
+		if e, ok := want[p.id]; !ok || e != p.epoch {
+			// A new epoch for us means the partition may have had another
+			// owner in between, who may have trimmed the log past our
+			// offset: start again from the store.
+			c.release(ctx, p, asg.Version)
+		}
+	}
+	c.retryAt = time.Time{}
+}
+
+// release stops serving p, tries a final snapshot (refused if the new
+// owner already claimed the partition, which is fine) and drops p.
+func (c *consumer) release(ctx context.Context, p *partition, version uint64) {
+	a := c.a
+	a.drop(p)
+	// Not cut short by shutdown: the session's final snapshots no longer
+	// see p.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotTimeout)
+	defer cancel()
+	err := a.save(sctx, p)
+	switch {
+	case err == nil:
+		c.lg.Info("released partition", "partition", p.id, "epoch", p.epoch, "offset", p.tp.Offset(), "assignment", version)
+	case errors.Is(err, snapshot.ErrStaleEpoch):
+		a.fencedWrites.Add(1)
+		c.lg.Info("released partition; its new owner had already claimed it", "partition", p.id, "epoch", p.epoch, "assignment", version)
+	default:
+		a.snapshotErrors.Add(1)
+		c.lg.Warn("released partition without a final snapshot", "partition", p.id, "epoch", p.epoch, "assignment", version, "err", err)
+	}
+}
+
+// takeMissing takes every partition the assignment gives us that we do not
+// hold yet.
+func (c *consumer) takeMissing(ctx context.Context) {
+	if time.Now().Before(c.retryAt) {
+		return
+	}
+	a := c.a
+	for _, p := range slices.Sorted(maps.Keys(c.want)) {
+		e := c.want[p]
+		if re, ok := c.refused[p]; a.holds(p) || ok && re == e {
+			continue
+		}
+		err := a.take(ctx, p, e, c.lg)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, snapshot.ErrStaleEpoch):
+			// A newer owner has claimed it; a newer assignment will come.
+			c.refused[p] = e
+			c.lg.Warn("claim refused: partition has a newer owner", "partition", p, "epoch", e, "err", err)
+		case errors.Is(err, errBadSnapshot):
+			c.refused[p] = e
+			c.lg.Error("cannot take partition: its snapshot does not restore", "partition", p, "epoch", e, "err", err)
+		default:
+			c.delay = min(max(2*c.delay, minRetry), maxRetry)
+			c.retryAt = time.Now().Add(c.delay)
+			c.lg.Warn("take partition", "partition", p, "epoch", e, "err", err, "retry_in", c.delay)
+			return
+		}
+	}
+	c.delay = 0
+}
+
+// apply applies entries of partition p in order.
+func (c *consumer) apply(p int, entries []partlog.Entry) {
+	a := c.a
+	pt := a.partition(p)
+	if pt == nil {
+		return
+	}
+	if s := pt.getState(a); s != stateRestoring && s != stateServing {
+		return
+	}
+	for _, e := range entries {
+		le := new(clickaggv1.LogEntry)
+		if err := proto.Unmarshal(e.Data, le); err != nil {
+			// Skipping the entry would silently lose its clicks; stopping
+			// keeps the state a true prefix of the log.
+			a.corruptEntries.Add(1)
+			a.setState(pt, stateFailed)
+			c.lg.Error("corrupt log entry: partition no longer served", "partition", p, "epoch", pt.epoch, "offset", e.ID, "after", pt.tp.Offset(), "err", err)
+			return
+		}
+		pt.tp.Apply(e.ID, le)
+	}
+}
+
+// promote moves restoring partitions that have replayed up to the log end
+// seen after their load to serving.
+func (c *consumer) promote() {
+	a := c.a
+	for _, p := range a.owned() {
+		if p.getState(a) != stateRestoring || partlog.CompareIDs(p.tp.Offset(), p.target) < 0 {
+			continue
+		}
+		if a.casState(p, stateRestoring, stateServing) {
+			c.lg.Info("partition serving", "partition", p.id, "epoch", p.epoch, "offset", p.tp.Offset())
+		}
+	}
+}
+
+// snapshotDue snapshots every partition whose interval has passed.
+func (c *consumer) snapshotDue(ctx context.Context) {
+	a := c.a
+	now := a.now()
+	for _, p := range a.owned() {
+		if now.Before(p.nextSave) || p.getState(a) == stateStopped {
+			continue
+		}
+		p.nextSave = now.Add(a.cfg.SnapshotInterval)
+		if err := a.save(ctx, p); err != nil {
+			a.saveFailed(ctx, p, err, c.lg, "snapshot")
+		}
+	}
+}
+
+// take claims partition p at epoch e, loads its snapshot and adds it as
+// restoring (or serving, when the log holds nothing after the snapshot).
+// The claim comes first: once it is done, every older owner's writes are
+// refused, so the snapshot loaded next cannot be overwritten by one.
+func (a *Aggregator) take(ctx context.Context, p int, e uint64, lg *slog.Logger) error {
+	if err := a.store.Claim(ctx, p, e); err != nil {
+		return fmt.Errorf("claim partition %d at epoch %d: %w", p, e, err)
+	}
+	var tp *tally.Partition
+	ld, err := a.store.Load(ctx, p)
+	switch {
+	case errors.Is(err, snapshot.ErrNotFound):
+		tp = tally.NewPartition(p, a.opts)
+	case err != nil:
+		return fmt.Errorf("load snapshot %d: %w", p, err)
+	case ld.Epoch > e:
+		return fmt.Errorf("load snapshot %d: fenced at epoch %d, ours is %d: %w", p, ld.Epoch, e, snapshot.ErrStaleEpoch)
+	default:
+		tp, err = tally.Restore(p, a.opts, ld.Meta, ld.Minutes)
+		if err != nil {
+			return fmt.Errorf("restore partition %d: %w: %w", p, errBadSnapshot, err)
+		}
+	}
+	n, last, err := a.log.Lag(ctx, p, tp.Offset())
+	if err != nil {
+		return fmt.Errorf("take partition %d: %w", p, err)
+	}
+	pt := &partition{
+		id:       p,
+		epoch:    e,
+		tp:       tp,
+		target:   last,
+		nextSave: a.now().Add(a.cfg.SnapshotInterval),
+		state:    stateRestoring,
+	}
+	if n == 0 {
+		pt.state = stateServing
+	}
+	if ld.Meta != nil {
+		var meta clickaggv1.SnapshotMeta
+		if proto.Unmarshal(ld.Meta, &meta) == nil && meta.GetWrittenUnixMs() > 0 {
+			pt.lastSnapshot = time.UnixMilli(meta.GetWrittenUnixMs())
+		}
+	}
+	a.mu.Lock()
+	if !a.live {
+		pt.state = stateStopped
+	}
+	a.parts[p] = pt
+	a.mu.Unlock()
+	lg.Info("took partition", "partition", p, "epoch", e, "offset", tp.Offset(), "lag", n, "state", pt.getState(a))
+	return nil
+}
+
+// save writes a snapshot of p. Only the goroutine that applies entries to
+// p may call it.
+func (a *Aggregator) save(ctx context.Context, p *partition) error {
+	s := p.tp.Snapshot(p.epoch)
+	w := snapshot.Write{
+		Epoch:         p.epoch,
+		Meta:          s.Meta,
+		Minutes:       s.Minutes,
+		Drop:          s.Drop,
+		TrimLogBefore: a.trimBefore(s.Offset),
+	}
+	if err := a.store.Save(ctx, p.id, w); err != nil {
+		return fmt.Errorf("save snapshot %d at epoch %d: %w", p.id, p.epoch, err)
+	}
+	p.tp.MarkSaved(s)
+	a.mu.Lock()
+	p.lastSnapshot = a.now()
+	a.mu.Unlock()
+	return nil
+}
+
+// trimBefore returns the ID below which the log may go once the snapshot
+// at offset is stored: the smaller of offset (a replay starts after it) and
+// the first ID of the raw-retention window.
+func (a *Aggregator) trimBefore(offset string) string {
+	if partlog.CompareIDs(offset, "0") == 0 {
+		return ""
+	}
+	ms := a.now().Add(-a.cfg.RawRetention).UnixMilli()
+	if ms <= 0 {
+		return ""
+	}
+	keep := strconv.FormatInt(ms, 10) + "-0"
+	if partlog.CompareIDs(keep, offset) < 0 {
+		return keep
+	}
+	return offset
+}
+
+// saveFailed handles a refused or failed snapshot of p. A refusal means a
+// newer owner has claimed p: p stops being served and its state goes at
+// once, since everything it would answer may be stale.
+func (a *Aggregator) saveFailed(ctx context.Context, p *partition, err error, lg *slog.Logger, what string) {
+	if errors.Is(err, snapshot.ErrStaleEpoch) {
+		a.fencedWrites.Add(1)
+		a.drop(p)
+		lg.Warn(what+" fenced: a newer owner claimed the partition; dropped it", "partition", p.id, "epoch", p.epoch, "err", err)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutdown or a lost lease interrupted it; the final snapshot
+		// follows.
+		return
+	}
+	a.snapshotErrors.Add(1)
+	lg.Warn(what, "partition", p.id, "epoch", p.epoch, "err", err)
+}
+
+// readOffsets returns the offsets to read after, of the partitions being
+// consumed.
+func (a *Aggregator) readOffsets() map[int]string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	after := make(map[int]string, len(a.parts))
+	for id, p := range a.parts {
+		if p.state == stateRestoring || p.state == stateServing {
+			after[id] = cmp.Or(p.tp.Offset(), "0")
+		}
+	}
+	return after
+}
+
+// owned returns the held partitions ordered by ID.
+func (a *Aggregator) owned() []*partition {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	ps := slices.Collect(maps.Values(a.parts))
+	slices.SortFunc(ps, func(x, y *partition) int { return cmp.Compare(x.id, y.id) })
+	return ps
+}
+
+func (a *Aggregator) partition(id int) *partition {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.parts[id]
+}
+
+func (a *Aggregator) holds(id int) bool { return a.partition(id) != nil }
+
+func (a *Aggregator) memberID() string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.member
+}
+
+// drop stops serving p and forgets it.
+func (a *Aggregator) drop(p *partition) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p.state = stateStopped
+	if a.parts[p.id] == p {
+		delete(a.parts, p.id)
+	}
+}
+
+func (a *Aggregator) setState(p *partition, s state) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p.state = s
+}
+
+// casState sets p's state to to if it is from.
+func (a *Aggregator) casState(p *partition, from, to state) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p.state != from {
+		return false
+	}
+	p.state = to
+	return true
+}
+
+func (p *partition) getState(a *Aggregator) state {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return p.state
+}

@@ -1,0 +1,218 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/clickagg/clickagg/tally"
+	"github.com/clickagg/clickagg/topn"
+)
+
+// Errors of the query methods; the gRPC adapter maps them to status codes.
+var (
+	// ErrNotServing: this aggregator does not serve the partition now (not
+	// its owner, still restoring, failed, or fenced). The caller must not
+	// read it as zero clicks.
+	ErrNotServing = errors.New("aggregator: partition not served")
+	// ErrOutOfRange: the window reaches into minutes that have left memory.
+	ErrOutOfRange = errors.New("aggregator: window older than the minutes kept")
+	// ErrInvalid: the request cannot be answered as asked.
+	ErrInvalid = errors.New("aggregator: invalid argument")
+)
+
+// MaxTopN bounds the ads one TopAds call returns.
+const MaxTopN = 100_000
+
+const minuteMs = 60_000
+
+// Window is a query window: the Unix minutes [From, To).
+type Window struct {
+	From, To int64
+}
+
+func (w Window) validate() error {
+	if w.From >= w.To {
+		return fmt.Errorf("%w: window [%d, %d) is empty: from_minute must be before to_minute", ErrInvalid, w.From, w.To)
+	}
+	return nil
+}
+
+// PartitionStatus is what the aggregator reports about one held partition.
+type PartitionStatus struct {
+	Partition    int
+	Epoch        uint64
+	State        string // restoring, serving or failed
+	Offset       string
+	Lag          int64
+	Watermark    int64 // Unix ms
+	Stats        tally.Stats
+	LastSnapshot time.Time // zero before the first snapshot
+}
+
+// Count returns adID's clicks in partition p over w that match f, and the
+// partition's watermark (Unix ms).
+//
+// Windows are answered from memory only. Minutes older than the retention
+// (-aggregator.retention before the watermark) leave memory, and the
+// snapshot that follows deletes them from the store too, so they exist
+// nowhere: a window that starts before the oldest minute kept fails with
+// ErrOutOfRange instead of undercounting.
+func (a *Aggregator) Count(p int, adID string, w Window, f tally.Filter) (int64, int64, error) {
+	if err := w.validate(); err != nil {
+		return 0, 0, err
+	}
+	if p < 0 {
+		return 0, 0, fmt.Errorf("%w: partition %d is negative", ErrInvalid, p)
+	}
+	pt, err := a.serving(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	// The watermark read first is a lower bound of the one the count saw,
+	// so reporting it never claims a window complete too early.
+	wm := pt.tp.Watermark()
+	n := pt.tp.Count(adID, w.From, w.To, f)
+	if err := a.inMemory(pt, w); err != nil {
+		return 0, 0, err
+	}
+	return n, wm, nil
+}
+
+// TopAds returns the top n ads over w that match f in the partitions ps,
+// and the smallest of their watermarks. Every partition must be served
+// here; the error names the ones that are not.
+func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
+	if err := w.validate(); err != nil {
+		return nil, 0, err
+	}
+	if n < 1 || n > MaxTopN {
+		return nil, 0, fmt.Errorf("%w: count %d: must be in [1, %d]", ErrInvalid, n, MaxTopN)
+	}
+	if len(ps) == 0 {
+		return nil, 0, fmt.Errorf("%w: no partitions", ErrInvalid)
+	}
+	ps = slices.Compact(slices.Sorted(slices.Values(ps)))
+	pts, err := a.servingAll(ps)
+	if err != nil {
+		return nil, 0, err
+	}
+	lists := make([][]topn.AdCount, len(pts))
+	var minWM int64
+	for i, pt := range pts {
+		wm := pt.tp.Watermark()
+		if i == 0 || wm < minWM {
+			minWM = wm
+		}
+		lists[i] = pt.tp.Top(w.From, w.To, n, f)
+		if err := a.inMemory(pt, w); err != nil {
+			return nil, 0, err
+		}
+	}
+	// An ad lives in one partition, so the lists are disjoint and the
+	// merge of each partition's exact top n is the exact top n.
+	return topn.Merge(n, lists...), minWM, nil
+}
+
+// inMemory checks, after a query has read pt, that every minute of w was
+// still in memory when it did: the watermark only grows, so the oldest
+// minute kept now is at least as new as the one the query saw.
+func (a *Aggregator) inMemory(pt *partition, w Window) error {
+	oldest := floorMinute(subSat(pt.tp.Watermark(), a.cfg.Retention.Milliseconds()))
+	if w.From < oldest {
+		return fmt.Errorf("%w: window starts at minute %d, but partition %d keeps minutes from %d on (-aggregator.retention=%v before the watermark); older minutes are deleted",
+			ErrOutOfRange, w.From, pt.id, oldest, a.cfg.Retention)
+	}
+	return nil
+}
+
+// floorMinute returns the Unix minute that contains the Unix millisecond ms.
+func floorMinute(ms int64) int64 {
+	m := ms / minuteMs
+	if ms%minuteMs < 0 {
+		m--
+	}
+	return m
+}
+
+// subSat returns a-b for b >= 0 without going below the smallest int64.
+func subSat(a, b int64) int64 {
+	if a < -1<<63+b {
+		return -1 << 63
+	}
+	return a - b
+}
+
+// serving returns partition p if it is served here.
+func (a *Aggregator) serving(p int) (*partition, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	pt := a.parts[p]
+	switch {
+	case pt == nil:
+		return nil, fmt.Errorf("%w: partition %d is not owned by member %s", ErrNotServing, p, a.member)
+	case pt.state != stateServing:
+		return nil, fmt.Errorf("%w: partition %d is %s on member %s", ErrNotServing, p, pt.state, a.member)
+	}
+	return pt, nil
+}
+
+// servingAll returns the partitions ps if all are served here.
+func (a *Aggregator) servingAll(ps []int) ([]*partition, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var missing []int
+	pts := make([]*partition, 0, len(ps))
+	for _, p := range ps {
+		pt := a.parts[p]
+		if pt == nil || pt.state != stateServing {
+			missing = append(missing, p)
+			continue
+		}
+		pts = append(pts, pt)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: partitions %v are not served by member %s", ErrNotServing, missing, a.member)
+	}
+	return pts, nil
+}
+
+// Status returns the member ID and the state of every held partition. Lag
+// costs one Redis call per partition.
+func (a *Aggregator) Status(ctx context.Context) (string, []PartitionStatus, error) {
+	type held struct {
+		p            *partition
+		state        state
+		lastSnapshot time.Time
+	}
+	a.mu.RLock()
+	member := a.member
+	hs := make([]held, 0, len(a.parts))
+	for _, p := range a.parts {
+		hs = append(hs, held{p: p, state: p.state, lastSnapshot: p.lastSnapshot})
+	}
+	a.mu.RUnlock()
+	slices.SortFunc(hs, func(x, y held) int { return x.p.id - y.p.id })
+
+	out := make([]PartitionStatus, 0, len(hs))
+	for _, h := range hs {
+		offset := h.p.tp.Offset()
+		lag, _, err := a.log.Lag(ctx, h.p.id, offset)
+		if err != nil {
+			return "", nil, fmt.Errorf("status of partition %d: %w", h.p.id, err)
+		}
+		out = append(out, PartitionStatus{
+			Partition:    h.p.id,
+			Epoch:        h.p.epoch,
+			State:        h.state.String(),
+			Offset:       offset,
+			Lag:          lag,
+			Watermark:    h.p.tp.Watermark(),
+			Stats:        h.p.tp.Stats(),
+			LastSnapshot: h.lastSnapshot,
+		})
+	}
+	return member, out, nil
+}

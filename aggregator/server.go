@@ -1,0 +1,107 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/tally"
+)
+
+// server adapts an Aggregator to clickaggv1.AggregatorServiceServer.
+type server struct {
+	clickaggv1.UnimplementedAggregatorServiceServer
+	a *Aggregator
+}
+
+// NewServer returns the internal gRPC service of a: queryd and the
+// coordinator call it.
+func NewServer(a *Aggregator) clickaggv1.AggregatorServiceServer {
+	return &server{a: a}
+}
+
+func (s *server) Count(_ context.Context, req *clickaggv1.CountRequest) (*clickaggv1.CountResponse, error) {
+	n, wm, err := s.a.Count(int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.CountResponse{Count: n, WatermarkMs: wm}, nil
+}
+
+func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
+	ps := make([]int, len(req.GetPartitions()))
+	for i, p := range req.GetPartitions() {
+		ps[i] = int(p)
+	}
+	top, wm, err := s.a.TopAds(ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.TopAdsResponse{Ads: make([]*clickaggv1.AdCount, len(top)), MinWatermarkMs: wm}
+	for i, t := range top {
+		resp.Ads[i] = &clickaggv1.AdCount{AdId: t.AdID, Count: t.Count}
+	}
+	return resp, nil
+}
+
+func (s *server) PartitionStatus(ctx context.Context, _ *clickaggv1.PartitionStatusRequest) (*clickaggv1.PartitionStatusResponse, error) {
+	member, ps, err := s.a.Status(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.PartitionStatusResponse{Member: member, Partitions: make([]*clickaggv1.PartitionStatus, len(ps))}
+	for i, p := range ps {
+		st := &clickaggv1.PartitionStatus{
+			Partition:         int32(p.Partition),
+			Member:            member,
+			Epoch:             p.Epoch,
+			State:             p.State,
+			Offset:            p.Offset,
+			Lag:               p.Lag,
+			EventsApplied:     p.Stats.EventsApplied,
+			DuplicatesDropped: p.Stats.Duplicates,
+			LateEvents:        p.Stats.Late,
+		}
+		if p.Watermark != 0 {
+			st.Watermark = timestamppb.New(time.UnixMilli(p.Watermark))
+		}
+		if !p.LastSnapshot.IsZero() {
+			st.LastSnapshot = timestamppb.New(p.LastSnapshot)
+		}
+		resp.Partitions[i] = st
+	}
+	return resp, nil
+}
+
+func window(from, to int64) Window { return Window{From: from, To: to} }
+
+func filter(f *clickaggv1.Filter) tally.Filter {
+	return tally.Filter{Country: f.GetCountry(), IP: f.GetIp(), UserID: f.GetUserId()}
+}
+
+// toStatus maps the errors of the query methods to gRPC status codes; it is
+// the one place where that happens.
+func toStatus(err error) error {
+	var code codes.Code
+	switch {
+	case errors.Is(err, ErrNotServing):
+		code = codes.Unavailable
+	case errors.Is(err, ErrOutOfRange):
+		code = codes.OutOfRange
+	case errors.Is(err, ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	default:
+		// Redis could not be asked (PartitionStatus's lag).
+		code = codes.Unavailable
+	}
+	return status.Error(code, err.Error())
+}
