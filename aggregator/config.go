@@ -61,8 +61,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "aggregator.id", "",
 		"Member ID of this aggregator in etcd; empty means the process's -id, or the hostname. Keep it stable across restarts (a StatefulSet pod name) so that operators can follow a member.")
 	c.RedisPrefix = DefaultRedisPrefix
-	fs.DurationVar(&c.LeaseTTL, "aggregator.lease-ttl", DefaultLeaseTTL,
-		"Whole seconds, at least 2s: how long this aggregator's membership lease outlives it. After a crash its partitions move after about this long.")
+	// The lease TTL comes from -etcd.lease-ttl, which the process sets here:
+	// one knob for how soon any dead member is noticed.
+	c.LeaseTTL = DefaultLeaseTTL
 	fs.DurationVar(&c.SnapshotInterval, "aggregator.snapshot-interval", DefaultSnapshotInterval,
 		"How often each partition's state and log offset are written to Redis. A restarted or new owner replays the log from the last snapshot, so this bounds the replay after a crash.")
 	fs.Int64Var(&c.ReadCount, "aggregator.read-count", DefaultReadCount,

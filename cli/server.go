@@ -280,6 +280,7 @@ func (s *Server) Run(ctx context.Context) error {
 			ac.ID = cfg.ID
 		}
 		ac.AdvertiseAddr = advertise
+		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
 		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))

@@ -1,0 +1,91 @@
+package queryd
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config configures queryd.
+type Config struct {
+	// MaxCount bounds the count of GetPopularAds and WatchPopularAds.
+	MaxCount int
+	// DefaultCount is the count when a request leaves it at 0.
+	DefaultCount int
+	// MaxWindow is the longest window a query may ask for; a whole number of
+	// minutes.
+	MaxWindow time.Duration
+	// CallTimeout bounds each call to an aggregator.
+	CallTimeout time.Duration
+	// PollInterval is how often the publisher looks for newly completed
+	// minutes.
+	PollInterval time.Duration
+	// PublishCount is the length of each minute's published top list.
+	PublishCount int
+	// RepublishMinutes is how many recent completed minutes are checked again
+	// on every poll, so that late events republish a corrected top.
+	RepublishMinutes int
+	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
+	// it forever.
+	PublishTTL time.Duration
+	// RedisPrefix prefixes every Redis key and channel queryd writes.
+	RedisPrefix string
+}
+
+// RegisterFlags registers the flags of c under -queryd. with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxCount, "queryd.max-count", 1000, "largest number of ads a popular-ads query may ask for")
+	fs.IntVar(&c.DefaultCount, "queryd.default-count", 100, "number of ads a popular-ads query returns when it does not say")
+	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, a whole number of minutes, that a count or popular-ads query may cover; keep it within the aggregators' in-memory retention, or older minutes are read from Redis")
+	fs.DurationVar(&c.CallTimeout, "queryd.call-timeout", 5*time.Second, "deadline of each call to an aggregator; an owner that does not answer in time makes the query fail with UNAVAILABLE")
+	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish; each poll also re-checks recent minutes for late events")
+	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
+	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked on every poll; a minute whose top changed through late events is published again")
+	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
+	// The key prefix is the process's -redis.prefix, set by the caller.
+	c.RedisPrefix = "clickagg"
+}
+
+// maxMaxCount bounds MaxCount: every owner returns up to that many ads per
+// query, and the count travels as an int32.
+const maxMaxCount = 100_000
+
+// maxRepublishMinutes bounds RepublishMinutes: every poll costs one fan-out
+// per re-checked minute.
+const maxRepublishMinutes = 60
+
+// Validate checks c.
+func (c *Config) Validate() error {
+	if c.MaxCount < 1 || c.MaxCount > maxMaxCount {
+		return fmt.Errorf("-queryd.max-count %d: must be in [1, %d]", c.MaxCount, maxMaxCount)
+	}
+	if c.DefaultCount < 1 || c.DefaultCount > c.MaxCount {
+		return fmt.Errorf("-queryd.default-count %d: must be in [1, -queryd.max-count=%d]", c.DefaultCount, c.MaxCount)
+	}
+	if c.MaxWindow < time.Minute || c.MaxWindow%time.Minute != 0 {
+		return fmt.Errorf("-queryd.max-window %v: must be a whole number of minutes, at least 1m", c.MaxWindow)
+	}
+	if c.CallTimeout <= 0 {
+		return fmt.Errorf("-queryd.call-timeout %v: must be positive", c.CallTimeout)
+	}
+	if c.PollInterval <= 0 {
+		return fmt.Errorf("-queryd.poll-interval %v: must be positive", c.PollInterval)
+	}
+	if c.PublishCount < 1 || c.PublishCount > c.MaxCount {
+		return fmt.Errorf("-queryd.publish-count %d: must be in [1, -queryd.max-count=%d]", c.PublishCount, c.MaxCount)
+	}
+	if c.RepublishMinutes < 0 || c.RepublishMinutes > maxRepublishMinutes {
+		return fmt.Errorf("-queryd.republish-minutes %d: must be in [0, %d]", c.RepublishMinutes, maxRepublishMinutes)
+	}
+	if c.PublishTTL < 0 {
+		return fmt.Errorf("-queryd.publish-ttl %v: must not be negative", c.PublishTTL)
+	}
+	if c.RedisPrefix == "" {
+		return errors.New("queryd: empty Redis key prefix")
+	}
+	return nil
+}
+
+// maxWindowMinutes is MaxWindow in minutes.
+func (c *Config) maxWindowMinutes() int64 { return int64(c.MaxWindow / time.Minute) }

@@ -1,0 +1,44 @@
+// Package queryd answers users' count and top-ads queries and publishes
+// each completed minute's top list.
+//
+// queryd holds no counts. It follows the partition assignment and the
+// aggregators' addresses in etcd and keeps an immutable directory,
+// partition → (owner, address), swapped atomically on every change. A count
+// goes to the owner of the ad's partition; a top-N query groups all
+// partitions by owner, asks each owner for the exact top N of its
+// partitions, and merges: a (non-split) ad lives in one partition, so the
+// lists are disjoint and the merged top N is exact, ties included (count
+// descending, then ad_id ascending).
+//
+// An answer is never silently partial. A partition without an owner, an
+// owner without an address, or an owner that fails or times out makes the
+// whole query fail with UNAVAILABLE naming the partitions. When the
+// directory changed while a call failed (a partition moved), the query is
+// retried once on the new directory. Every answer says whether the
+// watermark of the partitions involved has passed the end of its window
+// (complete).
+//
+// # Publishing
+//
+// Run polls every -queryd.poll-interval. A poll first learns the cluster's
+// smallest watermark with a one-ad top query over all partitions; minute m
+// is complete when that watermark is at or after m's end. If any partition
+// cannot answer, the poll publishes nothing. Otherwise, for each minute not
+// yet published (at most 16 per poll) and for each of the last
+// -queryd.republish-minutes minutes, it computes the top
+// -queryd.publish-count ads and, when Redis does not already hold exactly
+// that list, SETs <prefix>:top:<minute> to the protojson of a
+// GetPopularAdsResponse and PUBLISHes it on <prefix>:top in one MULTI. A late
+// event that changes a recent minute's list therefore overwrites the key and
+// announces the minute again. At startup only the last
+// -queryd.republish-minutes completed minutes are considered.
+//
+// Each WatchPopularAds stream gets its own count and filter computed for the
+// same minutes, starting with the newest completed minute, and its corrected
+// minutes again. Streams never block the publisher: each has a bounded
+// buffer, and a stream that lets it fill is ended with RESOURCE_EXHAUSTED.
+//
+// Errors become status codes in one place (statusOf): INVALID_ARGUMENT for
+// refused requests (docs/bad-inputs-query.md lists them), UNAVAILABLE for
+// unreachable partitions and shutdown, RESOURCE_EXHAUSTED for slow watchers.
+package queryd

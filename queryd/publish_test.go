@@ -1,0 +1,333 @@
+package queryd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// published is one minute's top list as received.
+type published struct {
+	minute   int64
+	ads      []AdCount
+	complete bool
+}
+
+func (p published) String() string { return fmt.Sprintf("minute %d %v", p.minute, p.ads) }
+
+func fromResponse(t *testing.T, r *clickaggv1.GetPopularAdsResponse) published {
+	t.Helper()
+	from, to := r.GetFrom().GetSeconds(), r.GetTo().GetSeconds()
+	if from%60 != 0 || to != from+60 {
+		t.Fatalf("published window [%v, %v) is not one minute", r.GetFrom(), r.GetTo())
+	}
+	return published{minute: from / 60, ads: protoAds(r.GetAds()), complete: r.GetComplete()}
+}
+
+// expect checks that got is minute m with the truth's top n for f.
+func expect(t *testing.T, what string, got published, tr *truth, m int64, n int, f Filter) {
+	t.Helper()
+	want := tr.top(m, m+1, n, f)
+	if got.minute != m || !slices.Equal(got.ads, want) || !got.complete {
+		t.Fatalf("%s: got %v complete=%v, want minute %d %v complete", what, got, got.complete, m, want)
+	}
+}
+
+// channelReader reads the published minutes from Redis pub/sub.
+type channelReader struct {
+	t  *testing.T
+	ch <-chan *redis.Message
+}
+
+func subscribe(t *testing.T, ctx context.Context, rdb *redis.Client) *channelReader {
+	ps := rdb.Subscribe(ctx, TopChannel("clickagg"))
+	t.Cleanup(func() { _ = ps.Close() })
+	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
+		t.Fatal(err)
+	}
+	return &channelReader{t: t, ch: ps.Channel()}
+}
+
+func (c *channelReader) next() published {
+	c.t.Helper()
+	select {
+	case m := <-c.ch:
+		var r clickaggv1.GetPopularAdsResponse
+		if err := protojson.Unmarshal([]byte(m.Payload), &r); err != nil {
+			c.t.Fatalf("decode %s: %v", m.Payload, err)
+		}
+		return fromResponse(c.t, &r)
+	case <-time.After(30 * time.Second):
+		c.t.Fatal("no message on the top channel")
+		return published{}
+	}
+}
+
+// watcher reads a WatchPopularAds stream in the background.
+type watcher struct {
+	t   *testing.T
+	ch  chan published
+	err chan error
+}
+
+func watch(t *testing.T, ctx context.Context, qc clickaggv1.QueryServiceClient, req *clickaggv1.WatchPopularAdsRequest) *watcher {
+	stream, err := qc.WatchPopularAds(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watcher{t: t, ch: make(chan published, 1000), err: make(chan error, 1)}
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				w.err <- err
+				return
+			}
+			w.ch <- fromResponse(t, r)
+		}
+	}()
+	return w
+}
+
+func (w *watcher) next() published {
+	w.t.Helper()
+	select {
+	case p := <-w.ch:
+		return p
+	case err := <-w.err:
+		w.t.Fatalf("watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		w.t.Fatal("no minute on the watch")
+	}
+	return published{}
+}
+
+// stored reads minute m's key.
+func stored(t *testing.T, ctx context.Context, rdb *redis.Client, m int64) (published, bool) {
+	t.Helper()
+	v, err := rdb.Get(ctx, TopKey("clickagg", m)).Result()
+	if errors.Is(err, redis.Nil) {
+		return published{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r clickaggv1.GetPopularAdsResponse
+	if err := protojson.Unmarshal([]byte(v), &r); err != nil {
+		t.Fatalf("decode %s: %v", v, err)
+	}
+	return fromResponse(t, &r), true
+}
+
+// waitPolls waits until the publisher has finished at least one whole poll
+// begun after this call: polls run one after another and each starts with
+// one probe per aggregator, so two further rounds of probes mean the first
+// poll ended.
+func waitPolls(t *testing.T, tr *truth) {
+	t.Helper()
+	start := tr.probes.Load()
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if n := tr.probes.Load() - start; n < 2*3 {
+			return fmt.Errorf("%d probes since", n)
+		}
+		return nil
+	})
+}
+
+// TestPublish follows the publisher as the aggregators' watermark advances:
+// each completed minute is stored and announced in Redis and pushed to
+// watchers, in order and exact; a lagging partition holds publication back;
+// a late event republishes its minute; a restarted queryd republishes
+// nothing that Redis already holds.
+func TestPublish(t *testing.T) {
+	cfg := testConfig()
+	cfg.PublishCount = 5
+	cfg.RepublishMinutes = 3
+	cfg.PublishTTL = time.Hour
+	// 60 ads, about 150 clicks a minute: top-5 lists are cut inside ties.
+	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
+	tr.setAllWatermarks((base + 4) * minuteMs) // minutes up to base+3 complete
+	e := newEnv(t, tr, cfg)
+	ctx := e.ctx
+	pubsub := subscribe(t, ctx, e.rdb)
+	e.start()
+
+	// At startup the last RepublishMinutes completed minutes are published,
+	// oldest first, and nothing older.
+	for m := base + 1; m <= base+3; m++ {
+		expect(t, "startup", pubsub.next(), tr, m, 5, Filter{})
+	}
+	if ttl := e.rdb.TTL(ctx, TopKey("clickagg", base+1)).Val(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("published key has TTL %v, want (0, 1h]", ttl)
+	}
+	if _, ok := stored(t, ctx, e.rdb, base); ok {
+		t.Errorf("minute %d, older than the republish window, was published", base)
+	}
+
+	usFilter := Filter{Country: "US"}
+	w1 := watch(t, ctx, e.qc, &clickaggv1.WatchPopularAdsRequest{Count: 3, Filter: &clickaggv1.Filter{Country: "us"}})
+	w2 := watch(t, ctx, e.qc, &clickaggv1.WatchPopularAdsRequest{})
+	// A watch starts with the newest completed minute.
+	expect(t, "watch w1 start", w1.next(), tr, base+3, 3, usFilter)
+	expect(t, "watch w2 start", w2.next(), tr, base+3, 100, Filter{})
+
+	checkMinute := func(what string, m int64) {
+		t.Helper()
+		expect(t, what+" channel", pubsub.next(), tr, m, 5, Filter{})
+		expect(t, what+" w1", w1.next(), tr, m, 3, usFilter)
+		expect(t, what+" w2", w2.next(), tr, m, 100, Filter{})
+		got, ok := stored(t, ctx, e.rdb, m)
+		if !ok {
+			t.Fatalf("%s: minute %d announced but not stored", what, m)
+		}
+		expect(t, what+" key", got, tr, m, 5, Filter{})
+	}
+	for m := base + 4; m <= base+6; m++ {
+		tr.setAllWatermarks((m + 1) * minuteMs)
+		checkMinute("advance", m)
+	}
+
+	// Partition 4 lags at base+7: minutes base+7.. must wait for it, even
+	// though every other partition has passed base+10.
+	tr.setAllWatermarks((base + 11) * minuteMs)
+	tr.setWatermark(4, (base+7)*minuteMs)
+	waitPolls(t, tr)
+	if got, ok := stored(t, ctx, e.rdb, base+7); ok {
+		t.Fatalf("minute %d published while partition 4 lags: %v", base+7, got)
+	}
+	tr.setWatermark(4, (base+11)*minuteMs)
+	for m := base + 7; m <= base+10; m++ {
+		checkMinute("after lag", m)
+	}
+
+	// Late events: a minute inside the republish window gets a new leader;
+	// one outside it changes too, but is history.
+	late := base + 9
+	for i := range 10 {
+		tr.add(click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})
+		tr.add(click{ad: "ad-old", minute: base + 2, country: "US", ip: "10.0.0.1", userID: "u1"})
+	}
+	checkMinute("correction", late)
+	if got, _ := stored(t, ctx, e.rdb, late); got.ads[0] != (AdCount{AdID: "ad-late", Count: 10}) {
+		t.Fatalf("corrected minute %d stored as %v", late, got)
+	}
+	// The next announcement is the next minute: neither the old minute nor
+	// the unchanged recent ones are announced again.
+	tr.setAllWatermarks((base + 12) * minuteMs)
+	checkMinute("after correction", base+11)
+	if got, _ := stored(t, ctx, e.rdb, base+2); slices.ContainsFunc(got.ads, func(a AdCount) bool { return a.AdID == "ad-old" }) {
+		t.Fatalf("minute %d, outside the republish window, was republished: %v", base+2, got)
+	}
+
+	// Shutdown ends the watches with UNAVAILABLE.
+	e.stop()
+	for _, w := range []*watcher{w1, w2} {
+		select {
+		case err := <-w.err:
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("watch after shutdown: %v, want UNAVAILABLE", err)
+			}
+		case p := <-w.ch:
+			t.Errorf("watch got %v after shutdown", p)
+		case <-time.After(30 * time.Second):
+			t.Fatal("watch did not end at shutdown")
+		}
+	}
+
+	// A restarted queryd finds every recent minute already in Redis and
+	// announces only what is new.
+	q2 := e.newQueryd()
+	runQueryd(t, q2)
+	waitPolls(t, tr)
+	tr.setAllWatermarks((base + 13) * minuteMs)
+	expect(t, "after restart", pubsub.next(), tr, base+12, 5, Filter{})
+}
+
+// TestSlowWatcherDropped lets one watcher stop reading while a hundred
+// minutes complete at once: it is dropped with RESOURCE_EXHAUSTED, and a
+// watcher that reads gets every minute, in order and exact.
+func TestSlowWatcherDropped(t *testing.T) {
+	cfg := testConfig()
+	cfg.PollInterval = 50 * time.Millisecond
+	tr := newTruth(newPartitioner(t), 5, 4000, 50, 110)
+	tr.setAllWatermarks((base + 1) * minuteMs) // minute base complete
+	e := newEnv(t, tr, cfg)
+	e.start()
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+
+	var mu sync.Mutex
+	var fast []TopResult
+	fastDone := make(chan error, 1)
+	go func() {
+		fastDone <- e.q.Watch(ctx, 7, Filter{Country: "DE"}, func(r TopResult) error {
+			mu.Lock()
+			defer mu.Unlock()
+			fast = append(fast, r)
+			return nil
+		})
+	}()
+	release := make(chan struct{})
+	slowDone := make(chan error, 1)
+	go func() {
+		slowDone <- e.q.Watch(ctx, 7, Filter{Country: "DE"}, func(TopResult) error {
+			<-release
+			return nil
+		})
+	}()
+	testserver.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(fast) == 0 {
+			return errors.New("fast watcher has no minute yet")
+		}
+		return nil
+	})
+
+	last := base + 100
+	tr.setAllWatermarks((last + 1) * minuteMs)
+	testserver.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if n := len(e.q.subscribers()); n != 1 {
+			return fmt.Errorf("%d watchers", n)
+		}
+		if len(fast) == 0 || fast[len(fast)-1].From != last {
+			return fmt.Errorf("fast watcher at %d minutes", len(fast))
+		}
+		return nil
+	})
+	close(release)
+	if err := <-slowDone; status.Code(statusOf(err)) != codes.ResourceExhausted {
+		t.Errorf("slow watcher ended with %v, want RESOURCE_EXHAUSTED", statusOf(err))
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	for i, r := range fast {
+		m := base + int64(i)
+		want := tr.top(m, m+1, 7, Filter{Country: "DE"})
+		if r.From != m || r.To != m+1 || !r.Complete || !slices.Equal(r.Ads, want) {
+			t.Fatalf("fast watcher's answer %d: %+v, want minute %d %v", i, r, m, want)
+		}
+	}
+	if len(fast) != 101 {
+		t.Fatalf("fast watcher got %d minutes, want 101", len(fast))
+	}
+	cancel()
+	if err := <-fastDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("fast watcher ended with %v", err)
+	}
+}
