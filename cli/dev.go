@@ -43,6 +43,7 @@ func runDev(ctx context.Context, args []string) error {
 	view := fs.String("view", "auto", "live view of top ads and rates: auto (when stdout is a terminal), on, off (log lines only)")
 	noLoad := fs.Bool("no-loadgen", false, "do not send synthetic clicks")
 	etcdPort := fs.Int("etcd.client-port", 0, "embedded etcd client port; 0 picks a free one")
+	etcdLog := fs.String("etcd.log-level", "fatal", "embedded etcd's log level (debug, info, warn, error, fatal)")
 	// Dev defaults: loopback, the usual ports when free, text logs.
 	_ = fs.Set("grpc.addr", "127.0.0.1:9090")
 	_ = fs.Set("http.addr", "127.0.0.1:8080")
@@ -56,7 +57,7 @@ func runDev(ctx context.Context, args []string) error {
 		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
 	}
 
-	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(*dataDir, "etcd"), ClientPort: *etcdPort})
+	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(*dataDir, "etcd"), ClientPort: *etcdPort, LogLevel: *etcdLog})
 	if err != nil {
 		return err
 	}

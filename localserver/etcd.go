@@ -15,7 +15,8 @@ type EtcdConfig struct {
 	Dir string
 	// ClientPort and PeerPort are loopback ports; 0 picks free ones.
 	ClientPort, PeerPort int
-	// LogLevel is etcd's zap level; default "error" keeps it quiet.
+	// LogLevel is etcd's zap level. The default, "fatal", keeps it quiet:
+	// embedded etcd logs harmless errors on every shutdown.
 	LogLevel string
 }
 
@@ -44,7 +45,7 @@ func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
 	ec.Dir = cfg.Dir
 	ec.LogLevel = cfg.LogLevel
 	if ec.LogLevel == "" {
-		ec.LogLevel = "error"
+		ec.LogLevel = "fatal"
 	}
 	cu := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(cfg.ClientPort)}
 	pu := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(cfg.PeerPort)}

@@ -79,10 +79,11 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 		clickaggv1.NewIngestServiceClient(dial(t, routers[1].addr)),
 	}
 	var (
-		sent       atomic.Int64
-		retried    atomic.Int64
-		mu         sync.Mutex
-		rejectedBy = map[*clickaggv1.ClickEvent]string{}
+		sent         atomic.Int64
+		retried      atomic.Int64
+		resentEvents atomic.Int64
+		mu           sync.Mutex
+		rejectedBy   = map[*clickaggv1.ClickEvent]string{}
 	)
 	jobs := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
@@ -99,6 +100,7 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 				// Each request goes to one router; a failure is retried with
 				// the same events through the other one, as a client would.
 				r := (i + worker) % 2
+				resent := false
 				deadline := time.Now().Add(2 * time.Minute)
 				for {
 					cctx, cancel := context.WithTimeout(gctx, 10*time.Second)
@@ -107,6 +109,14 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 					if err == nil {
 						if resp.Accepted != wantAccepted {
 							return fmt.Errorf("request %d: accepted %d, want %d", i, resp.Accepted, wantAccepted)
+						}
+						if i%50 == 0 && !resent {
+							// As if the response were lost: the client sends the
+							// same request again, through the other router.
+							resent = true
+							resentEvents.Add(int64(len(batch)))
+							r = 1 - r
+							continue
 						}
 						mu.Lock()
 						for _, rej := range resp.Rejected {
@@ -127,8 +137,9 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 			return nil
 		})
 	}
-	// Chaos, at fixed points of the run: SIGKILL an aggregator and start it
-	// again; restart a router.
+	// Chaos at fixed points of the run, while requests keep flowing: SIGKILL
+	// an aggregator and start it again; restart a router.
+	chaos := make(chan struct{})
 	g.Go(func() error {
 		defer close(jobs)
 		n := len(w.batches)
@@ -138,13 +149,19 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 				waitSent(&sent, int64(i-8))
 				t.Logf("SIGKILL %s at request %d", aggs[1].name, i)
 				aggs[1].Kill()
-			case n*3/10 + 40:
-				t.Logf("restart %s at request %d", aggs[1].name, i)
-				aggs[1].Restart()
+				go func() {
+					defer close(chaos)
+					time.Sleep(time.Second)
+					t.Logf("restart %s", aggs[1].name)
+					aggs[1].Restart()
+				}()
 			case n * 6 / 10:
+				<-chaos
 				t.Logf("restart %s at request %d", routers[0].name, i)
-				routers[0].Stop()
-				routers[0].Restart()
+				go func() {
+					routers[0].Stop()
+					routers[0].Restart()
+				}()
 			}
 			select {
 			case jobs <- i:
@@ -157,7 +174,7 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ingest done: %d requests, %d retried", sent.Load(), retried.Load())
+	t.Logf("ingest done: %d requests, %d retried after an error, %d events sent again through the other router", sent.Load(), retried.Load(), resentEvents.Load())
 
 	// Every invalid event was rejected, with a reason that names its field.
 	if len(rejectedBy) != len(w.invalidAt) {

@@ -18,13 +18,6 @@ type click struct {
 	minute int64
 }
 
-// invalid is an event the router must reject, with a word its reason must
-// contain.
-type invalid struct {
-	ev     *clickaggv1.ClickEvent
-	reason string
-}
-
 // workload is the sequence of requests the test sends and the ground truth
 // it implies.
 type workload struct {

@@ -1,0 +1,245 @@
+package tally
+
+import (
+	"cmp"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+)
+
+// click is one event as the tests see it, with plain strings.
+type click struct {
+	id, ad            string
+	ms                int64
+	country, ip, user string
+}
+
+func (c click) event() *clickaggv1.LogEvent {
+	return &clickaggv1.LogEvent{
+		EventId: c.id, AdId: c.ad, ClickTimeMs: c.ms,
+		Country: c.country, Ip: c.ip, UserId: c.user,
+	}
+}
+
+// entry is one log entry of a test log: a batch, a tick, or both.
+type entry struct {
+	id     string
+	clicks []click
+	tick   int64
+}
+
+func (e entry) proto() *clickaggv1.LogEntry {
+	le := &clickaggv1.LogEntry{RouterId: "r1", TickMs: e.tick}
+	for _, c := range e.clicks {
+		le.Events = append(le.Events, c.event())
+	}
+	return le
+}
+
+// apply applies entries through their wire encoding, as the aggregator
+// does, so the test also covers what survives a proto round trip.
+func apply(t testing.TB, p *Partition, entries ...entry) {
+	t.Helper()
+	for _, e := range entries {
+		b, err := proto.Marshal(e.proto())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var le clickaggv1.LogEntry
+		if err := proto.Unmarshal(b, &le); err != nil {
+			t.Fatal(err)
+		}
+		p.Apply(e.id, &le)
+	}
+}
+
+var testOpts = Options{
+	AllowedLateness: 10 * time.Second,
+	DedupHorizon:    5 * time.Minute,
+	Retention:       10 * time.Minute,
+}
+
+func newTestPartition(t testing.TB, opts Options) *Partition {
+	t.Helper()
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return NewPartition(3, opts)
+}
+
+// decodeMinute decodes one minute of a Snap.
+func decodeMinute(t testing.TB, b []byte) *clickaggv1.MinuteState {
+	t.Helper()
+	var ms clickaggv1.MinuteState
+	if err := proto.Unmarshal(b, &ms); err != nil {
+		t.Fatal(err)
+	}
+	return &ms
+}
+
+func decodeMeta(t testing.TB, b []byte) *clickaggv1.SnapshotMeta {
+	t.Helper()
+	var m clickaggv1.SnapshotMeta
+	if err := proto.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return &m
+}
+
+// store merges snapshots the way the snapshot store does: later minutes
+// overwrite earlier ones, dropped minutes are deleted, the meta is replaced.
+type store struct {
+	meta    []byte
+	minutes map[int64][]byte
+}
+
+func (s *store) save(snap Snap) {
+	if s.minutes == nil {
+		s.minutes = map[int64][]byte{}
+	}
+	s.meta = snap.Meta
+	for m, b := range snap.Minutes {
+		s.minutes[m] = b
+	}
+	for _, m := range snap.Drop {
+		delete(s.minutes, m)
+	}
+}
+
+func (s *store) clone() store {
+	c := store{meta: slices.Clone(s.meta), minutes: map[int64][]byte{}}
+	for m, b := range s.minutes {
+		c.minutes[m] = b
+	}
+	return c
+}
+
+// truthCell is a cell of the ground truth, with plain strings.
+type truthCell struct{ ad, country, ip, user string }
+
+// truth recomputes a partition's answers from the rules written out with
+// plain maps, independently of the package's data structures.
+type truth struct {
+	opts      Options
+	watermark int64
+	offset    string
+	stats     Stats
+	seen      map[int64]map[string]bool // minute → event ids counted
+	cells     map[int64]map[truthCell]int64
+	revision  map[int64]int64
+}
+
+func newTruth(opts Options) *truth {
+	return &truth{opts: opts, seen: map[int64]map[string]bool{}, cells: map[int64]map[truthCell]int64{}, revision: map[int64]int64{}}
+}
+
+// floorDiv is floor division written differently from floorMinute.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+func (tr *truth) apply(e entry) {
+	tr.offset = e.id
+	for _, c := range e.clicks {
+		m := floorDiv(c.ms, 60000)
+		end := (m + 1) * 60000
+		if end <= tr.watermark-tr.opts.DedupHorizon.Milliseconds() {
+			tr.stats.Expired++
+			continue
+		}
+		if tr.seen[m] == nil {
+			tr.seen[m] = map[string]bool{}
+			tr.cells[m] = map[truthCell]int64{}
+		}
+		if tr.seen[m][c.id] {
+			tr.stats.Duplicates++
+			continue
+		}
+		tr.seen[m][c.id] = true
+		tr.cells[m][truthCell{c.ad, c.country, c.ip, c.user}]++
+		tr.stats.EventsApplied++
+		if end <= tr.watermark {
+			tr.stats.Late++
+			tr.revision[m]++
+		}
+	}
+	if e.tick != 0 && e.tick-tr.opts.AllowedLateness.Milliseconds() > tr.watermark {
+		tr.watermark = e.tick - tr.opts.AllowedLateness.Milliseconds()
+	}
+}
+
+// inMemory reports whether minute m is still queryable.
+func (tr *truth) inMemory(m int64) bool {
+	_, ok := tr.cells[m]
+	return ok && (m+1)*60000 > tr.watermark-tr.opts.Retention.Milliseconds()
+}
+
+func (tr *truth) minutesInMemory() []int64 {
+	var out []int64
+	for m := range tr.cells {
+		if tr.inMemory(m) {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (f Filter) matches(c truthCell) bool {
+	return (f.Country == "" || f.Country == c.country) &&
+		(f.IP == "" || f.IP == c.ip) &&
+		(f.UserID == "" || f.UserID == c.user)
+}
+
+func (tr *truth) perAd(from, to int64, f Filter) map[string]int64 {
+	out := map[string]int64{}
+	for m, cells := range tr.cells {
+		if m < from || m >= to || !tr.inMemory(m) {
+			continue
+		}
+		for c, n := range cells {
+			if f.matches(c) {
+				out[c.ad] += n
+			}
+		}
+	}
+	return out
+}
+
+func (tr *truth) top(from, to int64, n int, f Filter) []AdCount {
+	return topOf(tr.perAd(from, to, f), n)
+}
+
+// topOf ranks the ads of perAd and returns the first n.
+func topOf(perAd map[string]int64, n int) []AdCount {
+	var all []AdCount
+	for ad, c := range perAd {
+		all = append(all, AdCount{AdID: ad, Count: c})
+	}
+	slices.SortFunc(all, func(a, b AdCount) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.AdID, b.AdID))
+	})
+	if len(all) > n {
+		all = all[:n]
+	}
+	return all
+}
+
+// fullMinutes encodes every minute in memory, clean or not.
+func fullMinutes(p *Partition) map[int64][]byte {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[int64][]byte{}
+	for _, m := range p.order {
+		out[m] = p.encodeMinute(p.minutes[m])
+	}
+	return out
+}

@@ -1,0 +1,445 @@
+package tally
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/topn"
+)
+
+// AdCount is the number of clicks of one ad.
+type AdCount = topn.AdCount
+
+// Filter restricts a query to the clicks whose fields equal the set values.
+// Empty fields do not filter; set fields combine with AND.
+type Filter struct {
+	Country, IP, UserID string
+}
+
+// Stats counts what Apply did with the events it was given.
+type Stats struct {
+	// EventsApplied counts the events that were counted, late ones included.
+	EventsApplied int64
+	// Duplicates counts events whose event_id had already been counted in
+	// their minute.
+	Duplicates int64
+	// Late counts the events counted after their minute had completed; each
+	// raised that minute's revision.
+	Late int64
+	// Expired counts events refused because their minute had left the dedup
+	// horizon.
+	Expired int64
+}
+
+const minuteMs = 60_000
+
+// Partition is the aggregate state of one partition: per-minute counts, the
+// dedup sets, the watermark and the log offset they reflect. It is a pure
+// function of the log entries applied to it, in order.
+//
+// One goroutine may call Apply, Snapshot and MarkSaved; any number of
+// goroutines may call the query methods at the same time.
+type Partition struct {
+	id          int
+	opts        Options
+	latenessMs  int64
+	horizonMs   int64
+	retentionMs int64
+
+	mu        sync.RWMutex
+	offset    string
+	watermark int64
+	stats     Stats
+
+	ads   strtab // ad ids
+	attrs strtab // countries, ips and user ids
+
+	minutes map[int64]*minute
+	// order lists the minutes in memory in ascending order. Its first
+	// released minutes have left the dedup horizon: a minute can only be
+	// created inside the horizon, so those always form a prefix.
+	order    []int64
+	released int
+	last     *minute // the minute of the previous event, to skip a map lookup
+
+	// seq counts changes: every change of a minute, and every minute
+	// leaving memory, takes the next number.
+	seq uint64
+	// dropped holds the minutes that left memory and the seq at which they
+	// did, until a snapshot telling the store to drop them is saved.
+	dropped map[int64]uint64
+
+	scratch sync.Pool // *topScratch, for Top
+}
+
+// NewPartition returns the empty state of partition id. opts must be valid
+// (see Options.Validate).
+func NewPartition(id int, opts Options) *Partition {
+	return &Partition{
+		id:          id,
+		opts:        opts,
+		latenessMs:  opts.AllowedLateness.Milliseconds(),
+		horizonMs:   opts.DedupHorizon.Milliseconds(),
+		retentionMs: opts.Retention.Milliseconds(),
+		ads:         newStrtab(),
+		attrs:       newStrtab(),
+		minutes:     make(map[int64]*minute),
+		dropped:     make(map[int64]uint64),
+	}
+}
+
+// floorMinute returns the Unix minute that contains ms, rounding down for
+// times before 1970 as well.
+func floorMinute(ms int64) int64 {
+	m := ms / minuteMs
+	if ms%minuteMs < 0 {
+		m--
+	}
+	return m
+}
+
+// minuteEnd returns the first millisecond after minute m, saturating at
+// MaxInt64 for the last minutes an int64 of milliseconds can express.
+func minuteEnd(m int64) int64 {
+	if m >= math.MaxInt64/minuteMs {
+		return math.MaxInt64
+	}
+	return (m + 1) * minuteMs
+}
+
+// subSat returns a-b for b >= 0, saturating at MinInt64.
+func subSat(a, b int64) int64 {
+	if a < math.MinInt64+b {
+		return math.MinInt64
+	}
+	return a - b
+}
+
+// Apply applies the log entry with stream ID id. The events are applied
+// first, in order, then the tick: the tick is the router's frontier after it
+// wrote the batch, so it must not make the batch's own events late.
+func (p *Partition) Apply(id string, e *clickaggv1.LogEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.offset = id
+	for _, ev := range e.GetEvents() {
+		p.applyEvent(ev)
+	}
+	if tick := e.GetTickMs(); tick != 0 {
+		if wm := subSat(tick, p.latenessMs); wm > p.watermark {
+			p.watermark = wm
+			p.advance()
+		}
+	}
+}
+
+func (p *Partition) applyEvent(ev *clickaggv1.LogEvent) {
+	start := floorMinute(ev.GetClickTimeMs())
+	end := minuteEnd(start)
+	if end <= subSat(p.watermark, p.horizonMs) {
+		p.stats.Expired++
+		return
+	}
+	m := p.last
+	if m == nil || m.start != start {
+		m = p.minutes[start]
+		if m == nil {
+			m = p.newMinute(start)
+		}
+		p.last = m
+	}
+	if !m.seen.add(xxhash.Sum64String(ev.GetEventId())) {
+		p.stats.Duplicates++
+		return
+	}
+	k := cellKey{
+		ad:      p.ads.intern(validUTF8(ev.GetAdId())),
+		country: p.attrs.intern(validUTF8(ev.GetCountry())),
+		ip:      p.attrs.intern(validUTF8(ev.GetIp())),
+		user:    p.attrs.intern(validUTF8(ev.GetUserId())),
+	}
+	if m.add(k, 1) {
+		p.incref(k)
+	}
+	p.stats.EventsApplied++
+	if end <= p.watermark {
+		p.stats.Late++
+		m.revision++
+	}
+	p.seq++
+	m.seq = p.seq
+}
+
+// validUTF8 replaces invalid UTF-8 with U+FFFD. Entries decoded from the
+// log are always valid, since protobuf checks string fields; this keeps a
+// hand-built entry from producing a snapshot that Restore cannot decode.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+func (p *Partition) incref(k cellKey) {
+	p.ads.incref(k.ad)
+	p.attrs.incref(k.country)
+	p.attrs.incref(k.ip)
+	p.attrs.incref(k.user)
+}
+
+func (p *Partition) decref(k cellKey) {
+	p.ads.decref(k.ad)
+	p.attrs.decref(k.country)
+	p.attrs.decref(k.ip)
+	p.attrs.decref(k.user)
+}
+
+// newMinute adds an empty minute. Minutes are created inside the dedup
+// horizon, so start sorts after every released minute.
+func (p *Partition) newMinute(start int64) *minute {
+	m := newMinute(start)
+	p.minutes[start] = m
+	i, _ := slices.BinarySearch(p.order, start)
+	p.order = slices.Insert(p.order, i, start)
+	return m
+}
+
+// advance applies a new watermark: minutes that left the dedup horizon
+// release their dedup sets (and are written again without them), and
+// minutes that left the retention window leave memory.
+func (p *Partition) advance() {
+	horizon := subSat(p.watermark, p.horizonMs)
+	for p.released < len(p.order) && minuteEnd(p.order[p.released]) <= horizon {
+		m := p.minutes[p.order[p.released]]
+		m.freeze()
+		p.seq++
+		m.seq = p.seq
+		p.released++
+	}
+	retain := subSat(p.watermark, p.retentionMs)
+	n := 0
+	for n < len(p.order) && minuteEnd(p.order[n]) <= retain {
+		start := p.order[n]
+		m := p.minutes[start]
+		for _, k := range m.cells.keys {
+			p.decref(k)
+		}
+		delete(p.minutes, start)
+		if p.last == m {
+			p.last = nil
+		}
+		p.seq++
+		p.dropped[start] = p.seq
+		n++
+	}
+	if n > 0 {
+		p.order = slices.Delete(p.order, 0, n)
+		// Retention >= DedupHorizon, so every minute that left was released.
+		p.released -= n
+	}
+}
+
+// Offset returns the ID of the last log entry applied, "" before any.
+func (p *Partition) Offset() string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.offset
+}
+
+// Watermark returns the watermark in Unix milliseconds: the largest tick
+// applied minus the allowed lateness, and 0 before any tick raised it.
+func (p *Partition) Watermark() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.watermark
+}
+
+// Stats returns the event counters.
+func (p *Partition) Stats() Stats {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.stats
+}
+
+// resolve turns f into interned ids. It returns false when a set field has
+// a value that no minute in memory holds, so nothing can match.
+func (p *Partition) resolve(f Filter) (query, bool) {
+	var q query
+	var ok bool
+	if f.Country != "" {
+		if q.country, ok = p.attrs.lookup(f.Country); !ok {
+			return q, false
+		}
+		q.hasCountry = true
+	}
+	if f.IP != "" {
+		if q.ip, ok = p.attrs.lookup(f.IP); !ok {
+			return q, false
+		}
+		q.hasIP = true
+	}
+	if f.UserID != "" {
+		if q.user, ok = p.attrs.lookup(f.UserID); !ok {
+			return q, false
+		}
+		q.hasUser = true
+	}
+	return q, true
+}
+
+// window returns the minutes in memory within [from, to).
+func (p *Partition) window(from, to int64) []int64 {
+	if from >= to {
+		return nil
+	}
+	i, _ := slices.BinarySearch(p.order, from)
+	j, _ := slices.BinarySearch(p.order, to)
+	return p.order[i:j]
+}
+
+// Count returns the clicks of adID in the minutes [fromMinute, toMinute)
+// that match f. It reads only the minutes in memory; older minutes are the
+// caller's to read from the snapshot store.
+func (p *Partition) Count(adID string, fromMinute, toMinute int64, f Filter) int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	ad, ok := p.ads.lookup(adID)
+	if !ok {
+		return 0
+	}
+	q, ok := p.resolve(f)
+	if !ok {
+		return 0
+	}
+	var n int64
+	for _, start := range p.window(fromMinute, toMinute) {
+		n += p.minutes[start].count(ad, &q)
+	}
+	return n
+}
+
+type topScratch struct {
+	acc     []int64 // clicks per ad id; all zero between uses
+	touched []uint32
+}
+
+// Top returns the n ads with the most clicks in the minutes
+// [fromMinute, toMinute) that match f, ordered by count descending, then
+// ad_id ascending. Like Count it reads only the minutes in memory.
+func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
+	if n <= 0 {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	q, ok := p.resolve(f)
+	if !ok {
+		return nil
+	}
+	window := p.window(fromMinute, toMinute)
+	if len(window) == 0 {
+		return nil
+	}
+	s, _ := p.scratch.Get().(*topScratch)
+	if s == nil {
+		s = &topScratch{}
+	}
+	if size := p.ads.size(); len(s.acc) < size {
+		s.acc = make([]int64, size+size/4)
+	}
+	touched := s.touched[:0]
+	for _, start := range window {
+		touched = p.minutes[start].accumulate(&q, s.acc, touched)
+	}
+	out := p.selectTop(n, s.acc, touched)
+	for _, ad := range touched {
+		s.acc[ad] = 0
+	}
+	s.touched = touched
+	p.scratch.Put(s)
+	return out
+}
+
+// selectTop picks the top n of the touched ads with a bounded heap whose
+// root is the ad that ranks last among those kept, so that most candidates
+// are turned away by one count comparison and nothing is sorted but the
+// answer.
+func (p *Partition) selectTop(n int, acc []int64, touched []uint32) []AdCount {
+	h := topHeap{strs: p.ads.strs, items: make([]topItem, 0, min(n, len(touched)))}
+	for _, ad := range touched {
+		it := topItem{ad: ad, count: acc[ad]}
+		switch {
+		case len(h.items) < n:
+			h.items = append(h.items, it)
+			h.up(len(h.items) - 1)
+		case h.better(it, h.items[0]):
+			h.items[0] = it
+			h.down(0, len(h.items))
+		}
+	}
+	// Heap sort in place: each pass moves the worst remaining item to the
+	// end of the shrinking heap, leaving the items best first.
+	for end := len(h.items) - 1; end > 0; end-- {
+		h.items[0], h.items[end] = h.items[end], h.items[0]
+		h.down(0, end)
+	}
+	out := make([]AdCount, len(h.items))
+	for i, it := range h.items {
+		out[i] = AdCount{AdID: p.ads.strs[it.ad], Count: it.count}
+	}
+	return out
+}
+
+type topItem struct {
+	ad    uint32
+	count int64
+}
+
+// topHeap is a binary heap whose root is the item that ranks last.
+type topHeap struct {
+	strs  []string
+	items []topItem
+}
+
+// better reports whether a ranks before b: more clicks, then the smaller
+// ad_id.
+func (h *topHeap) better(a, b topItem) bool {
+	if a.count != b.count {
+		return a.count > b.count
+	}
+	return h.strs[a.ad] < h.strs[b.ad]
+}
+
+func (h *topHeap) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !h.better(h.items[parent], h.items[i]) {
+			return
+		}
+		h.items[parent], h.items[i] = h.items[i], h.items[parent]
+		i = parent
+	}
+}
+
+// down restores the heap order below i within items[:n].
+func (h *topHeap) down(i, n int) {
+	for {
+		worst := i
+		for _, c := range [2]int{2*i + 1, 2*i + 2} {
+			if c < n && h.better(h.items[worst], h.items[c]) {
+				worst = c
+			}
+		}
+		if worst == i {
+			return
+		}
+		h.items[i], h.items[worst] = h.items[worst], h.items[i]
+		i = worst
+	}
+}
