@@ -25,9 +25,9 @@ proto: tools
 # not what the pinned generators produce from the committed protos.
 proto-check: tools
 	$(BIN)/buf lint
-	rm -rf $(BIN)/gen && mkdir -p $(BIN)/gen
-	$(BIN)/buf generate -o $(BIN)/gen
-	diff -r $(BIN)/gen/proto/clickagg proto/clickagg -x '*.proto' || { echo "generated code is stale: run make proto" >&2; exit 1; }
+	rm -rf $(BIN)/_gen && mkdir -p $(BIN)/_gen
+	$(BIN)/buf generate -o $(BIN)/_gen
+	diff -r $(BIN)/_gen/proto/clickagg proto/clickagg -x '*.proto' || { echo "generated code is stale: run make proto" >&2; exit 1; }
 
 lint: tools
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad" >&2; exit 1; fi

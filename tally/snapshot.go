@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -16,12 +15,6 @@ import (
 // itself: a minute listed but missing, counts that disagree with the dedup
 // hashes, or another partition's meta.
 var ErrCorrupt = errors.New("tally: corrupt snapshot")
-
-// metaExpiredField is the field number that carries Stats.Expired in the
-// encoded SnapshotMeta. clickaggv1.SnapshotMeta has no field for it yet, so
-// it is written and read as an unknown varint field; once the proto gains
-// `int64 events_expired = 10;` the bytes stay the same.
-const metaExpiredField protowire.Number = 10
 
 // Snap is an encoded snapshot of a Partition, ready for the snapshot store.
 type Snap struct {
@@ -59,11 +52,7 @@ func (p *Partition) Snapshot(epoch uint64) Snap {
 		EventsApplied:     p.stats.EventsApplied,
 		DuplicatesDropped: p.stats.Duplicates,
 		LateEvents:        p.stats.Late,
-	}
-	if p.stats.Expired != 0 {
-		raw := protowire.AppendTag(nil, metaExpiredField, protowire.VarintType)
-		raw = protowire.AppendVarint(raw, uint64(p.stats.Expired))
-		meta.ProtoReflect().SetUnknown(raw)
+		EventsExpired:     p.stats.Expired,
 	}
 	s := Snap{
 		Meta:    mustMarshal(meta),
@@ -121,10 +110,6 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 	if int(mm.GetPartition()) != id {
 		return nil, fmt.Errorf("%w: meta of partition %d restored as partition %d", ErrCorrupt, mm.GetPartition(), id)
 	}
-	expired, err := metaExpired(&mm)
-	if err != nil {
-		return nil, fmt.Errorf("%w: partition %d: %v", ErrCorrupt, id, err)
-	}
 	p := NewPartition(id, opts)
 	p.offset = mm.GetOffset()
 	p.watermark = mm.GetWatermarkMs()
@@ -132,7 +117,7 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 		EventsApplied: mm.GetEventsApplied(),
 		Duplicates:    mm.GetDuplicatesDropped(),
 		Late:          mm.GetLateEvents(),
-		Expired:       expired,
+		Expired:       mm.GetEventsExpired(),
 	}
 	starts := slices.Sorted(slices.Values(mm.GetMinutes()))
 	horizon := subSat(p.watermark, p.horizonMs)
@@ -205,32 +190,4 @@ func (p *Partition) restoreMinute(start int64, b []byte, released bool) (*minute
 		return nil, fmt.Errorf("%w: %d distinct event hashes for %d clicks", ErrCorrupt, m.seen.len(), total)
 	}
 	return m, nil
-}
-
-// metaExpired reads Stats.Expired from the unknown field that carries it.
-func metaExpired(mm *clickaggv1.SnapshotMeta) (int64, error) {
-	var expired int64
-	raw := mm.ProtoReflect().GetUnknown()
-	for len(raw) > 0 {
-		num, typ, n := protowire.ConsumeTag(raw)
-		if n < 0 {
-			return 0, protowire.ParseError(n)
-		}
-		raw = raw[n:]
-		if num == metaExpiredField && typ == protowire.VarintType {
-			v, n := protowire.ConsumeVarint(raw)
-			if n < 0 {
-				return 0, protowire.ParseError(n)
-			}
-			expired = int64(v)
-			raw = raw[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, raw)
-		if n < 0 {
-			return 0, protowire.ParseError(n)
-		}
-		raw = raw[n:]
-	}
-	return expired, nil
 }

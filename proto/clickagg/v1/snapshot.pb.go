@@ -36,8 +36,11 @@ type SnapshotMeta struct {
 	DuplicatesDropped int64   `protobuf:"varint,7,opt,name=duplicates_dropped,json=duplicatesDropped,proto3" json:"duplicates_dropped,omitempty"`
 	LateEvents        int64   `protobuf:"varint,8,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
 	WrittenUnixMs     int64   `protobuf:"varint,9,opt,name=written_unix_ms,json=writtenUnixMs,proto3" json:"written_unix_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// events_expired counts events refused because their minute had left the
+	// dedup horizon.
+	EventsExpired int64 `protobuf:"varint,10,opt,name=events_expired,json=eventsExpired,proto3" json:"events_expired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotMeta) Reset() {
@@ -129,6 +132,13 @@ func (x *SnapshotMeta) GetLateEvents() int64 {
 func (x *SnapshotMeta) GetWrittenUnixMs() int64 {
 	if x != nil {
 		return x.WrittenUnixMs
+	}
+	return 0
+}
+
+func (x *SnapshotMeta) GetEventsExpired() int64 {
+	if x != nil {
+		return x.EventsExpired
 	}
 	return 0
 }
@@ -287,7 +297,7 @@ var File_clickagg_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x1aclickagg/v1/snapshot.proto\x12\vclickagg.v1\"\xb6\x02\n" +
+	"\x1aclickagg/v1/snapshot.proto\x12\vclickagg.v1\"\xdd\x02\n" +
 	"\fSnapshotMeta\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
@@ -298,7 +308,9 @@ const file_clickagg_v1_snapshot_proto_rawDesc = "" +
 	"\x12duplicates_dropped\x18\a \x01(\x03R\x11duplicatesDropped\x12\x1f\n" +
 	"\vlate_events\x18\b \x01(\x03R\n" +
 	"lateEvents\x12&\n" +
-	"\x0fwritten_unix_ms\x18\t \x01(\x03R\rwrittenUnixMs\"\x8d\x01\n" +
+	"\x0fwritten_unix_ms\x18\t \x01(\x03R\rwrittenUnixMs\x12%\n" +
+	"\x0eevents_expired\x18\n" +
+	" \x01(\x03R\reventsExpired\"\x8d\x01\n" +
 	"\vMinuteState\x12\x16\n" +
 	"\x06minute\x18\x01 \x01(\x03R\x06minute\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12'\n" +
