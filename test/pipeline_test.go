@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/clickagg/clickagg/localserver"
@@ -68,6 +70,11 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 
 	coordClient := clickaggv1.NewCoordinatorServiceClient(dial(t, coord.addr))
 	waitCaughtUp(t, coordClient, 32, 2*time.Minute)
+
+	// A WatchPopularAds subscriber from the start: it must end up with the
+	// exact top 100 of every completed minute, corrections included.
+	qc := clickaggv1.NewQueryServiceClient(dial(t, q.addr))
+	watched := watchTop(t, qc)
 
 	start := time.Now().Truncate(time.Minute).Add(-24 * time.Minute)
 	w := newWorkload(20261125, 1_000_000, 50_000, 22, start, 0.05, 0.02, 0.005, 500)
@@ -190,12 +197,80 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	}
 
 	waitCaughtUp(t, coordClient, 32, 3*time.Minute)
-	qc := clickaggv1.NewQueryServiceClient(dial(t, q.addr))
 	tr := &truth{clicks: w.unique}
 	checkEveryAdMinute(t, qc, tr)
 	checkTopN(t, qc, tr, w)
 	checkFilteredCounts(t, qc, tr, w)
 	checkHTTP(t, fmt.Sprintf("127.0.0.1:%d", httpPort), qc, tr, w)
+	checkPublished(t, redis.NewClient(&redis.Options{Addr: rs.Addr}), watched, tr, w)
+}
+
+// topWatch collects what a WatchPopularAds stream pushed: the latest answer
+// for each minute.
+type topWatch struct {
+	mu  sync.Mutex
+	got map[int64]*clickaggv1.GetPopularAdsResponse
+	err error
+}
+
+func watchTop(t *testing.T, qc clickaggv1.QueryServiceClient) *topWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := qc.WatchPopularAds(ctx, &clickaggv1.WatchPopularAdsRequest{Count: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &topWatch{got: map[int64]*clickaggv1.GetPopularAdsResponse{}}
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			w.mu.Lock()
+			if err != nil {
+				w.err = err
+				w.mu.Unlock()
+				return
+			}
+			w.got[resp.From.AsTime().Unix()/60] = resp
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// checkPublished compares each completed minute's published top 100, in
+// Redis and on the WatchPopularAds stream, with the ground truth. Late
+// events correct a published minute, so this waits for the corrections.
+func checkPublished(t *testing.T, rdb *redis.Client, watched *topWatch, tr *truth, w *workload) {
+	t.Helper()
+	defer rdb.Close()
+	f0 := w.firstMin
+	testserver.Eventually(t, time.Minute, func() error {
+		for m := f0; m < f0+20; m++ {
+			want := tr.top(m, m+1, 100, nil)
+			raw, err := rdb.Get(context.Background(), fmt.Sprintf("clickagg:top:%d", m)).Bytes()
+			if err != nil {
+				return fmt.Errorf("published minute %d: %w", m, err)
+			}
+			var pub clickaggv1.GetPopularAdsResponse
+			if err := protojson.Unmarshal(raw, &pub); err != nil {
+				return fmt.Errorf("published minute %d: %w", m, err)
+			}
+			if !sameTop(pub.Ads, want) || !pub.Complete {
+				return fmt.Errorf("published minute %d: complete=%v, first difference %s", m, pub.Complete, firstDiff(pub.Ads, want))
+			}
+			watched.mu.Lock()
+			got, err := watched.got[m], watched.err
+			watched.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("watch stream ended: %w", err)
+			}
+			if got == nil || !sameTop(got.Ads, want) {
+				return fmt.Errorf("watched minute %d: %v", m, got)
+			}
+		}
+		return nil
+	})
+	t.Logf("published and watched top 100 of 20 minutes equal the ground truth")
 }
 
 func waitSent(sent *atomic.Int64, n int64) {

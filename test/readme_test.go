@@ -89,7 +89,7 @@ func TestReadmeGrpcurlCommands(t *testing.T) {
 				}
 			}
 			if err == nil && missing == "" {
-				t.Logf("%s\n%s", line, out)
+				t.Logf("%s\n%s", line, firstLines(string(out), 6))
 				break
 			}
 			if !checks[i].eventual || time.Now().After(deadline) {
@@ -99,4 +99,12 @@ func TestReadmeGrpcurlCommands(t *testing.T) {
 		}
 	}
 	fmt.Fprintln(os.Stderr, "README grpcurl commands ok")
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines[n] = "..."
+	}
+	return strings.Join(lines, "\n")
 }

@@ -1,0 +1,72 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// TestDevKeepsCountsAcrossRestarts checks the promise of `clickagg dev`: its
+// data directory keeps the counts across a graceful restart and across a
+// SIGKILL of the whole process (its redis-server child included).
+func TestDevKeepsCountsAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen")
+	now := time.Now().Truncate(time.Second)
+	want := map[string]int64{}
+	var events []*clickaggv1.ClickEvent
+	for i := range 3000 {
+		ad := fmt.Sprintf("dev-ad-%d", i%7)
+		want[ad]++
+		events = append(events, &clickaggv1.ClickEvent{
+			EventId:   fmt.Sprintf("dev-%d", i),
+			AdId:      ad,
+			ClickTime: timestamppb.New(now.Add(-time.Duration(i%90) * time.Second)),
+			UserId:    fmt.Sprintf("user-%d", i%100),
+			Ip:        "198.51.100.7",
+			Country:   "DE",
+		})
+	}
+	send := func() {
+		t.Helper()
+		ic := clickaggv1.NewIngestServiceClient(dial(t, dev.addr))
+		resp, err := ic.Ingest(context.Background(), &clickaggv1.IngestRequest{Events: events})
+		if err != nil || resp.Accepted != int64(len(events)) {
+			t.Fatalf("ingest: %v %v", resp, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		qc := clickaggv1.NewQueryServiceClient(dial(t, dev.addr))
+		testserver.Eventually(t, time.Minute, func() error {
+			for ad, n := range want {
+				resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{AdId: ad, LastMinutes: 10})
+				if err != nil {
+					return err
+				}
+				if resp.Count != n {
+					return fmt.Errorf("%s: count of %s = %d, want %d", when, ad, resp.Count, n)
+				}
+			}
+			return nil
+		})
+	}
+	send()
+	check("first run")
+	dev.Stop()
+	dev.Restart()
+	check("after a graceful restart")
+	// The same events again are duplicates: the counts must not move.
+	send()
+	check("after re-sending every event")
+	dev.Kill()
+	dev.Restart()
+	check("after SIGKILL and restart")
+}
