@@ -9,6 +9,7 @@ package clickaggv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -151,12 +152,16 @@ func (x *CountResponse) GetWatermarkMs() int64 {
 }
 
 type TopAdsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partitions    []int32                `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
-	FromMinute    int64                  `protobuf:"varint,2,opt,name=from_minute,json=fromMinute,proto3" json:"from_minute,omitempty"`
-	ToMinute      int64                  `protobuf:"varint,3,opt,name=to_minute,json=toMinute,proto3" json:"to_minute,omitempty"`
-	Count         int32                  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
-	Filter        *Filter                `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partitions []int32                `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	FromMinute int64                  `protobuf:"varint,2,opt,name=from_minute,json=fromMinute,proto3" json:"from_minute,omitempty"`
+	ToMinute   int64                  `protobuf:"varint,3,opt,name=to_minute,json=toMinute,proto3" json:"to_minute,omitempty"`
+	Count      int32                  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Filter     *Filter                `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// split_ads are ads split over several partitions: they are left out of
+	// ads and their counts in the requested partitions are returned in
+	// split_counts instead, for the caller to add up across partitions.
+	SplitAds      []string `protobuf:"bytes,6,rep,name=split_ads,json=splitAds,proto3" json:"split_ads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,14 +231,23 @@ func (x *TopAdsRequest) GetFilter() *Filter {
 	return nil
 }
 
+func (x *TopAdsRequest) GetSplitAds() []string {
+	if x != nil {
+		return x.SplitAds
+	}
+	return nil
+}
+
 type TopAdsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ads are ordered by count descending, ties by ad_id ascending.
 	Ads []*AdCount `protobuf:"bytes,1,rep,name=ads,proto3" json:"ads,omitempty"`
 	// min_watermark_ms is the smallest watermark of the requested partitions.
 	MinWatermarkMs int64 `protobuf:"varint,2,opt,name=min_watermark_ms,json=minWatermarkMs,proto3" json:"min_watermark_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// split_counts has one entry per requested split ad with a non-zero count.
+	SplitCounts   []*AdCount `protobuf:"bytes,3,rep,name=split_counts,json=splitCounts,proto3" json:"split_counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopAdsResponse) Reset() {
@@ -278,6 +292,13 @@ func (x *TopAdsResponse) GetMinWatermarkMs() int64 {
 		return x.MinWatermarkMs
 	}
 	return 0
+}
+
+func (x *TopAdsResponse) GetSplitCounts() []*AdCount {
+	if x != nil {
+		return x.SplitCounts
+	}
+	return nil
 }
 
 type PartitionStatusRequest struct {
@@ -368,11 +389,117 @@ func (x *PartitionStatusResponse) GetPartitions() []*PartitionStatus {
 	return nil
 }
 
+type ReleaseRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// epoch must be the owner's epoch of the partition.
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseRequest) Reset() {
+	*x = ReleaseRequest{}
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseRequest) ProtoMessage() {}
+
+func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReleaseRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReleaseRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type ReleaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// offset of the final snapshot.
+	Offset        string                 `protobuf:"bytes,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Stopped       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseResponse) Reset() {
+	*x = ReleaseResponse{}
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseResponse) ProtoMessage() {}
+
+func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReleaseResponse) GetOffset() string {
+	if x != nil {
+		return x.Offset
+	}
+	return ""
+}
+
+func (x *ReleaseResponse) GetStopped() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Stopped
+	}
+	return nil
+}
+
 var File_clickagg_v1_aggregator_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\n" +
-	"\x1cclickagg/v1/aggregator.proto\x12\vclickagg.v1\x1a\x1dclickagg/v1/coordinator.proto\x1a\x17clickagg/v1/event.proto\"\xac\x01\n" +
+	"\x1cclickagg/v1/aggregator.proto\x12\vclickagg.v1\x1a\x1dclickagg/v1/coordinator.proto\x1a\x17clickagg/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n" +
 	"\fCountRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x13\n" +
 	"\x05ad_id\x18\x02 \x01(\tR\x04adId\x12\x1f\n" +
@@ -382,7 +509,7 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"H\n" +
 	"\rCountResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12!\n" +
-	"\fwatermark_ms\x18\x02 \x01(\x03R\vwatermarkMs\"\xb0\x01\n" +
+	"\fwatermark_ms\x18\x02 \x01(\x03R\vwatermarkMs\"\xcd\x01\n" +
 	"\rTopAdsRequest\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\x05R\n" +
@@ -391,20 +518,29 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"fromMinute\x12\x1b\n" +
 	"\tto_minute\x18\x03 \x01(\x03R\btoMinute\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x05R\x05count\x12+\n" +
-	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"b\n" +
+	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\x12\x1b\n" +
+	"\tsplit_ads\x18\x06 \x03(\tR\bsplitAds\"\x9b\x01\n" +
 	"\x0eTopAdsResponse\x12&\n" +
 	"\x03ads\x18\x01 \x03(\v2\x14.clickagg.v1.AdCountR\x03ads\x12(\n" +
-	"\x10min_watermark_ms\x18\x02 \x01(\x03R\x0eminWatermarkMs\"\x18\n" +
+	"\x10min_watermark_ms\x18\x02 \x01(\x03R\x0eminWatermarkMs\x127\n" +
+	"\fsplit_counts\x18\x03 \x03(\v2\x14.clickagg.v1.AdCountR\vsplitCounts\"\x18\n" +
 	"\x16PartitionStatusRequest\"o\n" +
 	"\x17PartitionStatusResponse\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12<\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x1c.clickagg.v1.PartitionStatusR\n" +
-	"partitions2\xf4\x01\n" +
+	"partitions\"D\n" +
+	"\x0eReleaseRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"_\n" +
+	"\x0fReleaseResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\tR\x06offset\x124\n" +
+	"\astopped\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astopped2\xba\x02\n" +
 	"\x11AggregatorService\x12>\n" +
 	"\x05Count\x12\x19.clickagg.v1.CountRequest\x1a\x1a.clickagg.v1.CountResponse\x12A\n" +
 	"\x06TopAds\x12\x1a.clickagg.v1.TopAdsRequest\x1a\x1b.clickagg.v1.TopAdsResponse\x12\\\n" +
-	"\x0fPartitionStatus\x12#.clickagg.v1.PartitionStatusRequest\x1a$.clickagg.v1.PartitionStatusResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
+	"\x0fPartitionStatus\x12#.clickagg.v1.PartitionStatusRequest\x1a$.clickagg.v1.PartitionStatusResponse\x12D\n" +
+	"\aRelease\x12\x1b.clickagg.v1.ReleaseRequest\x1a\x1c.clickagg.v1.ReleaseResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
 
 var (
 	file_clickagg_v1_aggregator_proto_rawDescOnce sync.Once
@@ -418,7 +554,7 @@ func file_clickagg_v1_aggregator_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_aggregator_proto_rawDescData
 }
 
-var file_clickagg_v1_aggregator_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_clickagg_v1_aggregator_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_clickagg_v1_aggregator_proto_goTypes = []any{
 	(*CountRequest)(nil),            // 0: clickagg.v1.CountRequest
 	(*CountResponse)(nil),           // 1: clickagg.v1.CountResponse
@@ -426,26 +562,33 @@ var file_clickagg_v1_aggregator_proto_goTypes = []any{
 	(*TopAdsResponse)(nil),          // 3: clickagg.v1.TopAdsResponse
 	(*PartitionStatusRequest)(nil),  // 4: clickagg.v1.PartitionStatusRequest
 	(*PartitionStatusResponse)(nil), // 5: clickagg.v1.PartitionStatusResponse
-	(*Filter)(nil),                  // 6: clickagg.v1.Filter
-	(*AdCount)(nil),                 // 7: clickagg.v1.AdCount
-	(*PartitionStatus)(nil),         // 8: clickagg.v1.PartitionStatus
+	(*ReleaseRequest)(nil),          // 6: clickagg.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),         // 7: clickagg.v1.ReleaseResponse
+	(*Filter)(nil),                  // 8: clickagg.v1.Filter
+	(*AdCount)(nil),                 // 9: clickagg.v1.AdCount
+	(*PartitionStatus)(nil),         // 10: clickagg.v1.PartitionStatus
+	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
 }
 var file_clickagg_v1_aggregator_proto_depIdxs = []int32{
-	6, // 0: clickagg.v1.CountRequest.filter:type_name -> clickagg.v1.Filter
-	6, // 1: clickagg.v1.TopAdsRequest.filter:type_name -> clickagg.v1.Filter
-	7, // 2: clickagg.v1.TopAdsResponse.ads:type_name -> clickagg.v1.AdCount
-	8, // 3: clickagg.v1.PartitionStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
-	0, // 4: clickagg.v1.AggregatorService.Count:input_type -> clickagg.v1.CountRequest
-	2, // 5: clickagg.v1.AggregatorService.TopAds:input_type -> clickagg.v1.TopAdsRequest
-	4, // 6: clickagg.v1.AggregatorService.PartitionStatus:input_type -> clickagg.v1.PartitionStatusRequest
-	1, // 7: clickagg.v1.AggregatorService.Count:output_type -> clickagg.v1.CountResponse
-	3, // 8: clickagg.v1.AggregatorService.TopAds:output_type -> clickagg.v1.TopAdsResponse
-	5, // 9: clickagg.v1.AggregatorService.PartitionStatus:output_type -> clickagg.v1.PartitionStatusResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8,  // 0: clickagg.v1.CountRequest.filter:type_name -> clickagg.v1.Filter
+	8,  // 1: clickagg.v1.TopAdsRequest.filter:type_name -> clickagg.v1.Filter
+	9,  // 2: clickagg.v1.TopAdsResponse.ads:type_name -> clickagg.v1.AdCount
+	9,  // 3: clickagg.v1.TopAdsResponse.split_counts:type_name -> clickagg.v1.AdCount
+	10, // 4: clickagg.v1.PartitionStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
+	11, // 5: clickagg.v1.ReleaseResponse.stopped:type_name -> google.protobuf.Timestamp
+	0,  // 6: clickagg.v1.AggregatorService.Count:input_type -> clickagg.v1.CountRequest
+	2,  // 7: clickagg.v1.AggregatorService.TopAds:input_type -> clickagg.v1.TopAdsRequest
+	4,  // 8: clickagg.v1.AggregatorService.PartitionStatus:input_type -> clickagg.v1.PartitionStatusRequest
+	6,  // 9: clickagg.v1.AggregatorService.Release:input_type -> clickagg.v1.ReleaseRequest
+	1,  // 10: clickagg.v1.AggregatorService.Count:output_type -> clickagg.v1.CountResponse
+	3,  // 11: clickagg.v1.AggregatorService.TopAds:output_type -> clickagg.v1.TopAdsResponse
+	5,  // 12: clickagg.v1.AggregatorService.PartitionStatus:output_type -> clickagg.v1.PartitionStatusResponse
+	7,  // 13: clickagg.v1.AggregatorService.Release:output_type -> clickagg.v1.ReleaseResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_aggregator_proto_init() }
@@ -461,7 +604,7 @@ func file_clickagg_v1_aggregator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_aggregator_proto_rawDesc), len(file_clickagg_v1_aggregator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

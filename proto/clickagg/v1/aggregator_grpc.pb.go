@@ -22,6 +22,7 @@ const (
 	AggregatorService_Count_FullMethodName           = "/clickagg.v1.AggregatorService/Count"
 	AggregatorService_TopAds_FullMethodName          = "/clickagg.v1.AggregatorService/TopAds"
 	AggregatorService_PartitionStatus_FullMethodName = "/clickagg.v1.AggregatorService/PartitionStatus"
+	AggregatorService_Release_FullMethodName         = "/clickagg.v1.AggregatorService/Release"
 )
 
 // AggregatorServiceClient is the client API for AggregatorService service.
@@ -39,6 +40,11 @@ type AggregatorServiceClient interface {
 	TopAds(ctx context.Context, in *TopAdsRequest, opts ...grpc.CallOption) (*TopAdsResponse, error)
 	// PartitionStatus reports on the partitions this aggregator serves.
 	PartitionStatus(ctx context.Context, in *PartitionStatusRequest, opts ...grpc.CallOption) (*PartitionStatusResponse, error)
+	// Release stops serving one partition at its current offset, writes a
+	// final snapshot under the owner's epoch and returns that offset: the
+	// first half of a live handoff. It is refused for a partition this
+	// aggregator does not serve.
+	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 }
 
 type aggregatorServiceClient struct {
@@ -79,6 +85,16 @@ func (c *aggregatorServiceClient) PartitionStatus(ctx context.Context, in *Parti
 	return out, nil
 }
 
+func (c *aggregatorServiceClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseResponse)
+	err := c.cc.Invoke(ctx, AggregatorService_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AggregatorServiceServer is the server API for AggregatorService service.
 // All implementations must embed UnimplementedAggregatorServiceServer
 // for forward compatibility.
@@ -94,6 +110,11 @@ type AggregatorServiceServer interface {
 	TopAds(context.Context, *TopAdsRequest) (*TopAdsResponse, error)
 	// PartitionStatus reports on the partitions this aggregator serves.
 	PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error)
+	// Release stops serving one partition at its current offset, writes a
+	// final snapshot under the owner's epoch and returns that offset: the
+	// first half of a live handoff. It is refused for a partition this
+	// aggregator does not serve.
+	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	mustEmbedUnimplementedAggregatorServiceServer()
 }
 
@@ -112,6 +133,9 @@ func (UnimplementedAggregatorServiceServer) TopAds(context.Context, *TopAdsReque
 }
 func (UnimplementedAggregatorServiceServer) PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PartitionStatus not implemented")
+}
+func (UnimplementedAggregatorServiceServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
 func (UnimplementedAggregatorServiceServer) mustEmbedUnimplementedAggregatorServiceServer() {}
 func (UnimplementedAggregatorServiceServer) testEmbeddedByValue()                           {}
@@ -188,6 +212,24 @@ func _AggregatorService_PartitionStatus_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AggregatorService_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServiceServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AggregatorService_Release_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServiceServer).Release(ctx, req.(*ReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AggregatorService_ServiceDesc is the grpc.ServiceDesc for AggregatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +248,10 @@ var AggregatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PartitionStatus",
 			Handler:    _AggregatorService_PartitionStatus_Handler,
+		},
+		{
+			MethodName: "Release",
+			Handler:    _AggregatorService_Release_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ package clickaggv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -473,8 +474,16 @@ type PartitionStatus struct {
 	DuplicatesDropped int64                  `protobuf:"varint,9,opt,name=duplicates_dropped,json=duplicatesDropped,proto3" json:"duplicates_dropped,omitempty"`
 	LateEvents        int64                  `protobuf:"varint,10,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
 	LastSnapshot      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_snapshot,json=lastSnapshot,proto3" json:"last_snapshot,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// events_per_second over the last minute of applied log entries.
+	EventsPerSecond float64 `protobuf:"fixed64,12,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	// lag_seconds is the age of the oldest log entry not yet applied.
+	LagSeconds float64 `protobuf:"fixed64,13,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	// heavy are the partition's heaviest ads over the last minute.
+	Heavy []*AdCount `protobuf:"bytes,14,rep,name=heavy,proto3" json:"heavy,omitempty"`
+	// serving_since is when this owner started serving the partition.
+	ServingSince  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=serving_since,json=servingSince,proto3" json:"serving_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionStatus) Reset() {
@@ -584,11 +593,1326 @@ func (x *PartitionStatus) GetLastSnapshot() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PartitionStatus) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *PartitionStatus) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *PartitionStatus) GetHeavy() []*AdCount {
+	if x != nil {
+		return x.Heavy
+	}
+	return nil
+}
+
+func (x *PartitionStatus) GetServingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServingSince
+	}
+	return nil
+}
+
+type GetLoadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoadRequest) Reset() {
+	*x = GetLoadRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoadRequest) ProtoMessage() {}
+
+func (x *GetLoadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoadRequest.ProtoReflect.Descriptor instead.
+func (*GetLoadRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+// PartitionLoad is the load of one partition as its owner reports it.
+type PartitionLoad struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Member    string                 `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	// events_per_second over the last minute of applied log entries.
+	EventsPerSecond float64 `protobuf:"fixed64,3,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	// lag_entries is the number of log entries not yet applied.
+	LagEntries int64 `protobuf:"varint,4,opt,name=lag_entries,json=lagEntries,proto3" json:"lag_entries,omitempty"`
+	// lag_seconds is the age of the oldest entry not yet applied.
+	LagSeconds    float64 `protobuf:"fixed64,5,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionLoad) Reset() {
+	*x = PartitionLoad{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionLoad) ProtoMessage() {}
+
+func (x *PartitionLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionLoad.ProtoReflect.Descriptor instead.
+func (*PartitionLoad) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PartitionLoad) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionLoad) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *PartitionLoad) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *PartitionLoad) GetLagEntries() int64 {
+	if x != nil {
+		return x.LagEntries
+	}
+	return 0
+}
+
+func (x *PartitionLoad) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+// MemberLoad sums the loads of the partitions one aggregator owns.
+type MemberLoad struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Member          string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Partitions      int32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	EventsPerSecond float64                `protobuf:"fixed64,3,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	LagEntries      int64                  `protobuf:"varint,4,opt,name=lag_entries,json=lagEntries,proto3" json:"lag_entries,omitempty"`
+	Draining        bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MemberLoad) Reset() {
+	*x = MemberLoad{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberLoad) ProtoMessage() {}
+
+func (x *MemberLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberLoad.ProtoReflect.Descriptor instead.
+func (*MemberLoad) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberLoad) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *MemberLoad) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *MemberLoad) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *MemberLoad) GetLagEntries() int64 {
+	if x != nil {
+		return x.LagEntries
+	}
+	return 0
+}
+
+func (x *MemberLoad) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+type GetLoadResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Members    []*MemberLoad          `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	Partitions []*PartitionLoad       `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// unavailable lists the partitions whose owner did not answer.
+	Unavailable   []int32 `protobuf:"varint,3,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoadResponse) Reset() {
+	*x = GetLoadResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoadResponse) ProtoMessage() {}
+
+func (x *GetLoadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoadResponse.ProtoReflect.Descriptor instead.
+func (*GetLoadResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetLoadResponse) GetMembers() []*MemberLoad {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GetLoadResponse) GetPartitions() []*PartitionLoad {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *GetLoadResponse) GetUnavailable() []int32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return nil
+}
+
+type GetHotKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count of heaviest ads to return; default 20.
+	Count         int32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHotKeysRequest) Reset() {
+	*x = GetHotKeysRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHotKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHotKeysRequest) ProtoMessage() {}
+
+func (x *GetHotKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHotKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetHotKeysRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetHotKeysRequest) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// HotKey is one of the heaviest ads of the last minute.
+type HotKey struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AdId            string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	Partition       int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	EventsPerSecond float64                `protobuf:"fixed64,3,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	// share of all events the cluster applied over the same minute.
+	Share         float64 `protobuf:"fixed64,4,opt,name=share,proto3" json:"share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotKey) Reset() {
+	*x = HotKey{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotKey) ProtoMessage() {}
+
+func (x *HotKey) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotKey.ProtoReflect.Descriptor instead.
+func (*HotKey) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HotKey) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *HotKey) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *HotKey) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *HotKey) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+// Split spreads one ad over several partitions. Events of the ad whose
+// click_time falls in [from, to) go to partitions[h(event_id) % len], so a
+// retried event lands where its first copy did.
+type Split struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	AdId       string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	Partitions []int32                `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	From       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// to is unset while the split lasts.
+	To *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// members owning the partitions when the split was made (distinct).
+	Members       []string `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Split) Reset() {
+	*x = Split{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Split) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Split) ProtoMessage() {}
+
+func (x *Split) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Split.ProtoReflect.Descriptor instead.
+func (*Split) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Split) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *Split) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *Split) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *Split) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *Split) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type GetHotKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*HotKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Splits        []*Split               `protobuf:"bytes,2,rep,name=splits,proto3" json:"splits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHotKeysResponse) Reset() {
+	*x = GetHotKeysResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHotKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHotKeysResponse) ProtoMessage() {}
+
+func (x *GetHotKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHotKeysResponse.ProtoReflect.Descriptor instead.
+func (*GetHotKeysResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetHotKeysResponse) GetKeys() []*HotKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GetHotKeysResponse) GetSplits() []*Split {
+	if x != nil {
+		return x.Splits
+	}
+	return nil
+}
+
+type GetHandoffsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHandoffsRequest) Reset() {
+	*x = GetHandoffsRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHandoffsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHandoffsRequest) ProtoMessage() {}
+
+func (x *GetHandoffsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHandoffsRequest.ProtoReflect.Descriptor instead.
+func (*GetHandoffsRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{17}
+}
+
+// Handoff is one change of a partition's owner.
+type Handoff struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partition  int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	FromMember string                 `protobuf:"bytes,2,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
+	ToMember   string                 `protobuf:"bytes,3,opt,name=to_member,json=toMember,proto3" json:"to_member,omitempty"`
+	Epoch      uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// planned is true for a live handoff (the old owner released the
+	// partition), false after the old owner was lost.
+	Planned bool `protobuf:"varint,5,opt,name=planned,proto3" json:"planned,omitempty"`
+	// stopped is when the old owner stopped serving (for unplanned handoffs:
+	// when its loss was noticed); serving is when the new owner started.
+	Stopped       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	Serving       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=serving,proto3" json:"serving,omitempty"`
+	Pause         *durationpb.Duration   `protobuf:"bytes,8,opt,name=pause,proto3" json:"pause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Handoff) Reset() {
+	*x = Handoff{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Handoff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Handoff) ProtoMessage() {}
+
+func (x *Handoff) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Handoff.ProtoReflect.Descriptor instead.
+func (*Handoff) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Handoff) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *Handoff) GetFromMember() string {
+	if x != nil {
+		return x.FromMember
+	}
+	return ""
+}
+
+func (x *Handoff) GetToMember() string {
+	if x != nil {
+		return x.ToMember
+	}
+	return ""
+}
+
+func (x *Handoff) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Handoff) GetPlanned() bool {
+	if x != nil {
+		return x.Planned
+	}
+	return false
+}
+
+func (x *Handoff) GetStopped() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Stopped
+	}
+	return nil
+}
+
+func (x *Handoff) GetServing() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Serving
+	}
+	return nil
+}
+
+func (x *Handoff) GetPause() *durationpb.Duration {
+	if x != nil {
+		return x.Pause
+	}
+	return nil
+}
+
+type GetHandoffsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handoffs      []*Handoff             `protobuf:"bytes,1,rep,name=handoffs,proto3" json:"handoffs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHandoffsResponse) Reset() {
+	*x = GetHandoffsResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHandoffsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHandoffsResponse) ProtoMessage() {}
+
+func (x *GetHandoffsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHandoffsResponse.ProtoReflect.Descriptor instead.
+func (*GetHandoffsResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetHandoffsResponse) GetHandoffs() []*Handoff {
+	if x != nil {
+		return x.Handoffs
+	}
+	return nil
+}
+
+// PartitionMove is one partition changing owner in a plan.
+type PartitionMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	FromMember    string                 `protobuf:"bytes,2,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
+	ToMember      string                 `protobuf:"bytes,3,opt,name=to_member,json=toMember,proto3" json:"to_member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionMove) Reset() {
+	*x = PartitionMove{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionMove) ProtoMessage() {}
+
+func (x *PartitionMove) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionMove.ProtoReflect.Descriptor instead.
+func (*PartitionMove) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PartitionMove) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionMove) GetFromMember() string {
+	if x != nil {
+		return x.FromMember
+	}
+	return ""
+}
+
+func (x *PartitionMove) GetToMember() string {
+	if x != nil {
+		return x.ToMember
+	}
+	return ""
+}
+
+type MovePartitionRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	ToMember  string                 `protobuf:"bytes,2,opt,name=to_member,json=toMember,proto3" json:"to_member,omitempty"`
+	// dry_run returns the plan without changing anything.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePartitionRequest) Reset() {
+	*x = MovePartitionRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePartitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePartitionRequest) ProtoMessage() {}
+
+func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
+func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MovePartitionRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *MovePartitionRequest) GetToMember() string {
+	if x != nil {
+		return x.ToMember
+	}
+	return ""
+}
+
+func (x *MovePartitionRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type MovePartitionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*PartitionMove       `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePartitionResponse) Reset() {
+	*x = MovePartitionResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePartitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePartitionResponse) ProtoMessage() {}
+
+func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
+func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MovePartitionResponse) GetMoves() []*PartitionMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *MovePartitionResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DrainMemberRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	DryRun bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// cancel ends a drain: the member may own partitions again.
+	Cancel        bool `protobuf:"varint,3,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainMemberRequest) Reset() {
+	*x = DrainMemberRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainMemberRequest) ProtoMessage() {}
+
+func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
+func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DrainMemberRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *DrainMemberRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *DrainMemberRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type DrainMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*PartitionMove       `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainMemberResponse) Reset() {
+	*x = DrainMemberResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainMemberResponse) ProtoMessage() {}
+
+func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
+func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DrainMemberResponse) GetMoves() []*PartitionMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *DrainMemberResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RebalanceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DryRun        bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRequest) Reset() {
+	*x = RebalanceRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRequest) ProtoMessage() {}
+
+func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RebalanceRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RebalanceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*PartitionMove       `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceResponse) Reset() {
+	*x = RebalanceResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceResponse) ProtoMessage() {}
+
+func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RebalanceResponse) GetMoves() []*PartitionMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SplitKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	AdId  string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	// ways is the number of partitions (on distinct aggregators); default 2.
+	Ways          int32 `protobuf:"varint,2,opt,name=ways,proto3" json:"ways,omitempty"`
+	DryRun        bool  `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitKeyRequest) Reset() {
+	*x = SplitKeyRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitKeyRequest) ProtoMessage() {}
+
+func (x *SplitKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitKeyRequest.ProtoReflect.Descriptor instead.
+func (*SplitKeyRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SplitKeyRequest) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *SplitKeyRequest) GetWays() int32 {
+	if x != nil {
+		return x.Ways
+	}
+	return 0
+}
+
+func (x *SplitKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SplitKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Split         *Split                 `protobuf:"bytes,1,opt,name=split,proto3" json:"split,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitKeyResponse) Reset() {
+	*x = SplitKeyResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitKeyResponse) ProtoMessage() {}
+
+func (x *SplitKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitKeyResponse.ProtoReflect.Descriptor instead.
+func (*SplitKeyResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SplitKeyResponse) GetSplit() *Split {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+func (x *SplitKeyResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type UnsplitKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AdId          string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsplitKeyRequest) Reset() {
+	*x = UnsplitKeyRequest{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsplitKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsplitKeyRequest) ProtoMessage() {}
+
+func (x *UnsplitKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsplitKeyRequest.ProtoReflect.Descriptor instead.
+func (*UnsplitKeyRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UnsplitKeyRequest) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *UnsplitKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type UnsplitKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Split         *Split                 `protobuf:"bytes,1,opt,name=split,proto3" json:"split,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsplitKeyResponse) Reset() {
+	*x = UnsplitKeyResponse{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsplitKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsplitKeyResponse) ProtoMessage() {}
+
+func (x *UnsplitKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsplitKeyResponse.ProtoReflect.Descriptor instead.
+func (*UnsplitKeyResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UnsplitKeyResponse) GetSplit() *Split {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+func (x *UnsplitKeyResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 var File_clickagg_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
+	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -617,7 +1941,7 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"partitions\x18\x04 \x03(\v2\x1c.clickagg.v1.PartitionStatusR\n" +
 	"partitions\x12?\n" +
 	"\rmin_watermark\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fminWatermark\x12 \n" +
-	"\vunavailable\x18\x06 \x03(\x05R\vunavailable\"\x8f\x03\n" +
+	"\vunavailable\x18\x06 \x03(\x05R\vunavailable\"\xc9\x04\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\x12\x14\n" +
@@ -631,11 +1955,119 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\vlate_events\x18\n" +
 	" \x01(\x03R\n" +
 	"lateEvents\x12?\n" +
-	"\rlast_snapshot\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\flastSnapshot2\x9f\x02\n" +
+	"\rlast_snapshot\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\flastSnapshot\x12*\n" +
+	"\x11events_per_second\x18\f \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
+	"\vlag_seconds\x18\r \x01(\x01R\n" +
+	"lagSeconds\x12*\n" +
+	"\x05heavy\x18\x0e \x03(\v2\x14.clickagg.v1.AdCountR\x05heavy\x12?\n" +
+	"\rserving_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\fservingSince\"\x10\n" +
+	"\x0eGetLoadRequest\"\xb3\x01\n" +
+	"\rPartitionLoad\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06member\x18\x02 \x01(\tR\x06member\x12*\n" +
+	"\x11events_per_second\x18\x03 \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
+	"\vlag_entries\x18\x04 \x01(\x03R\n" +
+	"lagEntries\x12\x1f\n" +
+	"\vlag_seconds\x18\x05 \x01(\x01R\n" +
+	"lagSeconds\"\xad\x01\n" +
+	"\n" +
+	"MemberLoad\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x05R\n" +
+	"partitions\x12*\n" +
+	"\x11events_per_second\x18\x03 \x01(\x01R\x0feventsPerSecond\x12\x1f\n" +
+	"\vlag_entries\x18\x04 \x01(\x03R\n" +
+	"lagEntries\x12\x1a\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xa2\x01\n" +
+	"\x0fGetLoadResponse\x121\n" +
+	"\amembers\x18\x01 \x03(\v2\x17.clickagg.v1.MemberLoadR\amembers\x12:\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x1a.clickagg.v1.PartitionLoadR\n" +
+	"partitions\x12 \n" +
+	"\vunavailable\x18\x03 \x03(\x05R\vunavailable\")\n" +
+	"\x11GetHotKeysRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\"}\n" +
+	"\x06HotKey\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12*\n" +
+	"\x11events_per_second\x18\x03 \x01(\x01R\x0feventsPerSecond\x12\x14\n" +
+	"\x05share\x18\x04 \x01(\x01R\x05share\"\xb2\x01\n" +
+	"\x05Split\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\x12.\n" +
+	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x18\n" +
+	"\amembers\x18\x05 \x03(\tR\amembers\"i\n" +
+	"\x12GetHotKeysResponse\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.clickagg.v1.HotKeyR\x04keys\x12*\n" +
+	"\x06splits\x18\x02 \x03(\v2\x12.clickagg.v1.SplitR\x06splits\"\x14\n" +
+	"\x12GetHandoffsRequest\"\xb2\x02\n" +
+	"\aHandoff\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1f\n" +
+	"\vfrom_member\x18\x02 \x01(\tR\n" +
+	"fromMember\x12\x1b\n" +
+	"\tto_member\x18\x03 \x01(\tR\btoMember\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aplanned\x18\x05 \x01(\bR\aplanned\x124\n" +
+	"\astopped\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astopped\x124\n" +
+	"\aserving\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aserving\x12/\n" +
+	"\x05pause\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05pause\"G\n" +
+	"\x13GetHandoffsResponse\x120\n" +
+	"\bhandoffs\x18\x01 \x03(\v2\x14.clickagg.v1.HandoffR\bhandoffs\"k\n" +
+	"\rPartitionMove\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1f\n" +
+	"\vfrom_member\x18\x02 \x01(\tR\n" +
+	"fromMember\x12\x1b\n" +
+	"\tto_member\x18\x03 \x01(\tR\btoMember\"j\n" +
+	"\x14MovePartitionRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1b\n" +
+	"\tto_member\x18\x02 \x01(\tR\btoMember\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"b\n" +
+	"\x15MovePartitionResponse\x120\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1a.clickagg.v1.PartitionMoveR\x05moves\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"]\n" +
+	"\x12DrainMemberRequest\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x16\n" +
+	"\x06cancel\x18\x03 \x01(\bR\x06cancel\"`\n" +
+	"\x13DrainMemberResponse\x120\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1a.clickagg.v1.PartitionMoveR\x05moves\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"+\n" +
+	"\x10RebalanceRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"^\n" +
+	"\x11RebalanceResponse\x120\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1a.clickagg.v1.PartitionMoveR\x05moves\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"S\n" +
+	"\x0fSplitKeyRequest\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x12\n" +
+	"\x04ways\x18\x02 \x01(\x05R\x04ways\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"U\n" +
+	"\x10SplitKeyResponse\x12(\n" +
+	"\x05split\x18\x01 \x01(\v2\x12.clickagg.v1.SplitR\x05split\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"A\n" +
+	"\x11UnsplitKeyRequest\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"W\n" +
+	"\x12UnsplitKeyResponse\x12(\n" +
+	"\x05split\x18\x01 \x01(\v2\x12.clickagg.v1.SplitR\x05split\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun2\x94\a\n" +
 	"\x12CoordinatorService\x12P\n" +
 	"\vListMembers\x12\x1f.clickagg.v1.ListMembersRequest\x1a .clickagg.v1.ListMembersResponse\x12V\n" +
 	"\rGetAssignment\x12!.clickagg.v1.GetAssignmentRequest\x1a\".clickagg.v1.GetAssignmentResponse\x12_\n" +
-	"\x10GetClusterStatus\x12$.clickagg.v1.GetClusterStatusRequest\x1a%.clickagg.v1.GetClusterStatusResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
+	"\x10GetClusterStatus\x12$.clickagg.v1.GetClusterStatusRequest\x1a%.clickagg.v1.GetClusterStatusResponse\x12D\n" +
+	"\aGetLoad\x12\x1b.clickagg.v1.GetLoadRequest\x1a\x1c.clickagg.v1.GetLoadResponse\x12M\n" +
+	"\n" +
+	"GetHotKeys\x12\x1e.clickagg.v1.GetHotKeysRequest\x1a\x1f.clickagg.v1.GetHotKeysResponse\x12P\n" +
+	"\vGetHandoffs\x12\x1f.clickagg.v1.GetHandoffsRequest\x1a .clickagg.v1.GetHandoffsResponse\x12V\n" +
+	"\rMovePartition\x12!.clickagg.v1.MovePartitionRequest\x1a\".clickagg.v1.MovePartitionResponse\x12P\n" +
+	"\vDrainMember\x12\x1f.clickagg.v1.DrainMemberRequest\x1a .clickagg.v1.DrainMemberResponse\x12J\n" +
+	"\tRebalance\x12\x1d.clickagg.v1.RebalanceRequest\x1a\x1e.clickagg.v1.RebalanceResponse\x12G\n" +
+	"\bSplitKey\x12\x1c.clickagg.v1.SplitKeyRequest\x1a\x1d.clickagg.v1.SplitKeyResponse\x12M\n" +
+	"\n" +
+	"UnsplitKey\x12\x1e.clickagg.v1.UnsplitKeyRequest\x1a\x1f.clickagg.v1.UnsplitKeyResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
 
 var (
 	file_clickagg_v1_coordinator_proto_rawDescOnce sync.Once
@@ -649,7 +2081,7 @@ func file_clickagg_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_coordinator_proto_rawDescData
 }
 
-var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*Member)(nil),                   // 0: clickagg.v1.Member
 	(*ListMembersRequest)(nil),       // 1: clickagg.v1.ListMembersRequest
@@ -660,28 +2092,85 @@ var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),  // 6: clickagg.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 7: clickagg.v1.GetClusterStatusResponse
 	(*PartitionStatus)(nil),          // 8: clickagg.v1.PartitionStatus
-	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*GetLoadRequest)(nil),           // 9: clickagg.v1.GetLoadRequest
+	(*PartitionLoad)(nil),            // 10: clickagg.v1.PartitionLoad
+	(*MemberLoad)(nil),               // 11: clickagg.v1.MemberLoad
+	(*GetLoadResponse)(nil),          // 12: clickagg.v1.GetLoadResponse
+	(*GetHotKeysRequest)(nil),        // 13: clickagg.v1.GetHotKeysRequest
+	(*HotKey)(nil),                   // 14: clickagg.v1.HotKey
+	(*Split)(nil),                    // 15: clickagg.v1.Split
+	(*GetHotKeysResponse)(nil),       // 16: clickagg.v1.GetHotKeysResponse
+	(*GetHandoffsRequest)(nil),       // 17: clickagg.v1.GetHandoffsRequest
+	(*Handoff)(nil),                  // 18: clickagg.v1.Handoff
+	(*GetHandoffsResponse)(nil),      // 19: clickagg.v1.GetHandoffsResponse
+	(*PartitionMove)(nil),            // 20: clickagg.v1.PartitionMove
+	(*MovePartitionRequest)(nil),     // 21: clickagg.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),    // 22: clickagg.v1.MovePartitionResponse
+	(*DrainMemberRequest)(nil),       // 23: clickagg.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),      // 24: clickagg.v1.DrainMemberResponse
+	(*RebalanceRequest)(nil),         // 25: clickagg.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),        // 26: clickagg.v1.RebalanceResponse
+	(*SplitKeyRequest)(nil),          // 27: clickagg.v1.SplitKeyRequest
+	(*SplitKeyResponse)(nil),         // 28: clickagg.v1.SplitKeyResponse
+	(*UnsplitKeyRequest)(nil),        // 29: clickagg.v1.UnsplitKeyRequest
+	(*UnsplitKeyResponse)(nil),       // 30: clickagg.v1.UnsplitKeyResponse
+	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
+	(*AdCount)(nil),                  // 32: clickagg.v1.AdCount
+	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
 }
 var file_clickagg_v1_coordinator_proto_depIdxs = []int32{
-	9,  // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	31, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: clickagg.v1.ListMembersResponse.members:type_name -> clickagg.v1.Member
 	4,  // 2: clickagg.v1.GetAssignmentResponse.partitions:type_name -> clickagg.v1.PartitionAssignment
 	0,  // 3: clickagg.v1.GetClusterStatusResponse.members:type_name -> clickagg.v1.Member
 	8,  // 4: clickagg.v1.GetClusterStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
-	9,  // 5: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
-	9,  // 6: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
-	9,  // 7: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
-	1,  // 8: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
-	3,  // 9: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
-	6,  // 10: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
-	2,  // 11: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
-	5,  // 12: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
-	7,  // 13: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	31, // 5: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
+	31, // 6: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
+	31, // 7: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
+	32, // 8: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
+	31, // 9: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
+	11, // 10: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
+	10, // 11: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
+	31, // 12: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
+	31, // 13: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
+	14, // 14: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
+	15, // 15: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
+	31, // 16: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
+	31, // 17: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
+	33, // 18: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
+	18, // 19: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
+	20, // 20: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
+	20, // 21: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
+	20, // 22: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
+	15, // 23: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
+	15, // 24: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
+	1,  // 25: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
+	3,  // 26: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
+	6,  // 27: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
+	9,  // 28: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
+	13, // 29: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
+	17, // 30: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
+	21, // 31: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
+	23, // 32: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
+	25, // 33: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
+	27, // 34: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
+	29, // 35: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
+	2,  // 36: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
+	5,  // 37: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
+	7,  // 38: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
+	12, // 39: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
+	16, // 40: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
+	19, // 41: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
+	22, // 42: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
+	24, // 43: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
+	26, // 44: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
+	28, // 45: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
+	30, // 46: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_coordinator_proto_init() }
@@ -689,13 +2178,14 @@ func file_clickagg_v1_coordinator_proto_init() {
 	if File_clickagg_v1_coordinator_proto != nil {
 		return
 	}
+	file_clickagg_v1_event_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_coordinator_proto_rawDesc), len(file_clickagg_v1_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,14 @@ const (
 	CoordinatorService_ListMembers_FullMethodName      = "/clickagg.v1.CoordinatorService/ListMembers"
 	CoordinatorService_GetAssignment_FullMethodName    = "/clickagg.v1.CoordinatorService/GetAssignment"
 	CoordinatorService_GetClusterStatus_FullMethodName = "/clickagg.v1.CoordinatorService/GetClusterStatus"
+	CoordinatorService_GetLoad_FullMethodName          = "/clickagg.v1.CoordinatorService/GetLoad"
+	CoordinatorService_GetHotKeys_FullMethodName       = "/clickagg.v1.CoordinatorService/GetHotKeys"
+	CoordinatorService_GetHandoffs_FullMethodName      = "/clickagg.v1.CoordinatorService/GetHandoffs"
+	CoordinatorService_MovePartition_FullMethodName    = "/clickagg.v1.CoordinatorService/MovePartition"
+	CoordinatorService_DrainMember_FullMethodName      = "/clickagg.v1.CoordinatorService/DrainMember"
+	CoordinatorService_Rebalance_FullMethodName        = "/clickagg.v1.CoordinatorService/Rebalance"
+	CoordinatorService_SplitKey_FullMethodName         = "/clickagg.v1.CoordinatorService/SplitKey"
+	CoordinatorService_UnsplitKey_FullMethodName       = "/clickagg.v1.CoordinatorService/UnsplitKey"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -39,6 +47,28 @@ type CoordinatorServiceClient interface {
 	// GetClusterStatus returns the leader, the partition count and, per
 	// partition, what its owner reports: offset, lag and watermark.
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
+	// GetLoad returns event rates and lag per partition and per member.
+	GetLoad(ctx context.Context, in *GetLoadRequest, opts ...grpc.CallOption) (*GetLoadResponse, error)
+	// GetHotKeys returns the heaviest ads of the last minute and the split
+	// table.
+	GetHotKeys(ctx context.Context, in *GetHotKeysRequest, opts ...grpc.CallOption) (*GetHotKeysResponse, error)
+	// GetHandoffs returns the recent partition handoffs and how long each
+	// partition had no serving owner.
+	GetHandoffs(ctx context.Context, in *GetHandoffsRequest, opts ...grpc.CallOption) (*GetHandoffsResponse, error)
+	// MovePartition hands one partition over live to another aggregator and
+	// pins it there until the next Rebalance.
+	MovePartition(ctx context.Context, in *MovePartitionRequest, opts ...grpc.CallOption) (*MovePartitionResponse, error)
+	// DrainMember moves every partition off an aggregator and keeps it empty
+	// (cancel = true lets it own partitions again).
+	DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error)
+	// Rebalance drops every pin and recomputes the assignment.
+	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error)
+	// SplitKey spreads one ad over several partitions on distinct aggregators,
+	// from an event-time minute every live router has acknowledged.
+	SplitKey(ctx context.Context, in *SplitKeyRequest, opts ...grpc.CallOption) (*SplitKeyResponse, error)
+	// UnsplitKey ends an ad's split, from an event-time minute every live
+	// router has acknowledged.
+	UnsplitKey(ctx context.Context, in *UnsplitKeyRequest, opts ...grpc.CallOption) (*UnsplitKeyResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -79,6 +109,86 @@ func (c *coordinatorServiceClient) GetClusterStatus(ctx context.Context, in *Get
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) GetLoad(ctx context.Context, in *GetLoadRequest, opts ...grpc.CallOption) (*GetLoadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLoadResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetLoad_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) GetHotKeys(ctx context.Context, in *GetHotKeysRequest, opts ...grpc.CallOption) (*GetHotKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHotKeysResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetHotKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) GetHandoffs(ctx context.Context, in *GetHandoffsRequest, opts ...grpc.CallOption) (*GetHandoffsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHandoffsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetHandoffs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) MovePartition(ctx context.Context, in *MovePartitionRequest, opts ...grpc.CallOption) (*MovePartitionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MovePartitionResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_MovePartition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) DrainMember(ctx context.Context, in *DrainMemberRequest, opts ...grpc.CallOption) (*DrainMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainMemberResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_DrainMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Rebalance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) SplitKey(ctx context.Context, in *SplitKeyRequest, opts ...grpc.CallOption) (*SplitKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitKeyResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_SplitKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) UnsplitKey(ctx context.Context, in *UnsplitKeyRequest, opts ...grpc.CallOption) (*UnsplitKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnsplitKeyResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_UnsplitKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -94,6 +204,28 @@ type CoordinatorServiceServer interface {
 	// GetClusterStatus returns the leader, the partition count and, per
 	// partition, what its owner reports: offset, lag and watermark.
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
+	// GetLoad returns event rates and lag per partition and per member.
+	GetLoad(context.Context, *GetLoadRequest) (*GetLoadResponse, error)
+	// GetHotKeys returns the heaviest ads of the last minute and the split
+	// table.
+	GetHotKeys(context.Context, *GetHotKeysRequest) (*GetHotKeysResponse, error)
+	// GetHandoffs returns the recent partition handoffs and how long each
+	// partition had no serving owner.
+	GetHandoffs(context.Context, *GetHandoffsRequest) (*GetHandoffsResponse, error)
+	// MovePartition hands one partition over live to another aggregator and
+	// pins it there until the next Rebalance.
+	MovePartition(context.Context, *MovePartitionRequest) (*MovePartitionResponse, error)
+	// DrainMember moves every partition off an aggregator and keeps it empty
+	// (cancel = true lets it own partitions again).
+	DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error)
+	// Rebalance drops every pin and recomputes the assignment.
+	Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error)
+	// SplitKey spreads one ad over several partitions on distinct aggregators,
+	// from an event-time minute every live router has acknowledged.
+	SplitKey(context.Context, *SplitKeyRequest) (*SplitKeyResponse, error)
+	// UnsplitKey ends an ad's split, from an event-time minute every live
+	// router has acknowledged.
+	UnsplitKey(context.Context, *UnsplitKeyRequest) (*UnsplitKeyResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -112,6 +244,30 @@ func (UnimplementedCoordinatorServiceServer) GetAssignment(context.Context, *Get
 }
 func (UnimplementedCoordinatorServiceServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetLoad(context.Context, *GetLoadRequest) (*GetLoadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLoad not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetHotKeys(context.Context, *GetHotKeysRequest) (*GetHotKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHotKeys not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetHandoffs(context.Context, *GetHandoffsRequest) (*GetHandoffsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHandoffs not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) MovePartition(context.Context, *MovePartitionRequest) (*MovePartitionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MovePartition not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) DrainMember(context.Context, *DrainMemberRequest) (*DrainMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainMember not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rebalance not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) SplitKey(context.Context, *SplitKeyRequest) (*SplitKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitKey not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) UnsplitKey(context.Context, *UnsplitKeyRequest) (*UnsplitKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnsplitKey not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -188,6 +344,150 @@ func _CoordinatorService_GetClusterStatus_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_GetLoad_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLoadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetLoad(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetLoad_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetLoad(ctx, req.(*GetLoadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_GetHotKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHotKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetHotKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetHotKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetHotKeys(ctx, req.(*GetHotKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_GetHandoffs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHandoffsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetHandoffs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetHandoffs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetHandoffs(ctx, req.(*GetHandoffsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_MovePartition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MovePartitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).MovePartition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_MovePartition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).MovePartition(ctx, req.(*MovePartitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_DrainMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).DrainMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_DrainMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).DrainMember(ctx, req.(*DrainMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_Rebalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Rebalance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Rebalance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Rebalance(ctx, req.(*RebalanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_SplitKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).SplitKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_SplitKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).SplitKey(ctx, req.(*SplitKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_UnsplitKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnsplitKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).UnsplitKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_UnsplitKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).UnsplitKey(ctx, req.(*UnsplitKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +506,38 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _CoordinatorService_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "GetLoad",
+			Handler:    _CoordinatorService_GetLoad_Handler,
+		},
+		{
+			MethodName: "GetHotKeys",
+			Handler:    _CoordinatorService_GetHotKeys_Handler,
+		},
+		{
+			MethodName: "GetHandoffs",
+			Handler:    _CoordinatorService_GetHandoffs_Handler,
+		},
+		{
+			MethodName: "MovePartition",
+			Handler:    _CoordinatorService_MovePartition_Handler,
+		},
+		{
+			MethodName: "DrainMember",
+			Handler:    _CoordinatorService_DrainMember_Handler,
+		},
+		{
+			MethodName: "Rebalance",
+			Handler:    _CoordinatorService_Rebalance_Handler,
+		},
+		{
+			MethodName: "SplitKey",
+			Handler:    _CoordinatorService_SplitKey_Handler,
+		},
+		{
+			MethodName: "UnsplitKey",
+			Handler:    _CoordinatorService_UnsplitKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
