@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
 )
@@ -34,46 +32,19 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a million events")
 	}
-	dir := t.TempDir()
-	ctx := context.Background()
-	rs, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rs.Stop() })
-	etcd := testserver.Etcd(t)
-	common := []string{
-		"-redis.addr=" + rs.Addr,
-		"-etcd.endpoints=" + etcd.Endpoint,
-		"-cluster.partitions=32",
-		"-etcd.lease-ttl=5s",
-		"-log.level=info",
-	}
-	with := func(extra ...string) []string { return append(append([]string{}, common...), extra...) }
-
-	coord := startProc(t, dir, "coordinator-1", with("-target=coordinator")...)
-	var aggs []*proc
-	for i := range 3 {
-		aggs = append(aggs, startProc(t, dir, fmt.Sprintf("aggregator-%d", i+1), with("-target=aggregator", "-aggregator.snapshot-interval=2s")...))
-	}
-	// Event times in this test run from 24 minutes ago to 2 minutes ago, so
-	// the wall clock must not complete minutes ahead of the data.
-	var routers []*proc
-	for i := range 2 {
-		routers = append(routers, startProc(t, dir, fmt.Sprintf("router-%d", i+1), with("-target=router", "-router.idle-watermark-lag=1h")...))
-	}
-	httpPort, err := localserver.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := startProc(t, dir, "queryd-1", with("-target=queryd", fmt.Sprintf("-http.addr=127.0.0.1:%d", httpPort))...)
-
-	coordClient := clickaggv1.NewCoordinatorServiceClient(dial(t, coord.addr))
+	c := newTestCluster(t, clusterSpec{
+		partitions: 32, coordinators: 1, routers: 2, aggregators: 3,
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s"},
+		// Event times in this test run from 24 minutes ago to 2 minutes ago,
+		// so the wall clock must not complete minutes ahead of the data.
+		routerFlags: []string{"-router.idle-watermark-lag=1h"},
+	})
+	coordClient := c.coordinatorClient()
 	waitCaughtUp(t, coordClient, 32, 2*time.Minute)
 
 	// A WatchPopularAds subscriber from the start: it must end up with the
 	// exact top 100 of every completed minute, corrections included.
-	qc := clickaggv1.NewQueryServiceClient(dial(t, q.addr))
+	qc := c.queryClient()
 	watched := watchTop(t, qc)
 
 	start := time.Now().Truncate(time.Minute).Add(-24 * time.Minute)
@@ -81,107 +52,33 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	t.Logf("workload: %d unique clicks, %d duplicates, %d late, %d invalid, %d requests",
 		len(w.unique), w.dups, w.late, len(w.invalidAt), len(w.batches))
 
-	ingest := []clickaggv1.IngestServiceClient{
-		clickaggv1.NewIngestServiceClient(dial(t, routers[0].addr)),
-		clickaggv1.NewIngestServiceClient(dial(t, routers[1].addr)),
-	}
-	var (
-		sent         atomic.Int64
-		retried      atomic.Int64
-		resentEvents atomic.Int64
-		mu           sync.Mutex
-		rejectedBy   = map[*clickaggv1.ClickEvent]string{}
-	)
-	jobs := make(chan int)
-	g, gctx := errgroup.WithContext(ctx)
-	for worker := range 4 {
-		g.Go(func() error {
-			for i := range jobs {
-				batch := w.batches[i]
-				wantAccepted := int64(len(batch))
-				for _, ev := range batch {
-					if _, bad := w.invalidAt[ev]; bad {
-						wantAccepted--
-					}
-				}
-				// Each request goes to one router; a failure is retried with
-				// the same events through the other one, as a client would.
-				r := (i + worker) % 2
-				resent := false
-				deadline := time.Now().Add(2 * time.Minute)
-				for {
-					cctx, cancel := context.WithTimeout(gctx, 10*time.Second)
-					resp, err := ingest[r].Ingest(cctx, &clickaggv1.IngestRequest{Events: batch})
-					cancel()
-					if err == nil {
-						if resp.Accepted != wantAccepted {
-							return fmt.Errorf("request %d: accepted %d, want %d", i, resp.Accepted, wantAccepted)
-						}
-						if i%50 == 0 && !resent {
-							// As if the response were lost: the client sends the
-							// same request again, through the other router.
-							resent = true
-							resentEvents.Add(int64(len(batch)))
-							r = 1 - r
-							continue
-						}
-						mu.Lock()
-						for _, rej := range resp.Rejected {
-							rejectedBy[batch[rej.Index]] = rej.Reason
-						}
-						mu.Unlock()
-						break
-					}
-					if time.Now().After(deadline) {
-						return fmt.Errorf("request %d: routers failing for 2 minutes: %v", i, err)
-					}
-					retried.Add(1)
-					r = 1 - r
-					time.Sleep(50 * time.Millisecond)
-				}
-				sent.Add(1)
-			}
-			return nil
-		})
-	}
 	// Chaos at fixed points of the run, while requests keep flowing: SIGKILL
 	// an aggregator and start it again; restart a router.
-	chaos := make(chan struct{})
-	g.Go(func() error {
-		defer close(jobs)
-		n := len(w.batches)
-		for i := range n {
-			switch i {
-			case n * 3 / 10:
-				waitSent(&sent, int64(i-8))
-				t.Logf("SIGKILL %s at request %d", aggs[1].name, i)
-				aggs[1].Kill()
-				go func() {
-					defer close(chaos)
-					time.Sleep(time.Second)
-					t.Logf("restart %s", aggs[1].name)
-					aggs[1].Restart()
-				}()
-			case n * 6 / 10:
-				<-chaos
-				t.Logf("restart %s at request %d", routers[0].name, i)
-				go func() {
-					routers[0].Stop()
-					routers[0].Restart()
-				}()
-			}
-			select {
-			case jobs <- i:
-			case <-gctx.Done():
-				return nil
-			}
+	agg, router := c.aggregators[1], c.routers[0]
+	restarted := make(chan struct{})
+	n := len(w.batches)
+	res := ingest(t, w, c.ingestClients(), func(i int, res *ingestResult) {
+		switch i {
+		case n * 3 / 10:
+			waitSent(&res.sent, int64(i-8))
+			t.Logf("SIGKILL %s at request %d", agg.name, i)
+			agg.Kill()
+			go func() {
+				defer close(restarted)
+				time.Sleep(time.Second)
+				t.Logf("restart %s", agg.name)
+				agg.Restart()
+			}()
+		case n * 6 / 10:
+			<-restarted
+			t.Logf("restart %s at request %d", router.name, i)
+			go func() {
+				router.Stop()
+				router.Restart()
+			}()
 		}
-		return nil
 	})
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ingest done: %d requests, %d retried after an error, %d events sent again through the other router", sent.Load(), retried.Load(), resentEvents.Load())
+	rejectedBy := res.rejectedBy
 
 	// Every invalid event was rejected, with a reason that names its field.
 	if len(rejectedBy) != len(w.invalidAt) {
@@ -201,8 +98,8 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	checkEveryAdMinute(t, qc, tr)
 	checkTopN(t, qc, tr, w)
 	checkFilteredCounts(t, qc, tr, w)
-	checkHTTP(t, fmt.Sprintf("127.0.0.1:%d", httpPort), qc, tr, w)
-	checkPublished(t, redis.NewClient(&redis.Options{Addr: rs.Addr}), watched, tr, w)
+	checkHTTP(t, c.httpAddr, qc, tr, w)
+	checkPublished(t, redis.NewClient(&redis.Options{Addr: c.redis.Addr}), watched, tr, w)
 }
 
 // topWatch collects what a WatchPopularAds stream pushed: the latest answer

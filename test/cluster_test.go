@@ -1,0 +1,191 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/clickagg/clickagg/localserver"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// testCluster is a multi-process clickagg cluster on loopback: a real
+// redis-server, an embedded etcd and clickagg processes of the built binary.
+type testCluster struct {
+	t          *testing.T
+	dir        string
+	redis      *localserver.Redis
+	etcd       *localserver.Etcd
+	partitions int
+	common     []string
+
+	coordinators []*proc
+	routers      []*proc
+	aggregators  []*proc
+	queryd       *proc
+	httpAddr     string
+}
+
+type clusterSpec struct {
+	partitions   int
+	coordinators int
+	routers      int
+	aggregators  int
+	// extra flags per role, added to the common ones.
+	coordinatorFlags, routerFlags, aggregatorFlags []string
+}
+
+func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
+	t.Helper()
+	dir := t.TempDir()
+	rs, err := localserver.StartRedis(context.Background(), localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Stop() })
+	etcd := testserver.Etcd(t)
+	c := &testCluster{
+		t: t, dir: dir, redis: rs, etcd: etcd, partitions: spec.partitions,
+		common: []string{
+			"-redis.addr=" + rs.Addr,
+			"-etcd.endpoints=" + etcd.Endpoint,
+			fmt.Sprintf("-cluster.partitions=%d", spec.partitions),
+			"-etcd.lease-ttl=5s",
+			"-log.level=info",
+		},
+	}
+	for i := range spec.coordinators {
+		c.coordinators = append(c.coordinators, startProc(t, dir, fmt.Sprintf("coordinator-%d", i+1), c.flags("-target=coordinator", spec.coordinatorFlags)...))
+	}
+	for i := range spec.aggregators {
+		c.aggregators = append(c.aggregators, startProc(t, dir, fmt.Sprintf("aggregator-%d", i+1), c.flags("-target=aggregator", spec.aggregatorFlags)...))
+	}
+	for i := range spec.routers {
+		c.routers = append(c.routers, startProc(t, dir, fmt.Sprintf("router-%d", i+1), c.flags("-target=router", spec.routerFlags)...))
+	}
+	port, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	c.queryd = startProc(t, dir, "queryd-1", c.flags("-target=queryd", []string{"-http.addr=" + c.httpAddr})...)
+	return c
+}
+
+func (c *testCluster) flags(target string, extra []string) []string {
+	return append(append(append([]string{}, c.common...), target), extra...)
+}
+
+// startAggregator adds an aggregator process named name.
+func (c *testCluster) startAggregator(name string, extra ...string) *proc {
+	p := startProc(c.t, c.dir, name, c.flags("-target=aggregator", extra)...)
+	c.aggregators = append(c.aggregators, p)
+	return p
+}
+
+func (c *testCluster) coordinatorClient() clickaggv1.CoordinatorServiceClient {
+	return clickaggv1.NewCoordinatorServiceClient(dial(c.t, c.coordinators[0].addr))
+}
+
+func (c *testCluster) queryClient() clickaggv1.QueryServiceClient {
+	return clickaggv1.NewQueryServiceClient(dial(c.t, c.queryd.addr))
+}
+
+func (c *testCluster) ingestClients() []clickaggv1.IngestServiceClient {
+	var out []clickaggv1.IngestServiceClient
+	for _, r := range c.routers {
+		out = append(out, clickaggv1.NewIngestServiceClient(dial(c.t, r.addr)))
+	}
+	return out
+}
+
+// ingestResult is what sending a workload observed.
+type ingestResult struct {
+	sent, retried, resentEvents atomic.Int64
+	mu                          sync.Mutex
+	rejectedBy                  map[*clickaggv1.ClickEvent]string
+}
+
+// ingest sends every request of w with 4 concurrent clients. Each request
+// goes to one router; a failure is retried with the same events through the
+// next one, as a client would, and every 50th request is sent twice, as if
+// its response were lost. hook runs before request i is handed out, in
+// order, so that a test can act at fixed points of the stream.
+func ingest(t *testing.T, w *workload, clients []clickaggv1.IngestServiceClient, hook func(i int, res *ingestResult)) *ingestResult {
+	t.Helper()
+	res := &ingestResult{rejectedBy: map[*clickaggv1.ClickEvent]string{}}
+	jobs := make(chan int)
+	g, gctx := errgroup.WithContext(context.Background())
+	for worker := range 4 {
+		g.Go(func() error {
+			for i := range jobs {
+				batch := w.batches[i]
+				wantAccepted := int64(len(batch))
+				for _, ev := range batch {
+					if _, bad := w.invalidAt[ev]; bad {
+						wantAccepted--
+					}
+				}
+				r := (i + worker) % len(clients)
+				resent := false
+				deadline := time.Now().Add(2 * time.Minute)
+				for {
+					cctx, cancel := context.WithTimeout(gctx, 10*time.Second)
+					resp, err := clients[r].Ingest(cctx, &clickaggv1.IngestRequest{Events: batch})
+					cancel()
+					if err == nil {
+						if resp.Accepted != wantAccepted {
+							return fmt.Errorf("request %d: accepted %d, want %d", i, resp.Accepted, wantAccepted)
+						}
+						if i%50 == 0 && !resent && len(clients) > 1 {
+							resent = true
+							res.resentEvents.Add(int64(len(batch)))
+							r = (r + 1) % len(clients)
+							continue
+						}
+						res.mu.Lock()
+						for _, rej := range resp.Rejected {
+							res.rejectedBy[batch[rej.Index]] = rej.Reason
+						}
+						res.mu.Unlock()
+						break
+					}
+					if time.Now().After(deadline) {
+						return fmt.Errorf("request %d: routers failing for 2 minutes: %v", i, err)
+					}
+					res.retried.Add(1)
+					r = (r + 1) % len(clients)
+					time.Sleep(50 * time.Millisecond)
+				}
+				res.sent.Add(1)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(jobs)
+		for i := range w.batches {
+			if hook != nil {
+				hook(i, res)
+			}
+			select {
+			case jobs <- i:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ingest done: %d requests, %d retried after an error, %d events sent again through another router", res.sent.Load(), res.retried.Load(), res.resentEvents.Load())
+	return res
+}
