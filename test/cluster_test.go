@@ -83,13 +83,6 @@ func (c *testCluster) flags(target string, extra []string) []string {
 	return append(append(append([]string{}, c.common...), target), extra...)
 }
 
-// startAggregator adds an aggregator process named name.
-func (c *testCluster) startAggregator(name string, extra ...string) *proc {
-	p := startProc(c.t, c.dir, name, c.flags("-target=aggregator", extra)...)
-	c.aggregators = append(c.aggregators, p)
-	return p
-}
-
 func (c *testCluster) coordinatorClient() clickaggv1.CoordinatorServiceClient {
 	return clickaggv1.NewCoordinatorServiceClient(dial(c.t, c.coordinators[0].addr))
 }
