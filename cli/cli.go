@@ -16,6 +16,7 @@ Usage:
   clickagg [flags]            run the roles named by -target against etcd and Redis
   clickagg dev [flags]        run everything on this machine (embedded etcd, a redis-server, all roles, synthetic clicks)
   clickagg loadgen [flags]    send synthetic clicks to a router
+  clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
   clickagg <command> -help    the flags of a command`
 
 // Main runs the clickagg command with args (without the program name) and
@@ -29,6 +30,8 @@ func Main(args []string) int {
 		err = runDev(ctx, args[1:])
 	case len(args) > 0 && args[0] == "loadgen":
 		err = runLoadgen(ctx, args[1:])
+	case len(args) > 0 && args[0] == "bench":
+		err = runBench(ctx, args[1:])
 	default:
 		err = runServer(ctx, args)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/clickagg/clickagg/loadgen"
-	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
@@ -57,20 +55,11 @@ func runDev(ctx context.Context, args []string) error {
 		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
 	}
 
-	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(*dataDir, "etcd"), ClientPort: *etcdPort, LogLevel: *etcdLog})
+	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: *dataDir, EtcdPort: *etcdPort, EtcdLog: *etcdLog, AppendFsync: *appendFsync})
 	if err != nil {
 		return err
 	}
-	defer etcd.Close()
-	cfg.Cluster.Endpoints = []string{etcd.Endpoint}
-	if cfg.RedisAddr == "" {
-		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(*dataDir, "redis"), AppendFsync: *appendFsync})
-		if err != nil {
-			return err
-		}
-		defer r.Stop()
-		cfg.RedisAddr = r.Addr
-	}
+	defer deps.Close()
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
@@ -92,7 +81,7 @@ func runDev(ctx context.Context, args []string) error {
 	if srv.HTTPAddr() != "" {
 		fmt.Fprintf(out, "  HTTP (JSON API, /metrics):                 http://%s\n", srv.HTTPAddr())
 	}
-	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", etcd.Endpoint, cfg.RedisAddr)
+	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", deps.etcd.Endpoint, cfg.RedisAddr)
 	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n\n", srv.GRPCAddr())
 
 	var st loadgen.Stats

@@ -279,13 +279,13 @@ func testFilters(tr *truth) map[string]*clickaggv1.Filter {
 
 func checkTopN(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
 	t.Helper()
-	f0 := w.firstMin
+	f0, last := w.firstMin, int64(w.minutes)
 	windows := []struct{ from, to int64 }{
 		{f0, f0 + 1},
-		{f0 + 7, f0 + 8},
-		{f0 + 5, f0 + 10},
-		{f0 + 10, f0 + 20},
-		{f0, f0 + int64(w.minutes)},
+		{f0 + last/3, f0 + last/3 + 1},
+		{f0 + last/4, f0 + last/2},
+		{f0 + last/2, f0 + last - 2},
+		{f0, f0 + last},
 	}
 	for name, f := range testFilters(tr) {
 		for _, win := range windows {
@@ -302,7 +302,7 @@ func checkTopN(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth, w *wor
 			if !sameTop(resp.Ads, want) {
 				t.Errorf("top, filter %s, window [%d, %d): got %d ads, want %d; first difference: %s", name, win.from, win.to, len(resp.Ads), len(want), firstDiff(resp.Ads, want))
 			}
-			if win.to <= f0+18 && !resp.Complete {
+			if win.to <= f0+last-4 && !resp.Complete {
 				t.Errorf("top, filter %s, window [%d, %d): not complete", name, win.from, win.to)
 			}
 		}

@@ -1,0 +1,449 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/tally"
+)
+
+// Targets are the cluster under test and the servers around it.
+type Targets struct {
+	// Router, Queryd and Coordinator are gRPC addresses.
+	Router, Queryd, Coordinator string
+	// ClusterRedis is the cluster's Redis, read only for its CPU time; empty
+	// when unknown.
+	ClusterRedis string
+	// Redis serves the naive baseline and the snapshot measurement. Every
+	// key they write has a prefix of its own and is deleted afterwards.
+	Redis string
+	// InProcess says the cluster runs in this process: its heap and CPU
+	// profile are then this process's.
+	InProcess bool
+	// StopCluster, when set, stops the cluster once it has been measured,
+	// so that the baselines get the machine and its memory to themselves.
+	StopCluster func()
+	// Tally is the aggregators' tally.Options, for the in-process limit.
+	Tally tally.Options
+	// Command is the command line, for the report.
+	Command string
+	// Settings describe the cluster for the report.
+	Settings []Setting
+}
+
+// run is one benchmark run.
+type run struct {
+	cfg        Config
+	targets    Targets
+	names      Names
+	kinds      []queryKind
+	spanStart  int64 // Unix ms, minute-aligned
+	spanEnd    int64
+	partitions int
+	ingestMid  int64 // a minute of the measured window, for 1-minute queries
+	runStart   time.Time
+	// loadAtStart is the 1-minute load average when the run started.
+	loadAtStart float64
+
+	coord      clickaggv1.CoordinatorServiceClient
+	query      clickaggv1.QueryServiceClient
+	ingest     clickaggv1.IngestServiceClient
+	clusterRdb *redis.Client
+	progress   *progress
+
+	// batchTimes is the sweep time of every batch sent, in the order the
+	// one generator made them: with the workload it reproduces every event.
+	batchTimes []int64
+
+	mu       sync.Mutex
+	probes   []Event // acknowledged probes
+	timeline Timeline
+}
+
+func (r *run) redisCPU(ctx context.Context) float64 {
+	if r.clusterRdb == nil {
+		return -1
+	}
+	return redisCPUOf(ctx, r.clusterRdb)
+}
+
+// machineCPU returns the CPU seconds every process of the machine has
+// used (busy time from /proc/stat), NaN when unknown.
+func machineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return math.NaN()
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return math.NaN()
+	}
+	var busy float64
+	for i, v := range f[1:] {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return math.NaN()
+		}
+		// user nice system idle iowait irq softirq steal ...; idle and
+		// iowait are not busy, and guest time is already in user.
+		if i != 3 && i != 4 && i < 8 {
+			busy += x
+		}
+	}
+	return busy / 100 // USER_HZ is 100 on Linux
+}
+
+// loadAverage returns the 1-minute load average, NaN when unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return math.NaN()
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return math.NaN()
+	}
+	x, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return x
+}
+
+// processCPU returns the CPU seconds this process has used.
+func processCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// Run benchmarks the cluster at t and the two baselines, prints progress
+// and the table to out, and writes the report files unless cfg.Out is
+// empty.
+func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !t.InProcess {
+		cfg.ProfileDuration = 0
+	}
+	started := time.Now()
+	r := &run{
+		loadAtStart: loadAverage(),
+		cfg:         cfg,
+		targets:     t,
+		names:       Names{Tag: strconv.FormatUint(rand.Uint64()%(36*36*36*36*36), 36)},
+	}
+	r.spanEnd = started.UnixMilli() / 60_000 * 60_000
+	r.spanStart = r.spanEnd - cfg.Span.Milliseconds()
+	r.kinds = queryKinds(int64(cfg.Span / time.Minute))
+	live := cfg.View == "on" || (cfg.View == "auto" && isTerminal(out))
+	r.progress = newProgress(out, live, cfg.View != "off")
+	defer r.progress.stop()
+
+	conn, err := grpc.NewClient(t.Queryd, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial queryd: %w", err)
+	}
+	defer conn.Close()
+	r.query = clickaggv1.NewQueryServiceClient(conn)
+	cconn := conn
+	if t.Coordinator != t.Queryd {
+		if cconn, err = grpc.NewClient(t.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return nil, fmt.Errorf("dial coordinator: %w", err)
+		}
+		defer cconn.Close()
+	}
+	r.coord = clickaggv1.NewCoordinatorServiceClient(cconn)
+	// Probes use a connection of their own, not one of the loaded streams'.
+	pconn, err := grpc.NewClient(t.Router, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial router: %w", err)
+	}
+	defer pconn.Close()
+	r.ingest = clickaggv1.NewIngestServiceClient(pconn)
+	if t.ClusterRedis != "" {
+		r.clusterRdb = redis.NewClient(&redis.Options{Addr: t.ClusterRedis})
+		defer r.clusterRdb.Close()
+	}
+	var rdb *redis.Client
+	if t.Redis != "" {
+		rdb = redis.NewClient(&redis.Options{Addr: t.Redis, PoolSize: 2 * cfg.Streams * cfg.Inflight, ReadTimeout: 2 * time.Minute})
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("baseline redis %s: %w", t.Redis, err)
+		}
+	}
+
+	mach := machine(ctx, r.clusterRdb, rdb)
+	r.progress.set("cluster", "waiting for every partition to be served")
+	st, err := r.waitServing(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.partitions = st.partitions
+
+	var heapBefore uint64
+	if t.InProcess {
+		heapBefore = liveHeap()
+	}
+	ing, err := r.runCluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.ingestMid = ing.ingestMid
+	var heapAfter uint64
+	var heapProfile []byte
+	if t.InProcess {
+		r.progress.set("cluster", "measuring the heap")
+		heapAfter = liveHeap()
+		var buf bytes.Buffer
+		if err := pprof.Lookup("heap").WriteTo(&buf, 0); err == nil {
+			heapProfile = buf.Bytes()
+		}
+	}
+	cq, err := r.runClusterQueries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if t.StopCluster != nil {
+		r.progress.set("cluster", "stopping")
+		t.StopCluster()
+	}
+
+	var ip *inprocResult
+	if cfg.Inproc {
+		if ip, err = r.runInproc(ctx, rdb, ing.rate); err != nil {
+			return nil, fmt.Errorf("in-process limit: %w", err)
+		}
+	}
+	var nv *naiveResult
+	if cfg.Naive && rdb != nil {
+		if nv, err = r.runNaive(ctx, rdb); err != nil {
+			return nil, fmt.Errorf("naive baseline: %w", err)
+		}
+	}
+	r.progress.stop()
+
+	rep := r.report(started, ing, cq, ip, nv, heapBefore, heapAfter)
+	rep.Machine = mach
+	rep.Profiles = profiles(ing.cpuProfile, heapProfile)
+	if share := profileShares(ing.cpuProfile); share != "" {
+		rep.Notes = append(rep.Notes, share)
+	}
+	if err := rep.WriteText(out); err != nil {
+		return rep, err
+	}
+	if cfg.Out != "" {
+		rep.Chart = cfg.Chart
+		svg := ChartSVG(r.timeline, "clickagg bench: throughput and freshness")
+		if err := rep.WriteFiles(cfg.Out, svg); err != nil {
+			return rep, err
+		}
+		fmt.Fprintf(out, "\nreport written to %s, chart to %s\n", cfg.Out, cfg.Chart)
+	}
+	return rep, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// progress shows what the run is doing: on a terminal one line rewritten
+// every second, otherwise one line per second.
+type progress struct {
+	out    io.Writer
+	live   bool
+	on     bool
+	start  time.Time
+	mu     sync.Mutex
+	phase  string
+	detail string
+	shown  string // the phase of the last line printed
+	done   chan struct{}
+	once   sync.Once
+	exited chan struct{}
+}
+
+func newProgress(out io.Writer, live, on bool) *progress {
+	p := &progress{out: out, live: live, on: on, start: time.Now(), done: make(chan struct{}), exited: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+func (p *progress) set(phase, detail string) {
+	p.mu.Lock()
+	p.phase, p.detail = phase, detail
+	p.mu.Unlock()
+}
+
+func (p *progress) loop() {
+	defer close(p.exited)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			if p.live && p.shown != "" {
+				fmt.Fprintln(p.out)
+			}
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		phase, detail := p.phase, p.detail
+		p.mu.Unlock()
+		if !p.on || phase == "" {
+			continue
+		}
+		line := fmt.Sprintf("[%4.0fs] %s: %s", time.Since(p.start).Seconds(), phase, detail)
+		switch {
+		case !p.live:
+			fmt.Fprintln(p.out, line)
+		case phase != p.shown && p.shown != "":
+			fmt.Fprint(p.out, "\n"+line)
+		default:
+			fmt.Fprint(p.out, "\r\033[K"+line)
+		}
+		p.shown = phase
+	}
+}
+
+func (p *progress) stop() {
+	p.once.Do(func() { close(p.done) })
+	<-p.exited
+}
+
+// machine describes this machine.
+func machine(ctx context.Context, clusterRdb, rdb *redis.Client) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				m.MemoryBytes = kb << 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.OS += ", Linux " + strings.TrimSpace(string(b))
+	}
+	for _, c := range []*redis.Client{clusterRdb, rdb} {
+		if c == nil {
+			continue
+		}
+		if v, err := infoField(ctx, c, "server", "redis_version"); err == nil {
+			m.Redis = v
+			break
+		}
+	}
+	return m
+}
+
+// profileGroups attribute CPU to the parts of the pipeline: the share of
+// samples whose stack passes through each.
+var profileGroups = map[string][]string{
+	"load generator and bench client": {"github.com/clickagg/clickagg/bench."},
+	"router":                          {"github.com/clickagg/clickagg/router."},
+	"aggregator":                      {"github.com/clickagg/clickagg/aggregator."},
+	"tally (count, dedup, snapshot)":  {"github.com/clickagg/clickagg/tally."},
+	"queryd":                          {"github.com/clickagg/clickagg/queryd."},
+	"go-redis client":                 {"github.com/redis/go-redis/"},
+	"gRPC":                            {"google.golang.org/grpc"},
+	"protobuf":                        {"google.golang.org/protobuf"},
+	"garbage collection":              {"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"},
+	"embedded etcd":                   {"go.etcd.io/"},
+}
+
+func profileShares(cpu []byte) string {
+	if len(cpu) == 0 {
+		return ""
+	}
+	p, err := ParseProfile(cpu)
+	if err != nil {
+		return ""
+	}
+	shares, err := p.Share("cpu", profileGroups)
+	if err != nil {
+		return ""
+	}
+	names := make([]string, 0, len(shares))
+	for n := range shares {
+		names = append(names, n)
+	}
+	// Largest first, then by name.
+	slices.SortFunc(names, func(a, b string) int {
+		if c := cmp.Compare(shares[b], shares[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*shares[n]))
+	}
+	return "CPU of this process in the profiled window, by the part of the pipeline on the stack (parts overlap): " + strings.Join(parts, ", ") + "."
+}
+
+// profiles renders the tops of the CPU and heap profiles.
+func profiles(cpu, heap []byte) []ProfileTop {
+	var out []ProfileTop
+	if len(cpu) > 0 {
+		if p, err := ParseProfile(cpu); err == nil {
+			if stats, total, err := p.Top("cpu"); err == nil {
+				out = append(out, ProfileTop{
+					Title: "CPU profile of the pipeline (in-process cluster, profiled window, top 25 by flat)",
+					Text:  FormatTop(stats, total, 25, func(v int64) string { return time.Duration(v).Round(time.Millisecond).String() }),
+				})
+			}
+		}
+	}
+	if len(heap) > 0 {
+		if p, err := ParseProfile(heap); err == nil {
+			if stats, total, err := p.Top("inuse_space"); err == nil {
+				out = append(out, ProfileTop{
+					Title: "Heap profile after ingest (in use, top 15 by flat)",
+					Text:  FormatTop(stats, total, 15, func(v int64) string { return formatBytes(float64(v)) }),
+				})
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+package bench
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Config is a benchmark run. RegisterFlags gives the defaults, which finish
+// in well under ten minutes on two cores; raise -bench.duration (and the
+// machine's memory) to reach more (ad, minute) keys.
+type Config struct {
+	Workload Workload
+
+	// Span is how much event time the run's clicks cover: the sweep moves
+	// through it over the whole cluster run, so that queries over Span
+	// minutes find every minute filled.
+	Span time.Duration
+
+	Warmup            time.Duration
+	Duration          time.Duration
+	ProfileDuration   time.Duration
+	FreshnessDuration time.Duration
+	// FreshnessRate is the ingest rate freshness is measured at; when the
+	// cluster sustains less, FreshnessLoad of what it sustained is used.
+	FreshnessRate int
+	FreshnessLoad float64
+	ProbeInterval time.Duration
+	ProbePoll     time.Duration
+	ProbeAds      int
+
+	Streams  int
+	Inflight int
+	Batch    int
+
+	QueryTime       time.Duration
+	QueryMinSamples int
+	QueryMaxSamples int
+
+	Naive        bool
+	NaiveTimeout time.Duration
+	NaiveTopRuns int
+	Inproc       bool
+	SnapshotKeys int64
+
+	// Out is the Markdown report; the chart is written next to it as
+	// Chart. Empty writes neither.
+	Out   string
+	Chart string
+	// View is the progress display: auto (a live line on a terminal, one
+	// line per second otherwise), on, off.
+	View string
+}
+
+// RegisterFlags registers the flags under -bench.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	w := &c.Workload
+	fs.IntVar(&w.Ads, "bench.ads", 2_000_000, "distinct ads; popularity is Zipf-distributed")
+	fs.Float64Var(&w.ZipfS, "bench.zipf-s", 1.1, "Zipf exponent of ad popularity (> 1; 1.1 gives the top ad about 12% of the clicks of 2M ads)")
+	fs.IntVar(&w.Countries, "bench.countries", len(Countries), fmt.Sprintf("distinct countries (real ISO codes, largest internet populations first, share falling as 1/rank), at most %d", len(Countries)))
+	fs.IntVar(&w.Users, "bench.users", 4_000_000, "distinct user_ids (uniform)")
+	fs.IntVar(&w.IPs, "bench.ips", 2_000_000, "distinct IP addresses; each user clicks from one, several users share one")
+	fs.Float64Var(&w.Duplicates, "bench.duplicates", 0.01, "fraction of events that repeat a recent event exactly (same event_id), as client retries do; exact, not random")
+	fs.Float64Var(&w.Late, "bench.late", 0.01, "fraction of events whose click time is 2 to 10 minutes behind the others, in minutes already complete; exact, not random")
+	fs.Uint64Var(&w.Seed, "bench.seed", 1, "seed of the workload; the same seed gives the same events")
+	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the clicks cover: the click times sweep through the span ending a minute before the run started, so that 60-minute queries find 60 filled minutes")
+
+	fs.DurationVar(&c.Warmup, "bench.warmup", 5*time.Second, "ingest before the measured window starts (not measured)")
+	fs.DurationVar(&c.Duration, "bench.duration", 45*time.Second, "the measured ingest window: as fast as the cluster acknowledges")
+	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "after the measured window, ingest this long more with the CPU profiler on (in-process cluster only; 0 disables), so that the profile does not slow the measured window")
+	fs.DurationVar(&c.FreshnessDuration, "bench.freshness-duration", 20*time.Second, "the freshness window: ingest paced at the freshness rate while probes measure ack-to-visible time")
+	fs.IntVar(&c.FreshnessRate, "bench.freshness-rate", 1_000_000, "events per second during the freshness window; if the cluster sustained less in the measured window, -bench.freshness-load of what it sustained is used instead, and the report says so")
+	fs.Float64Var(&c.FreshnessLoad, "bench.freshness-load", 0.9, "fraction of the sustained rate used for the freshness window when -bench.freshness-rate is out of reach")
+	fs.DurationVar(&c.ProbeInterval, "bench.probe-interval", 50*time.Millisecond, "how often a probe click is sent (one at a time; each waits until seen)")
+	fs.DurationVar(&c.ProbePoll, "bench.probe-poll", 2*time.Millisecond, "how often GetAggregatedCount is asked whether the probe is visible; freshness is measured to within this")
+	fs.IntVar(&c.ProbeAds, "bench.probe-ads", 8, "distinct ads the probes click, in turn")
+
+	fs.IntVar(&c.Streams, "bench.streams", 4, "concurrent IngestStreams, each on its own connection")
+	fs.IntVar(&c.Inflight, "bench.inflight", 4, "requests sent ahead of their acknowledgement on each stream")
+	fs.IntVar(&c.Batch, "bench.batch", 500, "events per IngestStream request")
+
+	fs.DurationVar(&c.QueryTime, "bench.query-time", 3*time.Second, "how long each kind of query is repeated (one client, one at a time)")
+	fs.IntVar(&c.QueryMinSamples, "bench.query-min", 100, "each kind of query runs at least this many times, even past -bench.query-time")
+	fs.IntVar(&c.QueryMaxSamples, "bench.query-max", 5000, "each kind of query runs at most this many times")
+
+	fs.BoolVar(&c.Naive, "bench.naive", true, "run the naive Redis baseline (pipelined HINCRBY per (minute, ad) and ZINCRBY per minute) on the same events")
+	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 150*time.Second, "give up the naive baseline's ingest after this long and report the rate it had")
+	fs.IntVar(&c.NaiveTopRuns, "bench.naive-top-runs", 3, "how many times the naive top-100 over the span (ZUNIONSTORE) is timed")
+	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 1_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys; 0 takes every partition (recovery takes long: this bounds the run)")
+	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (the same log entries decoded and counted by package tally in one goroutine) and the snapshot/recovery measurement")
+
+	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
+	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
+	fs.StringVar(&c.View, "bench.view", "auto", "progress display: auto (a live line on a terminal, one line per second otherwise), on, off")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if err := c.Workload.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.Span < time.Minute || c.Span%time.Minute != 0:
+		return errors.New("-bench.span: must be a whole number of minutes, at least 1m")
+	case c.Warmup < 0 || c.ProfileDuration < 0:
+		return errors.New("-bench.warmup and -bench.profile: must not be negative")
+	case c.Duration <= 0 || c.FreshnessDuration <= 0:
+		return errors.New("-bench.duration and -bench.freshness-duration: must be positive")
+	case c.FreshnessRate <= 0:
+		return errors.New("-bench.freshness-rate: must be positive")
+	case c.FreshnessLoad <= 0 || c.FreshnessLoad > 1:
+		return errors.New("-bench.freshness-load: must be in (0, 1]")
+	case c.ProbeInterval <= 0 || c.ProbePoll <= 0:
+		return errors.New("-bench.probe-interval and -bench.probe-poll: must be positive")
+	case c.ProbeAds < 1:
+		return errors.New("-bench.probe-ads: must be at least 1")
+	case c.Streams < 1 || c.Inflight < 1:
+		return errors.New("-bench.streams and -bench.inflight: must be at least 1")
+	case c.Batch < 1 || c.Batch > 10_000:
+		return errors.New("-bench.batch: must be in [1, 10000]")
+	case c.QueryTime < 0 || c.QueryMinSamples < 1 || c.QueryMaxSamples < c.QueryMinSamples:
+		return errors.New("-bench.query-time must not be negative, -bench.query-min at least 1 and -bench.query-max at least -bench.query-min")
+	case c.SnapshotKeys < 0:
+		return errors.New("-bench.snapshot-keys: must not be negative")
+	case c.NaiveTimeout <= 0 || c.NaiveTopRuns < 1:
+		return errors.New("-bench.naive-timeout must be positive and -bench.naive-top-runs at least 1")
+	case c.View != "auto" && c.View != "on" && c.View != "off":
+		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
+	}
+	return nil
+}
+
+// plannedRun is how long the cluster is driven.
+func (c *Config) plannedRun() time.Duration {
+	return c.Warmup + c.Duration + c.ProfileDuration + c.FreshnessDuration
+}

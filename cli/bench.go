@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/clickagg/clickagg/bench"
+	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/tally"
+)
+
+const benchSynopsis = `clickagg bench measures the cluster and two baselines on the same workload
+and writes the report to docs/benchmarks.md with a chart next to it.
+
+By default it starts a cluster in this process (embedded etcd, a redis-server
+child, every role, like clickagg dev but in a temporary directory), and a
+second redis-server for the baselines. It drives the cluster with synthetic
+clicks (2M ads with Zipf popularity, 200 countries, millions of users and
+IPs, 1% duplicates, 1% late), whose click times sweep through the last hour
+so that hour-long queries find every minute filled. In order:
+
+  1. ingest as fast as the cluster acknowledges (the measured window), then a
+     CPU-profiled stretch, then a window paced for freshness, with probes
+     measuring ack-to-visible time throughout;
+  2. query latency (GetAggregatedCount, GetPopularAds over 1 and 60 minutes,
+     with and without a country filter) and the aggregator's heap;
+  3. the in-process limit: the same events decoded from their log encoding
+     and counted by package tally in one goroutine, which also gives the
+     dedup memory, the ground truth the cluster's answers must equal, and a
+     full snapshot write and recovery of the same state;
+  4. the naive Redis design on the same events: pipelined HINCRBY per
+     (minute, ad) and ZINCRBY per minute, top N by ZUNIONSTORE.
+
+The defaults finish in under ten minutes on two cores; -bench.duration and
+the other -bench.* flags raise the scale. With -bench.router (and
+-bench.queryd, -bench.coordinator) it measures a running cluster instead:
+give its aggregators' -aggregator.allowed-lateness, -dedup-horizon and
+-retention, run its routers with -router.idle-watermark-lag above -bench.span,
+and name a Redis for the baselines with -bench.redis. The -grpc.*, -cluster.*,
+-router.*, -aggregator.*, -coordinator.* and -queryd.* flags configure the
+local cluster as they do for clickagg itself.
+
+Usage:
+  clickagg bench [flags]`
+
+func runBench(ctx context.Context, args []string) error {
+	_, err := benchMain(ctx, args, os.Stdout)
+	return err
+}
+
+// benchMain runs clickagg bench and returns its report.
+func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report, error) {
+	fs := flag.NewFlagSet("clickagg bench", flag.ContinueOnError)
+	setUsage(fs, benchSynopsis)
+	var cfg ServerConfig
+	cfg.RegisterFlags(fs)
+	var bc bench.Config
+	bc.RegisterFlags(fs)
+	routerAddr := fs.String("bench.router", "", "gRPC address of a running cluster's router to measure; empty starts a cluster in this process")
+	querydAddr := fs.String("bench.queryd", "", "gRPC address of the running cluster's queryd; default: -bench.router")
+	coordAddr := fs.String("bench.coordinator", "", "gRPC address of the running cluster's coordinator (GetClusterStatus, for lag); default: -bench.queryd")
+	clusterRedis := fs.String("bench.cluster-redis", "", "the running cluster's Redis, read only for its CPU time (optional)")
+	baseRedis := fs.String("bench.redis", "", "Redis for the naive baseline and the snapshot measurement (they delete their keys afterwards); empty starts a redis-server child")
+	dataDir := fs.String("bench.data-dir", "", "empty or new directory for the local cluster's etcd and Redis data and the baseline Redis, kept afterwards; empty uses a temporary directory, removed afterwards")
+	appendFsync := fs.String("bench.appendfsync", "always", "AOF fsync policy of the redis-server children, the cluster's and the baseline's: always (an acknowledged click is on disk), everysec or no")
+	// The local cluster: loopback on free ports, no HTTP, errors only in the
+	// log (the progress display is the output), and ticks that follow the
+	// clicks' event time rather than the wall clock, because the sweep sends
+	// clicks up to -bench.span old.
+	_ = fs.Set("grpc.addr", "127.0.0.1:0")
+	_ = fs.Set("http.addr", "")
+	_ = fs.Set("redis.addr", "")
+	_ = fs.Set("log.level", "error")
+	_ = fs.Set("router.idle-watermark-lag", "2h")
+	// Under full load an aggregator's status (a Redis call per partition)
+	// can take longer than the 2s default; the bench samples it every
+	// second and would lose its lag readings.
+	_ = fs.Set("coordinator.status-timeout", "10s")
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := bc.Validate(); err != nil {
+		return nil, err
+	}
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	t := bench.Targets{
+		Router:      *routerAddr,
+		Queryd:      *querydAddr,
+		Coordinator: *coordAddr,
+		Redis:       *baseRedis,
+		Command:     commandLine(args),
+		Tally: tally.Options{
+			AllowedLateness: cfg.Aggregator.AllowedLateness,
+			DedupHorizon:    cfg.Aggregator.DedupHorizon,
+			Retention:       cfg.Aggregator.Retention,
+		},
+	}
+	dir := *dataDir
+	if dir != "" {
+		// The ground truth is this run's events: a cluster holding an
+		// earlier run's would answer differently.
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			return nil, fmt.Errorf("-bench.data-dir %s is not empty: the bench needs a fresh cluster and Redis", dir)
+		}
+	}
+	if dir == "" && (t.Router == "" || t.Redis == "") {
+		if dir, err = os.MkdirTemp("", "clickagg-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	if t.Redis == "" {
+		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})
+		if err != nil {
+			return nil, fmt.Errorf("baseline redis: %w", err)
+		}
+		defer r.Stop()
+		t.Redis = r.Addr
+	}
+
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if t.Router == "" {
+		deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: *appendFsync})
+		if err != nil {
+			return nil, err
+		}
+		defer deps.Close()
+		srv, err := NewServer(cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		sctx, stopSrv := context.WithCancel(ctx)
+		defer stopSrv()
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(sctx) }()
+		select {
+		case <-srv.Ready():
+		case err := <-done:
+			return nil, fmt.Errorf("local cluster: %w", err)
+		case <-ctx.Done():
+			stopSrv()
+			<-done
+			return nil, ctx.Err()
+		}
+		// The cluster stops when the bench is done with it, or when the
+		// bench ends; if it stops on its own first, the bench is cancelled.
+		var once sync.Once
+		var stopping sync.Mutex
+		stopped := false
+		stop := func() {
+			once.Do(func() {
+				stopping.Lock()
+				stopped = true
+				stopping.Unlock()
+				stopSrv()
+				<-done
+				deps.Close()
+			})
+		}
+		defer stop()
+		go func() {
+			select {
+			case err := <-done:
+				stopping.Lock()
+				unexpected := !stopped
+				stopping.Unlock()
+				done <- err
+				if unexpected {
+					cancel(fmt.Errorf("local cluster stopped: %w", err))
+				}
+			case <-bctx.Done():
+			}
+		}()
+		t.Router, t.Queryd, t.Coordinator = srv.GRPCAddr(), srv.GRPCAddr(), srv.GRPCAddr()
+		t.ClusterRedis = cfg.RedisAddr
+		t.InProcess = true
+		t.StopCluster = stop
+		t.Settings = []bench.Setting{
+			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s", *appendFsync)},
+			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon)},
+			{Name: "router", Value: fmt.Sprintf("-router.tick-interval=%s -router.idle-watermark-lag=%s", cfg.Router.TickInterval, cfg.Router.IdleLag)},
+			{Name: "coordinator", Value: fmt.Sprintf("-coordinator.status-timeout=%s", cfg.Coordinator.StatusTimeout)},
+			{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s", *appendFsync)},
+		}
+	} else {
+		if t.Queryd == "" {
+			t.Queryd = t.Router
+		}
+		if t.Coordinator == "" {
+			t.Coordinator = t.Queryd
+		}
+		t.ClusterRedis = *clusterRedis
+		t.Settings = []bench.Setting{{Name: "cluster", Value: fmt.Sprintf("running cluster: router %s, queryd %s, coordinator %s", t.Router, t.Queryd, t.Coordinator)}}
+	}
+	rep, err := bench.Run(bctx, bc, t, out)
+	if cause := context.Cause(bctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return rep, cause
+	}
+	return rep, err
+}
+
+// commandLine is the command as a shell would take it.
+func commandLine(args []string) string {
+	parts := []string{"clickagg", "bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+
+	"github.com/clickagg/clickagg/localserver"
+)
+
+// localDeps are what a one-machine cluster runs on: an embedded etcd and,
+// unless the configuration names a Redis, a redis-server child process.
+// `clickagg dev` and `clickagg bench` start them.
+type localDeps struct {
+	etcd  *localserver.Etcd
+	redis *localserver.Redis // nil when the configuration named a Redis
+	once  sync.Once
+}
+
+// localDepsConfig is where and how to start them.
+type localDepsConfig struct {
+	// Dir holds etcd's data under etcd/ and redis-server's under redis/.
+	Dir         string
+	EtcdPort    int
+	EtcdLog     string
+	AppendFsync string
+}
+
+// startLocalDeps starts etcd, then redis-server when cfg.RedisAddr is
+// empty, and points cfg at them. On error nothing is left running.
+func startLocalDeps(ctx context.Context, cfg *ServerConfig, dc localDepsConfig) (*localDeps, error) {
+	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(dc.Dir, "etcd"), ClientPort: dc.EtcdPort, LogLevel: dc.EtcdLog})
+	if err != nil {
+		return nil, err
+	}
+	d := &localDeps{etcd: etcd}
+	cfg.Cluster.Endpoints = []string{etcd.Endpoint}
+	if cfg.RedisAddr == "" {
+		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dc.Dir, "redis"), AppendFsync: dc.AppendFsync})
+		if err != nil {
+			etcd.Close()
+			return nil, err
+		}
+		d.redis = r
+		cfg.RedisAddr = r.Addr
+	}
+	return d, nil
+}
+
+// Close stops redis-server (which flushes its AOF), then etcd. Calls after
+// the first do nothing.
+func (d *localDeps) Close() {
+	d.once.Do(func() {
+		if d.redis != nil {
+			_ = d.redis.Stop()
+		}
+		d.etcd.Close()
+	})
+}
