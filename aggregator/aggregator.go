@@ -33,6 +33,8 @@ type snapshotStore interface {
 type membership interface {
 	Register(ctx context.Context, m cluster.Member, ttl time.Duration) (*cluster.Registration, error)
 	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
+	Members(ctx context.Context, role string) ([]cluster.Member, error)
+	Leader(ctx context.Context) (string, error)
 }
 
 // Timeouts of the steps that run after ctx has ended, so that shutdown is
@@ -83,7 +85,9 @@ type Aggregator struct {
 	// live is true while the current incarnation may serve; partitions
 	// taken while it is false are never served.
 	live  bool
-	parts map[int]*partition // the partitions of the current incarnation
+	parts map[int]*partition    // the partitions of the current incarnation
+	reg   *cluster.Registration // the current incarnation; nil between
+	sess  *sessionState         // nil between incarnations
 
 	fencedWrites   atomic.Int64
 	corruptEntries atomic.Int64
@@ -195,7 +199,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		delay = minRetry
 		inc := reg.Member().Incarnation
 		lg.Info("registered", "incarnation", inc, "addr", a.cfg.AdvertiseAddr, "redis_prefix", a.cfg.RedisPrefix)
+		a.mu.Lock()
+		a.reg = reg
+		a.mu.Unlock()
 		end := a.session(ctx, reg, lg.With("incarnation", inc))
+		a.mu.Lock()
+		a.reg = nil
+		a.mu.Unlock()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 		if err := reg.Close(rctx); err != nil {
 			lg.Warn("revoke lease", "incarnation", inc, "err", err)
@@ -230,6 +240,10 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 	a.live = true
 	a.mu.Unlock()
 	box := newMailbox()
+	sess := &sessionState{box: box, done: make(chan struct{})}
+	a.mu.Lock()
+	a.sess = sess
+	a.mu.Unlock()
 	watchErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -268,15 +282,22 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 	a.mu.Lock()
 	a.ready = false
 	a.live = false
+	a.sess = nil
 	a.mu.Unlock()
 	cancel()
 	wg.Wait()
+	close(sess.done)
 
 	// The consumer has ended, so this goroutine is now the only writer of
 	// the partitions' state.
 	sctx2, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotTimeout)
 	defer cancel2()
 	for _, p := range a.owned() {
+		if p.getState(a) == stateReleased {
+			// Its final snapshot is written; its next owner may have
+			// claimed it since, and would only refuse another.
+			continue
+		}
 		if err := a.save(sctx2, p); err != nil {
 			a.saveFailed(sctx2, p, err, lg, "final snapshot")
 			continue
@@ -319,11 +340,35 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // mailbox hands the latest assignment from the watch to the consumer; an
-// assignment not yet taken is replaced by a newer one.
+// assignment not yet taken is replaced by a newer one. It also carries
+// Release requests, every one of which is answered.
 type mailbox struct {
-	mu  sync.Mutex
-	asg *cluster.Assignment
-	ch  chan struct{}
+	mu   sync.Mutex
+	asg  *cluster.Assignment
+	reqs []*releaseReq
+	ch   chan struct{}
+}
+
+func (m *mailbox) putRelease(r *releaseReq) {
+	m.mu.Lock()
+	m.reqs = append(m.reqs, r)
+	m.mu.Unlock()
+	m.wake()
+}
+
+func (m *mailbox) takeReleases() []*releaseReq {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	reqs := m.reqs
+	m.reqs = nil
+	return reqs
+}
+
+func (m *mailbox) wake() {
+	select {
+	case m.ch <- struct{}{}:
+	default:
+	}
 }
 
 func newMailbox() *mailbox { return &mailbox{ch: make(chan struct{}, 1)} }
@@ -332,10 +377,7 @@ func (m *mailbox) put(asg cluster.Assignment) {
 	m.mu.Lock()
 	m.asg = &asg
 	m.mu.Unlock()
-	select {
-	case m.ch <- struct{}{}:
-	default:
-	}
+	m.wake()
 }
 
 func (m *mailbox) take() (cluster.Assignment, bool) {

@@ -689,6 +689,9 @@ func TestConfig(t *testing.T) {
 		{"retention below dedup horizon", func(c *Config) { c.Retention = time.Hour }, false},
 		{"negative raw retention", func(c *Config) { c.RawRetention = -time.Second }, false},
 		{"raw retention 0", func(c *Config) { c.RawRetention = 0 }, true},
+		{"zero release timeout", func(c *Config) { c.ReleaseTimeout = 0 }, false},
+		{"negative leave timeout", func(c *Config) { c.LeaveTimeout = -time.Second }, false},
+		{"leave timeout 0", func(c *Config) { c.LeaveTimeout = 0 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,12 @@ type Config struct {
 	// RawRetention is how long raw log entries are kept at least; the log is
 	// trimmed only below both this age and the snapshot offset.
 	RawRetention time.Duration
+	// ReleaseTimeout is how long a partition released for a handoff waits
+	// for the assignment that moves it before it is taken back.
+	ReleaseTimeout time.Duration
+	// LeaveTimeout bounds how long a shutdown waits for the coordinator to
+	// hand the partitions over live (Leave); 0 skips that step.
+	LeaveTimeout time.Duration
 }
 
 // Defaults used by RegisterFlags.
@@ -48,6 +54,8 @@ const (
 	DefaultDedupHorizon     = 6*time.Hour + 30*time.Minute
 	DefaultRetention        = 24 * time.Hour
 	DefaultRawRetention     = 24 * time.Hour
+	DefaultReleaseTimeout   = 15 * time.Second
+	DefaultLeaveTimeout     = 10 * time.Second
 )
 
 // maxReadBlock bounds ReadBlock: a blocked XREAD is not interrupted by
@@ -78,6 +86,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. Older minutes are read back from the snapshots in Redis.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
 		"Raw log entries are kept at least this long (for recounts and reconciliation); the log is trimmed only below both this age and the last snapshot's offset.")
+	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,
+		"A partition released for a live handoff is taken back if the coordinator has not assigned it to its new owner within this long (the coordinator died mid-handoff). Keep it well above -coordinator.release-timeout.")
+	fs.DurationVar(&c.LeaveTimeout, "aggregator.leave-timeout", DefaultLeaveTimeout,
+		"On shutdown, how long to wait for the coordinator to hand this aggregator's partitions over live before stopping anyway (then they move when the lease is revoked, with a longer pause); 0 skips the live handoff.")
 }
 
 // Validate reports the first setting that cannot work.
@@ -93,6 +105,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.read-block %v: must be in (0, %v]", c.ReadBlock, maxReadBlock)
 	case c.RawRetention < 0:
 		return fmt.Errorf("-aggregator.raw-retention %v: must not be negative", c.RawRetention)
+	case c.ReleaseTimeout <= 0:
+		return fmt.Errorf("-aggregator.release-timeout %v: must be positive", c.ReleaseTimeout)
+	case c.LeaveTimeout < 0:
+		return fmt.Errorf("-aggregator.leave-timeout %v: must not be negative", c.LeaveTimeout)
 	}
 	if err := c.tallyOptions().Validate(); err != nil {
 		return fmt.Errorf("-aggregator.allowed-lateness, -aggregator.dedup-horizon, -aggregator.retention: %w", err)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/clickagg/clickagg/cluster"
@@ -25,17 +26,24 @@ import (
 //	claim+load ─▶ restoring ──offset reaches the log end seen after load──▶ serving
 //	                 │                                                       │
 //	                 └──────────── entry does not decode ─▶ failed ◀──────────┘
+//	restoring, serving, failed ──Release (final snapshot)──▶ released
+//	released ──assignment moves it──▶ stopped (dropped, nothing written)
+//	released ──no new assignment within -aggregator.release-timeout──▶ dropped, taken again
 //	any ──assignment moved it, snapshot fenced, lease lost, shutdown──▶ stopped (dropped)
 //
 // Only serving partitions answer queries. Failed partitions are no longer
 // read but still snapshotted (their state is a valid prefix of the log), so
 // that an operator can inspect the corrupt entry after the last offset.
+// Released partitions are neither read nor written again: their final
+// snapshot is what the next owner loads, and a later write by this owner
+// would only be refused by the next owner's fence.
 type state int
 
 const (
 	stateRestoring state = iota
 	stateServing
 	stateFailed
+	stateReleased
 	stateStopped
 )
 
@@ -47,6 +55,8 @@ func (s state) String() string {
 		return "serving"
 	case stateFailed:
 		return "failed"
+	case stateReleased:
+		return "released"
 	default:
 		return "stopped"
 	}
@@ -62,9 +72,22 @@ type partition struct {
 	target   string    // the log's last entry ID seen right after the load
 	nextSave time.Time // by the injected clock
 
+	// rate counts the events applied, for the load report.
+	rate *rate
+
 	// Guarded by Aggregator.mu.
 	state        state
 	lastSnapshot time.Time // when the store last accepted a snapshot
+	servingSince time.Time // when it last became serving; zero before
+	released     released  // set when state is stateReleased
+}
+
+// released is the outcome of a Release: where the partition stopped and
+// when. A repeated Release (the coordinator retrying) gets the same answer.
+type released struct {
+	offset string
+	at     time.Time // by the injected clock
+	saved  bool      // the final snapshot was written
 }
 
 // errBadSnapshot marks a stored snapshot that cannot be restored: taking the
@@ -84,6 +107,7 @@ type consumer struct {
 	box *mailbox
 
 	want    map[int]uint64 // partition → epoch the assignment gives us
+	handed  map[int]string // partition → offset its previous owner released it at
 	refused map[int]uint64 // partition → epoch we must not try again
 	retryAt time.Time      // wall clock: next attempt after a transient error
 	delay   time.Duration
@@ -95,6 +119,8 @@ func (c *consumer) run(ctx context.Context) {
 		if asg, ok := c.box.take(); ok {
 			c.reconcile(ctx, asg)
 		}
+		c.serveReleases(ctx)
+		c.reclaimStale()
 		c.takeMissing(ctx)
 		after := a.readOffsets()
 		if len(after) == 0 {
@@ -119,6 +145,11 @@ func (c *consumer) run(ctx context.Context) {
 			}
 			for _, p := range slices.Sorted(maps.Keys(res)) {
 				c.apply(p, res[p])
+				// One read can hold a lot to apply (a replay of many
+				// partitions); a live handoff, whose partition has no
+				// serving owner until it is answered, does not wait for
+				// all of it.
+				c.serveReleases(ctx)
 			}
 			c.promote()
 		}
@@ -133,12 +164,16 @@ func (c *consumer) run(ctx context.Context) {
 func (c *consumer) reconcile(ctx context.Context, asg cluster.Assignment) {
 	a := c.a
 	want := make(map[int]uint64)
+	handed := make(map[int]string)
 	for p, o := range asg.Owners {
 		if o.Member == a.memberID() && o.Incarnation == c.inc {
 			want[p] = o.Epoch
+			if o.Released != "" {
+				handed[p] = o.Released
+			}
 		}
 	}
-	c.want = want
+	c.want, c.handed = want, handed
 	maps.DeleteFunc(c.refused, func(p int, e uint64) bool {
 		we, ok := want[p]
 		return !ok || we != e
@@ -155,9 +190,15 @@ func (c *consumer) reconcile(ctx context.Context, asg cluster.Assignment) {
 }
 
 // release stops serving p, tries a final snapshot (refused if the new
-// owner already claimed the partition, which is fine) and drops p.
+// owner already claimed the partition, which is fine) and drops p. A
+// partition released by Release was written for the last time then.
 func (c *consumer) release(ctx context.Context, p *partition, version uint64) {
 	a := c.a
+	if p.getState(a) == stateReleased {
+		a.drop(p)
+		c.lg.Info("handed partition over", "partition", p.id, "epoch", p.epoch, "offset", p.released.offset, "assignment", version)
+		return
+	}
 	a.drop(p)
 	// Not cut short by shutdown: the session's final snapshots no longer
 	// see p.
@@ -176,19 +217,38 @@ func (c *consumer) release(ctx context.Context, p *partition, version uint64) {
 	}
 }
 
+// takeParallelism bounds the partitions taken at once: a join takes a
+// share of every partition, and each take waits for Redis (claim, load,
+// lag) more than it computes.
+const takeParallelism = 8
+
 // takeMissing takes every partition the assignment gives us that we do not
-// hold yet.
+// hold yet, several at a time.
 func (c *consumer) takeMissing(ctx context.Context) {
 	if time.Now().Before(c.retryAt) {
 		return
 	}
 	a := c.a
+	var todo []int
 	for _, p := range slices.Sorted(maps.Keys(c.want)) {
-		e := c.want[p]
-		if re, ok := c.refused[p]; a.holds(p) || ok && re == e {
+		if re, ok := c.refused[p]; a.holds(p) || ok && re == c.want[p] {
 			continue
 		}
-		err := a.take(ctx, p, e, c.lg)
+		todo = append(todo, p)
+	}
+	errs := make([]error, len(todo))
+	var g errgroup.Group
+	g.SetLimit(takeParallelism)
+	for i, p := range todo {
+		g.Go(func() error {
+			errs[i] = a.take(ctx, p, c.want[p], c.handed[p], c.lg)
+			return nil
+		})
+	}
+	_ = g.Wait() // the takes report through errs
+	retry := false
+	for i, p := range todo {
+		e, err := c.want[p], errs[i]
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -201,11 +261,15 @@ func (c *consumer) takeMissing(ctx context.Context) {
 			c.refused[p] = e
 			c.lg.Error("cannot take partition: its snapshot does not restore", "partition", p, "epoch", e, "err", err)
 		default:
-			c.delay = min(max(2*c.delay, minRetry), maxRetry)
-			c.retryAt = time.Now().Add(c.delay)
-			c.lg.Warn("take partition", "partition", p, "epoch", e, "err", err, "retry_in", c.delay)
-			return
+			retry = true
+			c.lg.Warn("take partition", "partition", p, "epoch", e, "err", err)
 		}
+	}
+	if retry {
+		c.delay = min(max(2*c.delay, minRetry), maxRetry)
+		c.retryAt = time.Now().Add(c.delay)
+		c.lg.Warn("retrying the partitions not taken", "retry_in", c.delay)
+		return
 	}
 	c.delay = 0
 }
@@ -220,6 +284,8 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 	if s := pt.getState(a); s != stateRestoring && s != stateServing {
 		return
 	}
+	var events int64
+	defer func() { pt.rate.add(a.now(), events) }()
 	for _, e := range entries {
 		le := new(clickaggv1.LogEntry)
 		if err := proto.Unmarshal(e.Data, le); err != nil {
@@ -231,6 +297,7 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 			return
 		}
 		pt.tp.Apply(e.ID, le)
+		events += int64(len(le.GetEvents()))
 	}
 }
 
@@ -243,6 +310,9 @@ func (c *consumer) promote() {
 			continue
 		}
 		if a.casState(p, stateRestoring, stateServing) {
+			a.mu.Lock()
+			p.servingSince = a.now()
+			a.mu.Unlock()
 			c.lg.Info("partition serving", "partition", p.id, "epoch", p.epoch, "offset", p.tp.Offset())
 		}
 	}
@@ -253,7 +323,7 @@ func (c *consumer) snapshotDue(ctx context.Context) {
 	a := c.a
 	now := a.now()
 	for _, p := range a.owned() {
-		if now.Before(p.nextSave) || p.getState(a) == stateStopped {
+		if s := p.getState(a); now.Before(p.nextSave) || s == stateStopped || s == stateReleased {
 			continue
 		}
 		p.nextSave = now.Add(a.cfg.SnapshotInterval)
@@ -264,10 +334,19 @@ func (c *consumer) snapshotDue(ctx context.Context) {
 }
 
 // take claims partition p at epoch e, loads its snapshot and adds it as
-// restoring (or serving, when the log holds nothing after the snapshot).
-// The claim comes first: once it is done, every older owner's writes are
+// restoring, or serving when the log holds nothing after the snapshot. The
+// claim comes first: once it is done, every older owner's writes are
 // refused, so the snapshot loaded next cannot be overwritten by one.
-func (a *Aggregator) take(ctx context.Context, p int, e uint64, lg *slog.Logger) error {
+//
+// handed is the offset the previous owner released p at in a live handoff
+// ("" if it did not). When the loaded snapshot is exactly that one, p
+// serves at once: it holds what the previous owner served until the moment
+// it stopped, so answers neither go back in time nor miss anything the
+// previous owner counted, and the replay of what came after only makes them
+// fresher. Any other snapshot may be older than what was served (the owner
+// died between snapshots), so the replay must reach the log end first.
+// take may run for several partitions at once.
+func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, lg *slog.Logger) error {
 	if err := a.store.Claim(ctx, p, e); err != nil {
 		return fmt.Errorf("claim partition %d at epoch %d: %w", p, e, err)
 	}
@@ -290,16 +369,20 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, lg *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("take partition %d: %w", p, err)
 	}
+	now := a.now()
 	pt := &partition{
 		id:       p,
 		epoch:    e,
 		tp:       tp,
 		target:   last,
-		nextSave: a.now().Add(a.cfg.SnapshotInterval),
+		nextSave: now.Add(a.cfg.SnapshotInterval),
+		rate:     newRate(now),
 		state:    stateRestoring,
 	}
-	if n == 0 {
+	handedOver := handed != "" && tp.Offset() == handed
+	if n == 0 || handedOver {
 		pt.state = stateServing
+		pt.servingSince = now
 	}
 	if ld.Meta != nil {
 		var meta clickaggv1.SnapshotMeta
@@ -313,7 +396,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, lg *slog.Logger)
 	}
 	a.parts[p] = pt
 	a.mu.Unlock()
-	lg.Info("took partition", "partition", p, "epoch", e, "offset", tp.Offset(), "lag", n, "state", pt.getState(a))
+	lg.Info("took partition", "partition", p, "epoch", e, "offset", tp.Offset(), "lag", n, "state", pt.getState(a), "handed_over", handedOver)
 	return nil
 }
 

@@ -14,6 +14,37 @@
 // and the aggregator registers again as a new incarnation, which the
 // coordinator must assign before it serves anything again.
 //
+// A process paused (GC, SIGSTOP) past its lease may wake with partitions
+// that another owner now serves. Before answering a query or a Release it
+// checks that its lease is certainly alive (cluster.Registration.
+// ValidUntil), so it refuses from the first instant, before its keepalive
+// has even noticed; whatever it then tries to write is refused by the new
+// owner's fence and counted (Stats.FencedWrites).
+//
+// # Handoffs
+//
+// A planned move starts with Release(partition, epoch): the partition
+// stops being served, its consumer stops applying it, and a final snapshot
+// is written under its epoch; the coordinator then assigns it elsewhere,
+// naming that snapshot's offset (cluster.Owner.Released), and the new
+// owner, once it has loaded exactly that snapshot, serves at once: it holds
+// what the old owner served when it stopped, and catches up while serving.
+// Any other take restores first (the snapshot may be older than what was
+// served). Only a serving partition can be released. A
+// released partition is never written or served again by this incarnation
+// at that epoch, unless no assignment moves it within
+// -aggregator.release-timeout (the coordinator died in between): then it
+// is taken back like any other partition. On shutdown, Leave first marks
+// the member as leaving, so that the coordinator hands every partition
+// over that way while the aggregator still answers.
+//
+// # Load
+//
+// Each partition counts the events it applies per second of the injected
+// clock over the last minute; PartitionStatus reports that rate, the lag
+// in entries and in seconds (the age of the oldest unapplied entry, from
+// its stream ID), and since when the partition is served.
+//
 // # One writer
 //
 // One goroutine per incarnation, the consumer, does everything that changes

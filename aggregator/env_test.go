@@ -263,6 +263,8 @@ func testConfig(id string) Config {
 		DedupHorizon:     DefaultDedupHorizon,
 		Retention:        DefaultRetention,
 		RawRetention:     DefaultRawRetention,
+		ReleaseTimeout:   DefaultReleaseTimeout,
+		LeaveTimeout:     DefaultLeaveTimeout,
 	}
 }
 

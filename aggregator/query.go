@@ -81,39 +81,74 @@ func (a *Aggregator) Count(p int, adID string, w Window, f tally.Filter) (int64,
 	return n, wm, nil
 }
 
+// MaxSplitAds bounds the split ads of one TopAdsSplit call.
+const MaxSplitAds = 10_000
+
 // TopAds returns the top n ads over w that match f in the partitions ps,
 // and the smallest of their watermarks. Every partition must be served
 // here; the error names the ones that are not.
 func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
+	top, _, wm, err := a.TopAdsSplit(ps, w, n, f, nil)
+	return top, wm, err
+}
+
+// TopAdsSplit is TopAds for a cluster with split ads: the ads in split
+// (spread over several partitions, package hotkey) are left out of top,
+// and their counts over ps are returned in splitCounts instead (non-zero
+// ones, by ad_id), for the caller to add up across every partition. The
+// other ads live in one partition each, so top stays the exact top n of
+// the ads not in split.
+func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, split []string) (top, splitCounts []topn.AdCount, wm int64, err error) {
 	if err := w.validate(); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if n < 1 || n > MaxTopN {
-		return nil, 0, fmt.Errorf("%w: count %d: must be in [1, %d]", ErrInvalid, n, MaxTopN)
+		return nil, nil, 0, fmt.Errorf("%w: count %d: must be in [1, %d]", ErrInvalid, n, MaxTopN)
 	}
 	if len(ps) == 0 {
-		return nil, 0, fmt.Errorf("%w: no partitions", ErrInvalid)
+		return nil, nil, 0, fmt.Errorf("%w: no partitions", ErrInvalid)
+	}
+	if len(split) > MaxSplitAds {
+		return nil, nil, 0, fmt.Errorf("%w: %d split ads, at most %d", ErrInvalid, len(split), MaxSplitAds)
 	}
 	ps = slices.Compact(slices.Sorted(slices.Values(ps)))
+	split = slices.Compact(slices.Sorted(slices.Values(split)))
 	pts, err := a.servingAll(ps)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	lists := make([][]topn.AdCount, len(pts))
-	var minWM int64
+	sums := make([]int64, len(split))
 	for i, pt := range pts {
-		wm := pt.tp.Watermark()
-		if i == 0 || wm < minWM {
-			minWM = wm
+		pwm := pt.tp.Watermark()
+		if i == 0 || pwm < wm {
+			wm = pwm
 		}
-		lists[i] = pt.tp.Top(w.From, w.To, n, f)
+		// The top n+len(split) of a partition hold its top n ads outside
+		// split, whatever the split ads' counts are.
+		l := pt.tp.Top(w.From, w.To, n+len(split), f)
+		if len(split) > 0 {
+			l = slices.DeleteFunc(l, func(ac topn.AdCount) bool {
+				_, found := slices.BinarySearch(split, ac.AdID)
+				return found
+			})
+			for j, ad := range split {
+				sums[j] += pt.tp.Count(ad, w.From, w.To, f)
+			}
+		}
+		lists[i] = l
 		if err := a.inMemory(pt, w); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 	}
-	// An ad lives in one partition, so the lists are disjoint and the
-	// merge of each partition's exact top n is the exact top n.
-	return topn.Merge(n, lists...), minWM, nil
+	for j, ad := range split {
+		if sums[j] != 0 {
+			splitCounts = append(splitCounts, topn.AdCount{AdID: ad, Count: sums[j]})
+		}
+	}
+	// A non-split ad lives in one partition, so the lists are disjoint and
+	// the merge of each partition's exact top n is the exact top n.
+	return topn.Merge(n, lists...), splitCounts, wm, nil
 }
 
 // inMemory checks, after a query has read pt, that every minute of w was

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
 )
 
@@ -20,12 +21,18 @@ type server struct {
 }
 
 // NewServer returns the internal gRPC service of a: queryd and the
-// coordinator call it.
+// coordinator call it. Queries and Release are refused (UNAVAILABLE) as
+// soon as the membership lease is not certainly alive, before anything is
+// read: a process that wakes from a pause longer than its lease must not
+// answer for partitions that may have moved while it slept.
 func NewServer(a *Aggregator) clickaggv1.AggregatorServiceServer {
 	return &server{a: a}
 }
 
 func (s *server) Count(_ context.Context, req *clickaggv1.CountRequest) (*clickaggv1.CountResponse, error) {
+	if err := s.a.checkLease(); err != nil {
+		return nil, toStatus(err)
+	}
 	n, wm, err := s.a.Count(int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
 	if err != nil {
 		return nil, toStatus(err)
@@ -34,11 +41,14 @@ func (s *server) Count(_ context.Context, req *clickaggv1.CountRequest) (*clicka
 }
 
 func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
+	if err := s.a.checkLease(); err != nil {
+		return nil, toStatus(err)
+	}
 	ps := make([]int, len(req.GetPartitions()))
 	for i, p := range req.GetPartitions() {
 		ps[i] = int(p)
 	}
-	top, wm, err := s.a.TopAds(ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()))
+	top, split, wm, err := s.a.TopAdsSplit(ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()), req.GetSplitAds())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -46,11 +56,18 @@ func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clic
 	for i, t := range top {
 		resp.Ads[i] = &clickaggv1.AdCount{AdId: t.AdID, Count: t.Count}
 	}
+	for _, t := range split {
+		resp.SplitCounts = append(resp.SplitCounts, &clickaggv1.AdCount{AdId: t.AdID, Count: t.Count})
+	}
 	return resp, nil
 }
 
 func (s *server) PartitionStatus(ctx context.Context, _ *clickaggv1.PartitionStatusRequest) (*clickaggv1.PartitionStatusResponse, error) {
 	member, ps, err := s.a.Status(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	loads, err := s.a.loads(ctx, ps)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -73,9 +90,24 @@ func (s *server) PartitionStatus(ctx context.Context, _ *clickaggv1.PartitionSta
 		if !p.LastSnapshot.IsZero() {
 			st.LastSnapshot = timestamppb.New(p.LastSnapshot)
 		}
+		if l, ok := loads[p.Partition]; ok {
+			st.EventsPerSecond = l.EventsPerSecond
+			st.LagSeconds = l.LagSeconds
+			if !l.ServingSince.IsZero() {
+				st.ServingSince = timestamppb.New(l.ServingSince)
+			}
+		}
 		resp.Partitions[i] = st
 	}
 	return resp, nil
+}
+
+func (s *server) Release(ctx context.Context, req *clickaggv1.ReleaseRequest) (*clickaggv1.ReleaseResponse, error) {
+	r, err := s.a.Release(ctx, int(req.GetPartition()), req.GetEpoch())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.ReleaseResponse{Offset: r.Offset, Stopped: timestamppb.New(r.Stopped)}, nil
 }
 
 func window(from, to int64) Window { return Window{From: from, To: to} }
@@ -95,6 +127,9 @@ func toStatus(err error) error {
 		code = codes.OutOfRange
 	case errors.Is(err, ErrInvalid):
 		code = codes.InvalidArgument
+	case errors.Is(err, ErrWrongEpoch), errors.Is(err, snapshot.ErrStaleEpoch):
+		// Release: the caller's view of the owner is not this one's.
+		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

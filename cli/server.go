@@ -197,11 +197,14 @@ func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 
 // Run runs the roles until ctx ends, then shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
-//  2. wait -shutdown.drain-delay;
-//  3. gRPC GracefulStop bounded by -shutdown.timeout (then Stop), HTTP Shutdown;
-//  4. the roles stop: the aggregator writes its final snapshots, then every
+//  2. the aggregator leaves: the coordinator hands its partitions over live
+//     while the gRPC server still answers (bounded by
+//     -aggregator.leave-timeout);
+//  3. wait -shutdown.drain-delay;
+//  4. gRPC GracefulStop bounded by -shutdown.timeout (then Stop), HTTP Shutdown;
+//  5. the roles stop: the aggregator writes its final snapshots, then every
 //     role releases its etcd lease;
-//  5. the Redis and etcd clients close.
+//  6. the Redis and etcd clients close.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, PoolSize: 64})
@@ -293,7 +296,8 @@ func (s *Server) Run(ctx context.Context) error {
 		if cc.ID == "" {
 			cc.ID = cfg.ID
 		}
-		c := coordinator.New(cc, cl, partitions, dial.Aggregator, lg.With("role", RoleCoordinator))
+		cc.AdvertiseAddr = advertise
+		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
@@ -368,6 +372,13 @@ func (s *Server) Run(ctx context.Context) error {
 
 	lg.Info("shutting down")
 	hs.Shutdown()
+	if s.aggregator != nil && runErr == nil {
+		// The Release calls of the handoffs come through gs, so this
+		// precedes GracefulStop.
+		if err := s.aggregator.Leave(context.WithoutCancel(ctx)); err != nil {
+			lg.Warn("aggregator leave", "err", err)
+		}
+	}
 	if cfg.DrainDelay > 0 && runErr == nil {
 		time.Sleep(cfg.DrainDelay)
 	}
@@ -423,17 +434,26 @@ type dialer struct {
 func newDialer() *dialer { return &dialer{conns: map[string]*grpc.ClientConn{}} }
 
 func (d *dialer) Aggregator(addr string) (clickaggv1.AggregatorServiceClient, error) {
+	c, err := d.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return clickaggv1.NewAggregatorServiceClient(c), nil
+}
+
+// Conn returns the connection to the gRPC server at addr.
+func (d *dialer) Conn(addr string) (grpc.ClientConnInterface, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.conns[addr]; ok {
-		return clickaggv1.NewAggregatorServiceClient(c), nil
+		return c, nil
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, fmt.Errorf("dial aggregator %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	d.conns[addr] = c
-	return clickaggv1.NewAggregatorServiceClient(c), nil
+	return c, nil
 }
 
 func (d *dialer) Close() {

@@ -25,7 +25,7 @@ const (
 )
 
 var (
-	// ErrNotLeader is returned by Leadership.WriteAssignment once the caller
+	// ErrNotLeader is returned by every Leadership write once the caller
 	// no longer holds the election key.
 	ErrNotLeader = errors.New("cluster: not the leader")
 	// ErrNoPartitions is returned by EnsurePartitions(ctx, 0) when the
@@ -60,6 +60,10 @@ type Member struct {
 	// two lives of the same ID.
 	Incarnation  int64     `json:"incarnation"`
 	RegisteredAt time.Time `json:"registered_at"`
+	// Leaving is set by an aggregator that is shutting down: it still
+	// serves, and asks to have its partitions handed over live before it
+	// goes (Registration.SetLeaving).
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Owner is the owner of one partition.
@@ -70,6 +74,11 @@ type Owner struct {
 	// Epoch fences the partition's snapshot writes: it grows every time the
 	// owner (ID or incarnation) changes.
 	Epoch uint64 `json:"epoch"`
+	// Released is the log offset of the final snapshot the previous owner
+	// wrote when it released the partition in a live handoff; empty
+	// otherwise. A new owner that loads exactly that snapshot holds what
+	// the previous owner served when it stopped, and may serve at once.
+	Released string `json:"released,omitempty"`
 }
 
 // Assignment is the partition → owner map the leader writes.
@@ -100,6 +109,9 @@ func (c *Client) assignmentKey() string { return c.prefix + "/assignment" }
 func (c *Client) electionPrefix() string {
 	return c.prefix + "/leader"
 }
+func (c *Client) drainingPrefix() string { return c.prefix + "/draining/" }
+func (c *Client) pinsPrefix() string     { return c.prefix + "/pins/" }
+func (c *Client) handoffsPrefix() string { return c.prefix + "/handoffs/" }
 
 // membersKey is the key prefix of role's members, of all members when role
 // is "". The trailing slash keeps role "router" from matching "routers".

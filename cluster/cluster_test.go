@@ -475,7 +475,7 @@ func TestDeposedLeaderIsRefused(t *testing.T) {
 			// What a leader paused for longer than its TTL experiences: its
 			// lease is gone while it still believes it leads.
 			resp, err := c.cli.Get(ctxT(t), c.electionPrefix()+"/", clientv3.WithFirstCreate()...)
-			if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "first" {
+			if err != nil || len(resp.Kvs) != 1 || decodeCandidate(resp.Kvs[0].Value).ID != "first" {
 				t.Fatalf("leader key = %v, %v", resp, err)
 			}
 			if _, err := c.cli.Revoke(ctxT(t), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
@@ -515,6 +515,9 @@ func TestDeposedLeaderIsRefused(t *testing.T) {
 			t.Cleanup(func() { _ = l2.Resign(context.Background()) })
 			if id, err := c1.Leader(ctxT(t)); err != nil || id != "second" {
 				t.Fatalf("Leader() = %q, %v; want second", id, err)
+			}
+			if err := first.Check(ctxT(t)); !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("deposed leader's Check = %v, want ErrNotLeader", err)
 			}
 			if err := first.WriteAssignment(ctxT(t), Assignment{Version: 99}); !errors.Is(err, ErrNotLeader) {
 				t.Fatalf("deposed leader's write = %v, want ErrNotLeader", err)

@@ -8,7 +8,11 @@
 //	<prefix>/config/partitions        partition count, decimal; written once
 //	<prefix>/members/<role>/<id>      JSON Member, attached to its lease
 //	<prefix>/assignment               JSON Assignment, written by the leader
-//	<prefix>/leader/<lease hex>       election candidates (concurrency.Election)
+//	<prefix>/leader/<lease hex>       election candidates (concurrency.Election),
+//	                                  JSON Candidate (ID and gRPC address)
+//	<prefix>/draining/<member>        a drained aggregator gets no partitions
+//	<prefix>/pins/<partition>         member ID a partition is pinned to
+//	<prefix>/handoffs/<epoch>-<part>  JSON Handoff, the last few hundred moves
 //
 // A member's key lives exactly as long as its lease: a process that dies
 // stops refreshing the lease, etcd deletes the key after the TTL, and every
@@ -18,14 +22,21 @@
 // (ID, Incarnation), which is what lets the coordinator raise a partition's
 // epoch when a process restarts under the same name.
 //
-// Only the elected coordinator writes the assignment, and each write is an
-// etcd transaction conditioned on its election key still existing with the
-// revision it was created at. A deposed leader (its lease expired while it
+// Only the elected coordinator writes the assignment, the drains, the pins
+// and the handoff records, and each write is an etcd transaction
+// conditioned on its election key still existing with the revision it was
+// created at. A deposed leader (its lease expired while it
 // was paused, or it resigned) therefore cannot overwrite its successor's
 // assignment: its write fails with ErrNotLeader. Assignment epochs only grow
 // as long as the assignment key is never deleted by hand; deleting it would
 // restart versions at 1 and the snapshot fences in Redis would then refuse
 // every new owner.
+//
+// A member's lease is refreshed one request at a time, so the member knows
+// a moment (Registration.ValidUntil) before which etcd cannot have expired
+// it. A process that was paused past its TTL sees that moment in the past
+// as soon as it runs again, and must stop acting as the member at once,
+// before its keepalive has even failed.
 //
 // Watchers follow the dskit pattern: a Get, then a watch from the revision
 // after it; when etcd cancels the watch (compaction, lost leader) they Get

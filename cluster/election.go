@@ -26,12 +26,29 @@ type Leadership struct {
 	once sync.Once
 }
 
-// Campaign blocks until id is elected leader or ctx ends. The election key
-// lives on a session lease of ttl (whole seconds, at least MinLeaseTTL), so a
-// leader that stops refreshing it is replaced after about ttl.
+// Candidate is what an election key holds: who campaigns, and where its
+// gRPC API is, so that followers can forward requests to the leader.
+type Candidate struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr,omitempty"`
+}
+
+// Campaign is CampaignAt with no address.
 func (c *Client) Campaign(ctx context.Context, id string, ttl time.Duration) (*Leadership, error) {
-	if err := validName("candidate id", id); err != nil {
+	return c.CampaignAt(ctx, Candidate{ID: id}, ttl)
+}
+
+// CampaignAt blocks until cand is elected leader or ctx ends. The election
+// key lives on a session lease of ttl (whole seconds, at least
+// MinLeaseTTL), so a leader that stops refreshing it is replaced after
+// about ttl.
+func (c *Client) CampaignAt(ctx context.Context, cand Candidate, ttl time.Duration) (*Leadership, error) {
+	if err := validName("candidate id", cand.ID); err != nil {
 		return nil, err
+	}
+	value, err := json.Marshal(cand)
+	if err != nil {
+		return nil, fmt.Errorf("encode candidate %s: %w", cand.ID, err)
 	}
 	if err := validTTL(ttl); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -43,7 +60,7 @@ func (c *Client) Campaign(ctx context.Context, id string, ttl time.Duration) (*L
 		return nil, fmt.Errorf("election session: %w", err)
 	}
 	e := concurrency.NewElection(s, c.electionPrefix())
-	if err := e.Campaign(ctx, id); err != nil {
+	if err := e.Campaign(ctx, string(value)); err != nil {
 		_ = s.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -82,39 +99,31 @@ func (l *Leadership) Resign(ctx context.Context) error {
 	return err
 }
 
-// WriteAssignment stores a if this leadership still holds its election key
-// with the revision it won with; otherwise it returns ErrNotLeader and
-// stores nothing. The condition is checked by etcd in the same transaction
-// as the write, so no deposed leader can slip a write in after its
-// successor was elected.
-func (l *Leadership) WriteAssignment(ctx context.Context, a Assignment) error {
-	value, err := json.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("encode assignment %d: %w", a.Version, err)
-	}
-	resp, err := l.c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpPut(l.c.assignmentKey(), string(value))).
-		Commit()
-	if err != nil {
-		return fmt.Errorf("write assignment %d: %w", a.Version, err)
-	}
-	if !resp.Succeeded {
-		return ErrNotLeader
-	}
-	return nil
+// Leader returns the ID of the current leader, "" if there is none.
+func (c *Client) Leader(ctx context.Context) (string, error) {
+	cand, err := c.LeaderCandidate(ctx)
+	return cand.ID, err
 }
 
-// Leader returns the ID of the current leader, "" if there is none. The
-// leader is the candidate whose key was created first, as in
+// LeaderCandidate returns the current leader, a zero Candidate if there is
+// none. The leader is the candidate whose key was created first, as in
 // concurrency.Election.
-func (c *Client) Leader(ctx context.Context) (string, error) {
+func (c *Client) LeaderCandidate(ctx context.Context) (Candidate, error) {
 	resp, err := c.cli.Get(ctx, c.electionPrefix()+"/", clientv3.WithFirstCreate()...)
 	if err != nil {
-		return "", fmt.Errorf("get leader: %w", err)
+		return Candidate{}, fmt.Errorf("get leader: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return "", nil
+		return Candidate{}, nil
 	}
-	return string(resp.Kvs[0].Value), nil
+	return decodeCandidate(resp.Kvs[0].Value), nil
+}
+
+// decodeCandidate also reads the bare IDs that earlier versions wrote.
+func decodeCandidate(v []byte) Candidate {
+	var cand Candidate
+	if json.Unmarshal(v, &cand) != nil || cand.ID == "" {
+		return Candidate{ID: string(v)}
+	}
+	return cand
 }

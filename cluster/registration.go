@@ -13,18 +13,40 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// ErrLeaseLost is returned by Registration.SetLeaving when the
+// registration's key is no longer held by its lease.
+var ErrLeaseLost = errors.New("cluster: registration lease lost")
+
+// keepAliveRetry is the pause between failed lease refreshes; several fit
+// in the smallest TTL, so a short etcd hiccup does not cost the lease.
+const keepAliveRetry = 200 * time.Millisecond
+
 // Registration is one life of a member: its key exists while its lease does.
 //
-//	Register ──▶ live (keepalive refreshes the lease)
+//	Register ──▶ live (keepalive refreshes the lease every TTL/3)
 //	live ──lease lost (expired, revoked, client closed)──▶ Done closed
 //	live ──Close──▶ Done closed, lease revoked, key deleted
+//
+// ValidUntil is the latest moment at which the lease is certainly still
+// alive in etcd: the send time of the last successful refresh plus the TTL
+// etcd granted then. etcd starts the TTL when it receives the refresh,
+// which is after it was sent, so the lease cannot expire before ValidUntil.
+// A process that was paused (GC, SIGSTOP) longer than its TTL finds
+// ValidUntil in the past as soon as it runs again, before its keepalive
+// goroutine has had a chance to notice anything: checking it before acting
+// as the member closes that window.
 type Registration struct {
 	cli    *clientv3.Client
-	m      Member
+	key    string
 	lease  clientv3.LeaseID
+	ttl    time.Duration
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+
+	mu    sync.Mutex
+	m     Member
+	valid time.Time // by the monotonic clock
 }
 
 // Register registers m under a new lease of ttl (whole seconds, at least
@@ -43,6 +65,7 @@ func (c *Client) Register(ctx context.Context, m Member, ttl time.Duration) (*Re
 	if err := validTTL(ttl); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	sent := time.Now()
 	grant, err := c.cli.Grant(ctx, int64(ttl/time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("grant lease for %s %s: %w", m.Role, m.ID, err)
@@ -59,27 +82,69 @@ func (c *Client) Register(ctx context.Context, m Member, ttl time.Duration) (*Re
 		defer cancel()
 		_, _ = c.cli.Revoke(rctx, grant.ID)
 	}
-	if _, err := c.cli.Put(ctx, c.membersKey(m.Role)+m.ID, string(value), clientv3.WithLease(grant.ID)); err != nil {
+	key := c.membersKey(m.Role) + m.ID
+	if _, err := c.cli.Put(ctx, key, string(value), clientv3.WithLease(grant.ID)); err != nil {
 		revoke()
 		return nil, fmt.Errorf("put member %s %s: %w", m.Role, m.ID, err)
 	}
 	// The keepalive outlives ctx, which only bounds the registration call.
 	kctx, cancel := context.WithCancel(context.Background())
-	ka, err := c.cli.KeepAlive(kctx, grant.ID)
-	if err != nil {
-		cancel()
-		revoke()
-		return nil, fmt.Errorf("keep lease of %s %s alive: %w", m.Role, m.ID, err)
+	r := &Registration{
+		cli:    c.cli,
+		key:    key,
+		lease:  grant.ID,
+		ttl:    ttl,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		m:      m,
+		valid:  sent.Add(time.Duration(grant.TTL) * time.Second),
 	}
-	r := &Registration{cli: c.cli, m: m, lease: grant.ID, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		for range ka {
-			// The client closes ka when the lease expires, is revoked, or
-			// cannot be refreshed before its TTL runs out.
-		}
-	}()
+	go r.keepAlive(kctx)
 	return r, nil
+}
+
+// keepAlive refreshes the lease every TTL/3 and closes done when it is
+// lost: etcd says it is gone, the client is closed, or ValidUntil passes
+// without a successful refresh. It refreshes with one request at a time
+// (not clientv3's KeepAlive stream) so that it knows when each refresh was
+// sent, which is what ValidUntil is computed from.
+func (r *Registration) keepAlive(ctx context.Context) {
+	defer close(r.done)
+	interval := r.ttl / 3
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		left := time.Until(r.ValidUntil())
+		if left <= 0 {
+			return
+		}
+		sent := time.Now()
+		actx, cancel := context.WithTimeout(ctx, min(interval, left))
+		resp, err := r.cli.KeepAliveOnce(actx, r.lease)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			r.mu.Lock()
+			r.valid = sent.Add(time.Duration(resp.TTL) * time.Second)
+			r.mu.Unlock()
+			timer.Reset(interval)
+			continue
+		case err == nil, errors.Is(err, rpctypes.ErrLeaseNotFound):
+			return // expired or revoked
+		case ctx.Err() != nil, r.cli.Ctx().Err() != nil:
+			return // closed
+		}
+		left = time.Until(r.ValidUntil())
+		if left <= 0 {
+			return
+		}
+		timer.Reset(min(keepAliveRetry, left))
+	}
 }
 
 func validName(what, s string) error {
@@ -90,12 +155,60 @@ func validName(what, s string) error {
 }
 
 // Member returns the registered member, with its Incarnation.
-func (r *Registration) Member() Member { return r.m }
+func (r *Registration) Member() Member {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m
+}
 
 // Done is closed when the lease is lost or the registration is closed. A
 // member whose Done is closed must stop acting as that incarnation: its key
 // is gone, or about to go.
 func (r *Registration) Done() <-chan struct{} { return r.done }
+
+// ValidUntil returns the time before which the lease is certainly alive;
+// after it, the member must act as if the lease were lost, whether or not
+// Done is closed yet. It compares with time.Now (monotonic), not with an
+// injected clock: the lease expires in real time.
+func (r *Registration) ValidUntil() time.Time {
+	select {
+	case <-r.done:
+		return time.Time{}
+	default:
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.valid
+}
+
+// SetLeaving marks the member as leaving: it is shutting down and asks the
+// coordinator to move its partitions away while it can still hand them
+// over. The key keeps its lease; ErrLeaseLost if the key is no longer this
+// registration's.
+func (r *Registration) SetLeaving(ctx context.Context) error {
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	m.Leaving = true
+	value, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode member %s: %w", m.ID, err)
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", r.lease)).
+		Then(clientv3.OpPut(r.key, string(value), clientv3.WithLease(r.lease))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("mark %s %s leaving: %w", m.Role, m.ID, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("mark %s %s leaving: %w", m.Role, m.ID, ErrLeaseLost)
+	}
+	r.mu.Lock()
+	r.m.Leaving = true
+	r.mu.Unlock()
+	return nil
+}
 
 // Close stops refreshing the lease and revokes it, which deletes the
 // member's key at once instead of after the TTL. A lease that is already
@@ -110,7 +223,8 @@ func (r *Registration) Close(ctx context.Context) error {
 			err = nil
 		}
 		if err != nil {
-			err = fmt.Errorf("revoke lease of %s %s: %w", r.m.Role, r.m.ID, err)
+			m := r.Member()
+			err = fmt.Errorf("revoke lease of %s %s: %w", m.Role, m.ID, err)
 		}
 	})
 	return err

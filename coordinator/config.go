@@ -14,13 +14,25 @@ type Config struct {
 	// ID is the coordinator's name in the election; empty means the
 	// process's member ID, which the caller fills in before New.
 	ID string
+	// AdvertiseAddr is this coordinator's gRPC address, published with its
+	// candidacy so that followers can forward admin mutations to the
+	// leader; the process that runs the coordinator sets it.
+	AdvertiseAddr string
 	// Load bounds an aggregator's partitions at Load times the mean.
 	Load float64
 	// SessionTTL is the lease of the leader's election key: a leader that
 	// dies without resigning is replaced after about this long.
 	SessionTTL time.Duration
-	// StatusTimeout bounds each aggregator's answer in GetClusterStatus.
+	// StatusTimeout bounds each aggregator's answer in GetClusterStatus,
+	// GetLoad and the handoff tracking.
 	StatusTimeout time.Duration
+	// ReleaseTimeout bounds the old owner's answer to Release in a live
+	// handoff; past it the move goes ahead unplanned.
+	ReleaseTimeout time.Duration
+	// JoinDelay is how long a change that only adds aggregators waits for
+	// another join before it is planned (at most 5 times this in all); 0
+	// plans at once.
+	JoinDelay time.Duration
 }
 
 // RegisterFlags registers the coordinator's flags with their defaults.
@@ -28,7 +40,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "coordinator.id", "", "name of this coordinator in the leader election; empty uses the process's -id")
 	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions; lower balances better, higher moves fewer partitions when aggregators come and go")
 	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
-	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus waits for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
+	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
+	fs.DurationVar(&c.JoinDelay, "coordinator.join-delay", time.Second, "partitions move to new aggregators once none has joined for this long (at most 5 times this after the first), so that a scale-out moves each partition once; lost and leaving aggregators are acted on at once; 0 moves at every join")
+	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner to release a partition (final snapshot) before moving it anyway, as if the owner had died; keep it well below -aggregator.release-timeout")
 }
 
 // Validate checks c. An empty ID is allowed: the caller fills it in.
@@ -43,6 +57,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StatusTimeout <= 0 {
 		return fmt.Errorf("-coordinator.status-timeout %v: must be positive", c.StatusTimeout)
+	}
+	if c.JoinDelay < 0 || c.JoinDelay > time.Minute {
+		return fmt.Errorf("-coordinator.join-delay %v: must be in [0, 1m]", c.JoinDelay)
+	}
+	if c.ReleaseTimeout <= 0 {
+		return fmt.Errorf("-coordinator.release-timeout %v: must be positive", c.ReleaseTimeout)
 	}
 	return nil
 }

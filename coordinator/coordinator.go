@@ -1,28 +1,38 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/clickagg/clickagg/cluster"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 )
 
+// joinDelayCap bounds how long joins wait, in JoinDelays after the first.
+const joinDelayCap = 5
+
 const (
 	minBackoff    = 100 * time.Millisecond
 	maxBackoff    = 5 * time.Second
 	resignTimeout = 5 * time.Second
+	// commitTimeout bounds a leader write that must be attempted even
+	// though the term is ending (see term.execute).
+	commitTimeout = 5 * time.Second
 )
 
 // errLeadershipLost ends a term whose election lease is gone.
-var errLeadershipLost = errors.New("leadership lost: election lease expired")
+var errLeadershipLost = errors.New("deposed: the election lease was lost")
 
 // fatalError is an error that campaigning again cannot fix.
 type fatalError struct{ err error }
@@ -30,31 +40,76 @@ type fatalError struct{ err error }
 func (e *fatalError) Error() string { return e.err.Error() }
 func (e *fatalError) Unwrap() error { return e.err }
 
-// Coordinator assigns partitions to aggregators while it is the leader, and
-// answers the admin API from etcd.
+// Stats counts the coordinator's notable events since it started.
+type Stats struct {
+	// RefusedWrites counts assignment changes refused because this
+	// coordinator no longer held the election key (checked before the
+	// handoffs, and by etcd in the write itself): it was paused or cut off
+	// past its session TTL and another coordinator leads. Each ended the
+	// term.
+	RefusedWrites int64
+	// PlannedHandoffs and UnplannedHandoffs count the partition moves
+	// written, by whether the old owner released the partition first.
+	PlannedHandoffs   int64
+	UnplannedHandoffs int64
+	// FailedReleases counts Release calls to a live old owner that failed
+	// or timed out; each such move went ahead unplanned.
+	FailedReleases int64
+	// Executing is the number of admin requests the leader is carrying out
+	// now (0 or 1: they run one at a time).
+	Executing int64
+}
+
+// Coordinator assigns partitions to aggregators while it is the leader,
+// carries out the operators' moves, drains and rebalances, and answers the
+// admin API.
 type Coordinator struct {
 	cfg        Config
 	cl         *cluster.Client
 	partitions int
-	dial       func(addr string) (clickaggv1.AggregatorServiceClient, error)
+	dial       func(addr string) (grpc.ClientConnInterface, error)
 	log        *slog.Logger
 
-	mu      sync.Mutex
-	clients map[string]clickaggv1.AggregatorServiceClient // by address
+	mu    sync.Mutex
+	conns map[string]grpc.ClientConnInterface // by address
+
+	// term is the running term while this coordinator leads, else nil.
+	term atomic.Pointer[termHandle]
+
+	refusedWrites     atomic.Int64
+	plannedHandoffs   atomic.Int64
+	unplannedHandoffs atomic.Int64
+	failedReleases    atomic.Int64
+	executing         atomic.Int64
 }
 
 // New returns a coordinator of a cluster of partitions partitions. dial
-// returns a client of the aggregator at addr; it is called once per address
-// and its result reused, and the caller owns (and closes) the connections.
-// New does no I/O.
-func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), log *slog.Logger) *Coordinator {
+// returns a connection to the gRPC server at addr (aggregators, and the
+// leader when this coordinator forwards to it); it is called once per
+// address and its result reused, and the caller owns (and closes) the
+// connections. New does no I/O.
+func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger) *Coordinator {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Coordinator{
 		cfg:        cfg,
 		cl:         cl,
 		partitions: partitions,
 		dial:       dial,
 		log:        log,
-		clients:    map[string]clickaggv1.AggregatorServiceClient{},
+		conns:      map[string]grpc.ClientConnInterface{},
+	}
+}
+
+// Stats returns the counters of notable events.
+func (c *Coordinator) Stats() Stats {
+	return Stats{
+		RefusedWrites:     c.refusedWrites.Load(),
+		PlannedHandoffs:   c.plannedHandoffs.Load(),
+		UnplannedHandoffs: c.unplannedHandoffs.Load(),
+		FailedReleases:    c.failedReleases.Load(),
+		Executing:         c.executing.Load(),
 	}
 }
 
@@ -94,9 +149,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 }
 
-// lead runs one term: campaign, then assign until the term ends.
+// lead runs one term: campaign, read the state the previous leader left,
+// then plan and execute until the term ends.
 func (c *Coordinator) lead(ctx context.Context) error {
-	l, err := c.cl.Campaign(ctx, c.cfg.ID, c.cfg.SessionTTL)
+	l, err := c.cl.CampaignAt(ctx, cluster.Candidate{ID: c.cfg.ID, Addr: c.cfg.AdvertiseAddr}, c.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
@@ -107,16 +163,27 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			c.log.Warn("resign", "member", c.cfg.ID, "err", err)
 		}
 	}()
-	// Elected after the previous leader's key was deleted, so this read
-	// sees every write the previous leader made.
-	cur, err := c.cl.Assignment(ctx)
-	if err != nil {
-		return fmt.Errorf("read assignment: %w", err)
+	// Elected after the previous leader's key was deleted, so these reads
+	// see every write the previous leader made.
+	t := &term{c: c, l: l, gone: map[ownerKey]time.Time{}}
+	if err := t.load(ctx); err != nil {
+		return err
 	}
-	if n := len(cur.Owners); n != 0 && n != c.partitions {
+	if n := len(t.cur.Owners); n != 0 && n != c.partitions {
 		return &fatalError{fmt.Errorf("stored assignment has %d partitions, this coordinator was started with %d", n, c.partitions)}
 	}
-	c.log.Info("elected leader", "member", c.cfg.ID, "version", cur.Version)
+	if t.members, err = c.cl.Members(ctx, cluster.RoleAggregator); err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+	c.log.Info("elected leader", "member", c.cfg.ID, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
+
+	h := &termHandle{reqs: make(chan *request), done: make(chan struct{})}
+	c.term.Store(h)
+	defer func() {
+		c.term.CompareAndSwap(h, nil)
+		close(h.done)
+	}()
+	t.track = newTracker(c, l)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// One slot, latest wins: a plan only needs the newest member list.
@@ -138,71 +205,355 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			updates <- ms
 		})
 	})
-	g.Go(func() error { return c.assign(gctx, l, cur, updates) })
+	g.Go(func() error { return t.track.run(gctx) })
+	t.updates = updates
+	g.Go(func() error { return t.run(gctx, updates, h.reqs) })
 	return g.Wait()
 }
 
-// assign writes a new assignment for each member list that changes it.
-func (c *Coordinator) assign(ctx context.Context, l *cluster.Leadership, cur cluster.Assignment, updates <-chan []cluster.Member) error {
+// termHandle is how admin calls reach the running term.
+type termHandle struct {
+	reqs chan *request
+	done chan struct{} // closed when the term has ended
+}
+
+// ownerKey identifies one life of an owner.
+type ownerKey struct {
+	member      string
+	incarnation int64
+}
+
+// term is one leadership: the state the leader owns, kept in memory
+// because only the leader writes it, and re-read after a write whose
+// outcome is unknown.
+type term struct {
+	c     *Coordinator
+	l     *cluster.Leadership
+	track *tracker
+
+	cur     cluster.Assignment
+	cons    constraints
+	members []cluster.Member // live aggregators
+	// gone records when each lost owner was noticed: the stop time of its
+	// partitions' unplanned handoffs.
+	gone  map[ownerKey]time.Time
+	stale bool // cur or cons may be behind etcd
+	// updates delivers member lists; a plan in waves stops early when one
+	// is waiting, and the rest is planned again with it.
+	updates <-chan []cluster.Member
+}
+
+// load reads the assignment, drains and pins from etcd.
+func (t *term) load(ctx context.Context) error {
+	cur, err := t.c.cl.Assignment(ctx)
+	if err != nil {
+		return fmt.Errorf("read assignment: %w", err)
+	}
+	draining, err := t.c.cl.Draining(ctx)
+	if err != nil {
+		return fmt.Errorf("read drains: %w", err)
+	}
+	pins, err := t.c.cl.Pins(ctx)
+	if err != nil {
+		return fmt.Errorf("read pins: %w", err)
+	}
+	cons := constraints{draining: map[string]bool{}, pins: pins}
+	for id := range draining {
+		cons.draining[id] = true
+	}
+	t.cur, t.cons, t.stale = cur, cons, false
+	return nil
+}
+
+// onlyJoins reports whether ms differs from the current members only by
+// added aggregators: no member gone or restarted, none newly leaving.
+func (t *term) onlyJoins(ms []cluster.Member) bool {
+	next := make(map[string]cluster.Member, len(ms))
+	for _, m := range ms {
+		next[m.ID] = m
+	}
+	for _, m := range t.members {
+		n, ok := next[m.ID]
+		if !ok || n.Incarnation != m.Incarnation || n.Leaving != m.Leaving {
+			return false
+		}
+	}
+	return len(ms) > len(t.members)
+}
+
+// setMembers takes a new member list and notes the owners that left.
+func (t *term) setMembers(ms []cluster.Member) {
+	now := time.Now()
+	live := make(map[ownerKey]bool, len(ms))
+	for _, m := range ms {
+		live[ownerKey{m.ID, m.Incarnation}] = true
+	}
+	for _, m := range t.members {
+		k := ownerKey{m.ID, m.Incarnation}
+		if _, ok := t.gone[k]; !live[k] && !ok {
+			t.gone[k] = now
+		}
+	}
+	// Forget owners that no partition names any more.
+	owning := map[ownerKey]bool{}
+	for _, o := range t.cur.Owners {
+		owning[ownerKey{o.Member, o.Incarnation}] = true
+	}
+	for k := range t.gone {
+		if !owning[k] {
+			delete(t.gone, k)
+		}
+	}
+	t.members = ms
+}
+
+// run plans after every membership change and serves the admin requests,
+// one at a time, until the term ends.
+//
+// A change that only adds aggregators waits until no other has joined for
+// JoinDelay (at most joinDelayCap times that after the first): the members
+// of a scale-out start one after another, and one plan for all of them
+// moves each partition once, where a plan per member would move some
+// partitions again before their new owner even served them. A change that
+// loses an owner or marks one leaving is planned at once (with any joins
+// waiting).
+func (t *term) run(ctx context.Context, updates <-chan []cluster.Member, reqs <-chan *request) error {
 	var (
-		members []cluster.Member
-		pending bool // members not yet reflected in a written assignment
-		stale   bool // cur may be behind etcd after a write with unknown outcome
-		retry   <-chan time.Time
-		backoff = minBackoff
+		pending   = true // members not yet reflected in a written assignment
+		retry     <-chan time.Time
+		backoff   = minBackoff
+		joining   <-chan time.Time // set while additions wait for JoinDelay
+		firstJoin time.Time        // when the waiting additions started
 	)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case members = <-updates:
+		case ms := <-updates:
+			onlyJoins := t.onlyJoins(ms)
+			t.setMembers(ms)
 			pending = true
+			if d := t.c.cfg.JoinDelay; onlyJoins && d > 0 {
+				now := time.Now()
+				if joining == nil {
+					firstJoin = now
+				}
+				wait := min(d, firstJoin.Add(joinDelayCap*d).Sub(now))
+				joining = time.After(max(wait, 0))
+				continue
+			}
+			joining = nil
+		case <-joining:
+			joining = nil
+		case req := <-reqs:
+			t.c.executing.Add(1)
+			moves, err := t.handle(ctx, req)
+			t.c.executing.Add(-1)
+			req.reply <- response{moves: moves, err: err}
+			switch {
+			case errors.Is(err, cluster.ErrNotLeader):
+				return err
+			case fatal(err):
+				return err
+			case err == nil && !req.dryRun:
+				// The plan it executed reflected the latest members.
+				pending, joining = false, nil
+			}
+			continue
 		case <-retry:
 			retry = nil
 		}
 		if !pending || retry != nil {
 			continue
 		}
-		if stale {
-			a, err := c.cl.Assignment(ctx)
-			if err != nil {
-				c.log.Warn("read assignment", "err", err, "retry_in", backoff)
-				retry, backoff = time.After(backoff), min(2*backoff, maxBackoff)
-				continue
-			}
-			cur, stale = a, false
+		var err error
+		if t.stale {
+			err = t.load(ctx)
 		}
-		next, moved, changed, err := plan(cur, members, c.partitions, c.cfg.Load)
-		if err != nil {
-			return &fatalError{err}
+		if err == nil {
+			_, err = t.apply(ctx, t.cons, cluster.Update{})
 		}
-		if !changed {
-			pending = false
-			continue
-		}
-		if err := l.WriteAssignment(ctx, next); err != nil {
-			if errors.Is(err, cluster.ErrNotLeader) || ctx.Err() != nil {
-				return err
-			}
-			c.log.Warn("write assignment", "version", next.Version, "err", err, "retry_in", backoff)
-			stale = true
+		switch {
+		case err == nil:
+			pending, backoff = false, minBackoff
+		case errors.Is(err, cluster.ErrNotLeader), fatal(err):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			t.c.log.Warn("assign", "err", err, "retry_in", backoff)
 			retry, backoff = time.After(backoff), min(2*backoff, maxBackoff)
-			continue
 		}
-		pending, backoff = false, minBackoff
+	}
+}
+
+func fatal(err error) bool {
+	fe := (*fatalError)(nil)
+	return errors.As(err, &fe)
+}
+
+// apply plans for the current members under cons and executes the plan
+// together with u (the etcd form of a change of constraints). It returns
+// the moves it made. The caller has reloaded a stale state.
+//
+// The plan is carried out in waves (see waves): each wave is one
+// assignment version, and the next starts once the new owners of the
+// previous one serve, so that no new owner has more than moveWave
+// partitions to load at once. u is written with the first wave: if this
+// leader dies between waves, its successor plans the rest from it. A
+// membership change stops the waves early (the moves returned are those
+// made); the next plan continues from where they stopped.
+func (t *term) apply(ctx context.Context, cons constraints, u cluster.Update) ([]Move, error) {
+	c := t.c
+	next, moved, changed, err := planWith(t.cur, t.members, cons, c.partitions, c.cfg.Load)
+	if err != nil {
+		return nil, &fatalError{err}
+	}
+	if !changed {
+		if u.Drain == nil && u.Undrain == nil && u.Pin == nil && !u.ClearPins {
+			return nil, nil
+		}
+		if err := t.execute(ctx, t.cur, nil, false, u); err != nil {
+			return nil, err
+		}
+		t.cons = cons
+		return nil, nil
+	}
+	waves := t.waves(next, moved)
+	if len(waves) == 0 {
+		waves = [][]int{nil} // nothing moves, but the assignment is new
+	}
+	var made []Move
+	for i, wave := range waves {
+		if i > 0 && len(t.updates) > 0 {
+			c.log.Info("members changed: the rest of the plan is planned again", "waves_done", i, "waves", len(waves))
+			return made, nil
+		}
+		step := stepTowards(t.cur, next, wave)
+		if err := t.execute(ctx, step, wave, true, u); err != nil {
+			return nil, err
+		}
+		u = cluster.Update{}
+		t.cons = cons
+		prev := t.cur
+		t.cur = step
+		made = append(made, movesOf(prev, step, wave)...)
 		unassigned := 0
-		for _, o := range next.Owners {
+		for _, o := range step.Owners {
 			if o.Member == "" {
 				unassigned++
 			}
 		}
-		c.log.Info("assignment changed", "version", next.Version, "moved", moved, "aggregators", len(members), "unassigned", unassigned)
-		if len(members) > c.partitions {
-			c.log.Warn("more aggregators than partitions, some stay idle", "aggregators", len(members), "partitions", c.partitions)
+		c.log.Info("assignment changed", "version", step.Version, "moved", len(wave), "wave", i+1, "waves", len(waves), "aggregators", len(t.members), "unassigned", unassigned, "from_version", prev.Version)
+		if i < len(waves)-1 {
+			t.awaitServing(ctx, step, wave)
 		}
-		cur = next
+	}
+	if len(t.members) > c.partitions {
+		c.log.Warn("more aggregators than partitions, some stay idle", "aggregators", len(t.members), "partitions", c.partitions)
+	}
+	slices.SortFunc(made, func(x, y Move) int { return cmp.Compare(x.Partition, y.Partition) })
+	return made, nil
+}
+
+// moveWave bounds the live handoffs to one new owner in one wave: the new
+// owner loads each partition's snapshot, and its last one would otherwise
+// wait for all the others.
+const moveWave = 8
+
+// waves orders the moves: every move whose old owner is gone (nothing to
+// hand over, nobody serves it meanwhile) in the first wave, and the live
+// handoffs at most moveWave per new owner per wave, in partition order.
+func (t *term) waves(next cluster.Assignment, moved []int) [][]int {
+	live := make(map[ownerKey]bool, len(t.members))
+	for _, m := range t.members {
+		live[ownerKey{m.ID, m.Incarnation}] = true
+	}
+	var waves [][]int
+	add := func(i, p int) {
+		for len(waves) <= i {
+			waves = append(waves, nil)
+		}
+		waves[i] = append(waves[i], p)
+	}
+	perOwner := map[string]int{}
+	for _, p := range moved {
+		var old cluster.Owner
+		if p < len(t.cur.Owners) {
+			old = t.cur.Owners[p]
+		}
+		if old.Member == "" || !live[ownerKey{old.Member, old.Incarnation}] {
+			add(0, p)
+			continue
+		}
+		to := next.Owners[p].Member
+		add(perOwner[to]/moveWave, p)
+		perOwner[to]++
+	}
+	return waves
+}
+
+// stepTowards returns cur with the partitions parts moved to their owners
+// in next, as the next version; moved partitions get it as their epoch.
+func stepTowards(cur, next cluster.Assignment, parts []int) cluster.Assignment {
+	owners := make([]cluster.Owner, len(next.Owners))
+	copy(owners, cur.Owners)
+	version := cur.Version + 1
+	for _, o := range cur.Owners {
+		version = max(version, o.Epoch+1)
+	}
+	for _, p := range parts {
+		o := next.Owners[p]
+		o.Epoch, o.Released = version, ""
+		owners[p] = o
+	}
+	return cluster.Assignment{Version: version, Owners: owners}
+}
+
+// awaitServing waits until the new owners of parts in a serve them, at
+// most ReleaseTimeout: a wave that does not complete (a new owner died)
+// does not hold the next one back for long, and the next plan fixes it.
+func (t *term) awaitServing(ctx context.Context, a cluster.Assignment, parts []int) {
+	c := t.c
+	addr := map[string]string{}
+	for _, m := range t.members {
+		addr[m.ID] = m.Addr
+	}
+	waiting := map[int]bool{}
+	for _, p := range parts {
+		if a.Owners[p].Member != "" {
+			waiting[p] = true
+		}
+	}
+	deadline := time.Now().Add(c.cfg.ReleaseTimeout)
+	for len(waiting) > 0 && time.Now().Before(deadline) && len(t.updates) == 0 {
+		members := map[string]bool{}
+		for p := range waiting {
+			members[a.Owners[p].Member] = true
+		}
+		for id := range members {
+			resp, err := c.partitionStatus(ctx, addr[id])
+			if err != nil || resp.GetMember() != id {
+				continue
+			}
+			for _, ps := range resp.GetPartitions() {
+				p := int(ps.GetPartition())
+				if waiting[p] && a.Owners[p].Member == id && ps.GetEpoch() == a.Owners[p].Epoch && ps.GetState() == "serving" {
+					delete(waiting, p)
+				}
+			}
+		}
+		if len(waiting) > 0 && !sleep(ctx, wavePoll) {
+			return
+		}
+	}
+	if len(waiting) > 0 {
+		c.log.Warn("next wave of moves without waiting longer for the last one", "version", a.Version, "not_serving", len(waiting))
 	}
 }
+
+// wavePoll is how often awaitServing asks the new owners.
+const wavePoll = 50 * time.Millisecond
 
 // sleep waits d or until ctx ends; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -216,17 +567,29 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// aggregator returns the client of the aggregator at addr.
-func (c *Coordinator) aggregator(addr string) (clickaggv1.AggregatorServiceClient, error) {
+// conn returns the connection to the server at addr.
+func (c *Coordinator) conn(addr string) (grpc.ClientConnInterface, error) {
+	if addr == "" {
+		return nil, errors.New("no address registered")
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.clients[addr]; ok {
-		return cl, nil
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
 	}
-	cl, err := c.dial(addr)
+	cc, err := c.dial(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// aggregator returns the client of the aggregator at addr.
+func (c *Coordinator) aggregator(addr string) (clickaggv1.AggregatorServiceClient, error) {
+	cc, err := c.conn(addr)
 	if err != nil {
 		return nil, err
 	}
-	c.clients[addr] = cl
-	return cl, nil
+	return clickaggv1.NewAggregatorServiceClient(cc), nil
 }

@@ -69,6 +69,9 @@ func TestConfig(t *testing.T) {
 		{"session ttl 1s", func(c *Config) { c.SessionTTL = time.Second }, false},
 		{"session ttl 2.5s", func(c *Config) { c.SessionTTL = 2500 * time.Millisecond }, false},
 		{"zero status timeout", func(c *Config) { c.StatusTimeout = 0 }, false},
+		{"zero release timeout", func(c *Config) { c.ReleaseTimeout = 0 }, false},
+		{"negative join delay", func(c *Config) { c.JoinDelay = -time.Second }, false},
+		{"join delay 0", func(c *Config) { c.JoinDelay = 0 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,7 +118,7 @@ func (e *env) etcd() *clientv3.Client {
 	return testserver.NewEtcdClient(e.t, e.endpoint)
 }
 
-func (e *env) dial(addr string) (clickaggv1.AggregatorServiceClient, error) {
+func (e *env) dial(addr string) (grpc.ClientConnInterface, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
@@ -123,7 +126,7 @@ func (e *env) dial(addr string) (clickaggv1.AggregatorServiceClient, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.conns = append(e.conns, conn)
-	return clickaggv1.NewAggregatorServiceClient(conn), nil
+	return conn, nil
 }
 
 func (e *env) register(id, addr string) *cluster.Registration {
@@ -144,7 +147,7 @@ func (e *env) start(id string, partitions int) (*Coordinator, func() error) {
 
 // startOn is start on the given etcd connection.
 func (e *env) startOn(etcd *clientv3.Client, id string, partitions int) (*Coordinator, func() error) {
-	cfg := Config{ID: id, Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second}
+	cfg := Config{ID: id, Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
 	log := slog.New(slog.NewTextHandler(e.t.Output(), nil)).With("coordinator", id)
 	c := New(cfg, cluster.NewClient(etcd, "/t"), partitions, e.dial, log)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -392,9 +395,59 @@ func TestRunRefusesAssignmentOfOtherPartitionCount(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	c := New(Config{ID: "coord-2", Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second}, e.client(), 16, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	c := New(Config{ID: "coord-2", Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second}, e.client(), 16, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	err := c.Run(ctxT(t))
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run over an 8-partition assignment with 16 partitions = %v, want a refusal", err)
 	}
+}
+
+// TestJoinsWaitForMore: aggregators that join are planned together after
+// JoinDelay, or at once with a loss; a lost owner does not wait.
+func TestJoinsWaitForMore(t *testing.T) {
+	const parts = 12
+	e := newEnv(t)
+	a := e.register("a", "127.0.0.1:1")
+	cfg := Config{ID: "coord-1", Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second, JoinDelay: time.Minute}
+	c := New(cfg, e.client(), parts, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	v1 := e.waitVersion(1)
+	checkOwners(t, v1, parts, a)
+	b, d := e.register("b", "127.0.0.1:2"), e.register("d", "127.0.0.1:4")
+
+	// The leader has seen b and d (its plan moves partitions to them) but
+	// has written nothing: the joins wait.
+	cl := coordinatorClient(t, c)
+	testserver.Eventually(t, wait, func() error {
+		resp, err := cl.Rebalance(ctxT(t), &clickaggv1.RebalanceRequest{DryRun: true})
+		if err != nil {
+			return err
+		}
+		to := map[string]bool{}
+		for _, m := range resp.GetMoves() {
+			to[m.GetToMember()] = true
+		}
+		if !to["b"] || !to["d"] {
+			return fmt.Errorf("plan %v does not move to b and d yet", resp.GetMoves())
+		}
+		return nil
+	})
+	if got, err := e.cl.Assignment(ctxT(t)); err != nil || got.Version != 1 {
+		t.Fatalf("assignment version %d, %v while joins wait; want 1", got.Version, err)
+	}
+
+	// a goes: one plan for the loss and both joins.
+	if err := a.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	v2 := e.waitVersion(2)
+	checkOwners(t, v2, parts, b, d)
 }

@@ -179,3 +179,80 @@ func TestPlanRefusesOtherPartitionCount(t *testing.T) {
 		t.Fatal("plan over a stored assignment of 4 partitions for 8 succeeded")
 	}
 }
+
+// TestPlanWithConstraints: drained and leaving members get nothing while
+// someone else can take the partitions; pins override the ring while their
+// member is alive and neither draining nor leaving.
+func TestPlanWithConstraints(t *testing.T) {
+	const parts = 16
+	a, b, c := agg("a", 1), agg("b", 2), agg("c", 3)
+	leaving := func(m cluster.Member) cluster.Member { m.Leaving = true; return m }
+	ringOf := func(ids ...string) []string {
+		o, err := ring.Assign(ids, parts, ring.DefaultLoad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	abc := ringOf("a", "b", "c")
+	cur, _, _, err := plan(cluster.Assignment{}, []cluster.Member{a, b, c}, parts, ring.DefaultLoad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The partition the ring gives a, pinned to b.
+	pinned := slices.Index(abc, "a")
+	tests := []struct {
+		name    string
+		members []cluster.Member
+		cons    constraints
+		want    []string // owner of each partition
+	}{
+		{"nothing asked", []cluster.Member{a, b, c}, constraints{}, abc},
+		{"b draining", []cluster.Member{a, b, c}, constraints{draining: map[string]bool{"b": true}}, ringOf("a", "c")},
+		{"b leaving", []cluster.Member{a, leaving(b), c}, constraints{}, ringOf("a", "c")},
+		{"everyone draining: the ring over all", []cluster.Member{a, b, c}, constraints{draining: map[string]bool{"a": true, "b": true, "c": true}}, abc},
+		{"the others leaving: the drained one takes all", []cluster.Member{leaving(a), b, leaving(c)}, constraints{draining: map[string]bool{"b": true}}, ringOf("b")},
+		{"a drained member's drain key without the member", []cluster.Member{a, c}, constraints{draining: map[string]bool{"b": true}}, ringOf("a", "c")},
+		{"pin", []cluster.Member{a, b, c}, constraints{pins: map[int]string{pinned: "b"}}, with(abc, pinned, "b")},
+		{"pin to a draining member is ignored", []cluster.Member{a, b, c}, constraints{draining: map[string]bool{"b": true}, pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},
+		{"pin to a leaving member is ignored", []cluster.Member{a, leaving(b), c}, constraints{pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},
+		{"pin to a dead member is ignored", []cluster.Member{a, c}, constraints{pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},
+		{"pin out of range is ignored", []cluster.Member{a, b, c}, constraints{pins: map[int]string{parts: "b", -1: "b"}}, abc},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next, moved, changed, err := planWith(cur, tt.members, tt.cons, parts, ring.DefaultLoad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			var wantMoved []int
+			for p, o := range next.Owners {
+				got = append(got, o.Member)
+				if o.Member != cur.Owners[p].Member {
+					wantMoved = append(wantMoved, p)
+					if o.Epoch != cur.Version+1 {
+						t.Errorf("moved partition %d has epoch %d, want %d", p, o.Epoch, cur.Version+1)
+					}
+				} else if o.Epoch != cur.Owners[p].Epoch {
+					t.Errorf("kept partition %d changed epoch %d → %d", p, cur.Owners[p].Epoch, o.Epoch)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("owners %v, want %v", got, tt.want)
+			}
+			if !slices.Equal(moved, wantMoved) || changed != (len(wantMoved) > 0) {
+				t.Fatalf("moved %v changed %v, want %v", moved, changed, wantMoved)
+			}
+			if ms := movesOf(cur, next, moved); len(ms) != len(moved) {
+				t.Fatalf("movesOf = %v for %v", ms, moved)
+			}
+		})
+	}
+}
+
+func with(owners []string, p int, id string) []string {
+	o := slices.Clone(owners)
+	o[p] = id
+	return o
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/clickagg/clickagg/cluster"
@@ -18,11 +20,147 @@ type server struct {
 	c *Coordinator
 }
 
-// NewServer returns the gRPC admin API of c. It answers on any coordinator,
-// leader or not, because everything it reports is read from etcd and the
-// aggregators.
+// NewServer returns the gRPC admin API of c. Reads (ListMembers,
+// GetAssignment, GetClusterStatus, GetLoad, GetHandoffs) are answered by
+// any coordinator, leader or not, from etcd and the aggregators.
+// Mutations (MovePartition, DrainMember, Rebalance, dry runs included) are
+// executed by the leader only: a follower forwards them to the leader's
+// advertised address, marking the call as forwarded; a forwarded call that
+// reaches a coordinator that does not lead (leadership moved in between)
+// fails with FAILED_PRECONDITION naming the leader, rather than bouncing
+// between coordinators.
 func NewServer(c *Coordinator) clickaggv1.CoordinatorServiceServer {
 	return &server{c: c}
+}
+
+// forwardedBy is the metadata key that marks a forwarded mutation; its
+// value is the forwarding coordinator's ID.
+const forwardedBy = "clickagg-forwarded-by"
+
+// leader returns a client of the leader and the context to call it with,
+// or the status to answer when the call cannot be forwarded.
+func (s *server) leader(ctx context.Context) (clickaggv1.CoordinatorServiceClient, context.Context, error) {
+	cand, err := s.c.cl.LeaderCandidate(ctx)
+	if err != nil {
+		return nil, nil, toStatus(err)
+	}
+	self := s.c.cfg.ID
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedBy)) > 0 {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead (the call was forwarded by %s); the leader is %q at %q: call it",
+			self, md.Get(forwardedBy)[0], cand.ID, cand.Addr)
+	}
+	switch {
+	case cand.ID == "":
+		return nil, nil, status.Error(codes.Unavailable, "no coordinator leads now; retry shortly")
+	case cand.ID == self:
+		return nil, nil, status.Errorf(codes.Unavailable, "coordinator %s is taking over the leadership; retry shortly", self)
+	case cand.Addr == "":
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead and the leader %q has no address to forward to: call it", self, cand.ID)
+	}
+	cc, err := s.c.conn(cand.Addr)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "forward to the leader %s: %v", cand.ID, err)
+	}
+	return clickaggv1.NewCoordinatorServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedBy, self), nil
+}
+
+func (s *server) MovePartition(ctx context.Context, req *clickaggv1.MovePartitionRequest) (*clickaggv1.MovePartitionResponse, error) {
+	moves, err := s.c.MovePartition(ctx, int(req.GetPartition()), req.GetToMember(), req.GetDryRun())
+	if errors.Is(err, ErrNotLeading) {
+		cl, fctx, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cl.MovePartition(fctx, req)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.MovePartitionResponse{Moves: movesProto(moves), DryRun: req.GetDryRun()}, nil
+}
+
+func (s *server) DrainMember(ctx context.Context, req *clickaggv1.DrainMemberRequest) (*clickaggv1.DrainMemberResponse, error) {
+	moves, err := s.c.DrainMember(ctx, req.GetMember(), req.GetCancel(), req.GetDryRun())
+	if errors.Is(err, ErrNotLeading) {
+		cl, fctx, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cl.DrainMember(fctx, req)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.DrainMemberResponse{Moves: movesProto(moves), DryRun: req.GetDryRun()}, nil
+}
+
+func (s *server) Rebalance(ctx context.Context, req *clickaggv1.RebalanceRequest) (*clickaggv1.RebalanceResponse, error) {
+	moves, err := s.c.Rebalance(ctx, req.GetDryRun())
+	if errors.Is(err, ErrNotLeading) {
+		cl, fctx, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cl.Rebalance(fctx, req)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.RebalanceResponse{Moves: movesProto(moves), DryRun: req.GetDryRun()}, nil
+}
+
+func movesProto(moves []Move) []*clickaggv1.PartitionMove {
+	out := make([]*clickaggv1.PartitionMove, len(moves))
+	for i, m := range moves {
+		out[i] = &clickaggv1.PartitionMove{Partition: int32(m.Partition), FromMember: m.From, ToMember: m.To}
+	}
+	return out
+}
+
+func (s *server) GetLoad(ctx context.Context, _ *clickaggv1.GetLoadRequest) (*clickaggv1.GetLoadResponse, error) {
+	l, err := s.c.Load(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.GetLoadResponse{}
+	for _, m := range l.Members {
+		resp.Members = append(resp.Members, &clickaggv1.MemberLoad{
+			Member: m.Member, Partitions: int32(m.Partitions), EventsPerSecond: m.EventsPerSecond, LagEntries: m.LagEntries, Draining: m.Draining,
+		})
+	}
+	for _, p := range l.Partitions {
+		resp.Partitions = append(resp.Partitions, &clickaggv1.PartitionLoad{
+			Partition: int32(p.Partition), Member: p.Member, EventsPerSecond: p.EventsPerSecond, LagEntries: p.LagEntries, LagSeconds: p.LagSeconds,
+		})
+	}
+	for _, p := range l.Unavailable {
+		resp.Unavailable = append(resp.Unavailable, int32(p))
+	}
+	return resp, nil
+}
+
+func (s *server) GetHandoffs(ctx context.Context, _ *clickaggv1.GetHandoffsRequest) (*clickaggv1.GetHandoffsResponse, error) {
+	hs, err := s.c.cl.Handoffs(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.GetHandoffsResponse{Handoffs: make([]*clickaggv1.Handoff, len(hs))}
+	for i, h := range hs {
+		ph := &clickaggv1.Handoff{
+			Partition:  int32(h.Partition),
+			FromMember: h.From,
+			ToMember:   h.To,
+			Epoch:      h.Epoch,
+			Planned:    h.Planned,
+			Stopped:    timestamppb.New(h.Stopped),
+		}
+		if !h.Serving.IsZero() {
+			ph.Serving = timestamppb.New(h.Serving)
+			ph.Pause = durationpb.New(h.Pause())
+		}
+		resp.Handoffs[i] = ph
+	}
+	return resp, nil
 }
 
 func (s *server) ListMembers(ctx context.Context, req *clickaggv1.ListMembersRequest) (*clickaggv1.ListMembersResponse, error) {
@@ -74,7 +212,8 @@ func membersProto(ms []cluster.Member) []*clickaggv1.Member {
 }
 
 // toStatus maps the errors of the domain to gRPC codes. Everything not
-// named is a failure to reach etcd, which clients should retry.
+// named is a failure to reach etcd (or a leadership that ended under the
+// call), which clients should retry.
 func toStatus(err error) error {
 	code := codes.Unavailable
 	switch {
@@ -82,9 +221,13 @@ func toStatus(err error) error {
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
-	case errors.Is(err, cluster.ErrInvalid):
+	case errors.Is(err, cluster.ErrInvalid), errors.Is(err, ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, cluster.ErrMalformed):
+	case errors.Is(err, ErrUnknownMember):
+		code = codes.NotFound
+	case errors.Is(err, ErrLastMember), errors.Is(err, ErrDraining), errors.Is(err, ErrAlreadyOwner):
+		code = codes.FailedPrecondition
+	case errors.Is(err, cluster.ErrMalformed), fatal(err):
 		code = codes.Internal
 	}
 	return status.Error(code, err.Error())

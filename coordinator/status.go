@@ -49,6 +49,32 @@ func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	}
 	st := ClusterStatus{Leader: leader, Partitions: c.partitions, Members: members}
 
+	reported := c.reports(ctx, a, members)
+	allWatermarks := true
+	for p, ps := range reported {
+		if ps == nil {
+			st.Unavailable = append(st.Unavailable, p)
+			continue
+		}
+		st.Reports = append(st.Reports, ps)
+		if ps.GetWatermark() == nil {
+			allWatermarks = false
+			continue
+		}
+		if w := ps.GetWatermark().AsTime(); st.MinWatermark.IsZero() || w.Before(st.MinWatermark) {
+			st.MinWatermark = w
+		}
+	}
+	if len(st.Unavailable) > 0 || !allWatermarks {
+		st.MinWatermark = time.Time{}
+	}
+	return st, nil
+}
+
+// reports asks every owner in a about its partitions, in parallel, and
+// returns the reports by partition; nil where the owner did not answer.
+// Only the owner at the assigned epoch speaks for a partition.
+func (c *Coordinator) reports(ctx context.Context, a cluster.Assignment, members []cluster.Member) []*clickaggv1.PartitionStatus {
 	addr := map[string]string{}
 	for _, m := range members {
 		if m.Role == cluster.RoleAggregator {
@@ -94,32 +120,13 @@ func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 		mine := owned[id]
 		for _, ps := range resp.GetPartitions() {
 			p := int(ps.GetPartition())
-			// Only the owner at the assigned epoch speaks for a partition;
-			// anything else is a report from before or after a move.
+			// Anything else is a report from before or after a move.
 			if _, ok := slices.BinarySearch(mine, p); ok && ps.GetEpoch() == a.Owners[p].Epoch {
 				reported[p] = ps
 			}
 		}
 	}
-	allWatermarks := true
-	for p, ps := range reported {
-		if ps == nil {
-			st.Unavailable = append(st.Unavailable, p)
-			continue
-		}
-		st.Reports = append(st.Reports, ps)
-		if ps.GetWatermark() == nil {
-			allWatermarks = false
-			continue
-		}
-		if w := ps.GetWatermark().AsTime(); st.MinWatermark.IsZero() || w.Before(st.MinWatermark) {
-			st.MinWatermark = w
-		}
-	}
-	if len(st.Unavailable) > 0 || !allWatermarks {
-		st.MinWatermark = time.Time{}
-	}
-	return st, nil
+	return reported
 }
 
 func (c *Coordinator) partitionStatus(ctx context.Context, addr string) (*clickaggv1.PartitionStatusResponse, error) {

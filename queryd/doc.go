@@ -10,6 +10,20 @@
 // lists are disjoint and the merged top N is exact, ties included (count
 // descending, then ad_id ascending).
 //
+// # Split ads
+//
+// With WithSplits, queryd follows the hot-key split table (package hotkey).
+// A count of a split ad adds up its counts in its own partition and in
+// every partition of every split interval overlapping the window: each
+// click lives in exactly one of them. A top-N passes the ads with an
+// interval overlapping the window as split_ads to every owner, which leaves
+// them out of its top list and returns their counts in its partitions in
+// split_counts; queryd merges the top lists with the split counts of all
+// owners (topn.Merge adds up an ad found in several lists), which is exact.
+// The publisher and WatchPopularAds use the same path. While the copy of
+// the table is not confirmed current within -hotkey.max-staleness, every
+// query fails with UNAVAILABLE: a missed split would undercount.
+//
 // An answer is never silently partial. A partition without an owner, an
 // owner without an address, or an owner that fails or times out makes the
 // whole query fail with UNAVAILABLE naming the partitions. When the

@@ -71,6 +71,8 @@ type truth struct {
 	// probes counts the one-ad TopAds calls, with which the publisher
 	// starts every poll.
 	probes atomic.Int64
+	// countCalls counts the Count calls.
+	countCalls atomic.Int64
 }
 
 var (
@@ -96,12 +98,18 @@ func newTruth(parts *ring.Partitioner, seed uint64, n, ads, minutes int) *truth 
 }
 
 func (tr *truth) add(cs ...click) {
+	for i := range cs {
+		cs[i].partition = tr.parts.Partition(cs[i].ad)
+	}
+	tr.addIn(cs...)
+}
+
+// addIn adds clicks with their partition set, as the routers put a split
+// ad's clicks in other partitions than its own.
+func (tr *truth) addIn(cs ...click) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	for _, c := range cs {
-		c.partition = tr.parts.Partition(c.ad)
-		tr.clicks = append(tr.clicks, c)
-	}
+	tr.clicks = append(tr.clicks, cs...)
 }
 
 func (tr *truth) setWatermark(p int, ms int64) {
@@ -133,11 +141,17 @@ func (tr *truth) counts(from, to int64, f Filter, keep func(p int) bool) map[str
 }
 
 func (tr *truth) count(ad string, from, to int64, f Filter) int64 {
+	return tr.countIn(func(int) bool { return true }, ad, from, to, f)
+}
+
+// countIn counts ad's clicks in the partitions for which keep returns
+// true.
+func (tr *truth) countIn(keep func(p int) bool, ad string, from, to int64, f Filter) int64 {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	var n int64
 	for _, c := range tr.clicks {
-		if c.ad == ad && c.minute >= from && c.minute < to && c.matches(f) {
+		if c.ad == ad && c.minute >= from && c.minute < to && c.matches(f) && keep(c.partition) {
 			n++
 		}
 	}
@@ -163,7 +177,7 @@ func rank(counts map[string]int64, n int) []AdCount {
 
 // fakeAgg is a test implementation of the internal AggregatorService over
 // the truth: it answers exactly for the partitions it owns and UNAVAILABLE
-// for the others, as a real aggregator does.
+// for the others, as a real aggregator does, split ads included.
 type fakeAgg struct {
 	clickaggv1.UnimplementedAggregatorServiceServer
 	id    string
@@ -205,11 +219,9 @@ func (a *fakeAgg) Count(ctx context.Context, req *clickaggv1.CountRequest) (*cli
 	if !a.serves(p) {
 		return nil, status.Errorf(codes.Unavailable, "%s does not serve partition %d", a.id, p)
 	}
-	if got := a.tr.parts.Partition(req.GetAdId()); got != p {
-		return nil, status.Errorf(codes.InvalidArgument, "ad %s is in partition %d, not %d", req.GetAdId(), got, p)
-	}
+	a.tr.countCalls.Add(1)
 	f := Filter{Country: req.GetFilter().GetCountry(), IP: req.GetFilter().GetIp(), UserID: req.GetFilter().GetUserId()}
-	n := a.tr.count(req.GetAdId(), req.GetFromMinute(), req.GetToMinute(), f)
+	n := a.tr.countIn(func(q int) bool { return q == p }, req.GetAdId(), req.GetFromMinute(), req.GetToMinute(), f)
 	a.tr.mu.Lock()
 	wm := a.tr.wm[p]
 	a.tr.mu.Unlock()
@@ -230,6 +242,12 @@ func (a *fakeAgg) TopAds(ctx context.Context, req *clickaggv1.TopAdsRequest) (*c
 	f := Filter{Country: req.GetFilter().GetCountry(), IP: req.GetFilter().GetIp(), UserID: req.GetFilter().GetUserId()}
 	counts := a.tr.counts(req.GetFromMinute(), req.GetToMinute(), f, func(p int) bool { return want[p] })
 	resp := &clickaggv1.TopAdsResponse{}
+	for _, ad := range slices.Sorted(slices.Values(req.GetSplitAds())) {
+		if n := counts[ad]; n != 0 {
+			resp.SplitCounts = append(resp.SplitCounts, &clickaggv1.AdCount{AdId: ad, Count: n})
+		}
+		delete(counts, ad)
+	}
 	for _, ac := range rank(counts, int(req.GetCount())) {
 		resp.Ads = append(resp.Ads, &clickaggv1.AdCount{AdId: ac.AdID, Count: ac.Count})
 	}
@@ -263,11 +281,12 @@ type env struct {
 	qc      clickaggv1.QueryServiceClient
 	stop    func() // stops q's Run and waits for it
 	dial    func(string) (clickaggv1.AggregatorServiceClient, error)
+	opts    []Option
 }
 
 // newQueryd returns another Queryd on e's cluster and Redis.
 func (e *env) newQueryd() *Queryd {
-	return New(e.cfg, e.parts, e.cl, e.rdb, e.dial, testLogger(e.t), testNow)
+	return New(e.cfg, e.parts, e.cl, e.rdb, e.dial, testLogger(e.t), testNow, e.opts...)
 }
 
 const partitions = 12
@@ -305,11 +324,12 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// newEnv starts everything but q's Run; call start.
-func newEnv(t *testing.T, tr *truth, cfg Config) *env {
+// newEnv starts everything but q's Run; call start. Every Queryd of the
+// env gets opts.
+func newEnv(t *testing.T, tr *truth, cfg Config, opts ...Option) *env {
 	t.Helper()
 	ctx := ctxT(t)
-	e := &env{t: t, ctx: ctx, tr: tr, parts: tr.parts, cfg: cfg, regs: map[string]*cluster.Registration{}}
+	e := &env{t: t, ctx: ctx, tr: tr, parts: tr.parts, cfg: cfg, regs: map[string]*cluster.Registration{}, opts: opts}
 	e.cl = cluster.NewClient(testserver.EtcdClient(t), "/queryd-test")
 	e.rdb = testserver.RedisClient(t)
 

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/topn"
@@ -84,6 +85,25 @@ type TopResult struct {
 // fanOutLimit bounds the concurrent calls of one fan-out.
 const fanOutLimit = 16
 
+// Splits is queryd's copy of the hot-key split table; *hotkey.Follower
+// satisfies it.
+type Splits interface {
+	// Table returns the table to answer with, or an error when the copy may
+	// be stale: missing a split would undercount its ad.
+	Table() (*hotkey.Table, error)
+}
+
+// Option configures a Queryd beyond its Config.
+type Option func(*Queryd)
+
+// WithSplits makes queries add up the partitions of split ads from the
+// table of s, and fail with UNAVAILABLE while s fails. Without it, every ad
+// is taken to live in its own partition: right only for a cluster that
+// never splits (tests).
+func WithSplits(s Splits) Option {
+	return func(q *Queryd) { q.splits = s }
+}
+
 // Queryd answers count and top queries by fanning out to the partitions'
 // owners, and publishes each completed minute's top list.
 type Queryd struct {
@@ -94,6 +114,8 @@ type Queryd struct {
 	dial  func(addr string) (clickaggv1.AggregatorServiceClient, error)
 	lg    *slog.Logger
 	now   func() time.Time
+	// splits is nil when queryd has no split table (WithSplits).
+	splits Splits
 
 	dir atomic.Pointer[directory]
 
@@ -122,7 +144,7 @@ type Queryd struct {
 // client is kept for the life of the Queryd; closing the underlying
 // connections is the caller's job. now is the clock that defines the
 // current minute. New does no I/O.
-func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.UniversalClient, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time) *Queryd {
+func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.UniversalClient, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
 	q := &Queryd{
 		cfg:     cfg,
 		parts:   parts,
@@ -137,8 +159,24 @@ func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.Univ
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
 	}
+	for _, o := range opts {
+		o(q)
+	}
 	q.dir.Store(&directory{})
 	return q
+}
+
+// table returns the split table to answer with: nil (no splits) without
+// WithSplits.
+func (q *Queryd) table() (*hotkey.Table, error) {
+	if q.splits == nil {
+		return nil, nil
+	}
+	t, err := q.splits.Table()
+	if err != nil {
+		return nil, fmt.Errorf("%w: split table: %w", ErrUnavailable, err)
+	}
+	return t, nil
 }
 
 // Run follows the assignment and the aggregators in etcd and publishes the
@@ -287,38 +325,94 @@ func (q *Queryd) withRetry(ctx context.Context, call func(*directory) error) err
 }
 
 // Count returns adID's clicks over [from, to) Unix minutes from the owner of
-// its partition.
+// its partition, and, for a split ad, from the owners of every partition
+// of every interval overlapping the window, added up: each click lives in
+// exactly one of them.
 func (q *Queryd) Count(ctx context.Context, adID string, from, to int64, f Filter) (CountResult, error) {
-	p := q.parts.Partition(adID)
-	req := &clickaggv1.CountRequest{Partition: int32(p), AdId: adID, FromMinute: from, ToMinute: to, Filter: f.proto()}
-	var resp *clickaggv1.CountResponse
-	err := q.withRetry(ctx, func(d *directory) error {
-		r := d.route(p)
-		if r.why != "" {
-			return &UnavailableError{Partitions: []int{p}, Reason: r.why}
-		}
-		c, err := q.client(r.addr)
-		if err != nil {
-			return &UnavailableError{Partitions: []int{p}, Reason: fmt.Sprintf("owner %s: %v", r.member, err)}
-		}
-		cctx, cancel := context.WithTimeout(ctx, q.cfg.CallTimeout)
-		defer cancel()
-		resp, err = c.Count(cctx, req)
-		if err != nil {
-			return &UnavailableError{Partitions: []int{p}, Reason: fmt.Sprintf("owner %s at %s: %v", r.member, r.addr, err)}
-		}
-		return nil
+	t, err := q.table()
+	if err != nil {
+		return CountResult{}, err
+	}
+	ps := t.Partitions(q.parts, adID, from, to)
+	var (
+		n  int64
+		wm int64
+	)
+	err = q.withRetry(ctx, func(d *directory) error {
+		var err error
+		n, wm, err = q.countOnce(ctx, d, ps, adID, from, to, f)
+		return err
 	})
 	if err != nil {
 		return CountResult{}, err
 	}
 	return CountResult{
 		AdID:     adID,
-		Count:    resp.GetCount(),
+		Count:    n,
 		From:     from,
 		To:       to,
-		Complete: resp.GetWatermarkMs() >= to*minuteMs,
+		Complete: wm >= to*minuteMs,
 	}, nil
+}
+
+// countOnce sums adID's counts in the partitions ps and returns the
+// smallest of their watermarks; any partition that cannot answer fails it.
+func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID string, from, to int64, f Filter) (int64, int64, error) {
+	counts := make([]int64, len(ps))
+	wms := make([]int64, len(ps))
+	errs := make([]error, len(ps))
+	call := func(i int) {
+		p := ps[i]
+		r := d.route(p)
+		if r.why != "" {
+			errs[i] = errors.New(r.why)
+			return
+		}
+		c, err := q.client(r.addr)
+		if err != nil {
+			errs[i] = fmt.Errorf("owner %s: %w", r.member, err)
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, q.cfg.CallTimeout)
+		defer cancel()
+		resp, err := c.Count(cctx, &clickaggv1.CountRequest{Partition: int32(p), AdId: adID, FromMinute: from, ToMinute: to, Filter: f.proto()})
+		if err != nil {
+			errs[i] = fmt.Errorf("owner %s at %s: %w", r.member, r.addr, err)
+			return
+		}
+		counts[i], wms[i] = resp.GetCount(), resp.GetWatermarkMs()
+	}
+	if len(ps) == 1 {
+		call(0)
+	} else {
+		var eg errgroup.Group
+		eg.SetLimit(fanOutLimit)
+		for i := range ps {
+			eg.Go(func() error { call(i); return nil })
+		}
+		_ = eg.Wait()
+	}
+	var missing []int
+	var reasons []string
+	for i, err := range errs {
+		if err != nil {
+			missing = append(missing, ps[i])
+			reasons = append(reasons, err.Error())
+		}
+	}
+	if len(missing) > 0 {
+		if len(missing) > 1 {
+			for i := range reasons {
+				reasons[i] = fmt.Sprintf("partition %d: %s", missing[i], reasons[i])
+			}
+		}
+		return 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	}
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n, slices.Min(wms), nil
 }
 
 const minuteMs = 60_000
@@ -335,23 +429,31 @@ func (q *Queryd) Top(ctx context.Context, from, to int64, n int, f Filter) (TopR
 
 // top returns the top n ads and the smallest watermark of all partitions.
 func (q *Queryd) top(ctx context.Context, from, to int64, n int, f Filter) ([]AdCount, int64, error) {
+	t, err := q.table()
+	if err != nil {
+		return nil, 0, err
+	}
+	split := t.SplitAds(from, to)
 	var (
 		ads []AdCount
 		wm  int64
 	)
-	err := q.withRetry(ctx, func(d *directory) error {
+	err = q.withRetry(ctx, func(d *directory) error {
 		var err error
-		ads, wm, err = q.topOnce(ctx, d, from, to, n, f)
+		ads, wm, err = q.topOnce(ctx, d, from, to, n, f, split)
 		return err
 	})
 	return ads, wm, err
 }
 
-// topOnce asks each owner for the top n of its partitions and merges the
-// answers. Every non-split ad lives in exactly one partition, so the lists
-// are disjoint and the merge of per-owner exact top n lists is the exact
-// global top n.
-func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n int, f Filter) ([]AdCount, int64, error) {
+// topOnce asks each owner for the top n of its partitions, leaving out the
+// split ads, whose counts each owner returns separately, and merges the
+// answers. Every non-split ad lives in exactly one partition, so the top
+// lists are disjoint and the merge of per-owner exact top n lists is the
+// exact top n of the non-split ads; each split ad's counts over all owners
+// add up to its exact count (topn.Merge sums an ad found in several
+// lists), so merging them in keeps the result exact.
+func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n int, f Filter, split []string) ([]AdCount, int64, error) {
 	type group struct {
 		route
 		parts []int32
@@ -383,14 +485,14 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 		groups = append(groups, g)
 	}
 	slices.SortFunc(groups, func(a, b *group) int { return int(a.parts[0] - b.parts[0]) })
-	lists := make([][]AdCount, len(groups))
+	lists := make([][]AdCount, 2*len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))
 	var eg errgroup.Group
 	eg.SetLimit(fanOutLimit)
 	for i, g := range groups {
 		eg.Go(func() error {
-			lists[i], wms[i], errs[i] = q.callTop(ctx, g.route, g.parts, from, to, n, f)
+			lists[2*i], lists[2*i+1], wms[i], errs[i] = q.callTop(ctx, g.route, g.parts, from, to, n, f, split)
 			return nil
 		})
 	}
@@ -410,10 +512,12 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	return topn.Merge(n, lists...), slices.Min(wms), nil
 }
 
-func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to int64, n int, f Filter) ([]AdCount, int64, error) {
+// callTop returns one owner's top list, the counts of the split ads in its
+// partitions, and its smallest watermark.
+func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to int64, n int, f Filter, split []string) ([]AdCount, []AdCount, int64, error) {
 	c, err := q.client(r.addr)
 	if err != nil {
-		return nil, 0, fmt.Errorf("owner %s: %w", r.member, err)
+		return nil, nil, 0, fmt.Errorf("owner %s: %w", r.member, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, q.cfg.CallTimeout)
 	defer cancel()
@@ -423,9 +527,20 @@ func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to i
 		ToMinute:   to,
 		Count:      int32(n),
 		Filter:     f.proto(),
+		SplitAds:   split,
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("owner %s at %s: %w", r.member, r.addr, err)
+		return nil, nil, 0, fmt.Errorf("owner %s at %s: %w", r.member, r.addr, err)
 	}
-	return fromProtoAds(resp.GetAds()), resp.GetMinWatermarkMs(), nil
+	top := fromProtoAds(resp.GetAds())
+	if len(split) > 0 {
+		// An owner that ignored split_ads would answer with partial counts
+		// of split ads in its top list: refuse rather than merge them.
+		for _, a := range top {
+			if _, found := slices.BinarySearch(split, a.AdID); found {
+				return nil, nil, 0, fmt.Errorf("owner %s at %s returned split ad %s in its top list: it does not support split ads", r.member, r.addr, a.AdID)
+			}
+		}
+	}
+	return top, fromProtoAds(resp.GetSplitCounts()), resp.GetMinWatermarkMs(), nil
 }

@@ -31,8 +31,21 @@
 // answered that append. If it fails, the request fails with UNAVAILABLE and
 // reports nothing accepted, even though some entries may have been appended:
 // the client retries with the same event_ids and the aggregators drop the
-// duplicates. Retried events always land where their first copy did, because
-// the partition is a function of the ad_id alone.
+// duplicates. Retried events always land where their first copy did,
+// because the partition is a function of the ad_id alone, or, for an ad
+// split over several partitions (package hotkey), of the ad_id, the click
+// minute and the event_id, through a split table that every router holds
+// in the same version for every minute it accepts clicks of.
+//
+// # Split ads
+//
+// With WithSplits, each request reads the split table once, after the
+// clock, and routes each click by hotkey.Table.Route. A router whose copy of
+// the table was not confirmed current with etcd within
+// -hotkey.max-staleness routes nothing: the request fails with UNAVAILABLE
+// (ErrSplitsUnavailable) and the client retries elsewhere, since routing
+// with an old table could send a retried click to another partition than
+// its first copy, where dedup cannot see it.
 //
 // # Ticks and watermarks
 //

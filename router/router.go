@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
@@ -24,13 +25,36 @@ type Log interface {
 	Append(ctx context.Context, items []partlog.Append) ([]string, error)
 }
 
+// Splits is the router's copy of the hot-key split table;
+// *hotkey.Follower satisfies it.
+type Splits interface {
+	// Table returns the table to route with, or an error when the copy may
+	// be stale (hotkey.ErrStale): routing with an old table could send a
+	// retried click to another partition than its first copy.
+	Table() (*hotkey.Table, error)
+}
+
 // Errors that fail a whole request. The gRPC adapter maps them to status
 // codes.
 var (
 	ErrNoEvents       = errors.New("router: request has no events")
 	ErrTooManyEvents  = errors.New("router: request has too many events")
 	ErrLogUnavailable = errors.New("router: partition log unavailable, retry the request")
+	// ErrSplitsUnavailable: the router's split table may be stale, so it
+	// routes nothing; the client retries, here or at another router.
+	ErrSplitsUnavailable = errors.New("router: split table unavailable, retry the request")
 )
+
+// Option configures a Router beyond its Config.
+type Option func(*Router)
+
+// WithSplits makes the router route split ads by the table of s
+// (hotkey.Table.Route) and refuse every request while s fails. Without it,
+// every click goes to its ad's partition: right only for a cluster that
+// never splits (tests).
+func WithSplits(s Splits) Option {
+	return func(r *Router) { r.splits = s }
+}
 
 // Router validates click events and appends them to their partitions' logs.
 type Router struct {
@@ -39,6 +63,8 @@ type Router struct {
 	log   Log
 	lg    *slog.Logger
 	now   func() time.Time
+	// splits is nil when the router has no split table (WithSplits).
+	splits Splits
 
 	// maxAccepted is the largest click_time_ms appended so far. It is
 	// raised only after the append succeeded, so that a tick never carries
@@ -49,7 +75,7 @@ type Router struct {
 // New returns a router that appends to log. now is the clock (nil means
 // time.Now); lg nil discards logs. cfg must have passed Validate; an empty
 // cfg.ID becomes hostname-pid.
-func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func() time.Time) *Router {
+func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func() time.Time, opts ...Option) *Router {
 	if cfg.ID == "" {
 		cfg.ID = defaultID()
 	}
@@ -59,7 +85,11 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	if now == nil {
 		now = time.Now
 	}
-	return &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now}
+	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Ingest validates events, appends the valid ones and returns how many were
@@ -76,6 +106,17 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 	// One clock reading per request: every event of it is judged against
 	// the same bounds.
 	now := r.now()
+	// The table is read after the clock, so that it is at least as fresh
+	// as the moment the clicks are judged at: a copy confirmed within
+	// -hotkey.max-staleness of now holds every change that can apply to a
+	// click accepted now (see package hotkey).
+	var splits *hotkey.Table
+	if r.splits != nil {
+		var err error
+		if splits, err = r.splits.Table(); err != nil {
+			return 0, nil, fmt.Errorf("%w: %w", ErrSplitsUnavailable, err)
+		}
+	}
 	entries := make(map[int]*clickaggv1.LogEntry)
 	maxMs := int64(0)
 	for i, e := range events {
@@ -88,7 +129,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			rejected = append(rejected, rej)
 			continue
 		}
-		p := r.parts.Partition(ev.AdId)
+		p := splits.Route(r.parts, ev.AdId, ev.EventId, ev.ClickTimeMs)
 		entry := entries[p]
 		if entry == nil {
 			entry = &clickaggv1.LogEntry{RouterId: r.cfg.ID}

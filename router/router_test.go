@@ -345,6 +345,7 @@ func TestToStatus(t *testing.T) {
 		{ErrNoEvents, codes.InvalidArgument},
 		{fmt.Errorf("%w: 7 events", ErrTooManyEvents), codes.ResourceExhausted},
 		{fmt.Errorf("%w: append: %w", ErrLogUnavailable, errors.New("connection refused")), codes.Unavailable},
+		{fmt.Errorf("%w: %w", ErrSplitsUnavailable, errors.New("hotkey: split table copy may be stale")), codes.Unavailable},
 		{fmt.Errorf("%w: append: %w", ErrLogUnavailable, context.DeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("%w: append: %w", ErrLogUnavailable, context.Canceled), codes.Canceled},
 		{errors.New("encode log entry of partition 3: boom"), codes.Internal},

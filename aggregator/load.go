@@ -1,0 +1,107 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// rateWindow is the span, in seconds, events_per_second is averaged over.
+const rateWindow = 60
+
+// rate counts the events applied to one partition in each of the last
+// rateWindow seconds (of the injected clock), in a ring of per-second
+// buckets: the consumer adds, status reads.
+type rate struct {
+	mu     sync.Mutex
+	since  int64 // Unix second counting started: the partition was taken
+	secs   [rateWindow]int64
+	counts [rateWindow]int64
+}
+
+func newRate(now time.Time) *rate { return &rate{since: now.Unix()} }
+
+func (r *rate) add(now time.Time, n int64) {
+	if n == 0 {
+		return
+	}
+	s := now.Unix()
+	i := ((s % rateWindow) + rateWindow) % rateWindow
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.secs[i] != s {
+		r.secs[i], r.counts[i] = s, 0
+	}
+	r.counts[i] += n
+}
+
+// perSecond returns the events of the last rateWindow seconds (the current
+// one included) divided by the seconds covered: the window, or the seconds
+// since counting started when fewer, so that a partition that just moved
+// shows its rate rather than a fraction of it.
+func (r *rate) perSecond(now time.Time) float64 {
+	s := now.Unix()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var sum int64
+	for i, sec := range r.secs {
+		if sec > s-rateWindow && sec <= s {
+			sum += r.counts[i]
+		}
+	}
+	span := min(rateWindow, max(1, s-r.since+1))
+	return float64(sum) / float64(span)
+}
+
+// partitionLoad is the load of one held partition.
+type partitionLoad struct {
+	EventsPerSecond float64
+	// LagSeconds is the age of the oldest log entry not applied yet.
+	LagSeconds   float64
+	ServingSince time.Time // zero while it has not served
+}
+
+// loads returns the load of the partitions in ps (from Status), by
+// partition. The age of the oldest unapplied entry is read from its stream
+// ID (Redis's clock at append, in ms): one non-blocking XREAD of one entry
+// per lagging partition.
+func (a *Aggregator) loads(ctx context.Context, ps []PartitionStatus) (map[int]partitionLoad, error) {
+	lagging := make(map[int]string)
+	for _, st := range ps {
+		if st.Lag > 0 {
+			lagging[st.Partition] = st.Offset
+		}
+	}
+	next, err := a.log.Read(ctx, lagging, 1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("oldest unapplied entries: %w", err)
+	}
+	now := a.now()
+	out := make(map[int]partitionLoad, len(ps))
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, st := range ps {
+		p := a.parts[st.Partition]
+		if p == nil || p.epoch != st.Epoch {
+			continue
+		}
+		l := partitionLoad{EventsPerSecond: p.rate.perSecond(now), ServingSince: p.servingSince}
+		if es := next[st.Partition]; len(es) > 0 {
+			if ms, ok := idMillis(es[0].ID); ok {
+				l.LagSeconds = max(0, now.Sub(time.UnixMilli(ms)).Seconds())
+			}
+		}
+		out[st.Partition] = l
+	}
+	return out, nil
+}
+
+// idMillis returns the millisecond part of a stream ID.
+func idMillis(id string) (int64, bool) {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	return n, err == nil
+}
