@@ -88,30 +88,34 @@ func (r *run) redisCPU(ctx context.Context) float64 {
 }
 
 // machineCPU returns the CPU seconds every process of the machine has
-// used (busy time from /proc/stat), NaN when unknown.
-func machineCPU() float64 {
+// used (busy time from /proc/stat), and the seconds a hypervisor gave this
+// machine's CPUs to others (steal); NaN when unknown.
+func machineCPU() (busy, steal float64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return math.NaN()
+		return math.NaN(), math.NaN()
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return math.NaN()
+	if len(f) < 9 || f[0] != "cpu" {
+		return math.NaN(), math.NaN()
 	}
-	var busy float64
-	for i, v := range f[1:] {
+	// user nice system idle iowait irq softirq steal guest guest_nice:
+	// idle and iowait are not busy, guest time is already in user, and
+	// steal is time this machine did not get.
+	for i, v := range f[1:9] {
 		x, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return math.NaN()
+			return math.NaN(), math.NaN()
 		}
-		// user nice system idle iowait irq softirq steal ...; idle and
-		// iowait are not busy, and guest time is already in user.
-		if i != 3 && i != 4 && i < 8 {
+		switch i {
+		case 0, 1, 2, 5, 6:
 			busy += x
+		case 7:
+			steal += x
 		}
 	}
-	return busy / 100 // USER_HZ is 100 on Linux
+	return busy / 100, steal / 100 // USER_HZ is 100 on Linux
 }
 
 // loadAverage returns the 1-minute load average, NaN when unknown.
@@ -129,6 +133,59 @@ func loadAverage() float64 {
 		return math.NaN()
 	}
 	return x
+}
+
+// cpuShares is the CPU time, in seconds, used so far by this process and
+// its children (the redis-servers it started), by kernel threads (which do,
+// among other things, the writing and syncing of Redis's AOF), by the
+// whole machine, and taken by the hypervisor (steal).
+type cpuShares struct {
+	self, kernel, machine, steal float64
+}
+
+// readCPUShares reads /proc. Processes that ended since the last reading
+// are missing from self and kernel but not from machine, so a short-lived
+// process counts as another process: what it is.
+func readCPUShares() cpuShares {
+	s := cpuShares{self: math.NaN(), kernel: math.NaN()}
+	s.machine, s.steal = machineCPU()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return s
+	}
+	me := os.Getpid()
+	s.self, s.kernel = 0, 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime stime: comm may hold spaces and
+		// parentheses, so the fields are counted after its last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		utime, _ := strconv.ParseFloat(f[11], 64)
+		stime, _ := strconv.ParseFloat(f[12], 64)
+		cpu := (utime + stime) / 100 // USER_HZ
+		switch {
+		case pid == me || ppid == me:
+			s.self += cpu
+		case pid == 2 || ppid == 2:
+			s.kernel += cpu
+		}
+	}
+	return s
 }
 
 // processCPU returns the CPU seconds this process has used.
@@ -428,9 +485,20 @@ func profiles(cpu, heap []byte) []ProfileTop {
 	if len(cpu) > 0 {
 		if p, err := ParseProfile(cpu); err == nil {
 			if stats, total, err := p.Top("cpu"); err == nil {
+				dur := func(v int64) string { return time.Duration(v).Round(time.Millisecond).String() }
 				out = append(out, ProfileTop{
 					Title: "CPU profile of the pipeline (in-process cluster, profiled window, top 25 by flat)",
-					Text:  FormatTop(stats, total, 25, func(v int64) string { return time.Duration(v).Round(time.Millisecond).String() }),
+					Text:  FormatTop(stats, total, 25, dur),
+				})
+				// The same profile by cumulative time, clickagg's own
+				// functions only: where the pipeline spends it.
+				own := slices.DeleteFunc(slices.Clone(stats), func(s FuncStat) bool {
+					return !strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/") || strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/bench.")
+				})
+				slices.SortStableFunc(own, func(a, b FuncStat) int { return cmp.Compare(b.Cum, a.Cum) })
+				out = append(out, ProfileTop{
+					Title: "The same CPU profile, clickagg's functions by cumulative time (top 25)",
+					Text:  FormatTop(own, total, 25, dur),
 				})
 			}
 		}

@@ -178,8 +178,14 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		}
 		note("%s, of %d.", f, runtime.NumCPU())
 	}
-	if others := ing.machineCPU - ing.procCPU - max(ing.redisCPU, 0); others > 0.1 {
-		note("WARNING: other processes used %.2f cores of this machine during the measured window (load average %.1f when the run started); every figure is lower than this machine can do alone.", others, r.loadAtStart)
+	if !math.IsNaN(ing.kernelCPU) && ing.kernelCPU > 0.01 {
+		note("Kernel threads used %.2f cores in the measured window, largely writing and syncing the AOF (appendfsync) for redis-server.", ing.kernelCPU)
+	}
+	if !math.IsNaN(ing.stealCPU) && ing.stealCPU > 0.02 {
+		note("The hypervisor took %.2f cores from this virtual machine in the measured window (steal time).", ing.stealCPU)
+	}
+	if r.targets.InProcess && ing.othersCPU > 0.1 {
+		note("WARNING: other processes used %.2f cores of this machine during the measured window (load average %.1f when the run started); every figure is lower than this machine can do alone.", ing.othersCPU, r.loadAtStart)
 	}
 	if ing.appliedRate < 0.95*ing.rate {
 		note("The aggregators fell behind in the measured window: %s/s applied against %s/s acknowledged; the largest partition lag reached %d log entries (%.1f s) and the backlog took %s to apply once the load paused.",

@@ -114,6 +114,9 @@ type ingestResult struct {
 	procCPU     float64 // cores used by this process in the measured window
 	redisCPU    float64 // cores used by the cluster's Redis in the measured window
 	machineCPU  float64 // cores used by every process in the measured window
+	kernelCPU   float64 // cores used by kernel threads in the measured window
+	stealCPU    float64 // cores the hypervisor took in the measured window
+	othersCPU   float64 // cores used by other processes in the measured window
 	cpuProfile  []byte
 	ingestMid   int64 // a sweep minute inside the measured window
 	// statusFailures counts the once-a-second GetClusterStatus calls that
@@ -346,7 +349,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	}
 	t0, a0 := time.Now(), acked.Load()
 	st0, err0 := r.statusRetry(gctx)
-	cpu0, redis0, mach0 := processCPU(), r.redisCPU(gctx), machineCPU()
+	cpu0, redis0, shares0 := processCPU(), r.redisCPU(gctx), readCPUShares()
 	phase.Store("measured window")
 	window.Store(windowMeasured)
 	if err := wait(cfg.Duration); err != nil {
@@ -355,7 +358,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	t1, a1 := time.Now(), acked.Load()
 	window.Store(windowNone)
 	st1, err1 := r.statusRetry(gctx)
-	cpu1, redis1, mach1 := processCPU(), r.redisCPU(gctx), machineCPU()
+	cpu1, redis1, shares1 := processCPU(), r.redisCPU(gctx), readCPUShares()
 	span("measured", t0)
 	res.window = t1.Sub(t0)
 	res.rate = float64(a1-a0) / res.window.Seconds()
@@ -366,7 +369,11 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 		res.appliedRate = float64(st1.processed-st0.processed) / st1.at.Sub(st0.at).Seconds()
 	}
 	res.procCPU = (cpu1 - cpu0) / res.window.Seconds()
-	res.machineCPU = (mach1 - mach0) / res.window.Seconds()
+	secs := res.window.Seconds()
+	res.machineCPU = (shares1.machine - shares0.machine) / secs
+	res.kernelCPU = (shares1.kernel - shares0.kernel) / secs
+	res.stealCPU = (shares1.steal - shares0.steal) / secs
+	res.othersCPU = (shares1.machine - shares0.machine - (shares1.self - shares0.self) - (shares1.kernel - shares0.kernel)) / secs
 	if redis0 >= 0 && redis1 >= 0 {
 		res.redisCPU = (redis1 - redis0) / res.window.Seconds()
 	} else {

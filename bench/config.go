@@ -67,7 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the clicks cover: the click times sweep through the span ending a minute before the run started, so that 60-minute queries find 60 filled minutes")
 
 	fs.DurationVar(&c.Warmup, "bench.warmup", 5*time.Second, "ingest before the measured window starts (not measured)")
-	fs.DurationVar(&c.Duration, "bench.duration", 45*time.Second, "the measured ingest window: as fast as the cluster acknowledges")
+	fs.DurationVar(&c.Duration, "bench.duration", 30*time.Second, "the measured ingest window: as fast as the cluster acknowledges")
 	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "after the measured window, ingest this long more with the CPU profiler on (in-process cluster only; 0 disables), so that the profile does not slow the measured window")
 	fs.DurationVar(&c.FreshnessDuration, "bench.freshness-duration", 20*time.Second, "the freshness window: ingest paced at the freshness rate while probes measure ack-to-visible time")
 	fs.IntVar(&c.FreshnessRate, "bench.freshness-rate", 1_000_000, "events per second during the freshness window; if the cluster sustained less in the measured window, -bench.freshness-load of what it sustained is used instead, and the report says so")

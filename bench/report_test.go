@@ -251,3 +251,33 @@ func TestNiceStep(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUSharesSeeThisProcess: CPU burnt here shows up as this process's
+// and the machine's, not as another process's.
+func TestCPUSharesSeeThisProcess(t *testing.T) {
+	a := readCPUShares()
+	if math.IsNaN(a.self) || math.IsNaN(a.machine) {
+		t.Skip("no /proc")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	x := 0
+	var b cpuShares
+	for {
+		for i := range 10_000_000 {
+			x += i ^ x
+		}
+		b = readCPUShares()
+		if b.self-a.self >= 0.3 || time.Now().After(deadline) {
+			break
+		}
+	}
+	self, machine := b.self-a.self, b.machine-a.machine
+	if self < 0.3 {
+		t.Fatalf("burnt CPU, but this process's share grew by only %.2fs (x=%d)", self, x)
+	}
+	// /proc/stat counts in ticks like the per-process figures; allow a
+	// few ticks of difference.
+	if machine < self-0.05 {
+		t.Fatalf("machine busy time grew by %.2fs, less than this process's %.2fs", machine, self)
+	}
+}

@@ -85,7 +85,7 @@ func ChartSVG(tl Timeline, title string) string {
 
 	p(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n", chartW, chartH, chartW, chartH)
 	p(`<rect width="%d" height="%d" fill="white"/>`+"\n", chartW, chartH)
-	p(`<text x="%d" y="24" font-family="sans-serif" font-size="15" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(title))
+	p(`<text x="%d" y="22" font-family="sans-serif" font-size="15" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(title))
 
 	for _, s := range tl.Spans {
 		x0, x1 := x(s.From), x(s.To)
@@ -133,7 +133,7 @@ func ChartSVG(tl Timeline, title string) string {
 	}
 	p("</g>\n")
 
-	lx, ly := padL+10, padT+plotH+36
+	lx, ly := padL, 42
 	p(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d" %s>acknowledged/s</text>`+"\n", lx, ly, lx+24, ly, colorAcked, lx+30, ly+4, font)
 	lx += 150
 	p(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="1.5" stroke-dasharray="5,3"/><text x="%d" y="%d" %s>applied by aggregators/s</text>`+"\n", lx, ly, lx+24, ly, colorApplied, lx+30, ly+4, font)

@@ -18,6 +18,10 @@ type Config struct {
 	MaxWindow time.Duration
 	// CallTimeout bounds each call to an aggregator.
 	CallTimeout time.Duration
+	// MoveWait is how long a query waits for a partition that has no
+	// serving owner (a handoff in progress, an owner being replaced)
+	// before it fails with UNAVAILABLE.
+	MoveWait time.Duration
 	// PollInterval is how often the publisher looks for newly completed
 	// minutes.
 	PollInterval time.Duration
@@ -39,6 +43,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.DefaultCount, "queryd.default-count", 100, "number of ads a popular-ads query returns when it does not say")
 	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, a whole number of minutes, that a count or popular-ads query may cover; keep it within the aggregators' in-memory retention, or older minutes are read from Redis")
 	fs.DurationVar(&c.CallTimeout, "queryd.call-timeout", 5*time.Second, "deadline of each call to an aggregator; an owner that does not answer in time makes the query fail with UNAVAILABLE")
+	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits, retrying, for a partition with no serving owner (a live handoff pauses a partition for well under a second; a lost aggregator's partitions move after its lease expires) before it fails with UNAVAILABLE naming the partitions; 0 fails at once")
 	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish; each poll also re-checks recent minutes for late events")
 	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
 	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked on every poll; a minute whose top changed through late events is published again")
@@ -68,6 +73,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CallTimeout <= 0 {
 		return fmt.Errorf("-queryd.call-timeout %v: must be positive", c.CallTimeout)
+	}
+	if c.MoveWait < 0 {
+		return fmt.Errorf("-queryd.move-wait %v: must not be negative", c.MoveWait)
 	}
 	if c.PollInterval <= 0 {
 		return fmt.Errorf("-queryd.poll-interval %v: must be positive", c.PollInterval)

@@ -377,3 +377,55 @@ func TestRetryAfterMove(t *testing.T) {
 		t.Fatalf("count during move: %v, %v; want %d", r.resp, r.err, want)
 	}
 }
+
+// TestWaitsOutHandoff: the owner of a partition has released it and the
+// new owner is not in the assignment yet, as in the middle of a live
+// handoff. With MoveWait a query waits for the new owner and is exact;
+// without it, it fails at once with UNAVAILABLE naming the partition.
+func TestWaitsOutHandoff(t *testing.T) {
+	for _, wait := range []time.Duration{0, 20 * time.Second} {
+		t.Run(fmt.Sprint("move-wait=", wait), func(t *testing.T) {
+			tr := newTruth(newPartitioner(t), 3, 2000, 100, 10)
+			tr.setAllWatermarks((base + 20) * minuteMs)
+			cfg := queryConfig()
+			cfg.MoveWait = wait
+			e := newEnv(t, tr, cfg)
+			e.start()
+			p := 5
+			ad := e.adIn(p)
+			from := e.agg(p)
+			var to *fakeAgg
+			for _, a := range e.aggs {
+				if a != from {
+					to = a
+					break
+				}
+			}
+			// Released: the old owner no longer serves p.
+			from.setOwned(slices.DeleteFunc(e.partitionsOf(from.id), func(x int) bool { return x == p }))
+			count := func() (*clickaggv1.GetAggregatedCountResponse, error) {
+				return e.qc.GetAggregatedCount(e.ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, From: ts(base, 0, 0), To: ts(base+10, 0, 0)})
+			}
+			if wait == 0 {
+				_, err := count()
+				unavailable(t, err, []int{p})
+				return
+			}
+			done := make(chan struct{})
+			var resp *clickaggv1.GetAggregatedCountResponse
+			var err error
+			go func() {
+				defer close(done)
+				resp, err = count()
+			}()
+			time.Sleep(300 * time.Millisecond)
+			e.owners[p] = cluster.Owner{Member: to.id, Incarnation: e.regs[to.id].Member().Incarnation, Epoch: 2}
+			to.setOwned(e.partitionsOf(to.id))
+			e.writeAssignment()
+			<-done
+			if want := tr.count(ad, base, base+10, Filter{}); err != nil || resp.GetCount() != want || want == 0 {
+				t.Fatalf("count across the handoff: %v, %v; want %d", resp, err, want)
+			}
+		})
+	}
+}

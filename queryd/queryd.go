@@ -306,17 +306,39 @@ func (q *Queryd) client(addr string) (clickaggv1.AggregatorServiceClient, error)
 	return c, nil
 }
 
-// withRetry runs call against the current directory and, when it fails for
-// unavailability and the directory changed meanwhile (a partition moved,
-// an owner registered), once more against the new one. A context error of
-// the caller wins over unavailability: the caller gave up, nobody failed.
+// withRetry runs call against the current directory and, while it fails
+// for unavailability, again (at once when the directory changed, else after
+// a short backoff) until MoveWait has passed: a partition in a live handoff
+// has no serving owner for a fraction of a second, and a caller would
+// rather wait that out than be told to retry. A context error of the
+// caller wins over unavailability: the caller gave up, nobody failed.
 func (q *Queryd) withRetry(ctx context.Context, call func(*directory) error) error {
+	// Wall clock, not q.now: the wait is real time whatever clock defines
+	// minutes.
+	deadline := time.Now().Add(q.cfg.MoveWait)
+	backoff := 20 * time.Millisecond
 	d := q.dir.Load()
 	err := call(d)
-	if err != nil && errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
-		if d2 := q.dir.Load(); d2.gen != d.gen {
-			err = call(d2)
+	for tries := 0; err != nil && errors.Is(err, ErrUnavailable) && ctx.Err() == nil; tries++ {
+		d2 := q.dir.Load()
+		switch {
+		case d2.gen != d.gen && (tries == 0 || time.Now().Before(deadline)):
+			// The directory moved on: ask the new owners at once.
+		case time.Now().Add(backoff).After(deadline):
+			return err
+		default:
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 250*time.Millisecond)
+			d2 = q.dir.Load()
 		}
+		d = d2
+		err = call(d)
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()

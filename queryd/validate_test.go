@@ -293,7 +293,7 @@ func TestFlagDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		MaxCount: 500, DefaultCount: 100, MaxWindow: 24 * time.Hour, CallTimeout: 5 * time.Second,
+		MaxCount: 500, DefaultCount: 100, MaxWindow: 24 * time.Hour, CallTimeout: 5 * time.Second, MoveWait: 3 * time.Second,
 		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
 	}
 	if c != want {
