@@ -30,6 +30,13 @@ type Config struct {
 	MaxEvents int
 	// MaxIDLength bounds ad_id, event_id and user_id, in bytes.
 	MaxIDLength int
+	// AppendConcurrency bounds the appends in flight; requests arriving
+	// meanwhile are appended together by the next one.
+	AppendConcurrency int
+	// MaxBatchEvents bounds the events appended together.
+	MaxBatchEvents int
+	// AppendTimeout bounds one append to the log.
+	AppendTimeout time.Duration
 }
 
 // Defaults used by RegisterFlags.
@@ -40,6 +47,10 @@ const (
 	DefaultIdleLag      = time.Minute
 	DefaultMaxEvents    = 10000
 	DefaultMaxIDLength  = 128
+
+	DefaultAppendConcurrency = 4
+	DefaultMaxBatchEvents    = 20000
+	DefaultAppendTimeout     = 10 * time.Second
 )
 
 // maxRouterIDLength bounds ID: it is repeated in every log entry.
@@ -61,6 +72,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"Largest number of events in one Ingest request or stream message; larger requests fail with RESOURCE_EXHAUSTED.")
 	fs.IntVar(&c.MaxIDLength, "router.max-id-length", DefaultMaxIDLength,
 		"Longest event_id, ad_id and user_id accepted, in bytes.")
+	fs.IntVar(&c.AppendConcurrency, "router.append-concurrency", DefaultAppendConcurrency,
+		"Largest number of appends to the partition log in flight. Requests that arrive while all are busy are appended together by the next one (one log entry per partition for all of them), so entries grow with the load instead of their number.")
+	fs.IntVar(&c.MaxBatchEvents, "router.max-batch-events", DefaultMaxBatchEvents,
+		"Largest number of events of concurrent requests appended together; bounds the size of log entries and of the aggregators' reads.")
+	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
+		"Deadline of one append to the partition log; the requests in it fail with UNAVAILABLE when it passes, and clients retry.")
 }
 
 // Validate reports the first setting that cannot work.
@@ -82,6 +99,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("router.max-events-per-request %d: must be at least 1", c.MaxEvents)
 	case c.MaxIDLength < 1:
 		return fmt.Errorf("router.max-id-length %d: must be at least 1", c.MaxIDLength)
+	case c.AppendConcurrency < 1:
+		return fmt.Errorf("router.append-concurrency %d: must be at least 1", c.AppendConcurrency)
+	case c.MaxBatchEvents < c.MaxEvents:
+		return fmt.Errorf("router.max-batch-events %d: must be at least router.max-events-per-request=%d", c.MaxBatchEvents, c.MaxEvents)
+	case c.AppendTimeout <= 0:
+		return fmt.Errorf("router.append-timeout %v: must be positive", c.AppendTimeout)
 	}
 	return nil
 }

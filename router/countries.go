@@ -1,7 +1,5 @@
 package router
 
-import "slices"
-
 // countryCodes lists the 249 officially assigned ISO 3166-1 alpha-2 codes,
 // sorted. Reserved and user-assigned codes (UK, EU, XK, XX, ZZ, ...) are
 // deliberately absent: a count per country is only useful if every router
@@ -261,6 +259,17 @@ var countryCodes = [...]string{
 // assignedCountry reports whether code, two upper-case ASCII letters, is an
 // assigned ISO 3166-1 alpha-2 code.
 func assignedCountry(code string) bool {
-	_, ok := slices.BinarySearch(countryCodes[:], code)
-	return ok
+	return assigned[countryIndex(code[0], code[1])]
 }
+
+// assigned holds, by countryIndex, whether a code is assigned: one load
+// per event instead of a search through the list.
+var assigned = func() (t [26 * 26]bool) {
+	for _, c := range countryCodes {
+		t[countryIndex(c[0], c[1])] = true
+	}
+	return t
+}()
+
+// countryIndex maps two upper-case ASCII letters to [0, 676).
+func countryIndex(a, b byte) int { return int(a-'A')*26 + int(b-'A') }

@@ -26,11 +26,16 @@
 // # Appending and acknowledgement
 //
 // The valid events of a request are grouped by partition (ring.Partitioner)
-// into one clickaggv1.LogEntry per partition, and all entries are appended in
-// one pipelined Log.Append. An event is reported accepted only after Redis
-// answered that append. If it fails, the request fails with UNAVAILABLE and
-// reports nothing accepted, even though some entries may have been appended:
-// the client retries with the same event_ids and the aggregators drop the
+// and join the open batch of the router's group commit: the events of all
+// requests that arrive while -router.append-concurrency appends are in
+// flight are appended together, one clickaggv1.LogEntry per partition, in
+// one pipelined Log.Append, performed by one of the waiting requests. So
+// log entries grow with the load and their number does not: under load an
+// entry carries hundreds of events, and Redis and the aggregators pay their
+// per-entry costs once for all of them. An event is reported accepted only
+// after Redis answered the append of its batch. If it fails, every request
+// of the batch fails with UNAVAILABLE and reports nothing accepted, even
+// though some entries may have been appended: the client retries with the same event_ids and the aggregators drop the
 // duplicates. Retried events always land where their first copy did,
 // because the partition is a function of the ad_id alone, or, for an ad
 // split over several partitions (package hotkey), of the ad_id, the click

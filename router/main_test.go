@@ -27,7 +27,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 const testPrefix = "clickagg"
 
 // testConfig is the flag defaults with a fixed ID.
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	t.Helper()
 	var c Config
 	c.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
@@ -38,7 +38,7 @@ func testConfig(t *testing.T) Config {
 	return c
 }
 
-func partitioner(t *testing.T, n int) *ring.Partitioner {
+func partitioner(t testing.TB, n int) *ring.Partitioner {
 	t.Helper()
 	p, err := ring.NewPartitioner(n)
 	if err != nil {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +63,8 @@ type Router struct {
 	now   func() time.Time
 	// splits is nil when the router has no split table (WithSplits).
 	splits Splits
+	// batches appends the events of concurrent requests together.
+	batches *batcher
 
 	// maxAccepted is the largest click_time_ms appended so far. It is
 	// raised only after the append succeeded, so that a tick never carries
@@ -85,7 +85,19 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	if now == nil {
 		now = time.Now
 	}
+	// Zero values (a Config built in code, not from flags) mean the
+	// defaults.
+	if cfg.AppendConcurrency == 0 {
+		cfg.AppendConcurrency = DefaultAppendConcurrency
+	}
+	if cfg.MaxBatchEvents == 0 {
+		cfg.MaxBatchEvents = max(DefaultMaxBatchEvents, cfg.MaxEvents)
+	}
+	if cfg.AppendTimeout == 0 {
+		cfg.AppendTimeout = DefaultAppendTimeout
+	}
 	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now}
+	r.batches = newBatcher(log, cfg.ID, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
 	for _, o := range opts {
 		o(r)
 	}
@@ -117,7 +129,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			return 0, nil, fmt.Errorf("%w: %w", ErrSplitsUnavailable, err)
 		}
 	}
-	entries := make(map[int]*clickaggv1.LogEntry)
+	byPart := make(map[int][]*clickaggv1.LogEvent)
 	maxMs := int64(0)
 	for i, e := range events {
 		ev, reason := r.validate(e, now)
@@ -130,33 +142,25 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			continue
 		}
 		p := splits.Route(r.parts, ev.AdId, ev.EventId, ev.ClickTimeMs)
-		entry := entries[p]
-		if entry == nil {
-			entry = &clickaggv1.LogEntry{RouterId: r.cfg.ID}
-			entries[p] = entry
-		}
-		entry.Events = append(entry.Events, ev)
+		byPart[p] = append(byPart[p], ev)
 		accepted++
 		maxMs = max(maxMs, ev.ClickTimeMs)
 	}
 	if accepted == 0 {
 		return 0, rejected, nil
 	}
-	items := make([]partlog.Append, 0, len(entries))
-	for _, p := range slices.Sorted(maps.Keys(entries)) {
-		data, err := proto.Marshal(entries[p])
-		if err != nil {
-			return 0, nil, fmt.Errorf("encode log entry of partition %d: %w", p, err)
-		}
-		items = append(items, partlog.Append{Partition: p, Data: data})
+	err = ctx.Err()
+	if err == nil {
+		// A caller already gone adds nothing to a batch.
+		err = r.batches.wait(ctx, r.batches.add(byPart, int(accepted)))
 	}
-	if _, err := r.log.Append(ctx, items); err != nil {
+	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			// The caller gave up; the log may be fine.
-			return 0, nil, fmt.Errorf("append %d events to %d partitions: %w", accepted, len(items), ctxErr)
+			return 0, nil, fmt.Errorf("append %d events to %d partitions: %w", accepted, len(byPart), ctxErr)
 		}
-		r.lg.Warn("append events", "events", accepted, "partitions", len(items), "err", err)
-		return 0, nil, fmt.Errorf("%w: append %d events to %d partitions: %w", ErrLogUnavailable, accepted, len(items), err)
+		r.lg.Warn("append events", "events", accepted, "partitions", len(byPart), "err", err)
+		return 0, nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
 	}
 	r.raiseFrontier(maxMs)
 	return accepted, rejected, nil

@@ -27,14 +27,16 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	c.RegisterFlags(fs)
 	for _, name := range []string{"router.id", "router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
-		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length"} {
+		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length",
+		"router.append-concurrency", "router.max-batch-events", "router.append-timeout"} {
 		f := fs.Lookup(name)
 		if f == nil || f.Usage == "" {
 			t.Errorf("flag -%s missing or without help", name)
 		}
 	}
 	want := Config{MaxSkew: time.Minute, Horizon: 6 * time.Hour, TickInterval: time.Second,
-		IdleLag: time.Minute, MaxEvents: 10000, MaxIDLength: 128}
+		IdleLag: time.Minute, MaxEvents: 10000, MaxIDLength: 128,
+		AppendConcurrency: 4, MaxBatchEvents: 20000, AppendTimeout: 10 * time.Second}
 	if c != want {
 		t.Fatalf("defaults %+v, want %+v", c, want)
 	}

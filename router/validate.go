@@ -56,6 +56,8 @@ func idProblem(field, s string, maxLen int) string {
 		return field + " is empty"
 	case len(s) > maxLen:
 		return fmt.Sprintf("%s is %d bytes long, at most %d allowed", field, len(s), maxLen)
+	case printableASCII(s):
+		return ""
 	case !utf8.ValidString(s):
 		return field + " is not valid UTF-8"
 	}
@@ -65,6 +67,17 @@ func idProblem(field, s string, maxLen int) string {
 		}
 	}
 	return ""
+}
+
+// printableASCII reports whether s is printable ASCII only, as almost every
+// id is: the common case skips the rune-by-rune checks.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalIP returns the one spelling of an address, so that a filter on ip
@@ -83,7 +96,13 @@ func canonicalIP(s string) (string, string) {
 		// here and would split one address into several.
 		return "", fmt.Sprintf("ip %s has an IPv6 zone (%s), which is not accepted", quote(s), quote(a.Zone()))
 	}
-	return a.Unmap().String(), ""
+	// Most clients already send the canonical spelling: keep their string
+	// rather than allocate an equal one.
+	var buf [64]byte
+	if c := a.Unmap().AppendTo(buf[:0]); string(c) != s {
+		return string(c), ""
+	}
+	return s, ""
 }
 
 // canonicalCountry returns the upper-case code.
@@ -94,12 +113,17 @@ func canonicalCountry(s string) (string, string) {
 	if len(s) != 2 || !asciiLetter(s[0]) || !asciiLetter(s[1]) {
 		return "", fmt.Sprintf("country %s is not an ISO 3166-1 alpha-2 code (two letters, such as \"US\")", quote(s))
 	}
-	up := strings.ToUpper(s)
+	up := s
+	if !(isUpper(s[0]) && isUpper(s[1])) {
+		up = strings.ToUpper(s)
+	}
 	if !assignedCountry(up) {
 		return "", fmt.Sprintf("country %s is not an assigned ISO 3166-1 alpha-2 code", quote(s))
 	}
 	return up, ""
 }
+
+func isUpper(b byte) bool { return 'A' <= b && b <= 'Z' }
 
 func asciiLetter(b byte) bool {
 	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z'

@@ -40,6 +40,8 @@ type clusterSpec struct {
 	aggregators  int
 	// extra flags per role, added to the common ones.
 	coordinatorFlags, routerFlags, aggregatorFlags []string
+	// commonFlags go to every process.
+	commonFlags []string
 }
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
@@ -61,6 +63,7 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 			"-log.level=info",
 		},
 	}
+	c.common = append(c.common, spec.commonFlags...)
 	for i := range spec.coordinators {
 		c.coordinators = append(c.coordinators, startProc(t, dir, fmt.Sprintf("coordinator-%d", i+1), c.flags("-target=coordinator", spec.coordinatorFlags)...))
 	}

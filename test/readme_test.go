@@ -43,18 +43,7 @@ func readmeBlock(t *testing.T, marker string) []string {
 // TestReadmeGrpcurlCommands runs the README's grpcurl commands, exactly as
 // written but for the address, against `clickagg dev`.
 func TestReadmeGrpcurlCommands(t *testing.T) {
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcurl := filepath.Join(root, "bin", "grpcurl")
-	if _, err := os.Stat(grpcurl); err != nil {
-		build := exec.Command("go", "build", "-o", grpcurl, "github.com/fullstorydev/grpcurl/cmd/grpcurl")
-		build.Dir = filepath.Join(root, "tools")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build grpcurl: %v\n%s", err, out)
-		}
-	}
+	root := buildGrpcurl(t)
 	dir := t.TempDir()
 	dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen")
 
@@ -99,6 +88,25 @@ func TestReadmeGrpcurlCommands(t *testing.T) {
 		}
 	}
 	fmt.Fprintln(os.Stderr, "README grpcurl commands ok")
+}
+
+// buildGrpcurl builds bin/grpcurl from the pinned tools module unless it
+// is there, and returns the repository's root.
+func buildGrpcurl(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcurl := filepath.Join(root, "bin", "grpcurl")
+	if _, err := os.Stat(grpcurl); err != nil {
+		build := exec.Command("go", "build", "-o", grpcurl, "github.com/fullstorydev/grpcurl/cmd/grpcurl")
+		build.Dir = filepath.Join(root, "tools")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build grpcurl: %v\n%s", err, out)
+		}
+	}
+	return root
 }
 
 func firstLines(s string, n int) string {

@@ -1,0 +1,151 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+)
+
+// batcher appends the events of concurrent requests together (group
+// commit): a request adds its events, by partition, to the open batch and
+// waits until that batch has been appended. Up to concurrency requests at a
+// time append a batch on behalf of all that joined it, one log entry per
+// partition, in one pipelined Log.Append. Under light load a batch holds
+// one request and is appended at once; under heavy load batches fill while
+// the appends before them are in flight, so that log entries grow with the
+// load and the per-entry costs (Redis commands, entry decoding in the
+// aggregators) do not. No goroutine of its own runs: the waiting requests
+// do the appending, so a batch is never left behind without a request
+// waiting for it.
+type batcher struct {
+	log      Log
+	routerID string
+	// maxEvents seals a batch: later requests open the next one, so that
+	// no log entry grows without bound.
+	maxEvents int
+	// timeout bounds each Append, which runs detached from the context of
+	// the request that happens to perform it.
+	timeout time.Duration
+	// slots holds a token per append in flight.
+	slots chan struct{}
+
+	mu sync.Mutex
+	// queue holds the batches not taken by an appender yet, oldest first;
+	// the last one is open while it has room.
+	queue []*batch
+}
+
+// batch is the events of one or more requests, appended together.
+type batch struct {
+	entries  map[int]*clickaggv1.LogEntry
+	events   int
+	requests int
+	taken    bool // an appender has it; guarded by batcher.mu
+	done     chan struct{}
+	err      error // set before done is closed
+}
+
+func newBatcher(log Log, routerID string, concurrency, maxEvents int, timeout time.Duration) *batcher {
+	return &batcher{log: log, routerID: routerID, maxEvents: maxEvents, timeout: timeout, slots: make(chan struct{}, concurrency)}
+}
+
+// add puts one request's events (by partition) into the open batch, or a
+// new one when the open batch would grow past maxEvents.
+func (b *batcher) add(byPart map[int][]*clickaggv1.LogEvent, n int) *batch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var bt *batch
+	if k := len(b.queue); k > 0 && b.queue[k-1].events+n <= b.maxEvents {
+		bt = b.queue[k-1]
+	} else {
+		bt = &batch{entries: make(map[int]*clickaggv1.LogEntry, len(byPart)), done: make(chan struct{})}
+		b.queue = append(b.queue, bt)
+	}
+	for p, evs := range byPart {
+		e := bt.entries[p]
+		if e == nil {
+			e = &clickaggv1.LogEntry{RouterId: b.routerID}
+			bt.entries[p] = e
+		}
+		e.Events = append(e.Events, evs...)
+	}
+	bt.events += n
+	bt.requests++
+	return bt
+}
+
+// wait returns once bt has been appended (nil) or failed, appending it and
+// batches before it itself when an append slot is free. It returns early
+// with ctx's error if the caller gives up; the events may still be
+// appended.
+func (b *batcher) wait(ctx context.Context, bt *batch) error {
+	for {
+		b.mu.Lock()
+		taken := bt.taken
+		b.mu.Unlock()
+		if taken {
+			select {
+			case <-bt.done:
+				return bt.err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		select {
+		case <-bt.done:
+			return bt.err
+		case <-ctx.Done():
+			return ctx.Err()
+		case b.slots <- struct{}{}:
+			b.appendNext()
+			<-b.slots
+		}
+	}
+}
+
+// appendNext takes the oldest batch nobody has taken, if any, and appends
+// it.
+func (b *batcher) appendNext() {
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	bt := b.queue[0]
+	b.queue[0] = nil
+	b.queue = b.queue[1:]
+	bt.taken = true
+	b.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	bt.err = b.append(ctx, bt)
+	close(bt.done)
+}
+
+func (b *batcher) append(ctx context.Context, bt *batch) error {
+	items := make([]partlog.Append, 0, len(bt.entries))
+	parts := make([]int, 0, len(bt.entries))
+	for p := range bt.entries {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		data, err := proto.Marshal(bt.entries[p])
+		if err != nil {
+			return fmt.Errorf("encode log entry of partition %d: %w", p, err)
+		}
+		items = append(items, partlog.Append{Partition: p, Data: data})
+	}
+	if _, err := b.log.Append(ctx, items); err != nil {
+		return fmt.Errorf("append %d events of %d requests to %d partitions: %w", bt.events, bt.requests, len(items), err)
+	}
+	return nil
+}
