@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/tally"
 )
 
@@ -41,6 +42,11 @@ type Config struct {
 	// LeaveTimeout bounds how long a shutdown waits for the coordinator to
 	// hand the partitions over live (Leave); 0 skips that step.
 	LeaveTimeout time.Duration
+	// SketchCapacity is the counters of each partition's heavy-hitter
+	// sketch (hotkey.Sketch) per 10s slot; 0 means
+	// hotkey.DefaultSketchCapacity. It has no flag of its own: the process
+	// copies -hotkey.sketch-capacity, which every role shares.
+	SketchCapacity int
 }
 
 // Defaults used by RegisterFlags.
@@ -49,7 +55,7 @@ const (
 	DefaultLeaseTTL         = 10 * time.Second
 	DefaultSnapshotInterval = 5 * time.Second
 	DefaultReadCount        = 256
-	DefaultReadBlock        = 500 * time.Millisecond
+	DefaultReadBlock        = 100 * time.Millisecond
 	DefaultAllowedLateness  = 10 * time.Second
 	DefaultDedupHorizon     = 6*time.Hour + 30*time.Minute
 	DefaultRetention        = 24 * time.Hour
@@ -77,7 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.ReadCount, "aggregator.read-count", DefaultReadCount,
 		"Largest number of log entries read from one partition per XREAD. Larger values replay faster and make each read slower.")
 	fs.DurationVar(&c.ReadBlock, "aggregator.read-block", DefaultReadBlock,
-		"How long one XREAD waits for new log entries, at most 10s. Assignment changes and shutdown wait for the current read, so keep it short.")
+		"How long one XREAD waits for new log entries, at most 10s. Assignment changes, the releases of live handoffs and shutdown wait for the current read, so on a quiet partition it adds up to this much to a handoff's pause: keep it short.")
 	fs.DurationVar(&c.AllowedLateness, "aggregator.allowed-lateness", DefaultAllowedLateness,
 		"Watermark = newest router tick minus this. A minute is complete once the watermark passes its end. Must be the same on every aggregator.")
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
@@ -109,11 +115,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.release-timeout %v: must be positive", c.ReleaseTimeout)
 	case c.LeaveTimeout < 0:
 		return fmt.Errorf("-aggregator.leave-timeout %v: must not be negative", c.LeaveTimeout)
+	case c.SketchCapacity < 0:
+		return fmt.Errorf("-hotkey.sketch-capacity %d: must not be negative", c.SketchCapacity)
 	}
 	if err := c.tallyOptions().Validate(); err != nil {
 		return fmt.Errorf("-aggregator.allowed-lateness, -aggregator.dedup-horizon, -aggregator.retention: %w", err)
 	}
 	return nil
+}
+
+// sketchCapacity is SketchCapacity with its default.
+func (c *Config) sketchCapacity() int {
+	if c.SketchCapacity == 0 {
+		return hotkey.DefaultSketchCapacity
+	}
+	return c.SketchCapacity
 }
 
 func (c *Config) tallyOptions() tally.Options {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
@@ -74,6 +75,10 @@ type partition struct {
 
 	// rate counts the events applied, for the load report.
 	rate *rate
+	// heavy finds the partition's heaviest ads for the load report, which
+	// the coordinator splits hot ads by. It is fed only while the partition
+	// serves (see consumer.apply) and goes with the partition.
+	heavy *hotkey.Sketch
 
 	// Guarded by Aggregator.mu.
 	state        state
@@ -281,9 +286,20 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 	if pt == nil {
 		return
 	}
-	if s := pt.getState(a); s != stateRestoring && s != stateServing {
+	s := pt.getState(a)
+	if s != stateRestoring && s != stateServing {
 		return
 	}
+	// The sketch measures how fast clicks of an ad arrive now, in processing
+	// time. A restoring partition replays a backlog (up to a snapshot
+	// interval after a crash, all of its log on a first start) as fast as
+	// it can, which would report its ads many times hotter than they are
+	// and make every handoff look like a hot key; so replay is not fed. A
+	// serving partition that lags (a burst, or the short catch-up after a
+	// live handoff) is fed as it applies: that backlog is bounded by its
+	// lag, and it is load this aggregator does carry.
+	serving := s == stateServing
+	now := a.now()
 	var events int64
 	defer func() { pt.rate.add(a.now(), events) }()
 	for _, e := range entries {
@@ -297,6 +313,9 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 			return
 		}
 		pt.tp.Apply(e.ID, le)
+		if serving {
+			pt.heavy.AddEvents(now, le.GetEvents())
+		}
 		events += int64(len(le.GetEvents()))
 	}
 }
@@ -377,6 +396,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 		target:   last,
 		nextSave: now.Add(a.cfg.SnapshotInterval),
 		rate:     newRate(now),
+		heavy:    hotkey.NewSketch(a.cfg.sketchCapacity()),
 		state:    stateRestoring,
 	}
 	handedOver := handed != "" && tp.Offset() == handed

@@ -96,6 +96,9 @@ func (s *server) PartitionStatus(ctx context.Context, _ *clickaggv1.PartitionSta
 			if !l.ServingSince.IsZero() {
 				st.ServingSince = timestamppb.New(l.ServingSince)
 			}
+			for _, h := range l.Heavy {
+				st.Heavy = append(st.Heavy, &clickaggv1.AdCount{AdId: h.AdID, Count: h.PerMinute})
+			}
 		}
 		resp.Partitions[i] = st
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,6 +28,7 @@ import (
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/queryd"
@@ -66,6 +68,9 @@ type ServerConfig struct {
 	Aggregator  aggregator.Config
 	Coordinator coordinator.Config
 	Queryd      queryd.Config
+	// HotKey is shared by every role: routers' and queryds' copy of the
+	// split table, the coordinator's splits, the aggregators' sketches.
+	HotKey hotkey.Config
 
 	partitionsSet bool
 }
@@ -91,6 +96,16 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Aggregator.RegisterFlags(fs)
 	c.Coordinator.RegisterFlags(fs)
 	c.Queryd.RegisterFlags(fs)
+	c.HotKey.RegisterFlags(fs)
+}
+
+// hotKey returns the hot-key configuration with MaxSkew copied from
+// -router.max-clock-skew: the coordinator picks effective minutes by how
+// far ahead of their clocks routers accept clicks.
+func (c *ServerConfig) hotKey() hotkey.Config {
+	hk := c.HotKey
+	hk.MaxSkew = c.Router.MaxSkew
+	return hk
 }
 
 // Roles returns the roles named by Target.
@@ -128,6 +143,18 @@ func (c *ServerConfig) Validate() error {
 	}
 	if err := c.Cluster.Validate(); err != nil {
 		return err
+	}
+	hk := c.hotKey()
+	if err := hk.Validate(); err != nil {
+		return err
+	}
+	if slices.Contains(roles, RoleCoordinator) {
+		// The coordinator drops ended splits after -hotkey.keep: routers
+		// must no longer accept clicks that old, nor aggregators answer
+		// for windows that old.
+		if k := c.HotKey.Keep; k < c.Router.Horizon || k < c.Aggregator.Retention {
+			return fmt.Errorf("-hotkey.keep %v: must be at least -router.acceptance-horizon=%v and -aggregator.retention=%v", k, c.Router.Horizon, c.Aggregator.Retention)
+		}
 	}
 	for _, r := range roles {
 		var err error
@@ -266,12 +293,34 @@ func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(roleCtx)
 	lg := s.lg
 
+	// The split table of hot ads. Routers and queryds keep a copy
+	// (Follower) and work only while it is confirmed current; a router
+	// acknowledges each version on its membership lease, so it registers
+	// first, and the coordinator then waits for its acks before any
+	// change takes effect.
+	hk := cfg.hotKey()
+	splits := hotkey.NewStore(etcd, cfg.Cluster.Prefix, partitions)
+	var follower *hotkey.Follower
+	if s.has(RoleRouter) || s.has(RoleQueryd) {
+		var acker *hotkey.Acker
+		if s.has(RoleRouter) {
+			reg, err := cl.Register(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: advertise}, cfg.Cluster.LeaseTTL)
+			if err != nil {
+				return fmt.Errorf("register %s: %w", RoleRouter, err)
+			}
+			defer closeRegistration(reg)
+			acker = &hotkey.Acker{ID: cfg.ID, Lease: clientv3.LeaseID(reg.Member().Incarnation)}
+		}
+		follower = hotkey.NewFollower(hk, splits, acker, lg.With("component", "splits"), time.Now)
+		g.Go(func() error { return follower.Run(gctx) })
+	}
+
 	if s.has(RoleRouter) {
 		rc := cfg.Router
 		if rc.ID == "" {
 			rc.ID = cfg.ID
 		}
-		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now)
+		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower))
 		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
 		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 		s.router = r
@@ -285,6 +334,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ac.AdvertiseAddr = advertise
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
+		ac.SketchCapacity = hk.SketchCapacity
 		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
@@ -297,7 +347,8 @@ func (s *Server) Run(ctx context.Context) error {
 			cc.ID = cfg.ID
 		}
 		cc.AdvertiseAddr = advertise
-		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator))
+		cc.MaxIDLength = cfg.Router.MaxIDLength
+		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
@@ -305,7 +356,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.has(RoleQueryd) {
 		qc := cfg.Queryd
 		qc.RedisPrefix = cfg.RedisPrefix
-		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now)
+		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
 		services = append(services, clickaggv1.QueryService_ServiceDesc.ServiceName)
@@ -317,22 +368,29 @@ func (s *Server) Run(ctx context.Context) error {
 		mux.Handle("/v1/", h)
 		g.Go(func() error { return q.Run(gctx) })
 	}
-	// Routers, queryds and coordinators register so that operators can list
-	// them; aggregators register themselves, since their lease is part of
-	// partition ownership.
+	// Queryds and coordinators register so that operators can list them;
+	// routers registered above; aggregators register themselves, since
+	// their lease is part of partition ownership.
 	for _, role := range s.roles {
-		if role == RoleAggregator {
+		if role == RoleAggregator || role == RoleRouter {
 			continue
 		}
 		reg, err := cl.Register(ctx, cluster.Member{ID: cfg.ID, Role: role, Addr: advertise}, cfg.Cluster.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("register %s: %w", role, err)
 		}
-		defer func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = reg.Close(cctx)
-		}()
+		defer closeRegistration(reg)
+	}
+	if follower != nil {
+		// Serve only with the split table: until then every ingest and
+		// query would be refused. Shutdown or a failed role ends the wait
+		// and goes on to the shutdown below.
+		lg.Info("waiting for the split table from etcd")
+		select {
+		case <-follower.Ready():
+		case <-ctx.Done():
+		case <-gctx.Done():
+		}
 	}
 
 	for _, svc := range services {
@@ -399,6 +457,13 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = errors.Join(runErr, err)
 	}
 	return runErr
+}
+
+// closeRegistration revokes a registration's lease, bounded in time.
+func closeRegistration(reg *cluster.Registration) {
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = reg.Close(cctx)
 }
 
 // ensurePartitions reads or creates the cluster's partition count. want < 0

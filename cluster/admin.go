@@ -156,10 +156,19 @@ func (l *Leadership) Check(ctx context.Context) error {
 	return nil
 }
 
+// Fence is the condition that this leadership still holds its election
+// key with the revision it won with: every leader write is a transaction
+// conditioned on it, so that a deposed leader cannot slip a write in after
+// its successor was elected. Writers outside this package (the split table,
+// hotkey.Store.Write) put it in their own transactions.
+func (l *Leadership) Fence() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)
+}
+
 // txn runs ops if the election key is still this leadership's.
 func (l *Leadership) txn(ctx context.Context, ops []clientv3.Op, what string) error {
 	resp, err := l.c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		If(l.Fence()).
 		Then(ops...).
 		Commit()
 	if err != nil {

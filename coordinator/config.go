@@ -33,6 +33,10 @@ type Config struct {
 	// another join before it is planned (at most 5 times this in all); 0
 	// plans at once.
 	JoinDelay time.Duration
+	// MaxIDLength is the routers' -router.max-id-length, which SplitKey and
+	// UnsplitKey check ad_id against; the process sets it. 0 means the
+	// routers' default.
+	MaxIDLength int
 }
 
 // RegisterFlags registers the coordinator's flags with their defaults.
@@ -63,6 +67,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReleaseTimeout <= 0 {
 		return fmt.Errorf("-coordinator.release-timeout %v: must be positive", c.ReleaseTimeout)
+	}
+	if c.MaxIDLength < 0 {
+		return fmt.Errorf("-router.max-id-length %d: must not be negative", c.MaxIDLength)
 	}
 	return nil
 }

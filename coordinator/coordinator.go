@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 )
@@ -58,6 +59,12 @@ type Stats struct {
 	// Executing is the number of admin requests the leader is carrying out
 	// now (0 or 1: they run one at a time).
 	Executing int64
+	// SplitChanges counts the hot-key splits and unsplits made effective
+	// (every live router acknowledged them), by the Controller or an
+	// operator; WithdrawnChanges those withdrawn because some router did
+	// not acknowledge in time or the request ended first.
+	SplitChanges     int64
+	WithdrawnChanges int64
 }
 
 // Coordinator assigns partitions to aggregators while it is the leader,
@@ -81,6 +88,11 @@ type Coordinator struct {
 	unplannedHandoffs atomic.Int64
 	failedReleases    atomic.Int64
 	executing         atomic.Int64
+	splitChanges      atomic.Int64
+	withdrawnChanges  atomic.Int64
+
+	// hk is nil without WithHotKeys.
+	hk *hotKeys
 }
 
 // New returns a coordinator of a cluster of partitions partitions. dial
@@ -88,11 +100,11 @@ type Coordinator struct {
 // leader when this coordinator forwards to it); it is called once per
 // address and its result reused, and the caller owns (and closes) the
 // connections. New does no I/O.
-func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger) *Coordinator {
+func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger, opts ...Option) *Coordinator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		cfg:        cfg,
 		cl:         cl,
 		partitions: partitions,
@@ -100,6 +112,17 @@ func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) 
 		log:        log,
 		conns:      map[string]grpc.ClientConnInterface{},
 	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.hk != nil {
+		// An invalid count leaves them nil; Run refuses to start then.
+		if parts, err := ring.NewPartitioner(partitions); err == nil {
+			c.hk.parts = parts
+			c.hk.planner = hotkey.NewPlanner(c.hk.cfg, parts)
+		}
+	}
+	return c
 }
 
 // Stats returns the counters of notable events.
@@ -110,6 +133,8 @@ func (c *Coordinator) Stats() Stats {
 		UnplannedHandoffs: c.unplannedHandoffs.Load(),
 		FailedReleases:    c.failedReleases.Load(),
 		Executing:         c.executing.Load(),
+		SplitChanges:      c.splitChanges.Load(),
+		WithdrawnChanges:  c.withdrawnChanges.Load(),
 	}
 }
 
@@ -127,6 +152,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	if err := c.cfg.Validate(); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
+	}
+	if c.hk != nil {
+		if err := c.hk.validate(c.partitions); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
 	}
 	backoff := minBackoff
 	for {
@@ -177,25 +207,40 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	}
 	c.log.Info("elected leader", "member", c.cfg.ID, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
 
-	h := &termHandle{reqs: make(chan *request), done: make(chan struct{})}
+	g, gctx := errgroup.WithContext(ctx)
+	h := &termHandle{reqs: make(chan *request), done: make(chan struct{}), ctx: gctx}
+	if c.hk != nil {
+		h.pub = hotkey.NewPublisher(c.hk.cfg, c.hk.store, c.cl, c.log.With("component", "hotkey"), c.hk.now)
+		h.fence = l.Fence()
+		h.fenced = make(chan error, 1)
+	}
 	c.term.Store(h)
 	defer func() {
 		c.term.CompareAndSwap(h, nil)
+		// The term's context has ended, so the operators' split table
+		// changes still running withdraw theirs (see applyChange); wait
+		// for them, so that they do so with the fence of this term, before
+		// the resignation voids it. The gate stays closed.
+		h.gate.Lock()
 		close(h.done)
 	}()
 	t.track = newTracker(c, l)
 
-	g, gctx := errgroup.WithContext(ctx)
 	// One slot, latest wins: a plan only needs the newest member list.
 	updates := make(chan []cluster.Member, 1)
 	g.Go(func() error {
 		select {
 		case <-l.Done():
 			return errLeadershipLost
+		case err := <-h.fenced: // nil channel without hot keys
+			return err
 		case <-gctx.Done():
 			return nil
 		}
 	})
+	if c.hk != nil {
+		g.Go(func() error { return c.runHotKeys(gctx, h) })
+	}
 	g.Go(func() error {
 		return c.cl.WatchMembers(gctx, cluster.RoleAggregator, func(ms []cluster.Member) {
 			select {
@@ -215,6 +260,9 @@ func (c *Coordinator) lead(ctx context.Context) error {
 type termHandle struct {
 	reqs chan *request
 	done chan struct{} // closed when the term has ended
+	// ctx ends when the term does.
+	ctx context.Context
+	termHotKeys
 }
 
 // ownerKey identifies one life of an owner.

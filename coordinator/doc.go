@@ -93,6 +93,23 @@
 // unavailable rather than failing the call. Mutations run on the leader
 // only: a follower forwards them (see NewServer).
 //
+// # Hot keys
+//
+// With WithHotKeys, each term also runs a hotkey.Controller and holds one
+// hotkey.Publisher, fenced by the term's election key
+// (cluster.Leadership.Fence): every CheckInterval the Controller observes
+// the load (Observe: the aggregators' PartitionStatus reports, whose heavy
+// ads come from each partition's sketch), splits ads above SplitRate over
+// the least loaded aggregators and unsplits cooled ones. SplitKey and
+// UnsplitKey are the operators' way to do the same; they run on the leader
+// beside the term's loop, not in it, since a change waits for every live
+// router's acknowledgement (up to about LeadTime) and partition moves must
+// not wait behind it; the Publisher carries out one change at a time,
+// whoever asked. A split table write refused by its fence ends the term
+// like a refused assignment write. A change the routers did not all
+// acknowledge in time, or whose caller or term ended first, is withdrawn
+// (hotkey.ErrWithdrawn, ABORTED).
+//
 // With no aggregators every partition is left unassigned; with more
 // aggregators than partitions the ones already owning partitions are kept
 // and the rest stay idle.

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
@@ -21,14 +23,14 @@ type server struct {
 }
 
 // NewServer returns the gRPC admin API of c. Reads (ListMembers,
-// GetAssignment, GetClusterStatus, GetLoad, GetHandoffs) are answered by
-// any coordinator, leader or not, from etcd and the aggregators.
-// Mutations (MovePartition, DrainMember, Rebalance, dry runs included) are
-// executed by the leader only: a follower forwards them to the leader's
-// advertised address, marking the call as forwarded; a forwarded call that
-// reaches a coordinator that does not lead (leadership moved in between)
-// fails with FAILED_PRECONDITION naming the leader, rather than bouncing
-// between coordinators.
+// GetAssignment, GetClusterStatus, GetLoad, GetHotKeys, GetHandoffs) are
+// answered by any coordinator, leader or not, from etcd and the
+// aggregators. Mutations (MovePartition, DrainMember, Rebalance, SplitKey,
+// UnsplitKey, dry runs included) are executed by the leader only: a
+// follower forwards them to the leader's advertised address, marking the
+// call as forwarded; a forwarded call that reaches a coordinator that does
+// not lead (leadership moved in between) fails with FAILED_PRECONDITION
+// naming the leader, rather than bouncing between coordinators.
 func NewServer(c *Coordinator) clickaggv1.CoordinatorServiceServer {
 	return &server{c: c}
 }
@@ -107,6 +109,69 @@ func (s *server) Rebalance(ctx context.Context, req *clickaggv1.RebalanceRequest
 		return nil, toStatus(err)
 	}
 	return &clickaggv1.RebalanceResponse{Moves: movesProto(moves), DryRun: req.GetDryRun()}, nil
+}
+
+func (s *server) SplitKey(ctx context.Context, req *clickaggv1.SplitKeyRequest) (*clickaggv1.SplitKeyResponse, error) {
+	iv, err := s.c.SplitKey(ctx, req.GetAdId(), int(req.GetWays()), req.GetDryRun())
+	if errors.Is(err, ErrNotLeading) {
+		cl, fctx, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cl.SplitKey(fctx, req)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.SplitKeyResponse{Split: splitProto(iv), DryRun: req.GetDryRun()}, nil
+}
+
+func (s *server) UnsplitKey(ctx context.Context, req *clickaggv1.UnsplitKeyRequest) (*clickaggv1.UnsplitKeyResponse, error) {
+	iv, err := s.c.UnsplitKey(ctx, req.GetAdId(), req.GetDryRun())
+	if errors.Is(err, ErrNotLeading) {
+		cl, fctx, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return cl.UnsplitKey(fctx, req)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clickaggv1.UnsplitKeyResponse{Split: splitProto(iv), DryRun: req.GetDryRun()}, nil
+}
+
+// defaultHotKeys is GetHotKeysRequest.count's default.
+const defaultHotKeys = 20
+
+func (s *server) GetHotKeys(ctx context.Context, req *clickaggv1.GetHotKeysRequest) (*clickaggv1.GetHotKeysResponse, error) {
+	n := int(req.GetCount())
+	if n == 0 {
+		n = defaultHotKeys
+	}
+	hk, err := s.c.HotKeys(ctx, n)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.GetHotKeysResponse{}
+	for _, k := range hk.Keys {
+		resp.Keys = append(resp.Keys, &clickaggv1.HotKey{AdId: k.AdID, Partition: int32(k.Partition), EventsPerSecond: k.Rate, Share: k.Share})
+	}
+	for _, iv := range hk.Splits {
+		resp.Splits = append(resp.Splits, splitProto(iv))
+	}
+	return resp, nil
+}
+
+func splitProto(iv hotkey.Interval) *clickaggv1.Split {
+	out := &clickaggv1.Split{AdId: iv.AdID, From: timestamppb.New(iv.From()), Members: iv.Members}
+	for _, p := range iv.Partitions {
+		out.Partitions = append(out.Partitions, int32(p))
+	}
+	if !iv.Open() {
+		out.To = timestamppb.New(iv.To())
+	}
+	return out
 }
 
 func movesProto(moves []Move) []*clickaggv1.PartitionMove {
@@ -213,22 +278,47 @@ func membersProto(ms []cluster.Member) []*clickaggv1.Member {
 
 // toStatus maps the errors of the domain to gRPC codes. Everything not
 // named is a failure to reach etcd (or a leadership that ended under the
-// call), which clients should retry.
+// call: hotkey.ErrFenced), which clients should retry.
 func toStatus(err error) error {
 	code := codes.Unavailable
 	switch {
+	case errors.Is(err, hotkey.ErrWithdrawn), errors.Is(err, hotkey.ErrConflict):
+		// Before the context errors: a change withdrawn because the caller
+		// gave up or the term ended wraps them.
+		code = codes.Aborted
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
-	case errors.Is(err, cluster.ErrInvalid), errors.Is(err, ErrInvalid):
+	case errors.Is(err, cluster.ErrInvalid), errors.Is(err, ErrInvalid), errors.Is(err, hotkey.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrUnknownMember):
 		code = codes.NotFound
-	case errors.Is(err, ErrLastMember), errors.Is(err, ErrDraining), errors.Is(err, ErrAlreadyOwner):
+	case errors.Is(err, ErrLastMember), errors.Is(err, ErrDraining), errors.Is(err, ErrAlreadyOwner),
+		errors.Is(err, hotkey.ErrAlreadySplit), errors.Is(err, hotkey.ErrNotSplit), errors.Is(err, ErrNoHotKeys):
 		code = codes.FailedPrecondition
-	case errors.Is(err, cluster.ErrMalformed), fatal(err):
+	case errors.Is(err, cluster.ErrMalformed), errors.Is(err, hotkey.ErrMalformed), fatal(err):
 		code = codes.Internal
 	}
-	return status.Error(code, err.Error())
+	return status.Error(code, refusalMessage(err))
+}
+
+// refusals are the errors whose detail says all their name says: a client
+// reads "aggregator-3 is draining; cancel the drain first", not the same
+// thing twice, and the gRPC code carries the kind.
+var refusals = []error{
+	ErrInvalid, ErrUnknownMember, ErrLastMember, ErrDraining, ErrAlreadyOwner,
+	hotkey.ErrInvalid, hotkey.ErrAlreadySplit, hotkey.ErrNotSplit,
+}
+
+// refusalMessage is err's message without the name of a refusal it starts
+// with.
+func refusalMessage(err error) string {
+	msg := err.Error()
+	for _, r := range refusals {
+		if detail, ok := strings.CutPrefix(msg, r.Error()+": "); ok && errors.Is(err, r) {
+			return detail
+		}
+	}
+	return msg
 }

@@ -287,6 +287,17 @@ func checkTopN(t *testing.T, qc clickaggv1.QueryServiceClient, tr *truth, w *wor
 		{f0 + last/2, f0 + last - 2},
 		{f0, f0 + last},
 	}
+	// A short workload makes some windows empty or equal: keep each
+	// non-empty one once.
+	seen := map[[2]int64]bool{}
+	kept := windows[:0]
+	for _, w := range windows {
+		if k := [2]int64{w.from, w.to}; w.to > w.from && !seen[k] {
+			seen[k] = true
+			kept = append(kept, w)
+		}
+	}
+	windows = kept
 	for name, f := range testFilters(tr) {
 		for _, win := range windows {
 			want := tr.top(win.from, win.to, 100, f)
