@@ -61,8 +61,11 @@ func TestBaselinesAgree(t *testing.T) {
 	if ip.events != events || nv.events != events || !nv.complete || !nv.countedOK {
 		t.Fatalf("events: in-process %d, naive %d (complete %v, counted %v), want %d", ip.events, nv.events, nv.complete, nv.countedOK, events)
 	}
-	if ip.ids != events-dups {
-		t.Errorf("dedup remembers %d ids, want %d events less %d duplicates", ip.ids, events, dups)
+	if ip.mem.DedupIDs != events-dups {
+		t.Errorf("dedup remembers %d ids, want %d events less %d duplicates", ip.mem.DedupIDs, events, dups)
+	}
+	if ip.mem.Keys != ip.keys || ip.mem.Events != events-dups || ip.mem.RowBytes <= 0 || ip.mem.FilterBytes <= 0 || ip.mem.DedupBytes <= 0 {
+		t.Errorf("memory accounting %+v for %d keys and %d counted events", ip.mem, ip.keys, events-dups)
 	}
 	if ip.keys != nv.keys {
 		t.Errorf("keys: in-process %d, naive %d", ip.keys, nv.keys)

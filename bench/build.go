@@ -56,10 +56,13 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		naiveBytesPerKey = ratio(float64(nv.bytes), float64(nv.keys))
 	}
 	inRate, inKeys, inEvents, inHeapPerKey, dedupPerID, keys := nan, nan, nan, nan, nan, nan
+	rowsPerKey, filterPerEvent := nan, nan
 	if ip != nil {
 		inRate, inKeys, inEvents = ip.rate, float64(ip.keys), float64(ip.events)
-		inHeapPerKey = ratio(ip.stateBytes-ip.dedupBytes, float64(ip.keys))
-		dedupPerID = ratio(ip.dedupBytes, float64(ip.ids))
+		inHeapPerKey = ratio(ip.stateBytes-float64(ip.mem.DedupBytes), float64(ip.keys))
+		dedupPerID = ratio(float64(ip.mem.DedupBytes), float64(ip.mem.DedupIDs))
+		rowsPerKey = ratio(float64(ip.mem.RowBytes), float64(ip.mem.Keys))
+		filterPerEvent = ratio(float64(ip.mem.FilterBytes), float64(ip.mem.Events))
 		keys = float64(ip.keys)
 	} else if nv != nil && nv.complete {
 		keys = float64(nv.keys)
@@ -116,11 +119,15 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		Row{ID: "keys", Label: "live (ad, minute) keys while querying", Unit: UnitCount, Value: keys,
 			Target: &Target{AtLeast, targetKeys}, Naive: naiveKeys, Inproc: inKeys},
 		Row{ID: "events", Label: "events ingested (duplicates and probes included)", Unit: UnitCount, Value: float64(events), Naive: naiveEvents, Inproc: inEvents},
-		Row{ID: "heap_per_key", Label: "aggregator heap per live (ad, minute) key, dedup excluded", Unit: UnitBytes, Lower: true, Value: clusterHeapPerKey,
-			Target: &Target{AtMost, targetHeapPerKey}, Naive: naiveBytesPerKey, Inproc: inHeapPerKey},
+		Row{ID: "rows_per_key", Label: "aggregator rows per live (ad, minute) key: counts by ad and by (ad, country) (package tally's accounting)", Unit: UnitBytes, Lower: true, Value: rowsPerKey,
+			Target: &Target{AtMost, targetHeapPerKey}, Naive: naiveBytesPerKey, Inproc: nan},
+		Row{ID: "filter_per_event", Label: "ip/user_id filter index per counted event, its own budget (package tally's accounting)", Unit: UnitBytes, Lower: true, Value: filterPerEvent,
+			Naive: nan, Inproc: nan},
+		Row{ID: "heap_per_key", Label: "aggregator heap per live (ad, minute) key: rows and filter index, dedup excluded (measured heap)", Unit: UnitBytes, Lower: true, Value: clusterHeapPerKey,
+			Naive: naiveBytesPerKey, Inproc: inHeapPerKey},
 		Row{ID: "heap_all_per_key", Label: "aggregator heap per live (ad, minute) key, dedup included", Unit: UnitBytes, Lower: true, Value: clusterHeapAllPerKey,
 			Naive: naiveBytesPerKey, Inproc: ratio(ipState(ip), inKeys)},
-		Row{ID: "dedup_per_id", Label: "dedup heap per remembered event_id (package tally)", Unit: UnitBytes, Lower: true, Value: dedupPerID,
+		Row{ID: "dedup_per_id", Label: "dedup per remembered event_id, its own budget (package tally's accounting)", Unit: UnitBytes, Lower: true, Value: dedupPerID,
 			Target: &Target{AtMost, targetDedupPerID}, Naive: nan, Inproc: nan},
 	)
 	snapKeys, snapParts := nan, 0

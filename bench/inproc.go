@@ -123,11 +123,10 @@ func (p *replayer) ticks(out []entry) []entry {
 // inprocResult is what the in-process limit measured.
 type inprocResult struct {
 	events     int64
-	rate       float64 // events decoded and counted per second
-	stateBytes float64 // heap of the partitions' state, dedup sets included
-	dedupBytes float64 // heap of the dedup sets alone
-	ids        int64   // event ids remembered
-	keys       int64   // live (ad, minute) keys
+	rate       float64      // events decoded and counted per second
+	stateBytes float64      // heap of the partitions' state, dedup sets included
+	mem        tally.Memory // the state's own accounting of its three budgets
+	keys       int64        // live (ad, minute) keys
 	queries    map[string]*queryResult
 	reference  map[string][]answer // answers kept before the state was dropped
 
@@ -146,7 +145,7 @@ const chunkBatches = 256
 
 // runInproc replays the run's events, decoded from their log encoding, into
 // one tally.Partition per partition in this goroutine, and measures the
-// rate, the heap the state takes, the dedup sets' share of it, the number
+// rate, the heap the state takes and its budgets (tally.Memory), the number
 // of (ad, minute) keys and the latency of the same queries as the cluster.
 // Then it snapshots the state into rdb and recovers it, timed.
 func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float64) (*inprocResult, error) {
@@ -158,18 +157,8 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 	res := &inprocResult{}
 	before := liveHeap()
 	state := make([]*tally.Partition, r.partitions)
-	dedup := make([]*tally.Partition, r.partitions)
 	for i := range state {
 		state[i] = tally.NewPartition(i, opts)
-		dedup[i] = tally.NewPartition(i, opts)
-	}
-	// The dedup-only state holds the same event ids in the same minutes
-	// and partitions, with every other field the same constant: its heap
-	// is the dedup sets and almost nothing else.
-	dedupOnly := func(part int, le *clickaggv1.LogEvent) {
-		dedup[part].Apply("", &clickaggv1.LogEntry{Events: []*clickaggv1.LogEvent{{
-			EventId: le.EventId, AdId: "a", ClickTimeMs: le.ClickTimeMs, UserId: "u", Ip: "0.0.0.0", Country: "US",
-		}}})
 	}
 	rp := r.newReplayer(parts, sustained)
 	var timed time.Duration
@@ -187,11 +176,11 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 				break
 			}
 			res.events += int64(len(evs))
-			chunk = rp.entries(evs, chunk, dedupOnly)
+			chunk = rp.entries(evs, chunk, nil)
 		}
 		if done {
 			// The probes, which the cluster counted too.
-			chunk = rp.entries(r.probes, chunk, dedupOnly)
+			chunk = rp.entries(r.probes, chunk, nil)
 			res.events += int64(len(r.probes))
 			chunk = rp.ticks(chunk)
 		}
@@ -208,14 +197,17 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 	}
 	chunk = nil
 	res.rate = float64(res.events) / timed.Seconds()
-	withDedup := liveHeap()
-	for _, d := range dedup {
-		res.ids += d.Stats().EventsApplied
-	}
-	dedup = nil
 	after := liveHeap()
 	res.stateBytes = float64(after) - float64(before)
-	res.dedupBytes = float64(withDedup) - float64(after)
+	for _, p := range state {
+		m := p.Memory()
+		res.mem.Keys += m.Keys
+		res.mem.RowBytes += m.RowBytes
+		res.mem.Events += m.Events
+		res.mem.FilterBytes += m.FilterBytes
+		res.mem.DedupIDs += m.DedupIDs
+		res.mem.DedupBytes += m.DedupBytes
+	}
 
 	r.progress.set("in-process limit", "counting (ad, minute) keys")
 	fromMin, toMin := r.spanStart/60_000, r.spanEnd/60_000

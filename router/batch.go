@@ -7,10 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/clickagg/clickagg/partlog"
-	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
 // batcher appends the events of concurrent requests together (group
@@ -44,7 +41,9 @@ type batcher struct {
 
 // batch is the events of one or more requests, appended together.
 type batch struct {
-	entries  map[int]*clickaggv1.LogEntry
+	// entries holds each partition's encoded events: the events field of
+	// its LogEntry, concatenated (see logEvent.appendTo).
+	entries  map[int][]byte
 	events   int
 	requests int
 	taken    bool // an appender has it; guarded by batcher.mu
@@ -58,23 +57,22 @@ func newBatcher(log Log, routerID string, concurrency, maxEvents int, timeout ti
 
 // add puts one request's events (by partition) into the open batch, or a
 // new one when the open batch would grow past maxEvents.
-func (b *batcher) add(byPart map[int][]*clickaggv1.LogEvent, n int) *batch {
+func (b *batcher) add(byPart map[int][]byte, n int) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var bt *batch
 	if k := len(b.queue); k > 0 && b.queue[k-1].events+n <= b.maxEvents {
 		bt = b.queue[k-1]
 	} else {
-		bt = &batch{entries: make(map[int]*clickaggv1.LogEntry, len(byPart)), done: make(chan struct{})}
+		bt = &batch{entries: make(map[int][]byte, len(byPart)), done: make(chan struct{})}
 		b.queue = append(b.queue, bt)
 	}
 	for p, evs := range byPart {
-		e := bt.entries[p]
-		if e == nil {
-			e = &clickaggv1.LogEntry{RouterId: b.routerID}
-			bt.entries[p] = e
+		if bt.entries[p] == nil {
+			// The entry starts with its router_id; the events follow.
+			bt.entries[p] = appendRouterID(make([]byte, 0, len(b.routerID)+2+len(evs)), b.routerID)
 		}
-		e.Events = append(e.Events, evs...)
+		bt.entries[p] = append(bt.entries[p], evs...)
 	}
 	bt.events += n
 	bt.requests++
@@ -138,11 +136,7 @@ func (b *batcher) append(ctx context.Context, bt *batch) error {
 	}
 	slices.Sort(parts)
 	for _, p := range parts {
-		data, err := proto.Marshal(bt.entries[p])
-		if err != nil {
-			return fmt.Errorf("encode log entry of partition %d: %w", p, err)
-		}
-		items = append(items, partlog.Append{Partition: p, Data: data})
+		items = append(items, partlog.Append{Partition: p, Data: bt.entries[p]})
 	}
 	if _, err := b.log.Append(ctx, items); err != nil {
 		return fmt.Errorf("append %d events of %d requests to %d partitions: %w", bt.events, bt.requests, len(items), err)

@@ -15,9 +15,9 @@ import (
 // validate checks e against the rules in doc.go and returns it in the form
 // it is stored, or every problem found, joined by "; ", so that a client
 // fixes its event in one round trip.
-func (r *Router) validate(e *clickaggv1.ClickEvent, now time.Time) (*clickaggv1.LogEvent, string) {
+func (r *Router) validate(e *clickaggv1.ClickEvent, now time.Time) (logEvent, string) {
 	if e == nil {
-		return nil, "event is nil"
+		return logEvent{}, "event is nil"
 	}
 	var problems []string
 	add := func(p string) {
@@ -35,15 +35,15 @@ func (r *Router) validate(e *clickaggv1.ClickEvent, now time.Time) (*clickaggv1.
 	ms, p := r.clickTime(e, now)
 	add(p)
 	if len(problems) > 0 {
-		return nil, strings.Join(problems, "; ")
+		return logEvent{}, strings.Join(problems, "; ")
 	}
-	return &clickaggv1.LogEvent{
-		EventId:     e.GetEventId(),
-		AdId:        e.GetAdId(),
-		ClickTimeMs: ms,
-		UserId:      e.GetUserId(),
-		Ip:          ip,
-		Country:     country,
+	return logEvent{
+		eventID: e.GetEventId(),
+		adID:    e.GetAdId(),
+		ms:      ms,
+		userID:  e.GetUserId(),
+		ip:      ip,
+		country: country,
 	}, ""
 }
 

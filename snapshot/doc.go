@@ -9,7 +9,7 @@
 //	prefix:{pN}:epoch  string  the fence: the highest epoch that claimed or saved p
 //	prefix:{pN}:snap   hash    "meta" (encoded SnapshotMeta, which holds the log
 //	                           offset) and one field "m:<unix minute>" per minute
-//	                           (encoded MinuteState)
+//	                           (package tally's versioned minute encoding)
 //	prefix:{pN}:log    stream  the partition log (package partlog)
 //
 // All three share the hash tag {pN}, so the Lua scripts that touch them

@@ -25,8 +25,9 @@ type Write struct {
 	Epoch uint64
 	// Meta is an encoded clickaggv1.SnapshotMeta.
 	Meta []byte
-	// Minutes are the changed minutes: encoded clickaggv1.MinuteState, keyed
-	// by Unix minute.
+	// Minutes are the changed minutes in package tally's versioned minute
+	// encoding, keyed by Unix minute. This package stores them as opaque
+	// bytes.
 	Minutes map[int64][]byte
 	// Drop lists minutes no longer part of the snapshot.
 	Drop []int64

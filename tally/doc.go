@@ -31,16 +31,66 @@
 // Retention is at least DedupHorizon, so a minute that can still change is
 // always in memory, and one that has left memory can never change again.
 //
+// # Hashes stand for strings
+//
+// Three fields are compared by their 64-bit xxhash rather than by their
+// text: event_id (dedup), ip and user_id (the filters). Two different values
+// with the same hash would be taken for one; among the values of one
+// partition's minutes in memory, that has a chance of about n²/2⁶⁵ (below
+// 10⁻⁶ for n = 10⁸ distinct values). ad_id and country are kept as text,
+// since answers name them.
+//
 // # Memory
 //
-// Strings are interned per partition as uint32 ids, reference counted by the
-// cells of the minutes in memory, so the tables shrink as minutes leave.
-// Each minute keeps its cells and two rollups, ad → clicks and country → ad →
-// clicks, as parallel slices found through maps of 4-byte keys, plus lists of
-// cells by ip and by user threaded through the cells. Queries filtered by
-// country read the rollups; by ip or user, the shorter list. Dedup sets are
-// open-addressing tables of 8-byte hashes (about 16 bytes per id). Once a
-// minute can no longer change, its dedup set and cell map are released.
+// The state of a minute has three parts, each with its own budget:
+//
+//   - Rows: clicks per (ad, country), the aggregate every unfiltered and
+//     country-filtered query reads. Ads and countries are interned per
+//     partition as uint32 ids (strtab: the strings, their hashes and a
+//     reference count per row using them, found through an open-addressing
+//     index of ids), so a row holds ids, and an ad's string is paid once
+//     for all its minutes. Ids of strings no minute in memory uses are
+//     freed and reused.
+//   - The filter index: per counted event, the hashes of its user_id and
+//     ip (16 bytes), plus, for a minute that a user or ip filter has read,
+//     its events sorted by user hash and by ip hash (4 bytes each per event,
+//     built by the first such query).
+//   - Dedup: the hashes of the event ids counted, while the minute is
+//     inside the dedup horizon.
+//
+// Each minute is a base, compact and immutable, plus a delta of what it
+// counted since the base was built (see minute.go and base.go):
+//
+//   - The base lists its ads in canonical order (by the xxhash of the
+//     ad_id, then the ad_id), each with its clicks and its rows by country
+//     string. Columns are narrow, values that do not fit are kept aside:
+//     6 bytes per (ad, minute) key, 3 per row. Its events are grouped by
+//     row in the same order, so an event's row is implied by its position,
+//     and sparse indexes lead from a key to its first row and from a row to
+//     its first event. Its dedup hashes are a sorted array, 8 bytes per id,
+//     searched by bisection.
+//   - The delta holds open-addressing tables of (ad, country) → clicks and
+//     ad → clicks, the events in log order with their row, and a hash set of
+//     event ids (10.7 to 16 bytes per id: it grows by half at 3/4 full; a
+//     new filling minute is sized like the one before it).
+//
+// A filling minute is all delta. When the watermark completes a minute its
+// delta is merged into a new base; late events then go to a new delta,
+// merged again once it holds more than 64 events and an eighth of the
+// base, or when a snapshot writes the minute. When a minute leaves the
+// dedup horizon it is merged a last time and its dedup hashes are
+// released. Merging changes no answer and no byte of the minute's
+// encoding.
+//
+// # Queries
+//
+// Count finds the ad in each base of its window by interpolation on the ad
+// hashes (uniform, so a few probes), then reads the key's clicks, bisects
+// its rows for a country, or, for an ip or user_id, reads either the ad's
+// events or, when there are many, the event index. Top adds the clicks of each key (or each
+// matching row, or each matching event found through the event index) into
+// an array indexed by ad id, then keeps the best n with a bounded heap.
+// Deltas are read through their tables and scanned for ip and user_id.
 //
 // # Snapshots
 //
@@ -49,8 +99,27 @@
 // and the minutes that left memory since then. Every change takes a number
 // from a sequence; MarkSaved cleans a minute only if it has not changed since
 // its snapshot was taken, so the writer may keep applying while a snapshot is
-// being saved. Encoding is deterministic: the same state gives the same
-// bytes, and Restore of a stored snapshot gives back the same state.
+// being saved.
+//
+// A minute is encoded in a columnar binary format whose first byte is its
+// version (encode.go has the layout): its countries and ads as strings, its
+// rows as small varints, then the user, ip and event-id hashes as fixed
+// 8-byte columns. The order of everything is fixed by the minute's content,
+// not by interned ids or insertion order, so encoding is deterministic: the
+// same state gives the same bytes, and Restore of a stored snapshot gives
+// back the same state. A complete minute's base is already in that order,
+// so encoding it is a copy and restoring it needs no sort and no hashing
+// beyond finding its ads. Restore refuses a minute in an unknown format
+// with ErrFormat, and one whose parts contradict each other with
+// ErrCorrupt.
+//
+// Restore also reads minutes stored by the previous build (format 0, an
+// encoded clickaggv1.MinuteState with ip and user_id as text: no byte of
+// it can start with format 1's first byte). It hashes their ip and user_id
+// and marks them changed, so the next snapshot rewrites them in format 1.
+// Their events keep the order of the stored cells, not the log's, so those
+// minutes encode differently from a replay that never went through format
+// 0; every answer is the same.
 //
 // # Concurrency
 //

@@ -1,112 +1,297 @@
 package tally
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"github.com/cespare/xxhash/v2"
 )
 
-// Field numbers of clickaggv1.MinuteState and clickaggv1.Cell.
-const (
-	fieldMinuteMinute   protowire.Number = 1
-	fieldMinuteRevision protowire.Number = 2
-	fieldMinuteCells    protowire.Number = 3
-	fieldMinuteHashes   protowire.Number = 4
+// minuteFormat is the first byte of an encoded minute. Field number 0 is
+// invalid in protobuf, so no encoded message (the clickaggv1.MinuteState
+// that format 0 was) starts with it, and the two cannot be confused.
+const minuteFormat = 1
 
-	fieldCellAd      protowire.Number = 1
-	fieldCellCountry protowire.Number = 2
-	fieldCellIP      protowire.Number = 3
-	fieldCellUser    protowire.Number = 4
-	fieldCellCount   protowire.Number = 5
-)
+// ErrFormat is wrapped by Restore's errors when a minute is in a format this
+// build does not read.
+var ErrFormat = errors.New("tally: unknown minute format")
 
-// encodeMinute encodes m as a clickaggv1.MinuteState, byte for byte what
-// deterministic proto.Marshal of the same message gives (a test checks
-// that), without building a message per cell: snapshots re-encode the
-// filling minutes every time, and this is most of their cost.
+// errTruncated is returned for a minute that ends early or has stray bytes.
+var errTruncated = errors.New("truncated or malformed minute")
+
+// Minute format 1, all integers little-endian, varints as in
+// encoding/binary:
+//
+//	byte     1 (the format)
+//	varint   minute (zig-zag)
+//	uvarint  revision
+//	uvarint  flags: 1 = the minute still has its dedup hashes
+//	uvarint  number of countries, then each: uvarint length, bytes;
+//	         ascending
+//	uvarint  number of ads, then each: uvarint length, bytes; in canonical
+//	         order (xxhash of the ad_id, then the ad_id), ascending
+//	uvarint  number of rows, then each: uvarint ad index minus the previous
+//	         row's (0 or 1), uvarint country index, uvarint clicks (> 0);
+//	         ascending by (ad, country), every ad used
+//	8 bytes  per counted event: xxhash of user_id, the events grouped by
+//	         row in row order (the sum of the clicks), log order within a
+//	         row
+//	8 bytes  per counted event: xxhash of ip, in the same order
+//	         if flags has 1: uvarint number of hashes (= counted events),
+//	         then 8 bytes each: the event-id hashes, ascending
+//
+// Everything is in an order fixed by the minute's content, so the same
+// minute gives the same bytes in every process.
+
+// encodeMinute encodes m in minute format 1.
 func (p *Partition) encodeMinute(m *minute) []byte {
-	order := make([]int32, len(m.cells.keys))
-	for i := range order {
-		order[i] = int32(i)
+	b := p.merged(m)
+
+	// The minute's countries, ascending, and each one's index.
+	var cids []uint32
+	local := make([]uint32, p.countries.size()) // index+1, 0: not seen
+	for r := range b.countries {
+		c := b.country(r)
+		if local[c] == 0 {
+			local[c] = 1
+			cids = append(cids, c)
+		}
 	}
-	ads, attrs := p.ads.strs, p.attrs.strs
-	keys := m.cells.keys
-	slices.SortFunc(order, func(i, j int32) int {
-		a, b := keys[i], keys[j]
-		if a.ad != b.ad {
-			return strings.Compare(ads[a.ad], ads[b.ad])
-		}
-		if a.country != b.country {
-			return strings.Compare(attrs[a.country], attrs[b.country])
-		}
-		if a.ip != b.ip {
-			return strings.Compare(attrs[a.ip], attrs[b.ip])
-		}
-		return strings.Compare(attrs[a.user], attrs[b.user])
-	})
-	var hashes []uint64
-	if m.seen != nil {
-		hashes = m.seen.appendTo(make([]uint64, 0, m.seen.len()))
-		slices.Sort(hashes)
+	slices.SortFunc(cids, func(x, y uint32) int { return strings.Compare(p.countries.str(x), p.countries.str(y)) })
+	size := 32 + 16*len(b.users) + 8*len(b.hashes) + 3*len(b.counts)
+	for i, c := range cids {
+		local[c] = uint32(i + 1)
+		size += 2 + len(p.countries.str(c))
+	}
+	for _, ad := range b.ads {
+		size += 2 + len(p.ads.str(ad))
 	}
 
-	var b []byte
-	if m.start != 0 {
-		b = protowire.AppendTag(b, fieldMinuteMinute, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(m.start))
+	out := make([]byte, 0, size)
+	out = append(out, minuteFormat)
+	out = binary.AppendVarint(out, m.start)
+	out = binary.AppendUvarint(out, uint64(m.revision))
+	var flags uint64
+	if !m.frozen {
+		flags = 1
 	}
-	if m.revision != 0 {
-		b = protowire.AppendTag(b, fieldMinuteRevision, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(m.revision))
+	out = binary.AppendUvarint(out, flags)
+	out = binary.AppendUvarint(out, uint64(len(cids)))
+	for _, c := range cids {
+		out = appendString(out, p.countries.str(c))
 	}
-	for _, i := range order {
-		k := keys[i]
-		ad, country, ip, user := ads[k.ad], attrs[k.country], attrs[k.ip], attrs[k.user]
-		count := m.cells.counts[i]
-		b = protowire.AppendTag(b, fieldMinuteCells, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(stringFieldSize(fieldCellAd, ad)+
-			stringFieldSize(fieldCellCountry, country)+
-			stringFieldSize(fieldCellIP, ip)+
-			stringFieldSize(fieldCellUser, user)+
-			varintFieldSize(fieldCellCount, count)))
-		b = appendStringField(b, fieldCellAd, ad)
-		b = appendStringField(b, fieldCellCountry, country)
-		b = appendStringField(b, fieldCellIP, ip)
-		b = appendStringField(b, fieldCellUser, user)
-		if count != 0 {
-			b = protowire.AppendTag(b, fieldCellCount, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(count))
+	out = binary.AppendUvarint(out, uint64(len(b.ads)))
+	for _, ad := range b.ads {
+		out = appendString(out, p.ads.str(ad))
+	}
+	out = binary.AppendUvarint(out, uint64(len(b.counts)))
+	r := 0
+	for i := range b.ads {
+		for end := r + b.rowsOf(i); r < end; r++ {
+			var step byte
+			if r > 0 && r == end-b.rowsOf(i) {
+				step = 1
+			}
+			out = append(out, step)
+			out = binary.AppendUvarint(out, uint64(local[b.country(r)]-1))
+			out = binary.AppendUvarint(out, uint64(b.count(r)))
 		}
 	}
-	if len(hashes) > 0 {
-		b = protowire.AppendTag(b, fieldMinuteHashes, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(8*len(hashes)))
-		for _, h := range hashes {
-			b = protowire.AppendFixed64(b, h)
-		}
+	out = appendFixed(out, b.users)
+	out = appendFixed(out, b.ips)
+	if !m.frozen {
+		out = binary.AppendUvarint(out, uint64(len(b.hashes)))
+		out = appendFixed(out, b.hashes)
+	}
+	return out
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendFixed(b []byte, vs []uint64) []byte {
+	n := len(b)
+	b = slices.Grow(b, 8*len(vs))[:n+8*len(vs)]
+	for i, v := range vs {
+		binary.LittleEndian.PutUint64(b[n+8*i:], v)
 	}
 	return b
 }
 
-func stringFieldSize(n protowire.Number, s string) int {
-	if s == "" {
-		return 0
-	}
-	return protowire.SizeTag(n) + protowire.SizeBytes(len(s))
+// minuteView is a parsed encoded minute. Its strings and fixed-size columns
+// point into the encoding.
+type minuteView struct {
+	start, revision int64
+	hasHashes       bool
+	countries       [][]byte
+	ads             [][]byte
+	rows            []viewRow
+	events          int
+	users, ips      []byte // 8 bytes per event
+	hashes          []byte // 8 bytes per hash
 }
 
-func varintFieldSize(n protowire.Number, v int64) int {
-	if v == 0 {
-		return 0
-	}
-	return protowire.SizeTag(n) + protowire.SizeVarint(uint64(v))
+type viewRow struct{ ad, country, count uint32 }
+
+// decoder reads the parts of an encoded minute.
+type decoder struct {
+	b   []byte
+	err error
 }
 
-func appendStringField(b []byte, n protowire.Number, s string) []byte {
-	if s == "" {
-		return b
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
 	}
-	b = protowire.AppendTag(b, n, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(n uint64) []byte {
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a number of items that take at least min bytes each.
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)/min) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errTruncated
+	}
+	d.b = nil
+}
+
+// parseMinute parses and checks an encoded minute: everything the format
+// promises that does not need the partition's state.
+func parseMinute(b []byte) (minuteView, error) {
+	var v minuteView
+	if len(b) == 0 || b[0] != minuteFormat {
+		f := -1
+		if len(b) > 0 {
+			f = int(b[0])
+		}
+		return v, fmt.Errorf("%w: first byte %d, this build reads format %d", ErrFormat, f, minuteFormat)
+	}
+	d := decoder{b: b[1:]}
+	v.start = d.varint()
+	rev := d.uvarint()
+	flags := d.uvarint()
+	v.countries = make([][]byte, d.count(1))
+	for i := range v.countries {
+		v.countries[i] = d.bytes(d.uvarint())
+		if i > 0 && d.err == nil && bytes.Compare(v.countries[i-1], v.countries[i]) >= 0 {
+			return v, fmt.Errorf("%w: countries out of order", ErrCorrupt)
+		}
+	}
+	v.ads = make([][]byte, d.count(1))
+	var prevHash uint64
+	for i := range v.ads {
+		v.ads[i] = d.bytes(d.uvarint())
+		h := xxhash.Sum64(v.ads[i])
+		if i > 0 && d.err == nil && (h < prevHash || h == prevHash && bytes.Compare(v.ads[i-1], v.ads[i]) >= 0) {
+			return v, fmt.Errorf("%w: ads out of order", ErrCorrupt)
+		}
+		prevHash = h
+	}
+	used := make([]bool, len(v.countries))
+	v.rows = make([]viewRow, d.count(3))
+	var ad uint64
+	var events uint64
+	for i := range v.rows {
+		step, country, count := d.uvarint(), d.uvarint(), d.uvarint()
+		if d.err != nil {
+			break
+		}
+		if i == 0 && step != 0 || step > 1 {
+			return v, fmt.Errorf("%w: row %d skips an ad", ErrCorrupt, i)
+		}
+		ad += step
+		switch {
+		case ad >= uint64(len(v.ads)) || country >= uint64(len(v.countries)):
+			return v, fmt.Errorf("%w: row %d refers to a missing ad or country", ErrCorrupt, i)
+		case count == 0 || count > math.MaxUint32:
+			return v, fmt.Errorf("%w: row %d has count %d", ErrCorrupt, i, count)
+		case i > 0 && step == 0 && country <= uint64(v.rows[i-1].country):
+			return v, fmt.Errorf("%w: rows out of order", ErrCorrupt)
+		}
+		v.rows[i] = viewRow{ad: uint32(ad), country: uint32(country), count: uint32(count)}
+		used[country] = true
+		events += count
+	}
+	if d.err == nil && (len(v.ads) > 0 && ad != uint64(len(v.ads)-1) || slices.Contains(used, false)) {
+		return v, fmt.Errorf("%w: ads or countries without rows", ErrCorrupt)
+	}
+	if events > uint64(len(d.b)/16) {
+		d.fail()
+	}
+	v.events = int(events)
+	v.users = d.bytes(8 * events)
+	v.ips = d.bytes(8 * events)
+	if flags&1 != 0 {
+		v.hasHashes = true
+		n := d.count(8)
+		v.hashes = d.bytes(8 * uint64(n))
+	}
+	if d.err == nil && len(d.b) > 0 {
+		d.fail()
+	}
+	if d.err != nil {
+		return v, d.err
+	}
+	if flags > 1 || rev > math.MaxInt64 {
+		return v, fmt.Errorf("%w: flags %d, revision %d", ErrCorrupt, flags, rev)
+	}
+	v.revision = int64(rev)
+	if v.hasHashes {
+		// Every counted event added exactly one hash, so the two must agree.
+		if len(v.hashes)/8 != v.events {
+			return v, fmt.Errorf("%w: %d event hashes for %d clicks", ErrCorrupt, len(v.hashes)/8, v.events)
+		}
+		for i := 8; i < len(v.hashes); i += 8 {
+			if binary.LittleEndian.Uint64(v.hashes[i-8:]) >= binary.LittleEndian.Uint64(v.hashes[i:]) {
+				return v, fmt.Errorf("%w: event hashes repeated or out of order", ErrCorrupt)
+			}
+		}
+	}
+	return v, nil
+}
+
+func decodeFixed(b []byte) []uint64 {
+	out := make([]uint64, len(b)/8)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return out
 }

@@ -1,9 +1,15 @@
 package tally
 
+import "math/bits"
+
 // hashSet is a set of 64-bit event-id hashes with open addressing and linear
-// probing. A Go map[uint64]struct{} costs about twice the memory per id;
-// here a slot is 8 bytes and the table is kept between 3/8 and 3/4 full, so
-// an id costs 11 to 21 bytes, about 14 on average.
+// probing: the dedup set of a minute that is still filling, or the ids a
+// complete minute has counted since its last merge (see base.hashes).
+//
+// A slot is 8 bytes. The table grows by half when it is 3/4 full, so it is
+// kept between 1/2 and 3/4 full and an id costs 10.7 to 16 bytes. Table
+// sizes are not powers of two, so a hash picks its slot by the high half of
+// hash × size ("fastrange"), which uses all of the hash's bits.
 //
 // Zero marks an empty slot, so the hash 0 is kept in a flag of its own.
 type hashSet struct {
@@ -13,6 +19,11 @@ type hashSet struct {
 }
 
 const hashSetMinSlots = 8
+
+func (s *hashSet) home(h uint64) int {
+	hi, _ := bits.Mul64(h, uint64(len(s.slots)))
+	return int(hi)
+}
 
 // add inserts h and reports whether it was new.
 func (s *hashSet) add(h uint64) bool {
@@ -26,9 +37,7 @@ func (s *hashSet) add(h uint64) bool {
 	if (s.n+1)*4 > len(s.slots)*3 {
 		s.grow()
 	}
-	mask := uint64(len(s.slots) - 1)
-	// xxhash mixes all input bits into the low bits, so they index well.
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := s.home(h); ; {
 		switch s.slots[i] {
 		case h:
 			return false
@@ -36,6 +45,9 @@ func (s *hashSet) add(h uint64) bool {
 			s.slots[i] = h
 			s.n++
 			return true
+		}
+		if i++; i == len(s.slots) {
+			i = 0
 		}
 	}
 }
@@ -47,13 +59,15 @@ func (s *hashSet) contains(h uint64) bool {
 	if len(s.slots) == 0 {
 		return false
 	}
-	mask := uint64(len(s.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := s.home(h); ; {
 		switch s.slots[i] {
 		case h:
 			return true
 		case 0:
 			return false
+		}
+		if i++; i == len(s.slots) {
+			i = 0
 		}
 	}
 }
@@ -65,17 +79,25 @@ func (s *hashSet) len() int {
 	return s.n
 }
 
+// reserve sizes an empty set for n hashes, at a load of 2/3.
+func (s *hashSet) reserve(n int) {
+	if n > 0 {
+		s.slots = make([]uint64, max(hashSetMinSlots, n+n/2))
+	}
+}
+
 func (s *hashSet) grow() {
 	old := s.slots
-	s.slots = make([]uint64, max(hashSetMinSlots, 2*len(old)))
-	mask := uint64(len(s.slots) - 1)
+	s.slots = make([]uint64, max(hashSetMinSlots, len(old)+len(old)/2))
 	for _, h := range old {
 		if h == 0 {
 			continue
 		}
-		i := h & mask
+		i := s.home(h)
 		for s.slots[i] != 0 {
-			i = (i + 1) & mask
+			if i++; i == len(s.slots) {
+				i = 0
+			}
 		}
 		s.slots[i] = h
 	}

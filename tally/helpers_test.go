@@ -2,9 +2,14 @@ package tally
 
 import (
 	"cmp"
+	"encoding/binary"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"google.golang.org/protobuf/proto"
 
@@ -71,14 +76,121 @@ func newTestPartition(t testing.TB, opts Options) *Partition {
 	return NewPartition(3, opts)
 }
 
-// decodeMinute decodes one minute of a Snap.
+// decodeMinute decodes one minute of a Snap into the message of the old
+// format, for tests to inspect: cells of (ad, country, ip, user_id) with
+// their ip and user_id as hashes (see hx), and the event hashes.
 func decodeMinute(t testing.TB, b []byte) *clickaggv1.MinuteState {
 	t.Helper()
-	var ms clickaggv1.MinuteState
-	if err := proto.Unmarshal(b, &ms); err != nil {
+	v, err := parseMinute(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &ms
+	ms := &clickaggv1.MinuteState{Minute: v.start, Revision: v.revision}
+	users, ips := decodeFixed(v.users), decodeFixed(v.ips)
+	e := 0
+	for _, r := range v.rows {
+		cells := map[[2]uint64]int64{}
+		var order [][2]uint64
+		for range r.count {
+			k := [2]uint64{ips[e], users[e]}
+			if cells[k] == 0 {
+				order = append(order, k)
+			}
+			cells[k]++
+			e++
+		}
+		for _, k := range order {
+			ms.Cells = append(ms.Cells, &clickaggv1.Cell{
+				AdId: string(v.ads[r.ad]), Country: string(v.countries[r.country]),
+				Ip: fmt.Sprintf("%016x", k[0]), UserId: fmt.Sprintf("%016x", k[1]), Count: cells[k],
+			})
+		}
+	}
+	slices.SortFunc(ms.Cells, compareCells)
+	if v.hasHashes {
+		ms.EventHashes = decodeFixed(v.hashes)
+	}
+	return ms
+}
+
+// hx is how decodeMinute shows an ip or user_id: its hash.
+func hx(s string) string { return fmt.Sprintf("%016x", hashField(s)) }
+
+// encodeState encodes a message made by decodeMinute, perhaps changed, in
+// the minute format: the inverse of decodeMinute. It keeps whatever the
+// message holds, valid or not, in the canonical order.
+func encodeState(t testing.TB, ms *clickaggv1.MinuteState) []byte {
+	t.Helper()
+	type row struct{ ad, country string }
+	var rows []row
+	events := map[row][][2]uint64{}
+	counts := map[row]int64{}
+	for _, c := range ms.Cells {
+		r := row{c.AdId, c.Country}
+		if _, ok := counts[r]; !ok {
+			rows = append(rows, r)
+		}
+		counts[r] += c.Count
+		var ip, user uint64
+		if _, err := fmt.Sscanf(c.Ip+" "+c.UserId, "%x %x", &ip, &user); err != nil {
+			t.Fatal(err)
+		}
+		for range c.Count {
+			events[r] = append(events[r], [2]uint64{user, ip})
+		}
+	}
+	cmpAd := func(a, b string) int {
+		return cmp.Or(cmp.Compare(xxhash.Sum64String(a), xxhash.Sum64String(b)), strings.Compare(a, b))
+	}
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Or(cmpAd(a.ad, b.ad), strings.Compare(a.country, b.country)) })
+	var ads, countries []string
+	for _, r := range rows {
+		if !slices.Contains(ads, r.ad) {
+			ads = append(ads, r.ad)
+		}
+		if !slices.Contains(countries, r.country) {
+			countries = append(countries, r.country)
+		}
+	}
+	slices.Sort(countries)
+	out := []byte{minuteFormat}
+	out = binary.AppendVarint(out, ms.Minute)
+	out = binary.AppendUvarint(out, uint64(ms.Revision))
+	flags := uint64(0)
+	if ms.EventHashes != nil {
+		flags = 1
+	}
+	out = binary.AppendUvarint(out, flags)
+	out = binary.AppendUvarint(out, uint64(len(countries)))
+	for _, c := range countries {
+		out = appendString(out, c)
+	}
+	out = binary.AppendUvarint(out, uint64(len(ads)))
+	for _, a := range ads {
+		out = appendString(out, a)
+	}
+	out = binary.AppendUvarint(out, uint64(len(rows)))
+	var users, ips []uint64
+	for i, r := range rows {
+		step := uint64(0)
+		if i > 0 && rows[i-1].ad != r.ad {
+			step = 1
+		}
+		out = binary.AppendUvarint(out, step)
+		out = binary.AppendUvarint(out, uint64(slices.Index(countries, r.country)))
+		out = binary.AppendUvarint(out, uint64(counts[r]))
+		for _, e := range events[r] {
+			users = append(users, e[0])
+			ips = append(ips, e[1])
+		}
+	}
+	out = appendFixed(out, users)
+	out = appendFixed(out, ips)
+	if flags == 1 {
+		out = binary.AppendUvarint(out, uint64(len(ms.EventHashes)))
+		out = appendFixed(out, ms.EventHashes)
+	}
+	return out
 }
 
 func decodeMeta(t testing.TB, b []byte) *clickaggv1.SnapshotMeta {
@@ -242,4 +354,13 @@ func fullMinutes(p *Partition) map[int64][]byte {
 		out[m] = p.encodeMinute(p.minutes[m])
 	}
 	return out
+}
+
+func compareCells(a, b *clickaggv1.Cell) int {
+	for _, c := range [][2]string{{a.AdId, b.AdId}, {a.Country, b.Country}, {a.Ip, b.Ip}, {a.UserId, b.UserId}} {
+		if c := strings.Compare(c[0], c[1]); c != 0 {
+			return c
+		}
+	}
+	return 0
 }

@@ -1,57 +1,32 @@
 package tally
 
-// counter sums int64 counts per key. Keys and counts live in parallel slices
-// in insertion order, so that a query can scan them without walking a map;
-// idx finds a key's position while the minute can still change.
-type counter[K comparable] struct {
-	idx    map[K]int32
-	keys   []K
-	counts []int64
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strings"
+)
+
+// A row key packs an interned ad id and country id: ad<<32 | country. Ad
+// ids start at 1, so a key is never 0.
+func rowKey(ad, country uint32) uint64 { return uint64(ad)<<32 | uint64(country) }
+func keyAd(k uint64) uint32            { return uint32(k >> 32) }
+func keyCountry(k uint64) uint32       { return uint32(k) }
+
+// delta is what a minute counted since its last merge: everything while
+// it is filling, then the late events. Rows are hash tables, events are
+// appended in log order.
+type delta struct {
+	rows  countTable // (ad, country) → clicks
+	ads   countTable // ad → clicks
+	keys  []uint64   // per counted event: its row
+	users []uint64
+	ips   []uint64
+	seen  hashSet // event-id hashes, not in base.hashes
 }
 
-func newCounter[K comparable]() counter[K] {
-	return counter[K]{idx: make(map[K]int32)}
-}
-
-// add adds n to k's count and returns k's position and whether k was new.
-func (c *counter[K]) add(k K, n int64) (int32, bool) {
-	if i, ok := c.idx[k]; ok {
-		c.counts[i] += n
-		return i, false
-	}
-	i := int32(len(c.keys))
-	c.idx[k] = i
-	c.keys = append(c.keys, k)
-	c.counts = append(c.counts, n)
-	return i, true
-}
-
-func (c *counter[K]) get(k K) int64 {
-	if i, ok := c.idx[k]; ok {
-		return c.counts[i]
-	}
-	return 0
-}
-
-// cellKey is one (ad, country, ip, user_id) combination, as interned ids:
-// ad from Partition.ads, the others from Partition.attrs.
-type cellKey struct {
-	ad, country, ip, user uint32
-}
-
-// cellList is the head of a linked list of cells, threaded through
-// minute.nextByIP or minute.nextByUser. The lists hold no pointers, so the
-// garbage collector never scans them, and adding a cell allocates nothing.
-type cellList struct {
-	first int32 // position of the newest cell, -1 when empty
-	n     int32
-}
-
-// minute is the state of one Unix minute of one partition.
-//
-// cells is the source of truth; ads and byCountry are rollups of it that
-// answer unfiltered and country-filtered queries without scanning cells, and
-// byIP and byUser list the cells of each ip and user for the other filters.
+// minute is the state of one Unix minute of one partition: base, plus the
+// delta since base was merged.
 type minute struct {
 	start    int64 // Unix minute
 	revision int64 // events counted after the minute had completed
@@ -61,154 +36,570 @@ type minute struct {
 	// The minute must be written again while seq > saved.
 	seq, saved uint64
 
-	ads        counter[uint32]             // ad → clicks
-	byCountry  map[uint32]*counter[uint32] // country → ad → clicks
-	cells      counter[cellKey]
-	byIP       map[uint32]cellList // ip → its cells
-	byUser     map[uint32]cellList // user → its cells
-	nextByIP   []int32             // per cell: the next cell of the same ip, or -1
-	nextByUser []int32             // per cell: the next cell of the same user, or -1
-
-	// seen holds the hashes of the event ids counted in this minute; nil once
-	// the minute has left the dedup horizon and can no longer change.
-	seen *hashSet
+	base  base
+	delta *delta // nil when empty
+	// frozen: the minute has left the dedup horizon and can no longer
+	// change; it has no dedup hashes and no delta.
+	frozen bool
 }
 
-func newMinute(start int64) *minute {
-	return &minute{
-		start:     start,
-		ads:       newCounter[uint32](),
-		byCountry: make(map[uint32]*counter[uint32]),
-		cells:     newCounter[cellKey](),
-		byIP:      make(map[uint32]cellList),
-		byUser:    make(map[uint32]cellList),
-		seen:      &hashSet{},
+func newMinute(start int64) *minute { return &minute{start: start} }
+
+// newDelta returns a delta sized for about this many events, rows and ads.
+func newDelta(events, rows, ads int) *delta {
+	d := &delta{
+		keys:  make([]uint64, 0, events),
+		users: make([]uint64, 0, events),
+		ips:   make([]uint64, 0, events),
 	}
+	d.seen.reserve(events)
+	d.rows.reserve(rows)
+	d.ads.reserve(ads)
+	return d
 }
 
-// add counts n clicks of cell k and reports whether k is a new cell.
-func (m *minute) add(k cellKey, n int64) bool {
-	pos, created := m.cells.add(k, n)
-	m.ads.add(k.ad, n)
-	c := m.byCountry[k.country]
-	if c == nil {
-		cc := newCounter[uint32]()
-		c = &cc
-		m.byCountry[k.country] = c
+// rows is the number of rows of the minute, counting a row in both base
+// and delta twice.
+func (m *minute) rows() int {
+	n := len(m.base.counts)
+	if m.delta != nil {
+		n += m.delta.rows.n
 	}
-	c.add(k.ad, n)
-	if created {
-		m.nextByIP = append(m.nextByIP, push(m.byIP, k.ip, pos))
-		m.nextByUser = append(m.nextByUser, push(m.byUser, k.user, pos))
-	}
-	return created
+	return n
 }
 
-// push makes cell pos the head of key's list and returns the old head.
-func push(lists map[uint32]cellList, key uint32, pos int32) int32 {
-	l, ok := lists[key]
+// events is the number of events counted in the minute.
+func (m *minute) events() int {
+	n := len(m.base.users)
+	if m.delta != nil {
+		n += len(m.delta.users)
+	}
+	return n
+}
+
+// seenOrAdd reports whether the event-id hash h was counted in the minute,
+// and remembers it if not.
+func (m *minute) seenOrAdd(h uint64) bool {
+	if hs := m.base.hashes; len(hs) > 0 {
+		if i := searchUniform(len(hs), func(i int) uint64 { return hs[i] }, h); i < len(hs) && hs[i] == h {
+			return true
+		}
+	}
+	if m.delta == nil {
+		m.delta = &delta{}
+	}
+	return !m.delta.seen.add(h)
+}
+
+// cmpAd orders ads canonically: by the xxhash of the ad_id, then by the
+// ad_id. It does not depend on the ids, so every process that holds the
+// same minute orders it the same way, and sorting compares integers.
+func (p *Partition) cmpAd(a, b uint32) int {
+	if a == b {
+		return 0
+	}
+	if c := cmp.Compare(p.ads.hashes[a], p.ads.hashes[b]); c != 0 {
+		return c
+	}
+	return strings.Compare(p.ads.str(a), p.ads.str(b))
+}
+
+// cmpKey orders rows canonically: by ad (cmpAd), then by country string.
+func (p *Partition) cmpKey(a, b uint64) int {
+	if c := p.cmpAd(keyAd(a), keyAd(b)); c != 0 {
+		return c
+	}
+	if a == b {
+		return 0
+	}
+	return strings.Compare(p.countries.str(keyCountry(a)), p.countries.str(keyCountry(b)))
+}
+
+// findAd returns the position of ad among b's keys, and whether it is there.
+func (p *Partition) findAd(b *base, ad uint32) (int, bool) {
+	hashes, ads := p.ads.hashes, b.ads
+	h := hashes[ad]
+	lo := searchUniform(len(ads), func(i int) uint64 { return hashes[ads[i]] }, h)
+	for i := lo; i < len(ads) && hashes[ads[i]] == h; i++ {
+		if ads[i] == ad {
+			return i, true
+		}
+	}
+	return lo, false
+}
+
+// searchUniform returns the first i in [0, n) with at(i) >= h, or n, for a
+// non-decreasing at whose values are uniform hashes. It interpolates: it
+// guesses where h falls between the values at the ends of the range, and
+// needs about log log n probes instead of log n. After a few guesses it
+// bisects, which bounds the probes if the guesses go wrong.
+func searchUniform(n int, at func(int) uint64, h uint64) int {
+	// Every value before lo is below h, every value from hi on at or
+	// above; vlo and vhi bound them (as if at(-1) = 0, at(n) = 2⁶⁴-1).
+	lo, hi := 0, n
+	vlo, vhi := uint64(0), uint64(math.MaxUint64)
+	for step := 0; lo < hi; step++ {
+		mid := lo + (hi-lo)/2
+		if step < 4 && vhi > vlo {
+			f := float64(h-vlo) / float64(vhi-vlo)
+			mid = lo + int(f*float64(hi-lo))
+			mid = min(max(mid, lo), hi-1)
+		}
+		if v := at(mid); v < h {
+			lo, vlo = mid+1, v
+		} else {
+			hi, vhi = mid, v
+		}
+	}
+	return lo
+}
+
+// hasRow reports whether b has the row k.
+func (p *Partition) hasRow(b *base, k uint64) bool {
+	i, ok := p.findAd(b, keyAd(k))
 	if !ok {
-		l.first = -1
+		return false
 	}
-	next := l.first
-	lists[key] = cellList{first: pos, n: l.n + 1}
-	return next
+	r := b.firstRow(i)
+	for end := r + b.rowsOf(i); r < end; r++ {
+		if b.isCountry(r, keyCountry(k)) {
+			return true
+		}
+	}
+	return false
 }
 
-// freeze releases what only a changing minute needs: the dedup set and the
-// cell index. The rollup indexes stay, since queries look ads up in them.
-func (m *minute) freeze() {
-	m.seen = nil
-	m.cells.idx = nil
+// add counts one event of row k, by user and ip hashes, in m's delta. It
+// increfs the row's ad and country when the row is new to the minute.
+func (p *Partition) add(m *minute, k, user, ip uint64) {
+	d := m.delta
+	if d == nil {
+		d = &delta{}
+		m.delta = d
+	}
+	if d.rows.add(k, 1) && (len(m.base.ads) == 0 || !p.hasRow(&m.base, k)) {
+		p.incref(k)
+	}
+	d.ads.add(uint64(keyAd(k)), 1)
+	d.keys = append(d.keys, k)
+	d.users = append(d.users, user)
+	d.ips = append(d.ips, ip)
 }
 
-// query is a Filter resolved to interned ids. A set field whose value the
-// partition has never seen makes the whole query match nothing, which the
-// caller handles before building a query.
+func (p *Partition) incref(k uint64) {
+	p.ads.incref(keyAd(k))
+	p.countries.incref(keyCountry(k))
+}
+
+func (p *Partition) decref(k uint64) {
+	p.ads.decref(keyAd(k))
+	p.countries.decref(keyCountry(k))
+}
+
+// mergeDue reports whether a complete minute's delta has grown enough to be
+// merged: merges copy the base, so they wait until the delta is a fair
+// share of it.
+func (m *minute) mergeDue() bool {
+	return m.delta != nil && len(m.delta.users) > 64+len(m.base.users)/8
+}
+
+// compact merges the delta into the base.
+func (p *Partition) compact(m *minute) {
+	if m.delta != nil {
+		m.base = p.merged(m)
+		m.delta = nil
+	}
+}
+
+// freeze releases what only a changing minute needs: the delta and the dedup
+// hashes.
+func (p *Partition) freeze(m *minute) {
+	p.compact(m)
+	m.base.hashes = nil
+	m.frozen = true
+}
+
+// merged returns m's base with its delta merged in, in new slices; m is not
+// changed, so a snapshot can merge under the read lock.
+func (p *Partition) merged(m *minute) base {
+	d := m.delta
+	if d == nil {
+		return m.base
+	}
+	b := &m.base
+
+	// The delta's rows in canonical order, and for each table slot the
+	// row's position in that order.
+	type item struct {
+		h    uint64
+		key  uint64
+		slot int32
+	}
+	items := make([]item, 0, d.rows.n)
+	for s, k := range d.rows.keys {
+		if k != 0 {
+			items = append(items, item{h: p.ads.hashes[keyAd(k)], key: k, slot: int32(s)})
+		}
+	}
+	slices.SortFunc(items, func(a, b item) int {
+		if a.h != b.h {
+			return cmp.Compare(a.h, b.h)
+		}
+		return p.cmpKey(a.key, b.key)
+	})
+	pos := make([]int32, len(d.rows.keys))
+	cur := make([]int32, len(items)+1) // first event of each delta row, grouped
+	for j, it := range items {
+		pos[it.slot] = int32(j)
+		cur[j+1] = cur[j] + int32(d.rows.vals[it.slot])
+	}
+	// Group the delta's events by row, keeping log order within a row.
+	du := make([]uint64, len(d.users))
+	di := make([]uint64, len(d.users))
+	mask := len(d.rows.keys) - 1
+	for e, k := range d.keys {
+		s := int((k * fib) >> d.rows.shift)
+		for d.rows.keys[s] != k {
+			s = (s + 1) & mask
+		}
+		j := pos[s]
+		du[cur[j]], di[cur[j]] = d.users[e], d.ips[e]
+		cur[j]++
+	}
+
+	rows := len(b.counts) + len(items)
+	events := len(b.users) + len(d.users)
+	out := base{
+		ads:       make([]uint32, 0, len(b.ads)+len(items)),
+		nrows:     make([]uint8, 0, len(b.ads)+len(items)),
+		totals:    make([]uint8, 0, len(b.ads)+len(items)),
+		countries: make([]uint16, 0, rows),
+		counts:    make([]uint8, 0, rows),
+		users:     make([]uint64, 0, events),
+		ips:       make([]uint64, 0, events),
+	}
+	emit := func(k uint64, c int, us, is, us2, is2 []uint64) {
+		out.appendRow(keyAd(k), keyCountry(k), c, len(out.users))
+		out.users = append(append(out.users, us...), us2...)
+		out.ips = append(append(out.ips, is...), is2...)
+	}
+	bo, do := 0, 0   // next event of base, of the grouped delta
+	i, j := 0, 0     // next row of base, of the delta
+	a, left := -1, 0 // key of row i, and its rows from i on
+	for i < len(b.counts) || j < len(items) {
+		var bk uint64
+		if i < len(b.counts) {
+			for left == 0 {
+				a++
+				left = b.rowsOf(a)
+			}
+			bk = rowKey(b.ads[a], b.country(i))
+		}
+		var c int
+		switch {
+		case j == len(items):
+			c = -1
+		case i == len(b.counts):
+			c = 1
+		case bk == items[j].key:
+			c = 0
+		default:
+			c = p.cmpKey(bk, items[j].key)
+		}
+		switch {
+		case c < 0:
+			n := b.count(i)
+			emit(bk, n, b.users[bo:bo+n], b.ips[bo:bo+n], nil, nil)
+			bo += n
+			i++
+			left--
+		case c > 0:
+			n := int(d.rows.vals[items[j].slot])
+			emit(items[j].key, n, du[do:do+n], di[do:do+n], nil, nil)
+			do += n
+			j++
+		default:
+			n, dn := b.count(i), int(d.rows.vals[items[j].slot])
+			emit(bk, n+dn, b.users[bo:bo+n], b.ips[bo:bo+n], du[do:do+dn], di[do:do+dn])
+			bo += n
+			do += dn
+			i++
+			left--
+			j++
+		}
+	}
+	out.clip()
+
+	if !m.frozen {
+		dh := d.seen.appendTo(make([]uint64, 0, d.seen.len()))
+		sortHashes(dh)
+		out.hashes = mergeSorted(b.hashes, dh)
+	}
+	return out
+}
+
+// mergeSorted merges two sorted slices of distinct values into a new one.
+func mergeSorted(a, b []uint64) []uint64 {
+	out := make([]uint64, len(a)+len(b))
+	i, j, k := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		if a[i] < b[j] {
+			out[k] = a[i]
+			i++
+		} else {
+			out[k] = b[j]
+			j++
+		}
+		k++
+	}
+	k += copy(out[k:], a[i:])
+	copy(out[k:], b[j:])
+	return out
+}
+
+// sortHashes sorts uint64s with an LSD radix sort on bytes: the hashes are
+// uniform, and eight counting passes beat a comparison sort.
+func sortHashes(a []uint64) {
+	if len(a) < 256 {
+		slices.Sort(a)
+		return
+	}
+	tmp := make([]uint64, len(a))
+	src, dst := a, tmp
+	var count [256]int
+	for shift := uint(0); shift < 64; shift += 8 {
+		clear(count[:])
+		for _, v := range src {
+			count[(v>>shift)&0xff]++
+		}
+		sum := 0
+		for i, c := range count {
+			count[i] = sum
+			sum += c
+		}
+		for _, v := range src {
+			d := (v >> shift) & 0xff
+			dst[count[d]] = v
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	// An even number of passes: the result is back in a.
+}
+
+// query is a Filter resolved for matching: the country as an interned id,
+// the ip and user_id as hashes. A set field whose value cannot match makes
+// the whole query match nothing, which the caller handles before building
+// a query.
 type query struct {
-	country, ip, user          uint32
+	country                    uint32
+	ip, user                   uint64
 	hasCountry, hasIP, hasUser bool
 }
 
-// cellsOf returns the list of cells the ip or user filter selects, choosing
-// the shorter list when both are set, with the next-links to walk it, and
-// false when neither is set.
-func (m *minute) cellsOf(q *query) (cellList, []int32, bool) {
-	switch {
-	case q.hasIP && q.hasUser:
-		a, b := m.list(m.byIP, q.ip), m.list(m.byUser, q.user)
-		if b.n < a.n {
-			return b, m.nextByUser, true
+func (q *query) byEvent() bool { return q.hasIP || q.hasUser }
+
+// filterHash is the hash to look events up by: the user's if set, else
+// the ip's.
+func (q *query) filterHash() uint64 {
+	if q.hasUser {
+		return q.user
+	}
+	return q.ip
+}
+
+func (q *query) matchEvent(user, ip uint64) bool {
+	return (!q.hasUser || user == q.user) && (!q.hasIP || ip == q.ip)
+}
+
+// count returns the clicks of ad in m that match q.
+func (p *Partition) countMinute(m *minute, ad uint32, q *query) int64 {
+	var n int64
+	b := &m.base
+	if i, ok := p.findAd(b, ad); ok {
+		first := b.firstRow(i)
+		end := first + b.rowsOf(i)
+		events := 0
+		if q.byEvent() {
+			events = b.total(i)
 		}
-		return a, m.nextByIP, true
-	case q.hasIP:
-		return m.list(m.byIP, q.ip), m.nextByIP, true
-	case q.hasUser:
-		return m.list(m.byUser, q.user), m.nextByUser, true
-	}
-	return cellList{}, nil, false
-}
-
-func (m *minute) list(lists map[uint32]cellList, key uint32) cellList {
-	if l, ok := lists[key]; ok {
-		return l
-	}
-	return cellList{first: -1}
-}
-
-func (q *query) match(k cellKey) bool {
-	return (!q.hasCountry || k.country == q.country) &&
-		(!q.hasIP || k.ip == q.ip) &&
-		(!q.hasUser || k.user == q.user)
-}
-
-// count returns the clicks of ad in this minute that match q.
-func (m *minute) count(ad uint32, q *query) int64 {
-	if l, next, ok := m.cellsOf(q); ok {
-		var n int64
-		for i := l.first; i >= 0; i = next[i] {
-			if k := m.cells.keys[i]; k.ad == ad && q.match(k) {
-				n += m.cells.counts[i]
+		switch {
+		case events > 64:
+			// Many events of ad: those of the user or ip are fewer.
+			for _, e := range b.matching(!q.hasUser, q.filterHash()) {
+				if !q.matchEvent(b.users[e], b.ips[e]) {
+					continue
+				}
+				if r := b.rowOf(int(e)); first <= r && r < end && (!q.hasCountry || b.isCountry(r, q.country)) {
+					n++
+				}
 			}
+		case q.byEvent():
+			e := b.firstEvent(first)
+			for r := first; r < end; r++ {
+				c := b.count(r)
+				if !q.hasCountry || b.isCountry(r, q.country) {
+					for x := e; x < e+c; x++ {
+						if q.matchEvent(b.users[x], b.ips[x]) {
+							n++
+						}
+					}
+				}
+				e += c
+			}
+		case q.hasCountry:
+			// The ad's rows are in country order: bisect them.
+			want := p.countries.str(q.country)
+			lo, hi := first, end
+			for lo < hi {
+				mid := int(uint(lo+hi) >> 1)
+				if p.countries.str(b.country(mid)) < want {
+					lo = mid + 1
+				} else {
+					hi = mid
+				}
+			}
+			if lo < end && b.isCountry(lo, q.country) {
+				n += int64(b.count(lo))
+			}
+		default:
+			n += int64(b.total(i))
 		}
-		return n
 	}
-	if q.hasCountry {
-		if c := m.byCountry[q.country]; c != nil {
-			return c.get(ad)
+	if d := m.delta; d != nil {
+		switch {
+		case q.byEvent():
+			for e, k := range d.keys {
+				if keyAd(k) == ad && (!q.hasCountry || keyCountry(k) == q.country) && q.matchEvent(d.users[e], d.ips[e]) {
+					n++
+				}
+			}
+		case q.hasCountry:
+			n += int64(d.rows.get(rowKey(ad, q.country)))
+		default:
+			n += int64(d.ads.get(uint64(ad)))
 		}
-		return 0
 	}
-	return m.ads.get(ad)
+	return n
 }
 
-// accumulate adds the clicks of every ad in this minute that match q to acc,
-// indexed by ad id, and appends ads seen for the first time to touched.
-func (m *minute) accumulate(q *query, acc []int64, touched []uint32) []uint32 {
-	if l, next, ok := m.cellsOf(q); ok {
-		for i := l.first; i >= 0; i = next[i] {
-			k := m.cells.keys[i]
-			if !q.match(k) {
+// accumulate adds the clicks of every ad in m that match q to acc, indexed
+// by ad id, and if track, appends ads seen for the first time to touched.
+func accumulate(m *minute, q *query, acc []int64, touched []uint32, track bool) []uint32 {
+	b := &m.base
+	r := 0
+	switch {
+	case q.byEvent() && b.index != nil:
+		for _, e := range b.matching(!q.hasUser, q.filterHash()) {
+			if !q.matchEvent(b.users[e], b.ips[e]) {
 				continue
 			}
-			if acc[k.ad] == 0 {
-				touched = append(touched, k.ad)
+			r := b.rowOf(int(e))
+			if q.hasCountry && !b.isCountry(r, q.country) {
+				continue
 			}
-			acc[k.ad] += m.cells.counts[i]
+			ad := b.ads[b.keyOf(r)]
+			if track && acc[ad] == 0 {
+				touched = append(touched, ad)
+			}
+			acc[ad]++
 		}
+	case q.byEvent():
+		e := 0
+		for i, ad := range b.ads {
+			for end := r + b.rowsOf(i); r < end; r++ {
+				c := b.count(r)
+				if !q.hasCountry || b.isCountry(r, q.country) {
+					for x := e; x < e+c; x++ {
+						if q.matchEvent(b.users[x], b.ips[x]) {
+							if track && acc[ad] == 0 {
+								touched = append(touched, ad)
+							}
+							acc[ad]++
+						}
+					}
+				}
+				e += c
+			}
+		}
+	case q.hasCountry:
+		// Scan the country column; walk the keys only to a matching row.
+		if q.country >= esc16 {
+			for i, ad := range b.ads {
+				for end := r + b.rowsOf(i); r < end; r++ {
+					if b.isCountry(r, q.country) {
+						if track && acc[ad] == 0 {
+							touched = append(touched, ad)
+						}
+						acc[ad] += int64(b.count(r))
+					}
+				}
+			}
+			break
+		}
+		c16 := uint16(q.country)
+		i, end := -1, 0 // the key of the rows before end
+		for r, c := range b.countries {
+			if c != c16 {
+				continue
+			}
+			for end <= r {
+				i++
+				end += b.rowsOf(i)
+			}
+			ad := b.ads[i]
+			if track && acc[ad] == 0 {
+				touched = append(touched, ad)
+			}
+			acc[ad] += int64(b.count(r))
+		}
+	default:
+		for i, ad := range b.ads {
+			n := int64(b.totals[i])
+			if n == esc8 {
+				n = int64(b.total(i))
+			}
+			if track && acc[ad] == 0 {
+				touched = append(touched, ad)
+			}
+			acc[ad] += n
+		}
+	}
+	d := m.delta
+	if d == nil {
 		return touched
 	}
-	c := &m.ads
-	if q.hasCountry {
-		if c = m.byCountry[q.country]; c == nil {
-			return touched
+	switch {
+	case q.byEvent():
+		for e, k := range d.keys {
+			if (!q.hasCountry || keyCountry(k) == q.country) && q.matchEvent(d.users[e], d.ips[e]) {
+				ad := keyAd(k)
+				if track && acc[ad] == 0 {
+					touched = append(touched, ad)
+				}
+				acc[ad]++
+			}
 		}
-	}
-	for i, ad := range c.keys {
-		if acc[ad] == 0 {
-			touched = append(touched, ad)
+	case q.hasCountry:
+		for s, k := range d.rows.keys {
+			if k != 0 && keyCountry(k) == q.country {
+				ad := keyAd(k)
+				if track && acc[ad] == 0 {
+					touched = append(touched, ad)
+				}
+				acc[ad] += int64(d.rows.vals[s])
+			}
 		}
-		acc[ad] += c.counts[i]
+	default:
+		for s, k := range d.ads.keys {
+			if k != 0 {
+				ad := uint32(k)
+				if track && acc[ad] == 0 {
+					touched = append(touched, ad)
+				}
+				acc[ad] += int64(d.ads.vals[s])
+			}
+		}
 	}
 	return touched
 }

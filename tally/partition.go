@@ -57,16 +57,18 @@ type Partition struct {
 	watermark int64
 	stats     Stats
 
-	ads   strtab // ad ids
-	attrs strtab // countries, ips and user ids
+	ads       strtab // ad ids
+	countries strtab
 
 	minutes map[int64]*minute
 	// order lists the minutes in memory in ascending order. Its first
-	// released minutes have left the dedup horizon: a minute can only be
-	// created inside the horizon, so those always form a prefix.
-	order    []int64
-	released int
-	last     *minute // the minute of the previous event, to skip a map lookup
+	// released minutes have left the dedup horizon, and its first completed
+	// minutes are complete: both sets grow with the start of a minute, so
+	// they always form prefixes.
+	order     []int64
+	released  int
+	completed int
+	last      *minute // the minute of the previous event, to skip a map lookup
 
 	// seq counts changes: every change of a minute, and every minute
 	// leaving memory, takes the next number.
@@ -88,7 +90,7 @@ func NewPartition(id int, opts Options) *Partition {
 		horizonMs:   opts.DedupHorizon.Milliseconds(),
 		retentionMs: opts.Retention.Milliseconds(),
 		ads:         newStrtab(),
-		attrs:       newStrtab(),
+		countries:   newStrtab(),
 		minutes:     make(map[int64]*minute),
 		dropped:     make(map[int64]uint64),
 	}
@@ -154,26 +156,29 @@ func (p *Partition) applyEvent(ev *clickaggv1.LogEvent) {
 		}
 		p.last = m
 	}
-	if !m.seen.add(xxhash.Sum64String(ev.GetEventId())) {
+	if m.seenOrAdd(xxhash.Sum64String(ev.GetEventId())) {
 		p.stats.Duplicates++
 		return
 	}
-	k := cellKey{
-		ad:      p.ads.intern(validUTF8(ev.GetAdId())),
-		country: p.attrs.intern(validUTF8(ev.GetCountry())),
-		ip:      p.attrs.intern(validUTF8(ev.GetIp())),
-		user:    p.attrs.intern(validUTF8(ev.GetUserId())),
-	}
-	if m.add(k, 1) {
-		p.incref(k)
-	}
+	k := rowKey(p.ads.intern(ev.GetAdId()), p.countries.intern(ev.GetCountry()))
+	p.add(m, k, hashField(ev.GetUserId()), hashField(ev.GetIp()))
 	p.stats.EventsApplied++
 	if end <= p.watermark {
 		p.stats.Late++
 		m.revision++
+		if m.mergeDue() {
+			p.compact(m)
+		}
 	}
 	p.seq++
 	m.seq = p.seq
+}
+
+// hashField hashes a user_id or ip for the filter columns. Like an interned
+// string before, it is made valid UTF-8 first, so a value equals what a
+// query for its valid form asks.
+func hashField(s string) uint64 {
+	return xxhash.Sum64String(validUTF8(s))
 }
 
 // validUTF8 replaces invalid UTF-8 with U+FFFD. Entries decoded from the
@@ -186,20 +191,6 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-func (p *Partition) incref(k cellKey) {
-	p.ads.incref(k.ad)
-	p.attrs.incref(k.country)
-	p.attrs.incref(k.ip)
-	p.attrs.incref(k.user)
-}
-
-func (p *Partition) decref(k cellKey) {
-	p.ads.decref(k.ad)
-	p.attrs.decref(k.country)
-	p.attrs.decref(k.ip)
-	p.attrs.decref(k.user)
-}
-
 // newMinute adds an empty minute. Minutes are created inside the dedup
 // horizon, so start sorts after every released minute.
 func (p *Partition) newMinute(start int64) *minute {
@@ -207,6 +198,16 @@ func (p *Partition) newMinute(start int64) *minute {
 	p.minutes[start] = m
 	i, _ := slices.BinarySearch(p.order, start)
 	p.order = slices.Insert(p.order, i, start)
+	if minuteEnd(start) <= p.watermark {
+		// Complete already, so it sorts among the complete minutes.
+		p.completed++
+	} else if i > 0 && p.order[i-1] == start-1 {
+		// A new filling minute will likely count about as many events as
+		// the one before it: size its tables for that, so that they do not
+		// grow (and copy) a dozen times while it fills.
+		prev := p.minutes[p.order[i-1]]
+		m.delta = newDelta(prev.events(), prev.rows(), len(prev.base.ads))
+	}
 	return m
 }
 
@@ -214,10 +215,16 @@ func (p *Partition) newMinute(start int64) *minute {
 // release their dedup sets (and are written again without them), and
 // minutes that left the retention window leave memory.
 func (p *Partition) advance() {
+	for p.completed < len(p.order) && minuteEnd(p.order[p.completed]) <= p.watermark {
+		// A complete minute changes little: merge it into its compact form.
+		// The encoding does not change, so neither does seq.
+		p.compact(p.minutes[p.order[p.completed]])
+		p.completed++
+	}
 	horizon := subSat(p.watermark, p.horizonMs)
 	for p.released < len(p.order) && minuteEnd(p.order[p.released]) <= horizon {
 		m := p.minutes[p.order[p.released]]
-		m.freeze()
+		p.freeze(m)
 		p.seq++
 		m.seq = p.seq
 		p.released++
@@ -227,8 +234,13 @@ func (p *Partition) advance() {
 	for n < len(p.order) && minuteEnd(p.order[n]) <= retain {
 		start := p.order[n]
 		m := p.minutes[start]
-		for _, k := range m.cells.keys {
-			p.decref(k)
+		p.compact(m)
+		b := &m.base
+		r := 0
+		for i, ad := range b.ads {
+			for end := r + b.rowsOf(i); r < end; r++ {
+				p.decref(rowKey(ad, b.country(r)))
+			}
 		}
 		delete(p.minutes, start)
 		if p.last == m {
@@ -240,8 +252,10 @@ func (p *Partition) advance() {
 	}
 	if n > 0 {
 		p.order = slices.Delete(p.order, 0, n)
-		// Retention >= DedupHorizon, so every minute that left was released.
+		// Retention >= DedupHorizon, so every minute that left was released,
+		// and complete.
 		p.released -= n
+		p.completed -= n
 	}
 }
 
@@ -267,28 +281,29 @@ func (p *Partition) Stats() Stats {
 	return p.stats
 }
 
-// resolve turns f into interned ids. It returns false when a set field has
-// a value that no minute in memory holds, so nothing can match.
+// resolve turns f into a query. It returns false when a set field has a
+// value that nothing in memory can match.
 func (p *Partition) resolve(f Filter) (query, bool) {
 	var q query
 	var ok bool
 	if f.Country != "" {
-		if q.country, ok = p.attrs.lookup(f.Country); !ok {
+		if q.country, ok = p.countries.lookup(f.Country); !ok {
 			return q, false
 		}
 		q.hasCountry = true
 	}
+	// Stored values are valid UTF-8, so an invalid one matches nothing.
 	if f.IP != "" {
-		if q.ip, ok = p.attrs.lookup(f.IP); !ok {
+		if !utf8.ValidString(f.IP) {
 			return q, false
 		}
-		q.hasIP = true
+		q.ip, q.hasIP = xxhash.Sum64String(f.IP), true
 	}
 	if f.UserID != "" {
-		if q.user, ok = p.attrs.lookup(f.UserID); !ok {
+		if !utf8.ValidString(f.UserID) {
 			return q, false
 		}
-		q.hasUser = true
+		q.user, q.hasUser = xxhash.Sum64String(f.UserID), true
 	}
 	return q, true
 }
@@ -319,7 +334,7 @@ func (p *Partition) Count(adID string, fromMinute, toMinute int64, f Filter) int
 	}
 	var n int64
 	for _, start := range p.window(fromMinute, toMinute) {
-		n += p.minutes[start].count(ad, &q)
+		n += p.countMinute(p.minutes[start], ad, &q)
 	}
 	return n
 }
@@ -353,9 +368,29 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 	if size := p.ads.size(); len(s.acc) < size {
 		s.acc = make([]int64, size+size/4)
 	}
+	// Tracking which ads were touched costs a hard-to-predict branch per
+	// key; when the window holds keys for much of the ad table, finding
+	// them afterwards by a scan of acc is cheaper.
+	keys := 0
+	for _, start := range window {
+		m := p.minutes[start]
+		keys += len(m.base.ads)
+		if m.delta != nil {
+			keys += m.delta.ads.n
+		}
+	}
+	size := p.ads.size()
+	track := q.byEvent() || keys < size/2
 	touched := s.touched[:0]
 	for _, start := range window {
-		touched = p.minutes[start].accumulate(&q, s.acc, touched)
+		touched = accumulate(p.minutes[start], &q, s.acc, touched, track)
+	}
+	if !track {
+		for ad, c := range s.acc[:size] {
+			if c != 0 {
+				touched = append(touched, uint32(ad))
+			}
+		}
 	}
 	out := p.selectTop(n, s.acc, touched)
 	for _, ad := range touched {
@@ -371,7 +406,7 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 // are turned away by one count comparison and nothing is sorted but the
 // answer.
 func (p *Partition) selectTop(n int, acc []int64, touched []uint32) []AdCount {
-	h := topHeap{strs: p.ads.strs, items: make([]topItem, 0, min(n, len(touched)))}
+	h := topHeap{ads: &p.ads, items: make([]topItem, 0, min(n, len(touched)))}
 	for _, ad := range touched {
 		it := topItem{ad: ad, count: acc[ad]}
 		switch {
@@ -391,7 +426,7 @@ func (p *Partition) selectTop(n int, acc []int64, touched []uint32) []AdCount {
 	}
 	out := make([]AdCount, len(h.items))
 	for i, it := range h.items {
-		out[i] = AdCount{AdID: p.ads.strs[it.ad], Count: it.count}
+		out[i] = AdCount{AdID: strings.Clone(p.ads.str(it.ad)), Count: it.count}
 	}
 	return out
 }
@@ -403,7 +438,7 @@ type topItem struct {
 
 // topHeap is a binary heap whose root is the item that ranks last.
 type topHeap struct {
-	strs  []string
+	ads   *strtab
 	items []topItem
 }
 
@@ -413,7 +448,7 @@ func (h *topHeap) better(a, b topItem) bool {
 	if a.count != b.count {
 		return a.count > b.count
 	}
-	return h.strs[a.ad] < h.strs[b.ad]
+	return h.ads.str(a.ad) < h.ads.str(b.ad)
 }
 
 func (h *topHeap) up(i int) {

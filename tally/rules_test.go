@@ -377,14 +377,14 @@ func TestInternTableShrinks(t *testing.T) {
 	var clicks []click
 	for i := range 200 {
 		clicks = append(clicks, click{id: fmt.Sprint(i), ad: fmt.Sprint("ad", i%50), ms: at(0, int64(i)),
-			country: "US", ip: fmt.Sprint("ip", i), user: fmt.Sprint("u", i)})
+			country: []string{"US", "FR"}[i%2], ip: fmt.Sprint("ip", i), user: fmt.Sprint("u", i)})
 	}
 	apply(t, p, entry{id: "1-0", clicks: clicks})
 	if got := p.ads.live(); got != 50 {
 		t.Fatalf("ads interned = %d, want 50", got)
 	}
-	if got := p.attrs.live(); got != 401 {
-		t.Fatalf("attrs interned = %d, want 401", got)
+	if got := p.countries.live(); got != 2 {
+		t.Fatalf("countries interned = %d, want 2", got)
 	}
 	apply(t, p,
 		entry{id: "2-0", clicks: []click{{id: "x", ad: "ad7", ms: at(1, 0), country: "DE", ip: "ip3", user: "new"}}},
@@ -393,8 +393,8 @@ func TestInternTableShrinks(t *testing.T) {
 	if got := p.ads.live(); got != 1 {
 		t.Errorf("ads interned after eviction = %d, want 1", got)
 	}
-	if got := p.attrs.live(); got != 3 {
-		t.Errorf("attrs interned after eviction = %d, want 3", got)
+	if got := p.countries.live(); got != 1 {
+		t.Errorf("countries interned after eviction = %d, want 1", got)
 	}
 	size := p.ads.size()
 	apply(t, p, entry{id: "4-0", clicks: []click{{id: "y", ad: "fresh", ms: at(7, 0), country: "DE", ip: "ip3", user: "new"}}})
@@ -406,6 +406,9 @@ func TestInternTableShrinks(t *testing.T) {
 	}
 	if got := p.Count("ad3", m0, m0+10, Filter{}); got != 0 {
 		t.Errorf("Count of an evicted ad = %d, want 0", got)
+	}
+	if got := p.Count("ad7", m0, m0+10, Filter{UserID: "new", IP: "ip3"}); got != 1 {
+		t.Errorf("Count of ad7 by user and ip = %d, want 1", got)
 	}
 }
 

@@ -21,9 +21,9 @@ type Snap struct {
 	// Meta is the encoded clickaggv1.SnapshotMeta: offset, watermark, stats
 	// and the list of every minute the snapshot comprises.
 	Meta []byte
-	// Minutes holds the encoded clickaggv1.MinuteState of every minute
-	// changed since the last snapshot passed to MarkSaved (every minute the
-	// first time), keyed by Unix minute.
+	// Minutes holds the encoded state (minute format 1, see encode.go) of
+	// every minute changed since the last snapshot passed to MarkSaved
+	// (every minute the first time), keyed by Unix minute.
 	Minutes map[int64][]byte
 	// Drop lists, ascending, the minutes that left memory since then; the
 	// store no longer needs them as part of the snapshot.
@@ -37,10 +37,24 @@ type Snap struct {
 var marshal = proto.MarshalOptions{Deterministic: true}
 
 // Snapshot encodes the state for the snapshot store, writing epoch into the
-// meta. The same state always encodes to the same bytes: cells and hashes
-// are sorted, and no clock is read (the meta's written_unix_ms stays 0).
+// meta. The same state always encodes to the same bytes: a minute's parts
+// are in an order fixed by its content, and no clock is read (the meta's
+// written_unix_ms stays 0).
 // Snapshot does not change what the next snapshot contains; MarkSaved does.
 func (p *Partition) Snapshot(epoch uint64) Snap {
+	// The complete minutes this snapshot writes would have their deltas
+	// merged for the encoding anyway; merge them in place, so that the
+	// next snapshot and every query read a compact base. Merging changes no
+	// answer and no byte. Only the goroutine that applies calls Snapshot,
+	// so nothing changes between the two locks.
+	p.mu.Lock()
+	for _, start := range p.order[:p.completed] {
+		if m := p.minutes[start]; m.seq > m.saved && m.delta != nil {
+			p.compact(m)
+		}
+	}
+	p.mu.Unlock()
+
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	meta := &clickaggv1.SnapshotMeta{
@@ -95,10 +109,12 @@ func (p *Partition) MarkSaved(s Snap) {
 }
 
 // Restore rebuilds partition id from a snapshot as the store returns it: the
-// encoded meta and the encoded MinuteState of (at least) every minute the
-// meta lists. Minutes that the meta does not list are ignored. The result
-// answers, deduplicates and snapshots exactly like the partition that took
-// the snapshot, and all its minutes are clean.
+// encoded meta and the encoded state of (at least) every minute the meta
+// lists, in minute format 1 or in the previous build's format. Minutes that
+// the meta does not list are ignored. The result answers, deduplicates and
+// snapshots exactly like the partition that took the snapshot, and all its
+// minutes are clean, except minutes read in the previous format, which the
+// next snapshot rewrites.
 func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Partition, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -135,8 +151,11 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 		}
 		p.minutes[start] = m
 		p.order = append(p.order, start)
-		if m.seen == nil {
+		if m.frozen {
 			p.released++
+		}
+		if minuteEnd(start) <= p.watermark {
+			p.completed++
 		}
 	}
 	// Only a snapshot taken under a shorter retention holds minutes that are
@@ -145,49 +164,76 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 	return p, nil
 }
 
-// restoreMinute decodes one MinuteState into a minute. A minute past the
-// dedup horizon gets no dedup set; if it still carried hashes (the horizon
-// was shortened) it is marked changed, so that the store sheds them.
-func (p *Partition) restoreMinute(start int64, b []byte, released bool) (*minute, error) {
-	var ms clickaggv1.MinuteState
-	if err := proto.Unmarshal(b, &ms); err != nil {
+// restoreMinute decodes one encoded minute. A minute past the dedup
+// horizon gets no dedup hashes; if it still carried them (the horizon was
+// shortened) it is marked changed, so that the store sheds them.
+func (p *Partition) restoreMinute(start int64, enc []byte, released bool) (*minute, error) {
+	v, err := parseMinute(enc)
+	legacy := false
+	if errors.Is(err, ErrFormat) {
+		conv, ok, lerr := legacyMinute(enc)
+		switch {
+		case lerr != nil:
+			return nil, lerr
+		case ok:
+			legacy = true
+			v, err = parseMinute(conv)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
-	if ms.GetMinute() != start {
-		return nil, fmt.Errorf("%w: state is of minute %d", ErrCorrupt, ms.GetMinute())
+	if v.start != start {
+		return nil, fmt.Errorf("%w: state is of minute %d", ErrCorrupt, v.start)
 	}
 	m := newMinute(start)
-	m.revision = ms.GetRevision()
-	var total int64
-	for _, c := range ms.GetCells() {
-		if c.GetCount() <= 0 {
-			return nil, fmt.Errorf("%w: cell of ad %q has count %d", ErrCorrupt, c.GetAdId(), c.GetCount())
+	m.revision = v.revision
+	// parseMinute checked the order of the strings as stored; interning
+	// makes them valid UTF-8, so check it again on what the state holds.
+	countries := make([]uint32, len(v.countries))
+	for i, c := range v.countries {
+		countries[i] = p.countries.internBytes(c)
+		if i > 0 && p.countries.str(countries[i-1]) >= p.countries.str(countries[i]) {
+			return nil, fmt.Errorf("%w: countries out of order", ErrCorrupt)
 		}
-		k := cellKey{
-			ad:      p.ads.intern(c.GetAdId()),
-			country: p.attrs.intern(c.GetCountry()),
-			ip:      p.attrs.intern(c.GetIp()),
-			user:    p.attrs.intern(c.GetUserId()),
-		}
-		if m.add(k, c.GetCount()) {
-			p.incref(k)
-		}
-		total += c.GetCount()
 	}
+	ads := make([]uint32, len(v.ads))
+	for i, a := range v.ads {
+		ads[i] = p.ads.internBytes(a)
+		if i > 0 && p.cmpAd(ads[i-1], ads[i]) >= 0 {
+			return nil, fmt.Errorf("%w: ads out of order", ErrCorrupt)
+		}
+	}
+	b := &m.base
+	b.ads = make([]uint32, 0, len(ads))
+	b.nrows = make([]uint8, 0, len(ads))
+	b.totals = make([]uint8, 0, len(ads))
+	b.countries = make([]uint16, 0, len(v.rows))
+	b.counts = make([]uint8, 0, len(v.rows))
+	e := 0
+	for _, r := range v.rows {
+		b.appendRow(ads[r.ad], countries[r.country], int(r.count), e)
+		p.incref(rowKey(ads[r.ad], countries[r.country]))
+		e += int(r.count)
+	}
+	b.clip()
+	b.users, b.ips = decodeFixed(v.users), decodeFixed(v.ips)
 	if released {
-		m.freeze()
-		if len(ms.GetEventHashes()) > 0 {
+		m.frozen = true
+		if v.hasHashes || legacy {
 			p.seq++
 			m.seq = p.seq
 		}
 		return m, nil
 	}
-	for _, h := range ms.GetEventHashes() {
-		m.seen.add(h)
+	if !v.hasHashes {
+		return nil, fmt.Errorf("%w: minute inside the dedup horizon has no event hashes", ErrCorrupt)
 	}
-	// Every counted event added exactly one hash, so the two must agree.
-	if int64(m.seen.len()) != total {
-		return nil, fmt.Errorf("%w: %d distinct event hashes for %d clicks", ErrCorrupt, m.seen.len(), total)
+	m.base.hashes = decodeFixed(v.hashes)
+	if legacy {
+		// Write it again in the current format.
+		p.seq++
+		m.seq = p.seq
 	}
 	return m, nil
 }

@@ -423,9 +423,9 @@ func TestSnapshotEncoding(t *testing.T) {
 	}
 	ms := decodeMinute(t, s.Minutes[m0])
 	wantCells := []*clickaggv1.Cell{
-		{AdId: "a", Country: "DE", Ip: "1", UserId: "u", Count: 1},
-		{AdId: "a", Country: "US", Ip: "1", UserId: "v", Count: 2},
-		{AdId: "b", Country: "US", Ip: "1", UserId: "u", Count: 1},
+		{AdId: "a", Country: "DE", Ip: hx("1"), UserId: hx("u"), Count: 1},
+		{AdId: "a", Country: "US", Ip: hx("1"), UserId: hx("v"), Count: 2},
+		{AdId: "b", Country: "US", Ip: hx("1"), UserId: hx("u"), Count: 1},
 	}
 	if len(ms.GetCells()) != len(wantCells) {
 		t.Fatalf("cells %v", ms.GetCells())
@@ -469,11 +469,10 @@ func TestRestoreErrors(t *testing.T) {
 	mutate := func(f func(*clickaggv1.MinuteState)) []byte {
 		c := proto.Clone(ms).(*clickaggv1.MinuteState)
 		f(c)
-		b, err := proto.Marshal(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+		return encodeState(t, c)
+	}
+	if !bytes.Equal(mutate(func(*clickaggv1.MinuteState) {}), good) {
+		t.Fatal("encodeState does not invert decodeMinute")
 	}
 	with := func(m int64, b []byte) map[int64][]byte {
 		out := maps.Clone(s.Minutes)

@@ -30,7 +30,8 @@ type SnapshotMeta struct {
 	// offset is the id of the last log entry applied.
 	Offset      string `protobuf:"bytes,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	WatermarkMs int64  `protobuf:"varint,4,opt,name=watermark_ms,json=watermarkMs,proto3" json:"watermark_ms,omitempty"`
-	// minutes lists the minutes whose MinuteState is part of this snapshot.
+	// minutes lists the minutes stored with this snapshot (fields m:<minute>
+	// of the snapshot hash, in package tally's versioned minute encoding).
 	Minutes           []int64 `protobuf:"varint,5,rep,packed,name=minutes,proto3" json:"minutes,omitempty"`
 	EventsApplied     int64   `protobuf:"varint,6,opt,name=events_applied,json=eventsApplied,proto3" json:"events_applied,omitempty"`
 	DuplicatesDropped int64   `protobuf:"varint,7,opt,name=duplicates_dropped,json=duplicatesDropped,proto3" json:"duplicates_dropped,omitempty"`
@@ -143,8 +144,9 @@ func (x *SnapshotMeta) GetEventsExpired() int64 {
 	return 0
 }
 
-// MinuteState is the finished-or-filling aggregate of one partition and one
-// minute, as absolute values: writing it again after a replay writes the same.
+// MinuteState is the encoding of a minute in snapshots written before
+// package tally's columnar minute format. It is only read, to restore such
+// snapshots; the next snapshot rewrites their minutes in the new format.
 type MinuteState struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Minute int64                  `protobuf:"varint,1,opt,name=minute,proto3" json:"minute,omitempty"`
