@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build tools proto proto-check lint deps test test-unit test-e2e dev clean
+.PHONY: all build tools proto proto-check lint deps test test-unit test-e2e k8s-test dev clean
 
 all: build
 
@@ -33,14 +33,21 @@ lint: tools
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad" >&2; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
+	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
 # deps installs the servers the tests start (redis-server) when missing.
 deps:
 	@scripts/deps.sh
 
-test: deps tools proto-check lint build
+test: deps tools proto-check lint build k8s-test
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
 	$(BIN)/gotestsum --format standard-verbose -- -timeout 20m -count=1 ./test/...
+
+# k8s-test builds every kustomization under k8s/ and checks it against the
+# Kubernetes API types and clickagg -help; k8s/ is its own Go module, so the
+# kustomize and Kubernetes libraries stay out of clickagg's dependencies.
+k8s-test:
+	cd k8s && $(GO) test -count=1 ./...
 
 test-unit: deps tools
 	$(BIN)/gotestsum -- -race ./... -skip 'E2E'

@@ -16,6 +16,7 @@ Usage:
   clickagg [flags]            run the roles named by -target against etcd and Redis
   clickagg dev [flags]        run everything on this machine (embedded etcd, a redis-server, all roles, synthetic clicks)
   clickagg loadgen [flags]    send synthetic clicks to a router
+  clickagg ship [flags]       tail click log files and send them to the routers, exactly once
   clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
   clickagg <command> -help    the flags of a command`
 
@@ -30,6 +31,8 @@ func Main(args []string) int {
 		err = runDev(ctx, args[1:])
 	case len(args) > 0 && args[0] == "loadgen":
 		err = runLoadgen(ctx, args[1:])
+	case len(args) > 0 && args[0] == "ship":
+		err = runShip(ctx, args[1:])
 	case len(args) > 0 && args[0] == "bench":
 		err = runBench(ctx, args[1:])
 	default:

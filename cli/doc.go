@@ -5,6 +5,7 @@
 //	clickagg dev                             everything on one machine: embedded etcd,
 //	                                         a redis-server child, all roles, synthetic clicks
 //	clickagg loadgen                         send synthetic clicks to a router
+//	clickagg ship                            tail click log files, send them to routers exactly once
 //
 // Every flag can also be set from the environment as CLICKAGG_ followed by
 // the flag name upper-cased with dots and dashes turned into underscores

@@ -1,0 +1,392 @@
+package k8s_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// flags are the flags of `clickagg -help`, built by TestMain from the
+// parent module.
+var flags map[string]flagInfo
+
+// TestMain builds cmd/clickagg from the parent module (this module
+// depends on it only through its -help) and reads its flags.
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "clickagg-k8s-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "clickagg")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/clickagg")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ./cmd/clickagg: %v\n%s", err, out)
+		return 1
+	}
+	var out bytes.Buffer
+	help := exec.Command(bin, "-help")
+	help.Stdout, help.Stderr = &out, &out
+	if err := help.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "clickagg -help: %v\n%s", err, out.Bytes())
+		return 1
+	}
+	if flags, err = parseHelp(out.String()); err != nil {
+		fmt.Fprintf(os.Stderr, "clickagg -help: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// want is what one kustomization must deploy, beyond the invariants that
+// check enforces on every one.
+type want struct {
+	replicas      map[string]int32 // workload name → spec.replicas
+	hpa           map[string][2]int32
+	externalRedis bool
+}
+
+var builds = map[string]want{
+	"base": {
+		replicas: map[string]int32{"etcd": 1, "redis": 1, "coordinator": 2, "aggregator": 3},
+		hpa:      map[string][2]int32{"router": {2, 10}, "queryd": {2, 10}},
+	},
+	"overlays/dev": {
+		replicas: map[string]int32{"etcd": 1, "redis": 1, "coordinator": 1, "aggregator": 1},
+		hpa:      map[string][2]int32{"router": {1, 1}, "queryd": {1, 1}},
+	},
+	"overlays/production": {
+		replicas: map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
+		hpa:      map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
+	},
+	"examples/external-redis": {
+		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
+		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
+		externalRedis: true,
+	},
+}
+
+// TestManifests builds every kustomization from the filesystem and checks
+// it.
+func TestManifests(t *testing.T) {
+	fsys := filesys.MakeFsOnDisk()
+	for dir, w := range builds {
+		t.Run(dir, func(t *testing.T) {
+			m, problems := load(fsys, dir)
+			for _, p := range problems {
+				t.Error(p)
+			}
+			if m == nil {
+				return
+			}
+			for _, p := range check(m) {
+				t.Error(p)
+			}
+			for name, n := range w.replicas {
+				wl := m.workload(name)
+				switch {
+				case wl == nil:
+					t.Errorf("no workload %s", name)
+				case wl.replicas == nil || *wl.replicas != n:
+					t.Errorf("%s: replicas %v, want %d", wl, ptrString(wl.replicas), n)
+				}
+			}
+			for name, mm := range w.hpa {
+				h := m.hpa(name)
+				if h == nil {
+					t.Errorf("no HorizontalPodAutoscaler %s", name)
+					continue
+				}
+				if got := [2]int32{ptrValue(h.Spec.MinReplicas), h.Spec.MaxReplicas}; got != mm {
+					t.Errorf("HorizontalPodAutoscaler %s: replicas %d..%d, want %d..%d", name, got[0], got[1], mm[0], mm[1])
+				}
+			}
+			if hasRedis := m.workload("redis") != nil; hasRedis == w.externalRedis {
+				t.Errorf("in-cluster Redis deployed: %v, want %v", hasRedis, !w.externalRedis)
+			}
+			if w.externalRedis {
+				if addr := m.configMaps["clickagg"].Data["CLICKAGG_REDIS_ADDR"]; addr == "" || strings.Contains(addr, ".invalid") {
+					t.Errorf("external Redis: CLICKAGG_REDIS_ADDR is %q", addr)
+				}
+			}
+		})
+	}
+}
+
+// mistakes are planted in a copy of k8s/; each must make the checks fail
+// with a message that contains want.
+var mistakes = []struct {
+	name     string
+	file     string // relative to k8s/
+	old, new string // old must occur exactly once
+	build    string // the kustomization to build; overlays/dev if empty
+	want     string
+}{
+	{
+		name: "unknown field",
+		file: "base/aggregator.yaml",
+		old:  "  serviceName: aggregator\n",
+		new:  "  serviceName: aggregator\n  replica: 3\n",
+		want: `StatefulSet aggregator: unknown field "spec.replica"`,
+	},
+	{
+		name: "misspelt field of a container",
+		file: "base/router.yaml",
+		old:  "        readinessProbe:\n",
+		new:  "        readynessProbe:\n",
+		want: `Deployment router: unknown field "spec.template.spec.containers[0].readynessProbe"`,
+	},
+	{
+		name: "wrong container port",
+		file: "base/router.yaml",
+		old:  "        - name: grpc\n          containerPort: 9090\n",
+		new:  "        - name: grpc\n          containerPort: 9091\n",
+		want: "Deployment router: container port grpc is 9091, but -grpc.addr=:9090 listens on 9090",
+	},
+	{
+		name: "listen address differs from the ports",
+		file: "base/queryd.yaml",
+		old:  "        - -http.addr=:8080\n",
+		new:  "        - -http.addr=:8081\n",
+		want: "Deployment queryd: container port http is 8080, but -http.addr=:8081 listens on 8081",
+	},
+	{
+		name: "probe on the wrong port",
+		file: "base/aggregator.yaml",
+		old:  "        readinessProbe:\n          grpc:\n            port: 9090\n",
+		new:  "        readinessProbe:\n          grpc:\n            port: 9091\n",
+		want: "StatefulSet aggregator: readinessProbe: gRPC probe on port 9091, but -grpc.addr=:9090 listens on 9090",
+	},
+	{
+		name: "unknown flag",
+		file: "base/queryd.yaml",
+		old:  "        - -http.addr=:8080\n",
+		new:  "        - -http.addr=:8080\n        - -queryd.max-windows=1h\n",
+		want: "Deployment queryd: unknown flag -queryd.max-windows (not in clickagg -help)",
+	},
+	{
+		name: "unknown environment variable",
+		file: "base/config.yaml",
+		old:  "  CLICKAGG_LOG_LEVEL: info\n",
+		new:  "  CLICKAGG_LOG_LEVEL: info\n  CLICKAGG_REDIS_ADDRESS: redis:6379\n",
+		want: "CLICKAGG_REDIS_ADDRESS (from ConfigMap clickagg) names no flag of clickagg -help",
+	},
+	{
+		name: "image tag latest",
+		file: "base/kustomization.yaml",
+		old:  "  newTag: 0.1.0\n",
+		new:  "  newTag: latest\n",
+		want: `image ghcr.io/clickagg/clickagg:latest: tag "latest" is not a pinned version`,
+	},
+	{
+		name: "image without a tag",
+		file: "base/kustomization.yaml",
+		old:  "- name: redis\n  newTag: 7.4.6-alpine\n",
+		new:  "",
+		want: "image redis: no tag or digest",
+	},
+	{
+		name: "missing probe",
+		file: "base/coordinator.yaml",
+		old:  "        readinessProbe:\n          grpc:\n            port: 9090\n          periodSeconds: 5\n",
+		new:  "",
+		want: "Deployment coordinator: container clickagg: no readinessProbe",
+	},
+	{
+		name:  "missing limits",
+		file:  "base/redis.yaml",
+		old:   "          limits:\n            cpu: \"2\"\n            memory: 4Gi\n",
+		new:   "",
+		build: "base",
+		want:  "StatefulSet redis: container redis: no limits.cpu",
+	},
+	{
+		name: "root allowed",
+		file: "base/router.yaml",
+		old:  "        runAsNonRoot: true\n",
+		new:  "",
+		want: "Deployment router: container clickagg: runAsNonRoot is not true",
+	},
+	{
+		name: "writable root filesystem",
+		file: "base/etcd.yaml",
+		old:  "          readOnlyRootFilesystem: true\n",
+		new:  "          readOnlyRootFilesystem: false\n",
+		want: "StatefulSet etcd: container etcd: readOnlyRootFilesystem is not true",
+	},
+	{
+		name: "Service port not on the pods",
+		file: "base/queryd.yaml",
+		old:  "    targetPort: http\n",
+		new:  "    targetPort: web\n",
+		want: `Service queryd: port http: targetPort "web" is not a port of Deployment queryd`,
+	},
+	{
+		name: "Service selects nothing",
+		file: "base/coordinator.yaml",
+		old:  "spec:\n  selector:\n    app.kubernetes.io/name: clickagg\n    app.kubernetes.io/component: coordinator\n",
+		new:  "spec:\n  selector:\n    app.kubernetes.io/name: clickagg\n    app.kubernetes.io/component: coordinators\n",
+		want: "Service coordinator selects no pods",
+	},
+	{
+		name: "PodDisruptionBudget misses the aggregators",
+		file: "base/aggregator.yaml",
+		old:  "  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: aggregator\n",
+		new:  "  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: aggregators\n",
+		want: "no PodDisruptionBudget selects StatefulSet aggregator",
+	},
+	{
+		name: "HorizontalPodAutoscaler target missing",
+		file: "base/router.yaml",
+		old:  "    kind: Deployment\n    name: router\n",
+		new:  "    kind: Deployment\n    name: routers\n",
+		want: "HorizontalPodAutoscaler router: target Deployment routers does not exist",
+	},
+	{
+		name: "NetworkPolicy selects nothing",
+		file: "base/networkpolicies.yaml",
+		old:  "  name: clients-to-router\nspec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: router\n",
+		new:  "  name: clients-to-router\nspec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: ingest\n",
+		want: "NetworkPolicy clients-to-router selects no pods",
+	},
+	{
+		name: "NetworkPolicy egress to a port nobody listens on",
+		file: "base/networkpolicies.yaml",
+		old:  "    ports:\n    - port: 6379\n",
+		new:  "    ports:\n    - port: 6380\n",
+		want: "NetworkPolicy redis-clients: egress port 6380 is not a port of StatefulSet redis",
+	},
+	{
+		name: "aggregator grace period too short",
+		file: "base/aggregator.yaml",
+		old:  "      terminationGracePeriodSeconds: 120\n",
+		new:  "      terminationGracePeriodSeconds: 30\n",
+		want: "StatefulSet aggregator: terminationGracePeriodSeconds 30 is not above",
+	},
+	{
+		name: "aggregator id not its pod name",
+		file: "base/aggregator.yaml",
+		old:  "        - -id=$(POD_NAME)\n",
+		new:  "",
+		want: "StatefulSet aggregator: -id must be $(POD_NAME)",
+	},
+	{
+		name: "undefined variable in args",
+		file: "base/coordinator.yaml",
+		old:  "        - -grpc.advertise-addr=$(POD_IP):9090\n",
+		new:  "        - -grpc.advertise-addr=$(MY_POD_IP):9090\n",
+		want: "Deployment coordinator: container clickagg: $(MY_POD_IP) in args is not an env variable of the container",
+	},
+	{
+		name:  "etcd member list out of step with the replicas",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "- name: etcd\n  count: 3\n",
+		new:   "- name: etcd\n  count: 5\n",
+		build: "overlays/production",
+		want:  "StatefulSet etcd: ETCD_INITIAL_CLUSTER names [etcd-0 etcd-1 etcd-2], want the 5 pods [etcd-0 etcd-1 etcd-2 etcd-3 etcd-4]",
+	},
+	{
+		name: "Redis without fsync on every write",
+		file: "base/redis.yaml",
+		old:  "    appendfsync always\n",
+		new:  "    appendfsync everysec\n",
+		want: `ConfigMap redis: redis.conf must say "appendfsync always"`,
+	},
+	{
+		name: "pod without the scrape annotation",
+		file: "base/queryd.yaml",
+		old:  "        prometheus.io/port: \"8080\"\n",
+		new:  "        prometheus.io/port: \"9090\"\n",
+		want: `Deployment queryd: annotation prometheus.io/port is "9090", want the -http.addr port "8080"`,
+	},
+}
+
+// TestMistakes plants each mistake in a copy of k8s/ and checks that it
+// is reported.
+func TestMistakes(t *testing.T) {
+	for _, tc := range mistakes {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			if err := copyTree(".", root); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(root, tc.file)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(b), tc.old); n != 1 {
+				t.Fatalf("%s: %q occurs %d times, want once", tc.file, tc.old, n)
+			}
+			if err := os.WriteFile(path, []byte(strings.Replace(string(b), tc.old, tc.new, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dir := tc.build
+			if dir == "" {
+				dir = "overlays/dev"
+			}
+			m, problems := load(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
+			if m != nil {
+				problems = append(problems, check(m)...)
+			}
+			for _, p := range problems {
+				if strings.Contains(p, tc.want) {
+					t.Logf("reported: %s", p)
+					return
+				}
+			}
+			t.Errorf("no problem contains %q; got:\n%s", tc.want, strings.Join(problems, "\n"))
+		})
+	}
+}
+
+// copyTree copies the kustomizations (every directory but Go's) to dst.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+}
+
+func ptrValue(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func ptrString(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
