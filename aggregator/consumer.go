@@ -116,6 +116,8 @@ type consumer struct {
 	refused map[int]uint64 // partition → epoch we must not try again
 	retryAt time.Time      // wall clock: next attempt after a transient error
 	delay   time.Duration
+	// ads is apply's buffer of the ad_ids of an entry, for the sketch.
+	ads []string
 }
 
 func (c *consumer) run(ctx context.Context) {
@@ -303,8 +305,9 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 	var events int64
 	defer func() { pt.rate.add(a.now(), events) }()
 	for _, e := range entries {
-		le := new(clickaggv1.LogEntry)
-		if err := proto.Unmarshal(e.Data, le); err != nil {
+		var err error
+		c.ads, err = pt.tp.ApplyEncoded(e.ID, e.Data, c.ads[:0])
+		if err != nil {
 			// Skipping the entry would silently lose its clicks; stopping
 			// keeps the state a true prefix of the log.
 			a.corruptEntries.Add(1)
@@ -312,12 +315,12 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 			c.lg.Error("corrupt log entry: partition no longer served", "partition", p, "epoch", pt.epoch, "offset", e.ID, "after", pt.tp.Offset(), "err", err)
 			return
 		}
-		pt.tp.Apply(e.ID, le)
 		if serving {
-			pt.heavy.AddEvents(now, le.GetEvents())
+			pt.heavy.AddAds(now, c.ads)
 		}
-		events += int64(len(le.GetEvents()))
+		events += int64(len(c.ads))
 	}
+	clear(c.ads) // they alias the entries' bytes
 }
 
 // promote moves restoring partitions that have replayed up to the log end

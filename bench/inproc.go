@@ -186,11 +186,10 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 		}
 		t := time.Now()
 		for _, e := range chunk {
-			var le clickaggv1.LogEntry
-			if err := proto.Unmarshal(e.data, &le); err != nil {
+			// As the aggregator does: straight from the log encoding.
+			if _, err := state[e.partition].ApplyEncoded(e.id, e.data, nil); err != nil {
 				return nil, fmt.Errorf("decode log entry: %w", err)
 			}
-			state[e.partition].Apply(e.id, &le)
 		}
 		timed += time.Since(t)
 		r.progress.set("in-process limit", fmt.Sprintf("%d of %d batches replayed, %s events/s", rp.next, total, si(float64(res.events)/timed.Seconds())))

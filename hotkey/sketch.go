@@ -3,6 +3,7 @@ package hotkey
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,6 +111,22 @@ func (s *Sketch) AddEvents(now time.Time, evs []*clickaggv1.LogEvent) {
 	s.mu.Unlock()
 }
 
+// AddAds adds one event of each ad in ads (processing time now). The
+// sketch keeps copies of the ads it counts, so ads may alias a buffer
+// that is reused afterwards.
+func (s *Sketch) AddAds(now time.Time, ads []string) {
+	if len(ads) == 0 {
+		return
+	}
+	n := slotOf(now)
+	s.mu.Lock()
+	sl := s.slot(n, now)
+	for _, ad := range ads {
+		sl.add(ad, s.k)
+	}
+	s.mu.Unlock()
+}
+
 // slot returns the slot being filled at slot number n, rotating when n is
 // past it; s.mu is held. A clock that went back adds to the current slot.
 func (s *Sketch) slot(n int64, now time.Time) *ssSlot {
@@ -142,6 +159,7 @@ func (sl *ssSlot) add(ad string, k int) {
 	}
 	if len(sl.counters) < k {
 		i := int32(len(sl.counters))
+		ad = strings.Clone(ad)
 		sl.counters = append(sl.counters, counter{ad: ad, count: 1, at: int32(len(sl.heap))})
 		sl.heap = append(sl.heap, i)
 		sl.idx[ad] = i
@@ -153,6 +171,7 @@ func (sl *ssSlot) add(ad string, k int) {
 	i := sl.heap[0]
 	c := &sl.counters[i]
 	delete(sl.idx, c.ad)
+	ad = strings.Clone(ad)
 	c.ad, c.err = ad, c.count
 	c.count++
 	sl.idx[ad] = i

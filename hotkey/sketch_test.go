@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -232,5 +233,32 @@ func BenchmarkSketchTop(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Top(t0.Add(59*time.Second), 20)
+	}
+}
+
+// TestSketchAddAdsKeepsCopies: the sketch copies the ads it starts
+// counting, so a caller may reuse the memory its ad ids were in (the
+// aggregator's ids alias the log entry's bytes).
+func TestSketchAddAdsKeepsCopies(t *testing.T) {
+	s := NewSketch(4)
+	buf := []byte("ad-1ad-2ad-2ad-3")
+	alias := func(i int) string { return unsafe.String(&buf[4*i], 4) }
+	s.AddAds(t0, []string{alias(0), alias(1), alias(2), alias(3)})
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	var got []string
+	for _, h := range s.Top(t0.Add(time.Second), 4).Hitters {
+		got = append(got, fmt.Sprintf("%s=%d", h.AdID, h.Count))
+	}
+	if want := []string{"ad-2=2", "ad-1=1", "ad-3=1"}; !slices.Equal(got, want) {
+		t.Fatalf("top %v, want %v", got, want)
+	}
+	ads := make([]string, 100)
+	for j := range ads {
+		ads[j] = "ad-2"
+	}
+	if n := testing.AllocsPerRun(100, func() { s.AddAds(t0, ads) }); n != 0 {
+		t.Fatalf("AddAds of a counted ad allocates %v times per call", n)
 	}
 }

@@ -121,6 +121,15 @@
 // minutes encode differently from a replay that never went through format
 // 0; every answer is the same.
 //
+// # Decoding
+//
+// The aggregator applies entries with ApplyEncoded, straight from their
+// wire form: the events are decoded into strings that alias the entry's
+// bytes, which the state never keeps (ads and countries are interned as
+// copies, the rest hashed), so applying allocates nothing per event. A
+// malformed entry is refused whole (ErrEntry) before anything is applied,
+// as proto.Unmarshal would refuse it.
+//
 // # Concurrency
 //
 // One goroutine applies and snapshots; queries may run concurrently from any

@@ -45,8 +45,9 @@ func (e entry) proto() *clickaggv1.LogEntry {
 	return le
 }
 
-// apply applies entries through their wire encoding, as the aggregator
-// does, so the test also covers what survives a proto round trip.
+// apply applies entries through their wire encoding with ApplyEncoded,
+// as the aggregator does, so the test also covers what survives the
+// encoding.
 func apply(t testing.TB, p *Partition, entries ...entry) {
 	t.Helper()
 	for _, e := range entries {
@@ -54,11 +55,9 @@ func apply(t testing.TB, p *Partition, entries ...entry) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var le clickaggv1.LogEntry
-		if err := proto.Unmarshal(b, &le); err != nil {
+		if _, err := p.ApplyEncoded(e.id, b, nil); err != nil {
 			t.Fatal(err)
 		}
-		p.Apply(e.id, &le)
 	}
 }
 

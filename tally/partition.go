@@ -78,6 +78,9 @@ type Partition struct {
 	dropped map[int64]uint64
 
 	scratch sync.Pool // *topScratch, for Top
+	// decoded holds ApplyEncoded's decoded events between calls; only the
+	// applying goroutine uses it.
+	decoded []rawEvent
 }
 
 // NewPartition returns the empty state of partition id. opts must be valid
@@ -142,7 +145,13 @@ func (p *Partition) Apply(id string, e *clickaggv1.LogEntry) {
 }
 
 func (p *Partition) applyEvent(ev *clickaggv1.LogEvent) {
-	start := floorMinute(ev.GetClickTimeMs())
+	p.applyFields(ev.GetEventId(), ev.GetAdId(), ev.GetClickTimeMs(), ev.GetUserId(), ev.GetIp(), ev.GetCountry())
+}
+
+// applyFields applies one event. It keeps none of its strings: the ad and
+// country are interned as copies, the others hashed (see ApplyEncoded).
+func (p *Partition) applyFields(eventID, adID string, clickMs int64, userID, ip, country string) {
+	start := floorMinute(clickMs)
 	end := minuteEnd(start)
 	if end <= subSat(p.watermark, p.horizonMs) {
 		p.stats.Expired++
@@ -156,12 +165,12 @@ func (p *Partition) applyEvent(ev *clickaggv1.LogEvent) {
 		}
 		p.last = m
 	}
-	if m.seenOrAdd(xxhash.Sum64String(ev.GetEventId())) {
+	if m.seenOrAdd(xxhash.Sum64String(eventID)) {
 		p.stats.Duplicates++
 		return
 	}
-	k := rowKey(p.ads.intern(ev.GetAdId()), p.countries.intern(ev.GetCountry()))
-	p.add(m, k, hashField(ev.GetUserId()), hashField(ev.GetIp()))
+	k := rowKey(p.ads.intern(adID), p.countries.intern(country))
+	p.add(m, k, hashField(userID), hashField(ip))
 	p.stats.EventsApplied++
 	if end <= p.watermark {
 		p.stats.Late++
