@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/snapshot"
@@ -93,13 +95,28 @@ type Aggregator struct {
 	corruptEntries atomic.Int64
 	leaseLosses    atomic.Int64
 	snapshotErrors atomic.Int64
+
+	promReg prometheus.Registerer // nil without WithMetrics
+	m       *metrics
 }
 
 // New returns an aggregator; it does no I/O. now is the clock used for
 // snapshot scheduling, raw-retention trimming and status times; event time
 // comes from the log only.
-func New(cfg Config, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time) *Aggregator {
-	return newAggregator(cfg, log, store, cl, lg, now)
+func New(cfg Config, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time, opts ...Option) *Aggregator {
+	a := newAggregator(cfg, log, store, cl, lg, now)
+	for _, o := range opts {
+		o(a)
+	}
+	if a.promReg != nil {
+		for _, c := range a.collectors() {
+			if err := a.promReg.Register(c); err != nil {
+				a.lg.Warn("register metrics", "err", err)
+				break
+			}
+		}
+	}
+	return a
 }
 
 func newAggregator(cfg Config, log partLog, store snapshotStore, cl membership, lg *slog.Logger, now func() time.Time) *Aggregator {
@@ -118,6 +135,7 @@ func newAggregator(cfg Config, log partLog, store snapshotStore, cl membership, 
 		lg:    lg,
 		now:   now,
 		parts: make(map[int]*partition),
+		m:     newMetrics(),
 	}
 }
 

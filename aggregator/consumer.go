@@ -303,7 +303,11 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 	serving := s == stateServing
 	now := a.now()
 	var events int64
-	defer func() { pt.rate.add(a.now(), events) }()
+	before := pt.tp.Stats()
+	defer func() {
+		pt.rate.add(a.now(), events)
+		a.m.countApplied(before, pt.tp.Stats())
+	}()
 	for _, e := range entries {
 		var err error
 		c.ads, err = pt.tp.ApplyEncoded(e.ID, e.Data, c.ads[:0])
@@ -317,6 +321,9 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 		}
 		if serving {
 			pt.heavy.AddAds(now, c.ads)
+			if ms, ok := idMillis(e.ID); ok {
+				a.m.freshness.Observe(max(0, now.Sub(time.UnixMilli(ms)).Seconds()))
+			}
 		}
 		events += int64(len(c.ads))
 	}
@@ -419,7 +426,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 	}
 	a.parts[p] = pt
 	a.mu.Unlock()
-	lg.Info("took partition", "partition", p, "epoch", e, "offset", tp.Offset(), "lag", n, "state", pt.getState(a), "handed_over", handedOver)
+	lg.Info("took partition", "partition", p, "epoch", e, "offset", tp.Offset(), "lag", n, "state", pt.getState(a).String(), "handed_over", handedOver)
 	return nil
 }
 
@@ -434,9 +441,17 @@ func (a *Aggregator) save(ctx context.Context, p *partition) error {
 		Drop:          s.Drop,
 		TrimLogBefore: a.trimBefore(s.Offset),
 	}
-	if err := a.store.Save(ctx, p.id, w); err != nil {
+	size := len(w.Meta)
+	for _, b := range w.Minutes {
+		size += len(b)
+	}
+	start := time.Now()
+	err := a.store.Save(ctx, p.id, w)
+	a.m.snapshotDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
 		return fmt.Errorf("save snapshot %d at epoch %d: %w", p.id, p.epoch, err)
 	}
+	a.m.snapshotBytes.Observe(float64(size))
 	p.tp.MarkSaved(s)
 	a.mu.Lock()
 	p.lastSnapshot = a.now()

@@ -270,7 +270,7 @@ func testConfig(id string) Config {
 
 // start runs an aggregator against cl (the env's cluster, or another
 // view of it) with its own Redis client, so that a test can cut it off.
-func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time) *node {
+func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts ...Option) *node {
 	t := e.t
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -280,7 +280,7 @@ func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time) *node 
 	cfg.AdvertiseAddr = lis.Addr().String()
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr})
 	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.ID)
-	a := New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now)
+	a := New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, NewServer(a))
 	go func() { _ = gs.Serve(lis) }()

@@ -163,6 +163,7 @@ func (c *consumer) releaseOne(ctx context.Context, id int, epoch uint64) (releas
 	p.released.saved = true
 	r := p.released
 	a.mu.Unlock()
+	a.m.releases.Inc()
 	c.lg.Info("released partition for a handoff", "partition", id, "epoch", epoch, "offset", r.offset)
 	return r, nil
 }

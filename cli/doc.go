@@ -10,4 +10,9 @@
 // Every flag can also be set from the environment as CLICKAGG_ followed by
 // the flag name upper-cased with dots and dashes turned into underscores
 // (-redis.addr → CLICKAGG_REDIS_ADDR); a flag on the command line wins.
+//
+// Each process serves Prometheus metrics on -http.addr at /metrics from a
+// registry of its own: the Go and process collectors, the gRPC server
+// metrics of go-grpc-middleware, and the metrics each role registers
+// through its WithMetrics option (README.md, Monitoring).
 package cli

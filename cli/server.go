@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -275,7 +274,13 @@ func (s *Server) Run(ctx context.Context) error {
 		defer httpLis.Close()
 	}
 
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize))
+	reg := newRegistry()
+	gm := grpcMetrics(reg)
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()),
+	)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -284,7 +289,7 @@ func (s *Server) Run(ctx context.Context) error {
 	dial := newDialer()
 	defer dial.Close()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", metricsHandler(reg))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 
 	var services []string
@@ -320,7 +325,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if rc.ID == "" {
 			rc.ID = cfg.ID
 		}
-		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower))
+		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg))
 		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
 		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 		s.router = r
@@ -335,7 +340,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
 		ac.SketchCapacity = hk.SketchCapacity
-		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now)
+		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now, aggregator.WithMetrics(reg))
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a
@@ -348,7 +353,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		cc.AdvertiseAddr = advertise
 		cc.MaxIDLength = cfg.Router.MaxIDLength
-		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now))
+		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
@@ -356,7 +361,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.has(RoleQueryd) {
 		qc := cfg.Queryd
 		qc.RedisPrefix = cfg.RedisPrefix
-		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower))
+		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
 		services = append(services, clickaggv1.QueryService_ServiceDesc.ServiceName)
@@ -393,6 +398,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
+	// Every method's series exist from the start, at zero.
+	gm.InitializeMetrics(gs)
 	for _, svc := range services {
 		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -73,16 +72,19 @@ func runShip(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	reg := shipMetrics(s)
 	g, gctx := errgroup.WithContext(ctx)
 	if sf.grpcAddr != "" {
 		l, err := net.Listen("tcp", sf.grpcAddr)
 		if err != nil {
 			return fmt.Errorf("-grpc.addr: %w", err)
 		}
-		gs := grpc.NewServer()
+		gm := grpcMetrics(reg)
+		gs := grpc.NewServer(grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()))
 		hs := health.NewServer()
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		healthpb.RegisterHealthServer(gs, hs)
+		gm.InitializeMetrics(gs)
 		g.Go(func() error { return gs.Serve(l) })
 		g.Go(func() error {
 			select {
@@ -101,7 +103,7 @@ func runShip(ctx context.Context, args []string) error {
 			return fmt.Errorf("-http.addr: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(shipMetrics(s), promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", metricsHandler(reg))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
@@ -134,7 +136,7 @@ func runShip(ctx context.Context, args []string) error {
 
 // shipMetrics exposes the shipper's counters.
 func shipMetrics(s *shipper.Shipper) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
 	st := s.Stats()
 	counter := func(name, help string, v func() int64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "clickagg_ship_" + name, Help: help}, func() float64 { return float64(v()) }))

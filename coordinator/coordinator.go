@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -65,6 +66,9 @@ type Stats struct {
 	// not acknowledge in time or the request ended first.
 	SplitChanges     int64
 	WithdrawnChanges int64
+	// AssignmentChanges counts the assignments written that moved at
+	// least one partition.
+	AssignmentChanges int64
 }
 
 // Coordinator assigns partitions to aggregators while it is the leader,
@@ -90,6 +94,13 @@ type Coordinator struct {
 	executing         atomic.Int64
 	splitChanges      atomic.Int64
 	withdrawnChanges  atomic.Int64
+	assignmentChanges atomic.Int64
+	// aggregators is the number of live aggregators the current term saw
+	// last.
+	aggregators atomic.Int64
+
+	reg prometheus.Registerer // nil without WithMetrics
+	m   *metrics
 
 	// hk is nil without WithHotKeys.
 	hk *hotKeys
@@ -111,9 +122,18 @@ func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) 
 		dial:       dial,
 		log:        log,
 		conns:      map[string]grpc.ClientConnInterface{},
+		m:          newMetrics(),
 	}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.reg != nil {
+		for _, col := range c.collectors() {
+			if err := c.reg.Register(col); err != nil {
+				log.Warn("register metrics", "err", err)
+				break
+			}
+		}
 	}
 	if c.hk != nil {
 		// An invalid count leaves them nil; Run refuses to start then.
@@ -135,6 +155,7 @@ func (c *Coordinator) Stats() Stats {
 		Executing:         c.executing.Load(),
 		SplitChanges:      c.splitChanges.Load(),
 		WithdrawnChanges:  c.withdrawnChanges.Load(),
+		AssignmentChanges: c.assignmentChanges.Load(),
 	}
 }
 
@@ -353,6 +374,7 @@ func (t *term) setMembers(ms []cluster.Member) {
 		}
 	}
 	t.members = ms
+	t.c.aggregators.Store(int64(len(ms)))
 }
 
 // run plans after every membership change and serves the admin requests,

@@ -146,10 +146,10 @@ func (e *env) start(id string, partitions int) (*Coordinator, func() error) {
 }
 
 // startOn is start on the given etcd connection.
-func (e *env) startOn(etcd *clientv3.Client, id string, partitions int) (*Coordinator, func() error) {
+func (e *env) startOn(etcd *clientv3.Client, id string, partitions int, opts ...Option) (*Coordinator, func() error) {
 	cfg := Config{ID: id, Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
 	log := slog.New(slog.NewTextHandler(e.t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, cluster.NewClient(etcd, "/t"), partitions, e.dial, log)
+	c := New(cfg, cluster.NewClient(etcd, "/t"), partitions, e.dial, log, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

@@ -75,6 +75,7 @@ func (t *term) execute(ctx context.Context, next cluster.Assignment, moved []int
 	if !changed {
 		return nil
 	}
+	c.assignmentChanges.Add(1)
 	addr := make(map[string]string, len(t.members))
 	for _, m := range t.members {
 		addr[m.ID] = m.Addr
@@ -350,6 +351,7 @@ func (tr *tracker) complete(ctx context.Context, addrs map[string]bool) {
 			x.h.Serving = ps.GetServingSince().AsTime().UTC()
 			done = append(done, x.h)
 			delete(tr.pending, p)
+			c.m.handoffPause.Observe(x.h.Pause().Seconds())
 			c.log.Info("handoff complete", "partition", p, "from", x.h.From, "to", x.h.To, "epoch", x.h.Epoch, "planned", x.h.Planned, "pause", x.h.Pause())
 		}
 	}

@@ -222,6 +222,7 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, t
 			if err := q.publishMinute(ctx, m, ads); err != nil {
 				return err
 			}
+			q.m.published.Inc()
 			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", had)
 		}
 		pub.next = max(pub.next, m+1)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
@@ -138,6 +139,9 @@ type Queryd struct {
 	// stopped is closed when Run returns, to end the watches.
 	stopped  chan struct{}
 	stopOnce sync.Once
+
+	reg prometheus.Registerer // nil without WithMetrics
+	m   *metrics
 }
 
 // New returns a Queryd. dial is called once per aggregator address and its
@@ -158,9 +162,18 @@ func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.Univ
 		subs:    map[*subscriber]struct{}{},
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
+		m:       newMetrics(),
 	}
 	for _, o := range opts {
 		o(q)
+	}
+	if q.reg != nil {
+		for _, c := range q.m.collectors() {
+			if err := q.reg.Register(c); err != nil {
+				lg.Warn("register metrics", "err", err)
+				break
+			}
+		}
 	}
 	q.dir.Store(&directory{})
 	return q

@@ -30,11 +30,13 @@ type server struct {
 func NewServer(q *Queryd) clickaggv1.QueryServiceServer { return &server{q: q} }
 
 func (s *server) GetAggregatedCount(ctx context.Context, req *clickaggv1.GetAggregatedCountRequest) (*clickaggv1.GetAggregatedCountResponse, error) {
+	start := time.Now()
 	cq, err := s.q.parseCount(req)
 	if err != nil {
 		return nil, statusOf(err)
 	}
 	r, err := s.q.Count(ctx, cq.adID, cq.from, cq.to, cq.filter)
+	s.q.m.observe(rpcCount, start, err)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -48,11 +50,13 @@ func (s *server) GetAggregatedCount(ctx context.Context, req *clickaggv1.GetAggr
 }
 
 func (s *server) GetPopularAds(ctx context.Context, req *clickaggv1.GetPopularAdsRequest) (*clickaggv1.GetPopularAdsResponse, error) {
+	start := time.Now()
 	tq, err := s.q.parseTop(req)
 	if err != nil {
 		return nil, statusOf(err)
 	}
 	r, err := s.q.Top(ctx, tq.from, tq.to, tq.n, tq.filter)
+	s.q.m.observe(rpcTop, start, err)
 	if err != nil {
 		return nil, statusOf(err)
 	}
@@ -64,9 +68,11 @@ func (s *server) WatchPopularAds(req *clickaggv1.WatchPopularAdsRequest, stream 
 	if err != nil {
 		return statusOf(err)
 	}
-	return statusOf(s.q.Watch(stream.Context(), n, f, func(r TopResult) error {
+	err = s.q.Watch(stream.Context(), n, f, func(r TopResult) error {
 		return stream.Send(topResponse(r))
-	}))
+	})
+	s.q.m.observe(rpcWatch, time.Time{}, err)
+	return statusOf(err)
 }
 
 // statusOf is the one place where errors become status codes.

@@ -32,6 +32,7 @@ type batcher struct {
 	timeout time.Duration
 	// slots holds a token per append in flight.
 	slots chan struct{}
+	m     *metrics
 
 	mu sync.Mutex
 	// queue holds the batches not taken by an appender yet, oldest first;
@@ -44,6 +45,7 @@ type batch struct {
 	// entries holds each partition's encoded events: the events field of
 	// its LogEntry, concatenated (see logEvent.appendTo).
 	entries  map[int][]byte
+	counts   map[int]int // events by partition
 	events   int
 	requests int
 	taken    bool // an appender has it; guarded by batcher.mu
@@ -57,14 +59,14 @@ func newBatcher(log Log, routerID string, concurrency, maxEvents int, timeout ti
 
 // add puts one request's events (by partition) into the open batch, or a
 // new one when the open batch would grow past maxEvents.
-func (b *batcher) add(byPart map[int][]byte, n int) *batch {
+func (b *batcher) add(byPart map[int][]byte, counts map[int]int, n int) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var bt *batch
 	if k := len(b.queue); k > 0 && b.queue[k-1].events+n <= b.maxEvents {
 		bt = b.queue[k-1]
 	} else {
-		bt = &batch{entries: make(map[int][]byte, len(byPart)), done: make(chan struct{})}
+		bt = &batch{entries: make(map[int][]byte, len(byPart)), counts: make(map[int]int, len(byPart)), done: make(chan struct{})}
 		b.queue = append(b.queue, bt)
 	}
 	for p, evs := range byPart {
@@ -73,6 +75,7 @@ func (b *batcher) add(byPart map[int][]byte, n int) *batch {
 			bt.entries[p] = appendRouterID(make([]byte, 0, len(b.routerID)+2+len(evs)), b.routerID)
 		}
 		bt.entries[p] = append(bt.entries[p], evs...)
+		bt.counts[p] += counts[p]
 	}
 	bt.events += n
 	bt.requests++
@@ -138,8 +141,16 @@ func (b *batcher) append(ctx context.Context, bt *batch) error {
 	for _, p := range parts {
 		items = append(items, partlog.Append{Partition: p, Data: bt.entries[p]})
 	}
-	if _, err := b.log.Append(ctx, items); err != nil {
+	start := time.Now()
+	_, err := b.log.Append(ctx, items)
+	b.m.appendDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		b.m.appendFailures.Inc()
 		return fmt.Errorf("append %d events of %d requests to %d partitions: %w", bt.events, bt.requests, len(items), err)
+	}
+	b.m.appends.Add(float64(len(items)))
+	for _, p := range parts {
+		b.m.entryEvents.Observe(float64(bt.counts[p]))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/clickagg/clickagg/hotkey"
@@ -70,6 +71,9 @@ type Router struct {
 	// raised only after the append succeeded, so that a tick never carries
 	// an event time whose event might not be in the log.
 	maxAccepted atomic.Int64
+
+	reg prometheus.Registerer // nil without WithMetrics
+	m   *metrics
 }
 
 // New returns a router that appends to log. now is the clock (nil means
@@ -96,10 +100,16 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	if cfg.AppendTimeout == 0 {
 		cfg.AppendTimeout = DefaultAppendTimeout
 	}
-	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now}
+	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now, m: newMetrics()}
 	r.batches = newBatcher(log, cfg.ID, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
+	r.batches.m = r.m
 	for _, o := range opts {
 		o(r)
+	}
+	if r.reg != nil {
+		if err := register(r.reg, r.m.collectors()); err != nil {
+			r.lg.Warn("register metrics", "err", err)
+		}
 	}
 	return r
 }
@@ -109,6 +119,7 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 // whole request and means nothing was acknowledged: the caller retries it,
 // and the aggregators' dedup by event_id absorbs what was appended anyway.
 func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (accepted int64, rejected []*clickaggv1.Rejection, err error) {
+	r.m.requests.Inc()
 	if len(events) == 0 {
 		return 0, nil, ErrNoEvents
 	}
@@ -130,6 +141,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 		}
 	}
 	byPart := make(map[int][]byte)
+	counts := make(map[int]int)
 	maxMs := int64(0)
 	for i, e := range events {
 		ev, reason := r.validate(e, now)
@@ -139,6 +151,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 				rej.EventId = e.GetEventId()
 			}
 			rejected = append(rejected, rej)
+			r.m.rejected[rejectReason(reason)].Inc()
 			continue
 		}
 		p := splits.Route(r.parts, ev.adID, ev.eventID, ev.ms)
@@ -149,6 +162,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			buf = make([]byte, 0, 64*max(4, 2*len(events)/r.parts.Partitions()))
 		}
 		byPart[p] = ev.appendTo(buf)
+		counts[p]++
 		accepted++
 		maxMs = max(maxMs, ev.ms)
 	}
@@ -158,7 +172,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 	err = ctx.Err()
 	if err == nil {
 		// A caller already gone adds nothing to a batch.
-		err = r.batches.wait(ctx, r.batches.add(byPart, int(accepted)))
+		err = r.batches.wait(ctx, r.batches.add(byPart, counts, int(accepted)))
 	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -169,6 +183,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 		return 0, nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
 	}
 	r.raiseFrontier(maxMs)
+	r.m.accepted.Add(float64(accepted))
 	return accepted, rejected, nil
 }
 
@@ -199,6 +214,7 @@ func (r *Router) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			failed++
+			r.m.tickFailures.Inc()
 			r.lg.Warn("append tick", "tick_ms", last, "consecutive_failures", failed, "err", err)
 		case failed > 0:
 			r.lg.Info("append tick recovered", "tick_ms", last, "failed_ticks", failed)

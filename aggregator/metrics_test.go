@@ -1,0 +1,111 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// TestMetrics checks the aggregator's metrics against a log the test
+// wrote: events applied, duplicates, late events, the per-partition gauges
+// and the snapshot and freshness histograms.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, 2)
+	reg := prometheus.NewPedanticRegistry()
+	n := e.start(testConfig("agg-0"), e.cl, time.Now, WithMetrics(reg))
+	m := member(t, e.cl, "agg-0", 0)
+	e.assign(owners(2, m, 1))
+
+	now := time.Now().UnixMilli()
+	minute := now/minuteMs*minuteMs - 10*minuteMs
+	ev := func(id, ad string, ms int64) *clickaggv1.LogEvent {
+		return &clickaggv1.LogEvent{EventId: id, AdId: ad, ClickTimeMs: ms, UserId: "u", Ip: "192.0.2.1", Country: "US"}
+	}
+	// Partition 0: three events, one a duplicate; a tick completes their
+	// minute; then a late one.
+	e.append(0, &clickaggv1.LogEntry{RouterId: "r", Events: []*clickaggv1.LogEvent{ev("e1", "a", minute), ev("e2", "a", minute+1), ev("e1", "a", minute)}})
+	e.append(0, &clickaggv1.LogEntry{RouterId: "r", TickMs: minute + 5*minuteMs})
+	e.append(0, &clickaggv1.LogEntry{RouterId: "r", Events: []*clickaggv1.LogEvent{ev("e3", "a", minute+2)}})
+	e.append(1, &clickaggv1.LogEntry{RouterId: "r", TickMs: now})
+	n.waitServing(e.last)
+
+	testserver.Eventually(t, wait, func() error {
+		for name, tc := range map[string]struct {
+			c    prometheus.Collector
+			want float64
+		}{
+			"applied":    {n.a.m.applied, 3},
+			"duplicates": {n.a.m.duplicates, 1},
+			"late":       {n.a.m.late, 1},
+			"expired":    {n.a.m.expired, 0},
+		} {
+			if got := testutil.ToFloat64(tc.c); got != tc.want {
+				return fmt.Errorf("%s = %v, want %v", name, got, tc.want)
+			}
+		}
+		// Snapshots are due every 50ms.
+		if c, err := testutil.GatherAndCount(reg, "clickagg_aggregator_snapshot_duration_seconds", "clickagg_aggregator_snapshot_size_bytes"); err != nil || c != 2 {
+			return fmt.Errorf("snapshot histograms: %d series, %v", c, err)
+		}
+		return nil
+	})
+
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP clickagg_aggregator_partition_lag_entries Log entries of the partition not applied yet.
+# TYPE clickagg_aggregator_partition_lag_entries gauge
+clickagg_aggregator_partition_lag_entries{partition="0"} 0
+clickagg_aggregator_partition_lag_entries{partition="1"} 0
+# HELP clickagg_aggregator_partition_lag_seconds Age of the oldest log entry of the partition not applied yet (0 when caught up).
+# TYPE clickagg_aggregator_partition_lag_seconds gauge
+clickagg_aggregator_partition_lag_seconds{partition="0"} 0
+clickagg_aggregator_partition_lag_seconds{partition="1"} 0
+# HELP clickagg_aggregator_partitions Partitions held by this aggregator, by state (restoring, serving, failed, released).
+# TYPE clickagg_aggregator_partitions gauge
+clickagg_aggregator_partitions{state="failed"} 0
+clickagg_aggregator_partitions{state="released"} 0
+clickagg_aggregator_partitions{state="restoring"} 0
+clickagg_aggregator_partitions{state="serving"} 2
+# HELP clickagg_aggregator_fenced_writes_total Snapshot writes refused because a newer owner had claimed the partition; each dropped the partition.
+# TYPE clickagg_aggregator_fenced_writes_total counter
+clickagg_aggregator_fenced_writes_total 0
+`), "clickagg_aggregator_partition_lag_entries", "clickagg_aggregator_partition_lag_seconds", "clickagg_aggregator_partitions", "clickagg_aggregator_fenced_writes_total"); err != nil {
+		t.Error(err)
+	}
+
+	// The watermark delays: wall clock minus (tick - lateness), within the
+	// time this test took.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delays := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "clickagg_aggregator_watermark_delay_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			delays[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	end := time.Now().UnixMilli() + 1 // the gauge is not truncated to ms
+	for p, tick := range map[string]int64{"0": minute + 5*minuteMs, "1": now} {
+		wm := tick - lateness.Milliseconds()
+		lo, hi := float64(now-wm)/1000, float64(end-wm)/1000
+		if d, ok := delays[p]; !ok || d < lo || d > hi {
+			t.Errorf("watermark delay of partition %s = %v (reported: %v), want in [%v, %v]", p, d, ok, lo, hi)
+		}
+	}
+	// The instruments measured in place are the registered ones.
+	var are prometheus.AlreadyRegisteredError
+	if err := reg.Register(n.a.m.freshness); !errors.As(err, &are) || are.ExistingCollector != n.a.m.freshness {
+		t.Errorf("freshness histogram not registered: %v", err)
+	}
+}
