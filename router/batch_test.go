@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"testing"
@@ -175,5 +176,51 @@ func TestGroupCommit(t *testing.T) {
 				t.Errorf("log holds %d entries, want %d (1 + batches × partitions)", entries, wantEntries)
 			}
 		})
+	}
+}
+
+// TestStreamRequestsAppendTogether: requests in flight on one IngestStream
+// are ingested at once: while the first one's append is held, the next
+// ones wait in one batch; the responses come back in request order.
+func TestStreamRequestsAppendTogether(t *testing.T) {
+	rdb := testserver.RedisClient(t)
+	parts := partitioner(t, 4)
+	gl := &gatedLog{log: partlog.New(rdb, "gc-stream"), gate: make(chan struct{})}
+	cfg := testConfig(t)
+	cfg.AppendConcurrency = 1
+	r := New(cfg, parts, gl, nil, fixedClock(t0))
+	c := startGRPC(t, r)
+	stream, err := c.IngestStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{1, 2, 3, 4}
+	for i, n := range sizes {
+		var evs []*clickaggv1.ClickEvent
+		for j := range n {
+			evs = append(evs, click(fmt.Sprintf("s%d-%d", i, j), "ad-1", t0))
+		}
+		if err := stream.Send(&clickaggv1.IngestStreamRequest{Events: evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testserver.Eventually(t, 10*time.Second, func() error {
+		if q := r.batches.queued(); fmt.Sprint(q) != "[3]" {
+			return fmt.Errorf("batches waiting %v, want one of the 3 requests after the first", q)
+		}
+		return nil
+	})
+	close(gl.gate)
+	for i, n := range sizes {
+		resp, err := stream.Recv()
+		if err != nil || resp.Accepted != int64(n) {
+			t.Fatalf("response %d: %v, %v; want %d accepted", i, resp, err, n)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("after the last response: %v, want EOF", err)
 	}
 }

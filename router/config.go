@@ -37,6 +37,9 @@ type Config struct {
 	MaxBatchEvents int
 	// AppendTimeout bounds one append to the log.
 	AppendTimeout time.Duration
+	// StreamWindow bounds the requests of one IngestStream ingested at
+	// once.
+	StreamWindow int
 }
 
 // Defaults used by RegisterFlags.
@@ -51,6 +54,7 @@ const (
 	DefaultAppendConcurrency = 4
 	DefaultMaxBatchEvents    = 20000
 	DefaultAppendTimeout     = 10 * time.Second
+	DefaultStreamWindow      = 16
 )
 
 // maxRouterIDLength bounds ID: it is repeated in every log entry.
@@ -76,6 +80,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"Largest number of appends to the partition log in flight. Requests that arrive while all are busy are appended together by the next one (one log entry per partition for all of them), so entries grow with the load instead of their number.")
 	fs.IntVar(&c.MaxBatchEvents, "router.max-batch-events", DefaultMaxBatchEvents,
 		"Largest number of events of concurrent requests appended together; bounds the size of log entries and of the aggregators' reads.")
+	fs.IntVar(&c.StreamWindow, "router.stream-window", DefaultStreamWindow,
+		"Largest number of requests of one IngestStream validated and appended at once; responses still come back in request order. Lets a client with several requests in flight on one stream get them appended together.")
 	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
 		"Deadline of one append to the partition log; the requests in it fail with UNAVAILABLE when it passes, and clients retry.")
 }
@@ -103,6 +109,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("router.append-concurrency %d: must be at least 1", c.AppendConcurrency)
 	case c.MaxBatchEvents < c.MaxEvents:
 		return fmt.Errorf("router.max-batch-events %d: must be at least router.max-events-per-request=%d", c.MaxBatchEvents, c.MaxEvents)
+	case c.StreamWindow < 1:
+		return fmt.Errorf("router.stream-window %d: must be at least 1", c.StreamWindow)
 	case c.AppendTimeout <= 0:
 		return fmt.Errorf("router.append-timeout %v: must be positive", c.AppendTimeout)
 	}

@@ -100,6 +100,9 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	if cfg.AppendTimeout == 0 {
 		cfg.AppendTimeout = DefaultAppendTimeout
 	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
 	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now, m: newMetrics()}
 	r.batches = newBatcher(log, cfg.ID, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
 	r.batches.m = r.m

@@ -28,7 +28,7 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	c.RegisterFlags(fs)
 	for _, name := range []string{"router.id", "router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
 		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length",
-		"router.append-concurrency", "router.max-batch-events", "router.append-timeout"} {
+		"router.append-concurrency", "router.max-batch-events", "router.append-timeout", "router.stream-window"} {
 		f := fs.Lookup(name)
 		if f == nil || f.Usage == "" {
 			t.Errorf("flag -%s missing or without help", name)
@@ -36,7 +36,7 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	}
 	want := Config{MaxSkew: time.Minute, Horizon: 6 * time.Hour, TickInterval: time.Second,
 		IdleLag: time.Minute, MaxEvents: 10000, MaxIDLength: 128,
-		AppendConcurrency: 4, MaxBatchEvents: 20000, AppendTimeout: 10 * time.Second}
+		AppendConcurrency: 4, MaxBatchEvents: 20000, AppendTimeout: 10 * time.Second, StreamWindow: 16}
 	if c != want {
 		t.Fatalf("defaults %+v, want %+v", c, want)
 	}

@@ -30,27 +30,60 @@ func (s *server) Ingest(ctx context.Context, req *clickaggv1.IngestRequest) (*cl
 	return &clickaggv1.IngestResponse{Accepted: accepted, Rejected: rejected}, nil
 }
 
-// IngestStream answers each request in order. A request that fails as a
-// whole ends the stream with its status: the client cannot tell which of its
-// in-flight requests were appended, so it must resend from the first
-// unanswered one anyway.
+// IngestStream answers each request in order. Up to StreamWindow requests
+// of one stream are ingested at once, so that a client that keeps several
+// in flight gets them appended together (group commit) instead of one
+// append round trip after another. A request that fails as a whole ends
+// the stream with its status once the requests before it are answered:
+// the client cannot tell which of its later in-flight requests were
+// appended, so it must resend from the first unanswered one anyway.
 func (s *server) IngestStream(stream grpc.BidiStreamingServer[clickaggv1.IngestStreamRequest, clickaggv1.IngestStreamResponse]) error {
-	ctx := stream.Context()
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	type result struct {
+		resp *clickaggv1.IngestStreamResponse
+		err  error
+	}
+	// pending holds, in request order, where each request's result will
+	// be; its capacity bounds the requests in flight.
+	pending := make(chan chan result, s.r.cfg.StreamWindow-1)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(pending)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					recvErr <- err
+				}
+				return
+			}
+			res := make(chan result, 1)
+			select {
+			case pending <- res:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				accepted, rejected, err := s.r.Ingest(ctx, req.GetEvents())
+				res <- result{&clickaggv1.IngestStreamResponse{Accepted: accepted, Rejected: rejected}, err}
+			}()
 		}
-		if err != nil {
+	}()
+	for res := range pending {
+		r := <-res
+		if r.err != nil {
+			return toStatus(r.err)
+		}
+		if err := stream.Send(r.resp); err != nil {
 			return err
 		}
-		accepted, rejected, err := s.r.Ingest(ctx, req.GetEvents())
-		if err != nil {
-			return toStatus(err)
-		}
-		if err := stream.Send(&clickaggv1.IngestStreamResponse{Accepted: accepted, Rejected: rejected}); err != nil {
-			return err
-		}
+	}
+	select {
+	case err := <-recvErr:
+		return err
+	default:
+		return nil
 	}
 }
 
