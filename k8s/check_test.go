@@ -3,6 +3,7 @@ package k8s_test
 import (
 	"fmt"
 	"net"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,6 +19,12 @@ import (
 )
 
 const clickaggImage = "ghcr.io/clickagg/clickagg"
+
+// shipNamespace is the namespace of examples/shipper: its DaemonSet mounts
+// hostPath volumes, which only the Pod Security "privileged" level admits.
+// It is the one namespace that may be other than restricted, and it may
+// hold shippers only.
+const shipNamespace = "clickagg-ship"
 
 // roles are the values of -target that a pod may run; the pod's
 // app.kubernetes.io/component label names it.
@@ -49,8 +56,8 @@ func (c *checker) addf(format string, args ...any) {
 	c.problems = append(c.problems, fmt.Sprintf(format, args...))
 }
 
-// selects returns the workloads whose pods sel matches.
-func (c *checker) selects(sel *metav1.LabelSelector) []*workload {
+// selectsIn returns the workloads in namespace ns whose pods sel matches.
+func (c *checker) selectsIn(ns string, sel *metav1.LabelSelector) []*workload {
 	if sel == nil {
 		return nil
 	}
@@ -61,27 +68,70 @@ func (c *checker) selects(sel *metav1.LabelSelector) []*workload {
 	}
 	var ws []*workload
 	for _, w := range c.m.workloads {
-		if s.Matches(labels.Set(w.template.Labels)) {
+		if w.namespace == ns && s.Matches(labels.Set(w.template.Labels)) {
 			ws = append(ws, w)
 		}
 	}
 	return ws
 }
 
-func (c *checker) namespace() {
-	if len(c.m.namespaces) != 1 {
-		c.addf("%d Namespaces, want 1", len(c.m.namespaces))
-		return
-	}
-	ns := c.m.namespaces[0]
-	if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
-		c.addf("Namespace %s: label pod-security.kubernetes.io/enforce is %q, want restricted", ns.Name, got)
-	}
-	for i, o := range c.m.objects {
-		if k := c.m.kinds[i]; k != "Namespace" && o.GetNamespace() != ns.Name {
-			c.addf("%s %s: namespace %q, want %q", k, o.GetName(), o.GetNamespace(), ns.Name)
+// mainNamespace is the name of the cluster's namespace: the one Namespace
+// other than shipNamespace.
+func (c *checker) mainNamespace() string {
+	for _, ns := range c.m.namespaces {
+		if ns.Name != shipNamespace {
+			return ns.Name
 		}
 	}
+	return ""
+}
+
+// namespace checks that everything is in the cluster's restricted
+// namespace, except the shippers of examples/shipper and their policies,
+// which are in shipNamespace.
+func (c *checker) namespace() {
+	var main []string
+	hasShip := false
+	for _, ns := range c.m.namespaces {
+		want := "restricted"
+		if ns.Name == shipNamespace {
+			// hostPath volumes: neither restricted nor baseline admits them.
+			want, hasShip = "privileged", true
+		} else {
+			main = append(main, ns.Name)
+		}
+		if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != want {
+			c.addf("Namespace %s: label pod-security.kubernetes.io/enforce is %q, want %s", ns.Name, got, want)
+		}
+	}
+	if len(main) != 1 {
+		c.addf("Namespaces %v besides %s, want 1", main, shipNamespace)
+		return
+	}
+	allowed := []string{main[0]}
+	if hasShip {
+		allowed = append(allowed, shipNamespace)
+	}
+	for i, o := range c.m.objects {
+		if k := c.m.kinds[i]; k != "Namespace" && !slices.Contains(allowed, o.GetNamespace()) {
+			c.addf("%s %s: namespace %q, want one of %q", k, o.GetName(), o.GetNamespace(), allowed)
+		}
+	}
+	for _, w := range c.m.workloads {
+		if ship := isShipper(w); ship != (w.namespace == shipNamespace) {
+			c.addf("%s: in namespace %q, but shippers (and only they) belong in %s", w, w.namespace, shipNamespace)
+		}
+	}
+}
+
+// isShipper reports whether w runs `clickagg ship`.
+func isShipper(w *workload) bool {
+	for _, ct := range w.template.Spec.Containers {
+		if imageRepo(ct.Image) == clickaggImage && len(ct.Args) > 0 && ct.Args[0] == "ship" {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *checker) workload(w *workload) {
@@ -99,7 +149,7 @@ func (c *checker) workload(w *workload) {
 		switch {
 		case svc == nil:
 			c.addf("%s: serviceName %q is not a Service", w, w.serviceName)
-		case !slices.Contains(c.selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}), w):
+		case !slices.Contains(c.selectsIn(w.namespace, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}), w):
 			c.addf("%s: its Service %s does not select its pods", w, svc.Name)
 		}
 	}
@@ -130,7 +180,11 @@ func (c *checker) workload(w *workload) {
 				c.portOf(w, &ct, p.name, p.probe.TCPSocket.Port)
 			}
 		}
-		if imageRepo(ct.Image) == clickaggImage {
+		switch {
+		case imageRepo(ct.Image) != clickaggImage:
+		case len(ct.Args) > 0 && ct.Args[0] == "ship":
+			c.shipper(w, &ct)
+		default:
 			c.clickagg(w, &ct)
 		}
 	}
@@ -173,7 +227,9 @@ func (c *checker) podSecurity(w *workload, spec *corev1.PodSpec) {
 		c.addf("%s: uses the host's network, PID or IPC namespace", w)
 	}
 	for _, v := range spec.Volumes {
-		if v.HostPath != nil {
+		// A shipper reads the node's logs and keeps its checkpoint on the
+		// node (shipper checks how); its namespace is privileged for it.
+		if v.HostPath != nil && !(isShipper(w) && w.namespace == shipNamespace) {
 			c.addf("%s: hostPath volume %s", w, v.Name)
 		}
 	}
@@ -312,8 +368,13 @@ type setting struct {
 // clickaggFlags returns the effective value of every flag of a clickagg
 // container, as the binary computes it: args, then the environment (env
 // over envFrom), then the default. It reports args and variables that name
-// no flag.
+// no flag. A container whose args start with the command "ship" runs
+// `clickagg ship`, whose flags are those of `clickagg ship -help`.
 func (c *checker) clickaggFlags(w *workload, ct *corev1.Container) map[string]setting {
+	flags, help, args := flags, "clickagg -help", ct.Args
+	if len(args) > 0 && args[0] == "ship" {
+		flags, help, args = shipFlags, "clickagg ship -help", args[1:]
+	}
 	eff := map[string]setting{}
 	for name, f := range flags {
 		eff[name] = setting{value: f.def, source: "default"}
@@ -328,7 +389,7 @@ func (c *checker) clickaggFlags(w *workload, ct *corev1.Container) map[string]se
 		}
 		name, ok := byEnv[k]
 		if !ok {
-			c.addf("%s: %s (from %s) names no flag of clickagg -help", w, k, from)
+			c.addf("%s: %s (from %s) names no flag of %s", w, k, from, help)
 			return
 		}
 		eff[name] = setting{value: v, source: k + " (from " + from + ")"}
@@ -353,14 +414,14 @@ func (c *checker) clickaggFlags(w *workload, ct *corev1.Container) map[string]se
 	if len(ct.Command) > 0 {
 		c.addf("%s: container %s: command is set; the image's entrypoint is clickagg", w, ct.Name)
 	}
-	for _, a := range ct.Args {
+	for _, a := range args {
 		name, value, ok := strings.Cut(strings.TrimPrefix(a, "-"), "=")
 		if !strings.HasPrefix(a, "-") || strings.HasPrefix(a, "--") || !ok {
 			c.addf("%s: arg %q: write flags as -name=value", w, a)
 			continue
 		}
 		if _, known := flags[name]; !known {
-			c.addf("%s: unknown flag -%s (not in clickagg -help)", w, name)
+			c.addf("%s: unknown flag -%s (not in %s)", w, name, help)
 			continue
 		}
 		eff[name] = setting{value: value, source: a, given: true}
@@ -390,7 +451,29 @@ func (c *checker) clickagg(w *workload, ct *corev1.Container) {
 		c.addf("%s: -target is %q (%s), want the pod's app.kubernetes.io/component %q, one of %v", w, t.value, t.source, role, roles)
 	}
 
-	// Ports: exactly grpc and http, where the flags listen.
+	ports := c.serving(w, ct, eff)
+
+	// Identity and address: the pod's name and IP.
+	fieldRef := fieldRefs(ct)
+	if id := eff["id"]; id.value != "$(POD_NAME)" || fieldRef["POD_NAME"] != "metadata.name" {
+		c.addf("%s: -id must be $(POD_NAME) with POD_NAME from metadata.name (is %q, %s)", w, id.value, id.source)
+	}
+	wantAdv := fmt.Sprintf("$(POD_IP):%d", ports["grpc"])
+	if adv := eff["grpc.advertise-addr"]; adv.value != wantAdv || fieldRef["POD_IP"] != "status.podIP" {
+		c.addf("%s: -grpc.advertise-addr must be %s with POD_IP from status.podIP (is %q, %s)", w, wantAdv, adv.value, adv.source)
+	}
+
+	c.scrape(w, ports["http"])
+
+	if role == "aggregator" {
+		c.aggregator(w, eff)
+	}
+}
+
+// serving checks the ports and probes of a clickagg container (any
+// command): exactly grpc and http, where -grpc.addr and -http.addr listen,
+// and gRPC health probes on the gRPC port. It returns the ports by name.
+func (c *checker) serving(w *workload, ct *corev1.Container, eff map[string]setting) map[string]int32 {
 	ports := map[string]int32{}
 	for _, want := range []struct{ port, flag string }{{"grpc", "grpc.addr"}, {"http", "http.addr"}} {
 		s := eff[want.flag]
@@ -429,37 +512,33 @@ func (c *checker) clickagg(w *workload, ct *corev1.Container) {
 			c.addf("%s: %s: gRPC probe on port %d, but -grpc.addr=%s listens on %d", w, p.name, p.probe.GRPC.Port, grpcAddr, ports["grpc"])
 		}
 	}
+	return ports
+}
 
-	// Identity and address: the pod's name and IP.
+// scrape checks that the scrape annotations name the HTTP port and /metrics.
+func (c *checker) scrape(w *workload, http int32) {
+	ann := w.template.Annotations
+	if ann["prometheus.io/scrape"] != "true" {
+		c.addf("%s: annotation prometheus.io/scrape is %q, want \"true\"", w, ann["prometheus.io/scrape"])
+	}
+	if got, want := ann["prometheus.io/port"], strconv.Itoa(int(http)); got != want {
+		c.addf("%s: annotation prometheus.io/port is %q, want the -http.addr port %q", w, got, want)
+	}
+	if got := ann["prometheus.io/path"]; got != "/metrics" {
+		c.addf("%s: annotation prometheus.io/path is %q, want /metrics", w, got)
+	}
+}
+
+// fieldRefs maps the container's variables set from the downward API to
+// their field paths.
+func fieldRefs(ct *corev1.Container) map[string]string {
 	fieldRef := map[string]string{}
 	for _, e := range ct.Env {
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
 			fieldRef[e.Name] = e.ValueFrom.FieldRef.FieldPath
 		}
 	}
-	if id := eff["id"]; id.value != "$(POD_NAME)" || fieldRef["POD_NAME"] != "metadata.name" {
-		c.addf("%s: -id must be $(POD_NAME) with POD_NAME from metadata.name (is %q, %s)", w, id.value, id.source)
-	}
-	wantAdv := fmt.Sprintf("$(POD_IP):%d", ports["grpc"])
-	if adv := eff["grpc.advertise-addr"]; adv.value != wantAdv || fieldRef["POD_IP"] != "status.podIP" {
-		c.addf("%s: -grpc.advertise-addr must be %s with POD_IP from status.podIP (is %q, %s)", w, wantAdv, adv.value, adv.source)
-	}
-
-	// Scraping: the annotations name the HTTP port and /metrics.
-	ann := w.template.Annotations
-	if ann["prometheus.io/scrape"] != "true" {
-		c.addf("%s: annotation prometheus.io/scrape is %q, want \"true\"", w, ann["prometheus.io/scrape"])
-	}
-	if got, want := ann["prometheus.io/port"], strconv.Itoa(int(ports["http"])); got != want {
-		c.addf("%s: annotation prometheus.io/port is %q, want the -http.addr port %q", w, got, want)
-	}
-	if got := ann["prometheus.io/path"]; got != "/metrics" {
-		c.addf("%s: annotation prometheus.io/path is %q, want /metrics", w, got)
-	}
-
-	if role == "aggregator" {
-		c.aggregator(w, eff)
-	}
+	return fieldRef
 }
 
 // aggregator checks what an aggregator needs beyond every role: a stable
@@ -515,7 +594,7 @@ func (c *checker) services() {
 			c.addf("Service %s: no selector", s.Name)
 			continue
 		}
-		ws := c.selects(&metav1.LabelSelector{MatchLabels: s.Spec.Selector})
+		ws := c.selectsIn(s.Namespace, &metav1.LabelSelector{MatchLabels: s.Spec.Selector})
 		if len(ws) == 0 {
 			c.addf("Service %s selects no pods (selector %v)", s.Name, s.Spec.Selector)
 		}
@@ -544,7 +623,7 @@ func podHasPort(w *workload, port intstr.IntOrString) bool {
 
 func (c *checker) pdbs() {
 	for _, p := range c.m.pdbs {
-		if len(c.selects(p.Spec.Selector)) == 0 {
+		if len(c.selectsIn(p.Namespace, p.Spec.Selector)) == 0 {
 			c.addf("PodDisruptionBudget %s selects no pods", p.Name)
 		}
 	}
@@ -554,7 +633,7 @@ func (c *checker) pdbs() {
 		}
 		covered := false
 		for _, p := range c.m.pdbs {
-			covered = covered || slices.Contains(c.selects(p.Spec.Selector), w)
+			covered = covered || slices.Contains(c.selectsIn(p.Namespace, p.Spec.Selector), w)
 		}
 		if !covered {
 			c.addf("no PodDisruptionBudget selects %s", w)
@@ -596,13 +675,13 @@ func (c *checker) hpas() {
 
 // netpols checks that each NetworkPolicy applies to pods, that the pods
 // it admits from or to exist, and that its ports are ports of the pods
-// they reach.
+// they reach. A policy and its pod selectors apply in its own namespace.
 func (c *checker) netpols() {
 	for _, np := range c.m.netpols {
 		var targets []*workload
 		if len(np.Spec.PodSelector.MatchLabels)+len(np.Spec.PodSelector.MatchExpressions) == 0 {
-			targets = c.m.workloads
-		} else if targets = c.selects(&np.Spec.PodSelector); len(targets) == 0 {
+			targets = c.selectsIn(np.Namespace, &metav1.LabelSelector{})
+		} else if targets = c.selectsIn(np.Namespace, &np.Spec.PodSelector); len(targets) == 0 {
 			c.addf("NetworkPolicy %s selects no pods", np.Name)
 		}
 		peers := func(dir string, ps []networkingv1.NetworkPolicyPeer) [][]*workload {
@@ -612,7 +691,7 @@ func (c *checker) netpols() {
 					out = append(out, nil) // other namespaces or addresses: not checked here
 					continue
 				}
-				ws := c.selects(p.PodSelector)
+				ws := c.selectsIn(np.Namespace, p.PodSelector)
 				if len(ws) == 0 {
 					c.addf("NetworkPolicy %s: %s peer %v selects no pods", np.Name, dir, p.PodSelector.MatchLabels)
 				}
@@ -732,7 +811,8 @@ func (c *checker) redis() {
 }
 
 // prometheus checks the scrape job: Kubernetes pod discovery in this
-// namespace, kept by the prometheus.io/scrape annotation.
+// namespace and in every other one with annotated pods (the shippers'),
+// kept by the prometheus.io/scrape annotation.
 func (c *checker) prometheus() {
 	cm := c.m.configMaps["prometheus-scrape"]
 	if cm == nil {
@@ -761,13 +841,17 @@ func (c *checker) prometheus() {
 		c.addf("ConfigMap prometheus-scrape: clickagg.yml: %v", err)
 		return
 	}
-	ns := ""
-	if len(c.m.namespaces) == 1 {
-		ns = c.m.namespaces[0].Name
+	nss := []string{c.mainNamespace()}
+	for _, w := range c.m.workloads {
+		if w.template.Annotations["prometheus.io/scrape"] == "true" && !slices.Contains(nss, w.namespace) {
+			nss = append(nss, w.namespace)
+		}
 	}
 	for _, sc := range cfg.ScrapeConfigs {
-		if len(sc.KubernetesSDConfigs) != 1 || sc.KubernetesSDConfigs[0].Role != "pod" || !slices.Contains(sc.KubernetesSDConfigs[0].Namespaces.Names, ns) {
-			c.addf("ConfigMap prometheus-scrape: job %s: want kubernetes_sd_configs of role pod in namespace %s", sc.JobName, ns)
+		for _, ns := range nss {
+			if len(sc.KubernetesSDConfigs) != 1 || sc.KubernetesSDConfigs[0].Role != "pod" || !slices.Contains(sc.KubernetesSDConfigs[0].Namespaces.Names, ns) {
+				c.addf("ConfigMap prometheus-scrape: job %s: want kubernetes_sd_configs of role pod in namespace %s", sc.JobName, ns)
+			}
 		}
 		keeps := false
 		for _, r := range sc.RelabelConfigs {
@@ -780,4 +864,111 @@ func (c *checker) prometheus() {
 	if len(cfg.ScrapeConfigs) == 0 {
 		c.addf("ConfigMap prometheus-scrape: no scrape_configs")
 	}
+}
+
+// shipper checks a container that runs `clickagg ship` on every node: its
+// own flags (from `clickagg ship -help`), the node's name as its -id, the
+// router Service as its routers, its logs on a read-only hostPath and its
+// checkpoint on a writable one.
+func (c *checker) shipper(w *workload, ct *corev1.Container) {
+	eff := c.clickaggFlags(w, ct)
+	if w.kind != "DaemonSet" {
+		c.addf("%s: shippers must be a DaemonSet (one per node, reading that node's logs)", w)
+	}
+	ports := c.serving(w, ct, eff)
+	if id := eff["id"]; id.value != "$(NODE_NAME)" || fieldRefs(ct)["NODE_NAME"] != "spec.nodeName" {
+		c.addf("%s: -id must be $(NODE_NAME) with NODE_NAME from spec.nodeName, stable across the shipper's restarts on a node (is %q, %s)", w, id.value, id.source)
+	}
+
+	// Routers: the router Service, by its DNS name <service>.<namespace>.svc.
+	routers := eff["ship.routers"]
+	if routers.value == "" {
+		c.addf("%s: no -ship.routers", w)
+	}
+	for _, addr := range strings.Split(routers.value, ",") {
+		if addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			c.addf("%s: -ship.routers: %q: %v", w, addr, err)
+			continue
+		}
+		parts := strings.Split(host, ".")
+		var svc *corev1.Service
+		if len(parts) >= 3 && parts[2] == "svc" {
+			if s := c.service(parts[0]); s != nil && s.Namespace == parts[1] {
+				svc = s
+			}
+		}
+		if svc == nil {
+			c.addf("%s: -ship.routers: %q is not <service>.<namespace>.svc of a Service here", w, addr)
+			continue
+		}
+		routerPods := false
+		for _, sw := range c.selectsIn(svc.Namespace, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}) {
+			routerPods = routerPods || sw.template.Labels["app.kubernetes.io/component"] == "router"
+		}
+		if !routerPods {
+			c.addf("%s: -ship.routers: Service %s does not select routers", w, svc.Name)
+		}
+		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port }) {
+			c.addf("%s: -ship.routers: %q: port %s is not a port of Service %s", w, addr, port, svc.Name)
+		}
+	}
+
+	// Files on the node: logs read-only, the checkpoint writable.
+	files := eff["ship.files"]
+	if files.value == "" {
+		c.addf("%s: no -ship.files", w)
+	}
+	for _, f := range strings.Split(files.value, ",") {
+		if f == "" {
+			continue
+		}
+		vm, hostPath := c.mountOf(w, ct, path.Dir(f))
+		switch {
+		case vm == nil || !hostPath:
+			c.addf("%s: -ship.files: the directory of %s is not a hostPath volume (the node's logs, and the rotated files next to them)", w, f)
+		case !vm.ReadOnly:
+			c.addf("%s: -ship.files: volume %s at %s is not readOnly (the shipper only reads the logs)", w, vm.Name, vm.MountPath)
+		}
+	}
+	ck := eff["ship.checkpoint"]
+	if ck.value == "" {
+		c.addf("%s: no -ship.checkpoint: the default is next to the logs, on their read-only volume", w)
+	} else {
+		vm, hostPath := c.mountOf(w, ct, path.Dir(ck.value))
+		switch {
+		case vm == nil || !hostPath:
+			c.addf("%s: -ship.checkpoint=%s (%s) is not on a hostPath volume: it must survive the pod", w, ck.value, ck.source)
+		case vm.ReadOnly:
+			c.addf("%s: -ship.checkpoint=%s: volume %s is readOnly", w, ck.value, vm.Name)
+		}
+	}
+
+	c.scrape(w, ports["http"])
+}
+
+// mountOf returns the container's volume mount that holds dir, and whether
+// its volume is a hostPath.
+func (c *checker) mountOf(w *workload, ct *corev1.Container, dir string) (*corev1.VolumeMount, bool) {
+	var best *corev1.VolumeMount
+	for i := range ct.VolumeMounts {
+		vm := &ct.VolumeMounts[i]
+		mp := strings.TrimSuffix(vm.MountPath, "/")
+		if (dir == mp || strings.HasPrefix(dir, mp+"/")) && (best == nil || len(mp) > len(best.MountPath)) {
+			best = vm
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	for _, v := range w.template.Spec.Volumes {
+		if v.Name == best.Name {
+			return best, v.HostPath != nil
+		}
+	}
+	c.addf("%s: container %s: volumeMount %s names no volume", w, ct.Name, best.Name)
+	return best, false
 }

@@ -2,18 +2,22 @@
 //
 // The manifests are a Kustomize base (base/) with the overlays dev and
 // production, a component that swaps the in-cluster Redis for an external
-// one (components/external-redis) and an overlay that uses it
-// (examples/external-redis). This is a Go module of its own so that the
+// one (components/external-redis), an overlay that uses it
+// (examples/external-redis), and an overlay that adds a DaemonSet of log
+// shippers in a namespace of its own (examples/shipper). This is a Go module of its own so that the
 // test's kustomize and Kubernetes API libraries stay out of clickagg's
 // dependencies; the package has no code.
 //
 // The test builds every kustomization with krusty, decodes each object
 // strictly into the k8s.io/api types, and checks the invariants the
-// cluster relies on against the flags of `clickagg -help`, built from the
-// parent module: ports where the binary listens, gRPC health probes, a
+// cluster relies on against the flags of `clickagg -help` (`clickagg ship
+// -help` for the shippers), built from the parent module: ports where the binary listens, gRPC health probes, a
 // restricted security context, pinned images, selectors that select,
 // NetworkPolicies, PodDisruptionBudgets and HorizontalPodAutoscalers that
 // apply to real pods, and an aggregator grace period longer than its
-// handoff and final snapshot. It then plants mistakes in a copy of the
+// handoff and final snapshot; shippers take the node name as -id, reach
+// the router Service, read their logs from a read-only hostPath and keep
+// their checkpoint on a writable one, and only they may use hostPath, in
+// their own privileged namespace. It then plants mistakes in a copy of the
 // manifests and checks that each one is reported.
 package k8s

@@ -31,9 +31,10 @@ type manifest struct {
 	kinds   []string
 }
 
-// workload is a Deployment or a StatefulSet.
+// workload is a Deployment, a StatefulSet or a DaemonSet.
 type workload struct {
 	kind, name  string
+	namespace   string
 	replicas    *int32
 	selector    *metav1.LabelSelector
 	template    *corev1.PodTemplateSpec
@@ -98,13 +99,18 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 		case "apps/v1 Deployment":
 			o := &appsv1.Deployment{}
 			obj, add = o, func() {
-				m.workloads = append(m.workloads, &workload{kind: "Deployment", name: o.Name, replicas: o.Spec.Replicas, selector: o.Spec.Selector, template: &o.Spec.Template})
+				m.workloads = append(m.workloads, &workload{kind: "Deployment", name: o.Name, namespace: o.Namespace, replicas: o.Spec.Replicas, selector: o.Spec.Selector, template: &o.Spec.Template})
 			}
 		case "apps/v1 StatefulSet":
 			o := &appsv1.StatefulSet{}
 			obj, add = o, func() {
-				m.workloads = append(m.workloads, &workload{kind: "StatefulSet", name: o.Name, replicas: o.Spec.Replicas, selector: o.Spec.Selector, template: &o.Spec.Template,
+				m.workloads = append(m.workloads, &workload{kind: "StatefulSet", name: o.Name, namespace: o.Namespace, replicas: o.Spec.Replicas, selector: o.Spec.Selector, template: &o.Spec.Template,
 					serviceName: o.Spec.ServiceName, claims: o.Spec.VolumeClaimTemplates})
+			}
+		case "apps/v1 DaemonSet":
+			o := &appsv1.DaemonSet{}
+			obj, add = o, func() {
+				m.workloads = append(m.workloads, &workload{kind: "DaemonSet", name: o.Name, namespace: o.Namespace, selector: o.Spec.Selector, template: &o.Spec.Template})
 			}
 		case "autoscaling/v2 HorizontalPodAutoscaler":
 			o := &autoscalingv2.HorizontalPodAutoscaler{}
@@ -134,7 +140,7 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 	return m, problems
 }
 
-// flagInfo is one flag of clickagg -help.
+// flagInfo is one flag of clickagg -help (or clickagg ship -help).
 type flagInfo struct {
 	def string // default value, "" when none is shown
 }
@@ -145,8 +151,8 @@ var (
 )
 
 // parseHelp reads the flags and their defaults from the output of
-// flag.PrintDefaults.
-func parseHelp(out string) (map[string]flagInfo, error) {
+// flag.PrintDefaults; each flag of need must be among them.
+func parseHelp(out string, need []string) (map[string]flagInfo, error) {
 	fs := map[string]flagInfo{}
 	cur := ""
 	for _, line := range strings.Split(out, "\n") {
@@ -166,9 +172,9 @@ func parseHelp(out string) (map[string]flagInfo, error) {
 			fs[cur] = flagInfo{def: d}
 		}
 	}
-	for _, need := range []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout"} {
-		if _, ok := fs[need]; !ok {
-			return nil, fmt.Errorf("no flag -%s in the help output (%d flags read)", need, len(fs))
+	for _, n := range need {
+		if _, ok := fs[n]; !ok {
+			return nil, fmt.Errorf("no flag -%s in the help output (%d flags read)", n, len(fs))
 		}
 	}
 	return fs, nil

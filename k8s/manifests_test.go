@@ -12,9 +12,9 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// flags are the flags of `clickagg -help`, built by TestMain from the
-// parent module.
-var flags map[string]flagInfo
+// flags are the flags of `clickagg -help` and shipFlags those of
+// `clickagg ship -help`, built by TestMain from the parent module.
+var flags, shipFlags map[string]flagInfo
 
 // TestMain builds cmd/clickagg from the parent module (this module
 // depends on it only through its -help) and reads its flags.
@@ -36,16 +36,26 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "go build ./cmd/clickagg: %v\n%s", err, out)
 		return 1
 	}
-	var out bytes.Buffer
-	help := exec.Command(bin, "-help")
-	help.Stdout, help.Stderr = &out, &out
-	if err := help.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "clickagg -help: %v\n%s", err, out.Bytes())
-		return 1
-	}
-	if flags, err = parseHelp(out.String()); err != nil {
-		fmt.Fprintf(os.Stderr, "clickagg -help: %v\n", err)
-		return 1
+	for _, h := range []struct {
+		args  []string
+		need  []string
+		flags *map[string]flagInfo
+	}{
+		{[]string{"-help"}, []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout"}, &flags},
+		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers"}, &shipFlags},
+	} {
+		var out bytes.Buffer
+		help := exec.Command(bin, h.args...)
+		help.Stdout, help.Stderr = &out, &out
+		what := "clickagg " + strings.Join(h.args, " ")
+		if err := help.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n%s", what, err, out.Bytes())
+			return 1
+		}
+		if *h.flags, err = parseHelp(out.String(), h.need); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -56,6 +66,7 @@ type want struct {
 	replicas      map[string]int32 // workload name → spec.replicas
 	hpa           map[string][2]int32
 	externalRedis bool
+	daemonSet     string // a DaemonSet it must deploy, if any
 }
 
 var builds = map[string]want{
@@ -75,6 +86,11 @@ var builds = map[string]want{
 		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
 		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		externalRedis: true,
+	},
+	"examples/shipper": {
+		replicas:  map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
+		hpa:       map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
+		daemonSet: "shipper",
 	},
 }
 
@@ -115,6 +131,11 @@ func TestManifests(t *testing.T) {
 			}
 			if hasRedis := m.workload("redis") != nil; hasRedis == w.externalRedis {
 				t.Errorf("in-cluster Redis deployed: %v, want %v", hasRedis, !w.externalRedis)
+			}
+			if w.daemonSet != "" {
+				if wl := m.workload(w.daemonSet); wl == nil || wl.kind != "DaemonSet" {
+					t.Errorf("no DaemonSet %s", w.daemonSet)
+				}
 			}
 			if w.externalRedis {
 				if addr := m.configMaps["clickagg"].Data["CLICKAGG_REDIS_ADDR"]; addr == "" || strings.Contains(addr, ".invalid") {
@@ -310,6 +331,38 @@ var mistakes = []struct {
 		old:  "        prometheus.io/port: \"8080\"\n",
 		new:  "        prometheus.io/port: \"9090\"\n",
 		want: `Deployment queryd: annotation prometheus.io/port is "9090", want the -http.addr port "8080"`,
+	},
+	{
+		name:  "shipper flag not in clickagg ship -help",
+		file:  "examples/shipper/shipper.yaml",
+		old:   "        - -ship.format=json\n",
+		new:   "        - -ship.format=json\n        - -ship.batch=500\n",
+		build: "examples/shipper",
+		want:  "DaemonSet shipper: unknown flag -ship.batch (not in clickagg ship -help)",
+	},
+	{
+		name:  "shipper id not the node name",
+		file:  "examples/shipper/shipper.yaml",
+		old:   "              fieldPath: spec.nodeName\n",
+		new:   "              fieldPath: metadata.name\n",
+		build: "examples/shipper",
+		want:  "DaemonSet shipper: -id must be $(NODE_NAME) with NODE_NAME from spec.nodeName",
+	},
+	{
+		name:  "shipper checkpoint on the read-only log volume",
+		file:  "examples/shipper/shipper.yaml",
+		old:   "        - -ship.checkpoint=/var/lib/clickagg-ship/checkpoint.json\n",
+		new:   "        - -ship.checkpoint=/var/log/adserver/.clicks.ship.json\n",
+		build: "examples/shipper",
+		want:  "DaemonSet shipper: -ship.checkpoint=/var/log/adserver/.clicks.ship.json: volume logs is readOnly",
+	},
+	{
+		name:  "hostPath outside the shipper namespace",
+		file:  "examples/shipper/shipper.yaml",
+		old:   "  namespace: clickagg-ship\n  labels:\n",
+		new:   "  namespace: clickagg\n  labels:\n",
+		build: "examples/shipper",
+		want:  "DaemonSet shipper: hostPath volume logs",
 	},
 }
 
