@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
 // The sketch's sliding window: the current 10s slot and the five before it.
@@ -82,7 +80,7 @@ func slotOf(t time.Time) int64 { return t.UnixNano() / int64(sketchSlot) }
 // Add counts one event of adID processed at now.
 //
 // The aggregator's consumer calls it for every event of every log entry it
-// applies, with the time it read the entries at (see AddEvents).
+// applies, with the time it read the entries at (see AddAds).
 func (s *Sketch) Add(now time.Time, adID string) {
 	n := slotOf(now)
 	s.mu.Lock()
@@ -90,30 +88,11 @@ func (s *Sketch) Add(now time.Time, adID string) {
 	s.mu.Unlock()
 }
 
-// AddEvents counts every event of one log entry, processed at now, under
-// one lock. The aggregator's consumer calls it right after applying the
-// entry:
-//
-//	pt.tp.Apply(e.ID, le)
-//	pt.heavy.AddEvents(now, le.GetEvents())
-//
-// with now read once per batch of entries.
-func (s *Sketch) AddEvents(now time.Time, evs []*clickaggv1.LogEvent) {
-	if len(evs) == 0 {
-		return
-	}
-	n := slotOf(now)
-	s.mu.Lock()
-	sl := s.slot(n, now)
-	for _, ev := range evs {
-		sl.add(ev.GetAdId(), s.k)
-	}
-	s.mu.Unlock()
-}
-
-// AddAds adds one event of each ad in ads (processing time now). The
-// sketch keeps copies of the ads it counts, so ads may alias a buffer
-// that is reused afterwards.
+// AddAds counts one event of each ad in ads, processed at now, under one
+// lock. The aggregator's consumer calls it with the ads of each log entry
+// right after applying it (tally.ApplyEncoded reports them), with now read
+// once per batch of entries. The sketch keeps copies of the ads it counts,
+// so ads may alias the entry's bytes.
 func (s *Sketch) AddAds(now time.Time, ads []string) {
 	if len(ads) == 0 {
 		return

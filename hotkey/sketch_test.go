@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 	"unsafe"
-
-	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
 // t0 is at the start of a 10s slot.
@@ -125,7 +123,7 @@ func TestSketchSlides(t *testing.T) {
 		t.Fatalf("after 6s: %+v, want a at 60 over 6s (10/s)", h)
 	}
 	for slot := 1; slot <= 5; slot++ {
-		s.AddEvents(t0.Add(time.Duration(slot)*sketchSlot), []*clickaggv1.LogEvent{{AdId: "b"}, {AdId: "b"}, {AdId: "b"}, {AdId: "b"}, {AdId: "b"}})
+		s.AddAds(t0.Add(time.Duration(slot)*sketchSlot), []string{"b", "b", "b", "b", "b"})
 	}
 	h = s.Top(t0.Add(59*time.Second), 5)
 	want := []Hitter{{AdID: "a", Count: 60, Rate: 60.0 / 59}, {AdID: "b", Count: 25, Rate: 25.0 / 59}}
@@ -171,12 +169,8 @@ func TestSketchAddDoesNotAllocate(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("Add allocates %v times per call", n)
 	}
-	evs := make([]*clickaggv1.LogEvent, 100)
-	for j := range evs {
-		evs[j] = &clickaggv1.LogEvent{AdId: ads[j]}
-	}
-	if n := testing.AllocsPerRun(100, func() { s.AddEvents(t0, evs) }); n != 0 {
-		t.Fatalf("AddEvents allocates %v times per call", n)
+	if n := testing.AllocsPerRun(100, func() { s.AddAds(t0, ads[:100]) }); n != 0 {
+		t.Fatalf("AddAds allocates %v times per call", n)
 	}
 }
 
@@ -206,20 +200,16 @@ func BenchmarkSketchAddHot(b *testing.B) {
 	}
 }
 
-// BenchmarkSketchAddEvents: entries of 100 events, as the consumer feeds
+// BenchmarkSketchAddAds: entries of 100 events, as the consumer feeds
 // them.
-func BenchmarkSketchAddEvents(b *testing.B) {
+func BenchmarkSketchAddAds(b *testing.B) {
 	s := NewSketch(DefaultSketchCapacity)
 	ads := zipfAds(1<<16, 100_000, 4)
-	evs := make([]*clickaggv1.LogEvent, len(ads))
-	for i, ad := range ads {
-		evs[i] = &clickaggv1.LogEvent{AdId: ad}
-	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		j := (i * 100) % (len(evs) - 100)
-		s.AddEvents(t0.Add(time.Duration(i)*2*time.Millisecond), evs[j:j+100])
+		j := (i * 100) % (len(ads) - 100)
+		s.AddAds(t0.Add(time.Duration(i)*2*time.Millisecond), ads[j:j+100])
 		i++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")

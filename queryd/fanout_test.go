@@ -328,24 +328,34 @@ func TestUnavailableNeverPartial(t *testing.T) {
 	})
 }
 
+// movingEnv starts 3 aggregators over complete data, for tests that move
+// a partition between them.
+func movingEnv(t *testing.T, cfg Config) (*env, *truth) {
+	tr := newTruth(newPartitioner(t), 3, 2000, 100, 10)
+	tr.setAllWatermarks((base + 20) * minuteMs)
+	e := newEnv(t, tr, cfg)
+	e.start()
+	return e, tr
+}
+
+// otherThan returns an aggregator other than a.
+func (e *env) otherThan(a *fakeAgg) *fakeAgg {
+	for _, b := range e.aggs {
+		if b != a {
+			return b
+		}
+	}
+	return nil
+}
+
 // TestRetryAfterMove moves a partition while a count is in flight on its
 // old owner, which then refuses: the count is retried once on the new
 // owner and is exact.
 func TestRetryAfterMove(t *testing.T) {
-	tr := newTruth(newPartitioner(t), 3, 2000, 100, 10)
-	tr.setAllWatermarks((base + 20) * minuteMs)
-	e := newEnv(t, tr, queryConfig())
-	e.start()
+	e, tr := movingEnv(t, queryConfig())
 	p := 5
 	ad := e.adIn(p)
-	from := e.agg(p)
-	var to *fakeAgg
-	for _, a := range e.aggs {
-		if a != from {
-			to = a
-			break
-		}
-	}
+	from, to := e.agg(p), e.otherThan(e.agg(p))
 	from.mu.Lock()
 	from.gate, from.entered = make(chan struct{}), make(chan struct{}, 1)
 	from.mu.Unlock()
@@ -385,22 +395,12 @@ func TestRetryAfterMove(t *testing.T) {
 func TestWaitsOutHandoff(t *testing.T) {
 	for _, wait := range []time.Duration{0, 20 * time.Second} {
 		t.Run(fmt.Sprint("move-wait=", wait), func(t *testing.T) {
-			tr := newTruth(newPartitioner(t), 3, 2000, 100, 10)
-			tr.setAllWatermarks((base + 20) * minuteMs)
 			cfg := queryConfig()
 			cfg.MoveWait = wait
-			e := newEnv(t, tr, cfg)
-			e.start()
+			e, tr := movingEnv(t, cfg)
 			p := 5
 			ad := e.adIn(p)
-			from := e.agg(p)
-			var to *fakeAgg
-			for _, a := range e.aggs {
-				if a != from {
-					to = a
-					break
-				}
-			}
+			from, to := e.agg(p), e.otherThan(e.agg(p))
 			// Released: the old owner no longer serves p.
 			from.setOwned(slices.DeleteFunc(e.partitionsOf(from.id), func(x int) bool { return x == p }))
 			count := func() (*clickaggv1.GetAggregatedCountResponse, error) {
