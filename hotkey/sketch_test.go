@@ -177,21 +177,14 @@ func TestSketchAddDoesNotAllocate(t *testing.T) {
 // BenchmarkSketchAdd: a Zipf stream over 100 000 ads (so evictions
 // happen) into a sketch of DefaultSketchCapacity counters, rotating every
 // 10s of a clock advancing 20µs per event.
-func BenchmarkSketchAdd(b *testing.B) {
-	s := NewSketch(DefaultSketchCapacity)
-	ads := zipfAds(1<<16, 100_000, 3)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		s.Add(t0.Add(time.Duration(i)*20*time.Microsecond), ads[i&(1<<16-1)])
-		i++
-	}
-}
+func BenchmarkSketchAdd(b *testing.B) { benchmarkAdd(b, 100_000, 3) }
 
 // BenchmarkSketchAddHot: the common case, ads that have a counter.
-func BenchmarkSketchAddHot(b *testing.B) {
+func BenchmarkSketchAddHot(b *testing.B) { benchmarkAdd(b, 50, 6) }
+
+func benchmarkAdd(b *testing.B, distinct int, seed uint64) {
 	s := NewSketch(DefaultSketchCapacity)
-	ads := zipfAds(1<<16, 50, 6)
+	ads := zipfAds(1<<16, distinct, seed)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

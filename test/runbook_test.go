@@ -41,8 +41,6 @@ type runbookCommand struct {
 var runbookMarker = regexp.MustCompile(`^<!-- runbook: (.+) -->$`)
 
 // parseRunbook returns the marked commands of the document, in order.
-// Markers of the form `<!-- runbook: TODO ... -->` stand for sections yet
-// to be written and are skipped.
 func parseRunbook(lines []string) ([]runbookCommand, error) {
 	var out []runbookCommand
 	var cur *runbookCommand
@@ -51,9 +49,6 @@ func parseRunbook(lines []string) ([]runbookCommand, error) {
 		if m := runbookMarker.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
 			if state != 0 {
 				return nil, fmt.Errorf("line %d: marker %q before the blocks of %q are complete", i+1, m[1], cur.id)
-			}
-			if strings.HasPrefix(m[1], "TODO") {
-				continue
 			}
 			cur, state = &runbookCommand{id: m[1]}, 1
 			continue
@@ -691,7 +686,7 @@ func TestRunbookChecks(t *testing.T) {
 		name, doc string
 		ids       []string
 	}{
-		{"two commands and a TODO", "<!-- runbook: a -->\n```sh\ngrpcurl a\n```\n\n```json\n{}\n```\n<!-- runbook: TODO hot keys -->\n<!-- runbook: b -->\n```sh\ngrpcurl b\n```\n<details>\n\n```text\nERROR\n```\n", []string{"a", "b"}},
+		{"two commands", "<!-- runbook: a -->\n```sh\ngrpcurl a\n```\n\n```json\n{}\n```\n<!-- runbook: b -->\n```sh\ngrpcurl b\n```\n<details>\n\n```text\nERROR\n```\n", []string{"a", "b"}},
 		{"two commands in a block", "<!-- runbook: a -->\n```sh\ngrpcurl a\ngrpcurl b\n```\n```json\n{}\n```\n", nil},
 		{"no output block", "<!-- runbook: a -->\n```sh\ngrpcurl a\n```\n<!-- runbook: b -->\n", nil},
 		{"output block not json or text", "<!-- runbook: a -->\n```sh\ngrpcurl a\n```\n```yaml\n{}\n```\n", nil},
