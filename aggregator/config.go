@@ -3,6 +3,7 @@ package aggregator
 import (
 	"flag"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/clickagg/clickagg/hotkey"
@@ -27,6 +28,9 @@ type Config struct {
 	ReadCount int64
 	// ReadBlock is how long one XREAD waits for new entries.
 	ReadBlock time.Duration
+	// ApplyParallelism is how many partitions are applied, and snapshots
+	// encoded, at once; 0 means GOMAXPROCS.
+	ApplyParallelism int
 	// AllowedLateness, DedupHorizon and Retention are the tally.Options of
 	// every partition. Every owner of a partition must use the same values,
 	// or a replay would count differently.
@@ -84,6 +88,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"Largest number of log entries read from one partition per XREAD. Larger values replay faster and make each read slower.")
 	fs.DurationVar(&c.ReadBlock, "aggregator.read-block", DefaultReadBlock,
 		"How long one XREAD waits for new log entries, at most 10s. Assignment changes, the releases of live handoffs and shutdown wait for the current read, so on a quiet partition it adds up to this much to a handoff's pause: keep it short.")
+	fs.IntVar(&c.ApplyParallelism, "aggregator.apply-parallelism", 0,
+		"How many partitions are applied at once (each partition is applied in log order by one goroutine at a time), and how many snapshots are encoded at once; 0 means GOMAXPROCS, one per core this process may use.")
 	fs.DurationVar(&c.AllowedLateness, "aggregator.allowed-lateness", DefaultAllowedLateness,
 		"Watermark = newest router tick minus this. A minute is complete once the watermark passes its end. Must be the same on every aggregator.")
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
@@ -109,6 +115,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.read-count %d: must be at least 1", c.ReadCount)
 	case c.ReadBlock <= 0 || c.ReadBlock > maxReadBlock:
 		return fmt.Errorf("-aggregator.read-block %v: must be in (0, %v]", c.ReadBlock, maxReadBlock)
+	case c.ApplyParallelism < 0:
+		return fmt.Errorf("-aggregator.apply-parallelism %d: must not be negative", c.ApplyParallelism)
 	case c.RawRetention < 0:
 		return fmt.Errorf("-aggregator.raw-retention %v: must not be negative", c.RawRetention)
 	case c.ReleaseTimeout <= 0:
@@ -122,6 +130,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.allowed-lateness, -aggregator.dedup-horizon, -aggregator.retention: %w", err)
 	}
 	return nil
+}
+
+// applyParallelism is ApplyParallelism with its default.
+func (c *Config) applyParallelism() int {
+	if c.ApplyParallelism == 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return c.ApplyParallelism
 }
 
 // sketchCapacity is SketchCapacity with its default.

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -116,53 +117,156 @@ type consumer struct {
 	refused map[int]uint64 // partition → epoch we must not try again
 	retryAt time.Time      // wall clock: next attempt after a transient error
 	delay   time.Duration
-	// ads is apply's buffer of the ad_ids of an entry, for the sketch.
-	ads []string
+
+	// pending is the XREAD in flight, issued before the previous one is
+	// applied so that Redis and the network work while we apply; nil when
+	// none is.
+	pending *read
+	// bufs hands each apply worker its buffer of an entry's ad_ids (for
+	// the sketch), so that applying allocates nothing per entry.
+	bufs chan *[]string
+	// saves are the periodic snapshots being written in the background.
+	saves saves
+}
+
+// read is one XREAD of several partitions' logs. It remembers which
+// partition object it read for and the offset it read after: its entries
+// are applied only if both still hold when it is applied. A partition
+// dropped and taken again since (restored from the store at a new epoch),
+// or whose apply stopped at a corrupt entry, is not the state these
+// entries follow, and applying them would count a gap or a repeat.
+type read struct {
+	after map[int]string
+	parts map[int]*partition
+	done  chan struct{} // closed when res and err are set
+	res   map[int][]partlog.Entry
+	err   error
+}
+
+// startRead issues an XREAD in its own goroutine.
+func (c *consumer) startRead(ctx context.Context, after map[int]string, parts map[int]*partition) *read {
+	r := &read{after: after, parts: parts, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.res, r.err = c.a.log.Read(ctx, after, c.a.cfg.ReadCount, c.a.cfg.ReadBlock)
+	}()
+	return r
+}
+
+// follows reports whether r's entries of partition id follow pt's state.
+func (r *read) follows(id int, pt *partition) bool {
+	return pt != nil && r.parts[id] == pt && r.after[id] == cmp.Or(pt.tp.Offset(), "0")
+}
+
+// next returns the offsets of the read that follows r: for each partition
+// being consumed, the last entry r read of it when r's entries follow its
+// state (they are about to be applied), and its own offset otherwise.
+func (c *consumer) next(r *read) (map[int]string, map[int]*partition) {
+	after, parts := c.a.readOffsets()
+	for id, pt := range parts {
+		if !r.follows(id, pt) {
+			continue
+		}
+		if es := r.res[id]; len(es) > 0 {
+			after[id] = es[len(es)-1].ID
+		}
+	}
+	return after, parts
 }
 
 func (c *consumer) run(ctx context.Context) {
 	a := c.a
+	c.bufs = make(chan *[]string, a.cfg.applyParallelism())
+	for range cap(c.bufs) {
+		c.bufs <- new([]string)
+	}
+	defer func() {
+		// Nothing may outlive the consumer: the session's final snapshots
+		// must be the last writes of each partition, and the read would
+		// only be thrown away.
+		if c.pending != nil {
+			<-c.pending.done
+		}
+		c.saves.wait()
+		c.finishSaves(ctx)
+	}()
 	for ctx.Err() == nil {
 		if asg, ok := c.box.take(); ok {
 			c.reconcile(ctx, asg)
 		}
+		c.finishSaves(ctx)
 		c.serveReleases(ctx)
 		c.reclaimStale()
 		c.takeMissing(ctx)
-		after := a.readOffsets()
-		if len(after) == 0 {
-			// Nothing to read: wake up for a new assignment, a retry or a
-			// snapshot of a failed partition.
-			t := time.NewTimer(a.cfg.ReadBlock)
-			select {
-			case <-ctx.Done():
-			case <-c.box.ch:
-			case <-t.C:
-			}
-			t.Stop()
-		} else {
-			res, err := a.log.Read(ctx, after, a.cfg.ReadCount, a.cfg.ReadBlock)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
+		if c.pending == nil {
+			after, parts := a.readOffsets()
+			if len(after) == 0 {
+				// Nothing to read: wake up for a new assignment, a retry
+				// or a snapshot of a failed partition.
+				t := time.NewTimer(a.cfg.ReadBlock)
+				select {
+				case <-ctx.Done():
+				case <-c.box.ch:
+				case <-t.C:
 				}
-				c.lg.Warn("read partition logs", "partitions", len(after), "err", err)
-				sleep(ctx, readRetry)
+				t.Stop()
+				if ctx.Err() == nil {
+					c.snapshotDue(ctx)
+				}
 				continue
 			}
-			for _, p := range slices.Sorted(maps.Keys(res)) {
-				c.apply(p, res[p])
-				// One read can hold a lot to apply (a replay of many
-				// partitions); a live handoff, whose partition has no
-				// serving owner until it is answered, does not wait for
-				// all of it.
-				c.serveReleases(ctx)
-			}
-			c.promote()
+			c.pending = c.startRead(ctx, after, parts)
 		}
+		r := c.pending
+		c.pending = nil
+		<-r.done
+		if r.err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.lg.Warn("read partition logs", "partitions", len(r.after), "err", r.err)
+			sleep(ctx, readRetry)
+			continue
+		}
+		if len(r.res) > 0 && ctx.Err() == nil {
+			// The next read goes out before this one is applied. An empty
+			// read does not start one: the control steps above run first,
+			// so a partition just taken is in the very next read.
+			after, parts := c.next(r)
+			c.pending = c.startRead(ctx, after, parts)
+		}
+		c.applyRead(ctx, r)
+		c.promote()
 		if ctx.Err() == nil {
 			c.snapshotDue(ctx)
 		}
+	}
+}
+
+// applyChunk is how many partitions are applied between two looks at the
+// pending Release requests. One read can hold a lot to apply (a replay of
+// many partitions); a live handoff, whose partition has no serving owner
+// until it is answered, does not wait for all of it.
+const applyChunk = 8
+
+// applyRead applies r's entries, partitions in parallel: each partition's
+// state is written by one goroutine at a time, and no two partitions share
+// any state that apply writes.
+func (c *consumer) applyRead(ctx context.Context, r *read) {
+	ids := slices.Sorted(maps.Keys(r.res))
+	for len(ids) > 0 {
+		chunk := ids[:min(applyChunk, len(ids))]
+		ids = ids[len(chunk):]
+		var wg sync.WaitGroup
+		for _, id := range chunk {
+			buf := <-c.bufs
+			wg.Go(func() {
+				defer func() { c.bufs <- buf }()
+				c.apply(r, id, buf)
+			})
+		}
+		wg.Wait()
+		c.serveReleases(ctx)
 	}
 }
 
@@ -207,6 +311,7 @@ func (c *consumer) release(ctx context.Context, p *partition, version uint64) {
 		return
 	}
 	a.drop(p)
+	c.saves.waitFor(p.id)
 	// Not cut short by shutdown: the session's final snapshots no longer
 	// see p.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotTimeout)
@@ -281,13 +386,15 @@ func (c *consumer) takeMissing(ctx context.Context) {
 	c.delay = 0
 }
 
-// apply applies entries of partition p in order.
-func (c *consumer) apply(p int, entries []partlog.Entry) {
+// apply applies r's entries of partition p in order, if they follow its
+// state. ads is the caller's buffer.
+func (c *consumer) apply(r *read, p int, ads *[]string) {
 	a := c.a
 	pt := a.partition(p)
-	if pt == nil {
+	if !r.follows(p, pt) {
 		return
 	}
+	entries := r.res[p]
 	s := pt.getState(a)
 	if s != stateRestoring && s != stateServing {
 		return
@@ -310,7 +417,7 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 	}()
 	for _, e := range entries {
 		var err error
-		c.ads, err = pt.tp.ApplyEncoded(e.ID, e.Data, c.ads[:0])
+		*ads, err = pt.tp.ApplyEncoded(e.ID, e.Data, (*ads)[:0])
 		if err != nil {
 			// Skipping the entry would silently lose its clicks; stopping
 			// keeps the state a true prefix of the log.
@@ -320,14 +427,14 @@ func (c *consumer) apply(p int, entries []partlog.Entry) {
 			return
 		}
 		if serving {
-			pt.heavy.AddAds(now, c.ads)
+			pt.heavy.AddAds(now, *ads)
 			if ms, ok := idMillis(e.ID); ok {
 				a.m.freshness.Observe(max(0, now.Sub(time.UnixMilli(ms)).Seconds()))
 			}
 		}
-		events += int64(len(c.ads))
+		events += int64(len(*ads))
 	}
-	clear(c.ads) // they alias the entries' bytes
+	clear(*ads) // they alias the entries' bytes
 }
 
 // promote moves restoring partitions that have replayed up to the log end
@@ -347,19 +454,110 @@ func (c *consumer) promote() {
 	}
 }
 
-// snapshotDue snapshots every partition whose interval has passed.
+// snapshotDue snapshots every partition whose interval has passed. The
+// snapshots are encoded here, between applies, since encoding reads what
+// apply writes; they are written to Redis in the background, so that
+// applying goes on while Redis and its fsync work.
 func (c *consumer) snapshotDue(ctx context.Context) {
 	a := c.a
 	now := a.now()
+	var due []*partition
 	for _, p := range a.owned() {
-		if s := p.getState(a); now.Before(p.nextSave) || s == stateStopped || s == stateReleased {
+		if s := p.getState(a); now.Before(p.nextSave) || s == stateStopped || s == stateReleased || c.saves.running(p.id) {
 			continue
 		}
 		p.nextSave = now.Add(a.cfg.SnapshotInterval)
-		if err := a.save(ctx, p); err != nil {
-			a.saveFailed(ctx, p, err, c.lg, "snapshot")
+		due = append(due, p)
+	}
+	snaps := make([]encoded, len(due))
+	var g errgroup.Group
+	g.SetLimit(a.cfg.applyParallelism())
+	for i, p := range due {
+		g.Go(func() error {
+			snaps[i] = a.encode(p)
+			return nil
+		})
+	}
+	_ = g.Wait() // encode cannot fail
+	for i, p := range due {
+		c.saves.start(p, func() error { return a.write(ctx, p, snaps[i]) })
+	}
+}
+
+// finishSaves handles the background snapshot writes that have ended.
+func (c *consumer) finishSaves(ctx context.Context) {
+	for _, s := range c.saves.ended() {
+		if s.err != nil {
+			c.a.saveFailed(ctx, s.p, s.err, c.lg, "snapshot")
 		}
 	}
+}
+
+// saves are the background snapshot writes of a consumer: at most one per
+// partition at a time, so that a partition's snapshots reach the store in
+// the order they were taken. The store fences epochs, not offsets: an
+// older snapshot stored after a newer one would take the partition back in
+// time, and its incremental minutes would no longer match the meta.
+type saves struct {
+	mu    sync.Mutex
+	busy  map[int]chan struct{} // partition → closed when its write ends
+	done  []savedResult
+	group sync.WaitGroup
+}
+
+type savedResult struct {
+	p   *partition
+	err error
+}
+
+// start runs write for p in the background; p must have no write running.
+func (s *saves) start(p *partition, write func() error) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	if s.busy == nil {
+		s.busy = make(map[int]chan struct{})
+	}
+	s.busy[p.id] = ch
+	s.mu.Unlock()
+	s.group.Go(func() {
+		err := write()
+		s.mu.Lock()
+		delete(s.busy, p.id)
+		s.done = append(s.done, savedResult{p: p, err: err})
+		s.mu.Unlock()
+		close(ch)
+	})
+}
+
+func (s *saves) running(id int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.busy[id]
+	return ok
+}
+
+// waitFor waits until partition id has no write running. Every write of a
+// partition outside snapshotDue (a release, a final snapshot) waits for
+// it first.
+func (s *saves) waitFor(id int) {
+	s.mu.Lock()
+	ch := s.busy[id]
+	s.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// wait waits until no write is running.
+func (s *saves) wait() { s.group.Wait() }
+
+// ended returns the writes that ended since the last call.
+func (s *saves) ended() []savedResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done := s.done
+	s.done = nil
+	return done
 }
 
 // take claims partition p at epoch e, loads its snapshot and adds it as
@@ -430,9 +628,16 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 	return nil
 }
 
-// save writes a snapshot of p. Only the goroutine that applies entries to
-// p may call it.
-func (a *Aggregator) save(ctx context.Context, p *partition) error {
+// encoded is a snapshot of a partition, ready for the store.
+type encoded struct {
+	snap tally.Snap
+	w    snapshot.Write
+	size int
+}
+
+// encode takes a snapshot of p. Only the goroutine that applies entries to
+// p may call it, and not while it applies.
+func (a *Aggregator) encode(p *partition) encoded {
 	s := p.tp.Snapshot(p.epoch)
 	w := snapshot.Write{
 		Epoch:         p.epoch,
@@ -445,18 +650,31 @@ func (a *Aggregator) save(ctx context.Context, p *partition) error {
 	for _, b := range w.Minutes {
 		size += len(b)
 	}
+	return encoded{snap: s, w: w, size: size}
+}
+
+// write stores a snapshot of p that encode took. It may run while p is
+// being applied: MarkSaved cleans only the minutes that have not changed
+// since the snapshot was taken.
+func (a *Aggregator) write(ctx context.Context, p *partition, e encoded) error {
 	start := time.Now()
-	err := a.store.Save(ctx, p.id, w)
+	err := a.store.Save(ctx, p.id, e.w)
 	a.m.snapshotDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return fmt.Errorf("save snapshot %d at epoch %d: %w", p.id, p.epoch, err)
 	}
-	a.m.snapshotBytes.Observe(float64(size))
-	p.tp.MarkSaved(s)
+	a.m.snapshotBytes.Observe(float64(e.size))
+	p.tp.MarkSaved(e.snap)
 	a.mu.Lock()
 	p.lastSnapshot = a.now()
 	a.mu.Unlock()
 	return nil
+}
+
+// save writes a snapshot of p now. Only the goroutine that applies entries
+// to p may call it, and only when no background write of p is running.
+func (a *Aggregator) save(ctx context.Context, p *partition) error {
+	return a.write(ctx, p, a.encode(p))
 }
 
 // trimBefore returns the ID below which the log may go once the snapshot
@@ -496,18 +714,20 @@ func (a *Aggregator) saveFailed(ctx context.Context, p *partition, err error, lg
 	lg.Warn(what, "partition", p.id, "epoch", p.epoch, "err", err)
 }
 
-// readOffsets returns the offsets to read after, of the partitions being
-// consumed.
-func (a *Aggregator) readOffsets() map[int]string {
+// readOffsets returns the offsets to read after of the partitions being
+// consumed, and those partitions.
+func (a *Aggregator) readOffsets() (map[int]string, map[int]*partition) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	after := make(map[int]string, len(a.parts))
+	parts := make(map[int]*partition, len(a.parts))
 	for id, p := range a.parts {
 		if p.state == stateRestoring || p.state == stateServing {
 			after[id] = cmp.Or(p.tp.Offset(), "0")
+			parts[id] = p
 		}
 	}
-	return after
+	return after, parts
 }
 
 // owned returns the held partitions ordered by ID.

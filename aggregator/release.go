@@ -144,6 +144,7 @@ func (c *consumer) releaseOne(ctx context.Context, id int, epoch uint64) (releas
 	}
 	a.mu.Unlock()
 
+	c.saves.waitFor(id)
 	// Not cut short by shutdown: a released partition without its final
 	// snapshot costs its next owner a longer replay.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSnapshotTimeout)
