@@ -76,6 +76,9 @@ func TestBaselinesAgree(t *testing.T) {
 	if !ip.recoveredSame || ip.snapEntries == 0 || ip.snapBytes == 0 {
 		t.Errorf("snapshot: recovered same %v, %d entries, %d bytes", ip.recoveredSame, ip.snapEntries, ip.snapBytes)
 	}
+	if ip.incrEvents <= 0 || ip.incrEntries <= 0 || ip.incrBytes <= 0 || ip.incrBytes >= ip.snapBytes || ip.redisWriteBps <= 0 {
+		t.Errorf("incremental snapshot of %d events: %d entries, %d bytes (full: %d); Redis write probe %.0f B/s", ip.incrEvents, ip.incrEntries, ip.incrBytes, ip.snapBytes, ip.redisWriteBps)
+	}
 	// The naive counts are the in-process counts plus the duplicates.
 	ipTop, nvTop := ip.queries["top"].answers[0].top, nv.queries["top"].answers[0].top
 	var ipSum, nvSum int64

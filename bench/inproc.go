@@ -9,9 +9,11 @@ import (
 	"runtime/metrics"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -132,11 +134,25 @@ type inprocResult struct {
 
 	snapParts     int   // partitions snapshotted and recovered
 	snapKeys      int64 // the keys they hold
-	snapEntries   int
+	snapEntries   int   // minute entries of the full write
 	snapBytes     int64
 	snapWrite     time.Duration
+	incrEvents    int64 // events of the minute applied after the full write
+	incrEntries   int   // minute entries of the incremental write
+	incrBytes     int64
+	incrWrite     time.Duration
 	recovery      time.Duration
 	recoveredSame bool
+	// redisWriteBps is what Redis took in per second from big SETs
+	// through its AOF. It bounds the full write from below: a snapshot of
+	// B bytes per key takes at least B × keys ÷ redisWriteBps, however it
+	// is encoded or scheduled, while the state is written as it is
+	// (mostly the 8-byte dedup hash and the user and IP hashes of each
+	// counted event) and Redis copies it on one thread and fsyncs it.
+	// On the 2-core bench machine, with appendfsync always: about 104
+	// B/key and 110–160 MB/s, so 6.5–9.5 s per 10M keys, against a target
+	// of 0.5 s that would take 2 GB/s.
+	redisWriteBps float64
 }
 
 // chunkBatches is how many batches are encoded ahead of being counted: the
@@ -234,7 +250,7 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 	}
 
 	if rdb != nil {
-		if err := r.snapshotRecovery(ctx, rdb, state, keysOf, res); err != nil {
+		if err := r.snapshotRecovery(ctx, rdb, rp, state, keysOf, res); err != nil {
 			return nil, err
 		}
 	}
@@ -256,12 +272,42 @@ func inprocQuery(state []*tally.Partition, parts *ring.Partitioner, window func(
 	return answer{top: topn.Merge(100, lists...)}
 }
 
-// snapshotRecovery writes a full snapshot of the first partitions that
-// hold at least SnapshotKeys keys (all of them when it is 0) to rdb, the way
-// an aggregator does (sequentially, one Lua script each), drops their
-// state, then loads and restores them, and checks that the restored state
-// answers exactly like the original.
-func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, state []*tally.Partition, keysOf []int64, res *inprocResult) error {
+// saveParallelism is how many partitions' snapshots the bench writes at
+// once: as many as an aggregator saves concurrently (GOMAXPROCS×2, the
+// limit of aggregator/consumer.go's concurrent saves). Each save is still
+// one fenced Lua script; Redis runs them one after another, so what the
+// concurrency buys is the encoding of one partition overlapping the
+// transfer and the AOF write of another, and saves that reach Redis in the
+// same event-loop iteration sharing one fsync.
+func saveParallelism() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// takeParallelism is how many partitions the bench recovers at once: an
+// aggregator's takeParallelism (aggregator/consumer.go), 8.
+const takeParallelism = 8
+
+// redisProbeBytes is what the Redis write-bandwidth probe writes: four SETs
+// of 8 MiB, through the same AOF (appendfsync as the bench's Redis has it).
+const (
+	redisProbeValue = 8 << 20
+	redisProbeSets  = 4
+)
+
+// snapshotRecovery measures, on the first partitions that hold at least
+// SnapshotKeys keys (all of them when it is 0), against rdb, what an
+// aggregator does with their snapshots:
+//
+//   - the full write: every partition's first snapshot (every minute),
+//     saveParallelism partitions in flight, one fenced Lua script each;
+//   - the steady-state incremental write: after one more minute of the
+//     workload (rp's next minute of events) is applied, the save of the
+//     whole partition set again, which writes only the minutes that changed
+//     (the new minute and those its late clicks fell into);
+//   - recovery: claim, load and restore, takeParallelism partitions at once;
+//
+// then it checks that the restored state answers exactly like the saved
+// one. Last it probes the Redis write bandwidth (big SETs through the same
+// AOF), which bounds the full write: see inprocResult.redisWriteBps.
+func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *replayer, state []*tally.Partition, keysOf []int64, res *inprocResult) error {
 	prefix := "bench-snap-" + r.names.Tag
 	store := snapshot.New(rdb, prefix)
 	defer deleteKeys(context.WithoutCancel(ctx), rdb, prefix+":*")
@@ -273,8 +319,30 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, state []*
 	res.snapParts = n
 	set := state[:n]
 
-	// What the restored partitions must answer.
-	from, to := r.spanStart/60_000, r.spanEnd/60_000
+	r.progress.set("snapshot", fmt.Sprintf("writing %d partitions, %s keys, %d at once", n, si(float64(res.snapKeys)), saveParallelism()))
+	t := time.Now()
+	var err error
+	if res.snapEntries, res.snapBytes, err = saveSet(ctx, store, set); err != nil {
+		return err
+	}
+	res.snapWrite = time.Since(t)
+
+	// One more minute of the workload (untimed), then the incremental save.
+	r.progress.set("snapshot", "applying one more minute of events")
+	events, err := rp.applyNextMinute(set)
+	if err != nil {
+		return err
+	}
+	res.incrEvents = events
+	r.progress.set("snapshot", fmt.Sprintf("incremental write of %d partitions", n))
+	t = time.Now()
+	if res.incrEntries, res.incrBytes, err = saveSet(ctx, store, set); err != nil {
+		return err
+	}
+	res.incrWrite = time.Since(t)
+
+	// What the restored partitions must answer: the state as last saved.
+	from, to := r.spanStart/60_000, r.spanEnd/60_000+1
 	type reference struct {
 		stats       tally.Stats
 		top, topBy  []topn.AdCount
@@ -287,38 +355,28 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, state []*
 		refs[i] = reference{stats: p.Stats(), top: p.Top(from, to, 100, tally.Filter{}), country: Countries[0], offset: p.Offset(), watermarkMs: p.Watermark()}
 		refs[i].topBy = p.Top(from, to, 100, tally.Filter{Country: refs[i].country})
 	}
-
-	r.progress.set("snapshot", fmt.Sprintf("writing %d partitions, %s keys", n, si(float64(res.snapKeys))))
-	t := time.Now()
-	for i, p := range set {
-		s := p.Snapshot(1)
-		if err := store.Save(ctx, i, snapshot.Write{Epoch: 1, Meta: s.Meta, Minutes: s.Minutes, Drop: s.Drop}); err != nil {
-			return err
-		}
-		p.MarkSaved(s)
-		res.snapEntries += len(s.Minutes)
-		res.snapBytes += int64(len(s.Meta))
-		for _, m := range s.Minutes {
-			res.snapBytes += int64(len(m))
-		}
-	}
-	res.snapWrite = time.Since(t)
 	clear(set)
 	liveHeap()
 
-	r.progress.set("snapshot", fmt.Sprintf("recovering %d partitions, %s keys", n, si(float64(res.snapKeys))))
+	r.progress.set("snapshot", fmt.Sprintf("recovering %d partitions, %s keys, %d at once", n, si(float64(res.snapKeys)), takeParallelism))
 	t = time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(takeParallelism)
 	for i := range set {
-		if err := store.Claim(ctx, i, 2); err != nil {
+		g.Go(func() error {
+			if err := store.Claim(gctx, i, 2); err != nil {
+				return err
+			}
+			l, err := store.Load(gctx, i)
+			if err != nil {
+				return err
+			}
+			set[i], err = tally.Restore(i, r.targets.Tally, l.Meta, l.Minutes)
 			return err
-		}
-		l, err := store.Load(ctx, i)
-		if err != nil {
-			return err
-		}
-		if set[i], err = tally.Restore(i, r.targets.Tally, l.Meta, l.Minutes); err != nil {
-			return err
-		}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	res.recovery = time.Since(t)
 
@@ -332,7 +390,100 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, state []*
 		}
 	}
 	clear(set)
-	return nil
+
+	// Last, so that its bytes do not change what the AOF held (and when
+	// Redis rewrote it) during the timed parts.
+	r.progress.set("snapshot", "probing the Redis write bandwidth")
+	res.redisWriteBps, err = probeRedisWrite(ctx, rdb, prefix+":probe")
+	return err
+}
+
+// saveSet saves a snapshot of every partition in set, saveParallelism at
+// once, as an aggregator does (Snapshot, a fenced Save at epoch 1,
+// MarkSaved), and returns the minute entries and bytes it wrote.
+func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition) (int, int64, error) {
+	var entries, size atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(saveParallelism())
+	for i, p := range set {
+		g.Go(func() error {
+			s := p.Snapshot(1)
+			if err := store.Save(gctx, i, snapshot.Write{Epoch: 1, Meta: s.Meta, Minutes: s.Minutes, Drop: s.Drop}); err != nil {
+				return err
+			}
+			p.MarkSaved(s)
+			b := len(s.Meta)
+			for _, m := range s.Minutes {
+				b += len(m)
+			}
+			entries.Add(int64(len(s.Minutes)))
+			size.Add(int64(b))
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(entries.Load()), size.Load(), err
+}
+
+// probeRedisWrite returns the bytes per second that Redis takes in and
+// makes durable through its AOF when a few big values are written one
+// after another: the ceiling of any snapshot write, whose bytes take the
+// same path (received, copied into the keyspace, appended to the AOF and
+// fsynced) on Redis's one thread.
+func probeRedisWrite(ctx context.Context, rdb *redis.Client, key string) (float64, error) {
+	v := make([]byte, redisProbeValue)
+	for i := range v {
+		v[i] = byte(i*131 + i>>8)
+	}
+	t := time.Now()
+	for range redisProbeSets {
+		if err := rdb.Set(ctx, key, v, 0).Err(); err != nil {
+			return 0, fmt.Errorf("redis write probe: %w", err)
+		}
+	}
+	d := time.Since(t)
+	return float64(redisProbeSets*redisProbeValue) / d.Seconds(), rdb.Unlink(ctx, key).Err()
+}
+
+// applyNextMinute regenerates the minute of events that would follow the
+// run (as many events as an average minute of the span, clicks timed in
+// the minute after it, late ones among them), applies those of the
+// partitions in set, then ticks them, and returns the events applied.
+func (p *replayer) applyNextMinute(set []*tally.Partition) (int64, error) {
+	spanMinutes := max((p.r.spanEnd-p.r.spanStart)/60_000, 1)
+	batches := max(int64(len(p.r.batchTimes))/spanMinutes, 1)
+	var out []entry
+	var events int64
+	apply := func() error {
+		for _, e := range out {
+			if e.partition >= len(set) {
+				continue
+			}
+			if _, err := set[e.partition].ApplyEncoded(e.id, e.data, nil); err != nil {
+				return fmt.Errorf("decode log entry: %w", err)
+			}
+		}
+		out = out[:0]
+		return nil
+	}
+	for i := range batches {
+		now := p.r.spanEnd + i*60_000/batches
+		for j := range p.evs {
+			p.evs[j] = p.gen.Next(now)
+		}
+		p.next++ // ticks at the run's cadence
+		out = p.entries(p.evs, out, func(part int, _ *clickaggv1.LogEvent) {
+			if part < len(set) {
+				events++
+			}
+		})
+		if err := apply(); err != nil {
+			return 0, err
+		}
+	}
+	p.frontier = max(p.frontier, p.r.spanEnd+60_000)
+	out = p.ticks(out)
+	return events, apply()
 }
 
 // deleteKeys unlinks every key matching pattern.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -50,6 +52,14 @@ var errTruncated = errors.New("truncated or malformed minute")
 
 // encodeMinute encodes m in minute format 1.
 func (p *Partition) encodeMinute(m *minute) []byte {
+	return p.encodeMinuteWith(m, nil)
+}
+
+// encodeMinuteWith is encodeMinute with a scratch buffer for the parts
+// before the fixed-size columns (nil: one of its own). Those parts are
+// built first, so that the encoding, mostly fixed-size columns, is
+// allocated once at its exact size and its strings are read once.
+func (p *Partition) encodeMinuteWith(m *minute, scratch *[]byte) []byte {
 	b := p.merged(m)
 
 	// The minute's countries, ascending, and each one's index.
@@ -63,33 +73,33 @@ func (p *Partition) encodeMinute(m *minute) []byte {
 		}
 	}
 	slices.SortFunc(cids, func(x, y uint32) int { return strings.Compare(p.countries.str(x), p.countries.str(y)) })
-	size := 32 + 16*len(b.users) + 8*len(b.hashes) + 3*len(b.counts)
 	for i, c := range cids {
 		local[c] = uint32(i + 1)
-		size += 2 + len(p.countries.str(c))
-	}
-	for _, ad := range b.ads {
-		size += 2 + len(p.ads.str(ad))
 	}
 
-	out := make([]byte, 0, size)
-	out = append(out, minuteFormat)
-	out = binary.AppendVarint(out, m.start)
-	out = binary.AppendUvarint(out, uint64(m.revision))
+	var head []byte
+	if scratch != nil {
+		head = (*scratch)[:0]
+	}
+	// Room for the usual sizes: short strings, one-byte indexes and counts.
+	head = slices.Grow(head, 64+8*len(cids)+24*len(b.ads)+5*len(b.counts))
+	head = append(head, minuteFormat)
+	head = binary.AppendVarint(head, m.start)
+	head = binary.AppendUvarint(head, uint64(m.revision))
 	var flags uint64
 	if !m.frozen {
 		flags = 1
 	}
-	out = binary.AppendUvarint(out, flags)
-	out = binary.AppendUvarint(out, uint64(len(cids)))
+	head = binary.AppendUvarint(head, flags)
+	head = binary.AppendUvarint(head, uint64(len(cids)))
 	for _, c := range cids {
-		out = appendString(out, p.countries.str(c))
+		head = appendString(head, p.countries.str(c))
 	}
-	out = binary.AppendUvarint(out, uint64(len(b.ads)))
+	head = binary.AppendUvarint(head, uint64(len(b.ads)))
 	for _, ad := range b.ads {
-		out = appendString(out, p.ads.str(ad))
+		head = appendString(head, p.ads.str(ad))
 	}
-	out = binary.AppendUvarint(out, uint64(len(b.counts)))
+	head = binary.AppendUvarint(head, uint64(len(b.counts)))
 	r := 0
 	for i := range b.ads {
 		for end := r + b.rowsOf(i); r < end; r++ {
@@ -97,11 +107,21 @@ func (p *Partition) encodeMinute(m *minute) []byte {
 			if r > 0 && r == end-b.rowsOf(i) {
 				step = 1
 			}
-			out = append(out, step)
-			out = binary.AppendUvarint(out, uint64(local[b.country(r)]-1))
-			out = binary.AppendUvarint(out, uint64(b.count(r)))
+			head = append(head, step)
+			head = binary.AppendUvarint(head, uint64(local[b.country(r)]-1))
+			head = binary.AppendUvarint(head, uint64(b.count(r)))
 		}
 	}
+	if scratch != nil {
+		*scratch = head
+	}
+
+	size := len(head) + 16*len(b.users)
+	if !m.frozen {
+		size += uvarintLen(uint64(len(b.hashes))) + 8*len(b.hashes)
+	}
+	out := make([]byte, 0, size)
+	out = append(out, head...)
 	out = appendFixed(out, b.users)
 	out = appendFixed(out, b.ips)
 	if !m.frozen {
@@ -111,12 +131,28 @@ func (p *Partition) encodeMinute(m *minute) []byte {
 	return out
 }
 
+// uvarintLen is the length of x as a uvarint.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 
+// littleEndian is true where a []uint64 in memory is already its
+// little-endian encoding, so the fixed-size columns (most of a minute's
+// bytes) are copied as they are instead of a word at a time.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// asBytes is the memory of vs as bytes.
+func asBytes(vs []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(vs))), 8*len(vs))
+}
+
 func appendFixed(b []byte, vs []uint64) []byte {
+	if littleEndian {
+		return append(b, asBytes(vs)...)
+	}
 	n := len(b)
 	b = slices.Grow(b, 8*len(vs))[:n+8*len(vs)]
 	for i, v := range vs {
@@ -147,6 +183,16 @@ type decoder struct {
 }
 
 func (d *decoder) uvarint() uint64 {
+	// Most varints of a minute (row steps, indexes, counts) are one byte.
+	if len(d.b) > 0 && d.b[0] < 0x80 {
+		v := uint64(d.b[0])
+		d.b = d.b[1:]
+		return v
+	}
+	return d.uvarintLong()
+}
+
+func (d *decoder) uvarintLong() uint64 {
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.fail()
@@ -290,6 +336,10 @@ func parseMinute(b []byte) (minuteView, error) {
 
 func decodeFixed(b []byte) []uint64 {
 	out := make([]uint64, len(b)/8)
+	if littleEndian {
+		copy(asBytes(out), b)
+		return out
+	}
 	for i := range out {
 		out[i] = binary.LittleEndian.Uint64(b[8*i:])
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -75,9 +76,10 @@ func (p *Partition) Snapshot(epoch uint64) Snap {
 		Offset:  p.offset,
 		seq:     p.seq,
 	}
+	var scratch []byte
 	for _, start := range p.order {
 		if m := p.minutes[start]; m.seq > m.saved {
-			s.Minutes[start] = p.encodeMinute(m)
+			s.Minutes[start] = p.encodeMinuteWith(m, &scratch)
 		}
 	}
 	return s
@@ -198,10 +200,19 @@ func (p *Partition) restoreMinute(start int64, enc []byte, released bool) (*minu
 		}
 	}
 	ads := make([]uint32, len(v.ads))
+	valid := true
 	for i, a := range v.ads {
 		ads[i] = p.ads.internBytes(a)
-		if i > 0 && p.cmpAd(ads[i-1], ads[i]) >= 0 {
-			return nil, fmt.Errorf("%w: ads out of order", ErrCorrupt)
+		valid = valid && utf8.Valid(a)
+	}
+	if !valid {
+		// parseMinute checked the order of the bytes as stored, which are
+		// the strings the state holds unless interning had to make them
+		// valid UTF-8.
+		for i := 1; i < len(ads); i++ {
+			if p.cmpAd(ads[i-1], ads[i]) >= 0 {
+				return nil, fmt.Errorf("%w: ads out of order", ErrCorrupt)
+			}
 		}
 	}
 	b := &m.base
