@@ -87,10 +87,47 @@
 // Count finds the ad in each base of its window by interpolation on the ad
 // hashes (uniform, so a few probes), then reads the key's clicks, bisects
 // its rows for a country, or, for an ip or user_id, reads either the ad's
-// events or, when there are many, the event index. Top adds the clicks of each key (or each
-// matching row, or each matching event found through the event index) into
-// an array indexed by ad id, then keeps the best n with a bounded heap.
-// Deltas are read through their tables and scanned for ip and user_id.
+// events or, when there are many, the event index. Deltas are read through
+// their tables and scanned for ip and user_id.
+//
+// Top adds the clicks of each key (or each matching row, or each matching
+// event found through the event index) into an array indexed by ad id. It
+// then finds the n-th largest count by a quickselect on the counts alone,
+// compares ad_id strings only among the ads tied at that count, and sorts
+// the n kept.
+//
+// Adding up a long window every time would read millions of keys that
+// cannot change, or change only by a few late events, so an unfiltered or
+// country query whose window holds at least 4096 keys in complete minutes
+// goes through a small per-partition cache (topcache.go, which has the
+// proof of exactness), in the spirit of Druid's per-segment result cache:
+//
+//   - An entry holds, for one filter, the per-ad sums over a set S of
+//     minutes that were complete when it was built, its best ads by
+//     count (more than n, since queries skip some, and every ad tied
+//     with the last), and the position of the late journal then.
+//   - The late journal lists every event counted in a complete minute, as
+//     it is counted (a complete minute changes in no other way). A query
+//     adds to an entry the journal's events of S since that position, the
+//     minutes of its window outside S (the filling ones, or a slid
+//     window's new ones), and subtracts the minutes of S outside its
+//     window. The ads this difference touches are candidates with their
+//     exact counts; of the others, whose counts are the entry's, the first
+//     n of the ranking (and those tied with the n-th) are. Each query costs
+//     O(difference + n), plus the ties.
+//   - An entry is unusable once a minute of S left memory or the journal
+//     dropped what it needs, and, as a check of the journal, when the
+//     revisions of S rose by other than the journal's events of S. When
+//     the difference passes an eighth of the window, the entry is replaced
+//     by one derived from it and the difference (a pass over the ads,
+//     instead of over every key again).
+//   - At most 4 entries per partition, least recently used out, and a
+//     journal of at most 16384 events (dropping its older half and the
+//     entries that needed it). Memory.TopCacheBytes counts both: 4 bytes
+//     per ad id per entry, 16 per ranked ad and per journal event.
+//
+// Queries by ip or user_id read few events through the event indexes and
+// are not cached.
 //
 // # Snapshots
 //

@@ -1,7 +1,7 @@
 package tally
 
 // Memory is what a partition's state holds, split into its three budgets
-// (see the package documentation). The byte figures are computed from the
+// (see the package documentation), and what Top caches. The byte figures are computed from the
 // sizes of its tables and columns, not measured on the heap: they leave out
 // the headers of Go objects and the allocator's rounding.
 type Memory struct {
@@ -16,13 +16,19 @@ type Memory struct {
 	// DedupIDs is the number of event ids remembered for dedup;
 	// DedupBytes holds them.
 	DedupIDs, DedupBytes int64
+	// TopCacheBytes holds what Top caches: per-ad sums of complete minutes
+	// and the journal of late events since (see topcache.go).
+	TopCacheBytes int64
 }
 
 // Memory returns what the state holds.
 func (p *Partition) Memory() Memory {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	u := Memory{RowBytes: int64(p.ads.memBytes() + p.countries.memBytes())}
+	u := Memory{
+		RowBytes:      int64(p.ads.memBytes() + p.countries.memBytes()),
+		TopCacheBytes: int64(p.tops.memBytes() + 16*cap(p.late)),
+	}
 	for _, m := range p.minutes {
 		b := &m.base
 		u.Keys += int64(len(b.ads))

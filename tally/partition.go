@@ -2,6 +2,7 @@ package tally
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -78,6 +79,13 @@ type Partition struct {
 	dropped map[int64]uint64
 
 	scratch sync.Pool // *topScratch, for Top
+	// tops caches per-ad sums over complete minutes for Top, and late
+	// journals the events counted in complete minutes since the oldest of
+	// them was built: late[i] is the lateBase+i-th such event (see
+	// topcache.go).
+	tops     topCache
+	late     []lateEvent
+	lateBase uint64
 	// decoded holds ApplyEncoded's decoded events between calls; only the
 	// applying goroutine uses it.
 	decoded []rawEvent
@@ -175,6 +183,7 @@ func (p *Partition) applyFields(eventID, adID string, clickMs int64, userID, ip,
 	if end <= p.watermark {
 		p.stats.Late++
 		m.revision++
+		p.journalLate(start, k)
 		if m.mergeDue() {
 			p.compact(m)
 		}
@@ -260,6 +269,9 @@ func (p *Partition) advance() {
 		n++
 	}
 	if n > 0 {
+		// Cached sums over minutes that left would keep them alive, and
+		// could never be used again.
+		p.tops.dropUpTo(p.order[n-1])
 		p.order = slices.Delete(p.order, 0, n)
 		// Retention >= DedupHorizon, so every minute that left was released,
 		// and complete.
@@ -350,12 +362,16 @@ func (p *Partition) Count(adID string, fromMinute, toMinute int64, f Filter) int
 
 type topScratch struct {
 	acc     []int64 // clicks per ad id; all zero between uses
+	mark    []bool  // per ad id: in touched (cached path); all false between uses
 	touched []uint32
+	items   []topItem // candidates
 }
 
 // Top returns the n ads with the most clicks in the minutes
 // [fromMinute, toMinute) that match f, ordered by count descending, then
 // ad_id ascending. Like Count it reads only the minutes in memory.
+// Unfiltered and country queries over many keys start from cached sums of
+// complete minutes, with the same answers (topcache.go).
 func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 	if n <= 0 {
 		return nil
@@ -376,23 +392,34 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 	}
 	if size := p.ads.size(); len(s.acc) < size {
 		s.acc = make([]int64, size+size/4)
+		s.mark = make([]bool, size+size/4)
 	}
+	var out []AdCount
+	cached := false
+	if !q.byEvent() {
+		out, cached = p.topCached(window, n, f.Country, &q, s)
+	}
+	if !cached {
+		out = p.topDirect(window, n, &q, s)
+	}
+	p.scratch.Put(s)
+	return out
+}
+
+// topDirect adds up every minute of window.
+func (p *Partition) topDirect(window []int64, n int, q *query, s *topScratch) []AdCount {
 	// Tracking which ads were touched costs a hard-to-predict branch per
 	// key; when the window holds keys for much of the ad table, finding
 	// them afterwards by a scan of acc is cheaper.
 	keys := 0
 	for _, start := range window {
-		m := p.minutes[start]
-		keys += len(m.base.ads)
-		if m.delta != nil {
-			keys += m.delta.ads.n
-		}
+		keys += p.minutes[start].keys()
 	}
 	size := p.ads.size()
 	track := q.byEvent() || keys < size/2
 	touched := s.touched[:0]
 	for _, start := range window {
-		touched = accumulate(p.minutes[start], &q, s.acc, touched, track)
+		touched = accumulate(p.minutes[start], q, s.acc, touched, track)
 	}
 	if !track {
 		for ad, c := range s.acc[:size] {
@@ -401,43 +428,23 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 			}
 		}
 	}
-	out := p.selectTop(n, s.acc, touched)
+	items := s.items[:0]
 	for _, ad := range touched {
+		items = append(items, topItem{ad: ad, count: s.acc[ad]})
 		s.acc[ad] = 0
 	}
-	s.touched = touched
-	p.scratch.Put(s)
-	return out
+	s.touched, s.items = touched, items
+	return p.ads.answer(p.ads.best(items, n))
 }
 
-// selectTop picks the top n of the touched ads with a bounded heap whose
-// root is the ad that ranks last among those kept, so that most candidates
-// are turned away by one count comparison and nothing is sorted but the
-// answer.
-func (p *Partition) selectTop(n int, acc []int64, touched []uint32) []AdCount {
-	h := topHeap{ads: &p.ads, items: make([]topItem, 0, min(n, len(touched)))}
-	for _, ad := range touched {
-		it := topItem{ad: ad, count: acc[ad]}
-		switch {
-		case len(h.items) < n:
-			h.items = append(h.items, it)
-			h.up(len(h.items) - 1)
-		case h.better(it, h.items[0]):
-			h.items[0] = it
-			h.down(0, len(h.items))
-		}
+// keys is the number of (ad, minute) keys of m, counting a key in both
+// base and delta twice: what adding m up costs.
+func (m *minute) keys() int {
+	n := len(m.base.ads)
+	if m.delta != nil {
+		n += m.delta.ads.n
 	}
-	// Heap sort in place: each pass moves the worst remaining item to the
-	// end of the shrinking heap, leaving the items best first.
-	for end := len(h.items) - 1; end > 0; end-- {
-		h.items[0], h.items[end] = h.items[end], h.items[0]
-		h.down(0, end)
-	}
-	out := make([]AdCount, len(h.items))
-	for i, it := range h.items {
-		out[i] = AdCount{AdID: strings.Clone(p.ads.str(it.ad)), Count: it.count}
-	}
-	return out
+	return n
 }
 
 type topItem struct {
@@ -445,45 +452,131 @@ type topItem struct {
 	count int64
 }
 
-// topHeap is a binary heap whose root is the item that ranks last.
-type topHeap struct {
-	ads   *strtab
-	items []topItem
-}
-
-// better reports whether a ranks before b: more clicks, then the smaller
-// ad_id.
-func (h *topHeap) better(a, b topItem) bool {
-	if a.count != b.count {
-		return a.count > b.count
+// cmpTop orders items best first: more clicks, then the smaller ad_id.
+// Strings are compared only between equal counts.
+func (t *strtab) cmpTop(a, b topItem) int {
+	switch {
+	case a.count > b.count:
+		return -1
+	case a.count < b.count:
+		return 1
+	case a.ad == b.ad:
+		return 0
 	}
-	return h.ads.str(a.ad) < h.ads.str(b.ad)
+	return strings.Compare(t.str(a.ad), t.str(b.ad))
 }
 
-func (h *topHeap) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if !h.better(h.items[parent], h.items[i]) {
-			return
-		}
-		h.items[parent], h.items[i] = h.items[i], h.items[parent]
-		i = parent
-	}
-}
-
-// down restores the heap order below i within items[:n].
-func (h *topHeap) down(i, n int) {
-	for {
-		worst := i
-		for _, c := range [2]int{2*i + 1, 2*i + 2} {
-			if c < n && h.better(h.items[worst], h.items[c]) {
-				worst = c
+// best returns the best n of items (of distinct ads) in order, reordering
+// items. It finds the n-th largest count T by a quickselect on the counts
+// alone, moves the items above T to the front, and compares strings only
+// within the group of items with count T, to pick the ones that make up
+// n; then it sorts those n. A bounded heap, which this replaces, moved
+// hundreds of items down a dozen levels, and, in short windows where
+// hundreds of ads tie, compared their strings at every level.
+func (t *strtab) best(items []topItem, n int) []topItem {
+	if n < len(items) {
+		T := nthCount(items, n)
+		above, ties := 0, 0
+		// Three groups in one pass: count > T, count == T, count < T.
+		for i, it := range items {
+			switch {
+			case it.count > T:
+				items[i] = items[above+ties]
+				items[above+ties] = items[above]
+				items[above] = it
+				above++
+			case it.count == T:
+				items[i] = items[above+ties]
+				items[above+ties] = it
+				ties++
 			}
 		}
-		if worst == i {
+		if tied := items[above : above+ties]; above+ties > n {
+			t.selectTies(tied, n-above)
+		}
+		items = items[:n]
+	}
+	slices.SortFunc(items, t.cmpTop)
+	return items
+}
+
+// nthCount returns the n-th largest count of items (0 < n < len(items)),
+// reordering them, in O(len(items)) expected time: a quickselect that
+// parts the items three ways around a pivot count, so that ties, common
+// among small counts, end the search instead of slowing it.
+func nthCount(items []topItem, n int) int64 {
+	lo, hi, k := 0, len(items), n-1
+	for seed := uint64(len(items)); ; {
+		if hi-lo == 1 {
+			return items[lo].count
+		}
+		// A pseudo-random pivot: inputs often come in runs already in
+		// order.
+		seed = seed*6364136223846793005 + 1442695040888963407
+		pivot := items[lo+int((seed>>33)%uint64(hi-lo))].count
+		// items[lo:gt] > pivot, [gt:i] == pivot, [lt:hi] < pivot.
+		gt, i, lt := lo, lo, hi
+		for i < lt {
+			switch c := items[i].count; {
+			case c > pivot:
+				items[gt], items[i] = items[i], items[gt]
+				gt++
+				i++
+			case c < pivot:
+				lt--
+				items[lt], items[i] = items[i], items[lt]
+			default:
+				i++
+			}
+		}
+		switch {
+		case k < gt:
+			hi = gt
+		case k >= lt:
+			lo = lt
+		default:
+			return pivot
+		}
+	}
+}
+
+// selectTies reorders items of equal counts so that the first r are the r
+// with the smallest ad_ids (0 < r < len(items)).
+func (t *strtab) selectTies(items []topItem, r int) {
+	lo, hi := 0, len(items)
+	for depth := 2 * bits.Len(uint(len(items))); hi-lo > 1; depth-- {
+		if depth == 0 {
+			// Pivots kept going wrong: sorting the rest bounds the time.
+			slices.SortFunc(items[lo:hi], t.cmpTop)
 			return
 		}
-		h.items[i], h.items[worst] = h.items[worst], h.items[i]
-		i = worst
+		m := lo + (hi-lo)/2
+		items[m], items[hi-1] = items[hi-1], items[m]
+		pivot, k := t.str(items[hi-1].ad), lo
+		for i := lo; i < hi-1; i++ {
+			if t.str(items[i].ad) < pivot {
+				items[i], items[k] = items[k], items[i]
+				k++
+			}
+		}
+		items[k], items[hi-1] = items[hi-1], items[k]
+		// items[lo:k] sort before the pivot at k, the rest after it.
+		switch {
+		case k == r || k == r-1:
+			return
+		case k < r:
+			lo = k + 1
+		default:
+			hi = k
+		}
 	}
+}
+
+// answer copies items out of the partition's strings.
+func (t *strtab) answer(items []topItem) []AdCount {
+	out := make([]AdCount, len(items))
+	for i, it := range items {
+		out[i] = AdCount{AdID: strings.Clone(t.str(it.ad)), Count: it.count}
+	}
+	return out
 }
