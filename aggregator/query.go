@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/topn"
@@ -117,28 +120,49 @@ func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, spli
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	// Partitions are independent, and a query over 64 of them would
+	// otherwise use one core of many.
+	type partTop struct {
+		wm   int64
+		list []topn.AdCount
+		sums []int64 // the split ads' counts, in split's order
+	}
+	res := make([]partTop, len(pts))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, pt := range pts {
+		g.Go(func() error {
+			r := &res[i]
+			r.wm = pt.tp.Watermark()
+			// The top n+len(split) of a partition hold its top n ads
+			// outside split, whatever the split ads' counts are.
+			l := pt.tp.Top(w.From, w.To, n+len(split), f)
+			if len(split) > 0 {
+				l = slices.DeleteFunc(l, func(ac topn.AdCount) bool {
+					_, found := slices.BinarySearch(split, ac.AdID)
+					return found
+				})
+				r.sums = make([]int64, len(split))
+				for j, ad := range split {
+					r.sums[j] = pt.tp.Count(ad, w.From, w.To, f)
+				}
+			}
+			r.list = l
+			return a.inMemory(pt, w)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, 0, err
+	}
 	lists := make([][]topn.AdCount, len(pts))
 	sums := make([]int64, len(split))
-	for i, pt := range pts {
-		pwm := pt.tp.Watermark()
-		if i == 0 || pwm < wm {
-			wm = pwm
+	for i, r := range res {
+		if i == 0 || r.wm < wm {
+			wm = r.wm
 		}
-		// The top n+len(split) of a partition hold its top n ads outside
-		// split, whatever the split ads' counts are.
-		l := pt.tp.Top(w.From, w.To, n+len(split), f)
-		if len(split) > 0 {
-			l = slices.DeleteFunc(l, func(ac topn.AdCount) bool {
-				_, found := slices.BinarySearch(split, ac.AdID)
-				return found
-			})
-			for j, ad := range split {
-				sums[j] += pt.tp.Count(ad, w.From, w.To, f)
-			}
-		}
-		lists[i] = l
-		if err := a.inMemory(pt, w); err != nil {
-			return nil, nil, 0, err
+		lists[i] = r.list
+		for j, c := range r.sums {
+			sums[j] += c
 		}
 	}
 	for j, ad := range split {

@@ -44,17 +44,29 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // Snapshot does not change what the next snapshot contains; MarkSaved does.
 func (p *Partition) Snapshot(epoch uint64) Snap {
 	// The complete minutes this snapshot writes would have their deltas
-	// merged for the encoding anyway; merge them in place, so that the
-	// next snapshot and every query read a compact base. Merging changes no
-	// answer and no byte. Only the goroutine that applies calls Snapshot,
-	// so nothing changes between the two locks.
-	p.mu.Lock()
+	// merged for the encoding anyway; merge them, so that the next snapshot
+	// and every query read a compact base. Merging changes no answer and no
+	// byte. The merges are built under the read lock, so queries go on
+	// meanwhile, and only installed under the write lock: only the
+	// goroutine that applies calls Snapshot, so nothing changes between the
+	// locks.
+	var ms []*minute
+	var bases []base
+	p.mu.RLock()
 	for _, start := range p.order[:p.completed] {
 		if m := p.minutes[start]; m.seq > m.saved && m.delta != nil {
-			p.compact(m)
+			ms = append(ms, m)
+			bases = append(bases, p.merged(m))
 		}
 	}
-	p.mu.Unlock()
+	p.mu.RUnlock()
+	if len(ms) > 0 {
+		p.mu.Lock()
+		for i, m := range ms {
+			m.base, m.delta = bases[i], nil
+		}
+		p.mu.Unlock()
+	}
 
 	p.mu.RLock()
 	defer p.mu.RUnlock()
