@@ -40,7 +40,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	want := []string{
 		"ingest", "ingest_vs_naive", "applied", "max_lag", "drain", "fresh_p50", "fresh_p99", "fresh_sat_p50", "fresh_sat_p99",
 		"count_p50", "count_p99", "count_country_p50", "count_country_p99", "top1_p50", "top1_p99", "top1_country_p50",
-		"top1_country_p99", "top_p50", "top_p99", "top_country_p50", "top_country_p99", "keys", "events", "rows_per_key", "filter_per_event", "heap_per_key",
+		"top1_country_p99", "top_p50", "top_p99", "top_max", "top_country_p50", "top_country_p99", "top_country_max", "keys", "events", "rows_per_key", "filter_per_event", "heap_per_key",
 		"heap_all_per_key", "dedup_per_id", "snapshot_write", "snapshot_write_10m", "snapshot_bytes_per_key", "snapshot_incremental", "recovery", "recovery_10m",
 		"exact_cluster", "exact_recovery", "exact_naive",
 	}
