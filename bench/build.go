@@ -221,8 +221,12 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 			si(ing.appliedRate), si(ing.rate), ing.maxLag, ing.maxLagSec)
 	}
 	if ing.freshPaced < targetFreshRate {
-		note("Freshness was measured at %s/s (paced at %.0f%% of the %s/s sustained in the measured window), not at the %s/s the target names, which this machine does not sustain. %d probes, polled every %s.",
-			si(ing.freshRate), 100*cfg.FreshnessLoad, si(ing.rate), si(targetFreshRate), ing.freshness.N(), cfg.ProbePoll)
+		why := ""
+		if math.Abs(cfg.FreshnessLoad-float64(targetFreshRate)/targetIngest) < 0.005 {
+			why = fmt.Sprintf(", the ratio of the targets' %s/s of freshness load to their %s/s of capacity", si(targetFreshRate), si(targetIngest))
+		}
+		note("Freshness was measured at %s/s (paced at %.0f%% of the %s/s sustained in the measured window%s), not at the %s/s the target names, which this machine does not sustain. %d probes, polled every %s.",
+			si(ing.freshRate), 100*cfg.FreshnessLoad, si(ing.rate), why, si(targetFreshRate), ing.freshness.N(), cfg.ProbePoll)
 	} else {
 		note("Freshness was measured at %s/s. %d probes, polled every %s.", si(ing.freshRate), ing.freshness.N(), cfg.ProbePoll)
 	}
