@@ -3,7 +3,6 @@ package tally
 import (
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -179,19 +178,7 @@ func newWorkload() *workload {
 	for i := range ads {
 		ads[i] = "ad-" + strconv.Itoa(i*7919%2_000_000)
 	}
-	// Countries take shares falling as 1/rank, as in the bench.
-	countries := make([]string, wlCountries)
-	cdf := make([]float64, wlCountries)
-	sum := 0.0
-	for i := range countries {
-		countries[i] = string([]byte{'A' + byte(i/26), 'A' + byte(i%26)})
-		sum += 1 / float64(i+1)
-		cdf[i] = sum
-	}
-	country := func() string {
-		i, _ := slices.BinarySearch(cdf, r.Float64()*sum)
-		return countries[min(i, wlCountries-1)]
-	}
+	country := countryPicker(r, wlCountries)
 	w := &workload{}
 	var batch []*clickaggv1.LogEvent
 	var sent []*clickaggv1.LogEvent

@@ -39,6 +39,9 @@ type strtab struct {
 	hashes  []uint64
 	refs    []uint32
 	free    []uint32
+	// sink receives what Partition.warm reads, so that its loads are not
+	// optimized away.
+	sink uint64
 }
 
 func newStrtab() strtab {
@@ -71,6 +74,19 @@ func (t *strtab) find(s string, h uint64) (int, bool) {
 	}
 }
 
+// guess returns the id of a string whose hash is h, or 0: the id of the
+// string of hash h if there is one, unless another string has the same
+// hash. The index must not be empty.
+func (t *strtab) guess(h uint64) uint32 {
+	mask := len(t.index) - 1
+	for i := int(h >> t.shift); ; i = (i + 1) & mask {
+		id := t.index[i]
+		if id == 0 || t.hashes[id] == h {
+			return id
+		}
+	}
+}
+
 func (t *strtab) lookup(s string) (uint32, bool) {
 	if t.n == 0 {
 		return 0, false
@@ -83,12 +99,18 @@ func (t *strtab) lookup(s string) (uint32, bool) {
 // needed. The caller must incref the id before it next decrefs anything, or
 // a new entry may never be freed.
 func (t *strtab) intern(s string) uint32 {
+	h := xxhash.Sum64String(s)
+	i := -1
 	if t.n > 0 {
-		if i, ok := t.find(s, xxhash.Sum64String(s)); ok {
+		var ok bool
+		if i, ok = t.find(s, h); ok {
 			return t.index[i]
 		}
 	}
-	return t.add(validUTF8(s))
+	if v := validUTF8(s); v != s {
+		return t.add(v)
+	}
+	return t.insert(s, h, i)
 }
 
 // internBytes is intern for a string in a decoded snapshot.
@@ -101,13 +123,26 @@ func (t *strtab) internBytes(b []byte) uint32 {
 // valid form of a string that was not found.
 func (t *strtab) add(s string) uint32 {
 	h := xxhash.Sum64String(s)
+	i := -1
 	if t.n > 0 {
-		if i, ok := t.find(s, h); ok {
+		var ok bool
+		if i, ok = t.find(s, h); ok {
 			return t.index[i]
 		}
 	}
+	return t.insert(s, h, i)
+}
+
+// insert adds a copy of s, whose hash is h and which the table does not
+// hold, at slot i, the empty slot find returned for it, or -1 if find was
+// not called.
+func (t *strtab) insert(s string, h uint64, i int) uint32 {
 	if (t.n+1)*4 > len(t.index)*3 {
 		t.grow()
+		i = -1
+	}
+	if i < 0 {
+		i, _ = t.find(s, h)
 	}
 	sp := uint64(len(t.data))<<32 | uint64(len(s))
 	t.data = append(t.data, s...)
@@ -122,7 +157,6 @@ func (t *strtab) add(s string) uint32 {
 		t.hashes = append(t.hashes, h)
 		t.refs = append(t.refs, 0)
 	}
-	i, _ := t.find(s, h)
 	t.index[i] = id
 	t.n++
 	return id

@@ -15,13 +15,16 @@ type countTable struct {
 
 const fib = 0x9E3779B97F4A7C15
 
+// home is the slot where the probe for k starts.
+func (t *countTable) home(k uint64) int { return int((k * fib) >> t.shift) }
+
 // add adds v to k's count and reports whether k was new.
 func (t *countTable) add(k uint64, v uint32) bool {
 	if (t.n+1)*4 > len(t.keys)*3 {
 		t.grow()
 	}
 	mask := len(t.keys) - 1
-	for i := int((k * fib) >> t.shift); ; i = (i + 1) & mask {
+	for i := t.home(k); ; i = (i + 1) & mask {
 		switch t.keys[i] {
 		case k:
 			t.vals[i] += v
@@ -40,7 +43,7 @@ func (t *countTable) get(k uint64) uint32 {
 		return 0
 	}
 	mask := len(t.keys) - 1
-	for i := int((k * fib) >> t.shift); ; i = (i + 1) & mask {
+	for i := t.home(k); ; i = (i + 1) & mask {
 		switch t.keys[i] {
 		case k:
 			return t.vals[i]
@@ -71,7 +74,7 @@ func (t *countTable) resize(size int) {
 		if k == 0 {
 			continue
 		}
-		i := int((k * fib) >> t.shift)
+		i := t.home(k)
 		for t.keys[i] != 0 {
 			i = (i + 1) & mask
 		}
