@@ -81,7 +81,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ProbeAds, "bench.probe-ads", 8, "distinct ads the probes click, in turn")
 
 	fs.IntVar(&c.Streams, "bench.streams", 4, "concurrent IngestStreams, each on its own connection")
-	fs.IntVar(&c.Inflight, "bench.inflight", 4, "requests sent ahead of their acknowledgement on each stream")
+	// A router acknowledges a request once its log entry is fsynced, and
+	// appends the requests that wait meanwhile together (group commit): a
+	// cluster that serves thousands of ad servers always has many requests
+	// waiting. With 4 streams × 4 the routers waited for requests: 192k/s
+	// acknowledged with 4 in flight, 251k/s with 16, on the same build.
+	fs.IntVar(&c.Inflight, "bench.inflight", 16, "requests sent ahead of their acknowledgement on each stream")
 	fs.IntVar(&c.Batch, "bench.batch", 500, "events per IngestStream request")
 
 	fs.DurationVar(&c.QueryTime, "bench.query-time", 3*time.Second, "how long each kind of query is repeated (one client, one at a time)")
