@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -498,12 +499,21 @@ func (c *consumer) finishSaves(ctx context.Context) {
 // the order they were taken. The store fences epochs, not offsets: an
 // older snapshot stored after a newer one would take the partition back in
 // time, and its incremental minutes would no longer match the meta.
+//
+// At most SaveParallelism writes run at once; the others wait their turn
+// in their goroutines, so the consumer never does.
 type saves struct {
 	mu    sync.Mutex
 	busy  map[int]chan struct{} // partition → closed when its write ends
 	done  []savedResult
 	group sync.WaitGroup
+	slots chan struct{}
 }
+
+// SaveParallelism is how many snapshot writes an aggregator runs at once.
+// Redis runs them one at a time on its thread; a few at once share its
+// fsyncs, and encoding the next meanwhile uses the other cores.
+func SaveParallelism() int { return 2 * runtime.GOMAXPROCS(0) }
 
 type savedResult struct {
 	p   *partition
@@ -516,11 +526,15 @@ func (s *saves) start(p *partition, write func() error) {
 	s.mu.Lock()
 	if s.busy == nil {
 		s.busy = make(map[int]chan struct{})
+		s.slots = make(chan struct{}, SaveParallelism())
 	}
 	s.busy[p.id] = ch
+	slots := s.slots
 	s.mu.Unlock()
 	s.group.Go(func() {
+		slots <- struct{}{}
 		err := write()
+		<-slots
 		s.mu.Lock()
 		delete(s.busy, p.id)
 		s.done = append(s.done, savedResult{p: p, err: err})

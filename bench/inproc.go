@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/aggregator"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
@@ -273,13 +274,13 @@ func inprocQuery(state []*tally.Partition, parts *ring.Partitioner, window func(
 }
 
 // saveParallelism is how many partitions' snapshots the bench writes at
-// once: as many as an aggregator saves concurrently (GOMAXPROCS×2, the
-// limit of aggregator/consumer.go's concurrent saves). Each save is still
+// once: as many as an aggregator writes concurrently
+// (aggregator.SaveParallelism, GOMAXPROCS×2). Each save is still
 // one fenced Lua script; Redis runs them one after another, so what the
 // concurrency buys is the encoding of one partition overlapping the
 // transfer and the AOF write of another, and saves that reach Redis in the
 // same event-loop iteration sharing one fsync.
-func saveParallelism() int { return 2 * runtime.GOMAXPROCS(0) }
+func saveParallelism() int { return aggregator.SaveParallelism() }
 
 // takeParallelism is how many partitions the bench recovers at once: an
 // aggregator's takeParallelism (aggregator/consumer.go), 8.
