@@ -288,6 +288,15 @@ func TestResumeSendsOnlyWhatWasNotAcknowledged(t *testing.T) {
 	appendLines(t, path, FormatJSON, 0, 200)
 	ru := startShipper(t, r, path, FormatJSON, nil)
 	checkExactlyOnce(t, r, 200)
+	// The router has the events before the shipper has its answer: a stop
+	// in between cancels the request, and the restart sends them again
+	// (under the same ids), as it must. Stop once they are checkpointed.
+	eventually(t, func() error {
+		if n := ru.s.Stats().Lines.Load(); n != 200 {
+			return fmt.Errorf("%d lines checkpointed, want 200", n)
+		}
+		return nil
+	})
 	ru.stop()
 	appendLines(t, path, FormatJSON, 200, 350)
 	startShipper(t, r, path, FormatJSON, nil)
