@@ -188,11 +188,11 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		t.InProcess = true
 		t.StopCluster = stop
 		t.Settings = []bench.Setting{
-			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s", *appendFsync)},
+			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
 			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon)},
 			{Name: "router", Value: fmt.Sprintf("-router.tick-interval=%s -router.idle-watermark-lag=%s", cfg.Router.TickInterval, cfg.Router.IdleLag)},
 			{Name: "coordinator", Value: fmt.Sprintf("-coordinator.status-timeout=%s", cfg.Coordinator.StatusTimeout)},
-			{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s", *appendFsync)},
+			{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
 		}
 	} else {
 		if t.Queryd == "" {
