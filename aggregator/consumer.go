@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
@@ -616,7 +617,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 		epoch:    e,
 		tp:       tp,
 		target:   last,
-		nextSave: now.Add(a.cfg.SnapshotInterval),
+		nextSave: now.Add(firstSave(a.cfg.SnapshotInterval)),
 		rate:     newRate(now),
 		heavy:    hotkey.NewSketch(a.cfg.sketchCapacity()),
 		state:    stateRestoring,
@@ -683,6 +684,16 @@ func (a *Aggregator) write(ctx context.Context, p *partition, e encoded) error {
 	p.lastSnapshot = a.now()
 	a.mu.Unlock()
 	return nil
+}
+
+// firstSave is how long after it is taken a partition is first
+// snapshotted: a random part of the interval, so that the partitions taken
+// together (at start, after a join) are not all snapshotted together ever
+// after. Saved all at once, an aggregator's 64 partitions kept Redis's one
+// thread busy with multi-MB fenced scripts for a stretch every interval,
+// and reads, appends and so freshness waited behind them.
+func firstSave(interval time.Duration) time.Duration {
+	return interval - rand.N(interval)
 }
 
 // save writes a snapshot of p now. Only the goroutine that applies entries
