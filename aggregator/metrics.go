@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 		}),
 		snapshotDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clickagg_aggregator_snapshot_duration_seconds",
-			Help:    "Duration of one partition snapshot write (encode and the fenced Redis script), failed ones included.",
+			Help:    "Duration of one partition snapshot write to Redis (the fenced script and the store's wait for room in its in-flight byte budget; encoding is not), failed ones included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 		snapshotBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
