@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -70,6 +71,9 @@ type run struct {
 	ingest     clickaggv1.IngestServiceClient
 	clusterRdb *redis.Client
 	progress   *progress
+
+	// queryProfile is the CPU profile of the cluster's query phase.
+	queryProfile []byte
 
 	// batchTimes is the sweep time of every batch sent, in the order the
 	// one generator made them: with the workload it reproduces every event.
@@ -307,9 +311,17 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 
 	rep := r.report(started, ing, cq, ip, nv, heapBefore, heapAfter)
 	rep.Machine = mach
-	rep.Profiles = profiles(ing.cpuProfile, heapProfile)
+	rep.Profiles = profiles(ing.cpuProfile, r.queryProfile, heapProfile)
+	if cfg.PprofDir != "" {
+		if err := writeProfiles(cfg.PprofDir, map[string][]byte{"ingest.pprof": ing.cpuProfile, "queries.pprof": r.queryProfile, "heap.pprof": heapProfile}); err != nil {
+			return nil, err
+		}
+	}
 	if share := profileShares(ing.cpuProfile); share != "" {
-		rep.Notes = append(rep.Notes, share)
+		rep.Notes = append(rep.Notes, "CPU of this process while the load added keys (profiled, the pipeline saturated at the targets' scale), by the part of the pipeline on the stack (parts overlap): "+share+".")
+	}
+	if share := profileShares(r.queryProfile); share != "" {
+		rep.Notes = append(rep.Notes, "CPU of this process while the cluster's queries were measured (profiled; nothing else ran but the cluster's own background work), by the part of the pipeline on the stack (parts overlap): "+share+".")
 	}
 	if err := rep.WriteText(out); err != nil {
 		return rep, err
@@ -476,33 +488,15 @@ func profileShares(cpu []byte) string {
 	for _, n := range names {
 		parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*shares[n]))
 	}
-	return "CPU of this process in the profiled window, by the part of the pipeline on the stack (parts overlap): " + strings.Join(parts, ", ") + "."
+	return strings.Join(parts, ", ")
 }
 
-// profiles renders the tops of the CPU and heap profiles.
-func profiles(cpu, heap []byte) []ProfileTop {
+// profiles renders the tops of the CPU profiles of ingest and of the
+// query phase, and of the heap profile.
+func profiles(cpu, queries, heap []byte) []ProfileTop {
 	var out []ProfileTop
-	if len(cpu) > 0 {
-		if p, err := ParseProfile(cpu); err == nil {
-			if stats, total, err := p.Top("cpu"); err == nil {
-				dur := func(v int64) string { return time.Duration(v).Round(time.Millisecond).String() }
-				out = append(out, ProfileTop{
-					Title: "CPU profile of the pipeline (in-process cluster, profiled window, top 25 by flat)",
-					Text:  FormatTop(stats, total, 25, dur),
-				})
-				// The same profile by cumulative time, clickagg's own
-				// functions only: where the pipeline spends it.
-				own := slices.DeleteFunc(slices.Clone(stats), func(s FuncStat) bool {
-					return !strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/") || strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/bench.")
-				})
-				slices.SortStableFunc(own, func(a, b FuncStat) int { return cmp.Compare(b.Cum, a.Cum) })
-				out = append(out, ProfileTop{
-					Title: "The same CPU profile, clickagg's functions by cumulative time (top 25)",
-					Text:  FormatTop(own, total, 25, dur),
-				})
-			}
-		}
-	}
+	out = append(out, cpuTops(cpu, "CPU profile of the pipeline (in-process cluster, saturated while adding keys up to the targets' scale", 25)...)
+	out = append(out, cpuTops(queries, "CPU profile of the cluster's query phase (in-process cluster", 15)...)
 	if len(heap) > 0 {
 		if p, err := ParseProfile(heap); err == nil {
 			if stats, total, err := p.Top("inuse_space"); err == nil {
@@ -514,4 +508,46 @@ func profiles(cpu, heap []byte) []ProfileTop {
 		}
 	}
 	return out
+}
+
+// writeProfiles writes the profiles that were taken into dir.
+func writeProfiles(dir string, profiles map[string][]byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("-bench.pprof-dir: %w", err)
+	}
+	for name, b := range profiles {
+		if len(b) == 0 {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return fmt.Errorf("-bench.pprof-dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// cpuTops renders a CPU profile's top n by flat time, and the same profile
+// by cumulative time for clickagg's own functions (where the pipeline
+// spends it); title ends in an open parenthesis that each closes.
+func cpuTops(cpu []byte, title string, n int) []ProfileTop {
+	if len(cpu) == 0 {
+		return nil
+	}
+	p, err := ParseProfile(cpu)
+	if err != nil {
+		return nil
+	}
+	stats, total, err := p.Top("cpu")
+	if err != nil {
+		return nil
+	}
+	dur := func(v int64) string { return time.Duration(v).Round(time.Millisecond).String() }
+	own := slices.DeleteFunc(slices.Clone(stats), func(s FuncStat) bool {
+		return !strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/") || strings.HasPrefix(s.Name, "github.com/clickagg/clickagg/bench.")
+	})
+	slices.SortStableFunc(own, func(a, b FuncStat) int { return cmp.Compare(b.Cum, a.Cum) })
+	return []ProfileTop{
+		{Title: fmt.Sprintf("%s, top %d by flat)", title, n), Text: FormatTop(stats, total, n, dur)},
+		{Title: fmt.Sprintf("%s, clickagg's functions by cumulative time, top %d)", title, n), Text: FormatTop(own, total, n, dur)},
+	}
 }

@@ -118,15 +118,18 @@ type ingestResult struct {
 	stealCPU    float64 // cores the hypervisor took in the measured window
 	othersCPU   float64 // cores used by other processes in the measured window
 	cpuProfile  []byte
-	ingestMid   int64 // a sweep minute inside the measured window
+	ingestMid   int64         // a sweep minute inside the measured window
+	sweepSpeed  float64       // event time per clock time in the measured window
+	keys        int64         // distinct (ad, minute) keys of the workload's events
+	fill        time.Duration // the load after the freshness window that added keys
 	// statusFailures counts the once-a-second GetClusterStatus calls that
 	// failed or left partitions out.
 	statusFailures int
 }
 
 // runCluster drives the cluster through warmup, the measured window, the
-// profiled window and the freshness window, then waits until the
-// aggregators have applied everything.
+// freshness window and the profiled load that adds keys up to cfg.Keys,
+// then waits until the aggregators have applied everything.
 func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	cfg := r.cfg
 	res := &ingestResult{}
@@ -154,14 +157,18 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 		runStart       = time.Now()
 	)
 	r.runStart = runStart
-	planned := cfg.plannedRun()
-	// The sweep stands still while the load is paused.
-	var paused atomic.Int64
-	sweep := func(t time.Time) int64 {
-		f := float64(t.Sub(runStart)-time.Duration(paused.Load())) / float64(planned)
-		ms := r.spanStart + int64(f*float64(r.spanEnd-r.spanStart))
-		return min(ms, r.spanEnd-1)
+	// Click times move through the span as the workload adds distinct
+	// (ad, minute) keys, an equal share of cfg.Keys per minute: however
+	// fast the cluster is, the queries then find every minute of the span
+	// filled alike, and the sweep stands still while the load is paused.
+	keys := newKeySet(cfg.Workload.Ads, r.spanStart, r.spanEnd)
+	var keysAdded, sweepAt atomic.Int64
+	sweepAt.Store(r.spanStart)
+	sweepOf := func(k int64) int64 {
+		f := float64(k) / float64(cfg.Keys)
+		return min(r.spanStart+int64(f*float64(r.spanEnd-r.spanStart)), r.spanEnd-1)
 	}
+	sweep := func() int64 { return sweepAt.Load() }
 	rel := func(t time.Time) float64 { return t.Sub(runStart).Seconds() }
 
 	// Every goroutine of the load has ended when runCluster returns, on
@@ -207,14 +214,17 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 					}
 				}
 			}
-			now := sweep(time.Now())
+			now := sweepOf(keys.len())
 			for i := range evs {
 				evs[i] = gen.Next(now)
+				keys.add(evs[i])
 			}
 			b := &batch{data: enc.AppendRequest(make([]byte, 0, 96*len(evs)), evs), n: len(evs)}
 			select {
 			case batches <- b:
 				r.batchTimes = append(r.batchTimes, now)
+				keysAdded.Store(keys.len())
+				sweepAt.Store(now)
 				sent += int64(b.n)
 				produced.Add(int64(b.n))
 			case <-stop:
@@ -347,7 +357,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	if err := wait(cfg.Warmup); err != nil {
 		return nil, err
 	}
-	t0, a0 := time.Now(), acked.Load()
+	t0, a0, s0 := time.Now(), acked.Load(), sweep()
 	st0, err0 := r.statusRetry(gctx)
 	cpu0, redis0, shares0 := processCPU(), r.redisCPU(gctx), readCPUShares()
 	phase.Store("measured window")
@@ -355,7 +365,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	if err := wait(cfg.Duration); err != nil {
 		return nil, err
 	}
-	t1, a1 := time.Now(), acked.Load()
+	t1, a1, s1 := time.Now(), acked.Load(), sweep()
 	window.Store(windowNone)
 	st1, err1 := r.statusRetry(gctx)
 	cpu1, redis1, shares1 := processCPU(), r.redisCPU(gctx), readCPUShares()
@@ -379,24 +389,8 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	} else {
 		res.redisCPU = math.NaN()
 	}
-	res.ingestMid = floorDiv(sweep(t0.Add(res.window/2)), 60_000)
-
-	if cfg.ProfileDuration > 0 && r.targets.InProcess {
-		phase.Store("profiled")
-		tp := time.Now()
-		var buf bytes.Buffer
-		if err := pprof.StartCPUProfile(&buf); err == nil {
-			err := wait(cfg.ProfileDuration)
-			pprof.StopCPUProfile()
-			if err != nil {
-				return nil, err
-			}
-			res.cpuProfile = buf.Bytes()
-		} else if err := wait(cfg.ProfileDuration); err != nil {
-			return nil, err
-		}
-		span("profiled", tp)
-	}
+	res.ingestMid = floorDiv(s0+(s1-s0)/2, 60_000)
+	res.sweepSpeed = float64(s1-s0) / float64(t1.Sub(t0).Milliseconds())
 
 	// caughtUp waits until everything handed to the senders has been
 	// acknowledged and the aggregators have applied all of it and every
@@ -433,7 +427,6 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	if _, res.drain, err = caughtUp("after the measured window"); err != nil {
 		return nil, err
 	}
-	paused.Add(int64(res.drain))
 	span("backlog", ts)
 
 	// The rate the pipeline sustains end to end is the smaller of what the
@@ -457,6 +450,46 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	res.freshRate = float64(acked.Load()-af) / time.Since(tf).Seconds()
 	span("freshness", tf)
 
+	// The queries are measured on as many keys as the targets name: the
+	// load goes on, as fast as acknowledged, until the workload has put
+	// that many in. This is the pipeline at the scale of the targets, so
+	// it is what the CPU profile records, for at least ProfileDuration.
+	profile := cfg.ProfileDuration > 0 && r.targets.InProcess
+	if (keysAdded.Load() < cfg.Keys && cfg.FillTimeout > 0) || profile {
+		paceRate.Store(0)
+		phase.Store(fmt.Sprintf("adding keys up to %s", si(float64(cfg.Keys))))
+		tk := time.Now()
+		var buf bytes.Buffer
+		profiling := profile && pprof.StartCPUProfile(&buf) == nil
+		deadline := time.After(cfg.FillTimeout)
+		minimum := time.After(cfg.ProfileDuration)
+		if !profile {
+			minimum = time.After(0)
+		}
+		var err error
+		for done, timedOut := false, false; !done; {
+			select {
+			case <-gctx.Done():
+				err = stopped()
+			case <-deadline:
+				timedOut = true
+			case <-minimum:
+				minimum = nil
+			case <-time.After(50 * time.Millisecond):
+			}
+			done = err != nil || (minimum == nil && (timedOut || keysAdded.Load() >= cfg.Keys))
+		}
+		if profiling {
+			pprof.StopCPUProfile()
+			res.cpuProfile = buf.Bytes()
+		}
+		if err != nil {
+			return nil, err
+		}
+		res.fill = time.Since(tk)
+		span("keys", tk)
+	}
+
 	// Stop the load and wait until it has all been applied.
 	close(stop)
 	close(probeStop)
@@ -475,6 +508,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	if want := int64(len(r.batchTimes) * cfg.Batch); res.events != want {
 		return nil, fmt.Errorf("bench: %d events acknowledged, %d sent", res.events, want)
 	}
+	res.keys = keysAdded.Load()
 	res.late = st.late - base.late
 	res.duplicates = st.duplicates - base.duplicates
 	span("drain", tStop)

@@ -8,8 +8,8 @@ import (
 )
 
 // Config is a benchmark run. RegisterFlags gives the defaults, which finish
-// in well under ten minutes on two cores; raise -bench.duration (and the
-// machine's memory) to reach more (ad, minute) keys.
+// in under ten minutes on two cores with the 10M (ad, minute) keys the
+// query targets name.
 type Config struct {
 	Workload Workload
 
@@ -17,6 +17,13 @@ type Config struct {
 	// through it over the whole cluster run, so that queries over Span
 	// minutes find every minute filled.
 	Span time.Duration
+
+	// Keys is how many distinct (ad, minute) keys the workload puts in the
+	// cluster before the queries are measured: the sweep moves through the
+	// span as keys are added, and after the freshness window the load goes
+	// on until there are this many, for at most FillTimeout.
+	Keys        int64
+	FillTimeout time.Duration
 
 	Warmup            time.Duration
 	Duration          time.Duration
@@ -44,6 +51,9 @@ type Config struct {
 	Inproc       bool
 	SnapshotKeys int64
 
+	// PprofDir, when set, receives the raw profiles for go tool pprof.
+	PprofDir string
+
 	// Out is the Markdown report; the chart is written next to it as
 	// Chart. Empty writes neither.
 	Out   string
@@ -64,11 +74,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&w.Duplicates, "bench.duplicates", 0.01, "fraction of events that repeat a recent event exactly (same event_id), as client retries do; exact, not random")
 	fs.Float64Var(&w.Late, "bench.late", 0.01, "fraction of events whose click time is 2 to 10 minutes behind the others, in minutes already complete; exact, not random")
 	fs.Uint64Var(&w.Seed, "bench.seed", 1, "seed of the workload; the same seed gives the same events")
-	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the clicks cover: the click times sweep through the span ending a minute before the run started, so that 60-minute queries find 60 filled minutes")
+	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the clicks cover: the click times sweep through the span ending a minute before the run started, so that 60-minute queries find 60 filled minutes; with -bench.ads, it sizes a bitmap of ads × minutes (15 MB for the defaults) that counts keys")
 
+	fs.Int64Var(&c.Keys, "bench.keys", 10_000_000, "distinct (ad, minute) keys the workload puts in the cluster before queries are measured: click times sweep through -bench.span as keys are added, an equal share of them per minute, and after the freshness window the load goes on, as fast as acknowledged, until this many are in")
+	fs.DurationVar(&c.FillTimeout, "bench.fill-timeout", 5*time.Minute, "the longest the load goes on after the freshness window to reach -bench.keys; the report says how many keys the queries then found")
 	fs.DurationVar(&c.Warmup, "bench.warmup", 5*time.Second, "ingest before the measured window starts (not measured)")
 	fs.DurationVar(&c.Duration, "bench.duration", 30*time.Second, "the measured ingest window: as fast as the cluster acknowledges")
-	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "after the measured window, ingest this long more with the CPU profiler on (in-process cluster only; 0 disables), so that the profile does not slow the measured window")
+	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "the load that adds keys after the freshness window runs with the CPU profiler on, for at least this long (in-process cluster only; 0 disables the profile): the profile is of the pipeline at the scale of the targets, and does not slow the measured window")
 	fs.DurationVar(&c.FreshnessDuration, "bench.freshness-duration", 20*time.Second, "the freshness window: ingest paced at the freshness rate while probes measure ack-to-visible time")
 	fs.IntVar(&c.FreshnessRate, "bench.freshness-rate", 1_000_000, "events per second during the freshness window; if the cluster sustained less in the measured window, -bench.freshness-load of what it sustained is used instead, and the report says so")
 	// The targets ask for freshness at 1M events/s of a cluster that
@@ -94,11 +106,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.QueryMaxSamples, "bench.query-max", 5000, "each kind of query runs at most this many times")
 
 	fs.BoolVar(&c.Naive, "bench.naive", true, "run the naive Redis baseline (pipelined HINCRBY per (minute, ad) and ZINCRBY per minute) on the same events")
-	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 150*time.Second, "give up the naive baseline's ingest after this long and report the rate it had")
+	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 45*time.Second, "give up the naive baseline's ingest after this long and report the rate it had (its rate is steady well before; its memory and query figures are then for fewer keys)")
 	fs.IntVar(&c.NaiveTopRuns, "bench.naive-top-runs", 3, "how many times the naive top-100 over the span (ZUNIONSTORE) is timed")
 	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 1_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys; 0 takes every partition (recovery takes long: this bounds the run)")
 	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (the same log entries decoded and counted by package tally in one goroutine) and the snapshot/recovery measurement")
 
+	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
 	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
 	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
 	fs.StringVar(&c.View, "bench.view", "auto", "progress display: auto (a live line on a terminal, one line per second otherwise), on, off")
@@ -112,6 +125,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Span < time.Minute || c.Span%time.Minute != 0:
 		return errors.New("-bench.span: must be a whole number of minutes, at least 1m")
+	case c.Keys < 1 || c.FillTimeout < 0:
+		return errors.New("-bench.keys must be at least 1 and -bench.fill-timeout not negative")
+	case int64(c.Workload.Ads)*int64(c.Span/time.Minute) > 1<<34:
+		return errors.New("-bench.ads × -bench.span in minutes: at most 2^34 (a 2 GiB bitmap counts the keys)")
 	case c.Warmup < 0 || c.ProfileDuration < 0:
 		return errors.New("-bench.warmup and -bench.profile: must not be negative")
 	case c.Duration <= 0 || c.FreshnessDuration <= 0:
@@ -138,9 +155,4 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
 	}
 	return nil
-}
-
-// plannedRun is how long the cluster is driven.
-func (c *Config) plannedRun() time.Duration {
-	return c.Warmup + c.Duration + c.ProfileDuration + c.FreshnessDuration
 }

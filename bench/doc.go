@@ -9,8 +9,9 @@
 // clicking from one of fewer IP addresses, and exact fractions of
 // duplicates (a recent event repeated, id and all) and of late events (2 to
 // 10 minutes behind the others). Click times sweep through -bench.span of
-// event time over the cluster run, so that an hour-long query finds sixty
-// filled minutes after a run of a minute or two, while the pipeline still
+// event time as the workload adds distinct (ad, minute) keys, an equal
+// share of -bench.keys per minute, so that an hour-long query finds sixty
+// filled minutes after a run of a few minutes, while the pipeline still
 // sees time move forward as it would live (minutes fill, complete and get
 // late events). The generator is deterministic: the run records the sweep
 // time of every batch it sent, and replaying those times regenerates every
@@ -19,24 +20,28 @@
 //
 // # A run
 //
-//	warmup → measured window → profiled window → backlog → freshness window → drain
-//	   (as fast as acknowledged)                  (paused)    (paced)
+//	warmup → measured window → backlog → freshness window → keys → drain
+//	   (as fast as acknowledged)  (paused)    (paced)      (as fast as acknowledged, profiled)
 //	→ queries → [cluster stopped] → in-process limit → snapshot/recovery → naive Redis
 //
 // In the measured window several IngestStreams send pre-encoded 500-event
 // requests as fast as the routers acknowledge them; the acknowledged rate
 // over the window is the ingest figure, and GetClusterStatus, sampled once a
-// second, shows whether the aggregators kept up. The profiled window is the
-// same load with the CPU profiler on (only when the cluster runs in this
-// process), so the profile costs the measured window nothing. The load then
-// pauses until the aggregators have applied the backlog, and the freshness
-// window sends at -bench.freshness-rate, or a fraction of the rate the
-// pipeline sustained when that is out of reach. Throughout, a probe click
+// second, shows whether the aggregators kept up. The load then pauses
+// until the aggregators have applied the backlog, and the freshness window
+// sends at -bench.freshness-rate, or a fraction of the rate the pipeline
+// sustained when that is out of reach. Then the load goes on as fast as
+// acknowledged until the workload has put -bench.keys keys in the cluster
+// (at most -bench.fill-timeout), so that the queries meet the state the
+// targets name; that load runs with the CPU profiler on (only when the
+// cluster runs in this process), which shows the pipeline at that scale
+// and costs the measured window nothing. Throughout, a probe click
 // for an ad outside the workload is acknowledged, then GetAggregatedCount
 // is polled until it counts it: that interval is freshness.
 //
 // With every event applied, each kind of query is repeated for a while
-// with ads and countries drawn from the workload's popularity, and the heap
+// with ads and countries drawn from the workload's popularity (CPU-profiled
+// too, for the query figures' profile), and the heap
 // is read (live objects after GC, in this process) to give bytes per live
 // (ad, minute) key.
 //

@@ -27,7 +27,7 @@ const probeTimeout = 30 * time.Second
 // GetAggregatedCount polled every ProbePoll until the ad's count includes
 // it. Freshness is the time from the acknowledgement to the first answer
 // that includes the click, to within ProbePoll.
-func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func(time.Time) int64, rel func(time.Time) float64, res *ingestResult, window *atomic.Int32) error {
+func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func() int64, rel func(time.Time) float64, res *ingestResult, window *atomic.Int32) error {
 	cfg := r.cfg
 	expected := make([]int64, cfg.ProbeAds)
 	from := timestamppb.New(time.UnixMilli(r.spanStart))
@@ -42,7 +42,7 @@ func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func(time.T
 		default:
 		}
 		slot := int(k % uint64(cfg.ProbeAds))
-		ev := Event{ID: k, TimeMs: sweep(start), Ad: uint32(cfg.Workload.Ads + slot), User: uint32(k), IP: uint32(k), Kind: Probe}
+		ev := Event{ID: k, TimeMs: sweep(), Ad: uint32(cfg.Workload.Ads + slot), User: uint32(k), IP: uint32(k), Kind: Probe}
 		req := &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{r.names.ClickEvent(ev)}}
 		var ackAt time.Time
 		for attempt := 0; ; attempt++ {

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -153,9 +155,19 @@ type queryResult struct {
 	answers []answer
 }
 
-// runQueries measures every kind of query on the cluster.
+// runClusterQueries measures every kind of query on the cluster; with the
+// cluster in this process, under the CPU profiler (r.queryProfile).
 func (r *run) runClusterQueries(ctx context.Context) (map[string]*queryResult, error) {
 	out := map[string]*queryResult{}
+	if r.targets.InProcess && r.cfg.ProfileDuration > 0 {
+		var buf bytes.Buffer
+		if pprof.StartCPUProfile(&buf) == nil {
+			defer func() {
+				pprof.StopCPUProfile()
+				r.queryProfile = buf.Bytes()
+			}()
+		}
+	}
 	for _, k := range r.kinds {
 		r.progress.set("cluster queries", k.label)
 		qs := r.queries(k, r.cfg.QueryMaxSamples)

@@ -272,3 +272,25 @@ func TestProbeIDsNeverCollideWithTheWorkload(t *testing.T) {
 		}
 	}
 }
+
+func TestKeySetCountsDistinctKeysOfTheSpan(t *testing.T) {
+	const start = 1_700_000_040_000 // minute-aligned
+	ks := newKeySet(10, start, start+3*60_000)
+	type key struct{ ad, minute int64 }
+	want := map[key]bool{}
+	for i := range 200 {
+		e := Event{Ad: uint32(i * 7 % 13), TimeMs: start - 30_000 + int64(i)*1_100}
+		inSpan := e.TimeMs >= start && e.TimeMs < start+3*60_000 && e.Ad < 10
+		k := key{int64(e.Ad), e.Minute()}
+		isNew := inSpan && !want[k]
+		if got := ks.add(e); got != isNew {
+			t.Fatalf("event %d (%+v): add = %v, want %v", i, e, got, isNew)
+		}
+		if inSpan {
+			want[k] = true
+		}
+	}
+	if ks.len() != int64(len(want)) || len(want) == 0 {
+		t.Fatalf("len %d, want %d", ks.len(), len(want))
+	}
+}

@@ -28,8 +28,9 @@ IPs, 1% duplicates, 1% late), whose click times sweep through the last hour
 so that hour-long queries find every minute filled. In order:
 
   1. ingest as fast as the cluster acknowledges (the measured window), then a
-     CPU-profiled stretch, then a window paced for freshness, with probes
-     measuring ack-to-visible time throughout;
+     window paced for freshness, with probes measuring ack-to-visible time
+     throughout, then more load, CPU-profiled, until the workload has put
+     -bench.keys distinct (ad, minute) keys in the cluster;
   2. query latency (GetAggregatedCount, GetPopularAds over 1 and 60 minutes,
      with and without a country filter) and the aggregator's heap;
   3. the in-process limit: the same events decoded from their log encoding
@@ -39,8 +40,8 @@ so that hour-long queries find every minute filled. In order:
   4. the naive Redis design on the same events: pipelined HINCRBY per
      (minute, ad) and ZINCRBY per minute, top N by ZUNIONSTORE.
 
-The defaults finish in under ten minutes on two cores; -bench.duration and
-the other -bench.* flags raise the scale. With -bench.router (and
+The defaults finish in under ten minutes on two cores; -bench.keys,
+-bench.duration and the other -bench.* flags change the scale. With -bench.router (and
 -bench.queryd, -bench.coordinator) it measures a running cluster instead:
 give its aggregators' -aggregator.allowed-lateness, -dedup-horizon and
 -retention, run its routers with -router.idle-watermark-lag above -bench.span,

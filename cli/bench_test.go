@@ -26,7 +26,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	md := filepath.Join(dir, "docs", "benchmarks.md")
 	args := []string{
 		"-bench.warmup=0", "-bench.duration=1500ms", "-bench.profile=500ms", "-bench.freshness-duration=2s",
-		"-bench.ads=2000", "-bench.users=5000", "-bench.ips=3000", "-bench.batch=100",
+		"-bench.ads=2000", "-bench.keys=40000", "-bench.fill-timeout=30s", "-bench.users=5000", "-bench.ips=3000", "-bench.batch=100",
 		"-bench.streams=2", "-bench.inflight=2", "-bench.probe-interval=20ms",
 		"-bench.query-time=0", "-bench.query-min=3", "-bench.query-max=3", "-bench.naive-top-runs=1",
 		"-bench.out=" + md, "-bench.view=off", "-bench.data-dir=" + filepath.Join(dir, "data"),

@@ -27,9 +27,13 @@ type Config struct {
 	PollInterval time.Duration
 	// PublishCount is the length of each minute's published top list.
 	PublishCount int
-	// RepublishMinutes is how many recent completed minutes are checked again
-	// on every poll, so that late events republish a corrected top.
+	// RepublishMinutes is how many recent completed minutes are checked again,
+	// every RecheckInterval, so that late events republish a corrected top.
 	RepublishMinutes int
+	// RecheckInterval is how often the recent minutes are checked again.
+	// Each check is a cluster-wide top query per minute: every poll would
+	// cost the aggregators a tenth of their CPU at the bench's scale.
+	RecheckInterval time.Duration
 	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
 	// it forever.
 	PublishTTL time.Duration
@@ -44,9 +48,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, a whole number of minutes, that a count or popular-ads query may cover; keep it within the aggregators' in-memory retention, or older minutes are read from Redis")
 	fs.DurationVar(&c.CallTimeout, "queryd.call-timeout", 5*time.Second, "deadline of each call to an aggregator; an owner that does not answer in time makes the query fail with UNAVAILABLE")
 	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits, retrying, for a partition with no serving owner (a live handoff pauses a partition for well under a second; a lost aggregator's partitions move after its lease expires) before it fails with UNAVAILABLE naming the partitions; 0 fails at once")
-	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish; each poll also re-checks recent minutes for late events")
+	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish")
 	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
-	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked on every poll; a minute whose top changed through late events is published again")
+	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked every -queryd.recheck-interval; a minute whose top changed through late events is published again")
+	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often the recent completed minutes are re-checked for late events (at the first poll after this much time); each re-check is a cluster-wide top query per minute, so a re-check every poll costs the aggregators a noticeable share of their CPU at high rates")
 	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
 	// The key prefix is the process's -redis.prefix, set by the caller.
 	c.RedisPrefix = "clickagg"
@@ -82,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishCount < 1 || c.PublishCount > c.MaxCount {
 		return fmt.Errorf("-queryd.publish-count %d: must be in [1, -queryd.max-count=%d]", c.PublishCount, c.MaxCount)
+	}
+	if c.RecheckInterval < 0 {
+		return fmt.Errorf("-queryd.recheck-interval %v: must not be negative", c.RecheckInterval)
 	}
 	if c.RepublishMinutes < 0 || c.RepublishMinutes > maxRepublishMinutes {
 		return fmt.Errorf("-queryd.republish-minutes %d: must be in [0, %d]", c.RepublishMinutes, maxRepublishMinutes)

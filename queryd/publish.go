@@ -80,6 +80,8 @@ type minuteKey struct {
 type publisher struct {
 	progress
 	lastErr string
+	// rechecked is when the recent minutes were last checked again.
+	rechecked time.Time
 }
 
 func (q *Queryd) publishLoop(ctx context.Context) {
@@ -127,6 +129,13 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	}
 	upto := wm/minuteMs - 1 // the newest minute whose end the watermark passed
 	r := q.cfg.RepublishMinutes
+	// The handed-out minutes are checked again only every RecheckInterval;
+	// other polls look at new minutes alone.
+	recheck := r
+	now := time.Now()
+	if pub.started && now.Sub(pub.rechecked) < q.cfg.RecheckInterval {
+		recheck = 0
+	}
 	if !pub.started {
 		// Start with the recent minutes (at least the newest) only: older
 		// ones were published by a previous run, or are history nobody is
@@ -143,12 +152,12 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 
 	need := map[minuteKey]struct{}{}
 	pubQ := topQuery{n: q.cfg.PublishCount}
-	lo, hi := pub.window(upto, r)
+	lo, hi := pub.window(upto, recheck)
 	for m := lo; m <= hi; m++ {
 		need[minuteKey{pubQ, m}] = struct{}{}
 	}
 	for _, s := range subs {
-		lo, hi := s.window(upto, r)
+		lo, hi := s.window(upto, recheck)
 		for m := lo; m <= hi; m++ {
 			need[minuteKey{s.q, m}] = struct{}{}
 		}
@@ -158,9 +167,15 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		return err
 	}
 	for _, s := range subs {
-		q.deliver(s, upto, tops)
+		q.deliver(s, upto, recheck, tops)
 	}
-	return q.publishRedis(ctx, pub, upto, tops)
+	if err := q.publishRedis(ctx, pub, upto, recheck, tops); err != nil {
+		return err
+	}
+	if recheck > 0 {
+		pub.rechecked = now
+	}
+	return nil
 }
 
 // computeMinutes computes the top list of every (query, minute) in need.
@@ -201,8 +216,8 @@ func (q *Queryd) computeMinutes(ctx context.Context, need map[minuteKey]struct{}
 // whose stored list is missing or differs. Comparing with what Redis holds,
 // rather than with memory, makes a restarted queryd, or a second replica,
 // republish nothing that is already there.
-func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, tops map[minuteKey][]AdCount) error {
-	lo, hi := pub.window(upto, q.cfg.RepublishMinutes)
+func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, recheck int, tops map[minuteKey][]AdCount) error {
+	lo, hi := pub.window(upto, recheck)
 	if lo > hi {
 		return nil
 	}
@@ -262,10 +277,11 @@ func decodeStored(v any) ([]AdCount, bool) {
 	return fromProtoAds(resp.GetAds()), true
 }
 
-// deliver hands s its new minutes and its changed recent ones, in minute
-// order, without ever blocking: a watcher whose buffer is full is dropped.
-func (q *Queryd) deliver(s *subscriber, upto int64, tops map[minuteKey][]AdCount) {
-	lo, hi := s.window(upto, q.cfg.RepublishMinutes)
+// deliver hands s its new minutes and, when the poll checked the last
+// recheck minutes again, its changed recent ones, in minute order, without
+// ever blocking: a watcher whose buffer is full is dropped.
+func (q *Queryd) deliver(s *subscriber, upto int64, recheck int, tops map[minuteKey][]AdCount) {
+	lo, hi := s.window(upto, recheck)
 	for m := lo; m <= hi; m++ {
 		ads := tops[minuteKey{s.q, m}]
 		if m < s.next {

@@ -294,7 +294,7 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	want := Config{
 		MaxCount: 500, DefaultCount: 100, MaxWindow: 24 * time.Hour, CallTimeout: 5 * time.Second, MoveWait: 3 * time.Second,
-		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
+		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, RecheckInterval: 10 * time.Second, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
 	}
 	if c != want {
 		t.Errorf("flags gave %+v, want %+v", c, want)

@@ -19,6 +19,9 @@ type Memory struct {
 	// TopCacheBytes holds what Top caches: per-ad sums of complete minutes
 	// and the journal of late events since (see topcache.go).
 	TopCacheBytes int64
+	// CountryIndexBytes holds the bases' rows grouped by country, built by
+	// the first country query that reads each base (8 bytes per row).
+	CountryIndexBytes int64
 }
 
 // Memory returns what the state holds.
@@ -35,6 +38,7 @@ func (p *Partition) Memory() Memory {
 		u.Events += int64(len(b.users))
 		u.RowBytes += int64(b.memBytes())
 		u.FilterBytes += int64(8*cap(b.users) + 8*cap(b.ips) + b.indexBytes())
+		u.CountryIndexBytes += int64(b.countryIndexBytes())
 		u.DedupIDs += int64(len(b.hashes))
 		u.DedupBytes += int64(8 * cap(b.hashes))
 		d := m.delta

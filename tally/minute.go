@@ -523,35 +523,13 @@ func accumulate(m *minute, q *query, acc []int64, touched []uint32, track bool) 
 			}
 		}
 	case q.hasCountry:
-		// Scan the country column; walk the keys only to a matching row.
-		if q.country >= esc16 {
-			for i, ad := range b.ads {
-				for end := r + b.rowsOf(i); r < end; r++ {
-					if b.isCountry(r, q.country) {
-						if track && acc[ad] == 0 {
-							touched = append(touched, ad)
-						}
-						acc[ad] += int64(b.count(r))
-					}
-				}
-			}
-			break
-		}
-		c16 := uint16(q.country)
-		i, end := -1, 0 // the key of the rows before end
-		for r, c := range b.countries {
-			if c != c16 {
-				continue
-			}
-			for end <= r {
-				i++
-				end += b.rowsOf(i)
-			}
-			ad := b.ads[i]
+		// The country's rows, from the base's country index.
+		ads, counts := b.byCountry().ofCountry(q.country)
+		for k, ad := range ads {
 			if track && acc[ad] == 0 {
 				touched = append(touched, ad)
 			}
-			acc[ad] += int64(b.count(r))
+			acc[ad] += int64(counts[k])
 		}
 	default:
 		for i, ad := range b.ads {

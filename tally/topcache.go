@@ -573,16 +573,9 @@ func addRows(m *minute, q *query, sign int64, acc []int64, mark []bool, touched 
 	}
 	b := &m.base
 	if q.hasCountry {
-		i, end := -1, 0 // the key of the rows before end
-		for r := range b.countries {
-			if !b.isCountry(r, q.country) {
-				continue
-			}
-			for end <= r {
-				i++
-				end += b.rowsOf(i)
-			}
-			touch(b.ads[i], int64(b.count(r)))
+		ads, counts := b.byCountry().ofCountry(q.country)
+		for k, ad := range ads {
+			touch(ad, int64(counts[k]))
 		}
 	} else {
 		for i, ad := range b.ads {
