@@ -232,6 +232,9 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 	} else {
 		note("Freshness was measured at %s/s. %d probes, polled every %s.", si(ing.freshRate), ing.freshness.N(), cfg.ProbePoll)
 	}
+	if ing.forks > 0 {
+		note("The cluster's redis-server forked %d times during the cluster run, each fork a child that rewrites the AOF: it serializes the whole dataset (the logs and the snapshots) on a core of its own and writes it to the disk that every fsynced append waits on.", ing.forks)
+	}
 	if ing.statusFailures > 0 {
 		note("%d of the once-a-second GetClusterStatus calls failed or left partitions out (an aggregator answering status slower than -coordinator.status-timeout under load); the lag figures come from the others.", ing.statusFailures)
 	}

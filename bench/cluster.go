@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,23 @@ func (r *run) status(ctx context.Context) (clusterStatus, error) {
 	cs.processed = cs.applied + cs.duplicates
 	cs.at = time.Now()
 	return cs, nil
+}
+
+// redisForks returns how many times the cluster's Redis has forked (for
+// AOF rewrites, since it saves no RDB), -1 when unknown.
+func (r *run) redisForks(ctx context.Context) int64 {
+	if r.clusterRdb == nil {
+		return -1
+	}
+	v, err := infoField(ctx, r.clusterRdb, "stats", "total_forks")
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // statusRetry is status, tried up to three times.
@@ -122,6 +140,9 @@ type ingestResult struct {
 	sweepSpeed  float64       // event time per clock time in the measured window
 	keys        int64         // distinct (ad, minute) keys of the workload's events
 	fill        time.Duration // the load after the freshness window that added keys
+	// forks is how many times the cluster's redis-server forked during the
+	// run (AOF rewrites), -1 when unknown.
+	forks int64
 	// statusFailures counts the once-a-second GetClusterStatus calls that
 	// failed or left partitions out.
 	statusFailures int
@@ -137,6 +158,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	forks0 := r.redisForks(ctx)
 
 	conns := make([]*grpc.ClientConn, cfg.Streams)
 	for i := range conns {
@@ -509,6 +531,11 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 		return nil, fmt.Errorf("bench: %d events acknowledged, %d sent", res.events, want)
 	}
 	res.keys = keysAdded.Load()
+	if forks1 := r.redisForks(ctx); forks0 >= 0 && forks1 >= 0 {
+		res.forks = forks1 - forks0
+	} else {
+		res.forks = -1
+	}
 	res.late = st.late - base.late
 	res.duplicates = st.duplicates - base.duplicates
 	span("drain", tStop)

@@ -101,14 +101,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Inflight, "bench.inflight", 16, "requests sent ahead of their acknowledgement on each stream")
 	fs.IntVar(&c.Batch, "bench.batch", 500, "events per IngestStream request")
 
-	fs.DurationVar(&c.QueryTime, "bench.query-time", 3*time.Second, "how long each kind of query is repeated (one client, one at a time)")
+	fs.DurationVar(&c.QueryTime, "bench.query-time", 2*time.Second, "how long each kind of query is repeated (one client, one at a time)")
 	fs.IntVar(&c.QueryMinSamples, "bench.query-min", 100, "each kind of query runs at least this many times, even past -bench.query-time")
 	fs.IntVar(&c.QueryMaxSamples, "bench.query-max", 5000, "each kind of query runs at most this many times")
 
 	fs.BoolVar(&c.Naive, "bench.naive", true, "run the naive Redis baseline (pipelined HINCRBY per (minute, ad) and ZINCRBY per minute) on the same events")
-	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 45*time.Second, "give up the naive baseline's ingest after this long and report the rate it had (its rate is steady well before; its memory and query figures are then for fewer keys)")
+	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 30*time.Second, "give up the naive baseline's ingest after this long and report the rate it had (its rate is steady well before; its memory and query figures are then for fewer keys)")
 	fs.IntVar(&c.NaiveTopRuns, "bench.naive-top-runs", 3, "how many times the naive top-100 over the span (ZUNIONSTORE) is timed")
-	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 1_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys; 0 takes every partition (recovery takes long: this bounds the run)")
+	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 10_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys (the default, the targets' 10M, takes every partition of a default run); 0 takes every partition. A few partitions are a noisy sample: the hottest ads land in random partitions, and their events per key set the bytes per key")
 	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (the same log entries decoded and counted by package tally in one goroutine) and the snapshot/recovery measurement")
 
 	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
