@@ -50,7 +50,10 @@
 //     reference count per row using them, found through an open-addressing
 //     index of ids), so a row holds ids, and an ad's string is paid once
 //     for all its minutes. Ids of strings no minute in memory uses are
-//     freed and reused.
+//     freed and reused. A base that a country query has read also lists
+//     its rows grouped by country, each with its ad and clicks (8 bytes
+//     per row, built by the first such query, Memory.CountryIndexBytes),
+//     so that a country query reads its country's rows alone.
 //   - The filter index: per counted event, the hashes of its user_id and
 //     ip (16 bytes), plus, for a minute that a user or ip filter has read,
 //     its events sorted by user hash and by ip hash (4 bytes each per event,
