@@ -120,6 +120,12 @@ var (
 		"Age of the oldest log entry of the partition not applied yet (0 when caught up).", []string{"partition"}, nil)
 	watermarkDelayDesc = prometheus.NewDesc("clickagg_aggregator_watermark_delay_seconds",
 		"Wall clock minus the partition's watermark (event time up to which minutes are complete).", []string{"partition"}, nil)
+	stateKeysDesc = prometheus.NewDesc("clickagg_aggregator_state_keys",
+		"Distinct (ad, minute) keys in memory, over the partitions held.", nil, nil)
+	stateDedupIDsDesc = prometheus.NewDesc("clickagg_aggregator_state_dedup_ids",
+		"Event ids remembered for deduplication, over the partitions held.", nil, nil)
+	stateBytesDesc = prometheus.NewDesc("clickagg_aggregator_state_bytes",
+		"Memory of the partitions held, by budget (package tally's accounting): rows (clicks by ad and by ad and country), filter (user and ip hashes per event, and their indexes), dedup (event-id hashes), top_cache (Top's cached sums and late-event journal), country_index (rows grouped by country, built by country queries).", []string{"budget"}, nil)
 )
 
 // partitionCollector reads the held partitions at scrape time.
@@ -130,6 +136,9 @@ func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagEntriesDesc
 	ch <- lagSecondsDesc
 	ch <- watermarkDelayDesc
+	ch <- stateKeysDesc
+	ch <- stateDedupIDsDesc
+	ch <- stateBytesDesc
 }
 
 func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
@@ -144,6 +153,7 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		wm int64
 	}
 	var hs []held
+	var tps []*tally.Partition
 	a.mu.RLock()
 	for _, p := range a.parts {
 		if p.state == stateStopped {
@@ -151,8 +161,27 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		byState[p.state.String()]++
 		hs = append(hs, held{p.id, p.tp.Watermark()})
+		tps = append(tps, p.tp)
 	}
 	a.mu.RUnlock()
+	// Each partition's accounting walks its minutes under its read lock;
+	// at scrape intervals that is cheap next to applying.
+	var mem tally.Memory
+	for _, tp := range tps {
+		m := tp.Memory()
+		mem.Keys += m.Keys
+		mem.DedupIDs += m.DedupIDs
+		mem.RowBytes += m.RowBytes
+		mem.FilterBytes += m.FilterBytes
+		mem.DedupBytes += m.DedupBytes
+		mem.TopCacheBytes += m.TopCacheBytes
+		mem.CountryIndexBytes += m.CountryIndexBytes
+	}
+	ch <- prometheus.MustNewConstMetric(stateKeysDesc, prometheus.GaugeValue, float64(mem.Keys))
+	ch <- prometheus.MustNewConstMetric(stateDedupIDsDesc, prometheus.GaugeValue, float64(mem.DedupIDs))
+	for budget, b := range map[string]int64{"rows": mem.RowBytes, "filter": mem.FilterBytes, "dedup": mem.DedupBytes, "top_cache": mem.TopCacheBytes, "country_index": mem.CountryIndexBytes} {
+		ch <- prometheus.MustNewConstMetric(stateBytesDesc, prometheus.GaugeValue, float64(b), budget)
+	}
 	for s, n := range byState {
 		ch <- prometheus.MustNewConstMetric(partitionsDesc, prometheus.GaugeValue, float64(n), s)
 	}

@@ -76,7 +76,14 @@ clickagg_aggregator_partitions{state="serving"} 2
 # HELP clickagg_aggregator_fenced_writes_total Snapshot writes refused because a newer owner had claimed the partition; each dropped the partition.
 # TYPE clickagg_aggregator_fenced_writes_total counter
 clickagg_aggregator_fenced_writes_total 0
-`), "clickagg_aggregator_partition_lag_entries", "clickagg_aggregator_partition_lag_seconds", "clickagg_aggregator_partitions", "clickagg_aggregator_fenced_writes_total"); err != nil {
+# HELP clickagg_aggregator_state_keys Distinct (ad, minute) keys in memory, over the partitions held.
+# TYPE clickagg_aggregator_state_keys gauge
+clickagg_aggregator_state_keys 1
+# HELP clickagg_aggregator_state_dedup_ids Event ids remembered for deduplication, over the partitions held.
+# TYPE clickagg_aggregator_state_dedup_ids gauge
+clickagg_aggregator_state_dedup_ids 3
+`), "clickagg_aggregator_partition_lag_entries", "clickagg_aggregator_partition_lag_seconds", "clickagg_aggregator_partitions", "clickagg_aggregator_fenced_writes_total",
+		"clickagg_aggregator_state_keys", "clickagg_aggregator_state_dedup_ids"); err != nil {
 		t.Error(err)
 	}
 
@@ -87,12 +94,24 @@ clickagg_aggregator_fenced_writes_total 0
 		t.Fatal(err)
 	}
 	delays := map[string]float64{}
+	stateBytes := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "clickagg_aggregator_watermark_delay_seconds" {
-			continue
+		switch mf.GetName() {
+		case "clickagg_aggregator_watermark_delay_seconds":
+			for _, m := range mf.GetMetric() {
+				delays[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		case "clickagg_aggregator_state_bytes":
+			for _, m := range mf.GetMetric() {
+				stateBytes[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
 		}
-		for _, m := range mf.GetMetric() {
-			delays[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+	}
+	// One key of three counted events: rows, their user and ip hashes and
+	// their ids take memory; no query has built a cache or an index.
+	for budget, positive := range map[string]bool{"rows": true, "filter": true, "dedup": true, "top_cache": false, "country_index": false} {
+		if b, ok := stateBytes[budget]; !ok || (b > 0) != positive {
+			t.Errorf("state bytes of %s = %v (reported: %v), want positive %v", budget, b, ok, positive)
 		}
 	}
 	end := time.Now().UnixMilli() + 1 // the gauge is not truncated to ms
