@@ -30,9 +30,11 @@ type Config struct {
 	// RepublishMinutes is how many recent completed minutes are checked again,
 	// every RecheckInterval, so that late events republish a corrected top.
 	RepublishMinutes int
-	// RecheckInterval is how often the recent minutes are checked again.
-	// Each check is a cluster-wide top query per minute: every poll would
-	// cost the aggregators a tenth of their CPU at the bench's scale.
+	// RecheckInterval is how often the recent minutes are checked again
+	// when no new minute completes (a poll that hands out new minutes
+	// checks them too). Each check is a cluster-wide top query per minute:
+	// every poll would cost the aggregators a tenth of their CPU at the
+	// bench's scale.
 	RecheckInterval time.Duration
 	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
 	// it forever.
@@ -51,7 +53,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish")
 	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
 	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked every -queryd.recheck-interval; a minute whose top changed through late events is published again")
-	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often the recent completed minutes are re-checked for late events (at the first poll after this much time); each re-check is a cluster-wide top query per minute, so a re-check every poll costs the aggregators a noticeable share of their CPU at high rates")
+	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often the recent completed minutes are re-checked for late events while no new minute completes (a poll that publishes a new minute re-checks them too, so none leaves the re-checked window unchecked); each re-check is a cluster-wide top query per minute, so a re-check every poll costs the aggregators a noticeable share of their CPU at high rates")
 	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
 	// The key prefix is the process's -redis.prefix, set by the caller.
 	c.RedisPrefix = "clickagg"

@@ -129,13 +129,6 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	}
 	upto := wm/minuteMs - 1 // the newest minute whose end the watermark passed
 	r := q.cfg.RepublishMinutes
-	// The handed-out minutes are checked again only every RecheckInterval;
-	// other polls look at new minutes alone.
-	recheck := r
-	now := time.Now()
-	if pub.started && now.Sub(pub.rechecked) < q.cfg.RecheckInterval {
-		recheck = 0
-	}
 	if !pub.started {
 		// Start with the recent minutes (at least the newest) only: older
 		// ones were published by a previous run, or are history nobody is
@@ -144,10 +137,22 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		pub.started, pub.start, pub.next = true, first, first
 	}
 	subs := q.subscribers()
+	newMinutes := pub.next <= upto
 	for _, s := range subs {
 		if !s.started {
 			s.started, s.start, s.next = true, upto, upto
 		}
+		newMinutes = newMinutes || s.next <= upto
+	}
+	// The handed-out minutes are checked again every RecheckInterval, and
+	// on every poll that hands out new minutes: such a poll moves the
+	// oldest of them out of the window, so they get a last check first,
+	// however fast minutes complete (a catch-up). Other polls only look
+	// for new minutes.
+	recheck := 0
+	now := time.Now()
+	if newMinutes || now.Sub(pub.rechecked) >= q.cfg.RecheckInterval {
+		recheck = r
 	}
 
 	need := map[minuteKey]struct{}{}

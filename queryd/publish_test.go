@@ -331,3 +331,38 @@ func TestSlowWatcherDropped(t *testing.T) {
 		t.Errorf("fast watcher ended with %v", err)
 	}
 }
+
+// TestRecheckOnNewMinute: with the timed re-check an hour away, a late
+// event in a published minute is not republished by polls that find no new
+// minute, and is by the poll that hands out the next one, before it. So a
+// minute never leaves the re-checked window without a last check, however
+// fast minutes complete.
+func TestRecheckOnNewMinute(t *testing.T) {
+	cfg := testConfig()
+	cfg.PublishCount = 5
+	cfg.RepublishMinutes = 3
+	cfg.RecheckInterval = time.Hour
+	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
+	tr.setAllWatermarks((base + 4) * minuteMs)
+	e := newEnv(t, tr, cfg)
+	pubsub := subscribe(t, e.ctx, e.rdb)
+	e.start()
+	for m := base + 1; m <= base+3; m++ {
+		expect(t, "startup", pubsub.next(), tr, m, 5, Filter{})
+	}
+
+	late := base + 1 // the oldest of the window: the next minute moves it out
+	for i := range 10 {
+		tr.add(click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})
+	}
+	waitPolls(t, tr)
+	if got, _ := stored(t, e.ctx, e.rdb, late); len(got.ads) > 0 && got.ads[0].AdID == "ad-late" {
+		t.Fatalf("minute %d republished with no new minute and no re-check due: %v", late, got)
+	}
+	tr.setAllWatermarks((base + 5) * minuteMs)
+	expect(t, "last check", pubsub.next(), tr, late, 5, Filter{})
+	expect(t, "new minute", pubsub.next(), tr, base+4, 5, Filter{})
+	if got, _ := stored(t, e.ctx, e.rdb, late); got.ads[0] != (AdCount{AdID: "ad-late", Count: 10}) {
+		t.Fatalf("corrected minute %d stored as %v", late, got)
+	}
+}
