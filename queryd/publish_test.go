@@ -215,10 +215,15 @@ func TestPublish(t *testing.T) {
 	// Late events: a minute inside the republish window gets a new leader;
 	// one outside it changes too, but is history.
 	late := base + 9
+	// At once, as one log entry would: a poll between single clicks would
+	// announce a correction of part of them first.
+	var lateClicks []click
 	for i := range 10 {
-		tr.add(click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})
-		tr.add(click{ad: "ad-old", minute: base + 2, country: "US", ip: "10.0.0.1", userID: "u1"})
+		lateClicks = append(lateClicks,
+			click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)},
+			click{ad: "ad-old", minute: base + 2, country: "US", ip: "10.0.0.1", userID: "u1"})
 	}
+	tr.add(lateClicks...)
 	checkMinute("correction", late)
 	if got, _ := stored(t, ctx, e.rdb, late); got.ads[0] != (AdCount{AdID: "ad-late", Count: 10}) {
 		t.Fatalf("corrected minute %d stored as %v", late, got)
@@ -352,9 +357,11 @@ func TestRecheckOnNewMinute(t *testing.T) {
 	}
 
 	late := base + 1 // the oldest of the window: the next minute moves it out
+	var lateClicks []click
 	for i := range 10 {
-		tr.add(click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})
+		lateClicks = append(lateClicks, click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})
 	}
+	tr.add(lateClicks...)
 	waitPolls(t, tr)
 	if got, _ := stored(t, e.ctx, e.rdb, late); len(got.ads) > 0 && got.ads[0].AdID == "ad-late" {
 		t.Fatalf("minute %d republished with no new minute and no re-check due: %v", late, got)
