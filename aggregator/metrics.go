@@ -168,14 +168,7 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	// at scrape intervals that is cheap next to applying.
 	var mem tally.Memory
 	for _, tp := range tps {
-		m := tp.Memory()
-		mem.Keys += m.Keys
-		mem.DedupIDs += m.DedupIDs
-		mem.RowBytes += m.RowBytes
-		mem.FilterBytes += m.FilterBytes
-		mem.DedupBytes += m.DedupBytes
-		mem.TopCacheBytes += m.TopCacheBytes
-		mem.CountryIndexBytes += m.CountryIndexBytes
+		mem.Add(tp.Memory())
 	}
 	ch <- prometheus.MustNewConstMetric(stateKeysDesc, prometheus.GaugeValue, float64(mem.Keys))
 	ch <- prometheus.MustNewConstMetric(stateDedupIDsDesc, prometheus.GaugeValue, float64(mem.DedupIDs))

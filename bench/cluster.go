@@ -483,23 +483,13 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 		tk := time.Now()
 		var buf bytes.Buffer
 		profiling := profile && pprof.StartCPUProfile(&buf) == nil
-		deadline := time.After(cfg.FillTimeout)
-		minimum := time.After(cfg.ProfileDuration)
-		if !profile {
-			minimum = time.After(0)
+		minEnd, deadline := tk, tk.Add(cfg.FillTimeout)
+		if profile {
+			minEnd = tk.Add(cfg.ProfileDuration)
 		}
 		var err error
-		for done, timedOut := false, false; !done; {
-			select {
-			case <-gctx.Done():
-				err = stopped()
-			case <-deadline:
-				timedOut = true
-			case <-minimum:
-				minimum = nil
-			case <-time.After(50 * time.Millisecond):
-			}
-			done = err != nil || (minimum == nil && (timedOut || keysAdded.Load() >= cfg.Keys))
+		for now := tk; err == nil && (now.Before(minEnd) || (keysAdded.Load() < cfg.Keys && now.Before(deadline))); now = time.Now() {
+			err = wait(50 * time.Millisecond)
 		}
 		if profiling {
 			pprof.StopCPUProfile()

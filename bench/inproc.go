@@ -251,12 +251,7 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 	keysOf := make([]int64, len(state))
 	for i, p := range state {
 		m := p.Memory()
-		res.mem.Keys += m.Keys
-		res.mem.RowBytes += m.RowBytes
-		res.mem.Events += m.Events
-		res.mem.FilterBytes += m.FilterBytes
-		res.mem.DedupIDs += m.DedupIDs
-		res.mem.DedupBytes += m.DedupBytes
+		res.mem.Add(m)
 		keysOf[i] = m.Keys
 	}
 	res.keys = res.mem.Keys

@@ -151,24 +151,33 @@ func waitPolls(t *testing.T, tr *truth) {
 // watchers, in order and exact; a lagging partition holds publication back;
 // a late event republishes its minute; a restarted queryd republishes
 // nothing that Redis already holds.
-func TestPublish(t *testing.T) {
-	cfg := testConfig()
+// startPublishing starts a queryd that publishes top-5 lists and re-checks
+// the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
+// are cut inside ties), with the minutes up to base+3 complete; it checks
+// that the startup publishes those last 3 minutes, oldest first.
+func startPublishing(t *testing.T, cfg Config) (*truth, *env, *channelReader) {
+	t.Helper()
 	cfg.PublishCount = 5
 	cfg.RepublishMinutes = 3
-	cfg.PublishTTL = time.Hour
-	// 60 ads, about 150 clicks a minute: top-5 lists are cut inside ties.
 	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
-	tr.setAllWatermarks((base + 4) * minuteMs) // minutes up to base+3 complete
+	tr.setAllWatermarks((base + 4) * minuteMs)
 	e := newEnv(t, tr, cfg)
-	ctx := e.ctx
-	pubsub := subscribe(t, ctx, e.rdb)
+	pubsub := subscribe(t, e.ctx, e.rdb)
 	e.start()
-
-	// At startup the last RepublishMinutes completed minutes are published,
-	// oldest first, and nothing older.
 	for m := base + 1; m <= base+3; m++ {
 		expect(t, "startup", pubsub.next(), tr, m, 5, Filter{})
 	}
+	return tr, e, pubsub
+}
+
+func TestPublish(t *testing.T) {
+	cfg := testConfig()
+	cfg.PublishTTL = time.Hour
+	tr, e, pubsub := startPublishing(t, cfg)
+	ctx := e.ctx
+
+	// The startup published the last RepublishMinutes completed minutes,
+	// and nothing older.
 	if ttl := e.rdb.TTL(ctx, TopKey("clickagg", base+1)).Val(); ttl <= 0 || ttl > time.Hour {
 		t.Errorf("published key has TTL %v, want (0, 1h]", ttl)
 	}
@@ -344,17 +353,8 @@ func TestSlowWatcherDropped(t *testing.T) {
 // fast minutes complete.
 func TestRecheckOnNewMinute(t *testing.T) {
 	cfg := testConfig()
-	cfg.PublishCount = 5
-	cfg.RepublishMinutes = 3
 	cfg.RecheckInterval = time.Hour
-	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
-	tr.setAllWatermarks((base + 4) * minuteMs)
-	e := newEnv(t, tr, cfg)
-	pubsub := subscribe(t, e.ctx, e.rdb)
-	e.start()
-	for m := base + 1; m <= base+3; m++ {
-		expect(t, "startup", pubsub.next(), tr, m, 5, Filter{})
-	}
+	tr, e, pubsub := startPublishing(t, cfg)
 
 	late := base + 1 // the oldest of the window: the next minute moves it out
 	var lateClicks []click

@@ -24,6 +24,18 @@ type Memory struct {
 	CountryIndexBytes int64
 }
 
+// Add adds o's figures to m, to sum partitions.
+func (m *Memory) Add(o Memory) {
+	m.Keys += o.Keys
+	m.RowBytes += o.RowBytes
+	m.Events += o.Events
+	m.FilterBytes += o.FilterBytes
+	m.DedupIDs += o.DedupIDs
+	m.DedupBytes += o.DedupBytes
+	m.TopCacheBytes += o.TopCacheBytes
+	m.CountryIndexBytes += o.CountryIndexBytes
+}
+
 // Memory returns what the state holds.
 func (p *Partition) Memory() Memory {
 	p.mu.RLock()
