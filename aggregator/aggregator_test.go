@@ -326,11 +326,9 @@ func TestCorruptEntry(t *testing.T) {
 	w.check(t, n, []int{0})
 }
 
-// TestCrashRecovery: an aggregator dies after its last snapshot but with
-// log entries applied after it; its successor (same ID, new incarnation and
-// epoch) restores the snapshot, replays the rest, and counts exactly: no
-// event lost, no retry counted twice.
-func TestCrashRecovery(t *testing.T) {
+// startCrashing starts aggregator agg-0 owning all 4 partitions at epoch 1,
+// snapshotting every minute of a fake clock, for a test that crashes it.
+func startCrashing(t *testing.T) (*env, *fakeClock, Config, *node, cluster.Member) {
 	e := newEnv(t, 4)
 	clock := &fakeClock{t: time.Now()}
 	cfg := testConfig("agg-0")
@@ -338,7 +336,25 @@ func TestCrashRecovery(t *testing.T) {
 	a := e.start(cfg, e.cl, clock.Now)
 	m1 := member(t, e.cl, "agg-0", 0)
 	e.assign(owners(4, m1, 1))
+	return e, clock, cfg, a, m1
+}
 
+// succeed starts the successor of the crashed agg-0 (m1) and gives it all
+// 4 partitions at epoch 2, once they serve.
+func (e *env) succeed(cfg Config, clock *fakeClock, m1 cluster.Member) *node {
+	b := e.start(cfg, e.cl, clock.Now)
+	m2 := member(e.t, e.cl, "agg-0", m1.Incarnation)
+	e.assign(owners(4, m2, 2))
+	b.waitServing(e.last)
+	return b
+}
+
+// TestCrashRecovery: an aggregator dies after its last snapshot but with
+// log entries applied after it; its successor (same ID, new incarnation and
+// epoch) restores the snapshot, replays the rest, and counts exactly: no
+// event lost, no retry counted twice.
+func TestCrashRecovery(t *testing.T) {
+	e, clock, cfg, a, m1 := startCrashing(t)
 	w := newWorkload(e)
 	for range 5 {
 		w.fresh(40, 0, 5)
@@ -347,14 +363,7 @@ func TestCrashRecovery(t *testing.T) {
 	a.waitServing(e.last)
 	snapped := maps.Clone(e.last)
 	clock.Advance(time.Minute)
-	testserver.Eventually(t, wait, func() error {
-		for p, off := range snapped {
-			if m, _ := e.storedMeta(p); m.GetOffset() != off {
-				return fmt.Errorf("partition %d snapshot at %q, want %q", p, m.GetOffset(), off)
-			}
-		}
-		return nil
-	})
+	e.waitStored(snapped)
 
 	// Applied by a, never snapshotted: retries of snapshotted events, late
 	// events, new minutes.
@@ -376,10 +385,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 
-	b := e.start(cfg, e.cl, clock.Now)
-	m2 := member(t, e.cl, "agg-0", m1.Incarnation)
-	e.assign(owners(4, m2, 2))
-	b.waitServing(e.last)
+	b := e.succeed(cfg, clock, m1)
 	w.check(t, b, allParts(4))
 	w.checkStats(t, b)
 	// The new owner's snapshots carry its epoch.
@@ -392,6 +398,56 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCrashRecoveryWithLateParts crashes an aggregator whose last
+// snapshots stored complete minutes as late parts, after it applied more
+// late events: its successor restores the minutes with their parts, and
+// replays the rest, and counts exactly.
+func TestCrashRecoveryWithLateParts(t *testing.T) {
+	e, clock, cfg, a, m1 := startCrashing(t)
+	w := newWorkload(e)
+	saveAll := func() {
+		t.Helper()
+		a.waitServing(e.last)
+		want := maps.Clone(e.last)
+		clock.Advance(time.Minute)
+		e.waitStored(want)
+	}
+
+	for range 5 {
+		w.fresh(40, 0, 5)
+	}
+	w.tickAt(6)
+	saveAll() // minutes 0-4 complete, stored whole
+	w.fresh(60, 0, 5)
+	w.retry(20)
+	saveAll() // their late events, stored as late parts
+	parts := 0
+	for p := range 4 {
+		ld, err := e.store.Load(ctxT(t), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts += len(ld.Late)
+	}
+	if parts == 0 {
+		t.Fatal("no late part stored; the test needs them")
+	}
+	// Applied by a, never snapshotted: more late events for the minutes
+	// with parts, retries of the parts' events, newer minutes.
+	w.fresh(50, 0, 5)
+	w.retry(60)
+	w.fresh(40, 6, 12)
+	w.tickAt(13)
+	a.waitServing(e.last)
+	w.check(t, a, allParts(4))
+
+	_ = a.rdb.Close()
+	a.stop()
+	b := e.succeed(cfg, clock, m1)
+	w.check(t, b, allParts(4))
+	w.checkStats(t, b)
 }
 
 // TestHandoff moves partition 2 from a to b at a higher epoch.

@@ -602,7 +602,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 	case ld.Epoch > e:
 		return fmt.Errorf("load snapshot %d: fenced at epoch %d, ours is %d: %w", p, ld.Epoch, e, snapshot.ErrStaleEpoch)
 	default:
-		tp, err = tally.Restore(p, a.opts, ld.Meta, ld.Minutes)
+		tp, err = tally.Restore(p, a.opts, ld.Meta, ld.Minutes, ld.Late)
 		if err != nil {
 			return fmt.Errorf("restore partition %d: %w: %w", p, errBadSnapshot, err)
 		}
@@ -658,11 +658,15 @@ func (a *Aggregator) encode(p *partition) encoded {
 		Epoch:         p.epoch,
 		Meta:          s.Meta,
 		Minutes:       s.Minutes,
+		Late:          s.Late,
 		Drop:          s.Drop,
 		TrimLogBefore: a.trimBefore(s.Offset),
 	}
 	size := len(w.Meta)
 	for _, b := range w.Minutes {
+		size += len(b)
+	}
+	for _, b := range w.Late {
 		size += len(b)
 	}
 	return encoded{snap: s, w: w, size: size}

@@ -224,6 +224,20 @@ func (e *env) streamIDs(p int) []string {
 }
 
 // storedMeta returns the stored snapshot meta of p, or nil if none.
+// waitStored waits until each partition's stored snapshot is at the offset
+// offsets gives it.
+func (e *env) waitStored(offsets map[int]string) {
+	e.t.Helper()
+	testserver.Eventually(e.t, wait, func() error {
+		for p, off := range offsets {
+			if m, _ := e.storedMeta(p); m.GetOffset() != off {
+				return fmt.Errorf("partition %d snapshot at %q, want %q", p, m.GetOffset(), off)
+			}
+		}
+		return nil
+	})
+}
+
 func (e *env) storedMeta(p int) (*clickaggv1.SnapshotMeta, uint64) {
 	e.t.Helper()
 	ld, err := e.store.Load(ctxT(e.t), p)

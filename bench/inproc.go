@@ -393,7 +393,7 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 			if err != nil {
 				return err
 			}
-			set[i], err = tally.Restore(i, r.targets.Tally, l.Meta, l.Minutes)
+			set[i], err = tally.Restore(i, r.targets.Tally, l.Meta, l.Minutes, l.Late)
 			return err
 		})
 	}
@@ -430,7 +430,7 @@ func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition)
 	for i, p := range set {
 		g.Go(func() error {
 			s := p.Snapshot(1)
-			if err := store.Save(gctx, i, snapshot.Write{Epoch: 1, Meta: s.Meta, Minutes: s.Minutes, Drop: s.Drop}); err != nil {
+			if err := store.Save(gctx, i, snapshot.Write{Epoch: 1, Meta: s.Meta, Minutes: s.Minutes, Late: s.Late, Drop: s.Drop}); err != nil {
 				return err
 			}
 			p.MarkSaved(s)
@@ -438,7 +438,10 @@ func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition)
 			for _, m := range s.Minutes {
 				b += len(m)
 			}
-			entries.Add(int64(len(s.Minutes)))
+			for _, m := range s.Late {
+				b += len(m)
+			}
+			entries.Add(int64(len(s.Minutes) + len(s.Late)))
 			size.Add(int64(b))
 			return nil
 		})

@@ -8,8 +8,9 @@
 //
 //	prefix:{pN}:epoch  string  the fence: the highest epoch that claimed or saved p
 //	prefix:{pN}:snap   hash    "meta" (encoded SnapshotMeta, which holds the log
-//	                           offset) and one field "m:<unix minute>" per minute
-//	                           (package tally's versioned minute encoding)
+//	                           offset), one field "m:<unix minute>" per minute
+//	                           (package tally's versioned minute encoding), and
+//	                           "l:<unix minute>" for a minute's late part
 //	prefix:{pN}:log    stream  the partition log (package partlog)
 //
 // All three share the hash tag {pN}, so the Lua scripts that touch them
@@ -42,7 +43,10 @@
 // snapshot can hold hours of minutes (tens of MB). So Save writes only what a
 // Write lists: the meta, the minutes that changed since the last accepted
 // save, and deletes the minutes listed in Drop; every other stored minute is
-// left as it is. The meta is written after the minutes, and the log is
+// left as it is. A complete minute that changed only by late events is not
+// written whole again: its late part (the late events since it was stored
+// whole) replaces the one stored, and the minute stays as it is; writing a
+// minute whole deletes its late part. The meta is written after the minutes, and the log is
 // trimmed last, so the log is never trimmed unless the snapshot that makes the
 // trimmed entries unnecessary has been stored.
 //

@@ -30,9 +30,14 @@ type Write struct {
 	Meta []byte
 	// Minutes are the changed minutes in package tally's versioned minute
 	// encoding, keyed by Unix minute. This package stores them as opaque
-	// bytes.
+	// bytes. Each replaces the minute and deletes its late part.
 	Minutes map[int64][]byte
-	// Drop lists minutes no longer part of the snapshot.
+	// Late are late parts (package tally's late events of a minute since
+	// it was stored whole), keyed by Unix minute. Each replaces the
+	// minute's late part; a minute is in Minutes or in Late, not both.
+	Late map[int64][]byte
+	// Drop lists minutes no longer part of the snapshot; they are deleted
+	// with their late parts.
 	Drop []int64
 	// TrimLogBefore, when non-empty, trims the partition's log below this ID
 	// (XTRIM MINID) in the same atomic step.
@@ -43,6 +48,8 @@ type Write struct {
 type Loaded struct {
 	Meta    []byte
 	Minutes map[int64][]byte
+	// Late are the stored late parts, keyed by Unix minute.
+	Late map[int64][]byte
 	// Epoch is the fence epoch, which may be higher than the epoch that
 	// saved the snapshot if a newer owner has claimed since.
 	Epoch uint64
@@ -91,6 +98,10 @@ func minuteField(m int64) string {
 	return "m:" + strconv.FormatInt(m, 10)
 }
 
+func lateField(m int64) string {
+	return "l:" + strconv.FormatInt(m, 10)
+}
+
 // older compares epochs as decimal strings: Lua numbers are doubles and would
 // round epochs above 2^53. Epochs are always written by strconv.FormatUint,
 // so there are no leading zeros and a shorter string is a smaller number.
@@ -116,14 +127,19 @@ return {1, ARGV[1]}
 
 // saveScript: KEYS[1] fence, KEYS[2] snapshot hash, KEYS[3] partition log;
 // ARGV[1] epoch, ARGV[2] meta, ARGV[3] trim-before ID or "", ARGV[4] number
-// of minutes n, then n (field, value) pairs, then the fields to delete.
+// of fields n to set, then n (field, value) pairs (whole minutes first,
+// then late parts), then the fields to delete.
 //
 // Redis runs a script atomically but does not roll it back when a command
-// fails halfway, so the order matters: minutes, then meta, then the log trim
-// last, so that no failure can trim log entries without having stored the
-// snapshot that makes them unnecessary. Minutes are written one HSET each
-// rather than unpacked into one call: unpack is limited to a few thousand
-// values, and a call per minute copies nothing more.
+// fails halfway, so the order matters: minutes, then the late parts they
+// replace are deleted, then meta, then the log trim last, so that no
+// failure can trim log entries without having stored the snapshot that
+// makes them unnecessary. A failure between a whole minute and the delete
+// of its late part leaves a part that extends an older state of the
+// minute, which package tally's Restore recognizes and ignores. Fields are
+// written one HSET each rather than unpacked into one call: unpack is
+// limited to a few thousand values, and a call per minute copies nothing
+// more.
 var saveScript = redis.NewScript(luaOlder + `
 local fence = redis.call('GET', KEYS[1])
 if fence and older(ARGV[1], fence) then
@@ -185,18 +201,30 @@ func (s *Store) Save(ctx context.Context, p int, w Write) error {
 	// The blobs go to the client as they are: go-redis writes []byte
 	// arguments straight to the connection, so the only copies are the ones
 	// Redis makes itself.
-	args := make([]any, 0, 4+2*len(w.Minutes)+len(w.Drop))
-	args = append(args, strconv.FormatUint(w.Epoch, 10), w.Meta, w.TrimLogBefore, len(w.Minutes))
+	args := make([]any, 0, 4+2*len(w.Minutes)+2*len(w.Late)+len(w.Minutes)+2*len(w.Drop))
+	args = append(args, strconv.FormatUint(w.Epoch, 10), w.Meta, w.TrimLogBefore, len(w.Minutes)+len(w.Late))
 	size := int64(len(w.Meta))
 	for m, v := range w.Minutes {
+		if _, ok := w.Late[m]; ok {
+			return fmt.Errorf("save snapshot %d: minute %d both whole and as a late part", p, m)
+		}
 		args = append(args, minuteField(m), v)
 		size += int64(len(v))
 	}
+	for m, v := range w.Late {
+		args = append(args, lateField(m), v)
+		size += int64(len(v))
+	}
+	for m := range w.Minutes {
+		args = append(args, lateField(m))
+	}
 	for _, m := range w.Drop {
-		if _, ok := w.Minutes[m]; ok {
+		_, whole := w.Minutes[m]
+		_, late := w.Late[m]
+		if whole || late {
 			return fmt.Errorf("save snapshot %d: minute %d both changed and dropped", p, m)
 		}
-		args = append(args, minuteField(m))
+		args = append(args, minuteField(m), lateField(m))
 	}
 	keys := []string{s.fenceKey(p), s.snapKey(p), partlog.Key(s.prefix, p)}
 	if !s.loaded.Load() {
@@ -252,12 +280,17 @@ func (s *Store) Load(ctx context.Context, p int) (Loaded, error) {
 	if !ok {
 		return Loaded{}, fmt.Errorf("load snapshot %d: %w", p, ErrNotFound)
 	}
-	l := Loaded{Meta: replyBytes(meta), Minutes: make(map[int64][]byte, len(fields)-1)}
+	l := Loaded{Meta: replyBytes(meta), Minutes: make(map[int64][]byte, len(fields)-1), Late: map[int64][]byte{}}
 	for f, v := range fields {
 		if f == metaField {
 			continue
 		}
+		into := l.Minutes
 		ms, ok := strings.CutPrefix(f, "m:")
+		if !ok {
+			into = l.Late
+			ms, ok = strings.CutPrefix(f, "l:")
+		}
 		if !ok {
 			return Loaded{}, fmt.Errorf("load snapshot %d: unexpected field %q", p, f)
 		}
@@ -265,7 +298,7 @@ func (s *Store) Load(ctx context.Context, p int) (Loaded, error) {
 		if err != nil {
 			return Loaded{}, fmt.Errorf("load snapshot %d: field %q: %w", p, f, err)
 		}
-		l.Minutes[m] = replyBytes(v)
+		into[m] = replyBytes(v)
 	}
 	e, err := fence.Result()
 	switch {

@@ -168,6 +168,43 @@ func TestIncrementalSave(t *testing.T) {
 	checkLoaded(t, mustLoad(t, st, 0), "m2", want, 1)
 }
 
+// TestLateParts checks that a late part is stored beside its minute and
+// replaces the previous one, that writing the minute whole deletes it, and
+// that dropping the minute deletes both.
+func TestLateParts(t *testing.T) {
+	ctx := context.Background()
+	st := snapshot.New(testserver.RedisClient(t), prefix)
+	minutes := map[int64][]byte{100: []byte("whole-100"), 101: []byte("whole-101"), 102: []byte("whole-102")}
+	save := func(w snapshot.Write) {
+		t.Helper()
+		w.Epoch = 1
+		if err := st.Save(ctx, 0, w); err != nil {
+			t.Fatalf("save: %v", err)
+		}
+	}
+	check := func(meta string, late map[int64][]byte) {
+		t.Helper()
+		l := mustLoad(t, st, 0)
+		checkLoaded(t, l, meta, minutes, 1)
+		if !equalMinutes(l.Late, late) {
+			t.Errorf("late parts = %s, want %s", describe(l.Late), describe(late))
+		}
+	}
+	save(snapshot.Write{Meta: []byte("m1"), Minutes: maps.Clone(minutes)})
+	check("m1", map[int64][]byte{})
+	save(snapshot.Write{Meta: []byte("m2"), Late: map[int64][]byte{100: []byte("late-100a"), 101: []byte("late-101a")}})
+	check("m2", map[int64][]byte{100: []byte("late-100a"), 101: []byte("late-101a")})
+	save(snapshot.Write{Meta: []byte("m3"), Late: map[int64][]byte{100: []byte("late-100b")}})
+	check("m3", map[int64][]byte{100: []byte("late-100b"), 101: []byte("late-101a")})
+	minutes[101] = []byte("whole-101b")
+	save(snapshot.Write{Meta: []byte("m4"), Minutes: map[int64][]byte{101: minutes[101]}, Late: map[int64][]byte{102: []byte("late-102a")}})
+	check("m4", map[int64][]byte{100: []byte("late-100b"), 102: []byte("late-102a")})
+	delete(minutes, 100)
+	delete(minutes, 102)
+	save(snapshot.Write{Meta: []byte("m5"), Drop: []int64{100, 102}})
+	check("m5", map[int64][]byte{})
+}
+
 func TestFencing(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
@@ -190,6 +227,7 @@ func TestFencing(t *testing.T) {
 	err = st.Save(ctx, p, snapshot.Write{
 		Epoch: 4, Meta: []byte("stale"),
 		Minutes:       map[int64][]byte{1: []byte("stale"), 3: []byte("stale")},
+		Late:          map[int64][]byte{4: []byte("stale")},
 		Drop:          []int64{2},
 		TrimLogBefore: ids[2],
 	})
@@ -389,6 +427,8 @@ func TestSaveRejectsInvalidWrites(t *testing.T) {
 		w    snapshot.Write
 	}{
 		{"minute changed and dropped", snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{5: []byte("x")}, Drop: []int64{5}}},
+		{"late part and dropped", snapshot.Write{Epoch: 1, Meta: []byte("m"), Late: map[int64][]byte{5: []byte("x")}, Drop: []int64{5}}},
+		{"minute whole and late part", snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{5: []byte("x")}, Late: map[int64][]byte{5: []byte("y")}}},
 		{"trim ID not a stream ID", snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: "12-x"}},
 		{"trim ID negative", snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: "-1"}},
 	} {

@@ -87,7 +87,7 @@ func TestWideValues(t *testing.T) {
 		t.Fatal("merging changed the encoding")
 	}
 	s := p.Snapshot(1)
-	q, err := Restore(3, testOpts, s.Meta, s.Minutes)
+	q, err := Restore(3, testOpts, s.Meta, s.Minutes, s.Late)
 	if err != nil {
 		t.Fatal(err)
 	}

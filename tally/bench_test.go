@@ -303,7 +303,7 @@ func BenchmarkWorkload(b *testing.B) {
 		s := p.Snapshot(1)
 		cpu := cpuTime()
 		for b.Loop() {
-			if _, err := Restore(0, benchOpts, s.Meta, s.Minutes); err != nil {
+			if _, err := Restore(0, benchOpts, s.Meta, s.Minutes, s.Late); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -80,7 +80,7 @@
 // A filling minute is all delta. When the watermark completes a minute its
 // delta is merged into a new base; late events then go to a new delta,
 // merged again once it holds more than 64 events and an eighth of the
-// base, or when a snapshot writes the minute. When a minute leaves the
+// base, or when a snapshot writes the minute whole. When a minute leaves the
 // dedup horizon it is merged a last time and its dedup hashes are
 // released. Merging changes no answer and no byte of the minute's
 // encoding.
@@ -140,6 +140,21 @@
 // from a sequence; MarkSaved cleans a minute only if it has not changed since
 // its snapshot was taken, so the writer may keep applying while a snapshot is
 // being saved.
+//
+// A complete minute that changed only by late events since the store took
+// it whole is not written whole again: its base is that whole form, and its
+// delta, the late events, is written as a late part (late.go) that replaces
+// the stored one. A minute of a million events that gets a thousand late
+// ones costs a thousand events per snapshot, not a million: with 1% of
+// clicks 2 to 10 minutes late, rewriting whole minutes made the snapshots
+// write about 290 bytes per event ingested. Once the delta is due for a
+// merge (an eighth of the base), the minute is merged and written whole,
+// which deletes its part, so a part stays small. A part names the whole
+// form it extends (its events and revision); Restore counts a part's events
+// into the delta of the minute, in their log order, only if the stored
+// minute is that form, and ignores it otherwise (a save that failed after
+// it wrote the minute whole and before it deleted the part; the minute then
+// holds the part's events already).
 //
 // A minute is encoded in a columnar binary format whose first byte is its
 // version (encode.go has the layout): its countries and ads as strings, its

@@ -239,6 +239,29 @@ func (d *decoder) fail() {
 	d.b = nil
 }
 
+// countriesAndAds reads the countries, ascending, then the ads, in canonical
+// order, as minute format 1 and late parts list them.
+func (d *decoder) countriesAndAds() (countries, ads [][]byte, err error) {
+	countries = make([][]byte, d.count(1))
+	for i := range countries {
+		countries[i] = d.bytes(d.uvarint())
+		if i > 0 && d.err == nil && bytes.Compare(countries[i-1], countries[i]) >= 0 {
+			return nil, nil, fmt.Errorf("%w: countries out of order", ErrCorrupt)
+		}
+	}
+	ads = make([][]byte, d.count(1))
+	var prevHash uint64
+	for i := range ads {
+		ads[i] = d.bytes(d.uvarint())
+		h := xxhash.Sum64(ads[i])
+		if i > 0 && d.err == nil && (h < prevHash || h == prevHash && bytes.Compare(ads[i-1], ads[i]) >= 0) {
+			return nil, nil, fmt.Errorf("%w: ads out of order", ErrCorrupt)
+		}
+		prevHash = h
+	}
+	return countries, ads, nil
+}
+
 // parseMinute parses and checks an encoded minute: everything the format
 // promises that does not need the partition's state.
 func parseMinute(b []byte) (minuteView, error) {
@@ -254,22 +277,9 @@ func parseMinute(b []byte) (minuteView, error) {
 	v.start = d.varint()
 	rev := d.uvarint()
 	flags := d.uvarint()
-	v.countries = make([][]byte, d.count(1))
-	for i := range v.countries {
-		v.countries[i] = d.bytes(d.uvarint())
-		if i > 0 && d.err == nil && bytes.Compare(v.countries[i-1], v.countries[i]) >= 0 {
-			return v, fmt.Errorf("%w: countries out of order", ErrCorrupt)
-		}
-	}
-	v.ads = make([][]byte, d.count(1))
-	var prevHash uint64
-	for i := range v.ads {
-		v.ads[i] = d.bytes(d.uvarint())
-		h := xxhash.Sum64(v.ads[i])
-		if i > 0 && d.err == nil && (h < prevHash || h == prevHash && bytes.Compare(v.ads[i-1], v.ads[i]) >= 0) {
-			return v, fmt.Errorf("%w: ads out of order", ErrCorrupt)
-		}
-		prevHash = h
+	var err error
+	if v.countries, v.ads, err = d.countriesAndAds(); err != nil {
+		return v, err
 	}
 	used := make([]bool, len(v.countries))
 	v.rows = make([]viewRow, d.count(3))

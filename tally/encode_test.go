@@ -130,7 +130,7 @@ func TestEncodeMinuteMatchesReference(t *testing.T) {
 				t.Fatalf("minute %d: encodeMinute differs from the reference (%d vs %d bytes)", start, len(got), len(want))
 			}
 			q := NewPartition(0, snapOpts)
-			r, err := q.restoreMinute(start, got, m.frozen)
+			r, err := q.restoreMinute(start, got, nil, m.frozen)
 			if err != nil {
 				t.Fatalf("minute %d: %v", start, err)
 			}

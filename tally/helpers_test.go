@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -202,31 +203,32 @@ func decodeMeta(t testing.TB, b []byte) *clickaggv1.SnapshotMeta {
 }
 
 // store merges snapshots the way the snapshot store does: later minutes
-// overwrite earlier ones, dropped minutes are deleted, the meta is replaced.
+// overwrite earlier ones and delete their late parts, late parts overwrite
+// earlier ones, dropped minutes are deleted with their late parts, the meta
+// is replaced.
 type store struct {
-	meta    []byte
-	minutes map[int64][]byte
+	meta          []byte
+	minutes, late map[int64][]byte
 }
 
 func (s *store) save(snap Snap) {
 	if s.minutes == nil {
-		s.minutes = map[int64][]byte{}
+		s.minutes, s.late = map[int64][]byte{}, map[int64][]byte{}
 	}
 	s.meta = snap.Meta
 	for m, b := range snap.Minutes {
 		s.minutes[m] = b
+		delete(s.late, m)
 	}
+	maps.Copy(s.late, snap.Late)
 	for _, m := range snap.Drop {
 		delete(s.minutes, m)
+		delete(s.late, m)
 	}
 }
 
 func (s *store) clone() store {
-	c := store{meta: slices.Clone(s.meta), minutes: map[int64][]byte{}}
-	for m, b := range s.minutes {
-		c.minutes[m] = b
-	}
-	return c
+	return store{meta: slices.Clone(s.meta), minutes: maps.Clone(s.minutes), late: maps.Clone(s.late)}
 }
 
 // truthCell is a cell of the ground truth, with plain strings.

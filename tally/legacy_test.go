@@ -48,7 +48,7 @@ func TestRestoreLegacy(t *testing.T) {
 		}
 		legacy[m] = b
 	}
-	q, err := Restore(3, snapOpts, s.Meta, legacy)
+	q, err := Restore(3, snapOpts, s.Meta, legacy, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestRestoreLegacy(t *testing.T) {
 	if !slices.Equal(slices.Sorted(maps.Keys(qs.Minutes)), slices.Sorted(maps.Keys(legacy))) {
 		t.Fatalf("minutes written again %v, want all of %v", slices.Sorted(maps.Keys(qs.Minutes)), slices.Sorted(maps.Keys(legacy)))
 	}
-	r, err := Restore(3, snapOpts, qs.Meta, qs.Minutes)
+	r, err := Restore(3, snapOpts, qs.Meta, qs.Minutes, qs.Late)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +87,12 @@ func TestRestoreLegacy(t *testing.T) {
 		bad, _ := proto.Marshal(&ms)
 		minutes := maps.Clone(legacy)
 		minutes[m] = bad
-		if _, err := Restore(3, snapOpts, s.Meta, minutes); !errors.Is(err, ErrCorrupt) {
+		if _, err := Restore(3, snapOpts, s.Meta, minutes, nil); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("legacy minute with a click too many: %v, want ErrCorrupt", err)
 		}
 		break
 	}
-	if _, err := q.restoreMinute(m0, []byte{0xff, 0xff}, false); !errors.Is(err, ErrFormat) {
+	if _, err := q.restoreMinute(m0, []byte{0xff, 0xff}, nil, false); !errors.Is(err, ErrFormat) {
 		t.Fatalf("garbage: %v", err)
 	}
 }

@@ -41,9 +41,22 @@ type minute struct {
 	// frozen: the minute has left the dedup horizon and can no longer
 	// change; it has no dedup hashes and no delta.
 	frozen bool
+
+	// stored is the whole form of the minute that the store holds, as far
+	// as the last snapshot the store accepted with it says; late parts
+	// extend it (late.go).
+	stored wholeForm
 }
 
-func newMinute(start int64) *minute { return &minute{start: start} }
+// wholeForm names a state of a minute by its events and revision: the
+// minute only grows, one event at a time, so its events alone tell its
+// states apart, and the revision is a check.
+type wholeForm struct {
+	events   int // -1: none
+	revision int64
+}
+
+func newMinute(start int64) *minute { return &minute{start: start, stored: wholeForm{events: -1}} }
 
 // newDelta returns a delta sized for about this many events, rows and ads.
 func newDelta(events, rows, ads int) *delta {

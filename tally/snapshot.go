@@ -22,17 +22,26 @@ type Snap struct {
 	// Meta is the encoded clickaggv1.SnapshotMeta: offset, watermark, stats
 	// and the list of every minute the snapshot comprises.
 	Meta []byte
-	// Minutes holds the encoded state (minute format 1, see encode.go) of
-	// every minute changed since the last snapshot passed to MarkSaved
-	// (every minute the first time), keyed by Unix minute.
+	// Minutes holds the whole encoded state (minute format 1, see
+	// encode.go) of every minute changed since the last snapshot passed to
+	// MarkSaved (every minute the first time), keyed by Unix minute,
+	// except those in Late. Each replaces the minute's stored state and
+	// late part.
 	Minutes map[int64][]byte
+	// Late holds, for the complete minutes that changed only by late events
+	// since the store took them whole, those events (a late part, see
+	// late.go), keyed by Unix minute. Each replaces the minute's stored
+	// late part and leaves its stored state as it is.
+	Late map[int64][]byte
 	// Drop lists, ascending, the minutes that left memory since then; the
-	// store no longer needs them as part of the snapshot.
+	// store no longer needs them (or their late parts) as part of the
+	// snapshot.
 	Drop []int64
 	// Offset is the log entry ID the snapshot reflects, as in Meta.
 	Offset string
 
-	seq uint64 // the partition's change sequence when the snapshot was taken
+	seq   uint64              // the partition's change sequence when the snapshot was taken
+	whole map[int64]wholeForm // what each minute of Minutes holds
 }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
@@ -43,18 +52,19 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // written_unix_ms stays 0).
 // Snapshot does not change what the next snapshot contains; MarkSaved does.
 func (p *Partition) Snapshot(epoch uint64) Snap {
-	// The complete minutes this snapshot writes would have their deltas
-	// merged for the encoding anyway; merge them, so that the next snapshot
-	// and every query read a compact base. Merging changes no answer and no
-	// byte. The merges are built under the read lock, so queries go on
-	// meanwhile, and only installed under the write lock: only the
-	// goroutine that applies calls Snapshot, so nothing changes between the
-	// locks.
+	// The complete minutes this snapshot writes whole would have their
+	// deltas merged for the encoding anyway; merge them, so that the next
+	// snapshot and every query read a compact base. Merging changes no
+	// answer and no byte. The merges are built under the read lock, so
+	// queries go on meanwhile, and only installed under the write lock:
+	// only the goroutine that applies calls Snapshot, so nothing changes
+	// between the locks. A minute whose late part is written keeps its
+	// delta: that is the late part.
 	var ms []*minute
 	var bases []base
 	p.mu.RLock()
 	for _, start := range p.order[:p.completed] {
-		if m := p.minutes[start]; m.seq > m.saved && m.delta != nil {
+		if m := p.minutes[start]; m.seq > m.saved && m.delta != nil && !p.lateOnly(m) {
 			ms = append(ms, m)
 			bases = append(bases, p.merged(m))
 		}
@@ -84,14 +94,22 @@ func (p *Partition) Snapshot(epoch uint64) Snap {
 	s := Snap{
 		Meta:    mustMarshal(meta),
 		Minutes: make(map[int64][]byte),
+		Late:    make(map[int64][]byte),
 		Drop:    slices.Sorted(maps.Keys(p.dropped)),
 		Offset:  p.offset,
 		seq:     p.seq,
+		whole:   make(map[int64]wholeForm),
 	}
 	var scratch []byte
 	for _, start := range p.order {
-		if m := p.minutes[start]; m.seq > m.saved {
+		m := p.minutes[start]
+		switch {
+		case m.seq <= m.saved:
+		case p.lateOnly(m):
+			s.Late[start] = p.encodeLate(m)
+		default:
 			s.Minutes[start] = p.encodeMinuteWith(m, &scratch)
+			s.whole[start] = wholeForm{events: m.events(), revision: m.revision}
 		}
 	}
 	return s
@@ -105,14 +123,21 @@ func mustMarshal(m proto.Message) []byte {
 }
 
 // MarkSaved records that the store accepted s: the minutes in s are clean
-// unless they changed after s was taken, and the minutes s dropped need not
-// be dropped again.
+// unless they changed after s was taken, the store holds the whole forms s
+// wrote, and the minutes s dropped need not be dropped again.
 func (p *Partition) MarkSaved(s Snap) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for start := range s.Minutes {
-		if m := p.minutes[start]; m != nil && m.saved < s.seq {
-			m.saved = s.seq
+	for start, w := range s.whole {
+		if m := p.minutes[start]; m != nil {
+			m.stored = w
+		}
+	}
+	for _, written := range []map[int64][]byte{s.Minutes, s.Late} {
+		for start := range written {
+			if m := p.minutes[start]; m != nil && m.saved < s.seq {
+				m.saved = s.seq
+			}
 		}
 	}
 	for _, start := range s.Drop {
@@ -123,13 +148,16 @@ func (p *Partition) MarkSaved(s Snap) {
 }
 
 // Restore rebuilds partition id from a snapshot as the store returns it: the
-// encoded meta and the encoded state of (at least) every minute the meta
-// lists, in minute format 1 or in the previous build's format. Minutes that
-// the meta does not list are ignored. The result answers, deduplicates and
-// snapshots exactly like the partition that took the snapshot, and all its
-// minutes are clean, except minutes read in the previous format, which the
-// next snapshot rewrites.
-func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Partition, error) {
+// encoded meta, the encoded state of (at least) every minute the meta
+// lists, in minute format 1 or in the previous build's format, and the
+// minutes' late parts (nil if none). Minutes that the meta does not list
+// are ignored, and so is a late part that extends another state of its
+// minute than the stored one (a save that failed halfway, after it wrote
+// the minute whole, left it; the minute already counts its events). The
+// result answers, deduplicates and snapshots exactly like the partition
+// that took the snapshot, and all its minutes are clean, except minutes
+// read in the previous format, which the next snapshot rewrites.
+func Restore(id int, opts Options, meta []byte, minutes, late map[int64][]byte) (*Partition, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -159,7 +187,7 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 		if !ok {
 			return nil, fmt.Errorf("%w: partition %d: minute %d is listed but missing", ErrCorrupt, id, start)
 		}
-		m, err := p.restoreMinute(start, b, minuteEnd(start) <= horizon)
+		m, err := p.restoreMinute(start, b, late[start], minuteEnd(start) <= horizon)
 		if err != nil {
 			return nil, fmt.Errorf("restore minute %d of partition %d: %w", start, id, err)
 		}
@@ -178,10 +206,11 @@ func Restore(id int, opts Options, meta []byte, minutes map[int64][]byte) (*Part
 	return p, nil
 }
 
-// restoreMinute decodes one encoded minute. A minute past the dedup
-// horizon gets no dedup hashes; if it still carried them (the horizon was
-// shortened) it is marked changed, so that the store sheds them.
-func (p *Partition) restoreMinute(start int64, enc []byte, released bool) (*minute, error) {
+// restoreMinute decodes one encoded minute and its late part (nil if
+// none). A minute past the dedup horizon gets no dedup hashes; if it still
+// carried them (the horizon was shortened) it is marked changed, so that
+// the store sheds them.
+func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) (*minute, error) {
 	v, err := parseMinute(enc)
 	legacy := false
 	if errors.Is(err, ErrFormat) {
@@ -199,6 +228,18 @@ func (p *Partition) restoreMinute(start int64, enc []byte, released bool) (*minu
 	}
 	if v.start != start {
 		return nil, fmt.Errorf("%w: state is of minute %d", ErrCorrupt, v.start)
+	}
+	var lv lateView
+	if late != nil {
+		if lv, err = parseLate(late); err != nil {
+			return nil, err
+		}
+		if lv.start != start {
+			return nil, fmt.Errorf("%w: late part is of minute %d", ErrCorrupt, lv.start)
+		}
+		if legacy || lv.baseEvents != v.events || lv.baseRevision != v.revision {
+			late = nil
+		}
 	}
 	m := newMinute(start)
 	m.revision = v.revision
@@ -241,20 +282,30 @@ func (p *Partition) restoreMinute(start int64, enc []byte, released bool) (*minu
 	}
 	b.clip()
 	b.users, b.ips = decodeFixed(v.users), decodeFixed(v.ips)
-	if released {
-		m.frozen = true
-		if v.hasHashes || legacy {
-			p.seq++
-			m.seq = p.seq
+	changed := legacy
+	if !released {
+		if !v.hasHashes {
+			return nil, fmt.Errorf("%w: minute inside the dedup horizon has no event hashes", ErrCorrupt)
 		}
-		return m, nil
+		m.base.hashes = decodeFixed(v.hashes)
 	}
-	if !v.hasHashes {
-		return nil, fmt.Errorf("%w: minute inside the dedup horizon has no event hashes", ErrCorrupt)
+	if !legacy {
+		m.stored = wholeForm{events: v.events, revision: v.revision}
 	}
-	m.base.hashes = decodeFixed(v.hashes)
-	if legacy {
-		// Write it again in the current format.
+	if late != nil {
+		if err := p.restoreLate(m, lv); err != nil {
+			return nil, err
+		}
+	}
+	if released {
+		// It can no longer change: merge what it counted late, and write
+		// it again if that, or its hashes, changed what the store holds.
+		m.frozen = true
+		changed = changed || v.hasHashes || late != nil
+		p.compact(m)
+	}
+	if changed {
+		// Write it again in the current format, or frozen.
 		p.seq++
 		m.seq = p.seq
 	}

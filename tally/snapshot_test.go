@@ -41,6 +41,8 @@ func equalSnaps(a, b Snap) error {
 		return fmt.Errorf("drop %v != %v", a.Drop, b.Drop)
 	case !maps.EqualFunc(a.Minutes, b.Minutes, bytes.Equal):
 		return fmt.Errorf("minutes differ: %v vs %v", slices.Sorted(maps.Keys(a.Minutes)), slices.Sorted(maps.Keys(b.Minutes)))
+	case !maps.EqualFunc(a.Late, b.Late, bytes.Equal):
+		return fmt.Errorf("late parts differ: %v vs %v", slices.Sorted(maps.Keys(a.Late)), slices.Sorted(maps.Keys(b.Late)))
 	}
 	return nil
 }
@@ -91,17 +93,27 @@ func (sc schedule) run(t *testing.T, p *Partition, st *store, entries []entry, f
 }
 
 // checkStoreMatches checks that the merged store holds exactly the state of
-// p: the minutes the meta lists, each encoded as p encodes it in full.
+// p: the minutes the meta lists, with late parts only of those, and that
+// restored, every minute encodes whole as p encodes it.
 func checkStoreMatches(t *testing.T, st *store, p *Partition) {
 	t.Helper()
 	meta := decodeMeta(t, st.meta)
 	if got, want := slices.Sorted(maps.Keys(st.minutes)), meta.GetMinutes(); !slices.Equal(got, want) {
 		t.Fatalf("store holds minutes %v, meta lists %v", got, want)
 	}
-	full := fullMinutes(p)
-	if !maps.EqualFunc(st.minutes, full, bytes.Equal) {
+	for m := range st.late {
+		if _, ok := st.minutes[m]; !ok {
+			t.Fatalf("store holds a late part of minute %d, which it does not hold", m)
+		}
+	}
+	q, err := Restore(p.id, p.opts, st.meta, st.minutes, st.late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, full := fullMinutes(q), fullMinutes(p)
+	if !maps.EqualFunc(restored, full, bytes.Equal) {
 		for m, b := range full {
-			if !bytes.Equal(st.minutes[m], b) {
+			if !bytes.Equal(restored[m], b) {
 				t.Errorf("stored minute %d differs from the state", m)
 			}
 		}
@@ -134,7 +146,7 @@ func TestSnapshotDeterministic(t *testing.T) {
 	if len(runs[0]) < 10 {
 		t.Fatalf("only %d snapshots", len(runs[0]))
 	}
-	var drops, incremental int
+	var drops, incremental, late int
 	for i, a := range runs[0] {
 		if err := equalSnaps(a, runs[1][i]); err != nil {
 			t.Fatalf("snapshot at entry %d: %v", i, err)
@@ -143,9 +155,10 @@ func TestSnapshotDeterministic(t *testing.T) {
 		if len(a.Minutes) < len(decodeMeta(t, a.Meta).GetMinutes()) {
 			incremental++
 		}
+		late += len(a.Late)
 	}
-	if drops == 0 || incremental == 0 {
-		t.Fatalf("log exercised no drops (%d) or no incremental snapshot (%d)", drops, incremental)
+	if drops == 0 || incremental == 0 || late == 0 {
+		t.Fatalf("log exercised no drops (%d), no incremental snapshot (%d) or no late part (%d)", drops, incremental, late)
 	}
 }
 
@@ -202,7 +215,7 @@ func TestCrashRestore(t *testing.T) {
 			if st.meta != nil {
 				var err error
 				saved := st.clone()
-				c, err = Restore(3, snapOpts, saved.meta, saved.minutes)
+				c, err = Restore(3, snapOpts, saved.meta, saved.minutes, saved.late)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -281,7 +294,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 	if p.Stats().Expired == 0 {
 		t.Fatal("log expired nothing; the expired counter is not tested")
 	}
-	q, err := Restore(3, snapOpts, s.Meta, s.Minutes)
+	q, err := Restore(3, snapOpts, s.Meta, s.Minutes, s.Late)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,22 +340,40 @@ func TestSnapshotIncremental(t *testing.T) {
 	if got := p.Snapshot(1); len(got.Minutes) != 0 || len(got.Drop) != 0 {
 		t.Fatalf("clean state snapshot has minutes %v drop %v", slices.Sorted(maps.Keys(got.Minutes)), got.Drop)
 	}
+	// A late event in a minute the store holds whole is written as its
+	// late part alone.
 	apply(t, p, tickTo("2-0", end(1)), entry{id: "3-0", clicks: []click{clickAt("d", at(1, 1))}})
 	s2 := p.Snapshot(1)
-	if got := slices.Sorted(maps.Keys(s2.Minutes)); !slices.Equal(got, []int64{m0 + 1}) {
-		t.Fatalf("late event snapshot minutes %v", got)
+	if got := slices.Sorted(maps.Keys(s2.Late)); len(s2.Minutes) != 0 || !slices.Equal(got, []int64{m0 + 1}) {
+		t.Fatalf("late event snapshot minutes %v, late parts %v", slices.Sorted(maps.Keys(s2.Minutes)), got)
 	}
-	if rev := decodeMinute(t, s2.Minutes[m0+1]).GetRevision(); rev != 1 {
-		t.Fatalf("revision %d, want 1", rev)
+	checkLate := func(b []byte, events int) {
+		t.Helper()
+		v, err := parseLate(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.start != m0+1 || v.baseEvents != 1 || v.baseRevision != 0 || len(v.events) != events {
+			t.Fatalf("late part of minute %d extends %d events at revision %d with %d, want %d extending 1 at 0", v.start, v.baseEvents, v.baseRevision, len(v.events), events)
+		}
 	}
+	checkLate(s2.Late[m0+1], 1)
 	// A change after s2 was taken keeps that minute dirty through MarkSaved.
 	apply(t, p, entry{id: "4-0", clicks: []click{clickAt("e", at(1, 2))}})
 	p.MarkSaved(s2)
 	s3 := p.Snapshot(1)
-	if got := slices.Sorted(maps.Keys(s3.Minutes)); !slices.Equal(got, []int64{m0 + 1}) {
-		t.Fatalf("minutes after a change during the save %v", got)
+	if got := slices.Sorted(maps.Keys(s3.Late)); len(s3.Minutes) != 0 || !slices.Equal(got, []int64{m0 + 1}) {
+		t.Fatalf("minutes after a change during the save %v, late parts %v", slices.Sorted(maps.Keys(s3.Minutes)), got)
 	}
-	if rev := decodeMinute(t, s3.Minutes[m0+1]).GetRevision(); rev != 2 {
+	checkLate(s3.Late[m0+1], 2)
+	q, err := Restore(3, testOpts, s1.Meta, s1.Minutes, s3.Late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Count("ad1", m0+1, m0+2, Filter{}); got != 3 {
+		t.Fatalf("restored with the late part: %d clicks in minute 1, want 3", got)
+	}
+	if rev := decodeMinute(t, fullMinutes(q)[m0+1]).GetRevision(); rev != 2 {
 		t.Fatalf("revision %d, want 2", rev)
 	}
 	p.MarkSaved(s3)
@@ -400,7 +431,7 @@ func TestSnapshotEncoding(t *testing.T) {
 	if !slices.Equal(s.Drop, []int64{m0 - 100, m0}) {
 		t.Fatalf("drop %v", s.Drop)
 	}
-	q, err := Restore(3, testOpts, s.Meta, nil)
+	q, err := Restore(3, testOpts, s.Meta, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +469,7 @@ func TestSnapshotEncoding(t *testing.T) {
 	if ms.GetMinute() != m0 || ms.GetRevision() != 0 || len(ms.GetEventHashes()) != 0 {
 		t.Fatalf("minute state %v", ms)
 	}
-	q, err = Restore(3, testOpts, s.Meta, s.Minutes)
+	q, err = Restore(3, testOpts, s.Meta, s.Minutes, s.Late)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +535,7 @@ func TestRestoreErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q, err := Restore(tt.id, tt.opts, tt.meta, tt.minutes)
+			q, err := Restore(tt.id, tt.opts, tt.meta, tt.minutes, nil)
 			if err == nil {
 				t.Fatalf("Restore succeeded: %+v", q.Stats())
 			}
@@ -516,7 +547,7 @@ func TestRestoreErrors(t *testing.T) {
 	// Extra minutes the meta does not list are ignored.
 	extra := maps.Clone(s.Minutes)
 	extra[m0-50] = []byte{0xff}
-	if _, err := Restore(3, testOpts, s.Meta, extra); err != nil {
+	if _, err := Restore(3, testOpts, s.Meta, extra, nil); err != nil {
 		t.Fatalf("extra minute: %v", err)
 	}
 }
