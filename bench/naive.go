@@ -160,8 +160,22 @@ func (n *Naive) Clear(ctx context.Context) {
 	deleteKeys(ctx, n.rdb, n.prefix+":*")
 }
 
-// usedMemory returns Redis's used_memory.
+// usedMemory returns Redis's used_memory once the keys unlinked before
+// are freed: UNLINK frees big values on a background thread, and the
+// in-process limit's snapshots (GBs) were still being freed when the
+// baseline started, which made its memory growth negative.
 func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	for {
+		v, err := infoField(ctx, rdb, "memory", "lazyfree_pending_objects")
+		if err != nil || v == "0" {
+			break // an older Redis without the field frees at once
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	v, err := infoField(ctx, rdb, "memory", "used_memory")
 	if err != nil {
 		return 0, err

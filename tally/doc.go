@@ -124,6 +124,15 @@
 //     the difference passes an eighth of the window, the entry is replaced
 //     by one derived from it and the difference (a pass over the ads,
 //     instead of over every key again).
+//   - A filling minute holds a key for most ads in play, and adding it
+//     up was most of the cost of a Top over the last hour. Its delta
+//     lists the ads and rows that reached 64 clicks (heavyAt); every
+//     other one has at most 63 there. So a query takes as candidates the
+//     ads the difference touches, the heavy ones, and the entry's ranking
+//     in order, each with its exact count, until the ranking's count plus
+//     63 per filling minute falls below the n-th best count so far
+//     (topLight, with the proof); it adds the filling minutes up only when
+//     the ranking runs out first.
 //   - At most 4 entries per partition, least recently used out, and a
 //     journal of at most 16384 events (dropping its older half and the
 //     entries that needed it). Memory.TopCacheBytes counts both: 4 bytes

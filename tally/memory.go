@@ -58,7 +58,7 @@ func (p *Partition) Memory() Memory {
 			continue
 		}
 		u.Events += int64(len(d.users))
-		u.RowBytes += int64(d.rows.memBytes() + d.ads.memBytes())
+		u.RowBytes += int64(d.rows.memBytes() + d.ads.memBytes() + 8*cap(d.heavyRows) + 4*cap(d.heavyAds))
 		u.FilterBytes += int64(8*cap(d.keys) + 8*cap(d.users) + 8*cap(d.ips))
 		u.DedupIDs += int64(d.seen.len())
 		u.DedupBytes += int64(d.seen.memBytes())

@@ -23,7 +23,19 @@ type delta struct {
 	users []uint64
 	ips   []uint64
 	seen  hashSet // event-id hashes, not in base.hashes
+	// heavyRows and heavyAds list, in the order they got there, the rows
+	// and ads that reached heavyAt clicks: every other one has fewer,
+	// which lets Top skip them (topFast).
+	heavyRows []uint64
+	heavyAds  []uint32
 }
+
+// heavyAt is the count at which a delta lists a row or ad as heavy. With
+// Zipf popularity few ads of a minute get that many clicks, so the lists
+// stay short, and a bound of heavyAt-1 clicks on all the others is small
+// against the counts of a top 100 over a long window. A variable, so that
+// tests can exercise it on small workloads.
+var heavyAt uint32 = 64
 
 // minute is the state of one Unix minute of one partition: base, plus the
 // delta since base was merged.
@@ -190,10 +202,16 @@ func (p *Partition) add(m *minute, k, user, ip uint64) {
 		d = &delta{}
 		m.delta = d
 	}
-	if d.rows.add(k, 1) && (len(m.base.ads) == 0 || !p.hasRow(&m.base, k)) {
+	c, isNew := d.rows.add(k, 1)
+	if isNew && (len(m.base.ads) == 0 || !p.hasRow(&m.base, k)) {
 		p.incref(k)
 	}
-	d.ads.add(uint64(keyAd(k)), 1)
+	if c == heavyAt {
+		d.heavyRows = append(d.heavyRows, k)
+	}
+	if c, _ := d.ads.add(uint64(keyAd(k)), 1); c == heavyAt {
+		d.heavyAds = append(d.heavyAds, keyAd(k))
+	}
 	d.keys = append(d.keys, k)
 	d.users = append(d.users, user)
 	d.ips = append(d.ips, ip)

@@ -365,6 +365,21 @@ type topScratch struct {
 	mark    []bool  // per ad id: in touched (cached path); all false between uses
 	touched []uint32
 	items   []topItem // candidates
+	// For topLight: the light minutes, the ads taken (marked in cand, all
+	// false between uses) and the best counts.
+	light  []*minute
+	cand   []bool
+	listed []uint32
+	best   []int64
+}
+
+// fit makes s's arrays by ad id hold size ids.
+func (s *topScratch) fit(size int) {
+	if len(s.acc) < size {
+		s.acc = make([]int64, size+size/4)
+		s.mark = make([]bool, size+size/4)
+		s.cand = make([]bool, size+size/4)
+	}
 }
 
 // Top returns the n ads with the most clicks in the minutes
@@ -390,10 +405,7 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 	if s == nil {
 		s = &topScratch{}
 	}
-	if size := p.ads.size(); len(s.acc) < size {
-		s.acc = make([]int64, size+size/4)
-		s.mark = make([]bool, size+size/4)
-	}
+	s.fit(p.ads.size())
 	var out []AdCount
 	cached := false
 	if !q.byEvent() {

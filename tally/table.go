@@ -18,8 +18,9 @@ const fib = 0x9E3779B97F4A7C15
 // home is the slot where the probe for k starts.
 func (t *countTable) home(k uint64) int { return int((k * fib) >> t.shift) }
 
-// add adds v to k's count and reports whether k was new.
-func (t *countTable) add(k uint64, v uint32) bool {
+// add adds v to k's count, and returns the new count and whether k was
+// new.
+func (t *countTable) add(k uint64, v uint32) (uint32, bool) {
 	if (t.n+1)*4 > len(t.keys)*3 {
 		t.grow()
 	}
@@ -28,12 +29,12 @@ func (t *countTable) add(k uint64, v uint32) bool {
 		switch t.keys[i] {
 		case k:
 			t.vals[i] += v
-			return false
+			return t.vals[i], false
 		case 0:
 			t.keys[i] = k
 			t.vals[i] = v
 			t.n++
-			return true
+			return v, true
 		}
 	}
 }
