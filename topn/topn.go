@@ -54,8 +54,59 @@ func Merge(n int, lists ...[]AdCount) []AdCount {
 	for id, c := range sums {
 		all = append(all, AdCount{AdID: id, Count: c})
 	}
-	// The inputs are at most a few thousand entries per list; sorting them
-	// all is simpler than a heap and costs about as much at that size.
+	if len(all) > n {
+		// Only the ads with at least the n-th largest count can make the
+		// top n: sorting those alone skips most string compares, and the
+		// merge of 64 partitions' top 100 spent a fifth of a query sorting
+		// all 6400.
+		var h []int64
+		for _, a := range all {
+			h = KeepLargest(h, n, a.Count)
+		}
+		kept := all[:0]
+		for _, a := range all {
+			if a.Count >= h[0] {
+				kept = append(kept, a)
+			}
+		}
+		all = kept
+	}
 	slices.SortFunc(all, compare)
 	return slices.Clip(all[:min(n, len(all))])
+}
+
+// KeepLargest adds c to h, a min-heap of at most n counts, so that h holds
+// the n largest counts added (h[0] is the smallest of them, the n-th
+// largest once n were added).
+func KeepLargest(h []int64, n int, c int64) []int64 {
+	i := len(h)
+	switch {
+	case i < n:
+		h = append(h, c)
+		for i > 0 {
+			up := (i - 1) / 2
+			if h[up] <= h[i] {
+				break
+			}
+			h[up], h[i] = h[i], h[up]
+			i = up
+		}
+	case n > 0 && c > h[0]:
+		h[0] = c
+		for i := 0; ; {
+			l, small := 2*i+1, i
+			if l < len(h) && h[l] < h[small] {
+				small = l
+			}
+			if r := l + 1; r < len(h) && h[r] < h[small] {
+				small = r
+			}
+			if small == i {
+				break
+			}
+			h[i], h[small] = h[small], h[i]
+			i = small
+		}
+	}
+	return h
 }

@@ -191,3 +191,29 @@ func BenchmarkMerge(b *testing.B) {
 		Merge(1000, lists...)
 	}
 }
+
+func TestKeepLargest(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		n := r.IntN(20)
+		var h []int64
+		var all []int64
+		for range r.IntN(100) {
+			c := r.Int64N(30)
+			all = append(all, c)
+			h = KeepLargest(h, n, c)
+		}
+		slices.Sort(all)
+		slices.Reverse(all)
+		want := all[:min(n, len(all))]
+		got := slices.Clone(h)
+		slices.Sort(got)
+		slices.Reverse(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: kept %v, want %v", n, got, want)
+		}
+		if len(h) > 0 && h[0] != want[len(want)-1] {
+			t.Fatalf("n=%d: h[0] = %d, want the smallest kept, %d", n, h[0], want[len(want)-1])
+		}
+	}
+}
