@@ -73,11 +73,11 @@ func TestBaselinesAgree(t *testing.T) {
 	if ip.snapParts != r.partitions || ip.snapKeys != ip.keys {
 		t.Errorf("snapshot of %d partitions, %d keys; want all %d, %d keys", ip.snapParts, ip.snapKeys, r.partitions, ip.keys)
 	}
-	if !ip.recoveredSame || ip.snapEntries == 0 || ip.snapBytes == 0 {
-		t.Errorf("snapshot: recovered same %v, %d entries, %d bytes", ip.recoveredSame, ip.snapEntries, ip.snapBytes)
+	if !ip.recoveredSame || ip.snap.whole == 0 || ip.snap.bytes == 0 {
+		t.Errorf("snapshot: recovered same %v, %d entries, %d bytes", ip.recoveredSame, ip.snap.whole, ip.snap.bytes)
 	}
-	if ip.incrEvents <= 0 || ip.incrEntries <= 0 || ip.incrBytes <= 0 || ip.incrBytes >= ip.snapBytes || ip.redisWriteBps <= 0 {
-		t.Errorf("incremental snapshot of %d events: %d entries, %d bytes (full: %d); Redis write probe %.0f B/s", ip.incrEvents, ip.incrEntries, ip.incrBytes, ip.snapBytes, ip.redisWriteBps)
+	if ip.incrEvents <= 0 || ip.incr.whole <= 0 || ip.incr.late <= 0 || ip.incr.bytes <= 0 || ip.incr.bytes >= ip.snap.bytes || ip.redisWriteBps <= 0 {
+		t.Errorf("incremental snapshot of %d events: %d minutes whole, %d late parts, %d bytes (full: %d); Redis write probe %.0f B/s", ip.incrEvents, ip.incr.whole, ip.incr.late, ip.incr.bytes, ip.snap.bytes, ip.redisWriteBps)
 	}
 	// The naive counts are the in-process counts plus the duplicates.
 	ipTop, nvTop := ip.queries["top"].answers[0].top, nv.queries["top"].answers[0].top

@@ -154,7 +154,7 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		snapKeys, snapParts = float64(ip.snapKeys), ip.snapParts
 		write, rec = ip.snapWrite.Seconds(), ip.recovery.Seconds()
 		write10, rec10 = write*perKeys/snapKeys, rec*perKeys/snapKeys
-		incr, perKey = ip.incrWrite.Seconds(), ratio(float64(ip.snapBytes), snapKeys)
+		incr, perKey = ip.incrWrite.Seconds(), ratio(float64(ip.snap.bytes), snapKeys)
 		exactRec = yesNo(ip.recoveredSame)
 	}
 	rows = append(rows,
@@ -247,14 +247,14 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 	}
 	if ip != nil && !math.IsNaN(write) {
 		note("Snapshot and recovery were measured on %d of the in-process replay's %d partitions (%s of its %s keys), against the bench's Redis, with the concurrency of an aggregator: %d saves in flight (GOMAXPROCS×2), each still one fenced Lua script, and %d partitions taken at once for recovery (claim, load, restore). The full write is every partition's first snapshot: %s in %d minute entries, %.0f bytes per key, almost all of it the per-event columns a minute keeps (the 8-byte hashes of each counted event's id, user and IP), not the counts. The per-10M rows scale it linearly.",
-			ip.snapParts, r.partitions, si(snapKeys), si(keys), saveParallelism(), takeParallelism, formatBytes(float64(ip.snapBytes)), ip.snapEntries, perKey)
+			ip.snapParts, r.partitions, si(snapKeys), si(keys), saveParallelism(), takeParallelism, formatBytes(float64(ip.snap.bytes)), ip.snap.whole, perKey)
 		if ip.redisWriteBps > 0 {
 			floor := perKey * perKeys / ip.redisWriteBps
 			note("What bounds the full write is Redis, not the encoding: its one thread receives every byte, copies it into the keyspace and appends it to the AOF, which is fsynced before the save is acknowledged; a fenced save copies its arguments twice more (into Lua, then into Redis objects), so it goes slower still. Redis took in %s/s from big SETs through the same AOF, so %.0f bytes per key cannot be written faster than %s per 10M keys (bytes per key × keys ÷ that bandwidth), however the saves are encoded or scheduled. The %s target would need %s/s at this size: it needs fewer bytes per key (the per-event columns out of the snapshot, or the snapshot spread over time as minutes complete) rather than a faster write path.",
 				formatBytes(ip.redisWriteBps), perKey, formatSeconds(floor), formatSeconds(targetSnapshotWrite), formatBytes(perKey*perKeys/targetSnapshotWrite))
 		}
-		note("In steady state a save writes only the minutes that changed since the last one, each of them whole: after one more minute of the workload (%s events into these partitions, late clicks among them, which touch up to 10 earlier minutes), saving all %d partitions wrote %d minute entries, %s (%.1f%% of the full write), in %s.",
-			si(float64(ip.incrEvents)), ip.snapParts, ip.incrEntries, formatBytes(float64(ip.incrBytes)), 100*float64(ip.incrBytes)/float64(ip.snapBytes), formatSeconds(incr))
+		note("In steady state a save writes only the minutes that changed since the last one: whole, except a complete minute that changed only by late events, of which it writes the late events since the store took it whole (its late part). After one more minute of the workload (%s events into these partitions, late clicks among them, which touch up to 10 earlier minutes), saving all %d partitions wrote %d minutes whole and %d late parts (%s of them), %s in all (%.1f%% of the full write), in %s.",
+			si(float64(ip.incrEvents)), ip.snapParts, ip.incr.whole, ip.incr.late, formatBytes(float64(ip.incr.lateBytes)), formatBytes(float64(ip.incr.bytes)), 100*float64(ip.incr.bytes)/float64(ip.snap.bytes), formatSeconds(incr))
 	}
 	dups, late := countKinds(r)
 	note("The cluster dropped %d duplicates (the workload sent %d) and counted %d late events. The workload sent %d clicks 2–10 minutes behind the others; on-time clicks count as late too when they reach an aggregator after ticks have moved the watermark past their minute, which the sweep makes likelier than live traffic would: in the measured window it ran event time %.0f× faster than the clock, so a request that waited a second in flight was %.0f event-seconds old.",

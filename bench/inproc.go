@@ -135,12 +135,10 @@ type inprocResult struct {
 
 	snapParts     int   // partitions snapshotted and recovered
 	snapKeys      int64 // the keys they hold
-	snapEntries   int   // minute entries of the full write
-	snapBytes     int64
+	snap          saved // the full write
 	snapWrite     time.Duration
 	incrEvents    int64 // events of the minute applied after the full write
-	incrEntries   int   // minute entries of the incremental write
-	incrBytes     int64
+	incr          saved // the incremental write
 	incrWrite     time.Duration
 	recovery      time.Duration
 	recoveredSame bool
@@ -344,7 +342,7 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 	r.progress.set("snapshot", fmt.Sprintf("writing %d partitions, %s keys, %d at once", n, si(float64(res.snapKeys)), saveParallelism()))
 	t := time.Now()
 	var err error
-	if res.snapEntries, res.snapBytes, err = saveSet(ctx, store, set); err != nil {
+	if res.snap, err = saveSet(ctx, store, set); err != nil {
 		return err
 	}
 	res.snapWrite = time.Since(t)
@@ -358,7 +356,7 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 	res.incrEvents = events
 	r.progress.set("snapshot", fmt.Sprintf("incremental write of %d partitions", n))
 	t = time.Now()
-	if res.incrEntries, res.incrBytes, err = saveSet(ctx, store, set); err != nil {
+	if res.incr, err = saveSet(ctx, store, set); err != nil {
 		return err
 	}
 	res.incrWrite = time.Since(t)
@@ -420,11 +418,18 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 	return err
 }
 
+// saved is what saveSet wrote.
+type saved struct {
+	whole, late int   // minutes written whole, late parts
+	bytes       int64 // all of it, metas included
+	lateBytes   int64 // the late parts
+}
+
 // saveSet saves a snapshot of every partition in set, saveParallelism at
 // once, as an aggregator does (Snapshot, a fenced Save at epoch 1,
-// MarkSaved), and returns the minute entries and bytes it wrote.
-func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition) (int, int64, error) {
-	var entries, size atomic.Int64
+// MarkSaved), and returns what it wrote.
+func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition) (saved, error) {
+	var whole, late, size, lateSize atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(saveParallelism())
 	for i, p := range set {
@@ -434,20 +439,22 @@ func saveSet(ctx context.Context, store *snapshot.Store, set []*tally.Partition)
 				return err
 			}
 			p.MarkSaved(s)
-			b := len(s.Meta)
+			b, lb := len(s.Meta), 0
 			for _, m := range s.Minutes {
 				b += len(m)
 			}
 			for _, m := range s.Late {
-				b += len(m)
+				lb += len(m)
 			}
-			entries.Add(int64(len(s.Minutes) + len(s.Late)))
-			size.Add(int64(b))
+			whole.Add(int64(len(s.Minutes)))
+			late.Add(int64(len(s.Late)))
+			size.Add(int64(b + lb))
+			lateSize.Add(int64(lb))
 			return nil
 		})
 	}
 	err := g.Wait()
-	return int(entries.Load()), size.Load(), err
+	return saved{whole: int(whole.Load()), late: int(late.Load()), bytes: size.Load(), lateBytes: lateSize.Load()}, err
 }
 
 // probeRedisWrite returns the bytes per second that Redis takes in and

@@ -107,13 +107,13 @@ func TestSnapshotRecoveryAtScale(t *testing.T) {
 	if err := r.snapshotRecovery(ctx, rdb, rp, state, keysOf, res); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d partitions, %d keys, %d minute entries, %.1f MiB (%.0f B/key)", res.snapParts, res.snapKeys, res.snapEntries, float64(res.snapBytes)/(1<<20), float64(res.snapBytes)/float64(res.snapKeys))
+	t.Logf("%d partitions, %d keys, %d minute entries, %.1f MiB (%.0f B/key)", res.snapParts, res.snapKeys, res.snap.whole, float64(res.snap.bytes)/(1<<20), float64(res.snap.bytes)/float64(res.snapKeys))
 	t.Logf("full write %s (%.2f s per 10M keys), recovery %s (%.2f s per 10M keys), recovered same %v",
 		res.snapWrite.Round(time.Millisecond), res.snapWrite.Seconds()*1e7/float64(res.snapKeys),
 		res.recovery.Round(time.Millisecond), res.recovery.Seconds()*1e7/float64(res.snapKeys), res.recoveredSame)
 	t.Logf("incremental write of one more minute (%d events): %d entries, %.1f MiB in %s; Redis write bandwidth %.0f MB/s, floor %.2f s per 10M keys",
-		res.incrEvents, res.incrEntries, float64(res.incrBytes)/(1<<20), res.incrWrite.Round(time.Millisecond), res.redisWriteBps/1e6,
-		float64(res.snapBytes)/float64(res.snapKeys)*1e7/res.redisWriteBps)
+		res.incrEvents, res.incr.whole, float64(res.incr.bytes)/(1<<20), res.incrWrite.Round(time.Millisecond), res.redisWriteBps/1e6,
+		float64(res.snap.bytes)/float64(res.snapKeys)*1e7/res.redisWriteBps)
 	if !res.recoveredSame {
 		t.Error("the recovered state answers differently")
 	}
