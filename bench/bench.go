@@ -311,9 +311,13 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 
 	rep := r.report(started, ing, cq, ip, nv, heapBefore, heapAfter)
 	rep.Machine = mach
-	rep.Profiles = profiles(ing.cpuProfile, r.queryProfile, heapProfile)
+	var recoveryProfile []byte
+	if ip != nil {
+		recoveryProfile = ip.recoveryProfile
+	}
+	rep.Profiles = profiles(ing.cpuProfile, r.queryProfile, heapProfile, recoveryProfile)
 	if cfg.PprofDir != "" {
-		if err := writeProfiles(cfg.PprofDir, map[string][]byte{"ingest.pprof": ing.cpuProfile, "queries.pprof": r.queryProfile, "heap.pprof": heapProfile}); err != nil {
+		if err := writeProfiles(cfg.PprofDir, map[string][]byte{"ingest.pprof": ing.cpuProfile, "queries.pprof": r.queryProfile, "heap.pprof": heapProfile, "recovery.pprof": recoveryProfile}); err != nil {
 			return nil, err
 		}
 	}
@@ -493,10 +497,11 @@ func profileShares(cpu []byte) string {
 
 // profiles renders the tops of the CPU profiles of ingest and of the
 // query phase, and of the heap profile.
-func profiles(cpu, queries, heap []byte) []ProfileTop {
+func profiles(cpu, queries, heap, recovery []byte) []ProfileTop {
 	var out []ProfileTop
 	out = append(out, cpuTops(cpu, "CPU profile of the pipeline (in-process cluster, saturated while adding keys up to the targets' scale", 25)...)
 	out = append(out, cpuTops(queries, "CPU profile of the cluster's query phase (in-process cluster", 15)...)
+	out = append(out, cpuTops(recovery, "CPU profile of the recovery of the snapshotted partitions (claim, load, restore", 15)...)
 	if len(heap) > 0 {
 		if p, err := ParseProfile(heap); err == nil {
 			if stats, total, err := p.Top("inuse_space"); err == nil {

@@ -256,6 +256,14 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		note("In steady state a save writes only the minutes that changed since the last one: whole, except a complete minute that changed only by late events, of which it writes the late events since the store took it whole (its late part). After one more minute of the workload (%s events into these partitions, late clicks among them, which touch up to 10 earlier minutes), saving all %d partitions wrote %d minutes whole and %d late parts (%s of them), %s in all (%.1f%% of the full write), in %s.",
 			si(float64(ip.incrEvents)), ip.snapParts, ip.incr.whole, ip.incr.late, formatBytes(float64(ip.incr.lateBytes)), formatBytes(float64(ip.incr.bytes)), 100*float64(ip.incr.bytes)/float64(ip.snap.bytes), formatSeconds(incr))
 	}
+	if ip != nil && !math.IsNaN(rec) && ip.recovery > 0 {
+		redisPart := "Redis's CPU is unknown"
+		if ip.recoveryRedisCPU >= 0 {
+			redisPart = fmt.Sprintf("redis-server used %.2f cores (its one thread serves every HGETALL)", ip.recoveryRedisCPU/rec)
+		}
+		note("While recovering, this process used %.2f cores (reading the replies, decoding and restoring, %d partitions at once; its profile is below) and %s.",
+			ip.recoveryCPU/rec, takeParallelism, redisPart)
+	}
 	dups, late := countKinds(r)
 	note("The cluster dropped %d duplicates (the workload sent %d) and counted %d late events. The workload sent %d clicks 2–10 minutes behind the others; on-time clicks count as late too when they reach an aggregator after ticks have moved the watermark past their minute, which the sweep makes likelier than live traffic would: in the measured window it ran event time %.0f× faster than the clock, so a request that waited a second in flight was %.0f event-seconds old.",
 		ing.duplicates, dups, ing.late, late, ing.sweepSpeed, ing.sweepSpeed)

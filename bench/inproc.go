@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"math"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -133,15 +135,20 @@ type inprocResult struct {
 	queries    map[string]*queryResult
 	reference  map[string][]answer // answers kept before the state was dropped
 
-	snapParts     int   // partitions snapshotted and recovered
-	snapKeys      int64 // the keys they hold
-	snap          saved // the full write
-	snapWrite     time.Duration
-	incrEvents    int64 // events of the minute applied after the full write
-	incr          saved // the incremental write
-	incrWrite     time.Duration
-	recovery      time.Duration
-	recoveredSame bool
+	snapParts  int   // partitions snapshotted and recovered
+	snapKeys   int64 // the keys they hold
+	snap       saved // the full write
+	snapWrite  time.Duration
+	incrEvents int64 // events of the minute applied after the full write
+	incr       saved // the incremental write
+	incrWrite  time.Duration
+	recovery   time.Duration
+	// recoveryCPU and recoveryRedisCPU are the CPU seconds this process
+	// and Redis used while recovering (-1: unknown), recoveryProfile the
+	// CPU profile of this process then.
+	recoveryCPU, recoveryRedisCPU float64
+	recoveryProfile               []byte
+	recoveredSame                 bool
 	// redisWriteBps is what Redis took in per second from big SETs
 	// through its AOF. It bounds the full write from below: a snapshot of
 	// B bytes per key takes at least B × keys ÷ redisWriteBps, however it
@@ -379,6 +386,11 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 	liveHeap()
 
 	r.progress.set("snapshot", fmt.Sprintf("recovering %d partitions, %s keys, %d at once", n, si(float64(res.snapKeys)), takeParallelism))
+	// Profiled, and the CPU of both sides counted, to tell the
+	// decoding here from Redis serving the bytes.
+	var prof bytes.Buffer
+	profiling := pprof.StartCPUProfile(&prof) == nil
+	cpu0, redis0 := processCPU(), redisCPUOf(ctx, rdb)
 	t = time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(takeParallelism)
@@ -399,6 +411,14 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 		return err
 	}
 	res.recovery = time.Since(t)
+	res.recoveryCPU, res.recoveryRedisCPU = processCPU()-cpu0, redisCPUOf(ctx, rdb)-redis0
+	if redis0 < 0 {
+		res.recoveryRedisCPU = -1
+	}
+	if profiling {
+		pprof.StopCPUProfile()
+		res.recoveryProfile = prof.Bytes()
+	}
 
 	res.recoveredSame = true
 	for i, p := range set {
