@@ -1,9 +1,12 @@
 package localserver
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -27,16 +30,35 @@ type Etcd struct {
 	e        *embed.Etcd
 }
 
-// StartEtcd starts an embedded etcd and waits until it serves.
+// StartEtcd starts an embedded etcd and waits until it serves. Ports it
+// picks itself may be taken by another process between the pick and the
+// bind; it then picks again, a few times.
 func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
+	for attempt := 1; ; attempt++ {
+		e, err := startEtcd(cfg)
+		if err == nil || attempt == 5 || cfg.ClientPort != 0 && cfg.PeerPort != 0 || !inUse(err) {
+			return e, err
+		}
+	}
+}
+
+// etcdPort picks the ports StartEtcd was not given; tests take one.
+var etcdPort = FreePort
+
+// inUse reports whether err is a listener's "address already in use".
+func inUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func startEtcd(cfg EtcdConfig) (*Etcd, error) {
 	var err error
 	if cfg.ClientPort == 0 {
-		if cfg.ClientPort, err = FreePort(); err != nil {
+		if cfg.ClientPort, err = etcdPort(); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.PeerPort == 0 {
-		if cfg.PeerPort, err = FreePort(); err != nil {
+		if cfg.PeerPort, err = etcdPort(); err != nil {
 			return nil, err
 		}
 	}

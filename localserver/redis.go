@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -43,9 +44,26 @@ type Redis struct {
 	err  error
 }
 
+// redisPort picks the port StartRedis was not given; tests take one.
+var redisPort = FreePort
+
+// errPortTaken is returned by startRedis when another process held the
+// port.
+var errPortTaken = errors.New("port taken by another process")
+
 // StartRedis starts redis-server on 127.0.0.1 with AOF on and waits until it
-// answers PING.
+// answers PING. A port it picks itself may be taken by another process
+// between the pick and the bind; it then picks again, a few times.
 func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
+	for attempt := 1; ; attempt++ {
+		r, err := startRedis(ctx, cfg)
+		if err == nil || attempt == 5 || cfg.Port != 0 || !errors.Is(err, errPortTaken) {
+			return r, err
+		}
+	}
+}
+
+func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	bin := cfg.Binary
 	if bin == "" {
 		bin = os.Getenv("REDIS_SERVER")
@@ -69,9 +87,16 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	}
 	port := cfg.Port
 	if port == 0 {
-		if port, err = FreePort(); err != nil {
+		if port, err = redisPort(); err != nil {
 			return nil, err
 		}
+	}
+	// What this server logs starts where the log ends now: a restarted
+	// server appends to its predecessor's.
+	logFile := filepath.Join(dir, "redis.log")
+	var logStart int64
+	if fi, err := os.Stat(logFile); err == nil {
+		logStart = fi.Size()
 	}
 	args := []string{
 		"--bind", "127.0.0.1",
@@ -89,7 +114,7 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		"--save", "",
 		"--protected-mode", "yes",
 		"--daemonize", "no",
-		"--logfile", filepath.Join(dir, "redis.log"),
+		"--logfile", logFile,
 	}
 	cmd := exec.Command(bin, args...)
 	// Own process group, and die with the parent: a test or `clickagg dev`
@@ -105,12 +130,19 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		// The server that answers must be ours: another one may hold the
+		// port, and ours then exits.
 		if err := ping(r.Addr); err == nil {
-			return r, nil
+			if pid, err := serverPID(r.Addr); err == nil && pid == cmd.Process.Pid {
+				return r, nil
+			}
 		}
 		select {
 		case <-r.done:
-			return nil, fmt.Errorf("redis-server exited: %v (log: %s)", r.err, filepath.Join(dir, "redis.log"))
+			if b, err := os.ReadFile(logFile); err == nil && int64(len(b)) >= logStart && strings.Contains(string(b[logStart:]), "already in use") {
+				return nil, fmt.Errorf("redis-server on %s: %w", r.Addr, errPortTaken)
+			}
+			return nil, fmt.Errorf("redis-server exited: %v (log: %s)", r.err, logFile)
 		case <-ctx.Done():
 			r.Stop()
 			return nil, ctx.Err()
@@ -143,6 +175,38 @@ func ping(addr string) error {
 		return fmt.Errorf("redis not ready: %q", strings.TrimSpace(line))
 	}
 	return nil
+}
+
+// serverPID asks the server at addr for its process id (INFO server).
+func serverPID(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	rd := bufio.NewReader(c)
+	head, err := rd.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return 0, fmt.Errorf("unexpected INFO reply %q", strings.TrimSpace(head))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
 }
 
 // Stop shuts the server down with SIGTERM (it flushes its AOF) and waits,
