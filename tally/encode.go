@@ -239,6 +239,19 @@ func (d *decoder) fail() {
 	d.b = nil
 }
 
+// newDecoder checks that b starts with format, the version of what it
+// encodes, and returns a decoder of the rest.
+func newDecoder(b []byte, format byte, what string) (decoder, error) {
+	if len(b) == 0 || b[0] != format {
+		f := -1
+		if len(b) > 0 {
+			f = int(b[0])
+		}
+		return decoder{}, fmt.Errorf("%w: %s's first byte %d, this build reads format %d", ErrFormat, what, f, format)
+	}
+	return decoder{b: b[1:]}, nil
+}
+
 // countriesAndAds reads the countries, ascending, then the ads, in canonical
 // order, as minute format 1 and late parts list them.
 func (d *decoder) countriesAndAds() (countries, ads [][]byte, err error) {
@@ -266,18 +279,13 @@ func (d *decoder) countriesAndAds() (countries, ads [][]byte, err error) {
 // promises that does not need the partition's state.
 func parseMinute(b []byte) (minuteView, error) {
 	var v minuteView
-	if len(b) == 0 || b[0] != minuteFormat {
-		f := -1
-		if len(b) > 0 {
-			f = int(b[0])
-		}
-		return v, fmt.Errorf("%w: first byte %d, this build reads format %d", ErrFormat, f, minuteFormat)
+	d, err := newDecoder(b, minuteFormat, "minute")
+	if err != nil {
+		return v, err
 	}
-	d := decoder{b: b[1:]}
 	v.start = d.varint()
 	rev := d.uvarint()
 	flags := d.uvarint()
-	var err error
 	if v.countries, v.ads, err = d.countriesAndAds(); err != nil {
 		return v, err
 	}

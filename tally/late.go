@@ -108,17 +108,12 @@ type lateView struct {
 // promises that does not need the minute it extends.
 func parseLate(b []byte) (lateView, error) {
 	var v lateView
-	if len(b) == 0 || b[0] != lateFormat {
-		f := -1
-		if len(b) > 0 {
-			f = int(b[0])
-		}
-		return v, fmt.Errorf("%w: late part's first byte %d, this build reads format %d", ErrFormat, f, lateFormat)
+	d, err := newDecoder(b, lateFormat, "late part")
+	if err != nil {
+		return v, err
 	}
-	d := decoder{b: b[1:]}
 	v.start = d.varint()
 	baseEvents, baseRevision := d.uvarint(), d.uvarint()
-	var err error
 	if v.countries, v.ads, err = d.countriesAndAds(); err != nil {
 		return v, err
 	}

@@ -487,14 +487,10 @@ func (p *Partition) diff(e *topEntry, window []int64, q *query, s *topScratch, l
 	for i < len(window) || j < len(e.starts) {
 		switch {
 		case j == len(e.starts) || i < len(window) && window[i] < e.starts[j]:
-			m := p.minutes[window[i]]
-			switch {
-			case light && minuteEnd(m.start) > p.watermark && len(m.base.ads) == 0:
-				if m.delta != nil {
-					s.light = append(s.light, m)
-				}
-			default:
+			if m := p.minutes[window[i]]; !light || minuteEnd(m.start) <= p.watermark || len(m.base.ads) > 0 {
 				touched = addRows(m, q, 1, acc, mark, touched)
+			} else if m.delta != nil {
+				s.light = append(s.light, m)
 			}
 			i++
 		case i == len(window) || e.starts[j] < window[i]:
@@ -505,17 +501,6 @@ func (p *Partition) diff(e *topEntry, window []int64, q *query, s *topScratch, l
 			j++
 		}
 	}
-	s.touched = touched
-	return p.journalDiff(e, q, s)
-}
-
-// journalDiff adds to s.acc the journal's events of e's minutes since e
-// was built, marking and listing in s.touched the ads it adds to. It
-// returns false if they do not account for every late event of e's
-// minutes.
-func (p *Partition) journalDiff(e *topEntry, q *query, s *topScratch) bool {
-	acc, mark := s.acc, s.mark
-	touched := s.touched
 	var late int64
 	if len(e.starts) > 0 {
 		first, last := e.starts[0], e.starts[len(e.starts)-1]
@@ -567,7 +552,7 @@ func (p *Partition) topFrom(e *topEntry, window []int64, n int, q *query, s *top
 	if len(s.light) > 0 {
 		bound := int64(len(s.light)) * int64(heavyAt-1)
 		if len(e.ranked) >= n && e.ranked[n-1].count > 2*bound {
-			out, ok := p.topLight(e, n, q, s)
+			out, ok := p.topLight(e, n, bound, q, s)
 			p.tops.countLight(ok)
 			if ok {
 				s.clear()
@@ -635,17 +620,16 @@ func (p *Partition) topFrom(e *topEntry, window []int64, n int, q *query, s *top
 // Exactness. Outside its heavy lists (heavyAt), an ad has at most
 // heavyAt-1 clicks in a light minute, so with L light minutes an ad that
 // diff did not touch and that is heavy in none has at most its entry count
-// + b, b = L·(heavyAt-1). The candidates are the touched ads, the heavy
-// ones, and the ranking's ads in order, each with its exact count (the
+// + b, b = L·(heavyAt-1) (bound, which the caller passes). The candidates
+// are the touched ads, the heavy ones, and the ranking's ads in order, each with its exact count (the
 // light minutes' tables give its clicks there), until the ranking's count
 // + b falls below the n-th best exact count T so far: every ad not taken
 // has at most its entry count + b < T, no more than a ranked ad's
 // passed, or, past the end of the ranking, than the ads outside it have
 // (fewer than its last). It returns false when the ranking ran out before
 // that; the caller then adds the light minutes up.
-func (p *Partition) topLight(e *topEntry, n int, q *query, s *topScratch) ([]AdCount, bool) {
+func (p *Partition) topLight(e *topEntry, n int, bound int64, q *query, s *topScratch) ([]AdCount, bool) {
 	light := s.light
-	bound := int64(len(light)) * int64(heavyAt-1)
 	cand := s.cand
 	listed := s.listed[:0]
 	items := s.items[:0]
