@@ -294,9 +294,12 @@ func TestSlowWatcherDropped(t *testing.T) {
 		})
 	}()
 	release := make(chan struct{})
+	slowStarted := make(chan struct{})
 	slowDone := make(chan error, 1)
 	go func() {
+		var once sync.Once
 		slowDone <- e.q.Watch(ctx, 7, Filter{Country: "DE"}, func(TopResult) error {
+			once.Do(func() { close(slowStarted) })
 			<-release
 			return nil
 		})
@@ -309,6 +312,14 @@ func TestSlowWatcherDropped(t *testing.T) {
 		}
 		return nil
 	})
+	// Both watchers must start at minute base: a watcher that subscribed only
+	// after the hundred minutes completed would start at the last one and
+	// never fall behind.
+	select {
+	case <-slowStarted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("slow watcher got no minute")
+	}
 
 	last := base + 100
 	tr.setAllWatermarks((last + 1) * minuteMs)
