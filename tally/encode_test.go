@@ -203,3 +203,27 @@ func (b *base) rowKeys() []uint64 {
 	}
 	return keys
 }
+
+// TestDecodeFixed reads words at every alignment a minute's columns can
+// have in a reply, and gives each column a backing array of its own, with
+// no room to append into.
+func TestDecodeFixed(t *testing.T) {
+	want := []uint64{1, 1 << 63, 0x0102030405060708, 0}
+	for off := range 8 {
+		b := make([]byte, off, off+8*len(want))
+		for _, w := range want {
+			b = binary.LittleEndian.AppendUint64(b, w)
+		}
+		got := decodeFixed(b[off:])
+		if !slices.Equal(got, want) || cap(got) != len(want) {
+			t.Fatalf("offset %d: %v (cap %d), want %v", off, got, cap(got), want)
+		}
+		b[off] ^= 0xff
+		if got[0] != want[0] {
+			t.Fatalf("offset %d: the words share the input's memory", off)
+		}
+	}
+	if got := decodeFixed(nil); got == nil || len(got) != 0 {
+		t.Fatalf("no words: %#v, want an empty slice", got)
+	}
+}
