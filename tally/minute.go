@@ -591,7 +591,9 @@ func accumulate(m *minute, q *query, acc []int64, touched []uint32, track bool) 
 		}
 	case q.hasCountry:
 		for s, k := range d.rows.keys {
-			if k != 0 && keyCountry(k) == q.country {
+			// An empty slot's key, 0, has country id 0, which no
+			// country has.
+			if keyCountry(k) == q.country {
 				ad := keyAd(k)
 				if track && acc[ad] == 0 {
 					touched = append(touched, ad)

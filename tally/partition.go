@@ -422,10 +422,16 @@ func (p *Partition) Top(fromMinute, toMinute int64, n int, f Filter) []AdCount {
 func (p *Partition) topDirect(window []int64, n int, q *query, s *topScratch) []AdCount {
 	// Tracking which ads were touched costs a hard-to-predict branch per
 	// key; when the window holds keys for much of the ad table, finding
-	// them afterwards by a scan of acc is cheaper.
+	// them afterwards by a scan of acc is cheaper. For a country, the
+	// bases' rows of it stand for the keys: the deltas' rows of every
+	// country are read, but few match.
 	keys := 0
 	for _, start := range window {
-		keys += p.minutes[start].keys()
+		if q.hasCountry {
+			keys += p.minutes[start].baseKeys(q)
+		} else {
+			keys += p.minutes[start].keys()
+		}
 	}
 	size := p.ads.size()
 	track := q.byEvent() || keys < size/2
@@ -457,6 +463,16 @@ func (m *minute) keys() int {
 		n += m.delta.ads.n
 	}
 	return n
+}
+
+// baseKeys is the keys of m's base that q (without ip or user_id) reads:
+// all, or for a country the country's rows.
+func (m *minute) baseKeys(q *query) int {
+	if !q.hasCountry {
+		return len(m.base.ads)
+	}
+	ads, _ := m.base.byCountry().ofCountry(q.country)
+	return len(ads)
 }
 
 type topItem struct {

@@ -22,6 +22,10 @@ type topStream struct {
 	// Entries are kept encoded: millions of small messages would slow
 	// every collection during the benchmarks.
 	load, live [][]byte
+	// countries and their cumulative shares, for queries that pick a
+	// country as the traffic does.
+	countries []string
+	cdf       []float64
 }
 
 // newTopStream draws perMinute clicks a minute, for 60 minutes of load and
@@ -46,7 +50,7 @@ func newTopStream(perMinute, batch int) *topStream {
 		sum += 1 / float64(i+1)
 		cdf[i] = sum
 	}
-	s := &topStream{}
+	s := &topStream{countries: countries, cdf: cdf}
 	seq := 0
 	gen := func(minutes, from, batch int) [][]byte {
 		var out [][]byte
@@ -134,6 +138,16 @@ func BenchmarkTopWindows(b *testing.B) {
 			}
 		})
 	}
+	// Each query by a country drawn with the traffic's shares, as
+	// `clickagg bench` asks: most find no cache entry for theirs.
+	b.Run("static/60m/countries", func(b *testing.B) {
+		to := m0 + cur(p) + 1
+		r := rand.New(rand.NewPCG(5, 5))
+		for b.Loop() {
+			c, _ := slices.BinarySearch(s.cdf, r.Float64()*s.cdf[len(s.cdf)-1])
+			p.Top(to-60, to, 100, Filter{Country: s.countries[min(c, len(s.countries)-1)]})
+		}
+	})
 	// A query that finds no cache entry, and builds one.
 	b.Run("static/60m/build", func(b *testing.B) {
 		to := m0 + cur(p) + 1

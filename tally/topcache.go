@@ -81,6 +81,13 @@ var (
 	// minCachedKeys: windows whose complete minutes hold fewer keys are
 	// added up directly; an entry would save little.
 	minCachedKeys = 4096
+	// minEntryShare: windows whose complete minutes' bases hold fewer rows
+	// that the query reads than the ad table's size / minEntryShare are
+	// added up directly too. An entry costs a pass over the ad table to
+	// build, and as much memory; a country with few rows is cheaper to add
+	// up than that, and its entry would evict those of the commonest
+	// countries and of the unfiltered windows, which are worth keeping.
+	minEntryShare = 4
 	// rebuildSlack is added to the difference an entry may leave before a
 	// new one is built: for small windows, rebuilding would save nothing.
 	rebuildSlack = 512
@@ -299,10 +306,22 @@ func (p *Partition) topCached(window []int64, n int, country string, q *query, s
 		}
 		return false
 	}
+	// baseAbove is keysAbove for the rows of S's bases that q reads (a
+	// country's rows only). Deltas are left out: once a minute is
+	// complete, its delta holds only late events.
+	baseAbove := func(x int) bool {
+		keys := 0
+		for _, start := range S {
+			if keys += p.minutes[start].baseKeys(q); keys > x {
+				return true
+			}
+		}
+		return false
+	}
 	// The minutes that are not complete are added to any entry (or
 	// bounded, see topLight): when they hold as much as the complete ones,
 	// an entry saves too little.
-	if complete == 0 || !keysAbove(max(minCachedKeys-1, rest-1)) {
+	if complete == 0 || !keysAbove(max(minCachedKeys-1, rest-1)) || !baseAbove(p.ads.size()/minEntryShare-1) {
 		return nil, false
 	}
 	e, cost := p.bestEntry(window, n, country)
@@ -720,7 +739,9 @@ func addRows(m *minute, q *query, sign int64, acc []int64, mark []bool, touched 
 	if d := m.delta; d != nil {
 		if q.hasCountry {
 			for s, k := range d.rows.keys {
-				if k != 0 && keyCountry(k) == q.country {
+				// An empty slot's key, 0, has country id 0, which no
+				// country has.
+				if keyCountry(k) == q.country {
 					touch(keyAd(k), int64(d.rows.vals[s]))
 				}
 			}

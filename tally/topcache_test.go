@@ -13,12 +13,13 @@ import (
 // and an LRU small enough to overflow, for the length of a test.
 func smallTopCache(t *testing.T, journal, slack int) {
 	t.Helper()
-	saved := []int{maxTopEntries, maxLateJournal, minCachedKeys, rebuildSlack}
+	saved := []int{maxTopEntries, maxLateJournal, minCachedKeys, rebuildSlack, minEntryShare}
 	savedHeavy := heavyAt
 	maxTopEntries, maxLateJournal, minCachedKeys, rebuildSlack = 3, journal, 1, slack
+	minEntryShare = math.MaxInt // every country gets entries
 	heavyAt = 4
 	t.Cleanup(func() {
-		maxTopEntries, maxLateJournal, minCachedKeys, rebuildSlack = saved[0], saved[1], saved[2], saved[3]
+		maxTopEntries, maxLateJournal, minCachedKeys, rebuildSlack, minEntryShare = saved[0], saved[1], saved[2], saved[3], saved[4]
 		heavyAt = savedHeavy
 	})
 }
