@@ -83,6 +83,38 @@ func TestDefaultsValidate(t *testing.T) {
 	}
 }
 
+// TestAdvertiseAddr: what members register is what gRPC dials, an IPv6
+// address in brackets, also when a manifest wrote $(POD_IP):port on an IPv6
+// cluster; what cannot be dialed is refused at start.
+func TestAdvertiseAddr(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{in: "10.0.0.7:9090", want: "10.0.0.7:9090"},
+		{in: "aggregator-0.aggregator:9090", want: "aggregator-0.aggregator:9090"},
+		{in: "[fd00::7]:9090", want: "[fd00::7]:9090"},
+		{in: "fd00::7:9090", want: "[fd00::7]:9090"},
+		{in: "::ffff:10.0.0.7:9090", want: "[::ffff:10.0.0.7]:9090"},
+		{in: "10.0.0.7", err: "want host:port"},
+		{in: "fd00::7", err: "want host:port"},
+		{in: "fe80::1%eth0:9090", err: "want host:port"},
+		{in: "host:http", err: `port "http" is not a number`},
+		{in: "host:0", err: `port "0" is not a number`},
+		{in: "host:65536", err: `port "65536" is not a number`},
+		{in: ":9090", err: "no host"},
+	} {
+		got, err := canonicalAdvertise(c.in)
+		if c.err == "" && (err != nil || got != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("canonicalAdvertise(%q) = %q, %v; want %q, error containing %q", c.in, got, err, c.want, c.err)
+		}
+	}
+	fs, cfg := newFlags()
+	if err := parse(fs, []string{"-grpc.advertise-addr=10.0.0.7"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "-grpc.advertise-addr") {
+		t.Fatalf("Validate() = %v, want an error naming -grpc.advertise-addr", err)
+	}
+}
+
 func TestEveryFlagIsExplained(t *testing.T) {
 	fs, _ := newFlags()
 	fs.VisitAll(func(f *flag.Flag) {

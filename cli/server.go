@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -80,7 +81,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Target, "target", "all", "roles to run, comma-separated: router, aggregator, coordinator, queryd, or all")
 	fs.StringVar(&c.ID, "id", host, "member id of this process in etcd; must be unique per role and stable across restarts of the same aggregator (a StatefulSet pod name)")
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
-	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process; default: the listen address, with this host's name when it listens on all interfaces")
+	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz, and queryd's JSON API under /v1/; empty disables it")
 	fs.StringVar(&c.RedisAddr, "redis.addr", "127.0.0.1:6379", "Redis address (partition logs, snapshots, published top ads)")
 	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
@@ -136,6 +137,11 @@ func (c *ServerConfig) Validate() error {
 	}
 	if _, err := ring.NewPartitioner(c.Partitions); err != nil {
 		return fmt.Errorf("-cluster.partitions: %w", err)
+	}
+	if c.AdvertiseAddr != "" {
+		if _, err := canonicalAdvertise(c.AdvertiseAddr); err != nil {
+			return err
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
@@ -262,9 +268,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("grpc listen: %w", err)
 	}
 	defer lis.Close()
-	advertise := cfg.AdvertiseAddr
-	if advertise == "" {
-		advertise = advertiseAddr(lis.Addr().(*net.TCPAddr))
+	advertise := advertiseAddr(lis.Addr().(*net.TCPAddr))
+	if cfg.AdvertiseAddr != "" {
+		if advertise, err = canonicalAdvertise(cfg.AdvertiseAddr); err != nil {
+			return err
+		}
 	}
 	var httpLis net.Listener
 	if cfg.HTTPAddr != "" {
@@ -483,6 +491,31 @@ func ensurePartitions(ctx context.Context, cl *cluster.Client, want int) (int, e
 		return n, nil
 	}
 	return cl.EnsurePartitions(ctx, -want)
+}
+
+// canonicalAdvertise checks -grpc.advertise-addr and returns it as gRPC
+// dials it: host:port, an IPv6 address in brackets. An IPv6 address
+// without them is taken too, its port after the last colon, because
+// manifests write $(POD_IP):port, which on an IPv6 cluster has none; the
+// members that dial it would otherwise fail to parse it, long after this
+// process registered it.
+func canonicalAdvertise(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		i := strings.LastIndexByte(s, ':')
+		ip, perr := netip.ParseAddr(s[:max(i, 0)])
+		if i < 0 || perr != nil || !ip.Is6() || ip.Zone() != "" {
+			return "", fmt.Errorf("-grpc.advertise-addr %q: want host:port, an IPv6 address in brackets ([fd00::1]:9090)", s)
+		}
+		host, port = s[:i], s[i+1:]
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return "", fmt.Errorf("-grpc.advertise-addr %q: port %q is not a number from 1 to 65535", s, port)
+	}
+	if host == "" {
+		return "", fmt.Errorf("-grpc.advertise-addr %q: no host; other members could not dial it", s)
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 func advertiseAddr(a *net.TCPAddr) string {
