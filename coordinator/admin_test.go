@@ -197,6 +197,7 @@ func TestAdminOperationsUnderTraffic(t *testing.T) {
 	if pins, err := w.cl.Pins(ctxT(t)); err != nil || !maps.Equal(pins, map[int]string{p: "c"}) {
 		t.Fatalf("pins = %v, %v; want %d on c", pins, err, p)
 	}
+	wantShown(t, co, "after the move", map[int]string{p: "c"}, nil)
 	r.waitSent(1000)
 
 	// A join moves partitions to d, but not the pinned one.
@@ -232,6 +233,7 @@ func TestAdminOperationsUnderTraffic(t *testing.T) {
 	if d, err := w.cl.Draining(ctxT(t)); err != nil || len(d) != 1 || d["c"].IsZero() {
 		t.Fatalf("draining = %v, %v; want c", d, err)
 	}
+	wantShown(t, co, "during the drain", map[int]string{p: "c"}, []string{"c"})
 	w.waitSettled()
 	r.waitSent(1000)
 
@@ -282,6 +284,7 @@ func TestAdminOperationsUnderTraffic(t *testing.T) {
 	if pins, err := w.cl.Pins(ctxT(t)); err != nil || len(pins) != 0 {
 		t.Fatalf("pins after rebalance = %v, %v", pins, err)
 	}
+	wantShown(t, co, "after the rebalance", map[int]string{}, nil)
 	again, err := co.client.Rebalance(ctxT(t), &clickaggv1.RebalanceRequest{DryRun: true})
 	if err != nil || len(again.GetMoves()) != 0 {
 		t.Fatalf("rebalance after a rebalance plans %v, %v; want nothing", again.GetMoves(), err)
@@ -572,5 +575,31 @@ func TestGetLoad(t *testing.T) {
 	}
 	if len(resp.GetMembers()) != 1 || resp.GetMembers()[0].GetPartitions() != parts || !resp.GetMembers()[0].GetDraining() || len(resp.GetUnavailable()) != 0 {
 		t.Fatalf("GetLoad with a gone: %v", resp)
+	}
+}
+
+// wantShown checks that GetAssignment shows an operator exactly these pins
+// and drains.
+func wantShown(t *testing.T, co *coordNode, when string, pins map[int]string, draining []string) {
+	t.Helper()
+	a, err := co.client.GetAssignment(ctxT(t), &clickaggv1.GetAssignmentRequest{})
+	if err != nil {
+		t.Fatalf("%s: GetAssignment: %v", when, err)
+	}
+	shown := map[int]string{}
+	for _, pa := range a.GetPartitions() {
+		if pa.GetPinnedTo() != "" {
+			shown[int(pa.GetPartition())] = pa.GetPinnedTo()
+		}
+	}
+	var members []string
+	for _, d := range a.GetDraining() {
+		if d.GetSince().AsTime().IsZero() || d.GetSince().AsTime().After(time.Now()) {
+			t.Errorf("%s: drain of %s since %v", when, d.GetMember(), d.GetSince().AsTime())
+		}
+		members = append(members, d.GetMember())
+	}
+	if !maps.Equal(shown, pins) || !slices.Equal(members, draining) {
+		t.Fatalf("%s: GetAssignment shows pins %v and drains %v, want %v and %v", when, shown, members, pins, draining)
 	}
 }

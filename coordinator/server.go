@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -241,9 +243,20 @@ func (s *server) GetAssignment(ctx context.Context, _ *clickaggv1.GetAssignmentR
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	pins, err := s.c.cl.Pins(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	draining, err := s.c.cl.Draining(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	resp := &clickaggv1.GetAssignmentResponse{Version: a.Version}
 	for p, o := range a.Owners {
-		resp.Partitions = append(resp.Partitions, &clickaggv1.PartitionAssignment{Partition: int32(p), Member: o.Member, Epoch: o.Epoch})
+		resp.Partitions = append(resp.Partitions, &clickaggv1.PartitionAssignment{Partition: int32(p), Member: o.Member, Epoch: o.Epoch, PinnedTo: pins[p]})
+	}
+	for _, id := range slices.Sorted(maps.Keys(draining)) {
+		resp.Draining = append(resp.Draining, &clickaggv1.Drain{Member: id, Since: timestamppb.New(draining[id])})
 	}
 	return resp, nil
 }

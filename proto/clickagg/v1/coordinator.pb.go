@@ -222,10 +222,14 @@ func (*GetAssignmentRequest) Descriptor() ([]byte, []int) {
 // PartitionAssignment names the owner of one partition. epoch grows every
 // time the partition changes owner; it fences the writes of earlier owners.
 type PartitionAssignment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Member        string                 `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Member    string                 `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// pinned_to is the aggregator that MovePartition pinned the partition to:
+	// the leader keeps it there while that member is alive and not draining,
+	// until the next Rebalance. Empty when the ring places the partition.
+	PinnedTo      string `protobuf:"bytes,4,opt,name=pinned_to,json=pinnedTo,proto3" json:"pinned_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,18 +285,82 @@ func (x *PartitionAssignment) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *PartitionAssignment) GetPinnedTo() string {
+	if x != nil {
+		return x.PinnedTo
+	}
+	return ""
+}
+
+// Drain is an aggregator that DrainMember keeps empty.
+type Drain struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// since is when the drain was asked for.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drain) Reset() {
+	*x = Drain{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drain) ProtoMessage() {}
+
+func (x *Drain) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drain.ProtoReflect.Descriptor instead.
+func (*Drain) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Drain) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *Drain) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 type GetAssignmentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version grows with every assignment the leader writes.
-	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Partitions    []*PartitionAssignment `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	Version    uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Partitions []*PartitionAssignment `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// draining lists the drains in force, member ascending; a drain of a
+	// member that left stays until DrainMember cancels it.
+	Draining      []*Drain `protobuf:"bytes,3,rep,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetAssignmentResponse) Reset() {
 	*x = GetAssignmentResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[5]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +372,7 @@ func (x *GetAssignmentResponse) String() string {
 func (*GetAssignmentResponse) ProtoMessage() {}
 
 func (x *GetAssignmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[5]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +385,7 @@ func (x *GetAssignmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetAssignmentResponse) GetVersion() uint64 {
@@ -334,6 +402,13 @@ func (x *GetAssignmentResponse) GetPartitions() []*PartitionAssignment {
 	return nil
 }
 
+func (x *GetAssignmentResponse) GetDraining() []*Drain {
+	if x != nil {
+		return x.Draining
+	}
+	return nil
+}
+
 type GetClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -342,7 +417,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[6]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +429,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[6]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +442,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
 type GetClusterStatusResponse struct {
@@ -387,7 +462,7 @@ type GetClusterStatusResponse struct {
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[7]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +474,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[7]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +487,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetClusterStatusResponse) GetLeader() string {
@@ -488,7 +563,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[8]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +575,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[8]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +588,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -629,7 +704,7 @@ type GetLoadRequest struct {
 
 func (x *GetLoadRequest) Reset() {
 	*x = GetLoadRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +716,7 @@ func (x *GetLoadRequest) String() string {
 func (*GetLoadRequest) ProtoMessage() {}
 
 func (x *GetLoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +729,7 @@ func (x *GetLoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoadRequest.ProtoReflect.Descriptor instead.
 func (*GetLoadRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 // PartitionLoad is the load of one partition as its owner reports it.
@@ -674,7 +749,7 @@ type PartitionLoad struct {
 
 func (x *PartitionLoad) Reset() {
 	*x = PartitionLoad{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +761,7 @@ func (x *PartitionLoad) String() string {
 func (*PartitionLoad) ProtoMessage() {}
 
 func (x *PartitionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +774,7 @@ func (x *PartitionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLoad.ProtoReflect.Descriptor instead.
 func (*PartitionLoad) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PartitionLoad) GetPartition() int32 {
@@ -751,7 +826,7 @@ type MemberLoad struct {
 
 func (x *MemberLoad) Reset() {
 	*x = MemberLoad{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +838,7 @@ func (x *MemberLoad) String() string {
 func (*MemberLoad) ProtoMessage() {}
 
 func (x *MemberLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +851,7 @@ func (x *MemberLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLoad.ProtoReflect.Descriptor instead.
 func (*MemberLoad) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MemberLoad) GetMember() string {
@@ -826,7 +901,7 @@ type GetLoadResponse struct {
 
 func (x *GetLoadResponse) Reset() {
 	*x = GetLoadResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +913,7 @@ func (x *GetLoadResponse) String() string {
 func (*GetLoadResponse) ProtoMessage() {}
 
 func (x *GetLoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +926,7 @@ func (x *GetLoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoadResponse.ProtoReflect.Descriptor instead.
 func (*GetLoadResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetLoadResponse) GetMembers() []*MemberLoad {
@@ -885,7 +960,7 @@ type GetHotKeysRequest struct {
 
 func (x *GetHotKeysRequest) Reset() {
 	*x = GetHotKeysRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +972,7 @@ func (x *GetHotKeysRequest) String() string {
 func (*GetHotKeysRequest) ProtoMessage() {}
 
 func (x *GetHotKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +985,7 @@ func (x *GetHotKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHotKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetHotKeysRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetHotKeysRequest) GetCount() int32 {
@@ -934,7 +1009,7 @@ type HotKey struct {
 
 func (x *HotKey) Reset() {
 	*x = HotKey{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1021,7 @@ func (x *HotKey) String() string {
 func (*HotKey) ProtoMessage() {}
 
 func (x *HotKey) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1034,7 @@ func (x *HotKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotKey.ProtoReflect.Descriptor instead.
 func (*HotKey) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HotKey) GetAdId() string {
@@ -1008,7 +1083,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1095,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1108,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Split) GetAdId() string {
@@ -1081,7 +1156,7 @@ type GetHotKeysResponse struct {
 
 func (x *GetHotKeysResponse) Reset() {
 	*x = GetHotKeysResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1168,7 @@ func (x *GetHotKeysResponse) String() string {
 func (*GetHotKeysResponse) ProtoMessage() {}
 
 func (x *GetHotKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1181,7 @@ func (x *GetHotKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHotKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetHotKeysResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetHotKeysResponse) GetKeys() []*HotKey {
@@ -1131,7 +1206,7 @@ type GetHandoffsRequest struct {
 
 func (x *GetHandoffsRequest) Reset() {
 	*x = GetHandoffsRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1218,7 @@ func (x *GetHandoffsRequest) String() string {
 func (*GetHandoffsRequest) ProtoMessage() {}
 
 func (x *GetHandoffsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1231,7 @@ func (x *GetHandoffsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHandoffsRequest.ProtoReflect.Descriptor instead.
 func (*GetHandoffsRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 // Handoff is one change of a partition's owner.
@@ -1180,7 +1255,7 @@ type Handoff struct {
 
 func (x *Handoff) Reset() {
 	*x = Handoff{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1267,7 @@ func (x *Handoff) String() string {
 func (*Handoff) ProtoMessage() {}
 
 func (x *Handoff) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1280,7 @@ func (x *Handoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Handoff.ProtoReflect.Descriptor instead.
 func (*Handoff) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Handoff) GetPartition() int32 {
@@ -1273,7 +1348,7 @@ type GetHandoffsResponse struct {
 
 func (x *GetHandoffsResponse) Reset() {
 	*x = GetHandoffsResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1360,7 @@ func (x *GetHandoffsResponse) String() string {
 func (*GetHandoffsResponse) ProtoMessage() {}
 
 func (x *GetHandoffsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1373,7 @@ func (x *GetHandoffsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHandoffsResponse.ProtoReflect.Descriptor instead.
 func (*GetHandoffsResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetHandoffsResponse) GetHandoffs() []*Handoff {
@@ -1320,7 +1395,7 @@ type PartitionMove struct {
 
 func (x *PartitionMove) Reset() {
 	*x = PartitionMove{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1407,7 @@ func (x *PartitionMove) String() string {
 func (*PartitionMove) ProtoMessage() {}
 
 func (x *PartitionMove) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1420,7 @@ func (x *PartitionMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMove.ProtoReflect.Descriptor instead.
 func (*PartitionMove) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PartitionMove) GetPartition() int32 {
@@ -1381,7 +1456,7 @@ type MovePartitionRequest struct {
 
 func (x *MovePartitionRequest) Reset() {
 	*x = MovePartitionRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1468,7 @@ func (x *MovePartitionRequest) String() string {
 func (*MovePartitionRequest) ProtoMessage() {}
 
 func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1481,7 @@ func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
 func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MovePartitionRequest) GetPartition() int32 {
@@ -1440,7 +1515,7 @@ type MovePartitionResponse struct {
 
 func (x *MovePartitionResponse) Reset() {
 	*x = MovePartitionResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1527,7 @@ func (x *MovePartitionResponse) String() string {
 func (*MovePartitionResponse) ProtoMessage() {}
 
 func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1540,7 @@ func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
 func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MovePartitionResponse) GetMoves() []*PartitionMove {
@@ -1494,7 +1569,7 @@ type DrainMemberRequest struct {
 
 func (x *DrainMemberRequest) Reset() {
 	*x = DrainMemberRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1581,7 @@ func (x *DrainMemberRequest) String() string {
 func (*DrainMemberRequest) ProtoMessage() {}
 
 func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1594,7 @@ func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
 func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrainMemberRequest) GetMember() string {
@@ -1553,7 +1628,7 @@ type DrainMemberResponse struct {
 
 func (x *DrainMemberResponse) Reset() {
 	*x = DrainMemberResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1640,7 @@ func (x *DrainMemberResponse) String() string {
 func (*DrainMemberResponse) ProtoMessage() {}
 
 func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1653,7 @@ func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
 func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainMemberResponse) GetMoves() []*PartitionMove {
@@ -1604,7 +1679,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1691,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1704,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -1649,7 +1724,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1736,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1749,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RebalanceResponse) GetMoves() []*PartitionMove {
@@ -1703,7 +1778,7 @@ type SplitKeyRequest struct {
 
 func (x *SplitKeyRequest) Reset() {
 	*x = SplitKeyRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1790,7 @@ func (x *SplitKeyRequest) String() string {
 func (*SplitKeyRequest) ProtoMessage() {}
 
 func (x *SplitKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1803,7 @@ func (x *SplitKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitKeyRequest.ProtoReflect.Descriptor instead.
 func (*SplitKeyRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SplitKeyRequest) GetAdId() string {
@@ -1762,7 +1837,7 @@ type SplitKeyResponse struct {
 
 func (x *SplitKeyResponse) Reset() {
 	*x = SplitKeyResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1849,7 @@ func (x *SplitKeyResponse) String() string {
 func (*SplitKeyResponse) ProtoMessage() {}
 
 func (x *SplitKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1862,7 @@ func (x *SplitKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitKeyResponse.ProtoReflect.Descriptor instead.
 func (*SplitKeyResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SplitKeyResponse) GetSplit() *Split {
@@ -1814,7 +1889,7 @@ type UnsplitKeyRequest struct {
 
 func (x *UnsplitKeyRequest) Reset() {
 	*x = UnsplitKeyRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1901,7 @@ func (x *UnsplitKeyRequest) String() string {
 func (*UnsplitKeyRequest) ProtoMessage() {}
 
 func (x *UnsplitKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1914,7 @@ func (x *UnsplitKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsplitKeyRequest.ProtoReflect.Descriptor instead.
 func (*UnsplitKeyRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnsplitKeyRequest) GetAdId() string {
@@ -1866,7 +1941,7 @@ type UnsplitKeyResponse struct {
 
 func (x *UnsplitKeyResponse) Reset() {
 	*x = UnsplitKeyResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1953,7 @@ func (x *UnsplitKeyResponse) String() string {
 func (*UnsplitKeyResponse) ProtoMessage() {}
 
 func (x *UnsplitKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1966,7 @@ func (x *UnsplitKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsplitKeyResponse.ProtoReflect.Descriptor instead.
 func (*UnsplitKeyResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnsplitKeyResponse) GetSplit() *Split {
@@ -1922,16 +1997,21 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\x04role\x18\x01 \x01(\tR\x04role\"D\n" +
 	"\x13ListMembersResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.clickagg.v1.MemberR\amembers\"\x16\n" +
-	"\x14GetAssignmentRequest\"a\n" +
+	"\x14GetAssignmentRequest\"~\n" +
 	"\x13PartitionAssignment\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"s\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tpinned_to\x18\x04 \x01(\tR\bpinnedTo\"Q\n" +
+	"\x05Drain\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xa3\x01\n" +
 	"\x15GetAssignmentResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12@\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2 .clickagg.v1.PartitionAssignmentR\n" +
-	"partitions\"\x19\n" +
+	"partitions\x12.\n" +
+	"\bdraining\x18\x03 \x03(\v2\x12.clickagg.v1.DrainR\bdraining\"\x19\n" +
 	"\x17GetClusterStatusRequest\"\xab\x02\n" +
 	"\x18GetClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12'\n" +
@@ -2081,96 +2161,99 @@ func file_clickagg_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_coordinator_proto_rawDescData
 }
 
-var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*Member)(nil),                   // 0: clickagg.v1.Member
 	(*ListMembersRequest)(nil),       // 1: clickagg.v1.ListMembersRequest
 	(*ListMembersResponse)(nil),      // 2: clickagg.v1.ListMembersResponse
 	(*GetAssignmentRequest)(nil),     // 3: clickagg.v1.GetAssignmentRequest
 	(*PartitionAssignment)(nil),      // 4: clickagg.v1.PartitionAssignment
-	(*GetAssignmentResponse)(nil),    // 5: clickagg.v1.GetAssignmentResponse
-	(*GetClusterStatusRequest)(nil),  // 6: clickagg.v1.GetClusterStatusRequest
-	(*GetClusterStatusResponse)(nil), // 7: clickagg.v1.GetClusterStatusResponse
-	(*PartitionStatus)(nil),          // 8: clickagg.v1.PartitionStatus
-	(*GetLoadRequest)(nil),           // 9: clickagg.v1.GetLoadRequest
-	(*PartitionLoad)(nil),            // 10: clickagg.v1.PartitionLoad
-	(*MemberLoad)(nil),               // 11: clickagg.v1.MemberLoad
-	(*GetLoadResponse)(nil),          // 12: clickagg.v1.GetLoadResponse
-	(*GetHotKeysRequest)(nil),        // 13: clickagg.v1.GetHotKeysRequest
-	(*HotKey)(nil),                   // 14: clickagg.v1.HotKey
-	(*Split)(nil),                    // 15: clickagg.v1.Split
-	(*GetHotKeysResponse)(nil),       // 16: clickagg.v1.GetHotKeysResponse
-	(*GetHandoffsRequest)(nil),       // 17: clickagg.v1.GetHandoffsRequest
-	(*Handoff)(nil),                  // 18: clickagg.v1.Handoff
-	(*GetHandoffsResponse)(nil),      // 19: clickagg.v1.GetHandoffsResponse
-	(*PartitionMove)(nil),            // 20: clickagg.v1.PartitionMove
-	(*MovePartitionRequest)(nil),     // 21: clickagg.v1.MovePartitionRequest
-	(*MovePartitionResponse)(nil),    // 22: clickagg.v1.MovePartitionResponse
-	(*DrainMemberRequest)(nil),       // 23: clickagg.v1.DrainMemberRequest
-	(*DrainMemberResponse)(nil),      // 24: clickagg.v1.DrainMemberResponse
-	(*RebalanceRequest)(nil),         // 25: clickagg.v1.RebalanceRequest
-	(*RebalanceResponse)(nil),        // 26: clickagg.v1.RebalanceResponse
-	(*SplitKeyRequest)(nil),          // 27: clickagg.v1.SplitKeyRequest
-	(*SplitKeyResponse)(nil),         // 28: clickagg.v1.SplitKeyResponse
-	(*UnsplitKeyRequest)(nil),        // 29: clickagg.v1.UnsplitKeyRequest
-	(*UnsplitKeyResponse)(nil),       // 30: clickagg.v1.UnsplitKeyResponse
-	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
-	(*AdCount)(nil),                  // 32: clickagg.v1.AdCount
-	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
+	(*Drain)(nil),                    // 5: clickagg.v1.Drain
+	(*GetAssignmentResponse)(nil),    // 6: clickagg.v1.GetAssignmentResponse
+	(*GetClusterStatusRequest)(nil),  // 7: clickagg.v1.GetClusterStatusRequest
+	(*GetClusterStatusResponse)(nil), // 8: clickagg.v1.GetClusterStatusResponse
+	(*PartitionStatus)(nil),          // 9: clickagg.v1.PartitionStatus
+	(*GetLoadRequest)(nil),           // 10: clickagg.v1.GetLoadRequest
+	(*PartitionLoad)(nil),            // 11: clickagg.v1.PartitionLoad
+	(*MemberLoad)(nil),               // 12: clickagg.v1.MemberLoad
+	(*GetLoadResponse)(nil),          // 13: clickagg.v1.GetLoadResponse
+	(*GetHotKeysRequest)(nil),        // 14: clickagg.v1.GetHotKeysRequest
+	(*HotKey)(nil),                   // 15: clickagg.v1.HotKey
+	(*Split)(nil),                    // 16: clickagg.v1.Split
+	(*GetHotKeysResponse)(nil),       // 17: clickagg.v1.GetHotKeysResponse
+	(*GetHandoffsRequest)(nil),       // 18: clickagg.v1.GetHandoffsRequest
+	(*Handoff)(nil),                  // 19: clickagg.v1.Handoff
+	(*GetHandoffsResponse)(nil),      // 20: clickagg.v1.GetHandoffsResponse
+	(*PartitionMove)(nil),            // 21: clickagg.v1.PartitionMove
+	(*MovePartitionRequest)(nil),     // 22: clickagg.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),    // 23: clickagg.v1.MovePartitionResponse
+	(*DrainMemberRequest)(nil),       // 24: clickagg.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),      // 25: clickagg.v1.DrainMemberResponse
+	(*RebalanceRequest)(nil),         // 26: clickagg.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),        // 27: clickagg.v1.RebalanceResponse
+	(*SplitKeyRequest)(nil),          // 28: clickagg.v1.SplitKeyRequest
+	(*SplitKeyResponse)(nil),         // 29: clickagg.v1.SplitKeyResponse
+	(*UnsplitKeyRequest)(nil),        // 30: clickagg.v1.UnsplitKeyRequest
+	(*UnsplitKeyResponse)(nil),       // 31: clickagg.v1.UnsplitKeyResponse
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(*AdCount)(nil),                  // 33: clickagg.v1.AdCount
+	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
 }
 var file_clickagg_v1_coordinator_proto_depIdxs = []int32{
-	31, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	32, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: clickagg.v1.ListMembersResponse.members:type_name -> clickagg.v1.Member
-	4,  // 2: clickagg.v1.GetAssignmentResponse.partitions:type_name -> clickagg.v1.PartitionAssignment
-	0,  // 3: clickagg.v1.GetClusterStatusResponse.members:type_name -> clickagg.v1.Member
-	8,  // 4: clickagg.v1.GetClusterStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
-	31, // 5: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
-	31, // 6: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
-	31, // 7: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
-	32, // 8: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
-	31, // 9: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
-	11, // 10: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
-	10, // 11: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
-	31, // 12: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
-	31, // 13: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
-	14, // 14: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
-	15, // 15: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
-	31, // 16: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
-	31, // 17: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
-	33, // 18: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
-	18, // 19: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
-	20, // 20: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
-	20, // 21: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
-	20, // 22: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
-	15, // 23: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
-	15, // 24: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
-	1,  // 25: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
-	3,  // 26: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
-	6,  // 27: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
-	9,  // 28: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
-	13, // 29: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
-	17, // 30: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
-	21, // 31: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
-	23, // 32: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
-	25, // 33: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
-	27, // 34: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
-	29, // 35: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
-	2,  // 36: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
-	5,  // 37: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
-	7,  // 38: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
-	12, // 39: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
-	16, // 40: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
-	19, // 41: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
-	22, // 42: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
-	24, // 43: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
-	26, // 44: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
-	28, // 45: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
-	30, // 46: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	32, // 2: clickagg.v1.Drain.since:type_name -> google.protobuf.Timestamp
+	4,  // 3: clickagg.v1.GetAssignmentResponse.partitions:type_name -> clickagg.v1.PartitionAssignment
+	5,  // 4: clickagg.v1.GetAssignmentResponse.draining:type_name -> clickagg.v1.Drain
+	0,  // 5: clickagg.v1.GetClusterStatusResponse.members:type_name -> clickagg.v1.Member
+	9,  // 6: clickagg.v1.GetClusterStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
+	32, // 7: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
+	32, // 8: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
+	32, // 9: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
+	33, // 10: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
+	32, // 11: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
+	12, // 12: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
+	11, // 13: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
+	32, // 14: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
+	32, // 15: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
+	15, // 16: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
+	16, // 17: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
+	32, // 18: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
+	32, // 19: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
+	34, // 20: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
+	19, // 21: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
+	21, // 22: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
+	21, // 23: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
+	21, // 24: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
+	16, // 25: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
+	16, // 26: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
+	1,  // 27: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
+	3,  // 28: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
+	7,  // 29: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
+	10, // 30: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
+	14, // 31: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
+	18, // 32: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
+	22, // 33: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
+	24, // 34: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
+	26, // 35: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
+	28, // 36: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
+	30, // 37: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
+	2,  // 38: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
+	6,  // 39: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
+	8,  // 40: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
+	13, // 41: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
+	17, // 42: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
+	20, // 43: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
+	23, // 44: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
+	25, // 45: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
+	27, // 46: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
+	29, // 47: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
+	31, // 48: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_coordinator_proto_init() }
@@ -2185,7 +2268,7 @@ func file_clickagg_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_coordinator_proto_rawDesc), len(file_clickagg_v1_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

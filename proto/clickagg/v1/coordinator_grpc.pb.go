@@ -42,7 +42,8 @@ const (
 type CoordinatorServiceClient interface {
 	// ListMembers lists the processes registered in etcd with a live lease.
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
-	// GetAssignment returns the owner and ownership epoch of every partition.
+	// GetAssignment returns the owner and ownership epoch of every partition,
+	// the pins MovePartition set and the drains in force.
 	GetAssignment(ctx context.Context, in *GetAssignmentRequest, opts ...grpc.CallOption) (*GetAssignmentResponse, error)
 	// GetClusterStatus returns the leader, the partition count and, per
 	// partition, what its owner reports: offset, lag and watermark.
@@ -199,7 +200,8 @@ func (c *coordinatorServiceClient) UnsplitKey(ctx context.Context, in *UnsplitKe
 type CoordinatorServiceServer interface {
 	// ListMembers lists the processes registered in etcd with a live lease.
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
-	// GetAssignment returns the owner and ownership epoch of every partition.
+	// GetAssignment returns the owner and ownership epoch of every partition,
+	// the pins MovePartition set and the drains in force.
 	GetAssignment(context.Context, *GetAssignmentRequest) (*GetAssignmentResponse, error)
 	// GetClusterStatus returns the leader, the partition count and, per
 	// partition, what its owner reports: offset, lag and watermark.
