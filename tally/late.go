@@ -6,8 +6,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // lateFormat is the first byte of an encoded late part.
@@ -102,7 +100,6 @@ type lateView struct {
 	baseEvents         int
 	baseRevision       int64
 	countries, ads     [][]byte
-	adHashes           []uint64    // xxhash of each ad
 	events             [][2]uint32 // ad index, country index
 	users, ips, hashes []byte      // 8 bytes per event
 }
@@ -117,7 +114,7 @@ func parseLate(b []byte) (lateView, error) {
 	}
 	v.start = d.varint()
 	baseEvents, baseRevision := d.uvarint(), d.uvarint()
-	if v.countries, v.ads, v.adHashes, err = d.countriesAndAds(); err != nil {
+	if v.countries, v.ads, err = d.countriesAndAds(); err != nil {
 		return v, err
 	}
 	// An event takes 2 bytes of indexes and 24 of hashes.
@@ -164,11 +161,11 @@ func parseLate(b []byte) (lateView, error) {
 func (p *Partition) restoreLate(m *minute, v lateView) error {
 	ads := make([]uint32, len(v.ads))
 	for i, a := range v.ads {
-		ads[i] = p.ads.internBytes(a, v.adHashes[i])
+		ads[i] = p.ads.internBytes(a)
 	}
 	countries := make([]uint32, len(v.countries))
 	for i, c := range v.countries {
-		countries[i] = p.countries.internBytes(c, xxhash.Sum64(c))
+		countries[i] = p.countries.internBytes(c)
 	}
 	n := len(v.events)
 	m.delta = newDelta(n, n, n)

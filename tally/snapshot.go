@@ -7,7 +7,6 @@ import (
 	"slices"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -248,7 +247,7 @@ func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) 
 	// makes them valid UTF-8, so check it again on what the state holds.
 	countries := make([]uint32, len(v.countries))
 	for i, c := range v.countries {
-		countries[i] = p.countries.internBytes(c, xxhash.Sum64(c))
+		countries[i] = p.countries.internBytes(c)
 		if i > 0 && p.countries.str(countries[i-1]) >= p.countries.str(countries[i]) {
 			return nil, fmt.Errorf("%w: countries out of order", ErrCorrupt)
 		}
@@ -256,7 +255,7 @@ func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) 
 	ads := make([]uint32, len(v.ads))
 	valid := true
 	for i, a := range v.ads {
-		ads[i] = p.ads.internBytes(a, v.adHashes[i])
+		ads[i] = p.ads.internBytes(a)
 		valid = valid && utf8.Valid(a)
 	}
 	if !valid {

@@ -99,11 +99,7 @@ func (t *strtab) lookup(s string) (uint32, bool) {
 // needed. The caller must incref the id before it next decrefs anything, or
 // a new entry may never be freed.
 func (t *strtab) intern(s string) uint32 {
-	return t.internHashed(s, xxhash.Sum64String(s))
-}
-
-// internHashed is intern for a string whose xxhash h the caller has.
-func (t *strtab) internHashed(s string, h uint64) uint32 {
+	h := xxhash.Sum64String(s)
 	i := -1
 	if t.n > 0 {
 		var ok bool
@@ -117,11 +113,10 @@ func (t *strtab) internHashed(s string, h uint64) uint32 {
 	return t.insert(s, h, i)
 }
 
-// internBytes is intern for a string in a decoded snapshot, whose xxhash h
-// the decoder computed when it checked the order of the strings.
-func (t *strtab) internBytes(b []byte, h uint64) uint32 {
+// internBytes is intern for a string in a decoded snapshot.
+func (t *strtab) internBytes(b []byte) uint32 {
 	// The string does not outlive the call; add copies it.
-	return t.internHashed(unsafe.String(unsafe.SliceData(b), len(b)), h)
+	return t.intern(unsafe.String(unsafe.SliceData(b), len(b)))
 }
 
 // add adds a copy of s, which the table does not hold yet unless s is the

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // TestStrtab interns and frees strings at random and checks every lookup
@@ -49,7 +47,7 @@ func TestStrtab(t *testing.T) {
 	if live := 6 * tab.live(); len(tab.data) > 2*live+4096+6 {
 		t.Fatalf("data holds %d bytes for %d live strings", len(tab.data), tab.live())
 	}
-	if id := tab.intern("a\xffb"); tab.str(id) != "a\uFFFDb" || tab.intern("a\uFFFDb") != id || tab.internBytes([]byte("a\xffb"), xxhash.Sum64String("a\xffb")) != id {
+	if id := tab.intern("a\xffb"); tab.str(id) != "a\uFFFDb" || tab.intern("a\uFFFDb") != id || tab.internBytes([]byte("a\xffb")) != id {
 		t.Fatal("invalid UTF-8 is not interned as its valid form")
 	}
 }
