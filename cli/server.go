@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -316,15 +317,29 @@ func (s *Server) Run(ctx context.Context) error {
 	var follower *hotkey.Follower
 	if s.has(RoleRouter) || s.has(RoleQueryd) {
 		var acker *hotkey.Acker
+		var reg *cluster.Membership
+		// A router that registers again acknowledges on its new lease.
+		var acking atomic.Pointer[hotkey.Follower]
 		if s.has(RoleRouter) {
-			reg, err := cl.Register(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: advertise}, cfg.Cluster.LeaseTTL)
+			var err error
+			reg, err = cl.Keep(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: advertise}, cfg.Cluster.LeaseTTL, func(m cluster.Member) {
+				if f := acking.Load(); f != nil {
+					f.SetAckLease(clientv3.LeaseID(m.Incarnation))
+				}
+			}, lg)
 			if err != nil {
 				return fmt.Errorf("register %s: %w", RoleRouter, err)
 			}
-			defer closeRegistration(reg)
+			defer closeMembership(reg)
 			acker = &hotkey.Acker{ID: cfg.ID, Lease: clientv3.LeaseID(reg.Member().Incarnation)}
 		}
 		follower = hotkey.NewFollower(hk, splits, acker, lg.With("component", "splits"), time.Now)
+		if reg != nil {
+			// An incarnation registered since acker was made, before the
+			// callback could see the follower, is taken here.
+			acking.Store(follower)
+			follower.SetAckLease(clientv3.LeaseID(reg.Member().Incarnation))
+		}
 		g.Go(func() error { return follower.Run(gctx) })
 	}
 
@@ -381,18 +396,19 @@ func (s *Server) Run(ctx context.Context) error {
 		mux.Handle("/v1/", h)
 		g.Go(func() error { return q.Run(gctx) })
 	}
-	// Queryds and coordinators register so that operators can list them;
-	// routers registered above; aggregators register themselves, since
-	// their lease is part of partition ownership.
+	// Queryds and coordinators register so that operators can list them,
+	// and register again if their lease is lost; routers registered above;
+	// aggregators register themselves, since their lease is part of
+	// partition ownership.
 	for _, role := range s.roles {
 		if role == RoleAggregator || role == RoleRouter {
 			continue
 		}
-		reg, err := cl.Register(ctx, cluster.Member{ID: cfg.ID, Role: role, Addr: advertise}, cfg.Cluster.LeaseTTL)
+		reg, err := cl.Keep(ctx, cluster.Member{ID: cfg.ID, Role: role, Addr: advertise}, cfg.Cluster.LeaseTTL, nil, lg)
 		if err != nil {
 			return fmt.Errorf("register %s: %w", role, err)
 		}
-		defer closeRegistration(reg)
+		defer closeMembership(reg)
 	}
 	if follower != nil {
 		// Serve only with the split table: until then every ingest and
@@ -474,8 +490,9 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
-// closeRegistration revokes a registration's lease, bounded in time.
-func closeRegistration(reg *cluster.Registration) {
+// closeMembership stops registering again and revokes the current lease,
+// bounded in time.
+func closeMembership(reg *cluster.Membership) {
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = reg.Close(cctx)

@@ -577,3 +577,48 @@ func TestCampaignGivesUpWhenContextEnds(t *testing.T) {
 		t.Fatalf("Leader() = %q, %v", id, err)
 	}
 }
+
+// TestMembershipRegistersAgain revokes a kept member's lease: it comes
+// back as a new incarnation, announced to onNew, until Close removes it
+// for good.
+func TestMembershipRegistersAgain(t *testing.T) {
+	e := testserver.Etcd(t)
+	c := NewClient(testserver.NewEtcdClient(t, e.Endpoint), "/t")
+	other := NewClient(testserver.NewEtcdClient(t, e.Endpoint), "/t")
+	news := make(chan Member, 4)
+	k, err := c.Keep(ctxT(t), Member{ID: "r", Role: RoleRouter, Addr: "127.0.0.1:1"}, ttl, func(m Member) { news <- m }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := k.Member()
+	for range 2 {
+		prev := k.Member()
+		if _, err := other.cli.Revoke(ctxT(t), clientv3.LeaseID(prev.Incarnation)); err != nil {
+			t.Fatal(err)
+		}
+		var m Member
+		select {
+		case m = <-news:
+		case <-time.After(15 * time.Second):
+			t.Fatal("not registered again after the lease was revoked")
+		}
+		if m.Incarnation == prev.Incarnation || m.ID != "r" || m.Addr != first.Addr || k.Member().Incarnation != m.Incarnation {
+			t.Fatalf("registered again as %+v (Member() %+v), previously %+v", m, k.Member(), prev)
+		}
+		ms, err := other.Members(ctxT(t), RoleRouter)
+		if err != nil || !equalMembers(ms, []Member{m}) {
+			t.Fatalf("members = %+v, %v; want %+v", ms, err, m)
+		}
+	}
+	if err := k.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := other.Members(ctxT(t), ""); err != nil || len(ms) != 0 {
+		t.Fatalf("members after Close = %+v, %v", ms, err)
+	}
+	select {
+	case m := <-news:
+		t.Fatalf("registered again after Close: %+v", m)
+	default:
+	}
+}

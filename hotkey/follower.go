@@ -50,9 +50,12 @@ type Follower struct {
 
 	cur     atomic.Pointer[view]
 	seen    atomic.Int64  // store revision of the newest confirmation
-	changed chan struct{} // a new version arrived; wakes the acker
-	ready   chan struct{} // closed at the first confirmation
-	once    sync.Once
+	changed chan struct{} // a new version or lease arrived; wakes the acker
+	// lease is the router's current membership lease, which SetAckLease
+	// changes when the router registers again.
+	lease atomic.Int64
+	ready chan struct{} // closed at the first confirmation
+	once  sync.Once
 }
 
 // view is one state of the copy. Versions only move forward: a table is
@@ -75,7 +78,7 @@ func NewFollower(cfg Config, store *Store, acker *Acker, lg *slog.Logger, now fu
 	if now == nil {
 		now = time.Now
 	}
-	return &Follower{
+	f := &Follower{
 		cfg:     cfg,
 		store:   store,
 		acker:   acker,
@@ -83,6 +86,23 @@ func NewFollower(cfg Config, store *Store, acker *Acker, lg *slog.Logger, now fu
 		now:     now,
 		changed: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
+	}
+	if acker != nil {
+		f.lease.Store(int64(acker.Lease))
+	}
+	return f
+}
+
+// SetAckLease makes the follower acknowledge on lease, the membership lease
+// of the router's new incarnation after it registered again, and writes
+// the version held again at once: the coordinator waits for the
+// acknowledgements of the registered incarnation, so until then it would
+// wait for this router in vain.
+func (f *Follower) SetAckLease(lease clientv3.LeaseID) {
+	f.lease.Store(int64(lease))
+	select {
+	case f.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -234,18 +254,20 @@ func (f *Follower) apply(t *Table, rev int64, confirmed time.Time) {
 	}
 }
 
-// ackLoop writes the version held whenever it changes, and retries every
-// ConfirmInterval until the write succeeds.
+// ackLoop writes the version held whenever it or the lease changes, and
+// retries every ConfirmInterval until the write succeeds.
 func (f *Follower) ackLoop(ctx context.Context) {
 	t := time.NewTicker(f.cfg.ConfirmInterval)
 	defer t.Stop()
 	var acked uint64
+	var ackedLease clientv3.LeaseID
 	done, failing := false, false
 	for {
-		if v := f.cur.Load(); v != nil && (!done || v.table.Version() != acked) {
+		lease := clientv3.LeaseID(f.lease.Load())
+		if v := f.cur.Load(); v != nil && (!done || v.table.Version() != acked || lease != ackedLease) {
 			version := v.table.Version()
 			cctx, cancel := context.WithTimeout(ctx, f.cfg.MaxStaleness)
-			err := f.store.WriteAck(cctx, f.acker.ID, version, f.acker.Lease)
+			err := f.store.WriteAck(cctx, f.acker.ID, version, lease)
 			cancel()
 			switch {
 			case ctx.Err() != nil:
@@ -256,7 +278,7 @@ func (f *Follower) ackLoop(ctx context.Context) {
 				}
 				failing = true
 			default:
-				acked, done, failing = version, true, false
+				acked, ackedLease, done, failing = version, lease, true, false
 				f.lg.Debug("acknowledged split table", "version", version, "router", f.acker.ID)
 			}
 		}

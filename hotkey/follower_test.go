@@ -82,6 +82,17 @@ func TestFollowerFollowsAndAcks(t *testing.T) {
 		wantAck(v)
 	}
 
+	// The router registered again, its lease lost: the version it holds is
+	// acknowledged again on the new lease, with no new version to prompt it.
+	again, err := e.cl.Register(ctx, cluster.Member{ID: "r1", Role: cluster.RoleRouter}, leaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Close(context.Background()) })
+	lease = again.Member().Incarnation
+	f.SetAckLease(clientv3.LeaseID(lease))
+	wantAck(4)
+
 	// A copy not confirmed for longer than MaxStaleness is refused: the
 	// clock jumps past it, and the next confirmation makes it fresh again.
 	e.clk.Advance(e.cfg.MaxStaleness + time.Hour)
