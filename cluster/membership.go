@@ -9,14 +9,15 @@ import (
 
 // reRegisterRetry is the pause between failed registrations of a member
 // whose lease was lost.
-var reRegisterRetry = time.Second
+const reRegisterRetry = time.Second
 
 // Membership keeps a process registered for as long as it runs, for the
 // roles whose registration is only a listing: routers, queryds and
 // coordinators. When a registration's lease is lost (etcd was unreachable
 // for longer than the TTL, or an operator revoked it) it registers again,
 // as a new incarnation, retrying until it succeeds; a router would
-// otherwise serve on unlisted, its split-table acknowledgements refused.
+// otherwise go on serving unlisted, its split-table acknowledgements
+// refused.
 // Aggregators do not use it: their lease is part of partition ownership,
 // and losing it must end their ownership (package aggregator).
 type Membership struct {

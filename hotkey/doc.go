@@ -40,7 +40,9 @@
 // # Staleness (Follower)
 //
 // Acks alone do not cover a router that fell behind after acking, or one
-// whose lease was lost while it still serves. So a router routes (and a
+// whose lease was lost while it still serves (it registers again and
+// acknowledges on its new lease, Follower.SetAckLease, but serves in
+// between). So a router routes (and a
 // queryd answers) only with a copy confirmed current within MaxStaleness:
 // a linearizable Get sent at time s whose result the copy is at least as
 // new as. A router routing a click of minute ≥ M at time t ≥ M·60s − MaxSkew

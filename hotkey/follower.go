@@ -51,11 +51,11 @@ type Follower struct {
 	cur     atomic.Pointer[view]
 	seen    atomic.Int64  // store revision of the newest confirmation
 	changed chan struct{} // a new version or lease arrived; wakes the acker
+	ready   chan struct{} // closed at the first confirmation
+	once    sync.Once
 	// lease is the router's current membership lease, which SetAckLease
 	// changes when the router registers again.
 	lease atomic.Int64
-	ready chan struct{} // closed at the first confirmation
-	once  sync.Once
 }
 
 // view is one state of the copy. Versions only move forward: a table is
