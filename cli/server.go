@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -269,11 +268,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("grpc listen: %w", err)
 	}
 	defer lis.Close()
-	advertise := advertiseAddr(lis.Addr().(*net.TCPAddr))
-	if cfg.AdvertiseAddr != "" {
-		if advertise, err = canonicalAdvertise(cfg.AdvertiseAddr); err != nil {
-			return err
-		}
+	var advertise string
+	if cfg.AdvertiseAddr == "" {
+		advertise = advertiseAddr(lis.Addr().(*net.TCPAddr))
+	} else if advertise, err = canonicalAdvertise(cfg.AdvertiseAddr); err != nil {
+		return err
 	}
 	var httpLis net.Listener
 	if cfg.HTTPAddr != "" {
@@ -317,28 +316,21 @@ func (s *Server) Run(ctx context.Context) error {
 	var follower *hotkey.Follower
 	if s.has(RoleRouter) || s.has(RoleQueryd) {
 		var acker *hotkey.Acker
-		var reg *cluster.Membership
-		// A router that registers again acknowledges on its new lease.
-		var acking atomic.Pointer[hotkey.Follower]
 		if s.has(RoleRouter) {
-			var err error
-			reg, err = cl.Keep(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: advertise}, cfg.Cluster.LeaseTTL, func(m cluster.Member) {
-				if f := acking.Load(); f != nil {
-					f.SetAckLease(clientv3.LeaseID(m.Incarnation))
-				}
+			acker = &hotkey.Acker{ID: cfg.ID}
+		}
+		follower = hotkey.NewFollower(hk, splits, acker, lg.With("component", "splits"), time.Now)
+		if acker != nil {
+			// Acknowledgements go on the router's membership lease, which
+			// is a new one each time it registers again. Keep sets the
+			// first before it returns, and so before Run writes any.
+			reg, err := cl.Keep(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: advertise}, cfg.Cluster.LeaseTTL, func(m cluster.Member) {
+				follower.SetAckLease(clientv3.LeaseID(m.Incarnation))
 			}, lg)
 			if err != nil {
 				return fmt.Errorf("register %s: %w", RoleRouter, err)
 			}
 			defer closeMembership(reg)
-			acker = &hotkey.Acker{ID: cfg.ID, Lease: clientv3.LeaseID(reg.Member().Incarnation)}
-		}
-		follower = hotkey.NewFollower(hk, splits, acker, lg.With("component", "splits"), time.Now)
-		if reg != nil {
-			// An incarnation registered since acker was made, before the
-			// callback could see the follower, is taken here.
-			acking.Store(follower)
-			follower.SetAckLease(clientv3.LeaseID(reg.Member().Incarnation))
 		}
 		g.Go(func() error { return follower.Run(gctx) })
 	}

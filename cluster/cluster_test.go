@@ -591,6 +591,9 @@ func TestMembershipRegistersAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := k.Member()
+	if m := <-news; m.Incarnation != first.Incarnation {
+		t.Fatalf("onNew got %+v first, want the first incarnation %+v", m, first)
+	}
 	for range 2 {
 		prev := k.Member()
 		if _, err := other.cli.Revoke(ctxT(t), clientv3.LeaseID(prev.Incarnation)); err != nil {

@@ -35,8 +35,10 @@ type Membership struct {
 }
 
 // Keep registers m (see Register) and keeps it registered until Close. It
-// calls onNew (if not nil) with each new incarnation after the first, once
-// Member returns it; lg nil discards logs.
+// calls onNew (if not nil) with each incarnation, once Member returns it:
+// the first before Keep returns, the next ones from one goroutine, so the
+// calls never overlap and the last is the current incarnation. lg nil
+// discards logs.
 func (c *Client) Keep(ctx context.Context, m Member, ttl time.Duration, onNew func(Member), lg *slog.Logger) (*Membership, error) {
 	r, err := c.Register(ctx, m, ttl)
 	if err != nil {
@@ -47,6 +49,9 @@ func (c *Client) Keep(ctx context.Context, m Member, ttl time.Duration, onNew fu
 	}
 	kctx, cancel := context.WithCancel(context.Background())
 	k := &Membership{c: c, m: m, ttl: ttl, onNew: onNew, lg: lg, cancel: cancel, done: make(chan struct{}), cur: r}
+	if onNew != nil {
+		onNew(r.Member())
+	}
 	go k.run(kctx)
 	return k, nil
 }

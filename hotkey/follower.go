@@ -24,7 +24,8 @@ type Acker struct {
 	ID string
 	// Lease is the router's membership lease (cluster.Member.Incarnation):
 	// the ack goes away with the member, and the coordinator accepts it
-	// only from the incarnation that is registered.
+	// only from the incarnation that is registered. Zero: SetAckLease sets
+	// it before Run.
 	Lease clientv3.LeaseID
 }
 
@@ -94,8 +95,8 @@ func NewFollower(cfg Config, store *Store, acker *Acker, lg *slog.Logger, now fu
 }
 
 // SetAckLease makes the follower acknowledge on lease, the membership lease
-// of the router's new incarnation after it registered again, and writes
-// the version held again at once: the coordinator waits for the
+// of the router's current incarnation. After the router registered again,
+// it writes the version held again at once: the coordinator waits for the
 // acknowledgements of the registered incarnation, so until then it would
 // wait for this router in vain.
 func (f *Follower) SetAckLease(lease clientv3.LeaseID) {

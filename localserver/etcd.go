@@ -1,12 +1,9 @@
 package localserver
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -34,21 +31,11 @@ type Etcd struct {
 // picks itself may be taken by another process between the pick and the
 // bind; it then picks again, a few times.
 func StartEtcd(cfg EtcdConfig) (*Etcd, error) {
-	for attempt := 1; ; attempt++ {
-		e, err := startEtcd(cfg)
-		if err == nil || attempt == 5 || cfg.ClientPort != 0 && cfg.PeerPort != 0 || !inUse(err) {
-			return e, err
-		}
-	}
+	return pickAgain(cfg.ClientPort == 0 || cfg.PeerPort == 0, func() (*Etcd, error) { return startEtcd(cfg) })
 }
 
 // etcdPort picks the ports StartEtcd was not given; tests take one.
 var etcdPort = FreePort
-
-// inUse reports whether err is a listener's "address already in use".
-func inUse(err error) bool {
-	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
-}
 
 func startEtcd(cfg EtcdConfig) (*Etcd, error) {
 	var err error

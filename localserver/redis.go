@@ -47,20 +47,11 @@ type Redis struct {
 // redisPort picks the port StartRedis was not given; tests take one.
 var redisPort = FreePort
 
-// errPortTaken is returned by startRedis when another process held the
-// port.
-var errPortTaken = errors.New("port taken by another process")
-
 // StartRedis starts redis-server on 127.0.0.1 with AOF on and waits until it
 // answers PING. A port it picks itself may be taken by another process
 // between the pick and the bind; it then picks again, a few times.
 func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
-	for attempt := 1; ; attempt++ {
-		r, err := startRedis(ctx, cfg)
-		if err == nil || attempt == 5 || cfg.Port != 0 || !errors.Is(err, errPortTaken) {
-			return r, err
-		}
-	}
+	return pickAgain(cfg.Port == 0, func() (*Redis, error) { return startRedis(ctx, cfg) })
 }
 
 func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
@@ -132,15 +123,13 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	for {
 		// The server that answers must be ours: another one may hold the
 		// port, and ours then exits.
-		if err := ping(r.Addr); err == nil {
-			if pid, err := serverPID(r.Addr); err == nil && pid == cmd.Process.Pid {
-				return r, nil
-			}
+		if pid, err := ready(r.Addr); err == nil && pid == cmd.Process.Pid {
+			return r, nil
 		}
 		select {
 		case <-r.done:
 			if b, err := os.ReadFile(logFile); err == nil && int64(len(b)) >= logStart && strings.Contains(string(b[logStart:]), "already in use") {
-				return nil, fmt.Errorf("redis-server on %s: %w", r.Addr, errPortTaken)
+				return nil, fmt.Errorf("redis-server on %s: %w", r.Addr, syscall.EADDRINUSE)
 			}
 			return nil, fmt.Errorf("redis-server exited: %v (log: %s)", r.err, logFile)
 		case <-ctx.Done():
@@ -155,40 +144,34 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	}
 }
 
-// ping speaks just enough RESP to ask a server whether it is ready, so that
-// this package does not depend on a Redis client.
+// ping reports whether the server at addr is ready.
 func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("redis not ready: %q", strings.TrimSpace(line))
-	}
-	return nil
+	_, err := ready(addr)
+	return err
 }
 
-// serverPID asks the server at addr for its process id (INFO server).
-func serverPID(addr string) (int, error) {
+// ready asks the server at addr, in one round trip, whether it serves
+// (PING: one still loading its AOF answers -LOADING) and which process it
+// is (INFO server). It speaks just enough RESP that this package does not
+// depend on a Redis client.
+func ready(addr string) (pid int, err error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+	if _, err := c.Write([]byte("PING\r\nINFO server\r\n")); err != nil {
 		return 0, err
 	}
 	rd := bufio.NewReader(c)
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return 0, fmt.Errorf("redis not ready: %q", strings.TrimSpace(line))
+	}
 	head, err := rd.ReadString('\n')
 	if err != nil {
 		return 0, err
@@ -231,6 +214,24 @@ func (r *Redis) Stop() error {
 func (r *Redis) Kill() {
 	_ = r.cmd.Process.Kill()
 	<-r.done
+}
+
+// pickAgain calls start, which picks the free ports it binds when picked
+// is true, until it succeeds or fails for another reason than a taken
+// port, at most 5 times: another process may take a picked port between
+// the pick and the bind.
+func pickAgain[T any](picked bool, start func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil || !picked || attempt == 5 || !inUse(err) {
+			return v, err
+		}
+	}
+}
+
+// inUse reports whether err is a listener's "address already in use".
+func inUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

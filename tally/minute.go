@@ -25,7 +25,7 @@ type delta struct {
 	seen  hashSet // event-id hashes, not in base.hashes
 	// heavyRows and heavyAds list, in the order they got there, the rows
 	// and ads that reached heavyAt clicks: every other one has fewer,
-	// which lets Top skip them (topFast).
+	// which lets Top skip them (topLight).
 	heavyRows []uint64
 	heavyAds  []uint32
 }

@@ -293,35 +293,27 @@ func (p *Partition) topCached(window []int64, n int, country string, q *query, s
 		rest += p.minutes[start].keys()
 	}
 	S, F := window[:complete], window[complete:]
-	// keysAbove reports whether the complete minutes hold more than x
-	// keys. It reads only as many minutes as it needs: reading the keys of
-	// every minute of an hour, in every partition, was a fifth of the time
-	// of a Top over it.
-	keysAbove := func(x int) bool {
+	// above reports whether the complete minutes hold more than x keys,
+	// counted by keysOf. It reads only as many minutes as it needs:
+	// reading the keys of every minute of an hour, in every partition, was
+	// a fifth of the time of a Top over it.
+	above := func(x int, keysOf func(m *minute) int) bool {
 		keys := 0
 		for _, start := range S {
-			if keys += p.minutes[start].keys(); keys > x {
+			if keys += keysOf(p.minutes[start]); keys > x {
 				return true
 			}
 		}
 		return false
 	}
-	// baseAbove is keysAbove for the rows of S's bases that q reads (a
-	// country's rows only). Deltas are left out: once a minute is
-	// complete, its delta holds only late events.
-	baseAbove := func(x int) bool {
-		keys := 0
-		for _, start := range S {
-			if keys += p.minutes[start].baseKeys(q); keys > x {
-				return true
-			}
-		}
-		return false
-	}
+	keysAbove := func(x int) bool { return above(x, (*minute).keys) }
 	// The minutes that are not complete are added to any entry (or
 	// bounded, see topLight): when they hold as much as the complete ones,
-	// an entry saves too little.
-	if complete == 0 || !keysAbove(max(minCachedKeys-1, rest-1)) || !baseAbove(p.ads.size()/minEntryShare-1) {
+	// an entry saves too little. Nor is one worth it when the bases of
+	// the complete minutes hold few rows that q reads (a country's only;
+	// their deltas hold only late events): see minEntryShare.
+	baseKeys := func(m *minute) int { return m.baseKeys(q) }
+	if complete == 0 || !keysAbove(max(minCachedKeys-1, rest-1)) || !above(p.ads.size()/minEntryShare-1, baseKeys) {
 		return nil, false
 	}
 	e, cost := p.bestEntry(window, n, country)
@@ -640,13 +632,13 @@ func (p *Partition) topFrom(e *topEntry, window []int64, n int, q *query, s *top
 // heavyAt-1 clicks in a light minute, so with L light minutes an ad that
 // diff did not touch and that is heavy in none has at most its entry count
 // + b, b = L·(heavyAt-1) (bound, which the caller passes). The candidates
-// are the touched ads, the heavy ones, and the ranking's ads in order, each with its exact count (the
-// light minutes' tables give its clicks there), until the ranking's count
-// + b falls below the n-th best exact count T so far: every ad not taken
-// has at most its entry count + b < T, no more than a ranked ad's
-// passed, or, past the end of the ranking, than the ads outside it have
-// (fewer than its last). It returns false when the ranking ran out before
-// that; the caller then adds the light minutes up.
+// are the touched ads, the heavy ones, and the ranking's ads in order,
+// each with its exact count (the light minutes' tables give its clicks
+// there), until the ranking's count + b falls below the n-th best exact
+// count T so far: every ad not taken has at most its entry count + b < T,
+// no more than a ranked ad's passed, or, past the end of the ranking, than
+// the ads outside it have (fewer than its last). It returns false when the
+// ranking ran out before that; the caller then adds the light minutes up.
 func (p *Partition) topLight(e *topEntry, n int, bound int64, q *query, s *topScratch) ([]AdCount, bool) {
 	light := s.light
 	cand := s.cand
