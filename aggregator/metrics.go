@@ -123,9 +123,9 @@ var (
 	stateKeysDesc = prometheus.NewDesc("clickagg_aggregator_state_keys",
 		"Distinct (ad, minute) keys in memory, over the partitions held.", nil, nil)
 	stateDedupIDsDesc = prometheus.NewDesc("clickagg_aggregator_state_dedup_ids",
-		"Event ids remembered for deduplication, over the partitions held.", nil, nil)
+		"Clicks (ad_id, event_id pairs) remembered for deduplication, over the partitions held.", nil, nil)
 	stateBytesDesc = prometheus.NewDesc("clickagg_aggregator_state_bytes",
-		"Memory of the partitions held, by budget (package tally's accounting): rows (clicks by ad and by ad and country), filter (user and ip hashes per event, and their indexes), dedup (event-id hashes), top_cache (Top's cached sums and late-event journal), country_index (rows grouped by country, built by country queries).", []string{"budget"}, nil)
+		"Memory of the partitions held, by budget (package tally's accounting): rows (clicks by ad and by ad and country), filter (user and ip hashes per event, and their indexes), dedup (click-identity hashes), top_cache (Top's cached sums and late-event journal), country_index (rows grouped by country, built by country queries).", []string{"budget"}, nil)
 )
 
 // partitionCollector reads the held partitions at scrape time.

@@ -79,7 +79,7 @@ clickagg_aggregator_fenced_writes_total 0
 # HELP clickagg_aggregator_state_keys Distinct (ad, minute) keys in memory, over the partitions held.
 # TYPE clickagg_aggregator_state_keys gauge
 clickagg_aggregator_state_keys 1
-# HELP clickagg_aggregator_state_dedup_ids Event ids remembered for deduplication, over the partitions held.
+# HELP clickagg_aggregator_state_dedup_ids Clicks (ad_id, event_id pairs) remembered for deduplication, over the partitions held.
 # TYPE clickagg_aggregator_state_dedup_ids gauge
 clickagg_aggregator_state_dedup_ids 3
 `), "clickagg_aggregator_partition_lag_entries", "clickagg_aggregator_partition_lag_seconds", "clickagg_aggregator_partitions", "clickagg_aggregator_fenced_writes_total",

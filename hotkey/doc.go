@@ -18,8 +18,9 @@
 // partitions[xxhash(event_id) % len(partitions)] of X's interval containing
 // m, else to X's own partition (ring.Partitioner). The click keeps ad_id X
 // in the log, so aggregators count it under X wherever it lands. A retried
-// click (same event_id and click_time) lands where its first copy did, so
-// the aggregators' dedup by event_id still sees both copies, as long as
+// click (same ad_id, event_id and click_time) lands where its first copy
+// did, so the aggregators' dedup, by the pair (ad_id, event_id), still sees
+// both copies, as long as
 // every router routes minute m with the same intervals. The rest of this
 // page is why they do.
 //

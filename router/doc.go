@@ -17,7 +17,8 @@
 //   - country: an assigned ISO 3166-1 alpha-2 code, stored upper-case.
 //   - click_time: a valid timestamp in [now-Horizon, now+MaxSkew] on the
 //     router's clock. The lower bound is what keeps dedup exact: aggregators
-//     remember event ids for at least the horizon, so an event they might
+//     remember clicks, the pairs (ad_id, event_id), for at least the
+//     horizon, so an event they might
 //     have forgotten is refused here rather than counted twice.
 //
 // Only a request with no events (INVALID_ARGUMENT) or with more than

@@ -120,7 +120,8 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 // Ingest validates events, appends the valid ones and returns how many were
 // appended and why each other one was refused. A non-nil error fails the
 // whole request and means nothing was acknowledged: the caller retries it,
-// and the aggregators' dedup by event_id absorbs what was appended anyway.
+// and the aggregators' dedup by (ad_id, event_id) absorbs what was
+// appended anyway.
 func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (accepted int64, rejected []*clickaggv1.Rejection, err error) {
 	r.m.requests.Inc()
 	if len(events) == 0 {

@@ -130,8 +130,8 @@ func asciiLetter(b byte) bool {
 }
 
 // clickTime returns the click time in Unix milliseconds. Both bounds are
-// inclusive. The horizon bound is what makes dedup by event_id exact: the
-// aggregators remember ids for at least the horizon, so a retry of an event
+// inclusive. The horizon bound is what makes dedup exact: the aggregators
+// remember clicks (ad_id, event_id) for at least the horizon, so a retry of an event
 // they may have forgotten is refused here instead of counted twice.
 func (r *Router) clickTime(e *clickaggv1.ClickEvent, now time.Time) (int64, string) {
 	ts := e.GetClickTime()

@@ -41,7 +41,8 @@
 //
 //   - killed before the answer: the batch is read again from the
 //     checkpoint and sent with the same ids; whatever the router had
-//     already appended is dropped by the aggregators' dedup by event_id.
+//     already appended is dropped by the aggregators' dedup by the pair
+//     (ad_id, event_id), which a line always gives again.
 //   - killed between the answer and the checkpoint: the same; the batch is
 //     sent again and counted once.
 //   - killed after the checkpoint: nothing is sent again.

@@ -122,6 +122,9 @@ func (p *Partition) warm(evs []rawEvent) {
 		sink    uint64
 	)
 	evs = evs[:min(len(evs), warmChunk)]
+	for i := range evs {
+		adHash[i] = xxhash.Sum64String(evs[i].adID)
+	}
 	var m *minute
 	var start int64
 	for i := range evs {
@@ -137,16 +140,15 @@ func (p *Partition) warm(evs []rawEvent) {
 		if n := len(d.seen.slots); n > 0 {
 			// A new id probes on from its home slot, often into the
 			// next cache line.
-			j := d.seen.home(xxhash.Sum64String(ev.eventID))
+			id := clickID(adHash[i], ev.eventID)
+			if m.legacyIDs {
+				id = xxhash.Sum64String(ev.eventID)
+			}
+			j := d.seen.home(id)
 			seen[i], seenEnd[i] = &d.seen.slots[j], &d.seen.slots[min(j+7, n-1)]
 		}
 	}
 	ads := &p.ads
-	if len(ads.index) > 0 {
-		for i := range evs {
-			adHash[i] = xxhash.Sum64String(evs[i].adID)
-		}
-	}
 	for i := range evs {
 		if s := seen[i]; s != nil {
 			sink += *s + *seenEnd[i]

@@ -15,9 +15,11 @@
 //     minute is complete once the watermark reaches its end.
 //   - An event whose minute ended DedupHorizon or more before the watermark
 //     is refused (Stats.Expired): that minute's dedup set is gone.
-//   - Otherwise the 64-bit xxhash of its event_id is looked up in its
-//     minute's dedup set: a repeat is dropped (Stats.Duplicates); a new one
-//     is counted in the cell (ad, country, ip, user_id) of its minute.
+//   - Otherwise its click identity, the pair (ad_id, event_id) hashed to 64
+//     bits (clickID), is looked up in its minute's dedup set: a repeat is
+//     dropped (Stats.Duplicates); a new one is counted in the cell (ad,
+//     country, ip, user_id) of its minute. The same event_id on two ads is
+//     two clicks, wherever the ads are partitioned.
 //   - An event counted in a complete minute is late (Stats.Late) and raises
 //     the minute's revision, so the published minute is rewritten.
 //
@@ -33,8 +35,9 @@
 //
 // # Hashes stand for strings
 //
-// Three fields are compared by their 64-bit xxhash rather than by their
-// text: event_id (dedup), ip and user_id (the filters). Two different values
+// Three things are compared by a 64-bit hash rather than by their text: a
+// click's identity (ad_id, event_id) for dedup (clickID), ip and user_id
+// (the filters, their xxhash). Two different values
 // with the same hash would be taken for one; among the values of one
 // partition's minutes in memory, that has a chance of about n²/2⁶⁵ (below
 // 10⁻⁶ for n = 10⁸ distinct values). ad_id and country are kept as text,
@@ -58,8 +61,8 @@
 //     ip (16 bytes), plus, for a minute that a user or ip filter has read,
 //     its events sorted by user hash and by ip hash (4 bytes each per event,
 //     built by the first such query).
-//   - Dedup: the hashes of the event ids counted, while the minute is
-//     inside the dedup horizon.
+//   - Dedup: the hashes of the clicks counted (clickID), while the minute
+//     is inside the dedup horizon.
 //
 // Each minute is a base, compact and immutable, plus a delta of what it
 // counted since the base was built (see minute.go and base.go):
@@ -167,8 +170,10 @@
 //
 // A minute is encoded in a columnar binary format whose first byte is its
 // version (encode.go has the layout): its countries and ads as strings, its
-// rows as small varints, then the user, ip and event-id hashes as fixed
-// 8-byte columns. The order of everything is fixed by the minute's content,
+// rows as small varints, then the user, ip and click-identity hashes as
+// fixed 8-byte columns. Format 1, which earlier builds wrote, hashed the
+// event_id alone; a minute restored from it keeps that key until it leaves
+// the dedup horizon (minuteFormat). The order of everything is fixed by the minute's content,
 // not by interned ids or insertion order, so encoding is deterministic: the
 // same state gives the same bytes, and Restore of a stored snapshot gives
 // back the same state. A complete minute's base is already in that order,

@@ -17,7 +17,19 @@ import (
 // minuteFormat is the first byte of an encoded minute. Field number 0 is
 // invalid in protobuf, so no encoded message (the clickaggv1.MinuteState
 // that format 0 was) starts with it, and the two cannot be confused.
-const minuteFormat = 1
+//
+// Formats 1 and 2 have one layout; they differ in what a dedup hash
+// identifies. In format 2 it is a click (clickID: the pair ad_id,
+// event_id); in format 1, which earlier builds wrote, the event_id alone.
+// A minute restored from format 1 with its hashes keeps deduplicating by
+// the event_id alone (minute.legacyIDs) and is written in format 1 until
+// it leaves the dedup horizon: its hashes cannot be turned into the
+// pairs', and mixing the two would count a retry of an earlier click
+// again.
+const (
+	minuteFormat       = 2
+	minuteFormatLegacy = 1
+)
 
 // ErrFormat is wrapped by Restore's errors when a minute is in a format this
 // build does not read.
@@ -26,10 +38,10 @@ var ErrFormat = errors.New("tally: unknown minute format")
 // errTruncated is returned for a minute that ends early or has stray bytes.
 var errTruncated = errors.New("truncated or malformed minute")
 
-// Minute format 1, all integers little-endian, varints as in
-// encoding/binary:
+// Minute format 2 (and 1, see minuteFormat), all integers little-endian,
+// varints as in encoding/binary:
 //
-//	byte     1 (the format)
+//	byte     2 (the format)
 //	varint   minute (zig-zag)
 //	uvarint  revision
 //	uvarint  flags: 1 = the minute still has its dedup hashes
@@ -45,12 +57,13 @@ var errTruncated = errors.New("truncated or malformed minute")
 //	         row
 //	8 bytes  per counted event: xxhash of ip, in the same order
 //	         if flags has 1: uvarint number of hashes (= counted events),
-//	         then 8 bytes each: the event-id hashes, ascending
+//	         then 8 bytes each: the click-identity hashes (clickID),
+//	         ascending
 //
 // Everything is in an order fixed by the minute's content, so the same
 // minute gives the same bytes in every process.
 
-// encodeMinute encodes m in minute format 1.
+// encodeMinute encodes m in minute format 2 (1 for a legacy minute).
 func (p *Partition) encodeMinute(m *minute) []byte {
 	return p.encodeMinuteWith(m, nil)
 }
@@ -83,7 +96,7 @@ func (p *Partition) encodeMinuteWith(m *minute, scratch *[]byte) []byte {
 	}
 	// Room for the usual sizes: short strings, one-byte indexes and counts.
 	head = slices.Grow(head, 64+8*len(cids)+24*len(b.ads)+5*len(b.counts))
-	head = append(head, minuteFormat)
+	head = append(head, p.minuteFormatOf(m))
 	head = binary.AppendVarint(head, m.start)
 	head = binary.AppendUvarint(head, uint64(m.revision))
 	var flags uint64
@@ -166,12 +179,14 @@ func appendFixed(b []byte, vs []uint64) []byte {
 type minuteView struct {
 	start, revision int64
 	hasHashes       bool
-	countries       [][]byte
-	ads             [][]byte
-	rows            []viewRow
-	events          int
-	users, ips      []byte // 8 bytes per event
-	hashes          []byte // 8 bytes per hash
+	// legacyIDs: format 1, whose hashes identify event_ids alone.
+	legacyIDs  bool
+	countries  [][]byte
+	ads        [][]byte
+	rows       []viewRow
+	events     int
+	users, ips []byte // 8 bytes per event
+	hashes     []byte // 8 bytes per hash
 }
 
 type viewRow struct{ ad, country, count uint32 }
@@ -239,17 +254,18 @@ func (d *decoder) fail() {
 	d.b = nil
 }
 
-// newDecoder checks that b starts with format, the version of what it
-// encodes, and returns a decoder of the rest.
-func newDecoder(b []byte, format byte, what string) (decoder, error) {
-	if len(b) == 0 || b[0] != format {
+// newDecoder checks that b starts with format or legacy, the versions of
+// what it encodes that this build reads, and returns a decoder of the rest
+// and whether b is in the legacy format.
+func newDecoder(b []byte, format, legacy byte, what string) (decoder, bool, error) {
+	if len(b) == 0 || b[0] != format && b[0] != legacy {
 		f := -1
 		if len(b) > 0 {
 			f = int(b[0])
 		}
-		return decoder{}, fmt.Errorf("%w: %s's first byte %d, this build reads format %d", ErrFormat, what, f, format)
+		return decoder{}, false, fmt.Errorf("%w: %s's first byte %d, this build reads formats %d and %d", ErrFormat, what, f, legacy, format)
 	}
-	return decoder{b: b[1:]}, nil
+	return decoder{b: b[1:]}, b[0] == legacy, nil
 }
 
 // countriesAndAds reads the countries, ascending, then the ads, in canonical
@@ -279,10 +295,11 @@ func (d *decoder) countriesAndAds() (countries, ads [][]byte, err error) {
 // promises that does not need the partition's state.
 func parseMinute(b []byte) (minuteView, error) {
 	var v minuteView
-	d, err := newDecoder(b, minuteFormat, "minute")
+	d, legacyIDs, err := newDecoder(b, minuteFormat, minuteFormatLegacy, "minute")
 	if err != nil {
 		return v, err
 	}
+	v.legacyIDs = legacyIDs
 	v.start = d.varint()
 	rev := d.uvarint()
 	flags := d.uvarint()

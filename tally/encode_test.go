@@ -50,7 +50,10 @@ func (p *Partition) referenceEncoding(m *minute) []byte {
 		}
 	}
 	slices.Sort(countries)
-	b := []byte{1}
+	b := []byte{2}
+	if m.legacyIDs {
+		b[0] = 1
+	}
 	b = binary.AppendVarint(b, m.start)
 	b = binary.AppendUvarint(b, uint64(m.revision))
 	if m.frozen {
@@ -109,7 +112,7 @@ func (p *Partition) referenceEncoding(m *minute) []byte {
 // encoding must also restore to a minute that encodes the same.
 func TestEncodeMinuteMatchesReference(t *testing.T) {
 	p := newTestPartition(t, snapOpts)
-	entries := genLog(genConfig{seed: 5, events: 20_000, minutes: 12, ads: 300, dupRate: 0.05})
+	entries := genLog(genConfig{seed: 5, events: 20_000, minutes: 12, ads: 300, dupRate: 0.05, sharedIDRate: 0.03})
 	var withDelta, merged, frozen int
 	check := func() int {
 		p.mu.RLock()
@@ -177,7 +180,7 @@ func TestParseMinuteErrors(t *testing.T) {
 	if _, err := parseMinute(good); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range [][]byte{nil, {0x08, 0x01}, {2}, append([]byte{2}, good[1:]...)} {
+	for _, b := range [][]byte{nil, {0x08, 0x01}, {3}, append([]byte{3}, good[1:]...)} {
 		if _, err := parseMinute(b); !errors.Is(err, ErrFormat) {
 			t.Errorf("parseMinute(% x) = %v, want ErrFormat", b, err)
 		}

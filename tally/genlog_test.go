@@ -12,6 +12,10 @@ type genConfig struct {
 	minutes int     // span of the routers' clock
 	ads     int     // ads, Zipf distributed
 	dupRate float64 // share of events re-sent later
+	// sharedIDRate is the share of events that take the event_id of an
+	// earlier one, mostly of another ad: different clicks, since a click is
+	// the pair (ad_id, event_id).
+	sharedIDRate float64
 }
 
 // genLog builds a log that looks like a router's output: events roughly in
@@ -80,6 +84,9 @@ func genLog(cfg genConfig) []entry {
 			country: countries[r.IntN(len(countries))],
 			ip:      fmt.Sprintf("10.0.%d.%d", r.IntN(4), r.IntN(100)),
 			user:    fmt.Sprintf("u%d", r.IntN(1500)),
+		}
+		if cfg.sharedIDRate > 0 && len(sent) > 0 && r.Float64() < cfg.sharedIDRate {
+			c.id = sent[max(0, len(sent)-500)+r.IntN(min(len(sent), 500))].id
 		}
 		sent = append(sent, c)
 		window = append(window, c)

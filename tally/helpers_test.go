@@ -234,6 +234,9 @@ func (s *store) clone() store {
 // truthCell is a cell of the ground truth, with plain strings.
 type truthCell struct{ ad, country, ip, user string }
 
+// truthClick is a click's identity, written out: the pair (ad_id, event_id).
+type truthClick struct{ ad, id string }
+
 // truth recomputes a partition's answers from the rules written out with
 // plain maps, independently of the package's data structures.
 type truth struct {
@@ -241,13 +244,13 @@ type truth struct {
 	watermark int64
 	offset    string
 	stats     Stats
-	seen      map[int64]map[string]bool // minute → event ids counted
+	seen      map[int64]map[truthClick]bool // minute → clicks counted
 	cells     map[int64]map[truthCell]int64
 	revision  map[int64]int64
 }
 
 func newTruth(opts Options) *truth {
-	return &truth{opts: opts, seen: map[int64]map[string]bool{}, cells: map[int64]map[truthCell]int64{}, revision: map[int64]int64{}}
+	return &truth{opts: opts, seen: map[int64]map[truthClick]bool{}, cells: map[int64]map[truthCell]int64{}, revision: map[int64]int64{}}
 }
 
 // floorDiv is floor division written differently from floorMinute.
@@ -269,14 +272,14 @@ func (tr *truth) apply(e entry) {
 			continue
 		}
 		if tr.seen[m] == nil {
-			tr.seen[m] = map[string]bool{}
+			tr.seen[m] = map[truthClick]bool{}
 			tr.cells[m] = map[truthCell]int64{}
 		}
-		if tr.seen[m][c.id] {
+		if tr.seen[m][truthClick{c.ad, c.id}] {
 			tr.stats.Duplicates++
 			continue
 		}
-		tr.seen[m][c.id] = true
+		tr.seen[m][truthClick{c.ad, c.id}] = true
 		tr.cells[m][truthCell{c.ad, c.country, c.ip, c.user}]++
 		tr.stats.EventsApplied++
 		if end <= tr.watermark {

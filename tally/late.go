@@ -8,17 +8,23 @@ import (
 	"strings"
 )
 
-// lateFormat is the first byte of an encoded late part.
-const lateFormat = 1
+// lateFormat is the first byte of an encoded late part. As with minutes
+// (minuteFormat), format 1 is the same layout with hashes of event_ids
+// alone, for the late events of a legacy minute.
+const (
+	lateFormat       = 2
+	lateFormatLegacy = 1
+)
 
 // A late part holds the late events a complete minute counted since the
 // store last took the minute whole, so that a snapshot writes those events
 // instead of the whole minute again (see "Snapshots" in doc.go). It names
 // the whole form it extends by its events and revision.
 //
-// Late part format 1, integers as in minute format 1:
+// Late part format 2 (and 1, see lateFormat), integers as in minute format
+// 2:
 //
-//	byte     1 (the format)
+//	byte     2 (the format)
 //	varint   minute (zig-zag)
 //	uvarint  events of the whole form it extends
 //	uvarint  revision of the whole form it extends
@@ -30,7 +36,7 @@ const lateFormat = 1
 //	         each: uvarint ad index, uvarint country index; in log order
 //	8 bytes  per event: xxhash of user_id, in the same order
 //	8 bytes  per event: xxhash of ip, in the same order
-//	8 bytes  per event: the event-id hashes, ascending
+//	8 bytes  per event: the click-identity hashes, ascending
 //
 // Everything is in an order fixed by the events and their log order, so
 // the same late events give the same bytes in every process.
@@ -68,6 +74,9 @@ func (p *Partition) encodeLate(m *minute) []byte {
 	slices.SortFunc(ads, p.cmpAd)
 	slices.SortFunc(countries, func(x, y uint32) int { return strings.Compare(p.countries.str(x), p.countries.str(y)) })
 	out := []byte{lateFormat}
+	if m.legacyIDs {
+		out[0] = lateFormatLegacy
+	}
 	out = binary.AppendVarint(out, m.start)
 	out = binary.AppendUvarint(out, uint64(m.stored.events))
 	out = binary.AppendUvarint(out, uint64(m.stored.revision))
@@ -102,16 +111,18 @@ type lateView struct {
 	countries, ads     [][]byte
 	events             [][2]uint32 // ad index, country index
 	users, ips, hashes []byte      // 8 bytes per event
+	legacyIDs          bool        // format 1: hashes of event_ids alone
 }
 
 // parseLate parses and checks an encoded late part: everything the format
 // promises that does not need the minute it extends.
 func parseLate(b []byte) (lateView, error) {
 	var v lateView
-	d, err := newDecoder(b, lateFormat, "late part")
+	d, legacyIDs, err := newDecoder(b, lateFormat, lateFormatLegacy, "late part")
 	if err != nil {
 		return v, err
 	}
+	v.legacyIDs = legacyIDs
 	v.start = d.varint()
 	baseEvents, baseRevision := d.uvarint(), d.uvarint()
 	if v.countries, v.ads, err = d.countriesAndAds(); err != nil {
@@ -159,6 +170,9 @@ func parseLate(b []byte) (lateView, error) {
 // restoreLate counts the events of the late part v in m, whose base is the
 // whole form v extends, as they were counted: into its delta, in log order.
 func (p *Partition) restoreLate(m *minute, v lateView) error {
+	if v.legacyIDs != m.legacyIDs {
+		return fmt.Errorf("%w: late part and minute identify clicks differently (formats differ)", ErrCorrupt)
+	}
 	ads := make([]uint32, len(v.ads))
 	for i, a := range v.ads {
 		ads[i] = p.ads.internBytes(a)

@@ -50,7 +50,8 @@ func legacyMinute(enc []byte) ([]byte, bool, error) {
 	slices.Sort(countries)
 	countries = slices.Compact(countries)
 
-	out := []byte{minuteFormat}
+	// Format 0's hashes are of event_ids alone, as format 1's.
+	out := []byte{minuteFormatLegacy}
 	out = binary.AppendVarint(out, ms.GetMinute())
 	out = binary.AppendUvarint(out, uint64(ms.GetRevision()))
 	hashes := ms.GetEventHashes()

@@ -37,8 +37,8 @@ func TestRestoreLegacy(t *testing.T) {
 		}
 		slices.SortFunc(ms.Cells, compareCells)
 		if (m+1)*60000 > horizon {
-			for id := range tr.seen[m] {
-				ms.EventHashes = append(ms.EventHashes, xxhash.Sum64String(id))
+			for c := range tr.seen[m] {
+				ms.EventHashes = append(ms.EventHashes, xxhash.Sum64String(c.id))
 			}
 			slices.Sort(ms.EventHashes)
 		}

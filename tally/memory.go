@@ -13,7 +13,7 @@ type Memory struct {
 	// Events is the number of counted events in memory; FilterBytes holds
 	// their user and ip hashes and the event indexes built so far.
 	Events, FilterBytes int64
-	// DedupIDs is the number of event ids remembered for dedup;
+	// DedupIDs is the number of clicks (ad_id, event_id) remembered for dedup;
 	// DedupBytes holds them.
 	DedupIDs, DedupBytes int64
 	// TopCacheBytes holds what Top caches: per-ad sums of complete minutes

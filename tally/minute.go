@@ -3,8 +3,11 @@ package tally
 import (
 	"cmp"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // A row key packs an interned ad id and country id: ad<<32 | country. Ad
@@ -12,6 +15,22 @@ import (
 func rowKey(ad, country uint32) uint64 { return uint64(ad)<<32 | uint64(country) }
 func keyAd(k uint64) uint32            { return uint32(k >> 32) }
 func keyCountry(k uint64) uint32       { return uint32(k) }
+
+// clickID is the 64-bit hash that stands for a click's identity in the
+// dedup sets: the pair (ad_id, event_id), given the xxhash of the ad_id.
+// Two events are the same click when both are equal (and they fall in the
+// same minute, whose set is searched). That does not depend on which
+// partition an ad hashes to or where a split sends it: before, the
+// event_id alone was the key of a partition's set, so the same event_id on
+// two ads collided only when the ads shared a partition.
+//
+// The ad's hash is mixed by a bijection (an odd multiplier, a rotation)
+// before it is combined, so that pairs with their fields swapped do not
+// cancel out; two different pairs collide with the chance of two random
+// 64-bit values (see "Hashes stand for strings" in doc.go).
+func clickID(adHash uint64, eventID string) uint64 {
+	return xxhash.Sum64String(eventID) ^ bits.RotateLeft64(adHash*0x9e3779b97f4a7c15, 32)
+}
 
 // delta is what a minute counted since its last merge: everything while
 // it is filling, then the late events. Rows are hash tables, events are
@@ -22,7 +41,7 @@ type delta struct {
 	keys  []uint64   // per counted event: its row
 	users []uint64
 	ips   []uint64
-	seen  hashSet // event-id hashes, not in base.hashes
+	seen  hashSet // click-identity hashes (clickID), not in base.hashes
 	// heavyRows and heavyAds list, in the order they got there, the rows
 	// and ads that reached heavyAt clicks: every other one has fewer,
 	// which lets Top skip them (topLight).
@@ -53,6 +72,10 @@ type minute struct {
 	// frozen: the minute has left the dedup horizon and can no longer
 	// change; it has no dedup hashes and no delta.
 	frozen bool
+	// legacyIDs: the minute was restored from minute format 1 with its
+	// dedup hashes, which identify event_ids alone; it goes on
+	// deduplicating that way until it is frozen (see minuteFormat).
+	legacyIDs bool
 
 	// stored is the whole form of the minute that the store holds, as far
 	// as the last snapshot the store accepted with it says; late parts
@@ -248,6 +271,15 @@ func (p *Partition) freeze(m *minute) {
 	p.compact(m)
 	m.base.hashes = nil
 	m.frozen = true
+	m.legacyIDs = false
+}
+
+// minuteFormatOf is the format m is encoded in.
+func (p *Partition) minuteFormatOf(m *minute) byte {
+	if m.legacyIDs {
+		return minuteFormatLegacy
+	}
+	return minuteFormat
 }
 
 // merged returns m's base with its delta merged in, in new slices; m is not

@@ -173,11 +173,16 @@ func (p *Partition) applyFields(eventID, adID string, clickMs int64, userID, ip,
 		}
 		p.last = m
 	}
-	if m.seenOrAdd(xxhash.Sum64String(eventID)) {
+	adHash := xxhash.Sum64String(adID)
+	id := clickID(adHash, eventID)
+	if m.legacyIDs {
+		id = xxhash.Sum64String(eventID)
+	}
+	if m.seenOrAdd(id) {
 		p.stats.Duplicates++
 		return
 	}
-	k := rowKey(p.ads.intern(adID), p.countries.intern(country))
+	k := rowKey(p.ads.internHashed(adID, adHash), p.countries.intern(country))
 	p.add(m, k, hashField(userID), hashField(ip))
 	p.stats.EventsApplied++
 	if end <= p.watermark {

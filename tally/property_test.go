@@ -19,7 +19,7 @@ var propertyOpts = Options{
 // TestRandomLogMatchesGroundTruth applies a large random log and checks
 // every count and ranking against ground truth computed with plain maps.
 func TestRandomLogMatchesGroundTruth(t *testing.T) {
-	entries := genLog(genConfig{seed: 7, events: 200_000, minutes: 30, ads: 2000, dupRate: 0.05})
+	entries := genLog(genConfig{seed: 7, events: 200_000, minutes: 30, ads: 2000, dupRate: 0.05, sharedIDRate: 0.03})
 	p := newTestPartition(t, propertyOpts)
 	tr := newTruth(propertyOpts)
 	for i, e := range entries {
@@ -162,7 +162,7 @@ func head(a []AdCount) []AdCount { return a[:min(len(a), 12)] }
 // detector, and checks that each answer is well formed and that the final
 // state matches the ground truth.
 func TestConcurrentReaders(t *testing.T) {
-	entries := genLog(genConfig{seed: 11, events: 30_000, minutes: 15, ads: 300, dupRate: 0.05})
+	entries := genLog(genConfig{seed: 11, events: 30_000, minutes: 15, ads: 300, dupRate: 0.05, sharedIDRate: 0.03})
 	p := newTestPartition(t, propertyOpts)
 	tr := newTruth(propertyOpts)
 	done := make(chan struct{})

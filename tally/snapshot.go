@@ -149,7 +149,7 @@ func (p *Partition) MarkSaved(s Snap) {
 
 // Restore rebuilds partition id from a snapshot as the store returns it: the
 // encoded meta, the encoded state of (at least) every minute the meta
-// lists, in minute format 1 or in the previous build's format, and the
+// lists, in minute format 2, 1 or 0 (earlier builds' formats), and the
 // minutes' late parts (nil if none). Minutes that the meta does not list
 // are ignored, and so is a late part that extends another state of its
 // minute than the stored one (a save that failed halfway, after it wrote
@@ -243,6 +243,7 @@ func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) 
 	}
 	m := newMinute(start)
 	m.revision = v.revision
+	m.legacyIDs = v.legacyIDs
 	// parseMinute checked the order of the strings as stored; interning
 	// makes them valid UTF-8, so check it again on what the state holds.
 	countries := make([]uint32, len(v.countries))
@@ -301,6 +302,7 @@ func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) 
 		// It can no longer change: merge what it counted late, and write
 		// it again if that, or its hashes, changed what the store holds.
 		m.frozen = true
+		m.legacyIDs = false
 		changed = changed || v.hasHashes || late != nil
 		p.compact(m)
 	}

@@ -28,7 +28,7 @@ func snapLog() []entry {
 	if raceEnabled {
 		events = 15_000
 	}
-	return genLog(genConfig{seed: 21, events: events, minutes: 20, ads: 500, dupRate: 0.05})
+	return genLog(genConfig{seed: 21, events: events, minutes: 20, ads: 500, dupRate: 0.05, sharedIDRate: 0.03})
 }
 
 func equalSnaps(a, b Snap) error {

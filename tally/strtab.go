@@ -99,7 +99,11 @@ func (t *strtab) lookup(s string) (uint32, bool) {
 // needed. The caller must incref the id before it next decrefs anything, or
 // a new entry may never be freed.
 func (t *strtab) intern(s string) uint32 {
-	h := xxhash.Sum64String(s)
+	return t.internHashed(s, xxhash.Sum64String(s))
+}
+
+// internHashed is intern for a string whose xxhash h the caller has.
+func (t *strtab) internHashed(s string, h uint64) uint32 {
 	i := -1
 	if t.n > 0 {
 		var ok bool

@@ -22,9 +22,12 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// ClickEvent is one click on one ad. event_id identifies the click: a client
-// that retries sends the same event_id (and the same other fields), and the
-// cluster counts it once.
+// ClickEvent is one click on one ad. A click is identified by the pair
+// (ad_id, event_id): two events with the same ad_id and event_id whose
+// click_time falls in the same minute are one click, counted once; the same
+// event_id on another ad is another click. This does not depend on
+// partitions, hot-key splits or the partition count. A client that retries
+// sends the event unchanged (the same event_id, ad_id and click_time).
 type ClickEvent struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	EventId   string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
