@@ -95,7 +95,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
 		"How long after a minute is complete it still accepts events and remembers their event_ids. Must exceed the routers' -router.acceptance-horizon plus clock skew, or a retried old event could be counted twice. Must be the same on every aggregator.")
 	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
-		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. Older minutes are read back from the snapshots in Redis.")
+		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. A query reaching older minutes fails with OUT_OF_RANGE: the snapshots drop them too.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
 		"Raw log entries are kept at least this long (for recounts and reconciliation); the log is trimmed only below both this age and the last snapshot's offset.")
 	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,

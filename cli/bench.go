@@ -76,15 +76,15 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	// log (the progress display is the output), and ticks that follow the
 	// clicks' event time rather than the wall clock, because the sweep sends
 	// clicks up to -bench.span old.
-	_ = fs.Set("grpc.addr", "127.0.0.1:0")
-	_ = fs.Set("http.addr", "")
-	_ = fs.Set("redis.addr", "")
-	_ = fs.Set("log.level", "error")
-	_ = fs.Set("router.idle-watermark-lag", "2h")
+	setDefault(fs, "grpc.addr", "127.0.0.1:0")
+	setDefault(fs, "http.addr", "")
+	setDefault(fs, "redis.addr", "")
+	setDefault(fs, "log.level", "error")
+	setDefault(fs, "router.idle-watermark-lag", "2h")
 	// Under full load an aggregator's status (a Redis call per partition)
 	// can take longer than the 2s default; the bench samples it every
 	// second and would lose its lag readings.
-	_ = fs.Set("coordinator.status-timeout", "10s")
+	setDefault(fs, "coordinator.status-timeout", "10s")
 	if err := parse(fs, args); err != nil {
 		return nil, err
 	}

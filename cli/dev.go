@@ -29,33 +29,73 @@ live view of the top ads. Stop it with Ctrl-C; run it again on the same
 Usage:
   clickagg dev [flags]`
 
-func runDev(ctx context.Context, args []string) error {
+// devOptions is what clickagg dev's flags and environment say.
+type devOptions struct {
+	cfg         ServerConfig
+	lg          loadgen.Config
+	dataDir     string
+	appendFsync string
+	view        string
+	noLoad      bool
+	etcdPort    int
+	etcdLog     string
+}
+
+// parseDev parses clickagg dev's flags, then the environment.
+func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	fs := flag.NewFlagSet("clickagg dev", flag.ContinueOnError)
+	fs.SetOutput(output)
 	setUsage(fs, devSynopsis)
-	var cfg ServerConfig
-	cfg.RegisterFlags(fs)
-	var lg loadgen.Config
-	lg.RegisterFlags(fs)
-	dataDir := fs.String("data-dir", "data", "directory for etcd's and redis-server's data")
-	appendFsync := fs.String("redis.appendfsync", "always", "AOF fsync policy of the redis-server child: always (nothing acknowledged is lost), everysec or no")
-	view := fs.String("view", "auto", "live view of top ads and rates: auto (when stdout is a terminal), on, off (log lines only)")
-	noLoad := fs.Bool("no-loadgen", false, "do not send synthetic clicks")
-	etcdPort := fs.Int("etcd.client-port", 0, "embedded etcd client port; 0 picks a free one")
-	etcdLog := fs.String("etcd.log-level", "fatal", "embedded etcd's log level (debug, info, warn, error, fatal)")
+	var o devOptions
+	o.cfg.RegisterFlags(fs)
+	o.lg.RegisterFlags(fs)
+	fs.StringVar(&o.dataDir, "data-dir", "data", "directory for etcd's and redis-server's data")
+	fs.StringVar(&o.appendFsync, "redis.appendfsync", "always", "AOF fsync policy of the redis-server child: always (nothing acknowledged is lost), everysec or no")
+	fs.StringVar(&o.view, "view", "auto", "live view of top ads and rates: auto (when stdout is a terminal), on, off (log lines only, at -log.level info unless given)")
+	fs.BoolVar(&o.noLoad, "no-loadgen", false, "do not send synthetic clicks")
+	fs.IntVar(&o.etcdPort, "etcd.client-port", 0, "embedded etcd client port; 0 picks a free one")
+	fs.StringVar(&o.etcdLog, "etcd.log-level", "fatal", "embedded etcd's log level (debug, info, warn, error, fatal)")
 	// Dev defaults: loopback, the usual ports when free, text logs.
-	_ = fs.Set("grpc.addr", "127.0.0.1:9090")
-	_ = fs.Set("http.addr", "127.0.0.1:8080")
-	_ = fs.Set("redis.addr", "")
-	_ = fs.Set("log.level", "warn")
+	setDefault(fs, "grpc.addr", "127.0.0.1:9090")
+	setDefault(fs, "http.addr", "127.0.0.1:8080")
+	setDefault(fs, "redis.addr", "")
+	// Beside the live view, info lines would scroll the view away; with
+	// -view=off they are all there is to see.
+	setDefault(fs, "log.level", "")
+	fs.Lookup("log.level").Usage = "log level: debug, info, warn or error; default: warn beside the live view, info with -view=off"
 	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if o.cfg.LogLevel == "" {
+		o.cfg.LogLevel = "warn"
+		if o.view == "off" {
+			o.cfg.LogLevel = "info"
+		}
+	}
+	return &o, nil
+}
+
+// setDefault changes the default of flag name, in -help too. Unlike
+// fs.Set it leaves the flag unset, so the environment can still set it.
+// TestCommandDefaults checks that every value given here parses.
+func setDefault(fs *flag.FlagSet, name, value string) {
+	f := fs.Lookup(name)
+	_ = f.Value.Set(value)
+	f.DefValue = value
+}
+
+func runDev(ctx context.Context, args []string) error {
+	o, err := parseDev(args, os.Stderr)
+	if err != nil {
 		return err
 	}
+	cfg, lg := o.cfg, o.lg
 	cfg.GRPCAddr = freeIfBusy(cfg.GRPCAddr)
 	if cfg.HTTPAddr != "" {
 		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
 	}
 
-	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: *dataDir, EtcdPort: *etcdPort, EtcdLog: *etcdLog, AppendFsync: *appendFsync})
+	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: o.dataDir, EtcdPort: o.etcdPort, EtcdLog: o.etcdLog, AppendFsync: o.appendFsync})
 	if err != nil {
 		return err
 	}
@@ -76,7 +116,7 @@ func runDev(ctx context.Context, args []string) error {
 		return g.Wait()
 	}
 	out := os.Stdout
-	fmt.Fprintf(out, "clickagg dev is running (data in %s)\n", *dataDir)
+	fmt.Fprintf(out, "clickagg dev is running (data in %s)\n", o.dataDir)
 	fmt.Fprintf(out, "  gRPC (every service, reflection, health): %s\n", srv.GRPCAddr())
 	if srv.HTTPAddr() != "" {
 		fmt.Fprintf(out, "  HTTP (JSON API, /metrics):                 http://%s\n", srv.HTTPAddr())
@@ -85,12 +125,12 @@ func runDev(ctx context.Context, args []string) error {
 	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n\n", srv.GRPCAddr())
 
 	var st loadgen.Stats
-	if !*noLoad {
+	if !o.noLoad {
 		lg.Target = srv.GRPCAddr()
 		g.Go(func() error { return loadgen.Run(gctx, lg, &st) })
 	}
-	live := *view == "on" || (*view == "auto" && isTerminal(out))
-	if *view != "off" {
+	live := o.view == "on" || (o.view == "auto" && isTerminal(out))
+	if o.view != "off" {
 		g.Go(func() error { return runView(gctx, srv.GRPCAddr(), &st, out, live) })
 	}
 	err = g.Wait()

@@ -18,9 +18,19 @@ import (
 // one request and is appended at once; under heavy load batches fill while
 // the appends before them are in flight, so that log entries grow with the
 // load and the per-entry costs (Redis commands, entry decoding in the
-// aggregators) do not. No goroutine of its own runs: the waiting requests
-// do the appending, so a batch is never left behind without a request
-// waiting for it.
+// aggregators) do not. A waiting request that gets a free slot starts the
+// append of the oldest batch, so a batch is never left behind without a
+// request waiting for it.
+//
+// A request waits at most timeout for its batch, however the append goes:
+// a Redis that refuses connections makes the client retry its dials for
+// seconds, and a hung one (stopped, or stalled on a disk) answers nothing
+// until the client's own read timeout; neither honours the context's
+// deadline. So the append runs in a goroutine of its own that keeps its
+// slot until the client returns, while the requests fail with
+// errAppendTimeout when their time is up. Their events may still be
+// appended: like any failed append, the client retries them and the
+// aggregators count each event id once.
 type batcher struct {
 	log      Log
 	routerID string
@@ -28,11 +38,14 @@ type batcher struct {
 	// no log entry grows without bound.
 	maxEvents int
 	// timeout bounds each Append, which runs detached from the context of
-	// the request that happens to perform it.
+	// the request that starts it, and the wait of each request.
 	timeout time.Duration
 	// slots holds a token per append in flight.
 	slots chan struct{}
-	m     *metrics
+	// inflight counts the appends running, which may outlive the requests
+	// that started them.
+	inflight sync.WaitGroup
+	m        *metrics
 
 	mu sync.Mutex
 	// queue holds the batches not taken by an appender yet, oldest first;
@@ -82,11 +95,23 @@ func (b *batcher) add(byPart map[int][]byte, counts map[int]int, n int) *batch {
 	return bt
 }
 
-// wait returns once bt has been appended (nil) or failed, appending it and
-// batches before it itself when an append slot is free. It returns early
-// with ctx's error if the caller gives up; the events may still be
-// appended.
+// errAppendTimeout fails the requests whose batch was not appended within
+// the timeout. It does not wrap context.DeadlineExceeded: the caller's
+// deadline did not pass, the log did not answer, which is UNAVAILABLE.
+type errAppendTimeout time.Duration
+
+func (e errAppendTimeout) Error() string {
+	return fmt.Sprintf("the partition log did not answer within -router.append-timeout=%v", time.Duration(e))
+}
+
+// wait returns once bt has been appended (nil) or failed, starting the
+// append of bt and batches before it when an append slot is free. It
+// returns errAppendTimeout when bt is not appended within the timeout, and
+// ctx's error early if the caller gives up; in both cases the events may
+// still be appended.
 func (b *batcher) wait(ctx context.Context, bt *batch) error {
+	timer := time.NewTimer(b.timeout)
+	defer timer.Stop()
 	for {
 		b.mu.Lock()
 		taken := bt.taken
@@ -97,6 +122,8 @@ func (b *batcher) wait(ctx context.Context, bt *batch) error {
 				return bt.err
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-timer.C:
+				return errAppendTimeout(b.timeout)
 			}
 		}
 		select {
@@ -104,30 +131,46 @@ func (b *batcher) wait(ctx context.Context, bt *batch) error {
 			return bt.err
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-timer.C:
+			return errAppendTimeout(b.timeout)
 		case b.slots <- struct{}{}:
-			b.appendNext()
-			<-b.slots
+			if next := b.takeNext(); next != nil {
+				b.inflight.Add(1)
+				go b.appendBatch(next)
+			} else {
+				<-b.slots
+			}
 		}
 	}
 }
 
-// appendNext takes the oldest batch nobody has taken, if any, and appends
-// it.
-func (b *batcher) appendNext() {
+// takeNext takes the oldest batch nobody has taken, if any.
+func (b *batcher) takeNext() *batch {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if len(b.queue) == 0 {
-		b.mu.Unlock()
-		return
+		return nil
 	}
 	bt := b.queue[0]
 	b.queue[0] = nil
 	b.queue = b.queue[1:]
 	bt.taken = true
-	b.mu.Unlock()
+	return bt
+}
 
+// appendBatch appends bt, reports the outcome to its requests and frees
+// the slot its caller took.
+func (b *batcher) appendBatch(bt *batch) {
+	defer b.inflight.Done()
+	defer func() { <-b.slots }()
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	bt.err = b.append(ctx, bt)
+	err := b.append(ctx, bt)
+	if err != nil && ctx.Err() != nil {
+		// Our own deadline, not a caller's.
+		err = fmt.Errorf("append %d events of %d requests: %w", bt.events, bt.requests, errAppendTimeout(b.timeout))
+	}
+	bt.err = err
 	close(bt.done)
 }
 

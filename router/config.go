@@ -35,7 +35,8 @@ type Config struct {
 	AppendConcurrency int
 	// MaxBatchEvents bounds the events appended together.
 	MaxBatchEvents int
-	// AppendTimeout bounds one append to the log.
+	// AppendTimeout bounds how long a request waits for its events to be
+	// appended, and each append.
 	AppendTimeout time.Duration
 	// StreamWindow bounds the requests of one IngestStream ingested at
 	// once.
@@ -83,7 +84,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamWindow, "router.stream-window", DefaultStreamWindow,
 		"Largest number of requests of one IngestStream validated and appended at once; responses still come back in request order. Lets a client with several requests in flight on one stream get them appended together.")
 	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
-		"Deadline of one append to the partition log; the requests in it fail with UNAVAILABLE when it passes, and clients retry.")
+		"Longest time an ingest request waits for its events to be appended to the partition log, waiting behind other appends included, whether Redis refuses connections or does not answer; then the request fails with UNAVAILABLE and the client retries (its events may be in the log anyway: the aggregators count a retried event once).")
 }
 
 // Validate reports the first setting that cannot work.

@@ -37,7 +37,9 @@
 // after Redis answered the append of its batch. If it fails, every request
 // of the batch fails with UNAVAILABLE and reports nothing accepted, even
 // though some entries may have been appended: the client retries with the same event_ids and the aggregators drop the
-// duplicates. Retried events always land where their first copy did,
+// duplicates. A request fails so, with UNAVAILABLE, at the latest
+// -router.append-timeout after its events joined a batch, however long the
+// Redis client would take to give up on a Redis that is down or hung. Retried events always land where their first copy did,
 // because the partition is a function of the ad_id alone, or, for an ad
 // split over several partitions (package hotkey), of the ad_id, the click
 // minute and the event_id, through a split table that every router holds

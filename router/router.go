@@ -205,7 +205,11 @@ func (r *Router) raiseFrontier(ms int64) {
 // until ctx ends, and returns nil then. A failed tick is logged and the next
 // one is tried on schedule: ticks only move watermarks, so a missed one
 // delays minutes and loses nothing.
+//
+// It returns only after the appends that Ingest started have ended: they
+// may outlive their requests (see batcher).
 func (r *Router) Run(ctx context.Context) error {
+	defer r.batches.inflight.Wait()
 	t := time.NewTicker(r.cfg.TickInterval)
 	defer t.Stop()
 	var last int64

@@ -16,7 +16,7 @@
 // All three share the hash tag {pN}, so the Lua scripts that touch them
 // together are legal on Redis Cluster.
 //
-// # Fencing (DESIGN.md invariants 4–6)
+// # Fencing (docs/architecture.md, invariants 4, 5 and 7)
 //
 // The coordinator gives every (partition, owner) assignment an epoch that only
 // grows. A new owner first calls Claim with its epoch, which raises the fence;
@@ -35,7 +35,7 @@
 // script, a snapshot is always a consistent cut: recovery loads it and replays
 // the log after its offset, and reproduces the state exactly (invariant 4).
 // Minute values are absolute, so a replayed save rewrites identical values
-// (invariant 6).
+// (invariant 7).
 //
 // # Incremental snapshots
 //

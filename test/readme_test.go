@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 )
 
 // readmeBlock returns the lines of the shell block that follows marker in
@@ -115,4 +117,88 @@ func firstLines(s string, n int) string {
 		lines[n] = "..."
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestDocLinks: the documentation stands on its own. Every relative link in
+// README.md and docs/*.md names a file of the repository (and a heading
+// of it, with #anchor), and no path reaches outside the repository, in a
+// link or in text: README once sent readers to ../shared/DESIGN.md, which
+// only its authors had.
+func TestDocLinks(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := append([]string{filepath.Join(root, "README.md")}, docs...)
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	outside := regexp.MustCompile(`(^|[\s(\x60"'])(\.\./[^\s)\x60"']*)`)
+	for _, file := range files {
+		rel, _ := filepath.Rel(root, file)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range outside.FindAllStringSubmatch(string(b), -1) {
+			p := filepath.Join(filepath.Dir(file), m[2])
+			if r, err := filepath.Rel(root, p); err != nil || strings.HasPrefix(r, "..") {
+				t.Errorf("%s: %q points outside the repository", rel, m[2])
+			}
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			path, anchor, _ := strings.Cut(target, "#")
+			dest := file
+			if path != "" {
+				dest = filepath.Join(filepath.Dir(file), path)
+				if r, err := filepath.Rel(root, dest); err != nil || strings.HasPrefix(r, "..") {
+					t.Errorf("%s: link %q points outside the repository", rel, target)
+					continue
+				}
+				if _, err := os.Stat(dest); err != nil {
+					t.Errorf("%s: link %q: %v", rel, target, err)
+					continue
+				}
+			}
+			if anchor != "" && !hasAnchor(t, dest, anchor) {
+				t.Errorf("%s: link %q: no heading with anchor #%s", rel, target, anchor)
+			}
+		}
+	}
+}
+
+// hasAnchor reports whether markdown file has a heading whose GitHub anchor
+// is anchor: lower case, spaces as dashes, punctuation other than - and _
+// dropped.
+func hasAnchor(t *testing.T, file, anchor string) bool {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		title, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " ")
+		if !ok || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		var slug strings.Builder
+		for _, r := range strings.ToLower(strings.TrimSpace(title)) {
+			switch {
+			case r == ' ':
+				slug.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				slug.WriteRune(r)
+			}
+		}
+		if slug.String() == anchor {
+			return true
+		}
+	}
+	return false
 }
