@@ -90,6 +90,11 @@ type Aggregator struct {
 	parts map[int]*partition    // the partitions of the current incarnation
 	reg   *cluster.Registration // the current incarnation; nil between
 	sess  *sessionState         // nil between incarnations
+	// wanted are the partitions the assignment gives the current
+	// incarnation; unhealthy is whether it gave them back (see trouble).
+	wanted    map[int]uint64
+	unhealthy bool
+	probe     func(ctx context.Context) error // nil without WithRedisProbe
 
 	fencedWrites   atomic.Int64
 	corruptEntries atomic.Int64
@@ -272,7 +277,7 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 			a.mu.Unlock()
 		})
 	})
-	c := &consumer{a: a, inc: inc, lg: lg, box: box, refused: make(map[int]uint64)}
+	c := &consumer{a: a, inc: inc, reg: reg, lg: lg, box: box, refused: make(map[int]uint64)}
 	wg.Go(func() { c.run(sctx) })
 
 	var end sessionEnd
@@ -301,6 +306,8 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 	a.ready = false
 	a.live = false
 	a.sess = nil
+	a.wanted = nil
+	a.unhealthy = false // the next incarnation's key starts without the flag
 	a.mu.Unlock()
 	cancel()
 	wg.Wait()

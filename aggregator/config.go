@@ -46,6 +46,10 @@ type Config struct {
 	// LeaveTimeout bounds how long a shutdown waits for the coordinator to
 	// hand the partitions over live (Leave); 0 skips that step.
 	LeaveTimeout time.Duration
+	// ClaimTimeout is how long the partitions may fail to be taken, or the
+	// logs to be read, before the aggregator gives its partitions back
+	// (Member.Unhealthy); 0 means DefaultClaimTimeout.
+	ClaimTimeout time.Duration
 	// SketchCapacity is the counters of each partition's heavy-hitter
 	// sketch (hotkey.Sketch) per 10s slot; 0 means
 	// hotkey.DefaultSketchCapacity. It has no flag of its own: the process
@@ -66,6 +70,7 @@ const (
 	DefaultRawRetention     = 24 * time.Hour
 	DefaultReleaseTimeout   = 15 * time.Second
 	DefaultLeaveTimeout     = 10 * time.Second
+	DefaultClaimTimeout     = 30 * time.Second
 )
 
 // maxReadBlock bounds ReadBlock: a blocked XREAD is not interrupted by
@@ -102,6 +107,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"A partition released for a live handoff is taken back if the coordinator has not assigned it to its new owner within this long (the coordinator died mid-handoff). Keep it well above -coordinator.release-timeout.")
 	fs.DurationVar(&c.LeaveTimeout, "aggregator.leave-timeout", DefaultLeaveTimeout,
 		"On shutdown, how long to wait for the coordinator to hand this aggregator's partitions over live before stopping anyway (then they move when the lease is revoked, with a longer pause); 0 skips the live handoff.")
+	fs.DurationVar(&c.ClaimTimeout, "aggregator.claim-timeout", DefaultClaimTimeout,
+		"How long this aggregator may fail to take its partitions (claim, load) or to read their logs, Redis being unreachable or refusing writes, before it gives them back: it marks itself unhealthy in etcd and the coordinator moves them to a healthy aggregator. It asks for partitions again once Redis has answered for as long again.")
 }
 
 // Validate reports the first setting that cannot work.
@@ -123,6 +130,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.release-timeout %v: must be positive", c.ReleaseTimeout)
 	case c.LeaveTimeout < 0:
 		return fmt.Errorf("-aggregator.leave-timeout %v: must not be negative", c.LeaveTimeout)
+	case c.ClaimTimeout < 0:
+		return fmt.Errorf("-aggregator.claim-timeout %v: must not be negative", c.ClaimTimeout)
 	case c.SketchCapacity < 0:
 		return fmt.Errorf("-hotkey.sketch-capacity %d: must not be negative", c.SketchCapacity)
 	}
@@ -133,6 +142,13 @@ func (c *Config) Validate() error {
 }
 
 // applyParallelism is ApplyParallelism with its default.
+func (c *Config) claimTimeout() time.Duration {
+	if c.ClaimTimeout <= 0 {
+		return DefaultClaimTimeout
+	}
+	return c.ClaimTimeout
+}
+
 func (c *Config) applyParallelism() int {
 	if c.ApplyParallelism == 0 {
 		return runtime.GOMAXPROCS(0)

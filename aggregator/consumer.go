@@ -111,8 +111,11 @@ const readRetry = time.Second
 type consumer struct {
 	a   *Aggregator
 	inc int64
+	reg *cluster.Registration
 	lg  *slog.Logger
 	box *mailbox
+	// trouble follows failing takes and reads (see checkHealth).
+	trouble trouble
 
 	want    map[int]uint64 // partition → epoch the assignment gives us
 	handed  map[int]string // partition → offset its previous owner released it at
@@ -200,9 +203,11 @@ func (c *consumer) run(ctx context.Context) {
 		c.serveReleases(ctx)
 		c.reclaimStale()
 		c.takeMissing(ctx)
+		c.checkHealth(ctx)
 		if c.pending == nil {
 			after, parts := a.readOffsets()
 			if len(after) == 0 {
+				c.trouble.readFailing = time.Time{} // nothing to read
 				// Nothing to read: wake up for a new assignment, a retry
 				// or a snapshot of a failed partition.
 				t := time.NewTimer(a.cfg.ReadBlock)
@@ -227,9 +232,11 @@ func (c *consumer) run(ctx context.Context) {
 				return
 			}
 			c.lg.Warn("read partition logs", "partitions", len(r.after), "err", r.err)
+			c.trouble.readFailing = since(c.trouble.readFailing, time.Now())
 			sleep(ctx, readRetry)
 			continue
 		}
+		c.trouble.readFailing = time.Time{}
 		if len(r.res) > 0 && ctx.Err() == nil {
 			// The next read goes out before this one is applied. An empty
 			// read does not start one: the control steps above run first,
@@ -287,6 +294,7 @@ func (c *consumer) reconcile(ctx context.Context, asg cluster.Assignment) {
 		}
 	}
 	c.want, c.handed = want, handed
+	a.setWanted(want)
 	maps.DeleteFunc(c.refused, func(p int, e uint64) bool {
 		we, ok := want[p]
 		return !ok || we != e
@@ -350,6 +358,9 @@ func (c *consumer) takeMissing(ctx context.Context) {
 		}
 		todo = append(todo, p)
 	}
+	if len(todo) == 0 {
+		c.trouble.takeFailing = time.Time{}
+	}
 	errs := make([]error, len(todo))
 	var g errgroup.Group
 	g.SetLimit(takeParallelism)
@@ -380,11 +391,13 @@ func (c *consumer) takeMissing(ctx context.Context) {
 		}
 	}
 	if retry {
+		c.trouble.takeFailing = since(c.trouble.takeFailing, time.Now())
 		c.delay = min(max(2*c.delay, minRetry), maxRetry)
 		c.retryAt = time.Now().Add(c.delay)
 		c.lg.Warn("retrying the partitions not taken", "retry_in", c.delay)
 		return
 	}
+	c.trouble.takeFailing = time.Time{}
 	c.delay = 0
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
+	clickhealth "github.com/clickagg/clickagg/health"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -68,6 +69,7 @@ type ServerConfig struct {
 	Aggregator  aggregator.Config
 	Coordinator coordinator.Config
 	Queryd      queryd.Config
+	Health      clickhealth.Config
 	// HotKey is shared by every role: routers' and queryds' copy of the
 	// split table, the coordinator's splits, the aggregators' sketches.
 	HotKey hotkey.Config
@@ -82,7 +84,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "id", host, "member id of this process in etcd; must be unique per role and stable across restarts of the same aggregator (a StatefulSet pod name)")
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
 	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
-	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz, and queryd's JSON API under /v1/; empty disables it")
+	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz (liveness), /readyz (readiness), and queryd's JSON API under /v1/; empty disables it")
 	fs.StringVar(&c.RedisAddr, "redis.addr", "127.0.0.1:6379", "Redis address (partition logs, snapshots, published top ads)")
 	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
 	fs.IntVar(&c.Partitions, "cluster.partitions", 64, "number of partitions, fixed when the cluster is first created in etcd; a process given a different explicit value refuses to start")
@@ -97,6 +99,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Coordinator.RegisterFlags(fs)
 	c.Queryd.RegisterFlags(fs)
 	c.HotKey.RegisterFlags(fs)
+	c.Health.RegisterFlags(fs)
 }
 
 // hotKey returns the hot-key configuration with MaxSkew copied from
@@ -147,6 +150,9 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
 	}
 	if err := c.Cluster.Validate(); err != nil {
+		return err
+	}
+	if err := c.Health.Validate(); err != nil {
 		return err
 	}
 	hk := c.hotKey()
@@ -227,7 +233,18 @@ func (s *Server) HTTPAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.
 
 func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 
-// Run runs the roles until ctx ends, then shuts down in this order:
+// usesRedis reports whether a role of the process reads or writes Redis;
+// only the coordinator does not.
+func (s *Server) usesRedis() bool {
+	return s.has(RoleRouter) || s.has(RoleAggregator) || s.has(RoleQueryd)
+}
+
+// Run runs the roles until ctx ends. A process whose roles use Redis first
+// checks that it is its cluster's Redis (health.VerifyRedis), retrying
+// while Redis cannot be reached: until then the aggregator does not
+// register and ingest and queries are refused; a wrong Redis ends Run
+// with health.ErrWrongRedis. Readiness (gRPC health, /readyz) is checked
+// all along (see readiness). Run shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
 //  2. the aggregator leaves: the coordinator hands its partitions over live
 //     while the gRPC server still answers (bounded by
@@ -284,12 +301,20 @@ func (s *Server) Run(ctx context.Context) error {
 
 	reg := newRegistry()
 	gm := grpcMetrics(reg)
+	gate := clickhealth.NewGate()
+	if !s.usesRedis() {
+		gate.Pass()
+	}
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), gateStream(gate)),
 	)
 	hs := health.NewServer()
+	// Not ready until the first round of checks says so; live from the
+	// start.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(clickhealth.LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
@@ -298,13 +323,19 @@ func (s *Server) Run(ctx context.Context) error {
 	defer dial.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(reg))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 
 	var services []string
 	roleCtx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRoles()
 	g, gctx := errgroup.WithContext(roleCtx)
 	lg := s.lg
+	if s.usesRedis() {
+		g.Go(func() error {
+			return gate.Run(gctx, func(ctx context.Context) error {
+				return clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.RedisAddr)
+			}, lg)
+		})
+	}
 
 	// The split table of hot ads. Routers and queryds keep a copy
 	// (Follower) and work only while it is confirmed current; a router
@@ -355,11 +386,19 @@ func (s *Server) Run(ctx context.Context) error {
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
 		ac.SketchCapacity = hk.SketchCapacity
-		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now, aggregator.WithMetrics(reg))
+		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now, aggregator.WithMetrics(reg),
+			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID))))
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a
-		g.Go(func() error { return a.Run(gctx) })
+		g.Go(func() error {
+			// Registering is asking for partitions: not before the Redis
+			// they live in is known to be the cluster's.
+			if err := gate.Wait(gctx); err != nil {
+				return nil
+			}
+			return a.Run(gctx)
+		})
 	}
 	if s.has(RoleCoordinator) {
 		cc := cfg.Coordinator
@@ -385,7 +424,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queryd http: %w", err)
 		}
-		mux.Handle("/v1/", h)
+		mux.Handle("/v1/", gateHTTP(gate, h))
 		g.Go(func() error { return q.Run(gctx) })
 	}
 	// Queryds and coordinators register so that operators can list them,
@@ -416,10 +455,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Every method's series exist from the start, at zero.
 	gm.InitializeMetrics(gs)
-	for _, svc := range services {
-		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	checker := clickhealth.NewChecker(cfg.Health, hs, services, lg.With("component", "health"), time.Now)
+	s.readiness(checker, gate, etcdCheck(cl), rdb, follower)
+	mux.Handle("/healthz", checker.LiveHandler())
+	mux.Handle("/readyz", checker.ReadyHandler())
+	g.Go(func() error { return checker.Run(gctx) })
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(lis) }()
@@ -452,6 +492,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	lg.Info("shutting down")
+	checker.SetStopping()
 	hs.Shutdown()
 	if s.aggregator != nil && runErr == nil {
 		// The Release calls of the handoffs come through gs, so this

@@ -64,6 +64,12 @@ type Member struct {
 	// serves, and asks to have its partitions handed over live before it
 	// goes (Registration.SetLeaving).
 	Leaving bool `json:"leaving,omitempty"`
+	// Unhealthy is set by an aggregator that could not take or serve its
+	// partitions within -aggregator.claim-timeout (its Redis unreachable,
+	// refusing writes): it gives them back, and the coordinator places
+	// partitions elsewhere while anyone healthy is left. It clears the
+	// flag once it can reach Redis again (Registration.SetUnhealthy).
+	Unhealthy bool `json:"unhealthy,omitempty"`
 }
 
 // Owner is the owner of one partition.
@@ -105,6 +111,7 @@ func NewClient(cli *clientv3.Client, prefix string) *Client {
 }
 
 func (c *Client) partitionsKey() string { return c.prefix + "/config/partitions" }
+func (c *Client) redisIDKey() string    { return c.prefix + "/config/redis-id" }
 func (c *Client) assignmentKey() string { return c.prefix + "/assignment" }
 func (c *Client) electionPrefix() string {
 	return c.prefix + "/leader"
@@ -161,6 +168,42 @@ func (c *Client) EnsurePartitions(ctx context.Context, n int) (int, error) {
 		return stored, fmt.Errorf("%w: cluster has %d partitions, %d requested", ErrPartitionsMismatch, stored, n)
 	}
 	return stored, nil
+}
+
+// RedisID returns the identity of the cluster's Redis, "" when none is
+// stored yet (see EnsureRedisID).
+func (c *Client) RedisID(ctx context.Context) (string, error) {
+	resp, err := c.cli.Get(ctx, c.redisIDKey())
+	if err != nil {
+		return "", fmt.Errorf("get redis id: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// EnsureRedisID stores id as the identity of the cluster's Redis if none
+// is stored, and returns the stored one. The same id is kept in Redis
+// itself; a member whose Redis holds another (or none, once one is stored
+// here) is not connected to the cluster's Redis.
+func (c *Client) EnsureRedisID(ctx context.Context, id string) (string, error) {
+	if id == "" {
+		return "", fmt.Errorf("%w: empty redis id", ErrInvalid)
+	}
+	key := c.redisIDKey()
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, id)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return "", fmt.Errorf("store redis id: %w", err)
+	}
+	if resp.Succeeded {
+		return id, nil
+	}
+	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
 }
 
 func decodePartitions(v []byte) (int, error) {

@@ -6,6 +6,8 @@
 // etcd:
 //
 //	<prefix>/config/partitions        partition count, decimal; written once
+//	<prefix>/config/redis-id          identity of the cluster's Redis, which
+//	                                  holds it too; written once
 //	<prefix>/members/<role>/<id>      JSON Member, attached to its lease
 //	<prefix>/assignment               JSON Assignment, written by the leader
 //	<prefix>/leader/<lease hex>       election candidates (concurrency.Election),

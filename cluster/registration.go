@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// ErrLeaseLost is returned by Registration.SetLeaving when the
+// ErrLeaseLost is returned by Registration.SetLeaving and SetUnhealthy when the
 // registration's key is no longer held by its lease.
 var ErrLeaseLost = errors.New("cluster: registration lease lost")
 
@@ -186,10 +186,24 @@ func (r *Registration) ValidUntil() time.Time {
 // over. The key keeps its lease; ErrLeaseLost if the key is no longer this
 // registration's.
 func (r *Registration) SetLeaving(ctx context.Context) error {
+	return r.update(ctx, "leaving", func(m *Member) { m.Leaving = true })
+}
+
+// SetUnhealthy sets or clears Member.Unhealthy, like SetLeaving.
+func (r *Registration) SetUnhealthy(ctx context.Context, unhealthy bool) error {
+	what := "healthy"
+	if unhealthy {
+		what = "unhealthy"
+	}
+	return r.update(ctx, what, func(m *Member) { m.Unhealthy = unhealthy })
+}
+
+// update rewrites the member's key with change applied, under its lease.
+func (r *Registration) update(ctx context.Context, what string, change func(*Member)) error {
 	r.mu.Lock()
 	m := r.m
 	r.mu.Unlock()
-	m.Leaving = true
+	change(&m)
 	value, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode member %s: %w", m.ID, err)
@@ -199,13 +213,13 @@ func (r *Registration) SetLeaving(ctx context.Context) error {
 		Then(clientv3.OpPut(r.key, string(value), clientv3.WithLease(r.lease))).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("mark %s %s leaving: %w", m.Role, m.ID, err)
+		return fmt.Errorf("mark %s %s %s: %w", m.Role, m.ID, what, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("mark %s %s leaving: %w", m.Role, m.ID, ErrLeaseLost)
+		return fmt.Errorf("mark %s %s %s: %w", m.Role, m.ID, what, ErrLeaseLost)
 	}
 	r.mu.Lock()
-	r.m.Leaving = true
+	change(&r.m)
 	r.mu.Unlock()
 	return nil
 }

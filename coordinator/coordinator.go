@@ -335,7 +335,8 @@ func (t *term) load(ctx context.Context) error {
 }
 
 // onlyJoins reports whether ms differs from the current members only by
-// added aggregators: no member gone or restarted, none newly leaving.
+// added aggregators: no member gone or restarted, none newly leaving or
+// unhealthy.
 func (t *term) onlyJoins(ms []cluster.Member) bool {
 	next := make(map[string]cluster.Member, len(ms))
 	for _, m := range ms {
@@ -343,7 +344,7 @@ func (t *term) onlyJoins(ms []cluster.Member) bool {
 	}
 	for _, m := range t.members {
 		n, ok := next[m.ID]
-		if !ok || n.Incarnation != m.Incarnation || n.Leaving != m.Leaving {
+		if !ok || n.Incarnation != m.Incarnation || n.Leaving != m.Leaving || n.Unhealthy != m.Unhealthy {
 			return false
 		}
 	}

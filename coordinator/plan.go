@@ -99,14 +99,19 @@ func planWith(cur cluster.Assignment, aggregators []cluster.Member, cons constra
 }
 
 // eligible returns the aggregators that get partitions: those neither
-// draining nor leaving. When there are none, it falls back to the draining
-// ones that are not leaving, then to every live aggregator: a partition
-// served by a member on its way out beats a partition served by nobody.
+// draining, leaving nor unhealthy. When there are none, it falls back to
+// the draining ones that are healthy and not leaving, then to the
+// unhealthy ones that are not leaving, then to every live aggregator: a
+// partition served by a member on its way out beats a partition served by
+// nobody. So when every aggregator is unhealthy at once (their shared
+// Redis is down) nothing moves, and nothing moves back when it returns.
 func eligible(aggregators []cluster.Member, draining map[string]bool) []cluster.Member {
-	var stay, drained []cluster.Member
+	var stay, drained, unhealthy []cluster.Member
 	for _, m := range aggregators {
 		switch {
 		case m.Leaving:
+		case m.Unhealthy:
+			unhealthy = append(unhealthy, m)
 		case draining[m.ID]:
 			drained = append(drained, m)
 		default:
@@ -118,6 +123,8 @@ func eligible(aggregators []cluster.Member, draining map[string]bool) []cluster.
 		return stay
 	case len(drained) > 0:
 		return drained
+	case len(unhealthy) > 0:
+		return unhealthy
 	}
 	return aggregators
 }
@@ -126,7 +133,7 @@ func eligible(aggregators []cluster.Member, draining map[string]bool) []cluster.
 func pinnable(aggregators []cluster.Member, draining map[string]bool, id string) (cluster.Member, bool) {
 	for _, m := range aggregators {
 		if m.ID == id {
-			return m, !m.Leaving && !draining[id]
+			return m, !m.Leaving && !m.Unhealthy && !draining[id]
 		}
 	}
 	return cluster.Member{}, false

@@ -187,6 +187,7 @@ func TestPlanWithConstraints(t *testing.T) {
 	const parts = 16
 	a, b, c := agg("a", 1), agg("b", 2), agg("c", 3)
 	leaving := func(m cluster.Member) cluster.Member { m.Leaving = true; return m }
+	unhealthy := func(m cluster.Member) cluster.Member { m.Unhealthy = true; return m }
 	ringOf := func(ids ...string) []string {
 		o, err := ring.Assign(ids, parts, ring.DefaultLoad)
 		if err != nil {
@@ -213,6 +214,11 @@ func TestPlanWithConstraints(t *testing.T) {
 		{"everyone draining: the ring over all", []cluster.Member{a, b, c}, constraints{draining: map[string]bool{"a": true, "b": true, "c": true}}, abc},
 		{"the others leaving: the drained one takes all", []cluster.Member{leaving(a), b, leaving(c)}, constraints{draining: map[string]bool{"b": true}}, ringOf("b")},
 		{"a drained member's drain key without the member", []cluster.Member{a, c}, constraints{draining: map[string]bool{"b": true}}, ringOf("a", "c")},
+		{"b unhealthy", []cluster.Member{a, unhealthy(b), c}, constraints{}, ringOf("a", "c")},
+		{"everyone unhealthy: nothing moves", []cluster.Member{unhealthy(a), unhealthy(b), unhealthy(c)}, constraints{}, abc},
+		{"the others unhealthy: a drained healthy one takes all", []cluster.Member{unhealthy(a), b, unhealthy(c)}, constraints{draining: map[string]bool{"b": true}}, ringOf("b")},
+		{"the others leaving: an unhealthy one takes all", []cluster.Member{leaving(a), unhealthy(b), leaving(c)}, constraints{}, ringOf("b")},
+		{"pin to an unhealthy member is ignored", []cluster.Member{a, unhealthy(b), c}, constraints{pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},
 		{"pin", []cluster.Member{a, b, c}, constraints{pins: map[int]string{pinned: "b"}}, with(abc, pinned, "b")},
 		{"pin to a draining member is ignored", []cluster.Member{a, b, c}, constraints{draining: map[string]bool{"b": true}, pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},
 		{"pin to a leaving member is ignored", []cluster.Member{a, leaving(b), c}, constraints{pins: map[int]string{pinned: "b"}}, ringOf("a", "c")},

@@ -453,6 +453,24 @@ func (c *checker) clickagg(w *workload, ct *corev1.Container) {
 
 	ports := c.serving(w, ct, eff)
 
+	// Liveness and startup ask only whether the process is stuck; readiness
+	// whether it can work now. A liveness probe of readiness would restart
+	// every pod whenever Redis is down.
+	for _, p := range namedProbes(ct) {
+		want := "liveness"
+		if p.name == "readinessProbe" {
+			want = ""
+		}
+		switch {
+		case p.probe.GRPC == nil:
+			c.addf("%s: container %s: %s is not a gRPC health probe", w, ct.Name, p.name)
+		case p.probe.GRPC.Service == nil && want != "":
+			c.addf("%s: container %s: %s asks gRPC health service \"\", want %q", w, ct.Name, p.name, want)
+		case p.probe.GRPC.Service != nil && *p.probe.GRPC.Service != want:
+			c.addf("%s: container %s: %s asks gRPC health service %q, want %q", w, ct.Name, p.name, *p.probe.GRPC.Service, want)
+		}
+	}
+
 	// Identity and address: the pod's name and IP.
 	fieldRef := fieldRefs(ct)
 	if id := eff["id"]; id.value != "$(POD_NAME)" || fieldRef["POD_NAME"] != "metadata.name" {

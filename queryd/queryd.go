@@ -305,6 +305,29 @@ func (q *Queryd) rebuild() {
 	}
 }
 
+// Routable returns nil when every partition has a registered owner to ask,
+// else an error naming the first partitions that have none and why.
+func (q *Queryd) Routable() error {
+	d := q.dir.Load()
+	if d == nil {
+		return errors.New("no assignment and members received yet")
+	}
+	var bad []string
+	n := 0
+	for p := range q.parts.Partitions() {
+		if r := d.route(p); r.addr == "" {
+			n++
+			if len(bad) < 3 {
+				bad = append(bad, fmt.Sprintf("partition %d: %s", p, r.why))
+			}
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("%d partitions have no owner to ask (%s)", n, strings.Join(bad, "; "))
+	}
+	return nil
+}
+
 func (q *Queryd) client(addr string) (clickaggv1.AggregatorServiceClient, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -78,7 +78,13 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		t.Fatal(err)
 	}
 	c.httpAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	c.queryd = startProc(t, dir, "queryd-1", c.flags("-target=queryd", []string{"-http.addr=" + c.httpAddr})...)
+	start := startProc
+	if spec.coordinators == 0 || spec.aggregators == 0 {
+		// Nobody assigns partitions yet, so queryd cannot be ready: it has
+		// no owner to ask (see cli's readiness).
+		start = startLive
+	}
+	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", []string{"-http.addr=" + c.httpAddr})...)
 	return c
 }
 

@@ -48,6 +48,9 @@ type proc struct {
 	args []string
 	addr string // gRPC address
 	log  string
+	// service is the health service whose SERVING start waits for: ""
+	// (ready) or "liveness".
+	service string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -55,18 +58,31 @@ type proc struct {
 }
 
 // startProc starts clickagg with args plus a free loopback gRPC port, and
-// waits until its health service answers SERVING.
+// waits until its health service answers SERVING: it is ready.
 func startProc(t testing.TB, dir, name string, args ...string) *proc {
+	t.Helper()
+	return startProcFor(t, dir, name, "", args...)
+}
+
+// startLive is startProc waiting only for liveness, for a process that is
+// not expected to become ready.
+func startLive(t testing.TB, dir, name string, args ...string) *proc {
+	t.Helper()
+	return startProcFor(t, dir, name, "liveness", args...)
+}
+
+func startProcFor(t testing.TB, dir, name, service string, args ...string) *proc {
 	t.Helper()
 	port, err := localserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &proc{
-		t:    t,
-		name: name,
-		addr: fmt.Sprintf("127.0.0.1:%d", port),
-		log:  filepath.Join(dir, name+".log"),
+		t:       t,
+		name:    name,
+		service: service,
+		addr:    fmt.Sprintf("127.0.0.1:%d", port),
+		log:     filepath.Join(dir, name+".log"),
 	}
 	base := []string{"-grpc.addr=" + p.addr, "-http.addr=", "-id=" + name}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -106,6 +122,22 @@ func (p *proc) start() {
 	p.waitHealthy(60 * time.Second)
 }
 
+// health returns the status of the process's gRPC health service.
+func (p *proc) health(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Status, nil
+}
+
 func (p *proc) waitHealthy(timeout time.Duration) {
 	p.t.Helper()
 	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -117,7 +149,7 @@ func (p *proc) waitHealthy(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: p.service})
 		cancel()
 		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
 			return

@@ -1,0 +1,120 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+func status(t *testing.T, hs *grpchealth.Server, svc string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Status
+}
+
+// TestCheckerFollowsChecks flips one check and sees readiness (gRPC ""
+// and the role's service, /readyz) follow it, and liveness stay up; then
+// stops the rounds and sees liveness fail.
+func TestCheckerFollowsChecks(t *testing.T) {
+	hs := grpchealth.NewServer()
+	var now atomic.Int64
+	now.Store(time.Unix(1000, 0).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	c := NewChecker(Config{Interval: time.Second, Timeout: time.Second}, hs, []string{"svc"}, nil, clock)
+	var failing atomic.Bool
+	c.Add("redis", func(context.Context) error {
+		if failing.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	ready := httptest.NewServer(c.ReadyHandler())
+	defer ready.Close()
+	live := httptest.NewServer(c.LiveHandler())
+	defer live.Close()
+	code := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c.Ready() == nil || code(ready.URL) != 503 {
+		t.Fatal("ready before any round")
+	}
+	for _, tt := range []struct {
+		fail bool
+		want healthpb.HealthCheckResponse_ServingStatus
+		code int
+	}{
+		{false, healthpb.HealthCheckResponse_SERVING, 200},
+		{true, healthpb.HealthCheckResponse_NOT_SERVING, 503},
+		{false, healthpb.HealthCheckResponse_SERVING, 200},
+	} {
+		failing.Store(tt.fail)
+		c.Round(context.Background())
+		for _, svc := range []string{"", "svc"} {
+			if got := status(t, hs, svc); got != tt.want {
+				t.Errorf("failing=%v: %q = %v, want %v", tt.fail, svc, got, tt.want)
+			}
+		}
+		if got := code(ready.URL); got != tt.code {
+			t.Errorf("failing=%v: /readyz %d, want %d", tt.fail, got, tt.code)
+		}
+		if got := code(live.URL); got != 200 {
+			t.Errorf("failing=%v: /healthz %d, want 200", tt.fail, got)
+		}
+	}
+	now.Add(int64(c.StallTimeout() + time.Second))
+	if c.Live() || code(live.URL) != 503 {
+		t.Error("live after no round for longer than the stall timeout")
+	}
+	c.SetStopping()
+	if c.Ready() == nil {
+		t.Error("ready while stopping")
+	}
+}
+
+// TestVerifyRedis runs the identity check against a real etcd and two
+// real redis-servers: the first member binds the cluster to its Redis,
+// the same Redis passes again, another Redis is ErrWrongRedis, and an
+// unreachable one is an error that is not.
+func TestVerifyRedis(t *testing.T) {
+	ctx := context.Background()
+	cl := cluster.NewClient(testserver.EtcdClient(t), "/test")
+	mine, other := testserver.RedisClient(t), testserver.RedisClient(t)
+	if err := VerifyRedis(ctx, cl, mine, "p", "mine"); err != nil {
+		t.Fatalf("first member: %v", err)
+	}
+	if err := VerifyRedis(ctx, cl, mine, "p", "mine"); err != nil {
+		t.Fatalf("same redis again: %v", err)
+	}
+	if err := VerifyRedis(ctx, cl, other, "p", "other"); !errors.Is(err, ErrWrongRedis) {
+		t.Fatalf("empty other redis: %v, want ErrWrongRedis", err)
+	}
+	other.Set(ctx, RedisIDKey("p"), "someone-else", 0)
+	if err := VerifyRedis(ctx, cl, other, "p", "other"); !errors.Is(err, ErrWrongRedis) {
+		t.Fatalf("another cluster's redis: %v, want ErrWrongRedis", err)
+	}
+	if err := VerifyRedis(ctx, cl, mine, "q", "mine"); !errors.Is(err, ErrWrongRedis) {
+		t.Fatalf("same redis, other prefix: %v, want ErrWrongRedis", err)
+	}
+	mine.Close()
+	if err := VerifyRedis(ctx, cl, mine, "p", "mine"); err == nil || errors.Is(err, ErrWrongRedis) {
+		t.Fatalf("unreachable redis: %v, want a transient error", err)
+	}
+}
