@@ -376,6 +376,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.has(RoleQueryd) {
 		qc := cfg.Queryd
 		qc.RedisPrefix = cfg.RedisPrefix
+		qc.MaxIDLength = cfg.Router.MaxIDLength
 		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
