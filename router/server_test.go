@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/grpcserver"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
@@ -258,33 +260,72 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 }
 func (rawCodec) Name() string { return "proto" }
 
-// TestGRPCInvalidUTF8: proto3 strings must be UTF-8; grpc's codec refuses
-// the whole request before the router sees it.
+// TestGRPCInvalidUTF8: proto3 strings must be UTF-8; the codec of the
+// process's gRPC server (package grpcserver) refuses the whole request with
+// INVALID_ARGUMENT naming the field, before the router sees it, on Ingest
+// and IngestStream alike.
 func TestGRPCInvalidUTF8(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
 	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
-	conn := dialGRPC(t, r)
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
 
 	good, err := proto.Marshal(click("e-1", "ad-1", t0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A valid event, then event_id (field 1) set again to invalid UTF-8:
-	// the last value of a field wins when decoding.
+	// Two valid events, then one whose event_id (field 1) is set again to
+	// invalid UTF-8: the last value of a field wins when decoding.
 	ev := protowire.AppendTag(good, 1, protowire.BytesType)
 	ev = protowire.AppendString(ev, "e-\xff")
-	req := protowire.AppendTag(nil, 1, protowire.BytesType)
-	req = protowire.AppendBytes(req, ev)
+	var req []byte
+	for _, e := range [][]byte{good, good, ev} {
+		req = protowire.AppendTag(req, 1, protowire.BytesType)
+		req = protowire.AppendBytes(req, e)
+	}
+	const want = "request is malformed: events[2].event_id is not valid UTF-8"
 
 	var out []byte
 	err = conn.Invoke(ctx, clickaggv1.IngestService_Ingest_FullMethodName, &req, &out, grpc.ForceCodec(rawCodec{}))
-	const want = "grpc: failed to unmarshal the received message: string field contains invalid UTF-8"
-	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != want {
-		t.Fatalf("Ingest: %v, want Internal %q", err, want)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != want {
+		t.Fatalf("Ingest: %v, want InvalidArgument %q", err, want)
+	}
+
+	s, err := conn.NewStream(ctx, &clickaggv1.IngestService_ServiceDesc.Streams[0], clickaggv1.IngestService_IngestStream_FullMethodName, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMsg(&req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecvMsg(&out); status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Fatalf("IngestStream: %v, want InvalidArgument %q", err, want)
 	}
 	if n := countLogEvents(t, rdb, parts.Partitions()); n != 0 {
 		t.Fatalf("%d events in the log, want 0", n)
+	}
+}
+
+// TestGRPCMalformedRequest: bytes that are not an IngestRequest at all are
+// the client's fault too.
+func TestGRPCMalformedRequest(t *testing.T) {
+	ctx := grpcCtx(t)
+	rdb := testserver.RedisClient(t)
+	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
+
+	req := protowire.AppendTag(nil, 1, protowire.BytesType) // a length that never comes
+	var out []byte
+	err := conn.Invoke(ctx, clickaggv1.IngestService_Ingest_FullMethodName, &req, &out, grpc.ForceCodec(rawCodec{}))
+	// The decoder's own text follows; protobuf varies its spacing on
+	// purpose.
+	const want = "request is malformed: it does not decode as clickagg.v1.IngestRequest: "
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), want) {
+		t.Fatalf("Ingest: %v, want InvalidArgument %q...", err, want)
 	}
 }
