@@ -28,6 +28,7 @@ import (
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/grpcserver"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -63,6 +64,8 @@ type ServerConfig struct {
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 
+	GRPC        grpcserver.Config
+	HTTP        HTTPConfig
 	Cluster     cluster.Config
 	Router      router.Config
 	Aggregator  aggregator.Config
@@ -91,6 +94,8 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.DrainDelay, "shutdown.drain-delay", 0, "on SIGTERM, time between reporting NOT_SERVING and stopping the gRPC server, so load balancers stop sending first")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
+	c.GRPC.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs)
 	c.Cluster.RegisterFlags(fs)
 	c.Router.RegisterFlags(fs)
 	c.Aggregator.RegisterFlags(fs)
@@ -145,6 +150,12 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
+	}
+	if err := c.GRPC.Validate(); err != nil {
+		return err
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
 	}
 	if err := c.Cluster.Validate(); err != nil {
 		return err
@@ -284,11 +295,13 @@ func (s *Server) Run(ctx context.Context) error {
 
 	reg := newRegistry()
 	gm := grpcMetrics(reg)
-	gs := grpc.NewServer(
+	// The metrics interceptors come first, so that they count the
+	// refusals of grpcserver's.
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()),
-	)
+	}, grpcserver.Options(cfg.GRPC)...)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -297,8 +310,8 @@ func (s *Server) Run(ctx context.Context) error {
 	dial := newDialer()
 	defer dial.Close()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(reg))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("/metrics", allow(metricsHandler(reg), http.MethodGet, http.MethodHead))
+	mux.Handle("/healthz", allow(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }), http.MethodGet, http.MethodHead))
 
 	var services []string
 	roleCtx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
@@ -386,7 +399,8 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queryd http: %w", err)
 		}
-		mux.Handle("/v1/", h)
+		// The gateway answers a wrong method with 501.
+		mux.Handle("/v1/", allow(h, http.MethodGet))
 		g.Go(func() error { return q.Run(gctx) })
 	}
 	// Queryds and coordinators register so that operators can list them,
@@ -426,7 +440,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { serveErr <- gs.Serve(lis) }()
 	var hsrv *http.Server
 	if httpLis != nil {
-		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hsrv = cfg.HTTP.server(mux)
 		go func() {
 			if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
