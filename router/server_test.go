@@ -329,3 +329,62 @@ func TestGRPCMalformedRequest(t *testing.T) {
 		t.Fatalf("Ingest: %v, want InvalidArgument %q...", err, want)
 	}
 }
+
+// TestGRPCStreamCap: with the process's stream caps (package grpcserver),
+// an IngestStream over the per-connection cap fails with
+// RESOURCE_EXHAUSTED and the streams already open go on ingesting.
+func TestGRPCStreamCap(t *testing.T) {
+	ctx := grpcCtx(t)
+	rdb := testserver.RedisClient(t)
+	parts := partitioner(t, 4)
+	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	gc.MaxStreamsPerConn = 3
+	c := startGRPC(t, r, grpcserver.Options(gc)...)
+
+	send := func(s clickaggv1.IngestService_IngestStreamClient, id string) error {
+		if err := s.Send(&clickaggv1.IngestStreamRequest{Events: []*clickaggv1.ClickEvent{click(id, "ad-1", t0)}}); err != nil {
+			return err
+		}
+		resp, err := s.Recv()
+		if err == nil && resp.Accepted != 1 {
+			err = fmt.Errorf("accepted %d, want 1", resp.Accepted)
+		}
+		return err
+	}
+	var open []clickaggv1.IngestService_IngestStreamClient
+	for i := range 3 {
+		s, err := c.IngestStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := send(s, fmt.Sprintf("open-%d", i)); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		open = append(open, s)
+	}
+	s, err := c.IngestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(s, "over")
+	const want = "too many streams open on this connection, at most 3 allowed (-grpc.max-streams-per-conn): end one, or open another connection"
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || st.Message() != want {
+		t.Fatalf("fourth stream: %v, want ResourceExhausted %q", err, want)
+	}
+	for i, s := range open {
+		if err := send(s, fmt.Sprintf("again-%d", i)); err != nil {
+			t.Fatalf("stream %d after the refusal: %v", i, err)
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("stream %d end: %v, want EOF", i, err)
+		}
+	}
+	if n := countLogEvents(t, rdb, parts.Partitions()); n != 6 {
+		t.Fatalf("%d events in the log, want 6", n)
+	}
+}
