@@ -28,6 +28,7 @@ import (
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/grpcserver"
 	clickhealth "github.com/clickagg/clickagg/health"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
@@ -64,6 +65,8 @@ type ServerConfig struct {
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 
+	GRPC        grpcserver.Config
+	HTTP        HTTPConfig
 	Cluster     cluster.Config
 	Router      router.Config
 	Aggregator  aggregator.Config
@@ -93,6 +96,8 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.DrainDelay, "shutdown.drain-delay", 0, "on SIGTERM, time between reporting NOT_SERVING and stopping the gRPC server, so load balancers stop sending first")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
+	c.GRPC.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs)
 	c.Cluster.RegisterFlags(fs)
 	c.Router.RegisterFlags(fs)
 	c.Aggregator.RegisterFlags(fs)
@@ -148,6 +153,12 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
+	}
+	if err := c.GRPC.Validate(); err != nil {
+		return err
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
 	}
 	if err := c.Cluster.Validate(); err != nil {
 		return err
@@ -305,11 +316,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.usesRedis() {
 		gate.Pass()
 	}
-	gs := grpc.NewServer(
+	// The metrics interceptors come first, so that they count the
+	// refusals of the gate's and grpcserver's.
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
 		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), gateStream(gate)),
-	)
+	}, grpcserver.Options(cfg.GRPC)...)...)
 	hs := health.NewServer()
 	// Not ready until the first round of checks says so; live from the
 	// start.
@@ -322,7 +335,7 @@ func (s *Server) Run(ctx context.Context) error {
 	dial := newDialer()
 	defer dial.Close()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(reg))
+	mux.Handle("/metrics", allow(metricsHandler(reg), http.MethodGet, http.MethodHead))
 
 	var services []string
 	roleCtx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
@@ -415,6 +428,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.has(RoleQueryd) {
 		qc := cfg.Queryd
 		qc.RedisPrefix = cfg.RedisPrefix
+		qc.MaxIDLength = cfg.Router.MaxIDLength
 		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
@@ -424,7 +438,8 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queryd http: %w", err)
 		}
-		mux.Handle("/v1/", gateHTTP(gate, h))
+		// The gateway answers a wrong method with 501.
+		mux.Handle("/v1/", allow(gateHTTP(gate, h), http.MethodGet))
 		g.Go(func() error { return q.Run(gctx) })
 	}
 	// Queryds and coordinators register so that operators can list them,
@@ -457,15 +472,15 @@ func (s *Server) Run(ctx context.Context) error {
 	gm.InitializeMetrics(gs)
 	checker := clickhealth.NewChecker(cfg.Health, hs, services, lg.With("component", "health"), time.Now)
 	s.readiness(checker, gate, etcdCheck(cl), rdb, follower)
-	mux.Handle("/healthz", checker.LiveHandler())
-	mux.Handle("/readyz", checker.ReadyHandler())
+	mux.Handle("/healthz", allow(checker.LiveHandler(), http.MethodGet, http.MethodHead))
+	mux.Handle("/readyz", allow(checker.ReadyHandler(), http.MethodGet, http.MethodHead))
 	g.Go(func() error { return checker.Run(gctx) })
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(lis) }()
 	var hsrv *http.Server
 	if httpLis != nil {
-		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hsrv = cfg.HTTP.server(mux)
 		go func() {
 			if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err

@@ -103,8 +103,8 @@ func runShip(ctx context.Context, args []string) error {
 			return fmt.Errorf("-http.addr: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metricsHandler(reg))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.Handle("/metrics", allow(metricsHandler(reg), http.MethodGet, http.MethodHead))
+		mux.Handle("/healthz", allow(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }), http.MethodGet, http.MethodHead))
 		hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
 			if err := hsrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {

@@ -29,6 +29,20 @@ type Entry struct {
 	Data []byte
 }
 
+// ErrFull is in the error of an append that Redis refused for lack of
+// memory (maxmemory reached under the noeviction policy): nothing is
+// lost, but nothing can be appended until memory is freed, and retrying
+// at once will not help.
+var ErrFull = errors.New("partlog: log store is full (Redis maxmemory reached)")
+
+// full marks an OOM refusal of Redis with ErrFull.
+func full(err error) error {
+	if redis.IsOOMError(err) {
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return err
+}
+
 // Append is one item to append to partition Partition's stream.
 type Append struct {
 	Partition int
@@ -71,13 +85,13 @@ func (l *Log) Append(ctx context.Context, items []Append) ([]string, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("append %d entries: %w", len(items), err)
+		return nil, fmt.Errorf("append %d entries: %w", len(items), full(err))
 	}
 	ids := make([]string, len(items))
 	for i, c := range cmds {
 		id, err := c.Result()
 		if err != nil {
-			return nil, fmt.Errorf("append to partition %d: %w", items[i].Partition, err)
+			return nil, fmt.Errorf("append to partition %d: %w", items[i].Partition, full(err))
 		}
 		ids[i] = id
 	}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -131,7 +133,10 @@ func (q *Queryd) parseCount(req *clickaggv1.GetAggregatedCountRequest) (countQue
 	if req.GetAdId() == "" {
 		return countQuery{}, invalidf("ad_id is required")
 	}
-	f, err := canonicalFilter(req.GetFilter())
+	if err := checkID("ad_id", req.GetAdId(), q.cfg.maxIDLength()); err != nil {
+		return countQuery{}, err
+	}
+	f, err := q.canonicalFilter(req.GetFilter())
 	if err != nil {
 		return countQuery{}, err
 	}
@@ -193,7 +198,7 @@ func (q *Queryd) parseTop(req *clickaggv1.GetPopularAdsRequest) (topQueryReq, er
 			return topQueryReq{}, err
 		}
 	}
-	f, err := canonicalFilter(req.GetFilter())
+	f, err := q.canonicalFilter(req.GetFilter())
 	if err != nil {
 		return topQueryReq{}, err
 	}
@@ -205,7 +210,7 @@ func (q *Queryd) parseWatch(req *clickaggv1.WatchPopularAdsRequest) (int, Filter
 	if err != nil {
 		return 0, Filter{}, err
 	}
-	f, err := canonicalFilter(req.GetFilter())
+	f, err := q.canonicalFilter(req.GetFilter())
 	if err != nil {
 		return 0, Filter{}, err
 	}
@@ -244,8 +249,13 @@ func timeText(minute int64) string {
 
 // canonicalFilter returns f in the form the router stores events in, so
 // that a filter matches however the caller spelled it.
-func canonicalFilter(f *clickaggv1.Filter) (Filter, error) {
+func (q *Queryd) canonicalFilter(f *clickaggv1.Filter) (Filter, error) {
 	out := Filter{UserID: f.GetUserId()}
+	if u := f.GetUserId(); u != "" {
+		if err := checkID("filter.user_id", u, q.cfg.maxIDLength()); err != nil {
+			return Filter{}, err
+		}
+	}
 	if c := f.GetCountry(); c != "" {
 		if len(c) != 2 || !asciiLetter(c[0]) || !asciiLetter(c[1]) {
 			return Filter{}, invalidf("filter.country %s is not an ISO 3166-1 alpha-2 code (two letters, such as \"US\")", quote(c))
@@ -264,6 +274,26 @@ func canonicalFilter(f *clickaggv1.Filter) (Filter, error) {
 		out.IP = a.Unmap().String()
 	}
 	return out, nil
+}
+
+// checkID applies the routers' rules for ids (package router) to a
+// non-empty id of a query. An id the routers would refuse was never
+// counted; refused here, it gets INVALID_ARGUMENT at once instead of a
+// fan-out that answers 0, or that fails UNAVAILABLE after -queryd.move-wait
+// because invalid UTF-8 cannot be sent on to the aggregators.
+func checkID(field, s string, maxLen int) error {
+	if len(s) > maxLen {
+		return invalidf("%s is %d bytes long, at most %d allowed", field, len(s), maxLen)
+	}
+	if !utf8.ValidString(s) {
+		return invalidf("%s is not valid UTF-8", field)
+	}
+	for i, c := range s {
+		if unicode.IsControl(c) {
+			return invalidf("%s contains control character %U at byte %d", field, c, i)
+		}
+	}
+	return nil
 }
 
 func asciiLetter(b byte) bool {

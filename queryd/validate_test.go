@@ -5,9 +5,11 @@ import (
 	"flag"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -104,6 +106,16 @@ func TestBadInputs(t *testing.T) {
 			"from 2025-02-19T21:21:00Z must be before to 2025-02-19T21:20:00Z"},
 		{"count/window-too-long", count(window(base, base+1441)),
 			"window from 2025-02-19T21:20:00Z to 2025-02-20T21:21:00Z is 1441 minutes long, at most 1440 allowed"},
+		{"count/ad-id-too-long", count(&clickaggv1.GetAggregatedCountRequest{AdId: strings.Repeat("a", 200_000), LastMinutes: 5}),
+			"ad_id is 200000 bytes long, at most 128 allowed"},
+		{"count/ad-id-invalid-utf8", count(&clickaggv1.GetAggregatedCountRequest{AdId: "\xff", LastMinutes: 5}),
+			"ad_id is not valid UTF-8"},
+		{"count/ad-id-nul", count(&clickaggv1.GetAggregatedCountRequest{AdId: "ad\x00", LastMinutes: 5}),
+			"ad_id contains control character U+0000 at byte 2"},
+		{"count/user-id-too-long", count(withFilter(window(base, base+1), &clickaggv1.Filter{UserId: strings.Repeat("u", 129)})),
+			"filter.user_id is 129 bytes long, at most 128 allowed"},
+		{"count/user-id-newline", count(withFilter(window(base, base+1), &clickaggv1.Filter{UserId: "u\n"})),
+			"filter.user_id contains control character U+000A at byte 1"},
 		{"count/country-three-letters", count(withFilter(window(base, base+1), &clickaggv1.Filter{Country: "USA"})),
 			`filter.country "USA" is not an ISO 3166-1 alpha-2 code (two letters, such as "US")`},
 		{"count/country-not-letters", count(withFilter(window(base, base+1), &clickaggv1.Filter{Country: "U1"})),
@@ -132,6 +144,8 @@ func TestBadInputs(t *testing.T) {
 			"end is not a valid timestamp: nanos 1000000000 is outside [0, 999999999]"},
 		{"top/country-invalid", top(&clickaggv1.GetPopularAdsRequest{Filter: &clickaggv1.Filter{Country: "u"}}),
 			`filter.country "u" is not an ISO 3166-1 alpha-2 code (two letters, such as "US")`},
+		{"top/user-id-invalid-utf8", top(&clickaggv1.GetPopularAdsRequest{Filter: &clickaggv1.Filter{UserId: "u\xc3"}}),
+			"filter.user_id is not valid UTF-8"},
 		{"top/ip-invalid", top(&clickaggv1.GetPopularAdsRequest{Filter: &clickaggv1.Filter{Ip: "localhost"}}),
 			`filter.ip "localhost" is not a valid IPv4 or IPv6 address`},
 
@@ -142,6 +156,8 @@ func TestBadInputs(t *testing.T) {
 			"count 5000: must be in [1, 1000] (0 means 100)"},
 		{"watch/country-invalid", watch(&clickaggv1.WatchPopularAdsRequest{Filter: &clickaggv1.Filter{Country: "FRA"}}),
 			`filter.country "FRA" is not an ISO 3166-1 alpha-2 code (two letters, such as "US")`},
+		{"watch/user-id-c1-control", watch(&clickaggv1.WatchPopularAdsRequest{Filter: &clickaggv1.Filter{UserId: "u\u0085"}}),
+			"filter.user_id contains control character U+0085 at byte 1"},
 		{"watch/ip-invalid", watch(&clickaggv1.WatchPopularAdsRequest{Filter: &clickaggv1.Filter{Ip: "1.2.3"}}),
 			`filter.ip "1.2.3" is not a valid IPv4 or IPv6 address`},
 	}
@@ -247,7 +263,8 @@ func TestConfigValidate(t *testing.T) {
 // parameters that do not parse are refused by the gateway with 400 and
 // INVALID_ARGUMENT, and the gRPC refusals keep their message.
 func TestBadInputsHTTP(t *testing.T) {
-	h, err := NewHTTPHandler(context.Background(), NewServer(offlineQueryd(t)))
+	q := offlineQueryd(t)
+	h, err := NewHTTPHandler(context.Background(), NewServer(q))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +284,14 @@ func TestBadInputsHTTP(t *testing.T) {
 			"ad_id is required"},
 		{"http/grpc-refusal", "/v1/ads/popular_ads?count=1001&filter.country=us",
 			"count 1001: must be in [1, 1000] (0 means 100)"},
+		{"http/ad-id-invalid-utf8", "/v1/ads/%FF/aggregated_count?last_minutes=5",
+			"ad_id is not valid UTF-8"},
+		{"http/ad-id-nul", "/v1/ads/ad%00/aggregated_count?last_minutes=5",
+			"ad_id contains control character U+0000 at byte 2"},
+		{"http/ad-id-200kb", "/v1/ads/" + strings.Repeat("a", 200_000) + "/aggregated_count?last_minutes=5",
+			"ad_id is 200000 bytes long, at most 128 allowed"},
+		{"http/user-id-invalid-utf8", "/v1/ads/popular_ads?filter.user_id=%FF",
+			"filter.user_id is not valid UTF-8"},
 		{"http/unknown-parameter-ignored", "/v1/ads/popular_ads?bogus=1&count=-1",
 			"count -1: must be in [1, 1000] (0 means 100)"},
 	}
@@ -282,6 +307,13 @@ func TestBadInputsHTTP(t *testing.T) {
 				t.Errorf("got %d %v %q\nwant 400 INVALID_ARGUMENT %q", rr.Code, codes.Code(st.GetCode()), st.GetMessage(), tt.msg)
 			}
 		})
+	}
+	// A bad request is the caller's fault: it must not set off the
+	// unavailable alert.
+	for rpc, c := range q.m.unavailables {
+		if n := testutil.ToFloat64(c); n != 0 {
+			t.Errorf("clickagg_queryd_queries_unavailable_total{rpc=%q} = %v after bad requests, want 0", rpc, n)
+		}
 	}
 }
 

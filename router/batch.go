@@ -46,6 +46,7 @@ type batcher struct {
 	// that started them.
 	inflight sync.WaitGroup
 	m        *metrics
+	full     *logFull
 
 	mu sync.Mutex
 	// queue holds the batches not taken by an appender yet, oldest first;
@@ -187,6 +188,7 @@ func (b *batcher) append(ctx context.Context, bt *batch) error {
 	start := time.Now()
 	_, err := b.log.Append(ctx, items)
 	b.m.appendDuration.Observe(time.Since(start).Seconds())
+	b.full.note(err)
 	if err != nil {
 		b.m.appendFailures.Inc()
 		return fmt.Errorf("append %d events of %d requests to %d partitions: %w", bt.events, bt.requests, len(items), err)

@@ -33,6 +33,7 @@ type metrics struct {
 	appendDuration prometheus.Histogram
 	appendFailures prometheus.Counter
 	tickFailures   prometheus.Counter
+	logFull        prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -71,6 +72,10 @@ func newMetrics() *metrics {
 			Name: "clickagg_router_tick_failures_total",
 			Help: "Ticks (event-time frontiers) that could not be appended to every partition.",
 		}),
+		logFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clickagg_router_log_full",
+			Help: "1 while Redis refuses this router's appends for lack of memory (maxmemory reached under noeviction), 0 once an append succeeds again.",
+		}),
 		rejected: make(map[string]prometheus.Counter, len(rejectReasons)),
 	}
 	for _, r := range rejectReasons {
@@ -80,7 +85,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.accepted, m.rejectedVec, m.appends, m.entryEvents, m.appendDuration, m.appendFailures, m.tickFailures}
+	return []prometheus.Collector{m.requests, m.accepted, m.rejectedVec, m.appends, m.entryEvents, m.appendDuration, m.appendFailures, m.tickFailures, m.logFull}
 }
 
 // WithMetrics registers the router's metrics (clickagg_router_*) with reg.

@@ -39,6 +39,10 @@ var (
 	ErrNoEvents       = errors.New("router: request has no events")
 	ErrTooManyEvents  = errors.New("router: request has too many events")
 	ErrLogUnavailable = errors.New("router: partition log unavailable, retry the request")
+	// ErrLogFull: Redis refuses appends for lack of memory. The client
+	// retries later, as for ErrLogUnavailable; operators must free memory
+	// (see clickagg_router_log_full).
+	ErrLogFull = errors.New("router: partition log store is full (Redis out of memory), retry later")
 	// ErrSplitsUnavailable: the router's split table may be stale, so it
 	// routes nothing; the client retries, here or at another router.
 	ErrSplitsUnavailable = errors.New("router: split table unavailable, retry the request")
@@ -74,6 +78,34 @@ type Router struct {
 
 	reg prometheus.Registerer // nil without WithMetrics
 	m   *metrics
+	// full tracks whether the log store refuses appends for memory.
+	full *logFull
+}
+
+// logFull tracks whether Redis refuses appends for lack of memory, from
+// the outcome of every append (batches and ticks), and says so once per
+// change: in the gauge, and in one log line, not one per request.
+type logFull struct {
+	full  atomic.Bool
+	gauge prometheus.Gauge
+	lg    *slog.Logger
+}
+
+// note records the outcome of an append. Errors other than a full store
+// (Redis down, a timeout) say nothing about memory and change nothing.
+func (f *logFull) note(err error) {
+	switch {
+	case err == nil:
+		if f.full.CompareAndSwap(true, false) {
+			f.gauge.Set(0)
+			f.lg.Info("partition log store accepts appends again")
+		}
+	case errors.Is(err, partlog.ErrFull):
+		if f.full.CompareAndSwap(false, true) {
+			f.gauge.Set(1)
+			f.lg.Error("partition log store is full: Redis refuses appends (maxmemory reached); ingest fails with UNAVAILABLE until memory is freed", "err", err)
+		}
+	}
 }
 
 // New returns a router that appends to log. now is the clock (nil means
@@ -104,8 +136,10 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 		cfg.StreamWindow = DefaultStreamWindow
 	}
 	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now, m: newMetrics()}
+	r.full = &logFull{gauge: r.m.logFull, lg: r.lg}
 	r.batches = newBatcher(log, cfg.ID, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
 	r.batches.m = r.m
+	r.batches.full = r.full
 	for _, o := range opts {
 		o(r)
 	}
@@ -183,6 +217,10 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			// The caller gave up; the log may be fine.
 			return 0, nil, fmt.Errorf("append %d events to %d partitions: %w", accepted, len(byPart), ctxErr)
 		}
+		if errors.Is(err, partlog.ErrFull) {
+			// Logged once, when the log store became full (logFull).
+			return 0, nil, fmt.Errorf("%w: %w", ErrLogFull, err)
+		}
 		r.lg.Warn("append events", "events", accepted, "partitions", len(byPart), "err", err)
 		return 0, nil, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
 	}
@@ -223,7 +261,9 @@ func (r *Router) Run(ctx context.Context) error {
 		case err != nil:
 			failed++
 			r.m.tickFailures.Inc()
-			r.lg.Warn("append tick", "tick_ms", last, "consecutive_failures", failed, "err", err)
+			if !errors.Is(err, partlog.ErrFull) { // logged once by logFull
+				r.lg.Warn("append tick", "tick_ms", last, "consecutive_failures", failed, "err", err)
+			}
 		case failed > 0:
 			r.lg.Info("append tick recovered", "tick_ms", last, "failed_ticks", failed)
 			failed = 0
@@ -254,7 +294,9 @@ func (r *Router) tick(ctx context.Context, last int64) (int64, error) {
 	for p := range items {
 		items[p] = partlog.Append{Partition: p, Data: data}
 	}
-	if _, err := r.log.Append(ctx, items); err != nil {
+	_, err = r.log.Append(ctx, items)
+	r.full.note(err)
+	if err != nil {
 		return f, fmt.Errorf("append tick to %d partitions: %w", len(items), err)
 	}
 	return f, nil

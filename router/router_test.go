@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -420,4 +422,62 @@ func runRouter(t *testing.T, r *Router) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestIngestLogFull fills a real Redis (maxmemory with noeviction): ingest
+// fails with UNAVAILABLE saying the log store is full, the gauge says so,
+// and the log says so once, not once per request; when Redis accepts
+// writes again, so does the router, and it says so once.
+func TestIngestLogFull(t *testing.T) {
+	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
+	logs := &syncBuffer{}
+	lg := slog.New(slog.NewTextHandler(logs, nil))
+	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), lg, fixedClock(t0))
+	c := startGRPC(t, r)
+	ingest := func(id string) error {
+		_, err := c.Ingest(ctx, &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{click(id, "ad-1", t0)}})
+		return err
+	}
+	if err := ingest("e-0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Any amount below what Redis already uses refuses every write.
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		err := ingest(fmt.Sprintf("e-full-%d", i))
+		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), ErrLogFull.Error()+": ") {
+			t.Fatalf("Ingest into a full Redis: %v, want Unavailable %q...", err, ErrLogFull)
+		}
+	}
+	if v := testutil.ToFloat64(r.m.logFull); v != 1 {
+		t.Errorf("clickagg_router_log_full = %v while Redis is full, want 1", v)
+	}
+	if _, err := r.tick(ctx, 0); !errors.Is(err, partlog.ErrFull) {
+		t.Errorf("tick into a full Redis: %v, want %v", err, partlog.ErrFull)
+	}
+	const fullLine, backLine = "partition log store is full", "partition log store accepts appends again"
+	if n := strings.Count(logs.String(), fullLine); n != 1 {
+		t.Errorf("%d log lines %q after 3 failed requests and a tick, want 1:\n%s", n, fullLine, logs)
+	}
+
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := ingest(fmt.Sprintf("e-after-%d", i)); err != nil {
+			t.Fatalf("Ingest once Redis has room: %v", err)
+		}
+	}
+	if v := testutil.ToFloat64(r.m.logFull); v != 0 {
+		t.Errorf("clickagg_router_log_full = %v after a successful append, want 0", v)
+	}
+	if n := strings.Count(logs.String(), backLine); n != 1 {
+		t.Errorf("%d log lines %q, want 1:\n%s", n, backLine, logs)
+	}
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/grpcserver"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
@@ -258,33 +260,131 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 }
 func (rawCodec) Name() string { return "proto" }
 
-// TestGRPCInvalidUTF8: proto3 strings must be UTF-8; grpc's codec refuses
-// the whole request before the router sees it.
+// TestGRPCInvalidUTF8: proto3 strings must be UTF-8; the codec of the
+// process's gRPC server (package grpcserver) refuses the whole request with
+// INVALID_ARGUMENT naming the field, before the router sees it, on Ingest
+// and IngestStream alike.
 func TestGRPCInvalidUTF8(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
 	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
-	conn := dialGRPC(t, r)
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
 
 	good, err := proto.Marshal(click("e-1", "ad-1", t0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A valid event, then event_id (field 1) set again to invalid UTF-8:
-	// the last value of a field wins when decoding.
+	// Two valid events, then one whose event_id (field 1) is set again to
+	// invalid UTF-8: the last value of a field wins when decoding.
 	ev := protowire.AppendTag(good, 1, protowire.BytesType)
 	ev = protowire.AppendString(ev, "e-\xff")
-	req := protowire.AppendTag(nil, 1, protowire.BytesType)
-	req = protowire.AppendBytes(req, ev)
+	var req []byte
+	for _, e := range [][]byte{good, good, ev} {
+		req = protowire.AppendTag(req, 1, protowire.BytesType)
+		req = protowire.AppendBytes(req, e)
+	}
+	const want = "request is malformed: events[2].event_id is not valid UTF-8"
 
 	var out []byte
 	err = conn.Invoke(ctx, clickaggv1.IngestService_Ingest_FullMethodName, &req, &out, grpc.ForceCodec(rawCodec{}))
-	const want = "grpc: failed to unmarshal the received message: string field contains invalid UTF-8"
-	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != want {
-		t.Fatalf("Ingest: %v, want Internal %q", err, want)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != want {
+		t.Fatalf("Ingest: %v, want InvalidArgument %q", err, want)
+	}
+
+	s, err := conn.NewStream(ctx, &clickaggv1.IngestService_ServiceDesc.Streams[0], clickaggv1.IngestService_IngestStream_FullMethodName, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMsg(&req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecvMsg(&out); status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Fatalf("IngestStream: %v, want InvalidArgument %q", err, want)
 	}
 	if n := countLogEvents(t, rdb, parts.Partitions()); n != 0 {
 		t.Fatalf("%d events in the log, want 0", n)
+	}
+}
+
+// TestGRPCMalformedRequest: bytes that are not an IngestRequest at all are
+// the client's fault too.
+func TestGRPCMalformedRequest(t *testing.T) {
+	ctx := grpcCtx(t)
+	rdb := testserver.RedisClient(t)
+	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
+
+	req := protowire.AppendTag(nil, 1, protowire.BytesType) // a length that never comes
+	var out []byte
+	err := conn.Invoke(ctx, clickaggv1.IngestService_Ingest_FullMethodName, &req, &out, grpc.ForceCodec(rawCodec{}))
+	// The decoder's own text follows; protobuf varies its spacing on
+	// purpose.
+	const want = "request is malformed: it does not decode as clickagg.v1.IngestRequest: "
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), want) {
+		t.Fatalf("Ingest: %v, want InvalidArgument %q...", err, want)
+	}
+}
+
+// TestGRPCStreamCap: with the process's stream caps (package grpcserver),
+// an IngestStream over the per-connection cap fails with
+// RESOURCE_EXHAUSTED and the streams already open go on ingesting.
+func TestGRPCStreamCap(t *testing.T) {
+	ctx := grpcCtx(t)
+	rdb := testserver.RedisClient(t)
+	parts := partitioner(t, 4)
+	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	var gc grpcserver.Config
+	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
+	gc.MaxStreamsPerConn = 3
+	c := startGRPC(t, r, grpcserver.Options(gc)...)
+
+	send := func(s clickaggv1.IngestService_IngestStreamClient, id string) error {
+		if err := s.Send(&clickaggv1.IngestStreamRequest{Events: []*clickaggv1.ClickEvent{click(id, "ad-1", t0)}}); err != nil {
+			return err
+		}
+		resp, err := s.Recv()
+		if err == nil && resp.Accepted != 1 {
+			err = fmt.Errorf("accepted %d, want 1", resp.Accepted)
+		}
+		return err
+	}
+	var open []clickaggv1.IngestService_IngestStreamClient
+	for i := range 3 {
+		s, err := c.IngestStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := send(s, fmt.Sprintf("open-%d", i)); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		open = append(open, s)
+	}
+	s, err := c.IngestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(s, "over")
+	const want = "too many streams open on this connection, at most 3 allowed (-grpc.max-streams-per-conn): end one, or open another connection"
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || st.Message() != want {
+		t.Fatalf("fourth stream: %v, want ResourceExhausted %q", err, want)
+	}
+	for i, s := range open {
+		if err := send(s, fmt.Sprintf("again-%d", i)); err != nil {
+			t.Fatalf("stream %d after the refusal: %v", i, err)
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("stream %d end: %v, want EOF", i, err)
+		}
+	}
+	if n := countLogEvents(t, rdb, parts.Partitions()); n != 6 {
+		t.Fatalf("%d events in the log, want 6", n)
 	}
 }
