@@ -25,8 +25,9 @@ import (
 //	             (snapshots); registered, and every partition it is
 //	             assigned serves; not giving its partitions back
 //	queryd:      its Redis is the cluster's and answers; the split table
-//	             is confirmed current; every partition has a registered
-//	             owner to ask
+//	             is confirmed current; it has the assignment and the
+//	             members (a partition without an owner fails only its own
+//	             queries)
 func (s *Server) readiness(c *clickhealth.Checker, gate *clickhealth.Gate, etcd func(context.Context) error, rdb *redis.Client, follower *hotkey.Follower) {
 	c.Add("etcd", etcd)
 	if s.usesRedis() {

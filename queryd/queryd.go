@@ -305,25 +305,15 @@ func (q *Queryd) rebuild() {
 	}
 }
 
-// Routable returns nil when every partition has a registered owner to ask,
-// else an error naming the first partitions that have none and why.
+// Routable returns nil once queryd knows whom to ask: it has received the
+// assignment and the members. A partition without a serving owner is not
+// queryd's fault and fails only the queries that need it (UNAVAILABLE, see
+// -queryd.move-wait); taking every queryd out of service for it, as a
+// readiness check of every partition would, fails the queries of all the
+// other partitions too.
 func (q *Queryd) Routable() error {
-	d := q.dir.Load()
-	if d == nil {
+	if q.dir.Load() == nil {
 		return errors.New("no assignment and members received yet")
-	}
-	var bad []string
-	n := 0
-	for p := range q.parts.Partitions() {
-		if r := d.route(p); r.addr == "" {
-			n++
-			if len(bad) < 3 {
-				bad = append(bad, fmt.Sprintf("partition %d: %s", p, r.why))
-			}
-		}
-	}
-	if n > 0 {
-		return fmt.Errorf("%d partitions have no owner to ask (%s)", n, strings.Join(bad, "; "))
 	}
 	return nil
 }
