@@ -20,8 +20,10 @@ import (
 // gatedLog holds the first Append until the gate opens, then passes every
 // Append to the real log, or fails it with failWith.
 type gatedLog struct {
-	log      *partlog.Log
-	gate     chan struct{}
+	log  *partlog.Log
+	gate chan struct{}
+	// entered, if not nil, is closed when the first append is held.
+	entered  chan struct{}
 	once     sync.Once
 	failWith error
 }
@@ -30,6 +32,9 @@ func (g *gatedLog) Append(ctx context.Context, items []partlog.Append) ([]string
 	first := false
 	g.once.Do(func() { first = true })
 	if first {
+		if g.entered != nil {
+			close(g.entered)
+		}
 		<-g.gate
 		return g.log.Append(ctx, items)
 	}
@@ -185,7 +190,7 @@ func TestGroupCommit(t *testing.T) {
 func TestStreamRequestsAppendTogether(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	gl := &gatedLog{log: partlog.New(rdb, "gc-stream"), gate: make(chan struct{})}
+	gl := &gatedLog{log: partlog.New(rdb, "gc-stream"), gate: make(chan struct{}), entered: make(chan struct{})}
 	cfg := testConfig(t)
 	cfg.AppendConcurrency = 1
 	r := New(cfg, parts, gl, nil, fixedClock(t0))
@@ -202,6 +207,12 @@ func TestStreamRequestsAppendTogether(t *testing.T) {
 		}
 		if err := stream.Send(&clickaggv1.IngestStreamRequest{Events: evs}); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			// The stream ingests its requests concurrently: only once
+			// the first one's append is held can the others not join
+			// its batch.
+			<-gl.entered
 		}
 	}
 	testserver.Eventually(t, 10*time.Second, func() error {
