@@ -156,6 +156,28 @@ func (l *Log) Read(ctx context.Context, after map[int]string, count int64, block
 	return out, nil
 }
 
+// Range returns up to count entries of partition p's stream after the ID
+// after ("" or "0": from the start), in order (XRANGE). Unlike Read it
+// never blocks and reads one stream, which makes it legal on Redis Cluster
+// for any partition.
+func (l *Log) Range(ctx context.Context, p int, after string, count int64) ([]Entry, error) {
+	start := "-"
+	if after != "" && after != "0" {
+		start = "(" + after
+	}
+	msgs, err := l.rdb.XRangeN(ctx, Key(l.prefix, p), start, "+", count).Result()
+	if err != nil {
+		return nil, fmt.Errorf("range partition %d after %s: %w", p, after, err)
+	}
+	out := make([]Entry, len(msgs))
+	for i, m := range msgs {
+		if out[i], err = entry(m); err != nil {
+			return nil, fmt.Errorf("range partition %d: %w", p, err)
+		}
+	}
+	return out, nil
+}
+
 func entry(m redis.XMessage) (Entry, error) {
 	v, ok := m.Values[dataField]
 	if !ok {

@@ -12,8 +12,10 @@
 //	                           (package tally's versioned minute encoding), and
 //	                           "l:<unix minute>" for a minute's late part
 //	prefix:{pN}:log    stream  the partition log (package partlog)
+//	prefix:{pN}:archived string the ID of the last log entry the raw
+//	                           archive holds (package archive)
 //
-// All three share the hash tag {pN}, so the Lua scripts that touch them
+// All of them share the hash tag {pN}, so the Lua scripts that touch them
 // together are legal on Redis Cluster.
 //
 // # Fencing (docs/architecture.md, invariants 4, 5 and 7)
@@ -57,4 +59,10 @@
 // entries older than that ID (the caller passes the offset of the snapshot it
 // saves, or anything older). A refused save trims nothing, so a stale owner
 // can never remove entries the current owner's snapshot still needs.
+//
+// With the raw archive on (Write.KeepUnarchived), the script also reads the
+// archived offset and trims no lower than it, and nothing while none is
+// recorded: an entry leaves the log only once both the snapshot and the
+// archive have it. SaveArchived moves that offset, fenced like a save and
+// only forward.
 package snapshot

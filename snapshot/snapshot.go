@@ -42,6 +42,10 @@ type Write struct {
 	// TrimLogBefore, when non-empty, trims the partition's log below this ID
 	// (XTRIM MINID) in the same atomic step.
 	TrimLogBefore string
+	// KeepUnarchived lowers the trim to the partition's archived offset
+	// (SaveArchived), read in the same step, and trims nothing while there
+	// is none: the raw archive has not taken what lies above it yet.
+	KeepUnarchived bool
 }
 
 // Loaded is a partition's stored snapshot.
@@ -94,6 +98,10 @@ func (s *Store) snapKey(p int) string {
 	return s.prefix + ":{p" + strconv.Itoa(p) + "}:snap"
 }
 
+func (s *Store) archivedKey(p int) string {
+	return s.prefix + ":{p" + strconv.Itoa(p) + "}:archived"
+}
+
 func minuteField(m int64) string {
 	return "m:" + strconv.FormatInt(m, 10)
 }
@@ -109,6 +117,25 @@ const luaOlder = `
 local function older(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
+end
+`
+
+// idLess compares stream IDs ("ms-seq" or "ms"): the two parts are below
+// 2^53 in practice (milliseconds and a per-millisecond sequence), so
+// doubles hold them exactly.
+const luaIDLess = `
+local function idparts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then
+    return tonumber(id), 0
+  end
+  return tonumber(ms), tonumber(seq)
+end
+local function idless(a, b)
+  local am, as = idparts(a)
+  local bm, bs = idparts(b)
+  if am ~= bm then return am < bm end
+  return as < bs
 end
 `
 
@@ -140,7 +167,7 @@ return {1, ARGV[1]}
 // written one HSET each rather than unpacked into one call: unpack is
 // limited to a few thousand values, and a call per minute copies nothing
 // more.
-var saveScript = redis.NewScript(luaOlder + `
+var saveScript = redis.NewScript(luaOlder + luaIDLess + `
 local fence = redis.call('GET', KEYS[1])
 if fence and older(ARGV[1], fence) then
   return {0, fence}
@@ -159,8 +186,32 @@ for j = stop, #ARGV do
   redis.call('HDEL', KEYS[2], ARGV[j])
 end
 redis.call('HSET', KEYS[2], 'meta', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
+local trim = ARGV[3]
+if trim ~= '' and KEYS[4] then
+  local archived = redis.call('GET', KEYS[4])
+  if not archived then
+    trim = ''
+  elseif idless(archived, trim) then
+    trim = archived
+  end
+end
+if trim ~= '' then
+  redis.call('XTRIM', KEYS[3], 'MINID', trim)
+end
+return {1, ARGV[1]}
+`)
+
+// archivedScript: KEYS[1] fence, KEYS[2] archived offset; ARGV[1] epoch,
+// ARGV[2] offset. Moves the offset forward only, and only for an epoch
+// the fence allows; replies like saveScript.
+var archivedScript = redis.NewScript(luaOlder + luaIDLess + `
+local fence = redis.call('GET', KEYS[1])
+if fence and older(ARGV[1], fence) then
+  return {0, fence}
+end
+local cur = redis.call('GET', KEYS[2])
+if not cur or idless(cur, ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
 end
 return {1, ARGV[1]}
 `)
@@ -227,6 +278,9 @@ func (s *Store) Save(ctx context.Context, p int, w Write) error {
 		args = append(args, minuteField(m), lateField(m))
 	}
 	keys := []string{s.fenceKey(p), s.snapKey(p), partlog.Key(s.prefix, p)}
+	if w.KeepUnarchived {
+		keys = append(keys, s.archivedKey(p))
+	}
 	if !s.loaded.Load() {
 		// A failure here only costs the resend it would have spared.
 		if saveScript.Load(ctx, s.rdb).Err() == nil {
@@ -242,6 +296,34 @@ func (s *Store) Save(ctx context.Context, p int, w Write) error {
 		return fmt.Errorf("save snapshot %d at epoch %d: %w", p, w.Epoch, err)
 	}
 	return nil
+}
+
+// SaveArchived records offset, the ID of the last log entry of partition p
+// that the raw archive holds, if epoch is not older than p's fence
+// (ErrStaleEpoch otherwise). The offset only moves forward: an older one is
+// accepted and changes nothing. Save with KeepUnarchived trims the log no
+// lower than it.
+func (s *Store) SaveArchived(ctx context.Context, p int, epoch uint64, offset string) error {
+	if !validID(offset) {
+		return fmt.Errorf("save archived offset of %d: invalid log ID %q", p, offset)
+	}
+	keys := []string{s.fenceKey(p), s.archivedKey(p)}
+	if err := s.runFenced(ctx, archivedScript, keys, strconv.FormatUint(epoch, 10), offset); err != nil {
+		return fmt.Errorf("save archived offset of %d at epoch %d: %w", p, epoch, err)
+	}
+	return nil
+}
+
+// Archived returns partition p's archived offset, "" if none is recorded.
+func (s *Store) Archived(ctx context.Context, p int) (string, error) {
+	v, err := s.rdb.Get(ctx, s.archivedKey(p)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("archived offset of %d: %w", p, err)
+	}
+	return v, nil
 }
 
 // validID reports whether id is a stream ID ("ms" or "ms-seq"). XTRIM would

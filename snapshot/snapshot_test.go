@@ -362,31 +362,13 @@ func TestTrimLogBefore(t *testing.T) {
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 2
-	var items []partlog.Append
-	for i := range 10 {
-		items = append(items, partlog.Append{Partition: p, Data: []byte{byte(i)}})
-	}
-	ids, err := log.Append(ctx, items)
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
+	ids := appendEntries(t, log, p, 10)
 	// Another partition's log must not be touched.
 	otherIDs, err := log.Append(ctx, []partlog.Append{{Partition: p + 1, Data: []byte("o")}})
 	if err != nil {
 		t.Fatalf("append: %v", err)
 	}
-	remaining := func(p int) []string {
-		t.Helper()
-		got, err := log.Read(ctx, map[int]string{p: "0"}, 0, 0)
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		var out []string
-		for _, e := range got[p] {
-			out = append(out, e.ID)
-		}
-		return out
-	}
+	remaining := func(p int) []string { return logIDs(t, log, p) }
 	equal := func(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
 
 	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: ids[4]}); err != nil {
@@ -517,4 +499,96 @@ func TestSurvivesRestart(t *testing.T) {
 	}
 	minutes[3] = []byte("three")
 	checkLoaded(t, mustLoad(t, st, 4), "again", minutes, 6)
+}
+
+// TestTrimKeepsUnarchived checks that a save with KeepUnarchived trims the
+// log no lower than the archived offset (nothing while there is none), and
+// that the archived offset is fenced and only moves forward.
+func TestTrimKeepsUnarchived(t *testing.T) {
+	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
+	st := snapshot.New(rdb, prefix)
+	log := partlog.New(rdb, prefix)
+	const p = 5
+	ids := appendEntries(t, log, p, 10)
+	remaining := func() []string { return logIDs(t, log, p) }
+	save := func(epoch uint64, trim string) error {
+		return st.Save(ctx, p, snapshot.Write{Epoch: epoch, Meta: []byte("m"), TrimLogBefore: trim, KeepUnarchived: true})
+	}
+	if err := st.Claim(ctx, p, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Archived(ctx, p); err != nil || got != "" {
+		t.Fatalf("archived offset before any = %q, %v", got, err)
+	}
+	if err := save(3, ids[6]); err != nil {
+		t.Fatal(err)
+	}
+	if got := remaining(); !slices.Equal(got, ids) {
+		t.Fatalf("nothing archived, yet the log was trimmed to %v", got)
+	}
+	if err := st.SaveArchived(ctx, p, 3, ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(3, ids[6]); err != nil {
+		t.Fatal(err)
+	}
+	if got := remaining(); !slices.Equal(got, ids[2:]) {
+		t.Fatalf("archived to entry 2, snapshot at 6: log %v, want %v", got, ids[2:])
+	}
+	if err := st.SaveArchived(ctx, p, 3, ids[8]); err != nil {
+		t.Fatal(err)
+	}
+	if err := save(3, ids[6]); err != nil {
+		t.Fatal(err)
+	}
+	if got := remaining(); !slices.Equal(got, ids[6:]) {
+		t.Fatalf("archived to entry 8, snapshot at 6: log %v, want %v", got, ids[6:])
+	}
+	// Backwards: accepted, changes nothing.
+	if err := st.SaveArchived(ctx, p, 3, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Archived(ctx, p); got != ids[8] {
+		t.Fatalf("archived offset moved back to %s", got)
+	}
+	// A deposed owner cannot move it.
+	if err := st.SaveArchived(ctx, p, 2, ids[9]); !errors.Is(err, snapshot.ErrStaleEpoch) {
+		t.Fatalf("stale SaveArchived = %v, want ErrStaleEpoch", err)
+	}
+	if got, _ := st.Archived(ctx, p); got != ids[8] {
+		t.Fatalf("stale owner moved the archived offset to %s", got)
+	}
+	if err := st.SaveArchived(ctx, p, 3, "nope"); err == nil {
+		t.Fatal("SaveArchived accepted an invalid ID")
+	}
+}
+
+// appendEntries appends n one-byte entries to partition p's log and returns
+// their IDs.
+func appendEntries(t *testing.T, log *partlog.Log, p, n int) []string {
+	t.Helper()
+	var items []partlog.Append
+	for i := range n {
+		items = append(items, partlog.Append{Partition: p, Data: []byte{byte(i)}})
+	}
+	ids, err := log.Append(context.Background(), items)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return ids
+}
+
+// logIDs returns the IDs of the entries in partition p's log.
+func logIDs(t *testing.T, log *partlog.Log, p int) []string {
+	t.Helper()
+	got, err := log.Range(context.Background(), p, "", 1000)
+	if err != nil {
+		t.Fatalf("range: %v", err)
+	}
+	var out []string
+	for _, e := range got {
+		out = append(out, e.ID)
+	}
+	return out
 }

@@ -1,0 +1,227 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickagg/clickagg/partlog"
+)
+
+// Log is the partition log as the archiver reads it.
+type Log interface {
+	// Range returns up to count entries of partition p after the ID
+	// after ("": from the start), in order.
+	Range(ctx context.Context, p int, after string, count int64) ([]partlog.Entry, error)
+}
+
+// Offsets records how far each partition is archived.
+type Offsets interface {
+	// Archived is the ID of partition p's last archived entry, "" if none.
+	Archived(ctx context.Context, p int) (string, error)
+	// SaveArchived records offset as partition p's archived offset if epoch
+	// is not older than the partition's fence, and fails with an error
+	// wrapping ErrFenced otherwise. It never moves the offset back.
+	SaveArchived(ctx context.Context, p int, epoch uint64, offset string) error
+}
+
+// Store is the object store the files go to.
+type Store interface {
+	Put(ctx context.Context, key string, data []byte) error
+}
+
+// ErrFenced is what Offsets.SaveArchived's error wraps when a newer owner
+// holds the partition; Run then stops archiving it.
+var ErrFenced = errors.New("archive: partition fenced by a newer owner")
+
+// Config is the archiver's configuration.
+type Config struct {
+	Chunking
+	// ReadCount is how many entries one read of the log asks for.
+	ReadCount int64
+	// Poll is how long the archiver waits when the log has no new entry.
+	Poll time.Duration
+	// RetryMin and RetryMax bound the pause after a failed write, doubled
+	// after each failure and jittered.
+	RetryMin, RetryMax time.Duration
+}
+
+// Validate checks c.
+func (c Config) Validate() error {
+	if err := c.Chunking.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.ReadCount < 1:
+		return fmt.Errorf("archive: read count %d is below 1", c.ReadCount)
+	case c.Poll <= 0:
+		return fmt.Errorf("archive: poll interval %v is not positive", c.Poll)
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("archive: retry pauses %v to %v", c.RetryMin, c.RetryMax)
+	}
+	return nil
+}
+
+// Archiver writes partitions' logs to the store, one Run per partition.
+type Archiver struct {
+	cfg     Config
+	log     Log
+	offsets Offsets
+	store   Store
+	m       *metrics
+	logger  *slog.Logger
+}
+
+// New returns an Archiver; it does no I/O. reg may be nil.
+func New(cfg Config, log Log, offsets Offsets, store Store, reg prometheus.Registerer, logger *slog.Logger) (*Archiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Archiver{cfg: cfg, log: log, offsets: offsets, store: store, m: newMetrics(reg), logger: logger}, nil
+}
+
+// Run archives partition p as its owner at epoch: every closed chunk after
+// the archived offset is written, then the offset moves past it. It
+// returns ctx's error when ctx ends, or an error wrapping ErrFenced once a
+// newer owner holds the partition. Failures of the log, the store or the
+// offsets are retried: the archive then falls behind and catches up.
+func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
+	logger := a.logger.With("partition", p, "epoch", epoch)
+	var after string
+	if err := a.retry(ctx, logger, "read offset", func() (err error) {
+		after, err = a.offsets.Archived(ctx, p)
+		return err
+	}); err != nil {
+		return err
+	}
+	a.m.archived.WithLabelValues(partitionLabel(p)).Set(float64(idMillis(after)) / 1000)
+	var buf []decoded
+	var ids []string
+	var events []int
+	readFrom := after
+	for {
+		n, closed := a.cfg.Cut(ids, events)
+		if closed {
+			if err := a.write(ctx, logger, p, epoch, buf[:n]); err != nil {
+				return err
+			}
+			buf, ids, events = buf[n:], ids[n:], events[n:]
+			continue
+		}
+		var got []partlog.Entry
+		if err := a.retry(ctx, logger, "read log", func() (err error) {
+			got, err = a.log.Range(ctx, p, readFrom, a.cfg.ReadCount)
+			return err
+		}); err != nil {
+			return err
+		}
+		if len(got) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(a.cfg.Poll):
+			}
+			continue
+		}
+		for _, e := range got {
+			d, err := decode(e)
+			if err != nil {
+				// The aggregator stops the partition on the same entry;
+				// archiving past it would leave a hole.
+				a.m.errors.WithLabelValues("decode").Inc()
+				return fmt.Errorf("archive partition %d: %w", p, err)
+			}
+			buf = append(buf, d)
+			ids = append(ids, d.id)
+			events = append(events, len(d.events))
+		}
+		readFrom = got[len(got)-1].ID
+	}
+}
+
+// write writes one chunk and moves the archived offset past it.
+func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch uint64, chunk []decoded) error {
+	first, last := chunk[0].id, chunk[len(chunk)-1].id
+	key := Key(p, first, last)
+	data, err := encodeChunk(p, chunk)
+	if err != nil {
+		return err
+	}
+	if err := a.retry(ctx, logger, "write "+key, func() error { return a.store.Put(ctx, key, data) }); err != nil {
+		return err
+	}
+	err = a.retry(ctx, logger, "save offset", func() error {
+		err := a.offsets.SaveArchived(ctx, p, epoch, last)
+		if errors.Is(err, ErrFenced) {
+			return stop{err}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("archive partition %d: %w", p, err)
+	}
+	events := 0
+	for _, e := range chunk {
+		events += len(e.events)
+	}
+	a.m.files.Inc()
+	a.m.events.Add(float64(events))
+	a.m.bytes.Add(float64(len(data)))
+	a.m.archived.WithLabelValues(partitionLabel(p)).Set(float64(idMillis(last)) / 1000)
+	logger.Debug("archived chunk", "key", key, "entries", len(chunk), "events", events, "bytes", len(data))
+	return nil
+}
+
+// stop wraps an error that retry must not retry.
+type stop struct{ err error }
+
+func (s stop) Error() string { return s.err.Error() }
+func (s stop) Unwrap() error { return s.err }
+
+// retry runs f until it succeeds, returns a stop error, or ctx ends,
+// pausing between failures.
+func (a *Archiver) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
+	pause := a.cfg.RetryMin
+	for failures := 0; ; failures++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		var s stop
+		if errors.As(err, &s) {
+			return s.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.m.errors.WithLabelValues(opLabel(what)).Inc()
+		if failures == 0 || failures%10 == 0 {
+			logger.Warn("archive step failed, retrying", "step", what, "failures", failures+1, "err", err)
+		}
+		// Full jitter, so that the archivers of many partitions do not
+		// retry a recovering store in step.
+		d := time.Duration(rand.Int64N(int64(pause)) + 1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		pause = min(2*pause, a.cfg.RetryMax)
+	}
+}
+
+func opLabel(what string) string {
+	switch {
+	case what == "read offset" || what == "save offset":
+		return "offset"
+	case what == "read log":
+		return "log"
+	default:
+		return "store"
+	}
+}

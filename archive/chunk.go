@@ -1,0 +1,183 @@
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/clickagg/clickagg/partlog"
+)
+
+// Chunking decides where chunks end, from the entries alone.
+type Chunking struct {
+	// Interval: a chunk holds entries appended in one interval of this
+	// length (by entry ID time, intervals aligned to the Unix epoch).
+	Interval time.Duration
+	// MaxEvents bounds the events of a chunk, unless its first entry alone
+	// has more.
+	MaxEvents int
+}
+
+// ErrInvalidChunking is wrapped by Chunking.Validate's errors.
+var ErrInvalidChunking = errors.New("archive: invalid chunking")
+
+// Validate checks c.
+func (c Chunking) Validate() error {
+	switch {
+	case c.Interval < time.Second:
+		return fmt.Errorf("%w: interval %v is below 1s", ErrInvalidChunking, c.Interval)
+	case time.Hour%c.Interval != 0:
+		// A chunk must lie in one hour folder.
+		return fmt.Errorf("%w: interval %v does not divide an hour", ErrInvalidChunking, c.Interval)
+	case c.MaxEvents < 1:
+		return fmt.Errorf("%w: max events %d is below 1", ErrInvalidChunking, c.MaxEvents)
+	}
+	return nil
+}
+
+// Cut returns how many of entries, which start a chunk, the chunk holds,
+// and whether it is closed: whether the entry after it is among entries, so
+// that no later read can change it. events[i] is the number of events of
+// entries[i].
+func (c Chunking) Cut(ids []string, events []int) (n int, closed bool) {
+	if len(ids) == 0 {
+		return 0, false
+	}
+	interval := c.Interval.Milliseconds()
+	first := idMillis(ids[0]) / interval
+	total := 0
+	for i, id := range ids {
+		if idMillis(id)/interval != first {
+			return i, true
+		}
+		if i > 0 && total+events[i] > c.MaxEvents {
+			return i, true
+		}
+		total += events[i]
+	}
+	return len(ids), false
+}
+
+// idMillis is the time part of a stream ID.
+func idMillis(id string) int64 {
+	ms, _, _ := strings.Cut(id, "-")
+	v, _ := strconv.ParseInt(ms, 10, 64)
+	return v
+}
+
+// decoded is a log entry decoded for a chunk: its events as rows (without
+// where they came from, which encodeChunk adds) and its tick.
+type decoded struct {
+	id     string
+	events []Row
+	tick   int64
+}
+
+// decode decodes a log entry as proto.Unmarshal would (unknown fields
+// skipped, the last of a repeated scalar wins, strings must be valid
+// UTF-8), straight into rows whose strings alias e.Data: the chunk keeps
+// its entries until it is written, and the rows are not kept beyond, so
+// archiving allocates nothing per string.
+func decode(e partlog.Entry) (decoded, error) {
+	d := decoded{id: e.ID}
+	b := e.Data
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return decoded{}, fmt.Errorf("entry %s: %w", e.ID, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 2 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return decoded{}, fmt.Errorf("entry %s: event %d: %w", e.ID, len(d.events), protowire.ParseError(n))
+			}
+			r, err := decodeEvent(v)
+			if err != nil {
+				return decoded{}, fmt.Errorf("entry %s: event %d: %w", e.ID, len(d.events), err)
+			}
+			d.events = append(d.events, r)
+			b = b[n:]
+		case num == 3 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return decoded{}, fmt.Errorf("entry %s: tick: %w", e.ID, protowire.ParseError(n))
+			}
+			d.tick = int64(v)
+			b = b[n:]
+		default:
+			if num == 1 && typ == protowire.BytesType {
+				// router_id: checked like a string, not kept.
+				v, _ := protowire.ConsumeBytes(b)
+				if !utf8.Valid(v) {
+					return decoded{}, fmt.Errorf("entry %s: router_id is not valid UTF-8", e.ID)
+				}
+			}
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return decoded{}, fmt.Errorf("entry %s: field %d: %w", e.ID, num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return d, nil
+}
+
+// decodeEvent decodes a clickaggv1.LogEvent into a row.
+func decodeEvent(b []byte) (Row, error) {
+	var r Row
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return Row{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+		var s *string
+		switch num {
+		case 1:
+			s = &r.EventID
+		case 2:
+			s = &r.AdID
+		case 4:
+			s = &r.UserID
+		case 5:
+			s = &r.IP
+		case 6:
+			s = &r.Country
+		}
+		switch {
+		case s != nil && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return Row{}, protowire.ParseError(n)
+			}
+			if !utf8.Valid(v) {
+				return Row{}, fmt.Errorf("field %d is not valid UTF-8", num)
+			}
+			*s = unsafe.String(unsafe.SliceData(v), len(v))
+			b = b[n:]
+		case num == 3 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return Row{}, protowire.ParseError(n)
+			}
+			r.ClickTime = int64(v)
+			b = b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return Row{}, protowire.ParseError(n)
+			}
+			b = b[n:]
+		}
+	}
+	return r, nil
+}

@@ -1,0 +1,244 @@
+package archive
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+)
+
+// Row is one click of the archive, a column each field. The schema is part
+// of the product: README and docs/archive.md document it.
+type Row struct {
+	EventID string `parquet:"event_id"`
+	AdID    string `parquet:"ad_id,dict"`
+	// ClickTime is in Unix milliseconds (Parquet TIMESTAMP(MILLIS, UTC)).
+	ClickTime int64  `parquet:"click_time,timestamp(millisecond)"`
+	UserID    string `parquet:"user_id"`
+	IP        string `parquet:"ip"`
+	Country   string `parquet:"country,dict"`
+	// LogPartition, LogOffset and EntryIndex say where the click was in the
+	// log: the partition, the stream ID of its entry and its position in
+	// the entry. (Not named "partition", which the Hive path holds.)
+	LogPartition int32  `parquet:"log_partition"`
+	LogOffset    string `parquet:"log_offset,dict"`
+	EntryIndex   int32  `parquet:"entry_index"`
+}
+
+// Key-value metadata of a file.
+const (
+	metaFormat      = "clickagg.archive.format"
+	metaPartition   = "clickagg.partition"
+	metaFirst       = "clickagg.first_offset"
+	metaLast        = "clickagg.last_offset"
+	metaEntries     = "clickagg.entries"
+	metaEvents      = "clickagg.events"
+	metaTicks       = "clickagg.ticks"
+	formatVersion   = "1"
+	rawPrefix       = "raw/"
+	createdByApp    = "clickagg"
+	createdByFormat = "archive-" + formatVersion
+)
+
+// ErrCorrupt is wrapped by the errors of a file that is not what its key
+// and metadata say.
+var ErrCorrupt = errors.New("archive: corrupt file")
+
+// Key is the object key of the chunk of partition p from entry first to
+// entry last.
+func Key(p int, first, last string) string {
+	t := time.UnixMilli(idMillis(first)).UTC()
+	return fmt.Sprintf("%sdate=%s/hour=%02d/partition=%03d/%s_%s.parquet", rawPrefix, t.Format(time.DateOnly), t.Hour(), p, first, last)
+}
+
+// PartitionPrefix is the prefix of partition p's keys in the hour of t.
+func PartitionPrefix(p int, t time.Time) string {
+	t = t.UTC()
+	return fmt.Sprintf("%sdate=%s/hour=%02d/partition=%03d/", rawPrefix, t.Format(time.DateOnly), t.Hour(), p)
+}
+
+// parseKey returns the partition and offsets a key names.
+func parseKey(key string) (p int, first, last string, err error) {
+	rest, ok := strings.CutPrefix(key, rawPrefix)
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 4 {
+		return 0, "", "", fmt.Errorf("%w: key %q is not raw/date=/hour=/partition=/first_last.parquet", ErrCorrupt, key)
+	}
+	ps, ok := strings.CutPrefix(parts[2], "partition=")
+	if p, err = strconv.Atoi(ps); !ok || err != nil {
+		return 0, "", "", fmt.Errorf("%w: key %q: bad partition", ErrCorrupt, key)
+	}
+	name, ok := strings.CutSuffix(parts[3], ".parquet")
+	first, last, ok2 := strings.Cut(name, "_")
+	if !ok || !ok2 {
+		return 0, "", "", fmt.Errorf("%w: key %q: bad file name", ErrCorrupt, key)
+	}
+	return p, first, last, nil
+}
+
+// codec compresses every file's pages (see zstdCodec).
+var codec = newZstdCodec()
+
+// encodeChunk encodes the entries of partition p as a file. The bytes
+// depend on the entries alone.
+func encodeChunk(p int, entries []decoded) ([]byte, error) {
+	var ticks strings.Builder
+	n := 0
+	for _, e := range entries {
+		n += len(e.events)
+	}
+	rows := make([]Row, 0, n)
+	events := 0
+	for _, e := range entries {
+		for i, r := range e.events {
+			r.LogPartition, r.LogOffset, r.EntryIndex = int32(p), e.id, int32(i)
+			rows = append(rows, r)
+		}
+		events += len(e.events)
+		if e.tick != 0 {
+			if ticks.Len() > 0 {
+				ticks.WriteByte(',')
+			}
+			ticks.WriteString(e.id)
+			ticks.WriteByte(':')
+			ticks.WriteString(strconv.FormatInt(e.tick, 10))
+		}
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, 4096+32*n))
+	w := parquet.NewGenericWriter[Row](buf,
+		parquet.Compression(codec),
+		parquet.CreatedBy(createdByApp, createdByFormat, ""),
+		parquet.KeyValueMetadata(metaFormat, formatVersion),
+		parquet.KeyValueMetadata(metaPartition, strconv.Itoa(p)),
+		parquet.KeyValueMetadata(metaFirst, entries[0].id),
+		parquet.KeyValueMetadata(metaLast, entries[len(entries)-1].id),
+		parquet.KeyValueMetadata(metaEntries, strconv.Itoa(len(entries))),
+		parquet.KeyValueMetadata(metaEvents, strconv.Itoa(events)),
+		parquet.KeyValueMetadata(metaTicks, ticks.String()),
+	)
+	if _, err := w.Write(rows); err != nil {
+		return nil, fmt.Errorf("encode chunk of partition %d: %w", p, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encode chunk of partition %d: %w", p, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Chunk is a file read back.
+type Chunk struct {
+	Key       string
+	Partition int
+	// First and Last are the IDs of the chunk's first and last entries;
+	// Entries is how many entries it covers, Events how many events.
+	First, Last string
+	Entries     int
+	Rows        []Row
+	// Ticks maps an entry ID to the tick it carried.
+	Ticks map[string]int64
+}
+
+// ReadChunk decodes the file stored under key and checks it against its
+// key and metadata. A file that does not match them, or that Parquet cannot
+// read, is ErrCorrupt, naming the key.
+func ReadChunk(key string, b []byte) (Chunk, error) {
+	c := Chunk{Key: key}
+	fail := func(format string, args ...any) (Chunk, error) {
+		return Chunk{}, fmt.Errorf("%w: %s: %s", ErrCorrupt, key, fmt.Sprintf(format, args...))
+	}
+	p, first, last, err := parseKey(key)
+	if err != nil {
+		return Chunk{}, err
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return fail("%v", err)
+	}
+	meta := func(k string) string { v, _ := f.Lookup(k); return v }
+	if v := meta(metaFormat); v != formatVersion {
+		return fail("format %q, this build reads %q", v, formatVersion)
+	}
+	c.Partition, c.First, c.Last = p, first, last
+	if meta(metaPartition) != strconv.Itoa(p) || meta(metaFirst) != first || meta(metaLast) != last {
+		return fail("metadata names partition %s, offsets %s to %s", meta(metaPartition), meta(metaFirst), meta(metaLast))
+	}
+	if c.Entries, err = strconv.Atoi(meta(metaEntries)); err != nil || c.Entries < 1 {
+		return fail("entries %q", meta(metaEntries))
+	}
+	events, err := strconv.Atoi(meta(metaEvents))
+	if err != nil {
+		return fail("events %q", meta(metaEvents))
+	}
+	c.Ticks = map[string]int64{}
+	if t := meta(metaTicks); t != "" {
+		for _, kv := range strings.Split(t, ",") {
+			id, ms, ok := strings.Cut(kv, ":")
+			v, err := strconv.ParseInt(ms, 10, 64)
+			if !ok || err != nil {
+				return fail("tick %q", kv)
+			}
+			c.Ticks[id] = v
+		}
+	}
+	r := parquet.NewGenericReader[Row](f)
+	defer r.Close()
+	c.Rows = make([]Row, r.NumRows())
+	if n, err := r.Read(c.Rows); n != len(c.Rows) && err != nil {
+		return fail("rows: %v", err)
+	}
+	if len(c.Rows) != events {
+		return fail("%d rows, metadata says %d events", len(c.Rows), events)
+	}
+	for i, row := range c.Rows {
+		if int(row.LogPartition) != p {
+			return fail("row %d is of partition %d", i, row.LogPartition)
+		}
+	}
+	return c, nil
+}
+
+// LogEntries rebuilds, in log order, the log entries of the chunk that hold
+// events or a tick (the others change no count), encoded as the log holds
+// them.
+func (c Chunk) LogEntries() ([]partlog.Entry, error) {
+	byID := map[string]*clickaggv1.LogEntry{}
+	var ids []string
+	get := func(id string) *clickaggv1.LogEntry {
+		e, ok := byID[id]
+		if !ok {
+			e = &clickaggv1.LogEntry{}
+			byID[id] = e
+			ids = append(ids, id)
+		}
+		return e
+	}
+	for _, row := range c.Rows {
+		e := get(row.LogOffset)
+		e.Events = append(e.Events, &clickaggv1.LogEvent{
+			EventId: row.EventID, AdId: row.AdID, ClickTimeMs: row.ClickTime,
+			UserId: row.UserID, Ip: row.IP, Country: row.Country,
+		})
+	}
+	for id, tick := range c.Ticks {
+		get(id).TickMs = tick
+	}
+	slices.SortFunc(ids, partlog.CompareIDs)
+	out := make([]partlog.Entry, len(ids))
+	for i, id := range ids {
+		b, err := proto.Marshal(byID[id])
+		if err != nil {
+			return nil, fmt.Errorf("%s: entry %s: %w", c.Key, id, err)
+		}
+		out[i] = partlog.Entry{ID: id, Data: b}
+	}
+	return out, nil
+}

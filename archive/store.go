@@ -1,0 +1,99 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob" // file:// buckets
+	"gocloud.dev/gcerrors"
+)
+
+// Bucket is the object store the archive lives in: a gocloud.dev/blob
+// bucket, which speaks to a local directory, S3 and S3-compatible servers,
+// with the operations the archive needs.
+type Bucket struct {
+	b   *blob.Bucket
+	url string
+}
+
+// ErrNotFound is wrapped by Get's error when no object has the key.
+var ErrNotFound = errors.New("archive: no such object")
+
+// OpenBucket opens the bucket at u: a gocloud.dev URL (file:///var/lib/x,
+// s3://bucket?region=...), or a plain directory path, which is created if
+// missing.
+func OpenBucket(ctx context.Context, u string) (*Bucket, error) {
+	if u == "" {
+		return nil, errors.New("open archive bucket: empty URL")
+	}
+	if !strings.Contains(u, "://") {
+		dir, err := filepath.Abs(u)
+		if err != nil {
+			return nil, fmt.Errorf("open archive bucket %q: %w", u, err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open archive bucket %q: %w", u, err)
+		}
+		// Temporary files next to the objects, so the final rename never
+		// crosses file systems; no sidecar metadata files among the
+		// Parquet files that readers glob.
+		u = (&url.URL{Scheme: "file", Path: filepath.ToSlash(dir), RawQuery: "no_tmp_dir=1&metadata=skip"}).String()
+	}
+	b, err := blob.OpenBucket(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("open archive bucket %q: %w", u, err)
+	}
+	return &Bucket{b: b, url: u}, nil
+}
+
+// URL is the URL the bucket was opened with.
+func (b *Bucket) URL() string { return b.url }
+
+// Close releases the bucket.
+func (b *Bucket) Close() error { return b.b.Close() }
+
+// Put writes data under key, replacing what was there; the object is
+// visible whole or not at all.
+func (b *Bucket) Put(ctx context.Context, key string, data []byte) error {
+	if err := b.b.WriteAll(ctx, key, data, &blob.WriterOptions{ContentType: "application/vnd.apache.parquet"}); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Get reads the object under key; ErrNotFound if there is none.
+func (b *Bucket) Get(ctx context.Context, key string) ([]byte, error) {
+	data, err := b.b.ReadAll(ctx, key)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	return data, nil
+}
+
+// List returns the keys under prefix, in lexical order.
+func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	it := b.b.List(&blob.ListOptions{Prefix: prefix})
+	for {
+		o, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return keys, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		if !o.IsDir {
+			keys = append(keys, o.Key)
+		}
+	}
+}
