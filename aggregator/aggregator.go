@@ -95,6 +95,7 @@ type Aggregator struct {
 	wanted    map[int]uint64
 	unhealthy bool
 	probe     func(ctx context.Context) error // nil without WithRedisProbe
+	archiver  Archiver                        // nil without WithArchiver
 
 	fencedWrites   atomic.Int64
 	corruptEntries atomic.Int64
@@ -279,6 +280,9 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 	})
 	c := &consumer{a: a, inc: inc, reg: reg, lg: lg, box: box, refused: make(map[int]uint64)}
 	wg.Go(func() { c.run(sctx) })
+	if a.archiver != nil {
+		wg.Go(func() { a.runArchivers(sctx, lg) })
+	}
 
 	var end sessionEnd
 	select {

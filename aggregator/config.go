@@ -38,7 +38,8 @@ type Config struct {
 	DedupHorizon    time.Duration
 	Retention       time.Duration
 	// RawRetention is how long raw log entries are kept at least; the log is
-	// trimmed only below both this age and the snapshot offset.
+	// trimmed only below both this age and the snapshot offset (and, with
+	// an archive, the archived offset).
 	RawRetention time.Duration
 	// ReleaseTimeout is how long a partition released for a handoff waits
 	// for the assignment that moves it before it is taken back.
@@ -67,7 +68,7 @@ const (
 	DefaultAllowedLateness  = 10 * time.Second
 	DefaultDedupHorizon     = 6*time.Hour + 30*time.Minute
 	DefaultRetention        = 24 * time.Hour
-	DefaultRawRetention     = 24 * time.Hour
+	DefaultRawRetention     = 0
 	DefaultReleaseTimeout   = 15 * time.Second
 	DefaultLeaveTimeout     = 10 * time.Second
 	DefaultClaimTimeout     = 30 * time.Second
@@ -102,7 +103,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
 		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. A query reaching older minutes fails with OUT_OF_RANGE: the snapshots drop them too.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
-		"Raw log entries are kept at least this long (for recounts and reconciliation); the log is trimmed only below both this age and the last snapshot's offset.")
+		"Raw log entries stay in Redis at least this long. The log is trimmed below the last snapshot's offset and, with -archive.bucket, the archived offset; 0 keeps nothing more than those need. Without an archive, Redis holds the only copy of the raw clicks, for this long.")
 	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,
 		"A partition released for a live handoff is taken back if the coordinator has not assigned it to its new owner within this long (the coordinator died mid-handoff). Keep it well above -coordinator.release-timeout.")
 	fs.DurationVar(&c.LeaveTimeout, "aggregator.leave-timeout", DefaultLeaveTimeout,

@@ -674,6 +674,8 @@ func (a *Aggregator) encode(p *partition) encoded {
 		Late:          s.Late,
 		Drop:          s.Drop,
 		TrimLogBefore: a.trimBefore(s.Offset),
+		// With an archive, what it has not taken yet stays in the log.
+		KeepUnarchived: a.archiver != nil,
 	}
 	size := len(w.Meta)
 	for _, b := range w.Minutes {

@@ -70,5 +70,14 @@
 // Each snapshot trims the partition log below the smaller of the
 // snapshot's offset and the start of the raw-retention window, in the same
 // atomic step as the snapshot write, so the log always holds what the
-// stored snapshot needs for a replay.
+// stored snapshot needs for a replay. With an archiver (WithArchiver) the
+// trim also stays at or below the archived offset.
+//
+// # Raw archive
+//
+// With WithArchiver, every partition held (restoring or serving) has an
+// archiver running at the epoch it is held at (runArchivers), which writes
+// its log to the object store and moves the fenced archived offset (package
+// archive). A partition that leaves stops its archiver; one that comes back
+// at a new epoch starts a new one.
 package aggregator

@@ -377,3 +377,29 @@ func TestArchiverExactlyOnce(t *testing.T) {
 		t.Fatalf("Run of a deposed owner = %v, want ErrFenced", err)
 	}
 }
+
+// TestBucketListsParquetOnly: a directory bucket's temporary files, which a
+// crash mid-write leaves behind, are not listed.
+func TestBucketListsParquetOnly(t *testing.T) {
+	ctx := context.Background()
+	b, err := OpenBucket(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, k := range []string{"raw/a/x.parquet", "raw/a/x.parquet.18eee0770ff86a49.tmp", "raw/b/y.parquet"} {
+		if err := b.Put(ctx, k, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := b.List(ctx, "raw/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"raw/a/x.parquet", "raw/b/y.parquet"}; !slices.Equal(got, want) {
+		t.Fatalf("List = %v, want %v", got, want)
+	}
+	if _, err := b.Get(ctx, "raw/none.parquet"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of a missing key = %v, want ErrNotFound", err)
+	}
+}

@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -224,4 +225,28 @@ func opLabel(what string) string {
 	default:
 		return "store"
 	}
+}
+
+// Defaults of RegisterFlags.
+const (
+	DefaultInterval  = time.Minute
+	DefaultMaxEvents = 250_000
+	DefaultReadCount = 1000
+	DefaultPoll      = time.Second
+	DefaultRetryMin  = 200 * time.Millisecond
+	DefaultRetryMax  = 30 * time.Second
+)
+
+// RegisterFlags registers the archiver's flags on fs, with their defaults;
+// bucket receives -archive.bucket, which says whether to archive at all.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, bucket *string) {
+	fs.StringVar(bucket, "archive.bucket", "",
+		"Object store of the raw archive, where aggregators write every partition log entry as Parquet before the log is trimmed: a directory, or a URL (file:///dir, s3://bucket?region=...&endpoint=...). Empty: no archive, and the log is trimmed once snapshotted and older than -aggregator.raw-retention.")
+	fs.DurationVar(&c.Interval, "archive.interval", DefaultInterval,
+		"A file holds the entries one partition's log got in one interval of this length (by append time); it divides an hour. Redis keeps about this much unarchived log.")
+	fs.IntVar(&c.MaxEvents, "archive.max-events", DefaultMaxEvents,
+		"Most events in one file; a busier interval is split into several files. Bounds the archiver's memory per partition.")
+	c.ReadCount = DefaultReadCount
+	c.Poll = DefaultPoll
+	c.RetryMin, c.RetryMax = DefaultRetryMin, DefaultRetryMax
 }

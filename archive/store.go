@@ -80,7 +80,9 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, error) {
 	return data, nil
 }
 
-// List returns the keys under prefix, in lexical order.
+// List returns the keys of the Parquet files under prefix, in lexical
+// order. Other objects are left out: a directory bucket writes each object
+// to a temporary file beside it first, which a crash may leave behind.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string
 	it := b.b.List(&blob.ListOptions{Prefix: prefix})
@@ -92,7 +94,7 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
-		if !o.IsDir {
+		if !o.IsDir && strings.HasSuffix(o.Key, ".parquet") {
 			keys = append(keys, o.Key)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -59,12 +60,18 @@ func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	setDefault(fs, "grpc.addr", "127.0.0.1:9090")
 	setDefault(fs, "http.addr", "127.0.0.1:8080")
 	setDefault(fs, "redis.addr", "")
+	// The raw archive under the data dir; -archive.bucket= turns it off.
+	setDefault(fs, "archive.bucket", devArchive)
+	fs.Lookup("archive.bucket").Usage += " In dev, " + devArchive + " means <data-dir>/archive."
 	// Beside the live view, info lines would scroll the view away; with
 	// -view=off they are all there is to see.
 	setDefault(fs, "log.level", "")
 	fs.Lookup("log.level").Usage = "log level: debug, info, warn or error; default: warn beside the live view, info with -view=off"
 	if err := parse(fs, args); err != nil {
 		return nil, err
+	}
+	if o.cfg.ArchiveBucket == devArchive {
+		o.cfg.ArchiveBucket = filepath.Join(o.dataDir, "archive")
 	}
 	if o.cfg.LogLevel == "" {
 		o.cfg.LogLevel = "warn"
@@ -74,6 +81,10 @@ func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	}
 	return &o, nil
 }
+
+// devArchive is dev's default -archive.bucket: the archive directory
+// under -data-dir, which is only known once the flags are parsed.
+const devArchive = "auto"
 
 // setDefault changes the default of flag name, in -help too. Unlike
 // fs.Set it leaves the flag unset, so the environment can still set it.

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/clickagg/clickagg/aggregator"
+	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
 	"github.com/clickagg/clickagg/grpcserver"
@@ -65,14 +66,18 @@ type ServerConfig struct {
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 
-	GRPC        grpcserver.Config
-	HTTP        HTTPConfig
-	Cluster     cluster.Config
-	Router      router.Config
-	Aggregator  aggregator.Config
-	Coordinator coordinator.Config
-	Queryd      queryd.Config
-	Health      clickhealth.Config
+	GRPC       grpcserver.Config
+	HTTP       HTTPConfig
+	Cluster    cluster.Config
+	Router     router.Config
+	Aggregator aggregator.Config
+	// Archive and ArchiveBucket configure the aggregators' raw archive;
+	// an empty bucket turns it off.
+	Archive       archive.Config
+	ArchiveBucket string
+	Coordinator   coordinator.Config
+	Queryd        queryd.Config
+	Health        clickhealth.Config
 	// HotKey is shared by every role: routers' and queryds' copy of the
 	// split table, the coordinator's splits, the aggregators' sketches.
 	HotKey hotkey.Config
@@ -101,6 +106,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Cluster.RegisterFlags(fs)
 	c.Router.RegisterFlags(fs)
 	c.Aggregator.RegisterFlags(fs)
+	c.Archive.RegisterFlags(fs, &c.ArchiveBucket)
 	c.Coordinator.RegisterFlags(fs)
 	c.Queryd.RegisterFlags(fs)
 	c.HotKey.RegisterFlags(fs)
@@ -185,6 +191,9 @@ func (c *ServerConfig) Validate() error {
 			err = c.Router.Validate()
 		case RoleAggregator:
 			err = c.Aggregator.Validate()
+			if err == nil && c.ArchiveBucket != "" {
+				err = c.Archive.Validate()
+			}
 		case RoleCoordinator:
 			err = c.Coordinator.Validate()
 		case RoleQueryd:
@@ -399,8 +408,23 @@ func (s *Server) Run(ctx context.Context) error {
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
 		ac.SketchCapacity = hk.SketchCapacity
-		a := aggregator.New(ac, plog, snapshot.New(rdb, cfg.RedisPrefix), cl, lg.With("role", RoleAggregator), time.Now, aggregator.WithMetrics(reg),
-			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID))))
+		store := snapshot.New(rdb, cfg.RedisPrefix)
+		opts := []aggregator.Option{aggregator.WithMetrics(reg),
+			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID)))}
+		if cfg.ArchiveBucket != "" {
+			bucket, err := archive.OpenBucket(ctx, cfg.ArchiveBucket)
+			if err != nil {
+				return err
+			}
+			defer bucket.Close()
+			ar, err := archive.New(cfg.Archive, plog, aggregator.ArchiveOffsets{Store: store}, bucket, reg, lg.With("role", RoleAggregator, "component", "archive"))
+			if err != nil {
+				return err
+			}
+			opts = append(opts, aggregator.WithArchiver(ar))
+			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
+		}
+		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a

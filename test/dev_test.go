@@ -3,12 +3,14 @@ package test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/clickagg/clickagg/archive"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
 )
@@ -18,7 +20,9 @@ import (
 // SIGKILL of the whole process (its redis-server child included).
 func TestDevKeepsCountsAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
-	dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen")
+	// No archive flag but the interval, so that the test waits seconds, not
+	// a minute, for the last file: dev archives under its data dir.
+	dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen", "-archive.interval=5s")
 	now := time.Now().Truncate(time.Second)
 	want := map[string]int64{}
 	var events []*clickaggv1.ClickEvent
@@ -69,4 +73,41 @@ func TestDevKeepsCountsAcrossRestarts(t *testing.T) {
 	dev.Kill()
 	dev.Restart()
 	check("after SIGKILL and restart")
+
+	// Every click is in the raw archive under the data dir; counted once
+	// per (ad_id, event_id), the archive gives the same counts.
+	ctx := context.Background()
+	bucket, err := archive.OpenBucket(ctx, filepath.Join(dir, "data", "archive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bucket.Close()
+	testserver.Eventually(t, time.Minute, func() error {
+		keys, err := bucket.List(ctx, "raw/")
+		if err != nil {
+			return err
+		}
+		clicks := map[[2]string]bool{}
+		for _, k := range keys {
+			data, err := bucket.Get(ctx, k)
+			if err != nil {
+				return err
+			}
+			c, err := archive.ReadChunk(k, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range c.Rows {
+				clicks[[2]string{r.AdID, r.EventID}] = true
+			}
+		}
+		got := map[string]int64{}
+		for c := range clicks {
+			got[c[0]]++
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("archive in %d files counts %v, want %v", len(keys), got, want)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,254 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// logWatcher reads every partition's log as it grows, from the start, and
+// keeps each entry: the ground truth of what the log held before the
+// aggregators trimmed it. It reads far more often than a trim can happen
+// (snapshots every 2s, and never below what is archived).
+type logWatcher struct {
+	mu      sync.Mutex
+	entries map[int][]partlog.Entry
+	err     error
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func watchLogs(rdb redis.UniversalClient, partitions int) *logWatcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &logWatcher{entries: map[int][]partlog.Entry{}, stop: cancel, done: make(chan struct{})}
+	log := partlog.New(rdb, "clickagg")
+	go func() {
+		defer close(w.done)
+		after := map[int]string{}
+		for ctx.Err() == nil {
+			for p := range partitions {
+				got, err := log.Range(ctx, p, after[p], 10_000)
+				if err != nil {
+					if ctx.Err() == nil {
+						w.mu.Lock()
+						w.err = err
+						w.mu.Unlock()
+					}
+					return
+				}
+				if len(got) == 0 {
+					continue
+				}
+				// The watcher must never miss an entry: the first one it
+				// reads after another must follow it in the stream.
+				w.mu.Lock()
+				w.entries[p] = append(w.entries[p], got...)
+				w.mu.Unlock()
+				after[p] = got[len(got)-1].ID
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *logWatcher) close() (map[int][]partlog.Entry, error) {
+	w.stop()
+	<-w.done
+	return w.entries, w.err
+}
+
+// TestRawArchiveExactlyOnce runs a cluster whose aggregators archive their
+// logs every 2s, SIGKILLs one of them while clicks flow, and checks against
+// the log as a watcher saw it before any trim: every entry with events or
+// a tick is in the archive exactly once, by partition and offset, with the
+// same content; every acknowledged click is in it; and the logs in Redis
+// were trimmed as far as the archive allowed.
+func TestRawArchiveExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of a cluster archiving")
+	}
+	const partitions = 8
+	dir := t.TempDir()
+	bucketDir := filepath.Join(dir, "archive")
+	c := newTestCluster(t, clusterSpec{
+		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir, "-archive.interval=2s"},
+		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	defer rdb.Close()
+	watcher := watchLogs(rdb, partitions)
+	cc := c.coordinatorClient()
+	waitCaughtUp(t, cc, partitions, 2*time.Minute)
+
+	start := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
+	w := newWorkload(20261207, 60_000, 2_000, 8, start, 0.05, 0.02, 0, 200)
+	agg := c.aggregators[0]
+	n := len(w.batches)
+	ingest(t, w, c.ingestClients(), func(i int, res *ingestResult) {
+		if i == n/2 {
+			waitSent(&res.sent, int64(i-8))
+			t.Logf("SIGKILL %s at request %d", agg.name, i)
+			agg.Kill()
+			go func() {
+				time.Sleep(time.Second)
+				agg.Restart()
+			}()
+		}
+	})
+	waitCaughtUp(t, cc, partitions, 2*time.Minute)
+
+	// Wait until every entry with clicks is archived: the routers' ticks
+	// close the last chunks.
+	ctx := context.Background()
+	lastData := map[int]string{}
+	watcher.mu.Lock()
+	for p, es := range watcher.entries {
+		for _, e := range es {
+			var le clickaggv1.LogEntry
+			if err := proto.Unmarshal(e.Data, &le); err != nil {
+				t.Fatal(err)
+			}
+			if len(le.Events) > 0 {
+				lastData[p] = e.ID
+			}
+		}
+	}
+	watcher.mu.Unlock()
+	testserver.Eventually(t, 2*time.Minute, func() error {
+		for p, id := range lastData {
+			got, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:archived", p)).Result()
+			if err != nil {
+				return fmt.Errorf("partition %d: archived offset: %w", p, err)
+			}
+			if partlog.CompareIDs(got, id) < 0 {
+				return fmt.Errorf("partition %d archived to %s, its last clicks at %s", p, got, id)
+			}
+		}
+		return nil
+	})
+	seen, err := watcher.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bucket, err := archive.OpenBucket(ctx, bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bucket.Close()
+	keys, err := bucket.List(ctx, "raw/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type loc struct {
+		p  int
+		id string
+	}
+	archived := map[loc]partlog.Entry{}
+	last := map[int]string{}
+	events := map[string]int{}
+	for _, k := range keys {
+		data, err := bucket.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := archive.ReadChunk(k, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := ch.LogEntries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			l := loc{ch.Partition, e.ID}
+			if _, dup := archived[l]; dup {
+				t.Fatalf("partition %d entry %s archived twice (again in %s)", l.p, l.id, k)
+			}
+			archived[l] = e
+		}
+		for _, r := range ch.Rows {
+			events[r.EventID]++
+		}
+		if partlog.CompareIDs(ch.Last, last[ch.Partition]) > 0 {
+			last[ch.Partition] = ch.Last
+		}
+	}
+	// Every entry the log held up to each partition's last archived one
+	// is in the archive, with the same events and tick; nothing else is.
+	checked := 0
+	for p, es := range seen {
+		for _, e := range es {
+			// The last chunk may still be open.
+			if partlog.CompareIDs(e.ID, last[p]) > 0 {
+				break
+			}
+			var want clickaggv1.LogEntry
+			if err := proto.Unmarshal(e.Data, &want); err != nil {
+				t.Fatal(err)
+			}
+			if len(want.Events) == 0 && want.TickMs == 0 {
+				continue
+			}
+			got, ok := archived[loc{p, e.ID}]
+			if !ok {
+				t.Fatalf("partition %d entry %s is missing from the archive", p, e.ID)
+			}
+			var g clickaggv1.LogEntry
+			if err := proto.Unmarshal(got.Data, &g); err != nil {
+				t.Fatal(err)
+			}
+			want.RouterId = ""
+			if !proto.Equal(&g, &want) {
+				t.Fatalf("partition %d entry %s differs in the archive", p, e.ID)
+			}
+			delete(archived, loc{p, e.ID})
+			checked++
+		}
+	}
+	for l := range archived {
+		// Archiving went on after the watcher stopped: only entries up to
+		// the last one it saw can be checked.
+		if es := seen[l.p]; partlog.CompareIDs(l.id, es[len(es)-1].ID) <= 0 {
+			t.Fatalf("partition %d entry %s is archived but was never in the log", l.p, l.id)
+		}
+	}
+	for _, cl := range w.unique {
+		if events[cl.ev.EventId] == 0 {
+			t.Fatalf("acknowledged click %s is not in the archive", cl.ev.EventId)
+		}
+	}
+	// The logs were trimmed: Redis no longer holds what is archived and
+	// snapshotted (all but the last snapshot interval's and chunk's).
+	trimmed := 0
+	for p := range partitions {
+		first, err := rdb.XRangeN(ctx, fmt.Sprintf("clickagg:{p%d}:log", p), "-", "+", 1).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		if len(first) > 0 && partlog.CompareIDs(first[0].ID, seen[p][0].ID) > 0 {
+			trimmed++
+		}
+	}
+	if trimmed != partitions {
+		t.Errorf("%d of %d partition logs trimmed", trimmed, partitions)
+	}
+	slices.Sort(keys)
+	t.Logf("%d files; %d log entries archived exactly once; all %d acknowledged clicks in the archive; %s ... %s",
+		len(keys), checked, len(w.unique), keys[0], keys[len(keys)-1])
+}
