@@ -96,6 +96,7 @@ type Aggregator struct {
 	unhealthy bool
 	probe     func(ctx context.Context) error // nil without WithRedisProbe
 	archiver  Archiver                        // nil without WithArchiver
+	history   HistoryWriter                   // nil without WithHistory
 
 	fencedWrites   atomic.Int64
 	corruptEntries atomic.Int64
@@ -280,9 +281,7 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 	})
 	c := &consumer{a: a, inc: inc, reg: reg, lg: lg, box: box, refused: make(map[int]uint64)}
 	wg.Go(func() { c.run(sctx) })
-	if a.archiver != nil {
-		wg.Go(func() { a.runArchivers(sctx, lg) })
-	}
+	wg.Go(func() { a.runPartitionJobs(sctx, lg) })
 
 	var end sessionEnd
 	select {

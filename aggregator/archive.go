@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
 )
 
 // Archiver archives one partition's log while its owner holds it
@@ -18,10 +20,40 @@ type Archiver interface {
 	Run(ctx context.Context, p int, epoch uint64) error
 }
 
+// HistoryWriter writes one partition's final hours while its owner holds
+// it (history.Writer).
+type HistoryWriter interface {
+	Run(ctx context.Context, p int, epoch uint64, src history.Source) error
+}
+
 // WithArchiver makes the aggregator archive the log of every partition it
 // holds, and trim the log no lower than what is archived.
 func WithArchiver(ar Archiver) Option {
 	return func(a *Aggregator) { a.archiver = ar }
+}
+
+// WithHistory makes the aggregator write the final hours of every
+// partition it holds to the history.
+func WithHistory(w HistoryWriter) Option {
+	return func(a *Aggregator) { a.history = w }
+}
+
+// HistoryMarks adapts the snapshot store to history.Marks: the history
+// mark is fenced by the same epoch as the snapshots.
+type HistoryMarks struct{ Store *snapshot.Store }
+
+// History returns the minute before which partition p's history holds it.
+func (m HistoryMarks) History(ctx context.Context, p int) (int64, bool, error) {
+	return m.Store.History(ctx, p)
+}
+
+// SaveHistory records end as partition p's history mark at epoch.
+func (m HistoryMarks) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
+	err := m.Store.SaveHistory(ctx, p, epoch, end)
+	if errors.Is(err, snapshot.ErrStaleEpoch) {
+		return fmt.Errorf("%w: %w", history.ErrFenced, err)
+	}
+	return err
 }
 
 // ArchiveOffsets adapts the snapshot store to archive.Offsets: the archived
@@ -42,21 +74,53 @@ func (o ArchiveOffsets) SaveArchived(ctx context.Context, p int, epoch uint64, o
 	return err
 }
 
-// archiveCheck is how often the archivers are matched to the partitions
-// held: an archiver starts this long at most after its partition is taken.
-const archiveCheck = time.Second
+// jobCheck is how often the per-partition jobs are matched to the
+// partitions held: a job starts this long at most after its partition is
+// taken.
+const jobCheck = time.Second
 
-// runArchivers runs, until ctx ends, an archiver for every partition this
-// incarnation holds (restoring or serving), at the epoch it holds it, and
-// stops the archiver of a partition it no longer holds. An archiver that
-// ended on its own (fenced, or a log entry it cannot decode) is not
-// started again at the same epoch. The archived offset is fenced, so an
-// archiver that outlives its partition briefly cannot move it.
-func (a *Aggregator) runArchivers(ctx context.Context, lg *slog.Logger) {
+// partitionJob is work that runs for as long as a partition is held at one
+// epoch: archiving its log, writing its history.
+type partitionJob struct {
+	name string
+	run  func(ctx context.Context, p int, epoch uint64, tp *tally.Partition) error
+	// fenced is the error its run returns once a newer owner holds p.
+	fenced error
+}
+
+func (a *Aggregator) partitionJobs() []partitionJob {
+	var jobs []partitionJob
+	if a.archiver != nil {
+		jobs = append(jobs, partitionJob{name: "archiver", fenced: archive.ErrFenced,
+			run: func(ctx context.Context, p int, e uint64, _ *tally.Partition) error { return a.archiver.Run(ctx, p, e) }})
+	}
+	if a.history != nil {
+		jobs = append(jobs, partitionJob{name: "history writer", fenced: history.ErrFenced,
+			run: func(ctx context.Context, p int, e uint64, tp *tally.Partition) error {
+				return a.history.Run(ctx, p, e, tp)
+			}})
+	}
+	return jobs
+}
+
+// runPartitionJobs runs, until ctx ends, every job for every partition
+// this incarnation holds (restoring or serving), at the epoch it holds it,
+// and stops a partition's jobs once it no longer holds it. A job that
+// ended on its own (fenced, or an error it cannot get past) is not started
+// again at the same epoch. What the jobs record is fenced, so one that
+// outlives its partition briefly cannot move anything.
+func (a *Aggregator) runPartitionJobs(ctx context.Context, lg *slog.Logger) {
+	jobs := a.partitionJobs()
+	if len(jobs) == 0 {
+		return
+	}
+	type held struct {
+		epoch uint64
+		tp    *tally.Partition
+	}
 	type running struct {
-		epoch  uint64
+		held
 		cancel context.CancelFunc
-		done   chan struct{}
 	}
 	runs := map[int]*running{}
 	var wg sync.WaitGroup
@@ -66,41 +130,42 @@ func (a *Aggregator) runArchivers(ctx context.Context, lg *slog.Logger) {
 		}
 		wg.Wait()
 	}()
-	t := time.NewTicker(archiveCheck)
+	t := time.NewTicker(jobCheck)
 	defer t.Stop()
 	for {
-		held := map[int]uint64{}
+		now := map[int]held{}
 		a.mu.RLock()
 		for id, p := range a.parts {
 			if p.state == stateRestoring || p.state == stateServing {
-				held[id] = p.epoch
+				now[id] = held{p.epoch, p.tp}
 			}
 		}
 		a.mu.RUnlock()
 		for id, r := range runs {
-			if e, ok := held[id]; !ok || e != r.epoch {
+			// A partition taken again at the same epoch has a new state.
+			if h, ok := now[id]; !ok || h != r.held {
 				r.cancel()
 				delete(runs, id)
 			}
 		}
-		for id, e := range held {
+		for id, h := range now {
 			if _, ok := runs[id]; ok {
 				continue
 			}
 			rctx, cancel := context.WithCancel(ctx)
-			r := &running{epoch: e, cancel: cancel, done: make(chan struct{})}
-			runs[id] = r
-			wg.Go(func() {
-				defer close(r.done)
-				err := a.archiver.Run(rctx, id, e)
-				switch {
-				case rctx.Err() != nil:
-				case errors.Is(err, archive.ErrFenced):
-					lg.Info("archiver fenced: a newer owner holds the partition", "partition", id, "epoch", e)
-				default:
-					lg.Error("archiver stopped", "partition", id, "epoch", e, "err", err)
-				}
-			})
+			runs[id] = &running{held: h, cancel: cancel}
+			for _, j := range jobs {
+				wg.Go(func() {
+					err := j.run(rctx, id, h.epoch, h.tp)
+					switch {
+					case rctx.Err() != nil:
+					case errors.Is(err, j.fenced):
+						lg.Info(j.name+" fenced: a newer owner holds the partition", "partition", id, "epoch", h.epoch)
+					default:
+						lg.Error(j.name+" stopped", "partition", id, "epoch", h.epoch, "err", err)
+					}
+				})
+			}
 		}
 		select {
 		case <-ctx.Done():

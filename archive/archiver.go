@@ -6,12 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clickagg/clickagg/partlog"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // Log is the partition log as the archiver reads it.
@@ -159,7 +159,7 @@ func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch 
 	err = a.retry(ctx, logger, "save offset", func() error {
 		err := a.offsets.SaveArchived(ctx, p, epoch, last)
 		if errors.Is(err, ErrFenced) {
-			return stop{err}
+			return retry.Permanent(err)
 		}
 		return err
 	})
@@ -178,42 +178,15 @@ func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch 
 	return nil
 }
 
-// stop wraps an error that retry must not retry.
-type stop struct{ err error }
-
-func (s stop) Error() string { return s.err.Error() }
-func (s stop) Unwrap() error { return s.err }
-
-// retry runs f until it succeeds, returns a stop error, or ctx ends,
-// pausing between failures.
+// retry runs f until it succeeds, returns a retry.Permanent error, or
+// ctx ends, counting and logging the failures.
 func (a *Archiver) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
-	pause := a.cfg.RetryMin
-	for failures := 0; ; failures++ {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		var s stop
-		if errors.As(err, &s) {
-			return s.err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return retry.Do(ctx, retry.Policy{Min: a.cfg.RetryMin, Max: a.cfg.RetryMax}, func(failures int, err error) {
 		a.m.errors.WithLabelValues(opLabel(what)).Inc()
-		if failures == 0 || failures%10 == 0 {
-			logger.Warn("archive step failed, retrying", "step", what, "failures", failures+1, "err", err)
+		if failures == 1 || failures%10 == 0 {
+			logger.Warn("archive step failed, retrying", "step", what, "failures", failures, "err", err)
 		}
-		// Full jitter, so that the archivers of many partitions do not
-		// retry a recovering store in step.
-		d := time.Duration(rand.Int64N(int64(pause)) + 1)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-		}
-		pause = min(2*pause, a.cfg.RetryMax)
-	}
+	}, f)
 }
 
 func opLabel(what string) string {
@@ -241,7 +214,7 @@ const (
 // bucket receives -archive.bucket, which says whether to archive at all.
 func (c *Config) RegisterFlags(fs *flag.FlagSet, bucket *string) {
 	fs.StringVar(bucket, "archive.bucket", "",
-		"Object store of the raw archive, where aggregators write every partition log entry as Parquet before the log is trimmed: a directory, or a URL (file:///dir, s3://bucket?region=...&endpoint=...). Empty: no archive, and the log is trimmed once snapshotted and older than -aggregator.raw-retention.")
+		"Object store of the raw archive and the history, where aggregators write every partition log entry as Parquet before the log is trimmed, and the final counts of every -history.period: a directory, or a URL (file:///dir, s3://bucket?region=...&endpoint=...). Empty: neither, and the log is trimmed once snapshotted and older than -aggregator.raw-retention.")
 	fs.DurationVar(&c.Interval, "archive.interval", DefaultInterval,
 		"A file holds the entries one partition's log got in one interval of this length (by append time); it divides an hour. Redis keeps about this much unarchived log.")
 	fs.IntVar(&c.MaxEvents, "archive.max-events", DefaultMaxEvents,

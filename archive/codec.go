@@ -4,8 +4,13 @@ import (
 	"runtime"
 
 	kzstd "github.com/klauspost/compress/zstd"
+	"github.com/parquet-go/parquet-go/compress"
 	"github.com/parquet-go/parquet-go/format"
 )
+
+// Compression is the codec of every Parquet file clickagg writes (the raw
+// archive's and the history's): zstd at its default level.
+var Compression compress.Codec = newZstdCodec()
 
 // zstdCodec is Parquet's ZSTD codec over one long-lived encoder and
 // decoder. parquet-go's own keeps its encoders in a pool that the garbage

@@ -85,9 +85,6 @@ func parseKey(key string) (p int, first, last string, err error) {
 	return p, first, last, nil
 }
 
-// codec compresses every file's pages (see zstdCodec).
-var codec = newZstdCodec()
-
 // encodeChunk encodes the entries of partition p as a file. The bytes
 // depend on the entries alone.
 func encodeChunk(p int, entries []decoded) ([]byte, error) {
@@ -115,7 +112,7 @@ func encodeChunk(p int, entries []decoded) ([]byte, error) {
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, 4096+32*n))
 	w := parquet.NewGenericWriter[Row](buf,
-		parquet.Compression(codec),
+		parquet.Compression(Compression),
 		parquet.CreatedBy(createdByApp, createdByFormat, ""),
 		parquet.KeyValueMetadata(metaFormat, formatVersion),
 		parquet.KeyValueMetadata(metaPartition, strconv.Itoa(p)),

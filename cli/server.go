@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -31,6 +32,7 @@ import (
 	"github.com/clickagg/clickagg/coordinator"
 	"github.com/clickagg/clickagg/grpcserver"
 	clickhealth "github.com/clickagg/clickagg/health"
+	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -75,6 +77,7 @@ type ServerConfig struct {
 	// an empty bucket turns it off.
 	Archive       archive.Config
 	ArchiveBucket string
+	History       history.Config
 	Coordinator   coordinator.Config
 	Queryd        queryd.Config
 	Health        clickhealth.Config
@@ -107,6 +110,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	c.Router.RegisterFlags(fs)
 	c.Aggregator.RegisterFlags(fs)
 	c.Archive.RegisterFlags(fs, &c.ArchiveBucket)
+	c.History.RegisterFlags(fs)
 	c.Coordinator.RegisterFlags(fs)
 	c.Queryd.RegisterFlags(fs)
 	c.HotKey.RegisterFlags(fs)
@@ -192,7 +196,7 @@ func (c *ServerConfig) Validate() error {
 		case RoleAggregator:
 			err = c.Aggregator.Validate()
 			if err == nil && c.ArchiveBucket != "" {
-				err = c.Archive.Validate()
+				err = cmp.Or(c.Archive.Validate(), c.History.Validate())
 			}
 		case RoleCoordinator:
 			err = c.Coordinator.Validate()
@@ -421,7 +425,11 @@ func (s *Server) Run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			opts = append(opts, aggregator.WithArchiver(ar))
+			hw, err := history.New(cfg.History, aggregator.HistoryMarks{Store: store}, bucket, reg, lg.With("role", RoleAggregator, "component", "history"))
+			if err != nil {
+				return err
+			}
+			opts = append(opts, aggregator.WithArchiver(ar), aggregator.WithHistory(hw))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
 		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)

@@ -14,6 +14,8 @@
 //	prefix:{pN}:log    stream  the partition log (package partlog)
 //	prefix:{pN}:archived string the ID of the last log entry the raw
 //	                           archive holds (package archive)
+//	prefix:{pN}:history string the Unix minute before which the history
+//	                           holds the partition (package history)
 //
 // All of them share the hash tag {pN}, so the Lua scripts that touch them
 // together are legal on Redis Cluster.

@@ -102,6 +102,10 @@ func (s *Store) archivedKey(p int) string {
 	return s.prefix + ":{p" + strconv.Itoa(p) + "}:archived"
 }
 
+func (s *Store) historyKey(p int) string {
+	return s.prefix + ":{p" + strconv.Itoa(p) + "}:history"
+}
+
 func minuteField(m int64) string {
 	return "m:" + strconv.FormatInt(m, 10)
 }
@@ -216,6 +220,21 @@ end
 return {1, ARGV[1]}
 `)
 
+// historyScript: KEYS[1] fence, KEYS[2] history mark; ARGV[1] epoch,
+// ARGV[2] end minute (decimal, no leading zeros, so older compares it too).
+// Moves the mark forward only, for an epoch the fence allows.
+var historyScript = redis.NewScript(luaOlder + `
+local fence = redis.call('GET', KEYS[1])
+if fence and older(ARGV[1], fence) then
+  return {0, fence}
+end
+local cur = redis.call('GET', KEYS[2])
+if not cur or older(cur, ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return {1, ARGV[1]}
+`)
+
 // runFenced runs a fencing script and maps its reply.
 func (s *Store) runFenced(ctx context.Context, script *redis.Script, keys []string, args ...any) error {
 	res, err := script.Run(ctx, s.rdb, keys, args...).Slice()
@@ -312,6 +331,37 @@ func (s *Store) SaveArchived(ctx context.Context, p int, epoch uint64, offset st
 		return fmt.Errorf("save archived offset of %d at epoch %d: %w", p, epoch, err)
 	}
 	return nil
+}
+
+// SaveHistory records that the history holds partition p's minutes before
+// end (Unix minutes), if epoch is not older than p's fence (ErrStaleEpoch
+// otherwise). The mark only moves forward.
+func (s *Store) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
+	if end < 0 {
+		return fmt.Errorf("save history mark of %d: negative minute %d", p, end)
+	}
+	keys := []string{s.fenceKey(p), s.historyKey(p)}
+	if err := s.runFenced(ctx, historyScript, keys, strconv.FormatUint(epoch, 10), strconv.FormatInt(end, 10)); err != nil {
+		return fmt.Errorf("save history mark of %d at epoch %d: %w", p, epoch, err)
+	}
+	return nil
+}
+
+// History returns the minute before which the history holds partition p,
+// and false when none is recorded.
+func (s *Store) History(ctx context.Context, p int) (int64, bool, error) {
+	v, err := s.rdb.Get(ctx, s.historyKey(p)).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("history mark of %d: %w", p, err)
+	}
+	h, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("history mark of %d: %q: %w", p, v, err)
+	}
+	return h, true, nil
 }
 
 // Archived returns partition p's archived offset, "" if none is recorded.

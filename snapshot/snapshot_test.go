@@ -592,3 +592,31 @@ func logIDs(t *testing.T, log *partlog.Log, p int) []string {
 	}
 	return out
 }
+
+// TestHistoryMark: the history mark (an end minute) is fenced and only
+// moves forward.
+func TestHistoryMark(t *testing.T) {
+	ctx := context.Background()
+	st := snapshot.New(testserver.RedisClient(t), prefix)
+	const p = 6
+	if _, ok, err := st.History(ctx, p); ok || err != nil {
+		t.Fatalf("mark before any: %v %v", ok, err)
+	}
+	if err := st.Claim(ctx, p, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []int64{9, 499_999, 500_000, 12} {
+		if err := st.SaveHistory(ctx, p, 4, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, ok, err := st.History(ctx, p); !ok || err != nil || h != 500_000 {
+		t.Fatalf("mark = %d %v %v, want 500000", h, ok, err)
+	}
+	if err := st.SaveHistory(ctx, p, 3, 600_000); !errors.Is(err, snapshot.ErrStaleEpoch) {
+		t.Fatalf("stale SaveHistory = %v", err)
+	}
+	if h, _, _ := st.History(ctx, p); h != 500_000 {
+		t.Fatalf("a deposed owner moved the mark to %d", h)
+	}
+}

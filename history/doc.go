@@ -1,0 +1,39 @@
+// Package history keeps the finished counts for good: once every minute of
+// a period (-history.period, an hour by default) of a partition can no
+// longer change (it has left the dedup horizon), the period's rows, clicks
+// per (minute, ad_id, country), are written to one Parquet file in the
+// object store, long before the minutes leave the aggregator's memory
+// (-aggregator.retention).
+//
+// # Files
+//
+//	history/date=2026-12-07/hour=03/partition=017/29420100-29420160_r0.parquet
+//
+// holds partition 17's rows of the Unix minutes [29420100, 29420160), in
+// the UTC hour of its first minute, at revision 0, sorted by ad_id, then
+// minute, then country (Row has the columns: with each row the user_id and
+// ip hashes of its clicks, which filters compare). Periods divide an hour,
+// so a file lies in one hour folder. A file exists for every period from
+// the first one a partition wrote, empty when it had no clicks, so a
+// missing file is a hole, never a zero. The rows are the billing export:
+// Hive-style paths and a documented schema.
+//
+// Revision 0 is what the aggregators counted; a recount (clickagg recalc)
+// writes a higher revision beside it and never replaces a file.
+//
+// # Exactly once
+//
+// The rows of a final period are a function of the partition log alone
+// (tally.Partition.Final), so every owner writes the same bytes under the
+// same key, and writing a file again after a crash changes nothing. After
+// the file, Writer records the period's end as the partition's history
+// mark in Redis with the owner's epoch (snapshot.Store.SaveHistory), fenced
+// like the snapshots and only forward; the next period starts there.
+//
+// A period whose minutes left memory before the writer got to it (the
+// store was unreachable for longer than -aggregator.retention minus
+// -aggregator.dedup-horizon) cannot be written from memory: the writer
+// counts it in clickagg_history_gaps_total, logs it, and goes on; its file
+// stays missing, which queries and reconcile report, and a recount from the
+// raw archive fills it.
+package history

@@ -1,0 +1,218 @@
+package history
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/archive"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+var opts = tally.Options{AllowedLateness: 10 * time.Second, DedupHorizon: 5 * time.Minute, Retention: 4 * time.Hour}
+
+type cell struct {
+	minute      int64
+	ad, country string
+}
+
+// feed applies three hours of clicks, with retries and clicks up to 3
+// minutes late, to a new partition, and returns it with the clicks per
+// (minute, ad, country) counted once per (ad_id, event_id).
+func feed(t *testing.T) (*tally.Partition, map[cell]int64, int64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, 8))
+	p := tally.NewPartition(1, opts)
+	truth := map[cell]int64{}
+	seen := map[[3]string]bool{}
+	start := int64(483_334 * 3_600_000) // a whole hour
+	var sent []*clickaggv1.LogEvent
+	for i := range 3 * 3600 / 2 {
+		now := start + int64(i)*2000
+		le := &clickaggv1.LogEntry{TickMs: now}
+		for j := range 3 {
+			ev := &clickaggv1.LogEvent{
+				EventId: fmt.Sprintf("e%d-%d", i, j%2), ClickTimeMs: now - r.Int64N(3000),
+				UserId: "u", Ip: "192.0.2.1", Country: []string{"US", "DE", "FR"}[r.IntN(3)],
+			}
+			ev.AdId = fmt.Sprintf("ad-%d", r.IntN(40))
+			if r.IntN(20) == 0 {
+				ev.ClickTimeMs = now - 60_000 - r.Int64N(120_000) // late
+			}
+			if r.IntN(10) == 0 && len(sent) > 0 {
+				ev = sent[r.IntN(len(sent))] // a retry
+			}
+			le.Events = append(le.Events, ev)
+			sent = append(sent, ev)
+			m := ev.ClickTimeMs / 60_000
+			k := [3]string{ev.AdId, ev.EventId, fmt.Sprint(m)}
+			if !seen[k] {
+				seen[k] = true
+				truth[cell{m, ev.AdId, ev.Country}]++
+			}
+		}
+		p.Apply(fmt.Sprintf("%d-0", now), le)
+	}
+	return p, truth, start / 3_600_000
+}
+
+type marks struct{ *snapshot.Store }
+
+func (m marks) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
+	err := m.Store.SaveHistory(ctx, p, epoch, end)
+	if errors.Is(err, snapshot.ErrStaleEpoch) {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return err
+}
+
+// TestWriterWritesFinalPeriods runs the writer over a partition of three
+// hours, with files of an hour and of 15 minutes: the first two hours are
+// final and written, tiled by files of the period, with exactly the
+// truth's rows; the third is not; a deposed owner is fenced, and what it
+// writes again is the same bytes.
+func TestWriterWritesFinalPeriods(t *testing.T) {
+	ctx := context.Background()
+	p, truth, firstHour := feed(t)
+	rdb := testserver.RedisClient(t)
+	// The log ends 3 hours after its first hour; with a dedup horizon of
+	// 5 minutes, the final periods end 2h or 2h45m after it.
+	for i, tc := range []struct {
+		period time.Duration
+		final  int64
+	}{{time.Hour, 120}, {15 * time.Minute, 165}} {
+		period := tc.period
+		t.Run(period.String(), func(t *testing.T) {
+			st := snapshot.New(rdb, fmt.Sprintf("histtest%d", i))
+			if err := st.Claim(ctx, 1, 5); err != nil {
+				t.Fatal(err)
+			}
+			b, err := archive.OpenBucket(ctx, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			w, err := New(Config{Period: period, Poll: 10 * time.Millisecond, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond},
+				marks{st}, b, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := firstHour*60 + tc.final
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(runCtx, 1, 5, p) }()
+			testserver.Eventually(t, 10*time.Second, func() error {
+				end, ok, err := st.History(ctx, 1)
+				if err != nil || !ok || end < want {
+					return fmt.Errorf("history mark %d %v %v", end, ok, err)
+				}
+				return nil
+			})
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run = %v", err)
+			}
+			if end, _, _ := st.History(ctx, 1); end != want {
+				t.Fatalf("history mark %d, want %d: the rest is not final", end, want)
+			}
+			keys, err := b.List(ctx, "history/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[cell]int64{}
+			var prev Name
+			for i, k := range keys {
+				data, err := b.Get(ctx, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, err := Read(k, data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.To-f.From != int64(period/time.Minute) || i > 0 && f.From != prev.To {
+					t.Fatalf("%s after %+v: files do not tile the minutes by %v", k, prev, period)
+				}
+				prev = f.Name
+				for _, r := range f.Rows {
+					got[cell{r.Minute / 60_000, r.AdID, r.Country}] += r.Clicks
+				}
+			}
+			if prev.To != want {
+				t.Fatalf("files end at minute %d, want %d", prev.To, want)
+			}
+			n := 0
+			for c, v := range truth {
+				if c.minute >= want {
+					continue
+				}
+				n++
+				if got[c] != v {
+					t.Fatalf("%+v: history %d, truth %d", c, got[c], v)
+				}
+			}
+			if len(got) != n || n < 1000 {
+				t.Fatalf("history has %d cells, truth %d", len(got), n)
+			}
+
+			// A newer owner fences the writer out; it writes the same
+			// bytes first.
+			if err := st.Claim(ctx, 1, 6); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.Del(ctx, fmt.Sprintf("histtest%d:{p1}:history", i)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := b.Get(ctx, keys[0])
+			if err := w.Run(ctx, 1, 5, p); !errors.Is(err, ErrFenced) {
+				t.Fatalf("Run of a deposed owner = %v, want ErrFenced", err)
+			}
+			after, _ := b.Get(ctx, keys[0])
+			if !bytes.Equal(before, after) {
+				t.Fatal("the same minutes were written with other bytes")
+			}
+		})
+	}
+}
+
+func TestReadRefusesWhatIsNotTheKeys(t *testing.T) {
+	rows := []tally.FinalRow{{Minute: 29_000_000 + 5, AdID: "a", Country: "US", Clicks: 2, Revision: 1, UserHashes: []uint64{1, 2}, IPHashes: []uint64{3, 4}}}
+	n := Name{Partition: 4, From: 29_000_000, To: 29_000_010}
+	data, err := encode(n, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := Key(4, n.From, n.To, 0)
+	if want := "history/date=2025-02-19/hour=21/partition=004/29000000-29000010_r0.parquet"; key != want {
+		t.Fatalf("key %s, want %s", key, want)
+	}
+	f, err := Read(key, data)
+	if err != nil || len(f.Rows) != 1 || f.Name != n || f.Rows[0].Clicks != 2 || f.Rows[0].IPHashes[1] != 4 {
+		t.Fatalf("Read = %+v, %v", f, err)
+	}
+	for _, bad := range []struct{ name, key string }{
+		{"other minutes", Key(4, n.From, n.To+1, 0)},
+		{"other partition", Key(5, n.From, n.To, 0)},
+		{"other revision", Key(4, n.From, n.To, 1)},
+		{"folders do not match", strings.Replace(key, "hour=21", "hour=22", 1)},
+		{"not a history key", "history/x.parquet"},
+	} {
+		if _, err := Read(bad.key, data); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("%s: %v", bad.name, err)
+		}
+	}
+	if _, err := Read(key, data[:len(data)-9]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncated: %v", err)
+	}
+}

@@ -1,0 +1,234 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickagg/clickagg/retry"
+	"github.com/clickagg/clickagg/tally"
+)
+
+// Source is a partition's state as the writer reads it
+// (tally.Partition).
+type Source interface {
+	// Final returns the rows of minutes [from, to), or tally.ErrNotFinal,
+	// or tally.ErrGone.
+	Final(from, to int64) ([]tally.FinalRow, error)
+	// FirstMinute is the first minute in memory, false if none.
+	FirstMinute() (int64, bool)
+}
+
+// Marks records, per partition, the minute up to which (exclusive) the
+// history holds it.
+type Marks interface {
+	History(ctx context.Context, p int) (int64, bool, error)
+	// SaveHistory fails with an error wrapping ErrFenced when a newer
+	// owner holds the partition.
+	SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error
+}
+
+// Store is the object store the files go to.
+type Store interface {
+	Put(ctx context.Context, key string, data []byte) error
+}
+
+// ErrFenced is what Marks.SaveHistory's error wraps when a newer owner
+// holds the partition; Run then stops.
+var ErrFenced = errors.New("history: partition fenced by a newer owner")
+
+// Config is the writer's configuration.
+type Config struct {
+	// Period is the span of one file; it divides an hour.
+	Period time.Duration
+	// Poll is how often the writer looks for a newly final hour.
+	Poll time.Duration
+	// RetryMin and RetryMax bound the pause after a failed write.
+	RetryMin, RetryMax time.Duration
+}
+
+// Defaults of RegisterFlags.
+const (
+	DefaultPeriod   = time.Hour
+	DefaultPoll     = 5 * time.Second
+	DefaultRetryMin = 200 * time.Millisecond
+	DefaultRetryMax = 30 * time.Second
+)
+
+// RegisterFlags registers the writer's flags on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.Period, "history.period", DefaultPeriod,
+		"Minutes of one partition per history file; divides an hour. A period is written once its last minute leaves -aggregator.dedup-horizon: shorter periods reach the history sooner, in more files.")
+	fs.DurationVar(&c.Poll, "history.poll", DefaultPoll,
+		"How often an aggregator looks for an hour of a partition whose minutes can no longer change, to write it to the history in -archive.bucket.")
+	c.RetryMin, c.RetryMax = DefaultRetryMin, DefaultRetryMax
+}
+
+// Validate checks c.
+func (c Config) Validate() error {
+	if c.Period < time.Minute || c.Period%time.Minute != 0 || time.Hour%c.Period != 0 {
+		return fmt.Errorf("-history.period %v: must be whole minutes that divide an hour", c.Period)
+	}
+	if c.Poll <= 0 {
+		return fmt.Errorf("-history.poll %v: must be positive", c.Poll)
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		return fmt.Errorf("history: retry pauses %v to %v", c.RetryMin, c.RetryMax)
+	}
+	return nil
+}
+
+// Writer writes partitions' final hours to the store, one Run per
+// partition held.
+type Writer struct {
+	cfg    Config
+	marks  Marks
+	store  Store
+	m      *metrics
+	logger *slog.Logger
+}
+
+// New returns a Writer; it does no I/O. reg may be nil.
+func New(cfg Config, marks Marks, store Store, reg prometheus.Registerer, logger *slog.Logger) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Writer{cfg: cfg, marks: marks, store: store, m: newMetrics(reg), logger: logger}, nil
+}
+
+// Run writes partition p's final periods from src, as its owner at epoch,
+// until ctx ends (its error) or a newer owner fences it (an error wrapping
+// ErrFenced).
+func (w *Writer) Run(ctx context.Context, p int, epoch uint64, src Source) error {
+	logger := w.logger.With("partition", p, "epoch", epoch)
+	period := int64(w.cfg.Period / time.Minute)
+	var next int64 // the first minute not written
+	var started bool
+	if err := w.retry(ctx, logger, "read mark", func() (err error) {
+		next, started, err = w.marks.History(ctx, p)
+		return err
+	}); err != nil {
+		return err
+	}
+	for {
+		if !started {
+			// The history of this partition starts with the first period
+			// whose minutes are all in memory.
+			first, ok := src.FirstMinute()
+			if !ok {
+				if !w.sleep(ctx) {
+					return ctx.Err()
+				}
+				continue
+			}
+			next = floorDiv(first, period) * period
+		}
+		// A period ends at its boundary, also after a -history.period
+		// change.
+		end := (floorDiv(next, period) + 1) * period
+		name := Name{Partition: p, From: next, To: end}
+		rows, err := src.Final(next, end)
+		switch {
+		case errors.Is(err, tally.ErrNotFinal):
+			if !w.sleep(ctx) {
+				return ctx.Err()
+			}
+			continue
+		case errors.Is(err, tally.ErrGone) && !started:
+			// Its first minutes left before anyone wrote it: begin with
+			// the next period.
+			next, started = end, true
+			continue
+		case errors.Is(err, tally.ErrGone):
+			w.m.gaps.Inc()
+			logger.Error("history hole: the minutes left memory before they were written; recount them from the raw archive", "key", Key(p, next, end, 0))
+		case err != nil:
+			return fmt.Errorf("history of partition %d minutes %d to %d: %w", p, next, end, err)
+		default:
+			if err := w.write(ctx, logger, name, rows); err != nil {
+				return err
+			}
+		}
+		err = w.retry(ctx, logger, "save mark", func() error {
+			err := w.marks.SaveHistory(ctx, p, epoch, end)
+			if errors.Is(err, ErrFenced) {
+				return retry.Permanent(err)
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("history of partition %d: %w", p, err)
+		}
+		w.m.end.WithLabelValues(fmt.Sprint(p)).Set(float64(end * 60))
+		next, started = end, true
+	}
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func (w *Writer) write(ctx context.Context, logger *slog.Logger, n Name, rows []tally.FinalRow) error {
+	key := Key(n.Partition, n.From, n.To, n.Revision)
+	data, err := encode(n, rows)
+	if err != nil {
+		return err
+	}
+	if err := w.retry(ctx, logger, "write "+key, func() error { return w.store.Put(ctx, key, data) }); err != nil {
+		return err
+	}
+	w.m.files.Inc()
+	w.m.rows.Add(float64(len(rows)))
+	w.m.bytes.Add(float64(len(data)))
+	logger.Debug("wrote history", "key", key, "rows", len(rows), "bytes", len(data))
+	return nil
+}
+
+func (w *Writer) sleep(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(w.cfg.Poll):
+		return true
+	}
+}
+
+// retry runs f until it succeeds, returns a retry.Permanent error, or
+// ctx ends, counting and logging the failures.
+func (w *Writer) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
+	return retry.Do(ctx, retry.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}, func(failures int, err error) {
+		w.m.errors.Inc()
+		if failures == 1 || failures%10 == 0 {
+			logger.Warn("history step failed, retrying", "step", what, "failures", failures, "err", err)
+		}
+	}, f)
+}
+
+type metrics struct {
+	files, rows, bytes, errors, gaps prometheus.Counter
+	end                              *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		files:  prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_files_total", Help: "Hour files written to the history (one written again after a crash counts again)."}),
+		rows:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_rows_total", Help: "Rows (minute, ad, country) written to the history."}),
+		bytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_bytes_total", Help: "Bytes of Parquet written to the history."}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_errors_total", Help: "Failed history steps (object store or Redis), each retried."}),
+		gaps:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_gaps_total", Help: "Hours whose minutes left memory before they were written: holes a recount from the raw archive must fill."}),
+		end:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickagg_history_end_time_seconds", Help: "End (Unix seconds) of the minutes the history holds, by partition; now minus this, less the dedup horizon, is the history's lag."}, []string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.files, m.rows, m.bytes, m.errors, m.gaps, m.end)
+	}
+	return m
+}
