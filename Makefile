@@ -35,7 +35,8 @@ lint: tools
 	$(BIN)/staticcheck ./...
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
-# deps installs the servers the tests start (redis-server) when missing.
+# deps installs what the tests start or run when missing: redis-server,
+# node and test/parquetcheck's pinned npm packages (DuckDB).
 deps:
 	@scripts/deps.sh
 

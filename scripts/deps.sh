@@ -1,15 +1,39 @@
 #!/usr/bin/env bash
 # Installs what clickagg's single-machine mode and tests need and cannot bring
-# through the Go module proxy: redis-server (Debian package).
+# through the Go module proxy: redis-server (Debian package), and Node.js with
+# the pinned npm packages of test/parquetcheck (DuckDB, the independent
+# Parquet reader of the e2e tests).
 set -euo pipefail
-if command -v redis-server >/dev/null 2>&1 || [ -n "${REDIS_SERVER:-}" ]; then
-  exit 0
-fi
-echo "redis-server not found: installing the Debian package" >&2
+cd "$(dirname "$0")/.."
+
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
-# The package starts a system redis on 6379; clickagg starts its own on free
-# ports and does not use it.
-command -v redis-server >/dev/null
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
+  echo "redis-server not found: installing the Debian package" >&2
+  apt_install redis-server
+  # The package starts a system redis on 6379; clickagg starts its own on
+  # free ports and does not use it.
+  command -v redis-server >/dev/null
+fi
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node or npm not found: installing the Debian packages" >&2
+  apt_install nodejs npm
+fi
+
+# npm ci installs exactly what package-lock.json pins; it runs again only
+# when the lock file is newer than what it installed.
+pc=test/parquetcheck
+if [ ! -f "$pc/node_modules/.package-lock.json" ] || [ "$pc/package-lock.json" -nt "$pc/node_modules/.package-lock.json" ]; then
+  echo "installing $pc's npm packages (npm ci)" >&2
+  (cd "$pc" && npm ci --no-audit --no-fund --loglevel=error)
+fi
