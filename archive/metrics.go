@@ -30,6 +30,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "clickagg_archive_archived_time_seconds", Help: "Append time (Unix seconds) of the last entry archived, by partition; now minus this is the archive's lag.",
 		}, []string{"partition"}),
 	}
+	// Every op from the start, at 0, so that an alert on a rise sees the
+	// first error and dashboards show the series before anything failed.
+	for _, op := range []string{"log", "store", "offset", "decode"} {
+		m.errors.WithLabelValues(op)
+	}
 	if reg != nil {
 		reg.MustRegister(m.files, m.events, m.bytes, m.errors, m.archived)
 	}

@@ -397,7 +397,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if rc.ID == "" {
 			rc.ID = cfg.ID
 		}
-		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg))
+		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg), router.WithMemoryBound(plog))
 		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
 		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 		s.router = r

@@ -337,3 +337,41 @@ func TestCompareIDs(t *testing.T) {
 		})
 	}
 }
+
+// TestMemory reads a real Redis's memory and limit, and sees the memory
+// grow with a log and shrink when the log is trimmed, which is what the
+// router's bound relies on.
+func TestMemory(t *testing.T) {
+	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
+	l := partlog.New(rdb, prefix)
+	used0, limit, err := l.Memory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used0 <= 0 || limit != 0 {
+		t.Fatalf("Memory() = %d, %d; want used > 0 and no limit", used0, limit)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "64mb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("x", 64<<10))
+	for range 64 {
+		if _, err := l.Append(ctx, []partlog.Append{{Partition: 0, Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used, limit, err := l.Memory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit != 64<<20 || used < used0+4<<20 {
+		t.Fatalf("Memory() after 4 MiB appended = %d, %d; want at least %d and limit %d", used, limit, used0+4<<20, 64<<20)
+	}
+	if err := rdb.XTrimMaxLen(ctx, partlog.Key(prefix, 0), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _, err := l.Memory(ctx); err != nil || after > used-4<<20 {
+		t.Fatalf("Memory() after the trim = %d, %v; want at most %d", after, err, used-4<<20)
+	}
+}

@@ -41,6 +41,12 @@ type Config struct {
 	// StreamWindow bounds the requests of one IngestStream ingested at
 	// once.
 	StreamWindow int
+	// MaxRedisMemoryFraction is the share of Redis's maxmemory at which
+	// clicks are refused (WithMemoryBound); 0 turns the bound off.
+	MaxRedisMemoryFraction float64
+	// MemoryCheckInterval is how often Redis's memory is read for the
+	// bound.
+	MemoryCheckInterval time.Duration
 }
 
 // Defaults used by RegisterFlags.
@@ -56,6 +62,9 @@ const (
 	DefaultMaxBatchEvents    = 20000
 	DefaultAppendTimeout     = 10 * time.Second
 	DefaultStreamWindow      = 16
+
+	DefaultMaxRedisMemoryFraction = 0.8
+	DefaultMemoryCheckInterval    = time.Second
 )
 
 // maxRouterIDLength bounds ID: it is repeated in every log entry.
@@ -85,6 +94,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"Largest number of requests of one IngestStream validated and appended at once; responses still come back in request order. Lets a client with several requests in flight on one stream get them appended together.")
 	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
 		"Longest time an ingest request waits for its events to be appended to the partition log, waiting behind other appends included, whether Redis refuses connections or does not answer; then the request fails with UNAVAILABLE and the client retries (its events may be in the log anyway: the aggregators count a retried event once).")
+	fs.Float64Var(&c.MaxRedisMemoryFraction, "router.max-redis-memory-fraction", DefaultMaxRedisMemoryFraction,
+		"Share of Redis's maxmemory at which this router refuses clicks with UNAVAILABLE (ticks are still appended), so that logs that cannot be trimmed (archive or snapshots behind) never fill Redis: the rest stays free for snapshots and the archived offsets, whose writes let the logs be trimmed again. 0 turns it off; Redis without maxmemory is not bounded.")
+	fs.DurationVar(&c.MemoryCheckInterval, "router.redis-memory-check-interval", DefaultMemoryCheckInterval,
+		"How often this router reads Redis's memory (INFO memory) for -router.max-redis-memory-fraction; Redis may grow by this long's ingest past the bound.")
 }
 
 // Validate reports the first setting that cannot work.
@@ -114,6 +127,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("router.stream-window %d: must be at least 1", c.StreamWindow)
 	case c.AppendTimeout <= 0:
 		return fmt.Errorf("router.append-timeout %v: must be positive", c.AppendTimeout)
+	case !(c.MaxRedisMemoryFraction >= 0 && c.MaxRedisMemoryFraction <= 1):
+		return fmt.Errorf("router.max-redis-memory-fraction %v: must be between 0 and 1", c.MaxRedisMemoryFraction)
+	case c.MemoryCheckInterval <= 0:
+		return fmt.Errorf("router.redis-memory-check-interval %v: must be positive", c.MemoryCheckInterval)
 	}
 	return nil
 }

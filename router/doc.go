@@ -45,6 +45,21 @@
 // minute and the event_id, through a split table that every router holds
 // in the same version for every minute it accepts clicks of.
 //
+// # The memory bound
+//
+// The logs live in Redis's memory and are trimmed only below what is
+// snapshotted and archived, so while the object store is unreachable they
+// grow. With WithMemoryBound, Run reads Redis's memory (INFO memory) every
+// -router.redis-memory-check-interval, and while Redis uses at least
+// -router.max-redis-memory-fraction of its maxmemory, Ingest refuses every
+// request with UNAVAILABLE (ErrLogOverBound) before appending anything.
+// The rest of maxmemory stays free for what makes room again: snapshots
+// and archived offsets, whose writes let the logs be trimmed. Without the
+// bound Redis would fill up and refuse those writes too (ErrLogFull),
+// which no retry undoes. Ticks are still appended: a few bytes per
+// partition and router each TickInterval, they keep watermarks moving, so
+// minutes complete and real-time queries stay complete while ingest waits.
+//
 // # Split ads
 //
 // With WithSplits, each request reads the split table once, after the

@@ -34,6 +34,9 @@ type metrics struct {
 	appendFailures prometheus.Counter
 	tickFailures   prometheus.Counter
 	logFull        prometheus.Gauge
+	logOverBound   prometheus.Gauge
+	redisUsed      prometheus.Gauge
+	redisBound     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -76,6 +79,18 @@ func newMetrics() *metrics {
 			Name: "clickagg_router_log_full",
 			Help: "1 while Redis refuses this router's appends for lack of memory (maxmemory reached under noeviction), 0 once an append succeeds again.",
 		}),
+		logOverBound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clickagg_router_log_over_bound",
+			Help: "1 while this router refuses clicks because Redis uses at least -router.max-redis-memory-fraction of its maxmemory (the logs are not trimmed: archiving or snapshots are behind), 0 otherwise.",
+		}),
+		redisUsed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clickagg_router_redis_used_memory_bytes",
+			Help: "Memory Redis counts against its maxmemory, as this router last read it (INFO memory, every -router.redis-memory-check-interval).",
+		}),
+		redisBound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clickagg_router_redis_memory_bound_bytes",
+			Help: "Redis memory at which this router refuses clicks: -router.max-redis-memory-fraction of Redis's maxmemory; 0 when Redis has no maxmemory or the bound is off.",
+		}),
 		rejected: make(map[string]prometheus.Counter, len(rejectReasons)),
 	}
 	for _, r := range rejectReasons {
@@ -85,7 +100,8 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.accepted, m.rejectedVec, m.appends, m.entryEvents, m.appendDuration, m.appendFailures, m.tickFailures, m.logFull}
+	return []prometheus.Collector{m.requests, m.accepted, m.rejectedVec, m.appends, m.entryEvents, m.appendDuration, m.appendFailures, m.tickFailures, m.logFull,
+		m.logOverBound, m.redisUsed, m.redisBound}
 }
 
 // WithMetrics registers the router's metrics (clickagg_router_*) with reg.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,6 +81,10 @@ type Router struct {
 	m   *metrics
 	// full tracks whether the log store refuses appends for memory.
 	full *logFull
+	// mem is the store whose memory bounds ingest (WithMemoryBound), and
+	// bound the state of that bound; both nil without the option.
+	mem   Memory
+	bound *memoryBound
 }
 
 // logFull tracks whether Redis refuses appends for lack of memory, from
@@ -143,6 +148,13 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	for _, o := range opts {
 		o(r)
 	}
+	if r.mem != nil && cfg.MaxRedisMemoryFraction > 0 {
+		interval := cfg.MemoryCheckInterval
+		if interval == 0 {
+			interval = DefaultMemoryCheckInterval
+		}
+		r.bound = &memoryBound{mem: r.mem, fraction: cfg.MaxRedisMemoryFraction, interval: interval, lg: r.lg, m: r.m}
+	}
 	if r.reg != nil {
 		if err := register(r.reg, r.m.collectors()); err != nil {
 			r.lg.Warn("register metrics", "err", err)
@@ -163,6 +175,10 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 	}
 	if len(events) > r.cfg.MaxEvents {
 		return 0, nil, fmt.Errorf("%w: %d events, at most %d allowed", ErrTooManyEvents, len(events), r.cfg.MaxEvents)
+	}
+	// Before any work: the client retries the whole request later.
+	if err := r.bound.refusal(); err != nil {
+		return 0, nil, err
 	}
 	// One clock reading per request: every event of it is judged against
 	// the same bounds.
@@ -240,7 +256,8 @@ func (r *Router) raiseFrontier(ms int64) {
 }
 
 // Run appends a tick to every partition now and then every TickInterval
-// until ctx ends, and returns nil then. A failed tick is logged and the next
+// until ctx ends, and returns nil then. With WithMemoryBound it also reads
+// the log store's memory every MemoryCheckInterval. A failed tick is logged and the next
 // one is tried on schedule: ticks only move watermarks, so a missed one
 // delays minutes and loses nothing.
 //
@@ -248,6 +265,11 @@ func (r *Router) raiseFrontier(ms int64) {
 // may outlive their requests (see batcher).
 func (r *Router) Run(ctx context.Context) error {
 	defer r.batches.inflight.Wait()
+	if r.bound != nil {
+		var wg sync.WaitGroup
+		wg.Go(func() { r.bound.run(ctx) })
+		defer wg.Wait()
+	}
 	t := time.NewTicker(r.cfg.TickInterval)
 	defer t.Stop()
 	var last int64

@@ -30,7 +30,8 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	c.RegisterFlags(fs)
 	for _, name := range []string{"router.id", "router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
 		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length",
-		"router.append-concurrency", "router.max-batch-events", "router.append-timeout", "router.stream-window"} {
+		"router.append-concurrency", "router.max-batch-events", "router.append-timeout", "router.stream-window",
+		"router.max-redis-memory-fraction", "router.redis-memory-check-interval"} {
 		f := fs.Lookup(name)
 		if f == nil || f.Usage == "" {
 			t.Errorf("flag -%s missing or without help", name)
@@ -38,7 +39,8 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	}
 	want := Config{MaxSkew: time.Minute, Horizon: 6 * time.Hour, TickInterval: time.Second,
 		IdleLag: time.Minute, MaxEvents: 10000, MaxIDLength: 128,
-		AppendConcurrency: 4, MaxBatchEvents: 20000, AppendTimeout: 10 * time.Second, StreamWindow: 16}
+		AppendConcurrency: 4, MaxBatchEvents: 20000, AppendTimeout: 10 * time.Second, StreamWindow: 16,
+		MaxRedisMemoryFraction: 0.8, MemoryCheckInterval: time.Second}
 	if c != want {
 		t.Fatalf("defaults %+v, want %+v", c, want)
 	}
@@ -71,6 +73,9 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 		{"negative_idle_lag", func(c *Config) { c.IdleLag = -time.Second }, "router.idle-watermark-lag -1s: must not be negative"},
 		{"zero_max_events", func(c *Config) { c.MaxEvents = 0 }, "router.max-events-per-request 0: must be at least 1"},
 		{"zero_max_id_length", func(c *Config) { c.MaxIDLength = 0 }, "router.max-id-length 0: must be at least 1"},
+		{"memory_fraction_above_1", func(c *Config) { c.MaxRedisMemoryFraction = 1.5 }, "router.max-redis-memory-fraction 1.5: must be between 0 and 1"},
+		{"negative_memory_fraction", func(c *Config) { c.MaxRedisMemoryFraction = -0.1 }, "router.max-redis-memory-fraction -0.1: must be between 0 and 1"},
+		{"zero_memory_check_interval", func(c *Config) { c.MemoryCheckInterval = 0 }, "router.redis-memory-check-interval 0s: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig(t)

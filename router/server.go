@@ -101,7 +101,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrTooManyEvents):
 		code = codes.ResourceExhausted
-	case errors.Is(err, ErrLogUnavailable), errors.Is(err, ErrLogFull), errors.Is(err, ErrSplitsUnavailable):
+	case errors.Is(err, ErrLogUnavailable), errors.Is(err, ErrLogFull), errors.Is(err, ErrLogOverBound), errors.Is(err, ErrSplitsUnavailable):
 		code = codes.Unavailable
 	}
 	return status.Error(code, err.Error())

@@ -112,8 +112,38 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 	})
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)
 
-	// Wait until every entry with clicks is archived: the routers' ticks
-	// close the last chunks.
+	// The routers' ticks close the last chunks.
+	waitDataArchived(t, rdb, watcher, 2*time.Minute)
+	seen, err := watcher.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	keys, checked := checkArchive(t, bucketDir, seen, w.unique)
+	// The logs were trimmed: Redis no longer holds what is archived and
+	// snapshotted (all but the last snapshot interval's and chunk's).
+	trimmed := 0
+	for p := range partitions {
+		first, err := rdb.XRangeN(ctx, fmt.Sprintf("clickagg:{p%d}:log", p), "-", "+", 1).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		if len(first) > 0 && partlog.CompareIDs(first[0].ID, seen[p][0].ID) > 0 {
+			trimmed++
+		}
+	}
+	if trimmed != partitions {
+		t.Errorf("%d of %d partition logs trimmed", trimmed, partitions)
+	}
+	t.Logf("%d files; %d log entries archived exactly once; all %d acknowledged clicks in the archive; %s ... %s",
+		len(keys), checked, len(w.unique), keys[0], keys[len(keys)-1])
+}
+
+// waitDataArchived waits until the archived offset of every partition has
+// reached the last entry with clicks that the watcher has seen so far.
+func waitDataArchived(t *testing.T, rdb redis.UniversalClient, watcher *logWatcher, timeout time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	lastData := map[int]string{}
 	watcher.mu.Lock()
@@ -129,7 +159,7 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 		}
 	}
 	watcher.mu.Unlock()
-	testserver.Eventually(t, 2*time.Minute, func() error {
+	testserver.Eventually(t, timeout, func() error {
 		for p, id := range lastData {
 			got, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:archived", p)).Result()
 			if err != nil {
@@ -141,17 +171,23 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 		}
 		return nil
 	})
-	seen, err := watcher.close()
-	if err != nil {
-		t.Fatal(err)
-	}
+}
 
+// checkArchive checks the archive in bucketDir against the log as a
+// watcher saw it (seen): every entry with events or a tick, up to each
+// partition's last archived one, is in the archive exactly once, by
+// partition and offset, with the same content; nothing else is; and every
+// click of unique is in it. It returns the files, sorted, and the number
+// of entries checked.
+func checkArchive(t *testing.T, bucketDir string, seen map[int][]partlog.Entry, unique []click) (keys []string, checked int) {
+	t.Helper()
+	ctx := context.Background()
 	bucket, err := archive.OpenBucket(ctx, bucketDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bucket.Close()
-	keys, err := bucket.List(ctx, "raw/")
+	keys, err = bucket.List(ctx, "raw/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +227,6 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 	}
 	// Every entry the log held up to each partition's last archived one
 	// is in the archive, with the same events and tick; nothing else is.
-	checked := 0
 	for p, es := range seen {
 		for _, e := range es {
 			// The last chunk may still be open.
@@ -228,27 +263,11 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 			t.Fatalf("partition %d entry %s is archived but was never in the log", l.p, l.id)
 		}
 	}
-	for _, cl := range w.unique {
+	for _, cl := range unique {
 		if events[cl.ev.EventId] == 0 {
 			t.Fatalf("acknowledged click %s is not in the archive", cl.ev.EventId)
 		}
 	}
-	// The logs were trimmed: Redis no longer holds what is archived and
-	// snapshotted (all but the last snapshot interval's and chunk's).
-	trimmed := 0
-	for p := range partitions {
-		first, err := rdb.XRangeN(ctx, fmt.Sprintf("clickagg:{p%d}:log", p), "-", "+", 1).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			t.Fatal(err)
-		}
-		if len(first) > 0 && partlog.CompareIDs(first[0].ID, seen[p][0].ID) > 0 {
-			trimmed++
-		}
-	}
-	if trimmed != partitions {
-		t.Errorf("%d of %d partition logs trimmed", trimmed, partitions)
-	}
 	slices.Sort(keys)
-	t.Logf("%d files; %d log entries archived exactly once; all %d acknowledged clicks in the archive; %s ... %s",
-		len(keys), checked, len(w.unique), keys[0], keys[len(keys)-1])
+	return keys, checked
 }
