@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +217,77 @@ func TestReadRefusesWhatIsNotTheKeys(t *testing.T) {
 	}
 	if _, err := Read(key, data[:len(data)-9]); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("truncated: %v", err)
+	}
+}
+
+// TestReaderSums writes a partition's history and checks Reader.Sums over
+// windows inside and across files, per filter, against the truth; a
+// deleted file is a hole naming where it should be.
+func TestReaderSums(t *testing.T) {
+	ctx := context.Background()
+	p, truth, firstHour := feed(t)
+	dir := t.TempDir()
+	b, err := archive.OpenBucket(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for h := firstHour; h < firstHour+2; h++ {
+		for m := h * 60; m < h*60+60; m += 15 {
+			rows, err := p.Final(m, m+15)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := Name{Partition: 1, From: m, To: m + 15}
+			data, err := encode(n, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Put(ctx, Key(1, n.From, n.To, 0), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := NewReader(b)
+	lo := firstHour * 60
+	for _, w := range [][2]int64{{lo, lo + 120}, {lo + 7, lo + 8}, {lo + 50, lo + 70}, {lo + 14, lo + 16}} {
+		for _, f := range []Filter{{}, {Country: "DE"}, {IP: "192.0.2.1"}, {UserID: "u", Country: "FR"}, {UserID: "nobody"}} {
+			got, err := r.Sums(ctx, 1, w[0], w[1], f, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]int64{}
+			for c, n := range truth {
+				if c.minute >= w[0] && c.minute < w[1] && (f.Country == "" || f.Country == c.country) && f.UserID != "nobody" {
+					want[c.ad] += n
+				}
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("Sums(%v, %+v) = %v, want %v", w, f, got, want)
+			}
+			one, err := r.Sums(ctx, 1, w[0], w[1], f, "ad-3")
+			if err != nil || len(one) > 1 || one["ad-3"] != want["ad-3"] {
+				t.Fatalf("Sums(%v, %+v, ad-3) = %v, %v; want %d", w, f, one, err, want["ad-3"])
+			}
+		}
+	}
+	// A missing file is a hole, named; a file that is not what its key
+	// says is corrupt, named.
+	gone := Key(1, lo+30, lo+45, 0)
+	if err := os.Remove(filepath.Join(dir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sums(ctx, 1, lo, lo+120, Filter{}, ""); !errors.Is(err, ErrHole) || !strings.Contains(err.Error(), "minute "+fmt.Sprint(lo+30)) {
+		t.Fatalf("Sums over a missing file = %v, want ErrHole at minute %d", err, lo+30)
+	}
+	if _, err := r.Sums(ctx, 1, lo+45, lo+120, Filter{}, ""); err != nil {
+		t.Fatalf("Sums after the hole: %v", err)
+	}
+	bad := Key(1, lo+45, lo+60, 0)
+	if err := os.WriteFile(filepath.Join(dir, bad), []byte("not parquet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sums(ctx, 1, lo+45, lo+120, Filter{}, ""); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("Sums over a corrupt file = %v, want ErrCorrupt naming %s", err, bad)
 	}
 }
