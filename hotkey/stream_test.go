@@ -42,6 +42,9 @@ func (e *env) startAggregator(id string) clickaggv1.AggregatorServiceClient {
 	ac.SnapshotInterval = 200 * time.Millisecond
 	ac.ReadBlock = 20 * time.Millisecond
 	ac.LeaveTimeout = 0 // no coordinator to hand partitions over
+	// readLogs checks where every click landed after the run: keep the
+	// logs (the default trims them at each snapshot).
+	ac.RawRetention = time.Hour
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
