@@ -35,7 +35,8 @@ lint: tools
 	$(BIN)/staticcheck ./...
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
-# deps installs the servers the tests start (redis-server) when missing.
+# deps installs the servers the tests start when missing: redis-server, and
+# SeaweedFS's weed, built once per machine into ~/.cache/clickagg.
 deps:
 	@scripts/deps.sh
 
