@@ -81,12 +81,23 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a cluster archiving")
 	}
+	testRawArchiveExactlyOnce(t, filepath.Join(t.TempDir(), "archive"))
+}
+
+// TestRawArchiveExactlyOnceS3 is TestRawArchiveExactlyOnce with the
+// archive in S3: a SeaweedFS server on loopback.
+func TestRawArchiveExactlyOnceS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of a cluster archiving")
+	}
+	testRawArchiveExactlyOnce(t, testserver.S3Bucket(t))
+}
+
+func testRawArchiveExactlyOnce(t *testing.T, bucketURL string) {
 	const partitions = 8
-	dir := t.TempDir()
-	bucketDir := filepath.Join(dir, "archive")
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
-		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir, "-archive.interval=2s"},
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketURL, "-archive.interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
@@ -146,7 +157,7 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bucket, err := archive.OpenBucket(ctx, bucketDir)
+	bucket, err := archive.OpenBucket(ctx, bucketURL)
 	if err != nil {
 		t.Fatal(err)
 	}
