@@ -36,7 +36,8 @@ lint: tools
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
 
 # deps installs what the tests start or run when missing: redis-server,
-# node and test/parquetcheck's pinned npm packages (DuckDB).
+# node and test/parquetcheck's pinned npm packages (DuckDB), and SeaweedFS's
+# weed, built once per machine into ~/.cache/clickagg.
 deps:
 	@scripts/deps.sh
 

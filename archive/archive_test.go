@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -294,10 +295,14 @@ func checkArchive(t *testing.T, b *Bucket, st *snapshot.Store, p int, entries []
 }
 
 // TestArchiverExactlyOnce archives a log of three hours in 1-minute chunks
-// of at most 40 events, killing the archiver twice between a file and its
-// offset: the files tile the log exactly, every event once, and a chunk
-// written again is the same object.
+// of at most 40 events, into each kind of bucket, killing the archiver
+// twice between a file and its offset: the files tile the log exactly,
+// every event once, and a chunk written again is the same object.
 func TestArchiverExactlyOnce(t *testing.T) {
+	forEachBucket(t, testArchiverExactlyOnce)
+}
+
+func testArchiverExactlyOnce(t *testing.T, b *Bucket) {
 	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 	const p, epoch = 3, 7
@@ -306,11 +311,6 @@ func TestArchiverExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries := fill(t, rdb, p)
-	b, err := OpenBucket(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	rec := &recorder{Store: b, puts: map[string][][]byte{}}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, failAfter := range []int{25, 60, -1} {
@@ -378,28 +378,77 @@ func TestArchiverExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestBucketListsParquetOnly: a directory bucket's temporary files, which a
-// crash mid-write leaves behind, are not listed.
-func TestBucketListsParquetOnly(t *testing.T) {
-	ctx := context.Background()
-	b, err := OpenBucket(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	for _, k := range []string{"raw/a/x.parquet", "raw/a/x.parquet.18eee0770ff86a49.tmp", "raw/b/y.parquet"} {
-		if err := b.Put(ctx, k, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := b.List(ctx, "raw/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"raw/a/x.parquet", "raw/b/y.parquet"}; !slices.Equal(got, want) {
-		t.Fatalf("List = %v, want %v", got, want)
-	}
-	if _, err := b.Get(ctx, "raw/none.parquet"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Get of a missing key = %v, want ErrNotFound", err)
+// bucketKinds are the kinds of bucket the archive runs on, each as a
+// function returning a new, empty bucket's URL: a directory and S3 (a real
+// SeaweedFS server on loopback).
+var bucketKinds = []struct {
+	name string
+	url  func(t *testing.T) string
+}{
+	{"dir", func(t *testing.T) string { return t.TempDir() }},
+	{"s3", func(t *testing.T) string { return testserver.S3Bucket(t) }},
+}
+
+// forEachBucket runs test on a new bucket of each kind.
+func forEachBucket(t *testing.T, test func(t *testing.T, b *Bucket)) {
+	for _, kind := range bucketKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			b, err := OpenBucket(context.Background(), kind.url(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			test(t, b)
+		})
 	}
 }
+
+// TestBucket is the contract of every kind of bucket: an object put is
+// got back whole, a put replaces it, List names only the Parquet files
+// under a prefix, in order (a directory bucket's temporary files, which a
+// crash mid-write leaves behind, are not among them), and a missing key
+// is ErrNotFound.
+func TestBucket(t *testing.T) {
+	forEachBucket(t, func(t *testing.T, b *Bucket) {
+		ctx := context.Background()
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		for k, data := range map[string][]byte{
+			"raw/b/y.parquet":                      []byte("y"),
+			"raw/a/x.parquet":                      []byte("first"),
+			"raw/a/x.parquet.18eee0770ff86a49.tmp": []byte("tmp"),
+			"raw/a/z.parquet":                      big,
+			"other/w.parquet":                      []byte("w"),
+		} {
+			if err := b.Put(ctx, k, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Put(ctx, "raw/a/x.parquet", []byte("second")); err != nil {
+			t.Fatal(err)
+		}
+		for k, want := range map[string][]byte{"raw/a/x.parquet": []byte("second"), "raw/a/z.parquet": big, "other/w.parquet": []byte("w")} {
+			got, err := b.Get(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("Get(%s) = %d bytes, want the %d put", k, len(got), len(want))
+			}
+		}
+		got, err := b.List(ctx, "raw/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"raw/a/x.parquet", "raw/a/z.parquet", "raw/b/y.parquet"}; !slices.Equal(got, want) {
+			t.Fatalf("List = %v, want %v", got, want)
+		}
+		if got, err := b.List(ctx, "none/"); err != nil || len(got) != 0 {
+			t.Fatalf("List of an empty prefix = %v, %v", got, err)
+		}
+		if _, err := b.Get(ctx, "raw/none.parquet"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get of a missing key = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestMain(m *testing.M) { os.Exit(testserver.Run(m)) }

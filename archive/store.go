@@ -12,6 +12,7 @@ import (
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
+	_ "gocloud.dev/blob/s3blob"   // s3:// buckets
 	"gocloud.dev/gcerrors"
 )
 
@@ -26,9 +27,18 @@ type Bucket struct {
 // ErrNotFound is wrapped by Get's error when no object has the key.
 var ErrNotFound = errors.New("archive: no such object")
 
-// OpenBucket opens the bucket at u: a gocloud.dev URL (file:///var/lib/x,
-// s3://bucket?region=...), or a plain directory path, which is created if
-// missing.
+// OpenBucket opens the bucket at u: a plain directory path, which is
+// created if missing, or a gocloud.dev URL:
+//
+//   - file:///var/lib/clickagg/archive
+//   - s3://bucket?region=eu-west-1 for AWS S3;
+//   - s3://bucket?endpoint=http://minio:9000&region=us-east-1&use_path_style=true
+//     for an S3-compatible server (MinIO, SeaweedFS, Ceph), which usually
+//     wants path-style requests (http://host/bucket/key).
+//
+// S3 credentials come from the AWS SDK's default chain: AWS_ACCESS_KEY_ID
+// and AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared config files, or
+// the role of the pod or instance. The bucket must exist.
 func OpenBucket(ctx context.Context, u string) (*Bucket, error) {
 	if u == "" {
 		return nil, errors.New("open archive bucket: empty URL")

@@ -2,7 +2,10 @@ package localserver
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,4 +88,43 @@ func firstPickTaken(t *testing.T, pick *func() (int, error)) (int, *int) {
 	}
 	t.Cleanup(func() { *pick = saved })
 	return taken, picks
+}
+
+// TestSeaweedFSPicksAgainWhenAPortIsTaken gives StartSeaweedFS, as its
+// first pick (the master's port), a port another listener holds; the
+// server it then starts stores objects.
+func TestSeaweedFSPicksAgainWhenAPortIsTaken(t *testing.T) {
+	taken, picks := firstPickTaken(t, &seaweedPort)
+	ctx := context.Background()
+	s, err := StartSeaweedFS(ctx, SeaweedFSConfig{Dir: t.TempDir(), AccessKey: "k", SecretKey: "secret-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	// Each attempt picks a port per listener.
+	if *picks < 9 {
+		t.Fatalf("%d picks, endpoint %s (taken port %d): not picked again", *picks, s.Endpoint, taken)
+	}
+	if err := s.probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSeaweedFSMissing(t *testing.T) {
+	_, err := StartSeaweedFS(context.Background(), SeaweedFSConfig{Dir: t.TempDir(), AccessKey: "k", SecretKey: "s", Binary: filepath.Join(t.TempDir(), "weed")})
+	if !errors.Is(err, ErrNoWeed) || !strings.Contains(err.Error(), "make deps") {
+		t.Fatalf("StartSeaweedFS without weed = %v, want ErrNoWeed saying to run make deps", err)
+	}
+}
+
+// TestSeaweedFSVersionIsTheScripts: the tests look for weed where
+// scripts/seaweedfs.sh builds it, under its version.
+func TestSeaweedFSVersionIsTheScripts(t *testing.T) {
+	b, err := os.ReadFile("../scripts/seaweedfs.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\nversion="+SeaweedFSVersion+"\n") {
+		t.Fatalf("scripts/seaweedfs.sh does not build version %s", SeaweedFSVersion)
+	}
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clickagg's single-machine mode and tests need and cannot bring
-# through the Go module proxy: redis-server (Debian package), and Node.js with
+# through the Go module proxy: redis-server (Debian package), Node.js with
 # the pinned npm packages of test/parquetcheck (DuckDB, the independent
-# Parquet reader of the e2e tests).
+# Parquet reader of the e2e tests), and SeaweedFS (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,4 +36,10 @@ pc=test/parquetcheck
 if [ ! -f "$pc/node_modules/.package-lock.json" ] || [ "$pc/package-lock.json" -nt "$pc/node_modules/.package-lock.json" ]; then
   echo "installing $pc's npm packages (npm ci)" >&2
   (cd "$pc" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# SeaweedFS's weed, the S3-compatible server the archive's tests start,
+# built once per machine from its Go module (scripts/seaweedfs.sh).
+if [ -z "${CLICKAGG_WEED:-}" ]; then
+  scripts/seaweedfs.sh >/dev/null
 fi

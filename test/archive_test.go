@@ -81,12 +81,23 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a cluster archiving")
 	}
+	testRawArchiveExactlyOnce(t, filepath.Join(t.TempDir(), "archive"))
+}
+
+// TestRawArchiveExactlyOnceS3 is TestRawArchiveExactlyOnce with the
+// archive in S3: a SeaweedFS server on loopback.
+func TestRawArchiveExactlyOnceS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of a cluster archiving")
+	}
+	testRawArchiveExactlyOnce(t, testserver.S3Bucket(t))
+}
+
+func testRawArchiveExactlyOnce(t *testing.T, bucketURL string) {
 	const partitions = 8
-	dir := t.TempDir()
-	bucketDir := filepath.Join(dir, "archive")
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
-		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir, "-archive.interval=2s"},
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketURL, "-archive.interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
@@ -120,7 +131,7 @@ func TestRawArchiveExactlyOnce(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	keys, checked := checkArchive(t, bucketDir, seen, w.unique)
+	keys, checked := checkArchive(t, bucketURL, seen, w.unique)
 	// The logs get trimmed: Redis lets go of what is archived and
 	// snapshotted, at the next snapshot after the archive moved.
 	testserver.Eventually(t, 30*time.Second, func() error {
@@ -172,16 +183,16 @@ func waitDataArchived(t *testing.T, rdb redis.UniversalClient, watcher *logWatch
 	})
 }
 
-// checkArchive checks the archive in bucketDir against the log as a
+// checkArchive checks the archive in bucket (a directory or URL) against the log as a
 // watcher saw it (seen): every entry with events or a tick, up to each
 // partition's last archived one, is in the archive exactly once, by
 // partition and offset, with the same content; nothing else is; and every
 // click of unique is in it. It returns the files, sorted, and the number
 // of entries checked.
-func checkArchive(t *testing.T, bucketDir string, seen map[int][]partlog.Entry, unique []click) (keys []string, checked int) {
+func checkArchive(t *testing.T, bucketURL string, seen map[int][]partlog.Entry, unique []click) (keys []string, checked int) {
 	t.Helper()
 	ctx := context.Background()
-	bucket, err := archive.OpenBucket(ctx, bucketDir)
+	bucket, err := archive.OpenBucket(ctx, bucketURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/testserver"
 )
 
 // binary is the clickagg binary built once by TestMain.
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build clickagg:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testserver.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
