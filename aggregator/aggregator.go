@@ -97,6 +97,10 @@ type Aggregator struct {
 	probe     func(ctx context.Context) error // nil without WithRedisProbe
 	archiver  Archiver                        // nil without WithArchiver
 	history   HistoryWriter                   // nil without WithHistory
+	// histReader and marks answer windows older than memory; nil without
+	// WithHistoryReader.
+	histReader HistoryReader
+	marks      HistoryMarks
 
 	fencedWrites   atomic.Int64
 	corruptEntries atomic.Int64

@@ -38,6 +38,18 @@ func WithHistory(w HistoryWriter) Option {
 	return func(a *Aggregator) { a.history = w }
 }
 
+// HistoryReader reads sums over a partition's history (history.Reader).
+type HistoryReader interface {
+	Sums(ctx context.Context, p int, from, to int64, f history.Filter, ad string) (map[string]int64, error)
+}
+
+// WithHistoryReader makes the aggregator answer the minutes of a window
+// that have left memory from the history, through r and the partitions'
+// history marks.
+func WithHistoryReader(r HistoryReader, marks HistoryMarks) Option {
+	return func(a *Aggregator) { a.histReader, a.marks = r, marks }
+}
+
 // HistoryMarks adapts the snapshot store to history.Marks: the history
 // mark is fenced by the same epoch as the snapshots.
 type HistoryMarks struct{ Store *snapshot.Store }

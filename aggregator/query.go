@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/topn"
 )
@@ -58,12 +59,13 @@ type PartitionStatus struct {
 // Count returns adID's clicks in partition p over w that match f, and the
 // partition's watermark (Unix ms).
 //
-// Windows are answered from memory only. Minutes older than the retention
-// (-aggregator.retention before the watermark) leave memory, and the
-// snapshot that follows deletes them from the store too, so they exist
-// nowhere: a window that starts before the oldest minute kept fails with
-// ErrOutOfRange instead of undercounting.
-func (a *Aggregator) Count(p int, adID string, w Window, f tally.Filter) (int64, int64, error) {
+// Minutes older than the retention (-aggregator.retention before the
+// watermark) have left memory. With a history (WithHistoryReader), they
+// are read from its files, which hold every minute before the partition's
+// history mark; without one, or where the history has a hole, a window
+// that starts before the oldest minute kept fails (ErrOutOfRange, or the
+// history's error naming the missing file) instead of undercounting.
+func (a *Aggregator) Count(ctx context.Context, p int, adID string, w Window, f tally.Filter) (int64, int64, error) {
 	if err := w.validate(); err != nil {
 		return 0, 0, err
 	}
@@ -77,11 +79,46 @@ func (a *Aggregator) Count(p int, adID string, w Window, f tally.Filter) (int64,
 	// The watermark read first is a lower bound of the one the count saw,
 	// so reporting it never claims a window complete too early.
 	wm := pt.tp.Watermark()
-	n := pt.tp.Count(adID, w.From, w.To, f)
-	if err := a.inMemory(pt, w); err != nil {
-		return 0, 0, err
+	mem := w
+	if a.histReader != nil {
+		// The minutes before the oldest one in memory come from the
+		// history; the boundary is taken once, and checked below.
+		mem.From = max(w.From, a.oldest(pt, wm))
+	}
+	var n int64
+	if mem.From < mem.To {
+		n = pt.tp.Count(adID, mem.From, mem.To, f)
+		if err := a.inMemory(pt, mem); err != nil {
+			return 0, 0, err
+		}
+	}
+	if w.From < mem.From {
+		h, err := a.historySums(ctx, p, Window{From: w.From, To: min(w.To, mem.From)}, f, adID)
+		if err != nil {
+			return 0, 0, err
+		}
+		n += h[adID]
 	}
 	return n, wm, nil
+}
+
+// oldest is the oldest minute of pt in memory at watermark wm.
+func (a *Aggregator) oldest(pt *partition, wm int64) int64 {
+	return floorMinute(subSat(wm, a.cfg.Retention.Milliseconds()))
+}
+
+// historySums returns per ad the clicks of partition p over w matching f
+// (only adID's if not empty) from the history, which must hold w: the
+// partition's history mark must be past it.
+func (a *Aggregator) historySums(ctx context.Context, p int, w Window, f tally.Filter, adID string) (map[string]int64, error) {
+	end, ok, err := a.marks.History(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
+	}
+	if !ok || end < w.To {
+		return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, w.To-1, p, end)
+	}
+	return a.histReader.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
 }
 
 // MaxSplitAds bounds the split ads of one TopAdsSplit call.

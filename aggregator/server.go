@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/clickagg/clickagg/history"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
@@ -29,11 +30,11 @@ func NewServer(a *Aggregator) clickaggv1.AggregatorServiceServer {
 	return &server{a: a}
 }
 
-func (s *server) Count(_ context.Context, req *clickaggv1.CountRequest) (*clickaggv1.CountResponse, error) {
+func (s *server) Count(ctx context.Context, req *clickaggv1.CountRequest) (*clickaggv1.CountResponse, error) {
 	if err := s.a.checkLease(); err != nil {
 		return nil, toStatus(err)
 	}
-	n, wm, err := s.a.Count(int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
+	n, wm, err := s.a.Count(ctx, int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -128,6 +129,10 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, ErrOutOfRange):
 		code = codes.OutOfRange
+	case errors.Is(err, history.ErrHole), errors.Is(err, history.ErrCorrupt):
+		// Minutes that left memory and are missing from, or unreadable
+		// in, the history: a recount from the raw archive restores them.
+		code = codes.DataLoss
 	case errors.Is(err, ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrWrongEpoch), errors.Is(err, snapshot.ErrStaleEpoch):

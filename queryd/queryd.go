@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/hotkey"
@@ -440,6 +442,9 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 		}
 		_ = eg.Wait()
 	}
+	if err := ownerAnswer(errs); err != nil {
+		return 0, 0, err
+	}
 	var missing []int
 	var reasons []string
 	for i, err := range errs {
@@ -464,6 +469,21 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 }
 
 const minuteMs = 60_000
+
+// ownerAnswer returns the first of errs in which an owner answered that
+// the query cannot be answered as asked, whoever owns the partition: a
+// window older than what it keeps (OUT_OF_RANGE), or history it misses or
+// cannot read (DATA_LOSS). Waiting for another owner would not help, and
+// reporting it as UNAVAILABLE would hide the reason.
+func ownerAnswer(errs []error) error {
+	for _, err := range errs {
+		switch status.Code(err) {
+		case codes.OutOfRange, codes.DataLoss:
+			return err
+		}
+	}
+	return nil
+}
 
 // Top returns the exact top n ads over [from, to) Unix minutes across every
 // partition, or fails if any partition cannot answer.
@@ -545,6 +565,9 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 		})
 	}
 	_ = eg.Wait()
+	if err := ownerAnswer(errs); err != nil {
+		return nil, 0, err
+	}
 	for i, err := range errs {
 		if err != nil {
 			for _, p := range groups[i].parts {

@@ -3,16 +3,22 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/history"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -32,7 +38,8 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
 		commonFlags: []string{
 			"-router.acceptance-horizon=1m", "-router.max-clock-skew=30s", "-router.idle-watermark-lag=2s",
-			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-aggregator.retention=10m",
+			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-aggregator.retention=2m",
+			"-hotkey.split-rate=1000000",
 		},
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
 			"-archive.interval=2s", "-history.period=1m", "-history.poll=1s"},
@@ -127,4 +134,76 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		t.Fatalf("history has %d (ad, minute) counts, truth %d", len(got), len(want))
 	}
 	t.Logf("%d history files; %d (ad, minute) counts equal the ground truth (%d clicks, %d retried)", len(keys), checked, len(w.unique), w.dups)
+
+	// Queries: clicks of now stay in memory; once the first workload's
+	// minutes have left memory (-aggregator.retention=2m), windows wholly
+	// in the history, wholly in memory and across both answer exactly.
+	// Click times within -router.acceptance-horizon and -router.max-clock-skew
+	// of now.
+	w2 := newWorkload(20261209, 2_000, 50, 1, time.Now().Add(-45*time.Second), 0.05, 0, 0, 100)
+	ingest(t, w2, c.ingestClients(), nil)
+	all := &truth{clicks: append(slices.Clone(w.unique), w2.unique...)}
+	time.Sleep(time.Until(time.Unix((last+1)*60, 0).Add(2*time.Minute + 25*time.Second)))
+	qc := c.queryClient()
+	count := func(ad string, from, to int64, f *clickaggv1.Filter) (int64, error) {
+		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, From: minuteTS(from), To: minuteTS(to), Filter: f})
+		return resp.GetCount(), err
+	}
+	ads := map[string]bool{}
+	for k := range want {
+		ads[k.ad] = true
+	}
+	now := time.Now().Unix() / 60
+	windows := map[string][2]int64{
+		"history": {w.firstMin, last + 1},
+		"memory":  {last + 1, now + 1},
+		"across":  {w.firstMin, now + 1},
+	}
+	queries := 0
+	for ad := range ads {
+		for name, win := range windows {
+			for _, f := range []*clickaggv1.Filter{nil, {Country: "US"}, {UserId: "user-7"}} {
+				got, err := count(ad, win[0], win[1], f)
+				if err != nil {
+					t.Fatalf("%s over %s window %v, filter %v: %v", ad, name, win, f, err)
+				}
+				if want := all.count(ad, win[0], win[1], f); got != want {
+					t.Fatalf("%s over %s window %v, filter %v: %d, want %d", ad, name, win, f, got, want)
+				}
+				queries++
+			}
+		}
+	}
+	// Each (ad, minute) of the first workload, now only in the history.
+	for k, n := range want {
+		if got, err := count(k.ad, k.minute, k.minute+1, nil); err != nil || got != n {
+			t.Fatalf("%s minute %d from the history: %d, %v; want %d", k.ad, k.minute, got, err, n)
+		}
+		queries++
+	}
+	// A missing history file fails the queries that need it, naming it;
+	// it is never read as zero.
+	var ad string
+	for k := range want {
+		ad = k.ad
+		break
+	}
+	gone := files[parts(t, partitions).Partition(ad)][0]
+	if err := os.Remove(filepath.Join(bucketDir, gone.Key)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = count(ad, w.firstMin, last+1, nil)
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), fmt.Sprint(gone.From)) {
+		t.Fatalf("count over a missing history file: %v, want DATA_LOSS naming minute %d", err, gone.From)
+	}
+	t.Logf("%d counts over windows in the history, in memory and across both exact; a missing file is DATA_LOSS", queries)
+}
+
+func parts(t *testing.T, n int) *ring.Partitioner {
+	t.Helper()
+	p, err := ring.NewPartitioner(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
