@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build tools proto proto-check lint deps test test-unit test-e2e k8s-test dev clean
+.PHONY: all build tools proto proto-check lint deps deps-dev test test-unit test-e2e k8s-test dev clean
 
 all: build
 
@@ -41,6 +41,10 @@ lint: tools
 deps:
 	@scripts/deps.sh
 
+# deps-dev installs only what `make dev` needs (redis-server).
+deps-dev:
+	@scripts/deps.sh dev
+
 test: deps tools proto-check lint build k8s-test
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
 	$(BIN)/gotestsum --format standard-verbose -- -timeout 20m -count=1 ./test/...
@@ -54,7 +58,7 @@ k8s-test:
 test-unit: deps tools
 	$(BIN)/gotestsum -- -race ./... -skip 'E2E'
 
-dev: deps build
+dev: deps-dev build
 	$(BIN)/clickagg dev
 
 clean:

@@ -3,8 +3,13 @@
 # through the Go module proxy: redis-server (Debian package), Node.js with
 # the pinned npm packages of test/parquetcheck (DuckDB, the independent
 # Parquet reader of the e2e tests), and SeaweedFS (below).
+#
+# `deps.sh dev` installs only what `clickagg dev` needs (redis-server): a new
+# user's first `make dev` should not wait for the test servers to build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_dev=""
+[ "${1:-}" = dev ] && only_dev=1
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -24,6 +29,8 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
   # free ports and does not use it.
   command -v redis-server >/dev/null
 fi
+
+[ -n "$only_dev" ] && exit 0
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node or npm not found: installing the Debian packages" >&2
