@@ -95,11 +95,11 @@ func TestFileRoundTrip(t *testing.T) {
 			want = append(want, e)
 		}
 	}
-	a, err := encodeChunk(17, entries)
+	a, err := encodeChunk(17, "1799999999999-4", entries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := encodeChunk(17, entries)
+	b, _ := encodeChunk(17, "1799999999999-4", entries)
 	if !bytes.Equal(a, b) {
 		t.Fatal("the same chunk encodes to different bytes")
 	}
@@ -111,7 +111,7 @@ func TestFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Partition != 17 || c.First != entries[0].id || c.Last != entries[5].id || c.Entries != 6 || len(c.Rows) != 45 {
+	if c.Partition != 17 || c.First != entries[0].id || c.Last != entries[5].id || c.Previous != "1799999999999-4" || c.Entries != 6 || len(c.Rows) != 45 {
 		t.Fatalf("chunk %+v", c)
 	}
 	got, err := c.LogEntries()
@@ -244,7 +244,12 @@ func checkArchive(t *testing.T, b *Bucket, st *snapshot.Store, p int, entries []
 	}
 	slices.SortFunc(chunks, func(a, b Chunk) int { return partlog.CompareIDs(a.First, b.First) })
 	i := 0
+	prev := ""
 	for _, c := range chunks {
+		if c.Previous != prev {
+			t.Fatalf("%s follows entry %q, want %q: the chain is broken", c.Key, c.Previous, prev)
+		}
+		prev = c.Last
 		if c.First != entries[i].ID {
 			t.Fatalf("%s starts at %s, want %s (gap or overlap)", c.Key, c.First, entries[i].ID)
 		}

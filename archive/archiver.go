@@ -108,9 +108,10 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 	for {
 		n, closed := a.cfg.Cut(ids, events)
 		if closed {
-			if err := a.write(ctx, logger, p, epoch, buf[:n]); err != nil {
+			if err := a.write(ctx, logger, p, epoch, after, buf[:n]); err != nil {
 				return err
 			}
+			after = buf[n-1].id
 			buf, ids, events = buf[n:], ids[n:], events[n:]
 			continue
 		}
@@ -146,10 +147,10 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 }
 
 // write writes one chunk and moves the archived offset past it.
-func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch uint64, chunk []decoded) error {
+func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch uint64, prev string, chunk []decoded) error {
 	first, last := chunk[0].id, chunk[len(chunk)-1].id
 	key := Key(p, first, last)
-	data, err := encodeChunk(p, chunk)
+	data, err := encodeChunk(p, prev, chunk)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func BenchmarkEncodeChunk(b *testing.B) {
 			}
 			chunk[i] = d
 		}
-		data, err := encodeChunk(1, chunk)
+		data, err := encodeChunk(1, "", chunk)
 		if err != nil {
 			b.Fatal(err)
 		}

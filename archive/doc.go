@@ -47,6 +47,11 @@
 // snapshot), so every entry is in the log or in the archive, and a chunk
 // being written is still in the log to be written again.
 //
+// Each file also names the last entry of the chunk before it (its
+// metadata's previous offset: the archived offset it was cut after), so a
+// partition's files form a chain and a missing file shows where the chain
+// breaks: the next file names an entry no file ends with.
+//
 // The archive begins where the log began when archiving was first turned
 // on: entries trimmed before that were never archived.
 package archive

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ const (
 	metaPartition   = "clickagg.partition"
 	metaFirst       = "clickagg.first_offset"
 	metaLast        = "clickagg.last_offset"
+	metaPrevious    = "clickagg.previous_offset"
 	metaEntries     = "clickagg.entries"
 	metaEvents      = "clickagg.events"
 	metaTicks       = "clickagg.ticks"
@@ -85,9 +87,11 @@ func parseKey(key string) (p int, first, last string, err error) {
 	return p, first, last, nil
 }
 
-// encodeChunk encodes the entries of partition p as a file. The bytes
-// depend on the entries alone.
-func encodeChunk(p int, entries []decoded) ([]byte, error) {
+// encodeChunk encodes the entries of partition p that follow the entry
+// prev ("" at the start of the archive) as a file. The bytes depend on the
+// entries and prev alone: prev is the archived offset the chunk was cut
+// after, which every writer of the chunk reads the same.
+func encodeChunk(p int, prev string, entries []decoded) ([]byte, error) {
 	var ticks strings.Builder
 	n := 0
 	for _, e := range entries {
@@ -118,6 +122,7 @@ func encodeChunk(p int, entries []decoded) ([]byte, error) {
 		parquet.KeyValueMetadata(metaPartition, strconv.Itoa(p)),
 		parquet.KeyValueMetadata(metaFirst, entries[0].id),
 		parquet.KeyValueMetadata(metaLast, entries[len(entries)-1].id),
+		parquet.KeyValueMetadata(metaPrevious, prev),
 		parquet.KeyValueMetadata(metaEntries, strconv.Itoa(len(entries))),
 		parquet.KeyValueMetadata(metaEvents, strconv.Itoa(events)),
 		parquet.KeyValueMetadata(metaTicks, ticks.String()),
@@ -138,8 +143,12 @@ type Chunk struct {
 	// First and Last are the IDs of the chunk's first and last entries;
 	// Entries is how many entries it covers, Events how many events.
 	First, Last string
-	Entries     int
-	Rows        []Row
+	// Previous is the last entry of the chunk before this one, "" for the
+	// first chunk of the archive: the files of a partition form a chain,
+	// so a missing file is seen where the chain breaks.
+	Previous string
+	Entries  int
+	Rows     []Row
 	// Ticks maps an entry ID to the tick it carried.
 	Ticks map[string]int64
 }
@@ -167,6 +176,10 @@ func ReadChunk(key string, b []byte) (Chunk, error) {
 	c.Partition, c.First, c.Last = p, first, last
 	if meta(metaPartition) != strconv.Itoa(p) || meta(metaFirst) != first || meta(metaLast) != last {
 		return fail("metadata names partition %s, offsets %s to %s", meta(metaPartition), meta(metaFirst), meta(metaLast))
+	}
+	c.Previous = meta(metaPrevious)
+	if c.Previous != "" && partlog.CompareIDs(c.Previous, first) >= 0 {
+		return fail("previous offset %s is not before the first, %s", c.Previous, first)
 	}
 	if c.Entries, err = strconv.Atoi(meta(metaEntries)); err != nil || c.Entries < 1 {
 		return fail("entries %q", meta(metaEntries))
@@ -207,35 +220,47 @@ func ReadChunk(key string, b []byte) (Chunk, error) {
 // events or a tick (the others change no count), encoded as the log holds
 // them.
 func (c Chunk) LogEntries() ([]partlog.Entry, error) {
-	byID := map[string]*clickaggv1.LogEntry{}
-	var ids []string
-	get := func(id string) *clickaggv1.LogEntry {
-		e, ok := byID[id]
-		if !ok {
-			e = &clickaggv1.LogEntry{}
-			byID[id] = e
-			ids = append(ids, id)
-		}
-		return e
-	}
-	for _, row := range c.Rows {
-		e := get(row.LogOffset)
-		e.Events = append(e.Events, &clickaggv1.LogEvent{
-			EventId: row.EventID, AdId: row.AdID, ClickTimeMs: row.ClickTime,
-			UserId: row.UserID, Ip: row.IP, Country: row.Country,
-		})
-	}
-	for id, tick := range c.Ticks {
-		get(id).TickMs = tick
-	}
-	slices.SortFunc(ids, partlog.CompareIDs)
-	out := make([]partlog.Entry, len(ids))
-	for i, id := range ids {
-		b, err := proto.Marshal(byID[id])
+	var out []partlog.Entry
+	for id, e := range c.Decoded() {
+		b, err := proto.Marshal(e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: entry %s: %w", c.Key, id, err)
 		}
-		out[i] = partlog.Entry{ID: id, Data: b}
+		out = append(out, partlog.Entry{ID: id, Data: b})
 	}
 	return out, nil
+}
+
+// Decoded yields, in log order, the log entries of the chunk that hold
+// events or a tick, decoded: what a recount applies.
+func (c Chunk) Decoded() iter.Seq2[string, *clickaggv1.LogEntry] {
+	return func(yield func(string, *clickaggv1.LogEntry) bool) {
+		byID := map[string]*clickaggv1.LogEntry{}
+		var ids []string
+		get := func(id string) *clickaggv1.LogEntry {
+			e, ok := byID[id]
+			if !ok {
+				e = &clickaggv1.LogEntry{}
+				byID[id] = e
+				ids = append(ids, id)
+			}
+			return e
+		}
+		for _, row := range c.Rows {
+			e := get(row.LogOffset)
+			e.Events = append(e.Events, &clickaggv1.LogEvent{
+				EventId: row.EventID, AdId: row.AdID, ClickTimeMs: row.ClickTime,
+				UserId: row.UserID, Ip: row.IP, Country: row.Country,
+			})
+		}
+		for id, tick := range c.Ticks {
+			get(id).TickMs = tick
+		}
+		slices.SortFunc(ids, partlog.CompareIDs)
+		for _, id := range ids {
+			if !yield(id, byID[id]) {
+				return
+			}
+		}
+	}
 }
