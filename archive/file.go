@@ -68,8 +68,9 @@ func PartitionPrefix(p int, t time.Time) string {
 	return fmt.Sprintf("%sdate=%s/hour=%02d/partition=%03d/", rawPrefix, t.Format(time.DateOnly), t.Hour(), p)
 }
 
-// parseKey returns the partition and offsets a key names.
-func parseKey(key string) (p int, first, last string, err error) {
+// ParseKey returns the partition and offsets a key names; ErrCorrupt if
+// it is not an archive key.
+func ParseKey(key string) (p int, first, last string, err error) {
 	rest, ok := strings.CutPrefix(key, rawPrefix)
 	parts := strings.Split(rest, "/")
 	if !ok || len(parts) != 4 {
@@ -161,7 +162,7 @@ func ReadChunk(key string, b []byte) (Chunk, error) {
 	fail := func(format string, args ...any) (Chunk, error) {
 		return Chunk{}, fmt.Errorf("%w: %s: %s", ErrCorrupt, key, fmt.Sprintf(format, args...))
 	}
-	p, first, last, err := parseKey(key)
+	p, first, last, err := ParseKey(key)
 	if err != nil {
 		return Chunk{}, err
 	}

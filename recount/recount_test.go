@@ -1,0 +1,265 @@
+package recount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+func TestMain(m *testing.M) { os.Exit(testserver.Run(m)) }
+
+const (
+	prefix = "rc"
+	base   = int64(1_800_000_000_000) // 2027-01-15T08:00:00Z
+	hours  = 3
+)
+
+var opts = tally.Options{AllowedLateness: 5 * time.Second, DedupHorizon: 5 * time.Minute, Retention: 1000 * time.Hour}
+
+// logOf returns a partition log of three hours, an entry every two seconds
+// with a tick (the router's clock, off by up to a second) and a few
+// clicks: most a little late, some up to 40 s in the future, some up to
+// ten minutes late (expired past the dedup horizon), some sent again
+// minutes later (duplicates).
+func logOf(seed uint64) []partlog.Entry {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out []partlog.Entry
+	var sent []*clickaggv1.LogEvent
+	for i := range hours * 1800 {
+		ms := base + int64(i)*2000
+		le := &clickaggv1.LogEntry{RouterId: "r1", TickMs: ms + rng.Int64N(2000) - 1000}
+		for range rng.IntN(6) {
+			var ev *clickaggv1.LogEvent
+			switch x := rng.IntN(100); {
+			case x < 5 && len(sent) > 0:
+				ev = sent[len(sent)-1-rng.IntN(min(len(sent), 300))]
+			default:
+				click := ms - rng.Int64N(60_000)
+				switch {
+				case x < 10:
+					click = ms + rng.Int64N(40_000)
+				case x < 14:
+					click = ms - rng.Int64N(600_000)
+				}
+				ev = &clickaggv1.LogEvent{
+					EventId: fmt.Sprintf("e%d-%d", i, rng.IntN(1000)), AdId: fmt.Sprintf("ad-%d", rng.IntN(40)),
+					ClickTimeMs: click, UserId: fmt.Sprintf("u%d", rng.IntN(30)), Ip: fmt.Sprintf("192.0.2.%d", rng.IntN(9)),
+					Country: []string{"US", "DE", "FR"}[rng.IntN(3)],
+				}
+				sent = append(sent, ev)
+			}
+			le.Events = append(le.Events, ev)
+		}
+		data, err := proto.Marshal(le)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, partlog.Entry{ID: fmt.Sprintf("%d-%d", ms, i%2), Data: data})
+	}
+	return out
+}
+
+// archived writes entries to partition p's log in a real Redis, runs the
+// archiver over it until every closed chunk is in a directory bucket, and
+// returns the bucket.
+func archived(t *testing.T, p int, entries []partlog.Entry) (*archive.Bucket, string) {
+	t.Helper()
+	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
+	for _, e := range entries {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: partlog.Key(prefix, p), ID: e.ID, Values: []any{"d", e.Data}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := snapshot.New(rdb, prefix)
+	if err := st.Claim(ctx, p, 1); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b, err := archive.OpenBucket(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	a, err := archive.New(archive.Config{Chunking: archive.Chunking{Interval: time.Minute, MaxEvents: 100}, ReadCount: 500,
+		Poll: 10 * time.Millisecond, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond},
+		partlog.New(rdb, prefix), offsets{st}, b, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx, p, 1) }()
+	lastMinute := idMillisOf(entries[len(entries)-1].ID) / 60_000
+	testserver.Eventually(t, time.Minute, func() error {
+		got, err := st.Archived(ctx, p)
+		if err != nil {
+			return err
+		}
+		if idMillisOf(got)/60_000 == lastMinute-1 {
+			return nil
+		}
+		return fmt.Errorf("archived to %s", got)
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	return b, dir
+}
+
+type offsets struct{ *snapshot.Store }
+
+func (o offsets) SaveArchived(ctx context.Context, p int, epoch uint64, offset string) error {
+	return o.Store.SaveArchived(ctx, p, epoch, offset)
+}
+
+// truth applies the whole log to one partition state, as its aggregator
+// did.
+func truth(t *testing.T, p int, entries []partlog.Entry) *tally.Partition {
+	tp := tally.NewPartition(p, opts)
+	for _, e := range entries {
+		var le clickaggv1.LogEntry
+		if err := proto.Unmarshal(e.Data, &le); err != nil {
+			t.Fatal(err)
+		}
+		tp.Apply(e.ID, &le)
+	}
+	return tp
+}
+
+func config() Config {
+	return Config{Options: opts, Margin: DefaultMargin, Period: 15, Now: func() time.Time { return time.UnixMilli(base + hours*3_600_000) }}
+}
+
+// TestPartitionEqualsAggregator recounts ranges of a three-hour log from
+// its archive: every period's rows, revisions and per-click hashes equal
+// the state of the aggregator that applied the whole log. Clicks appended
+// before their minute began (clock skew), duplicates sent minutes apart
+// and clicks that expired are all in the log, so a replay that started
+// at the range, or with a watermark of its own, would differ.
+func TestPartitionEqualsAggregator(t *testing.T) {
+	const p = 5
+	entries := logOf(1)
+	b, _ := archived(t, p, entries)
+	want := truth(t, p, entries)
+	ctx := context.Background()
+	first := base / 60_000
+	for _, r := range []Span{{first + 15, first + 30}, {first + 30, first + 120}, {first + 90, first + 105}, {first, first + 165}} {
+		var spans []Span
+		err := Partition(ctx, b, p, r.From, r.To, config(), Handlers{Period: func(s Span, rows []tally.FinalRow) error {
+			spans = append(spans, s)
+			exp, err := want.Final(s.From, s.To)
+			if err != nil {
+				return err
+			}
+			if len(rows) == 0 || !reflect.DeepEqual(rows, exp) {
+				return fmt.Errorf("minutes %v: %d rows differ from the aggregator's %d", s, len(rows), len(exp))
+			}
+			return nil
+		}})
+		if err != nil {
+			t.Fatalf("recount %v: %v", r, err)
+		}
+		if int64(len(spans)) != (r.To-r.From)/15 || spans[0].From != r.From || spans[len(spans)-1].To != r.To {
+			t.Fatalf("recount %v handed over %v", r, spans)
+		}
+	}
+
+	// The last minutes are not final in the archive.
+	err := Partition(ctx, b, p, first+165, first+180, config(), Handlers{Period: func(Span, []tally.FinalRow) error { return nil }})
+	if !errors.Is(err, ErrNotFinal) {
+		t.Fatalf("recount of the last minutes = %v, want ErrNotFinal", err)
+	}
+	if err := Partition(ctx, b, p, first+1, first+15, config(), Handlers{}); err == nil {
+		t.Fatal("a range that is not whole periods was recounted")
+	}
+}
+
+// TestPartitionHole deletes one archive file: a recount across it fails
+// naming the files on both sides; with a Hole handler it reports the hole
+// and the minutes it could not check, and the periods after them still
+// equal the aggregator's.
+func TestPartitionHole(t *testing.T) {
+	const p = 9
+	entries := logOf(2)
+	b, dir := archived(t, p, entries)
+	want := truth(t, p, entries)
+	ctx := context.Background()
+	first := base / 60_000
+	// The file with the entries of minute 60.
+	at := time.UnixMilli(base + 3_600_000)
+	keys, err := b.List(ctx, archive.PartitionPrefix(p, at))
+	if err != nil || len(keys) == 0 {
+		t.Fatal(keys, err)
+	}
+	var gone string
+	for _, k := range keys {
+		if _, f, _, _ := archive.ParseKey(k); idMillisOf(f) >= base+3_600_000 {
+			gone = k
+			break
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	var hole *Hole
+	err = Partition(ctx, b, p, first+30, first+120, config(), Handlers{Period: func(Span, []tally.FinalRow) error { return nil }})
+	if !errors.As(err, &hole) || hole.Partition != p || hole.Want == hole.Have {
+		t.Fatalf("recount across a deleted file = %v, want a Hole", err)
+	}
+	if _, f, _, _ := archive.ParseKey(hole.Before); idMillisOf(f) <= idMillisOf(hole.Have) {
+		t.Fatalf("hole %+v: the file after it does not follow the one before", hole)
+	}
+
+	var unchecked []Span
+	var checked []Span
+	err = Partition(ctx, b, p, first+30, first+120, config(), Handlers{
+		Period: func(s Span, rows []tally.FinalRow) error {
+			checked = append(checked, s)
+			exp, err := want.Final(s.From, s.To)
+			if err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(rows, exp) {
+				return fmt.Errorf("minutes %v differ from the aggregator's", s)
+			}
+			return nil
+		},
+		Hole: func(h *Hole, s Span) error {
+			unchecked = append(unchecked, s)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deleted file's entries begin in minute 60 and may hold late
+	// clicks of the minutes before it: the periods not final when the hole
+	// was found are not checked, nor those before the next file plus the
+	// margin, rounded up to a period.
+	if len(unchecked) != 1 || unchecked[0].From != first+45 || unchecked[0].To != first+75 {
+		t.Fatalf("unchecked minutes %v, want [%d, %d)", unchecked, first+45, first+75)
+	}
+	if len(checked) != 4 || checked[0].To != first+45 || checked[1].From != first+75 {
+		t.Fatalf("checked %v", checked)
+	}
+}
