@@ -90,9 +90,9 @@ func ParseKey(key string) (Name, error) {
 	return n, nil
 }
 
-// encode encodes partition p's rows of the minutes [from, to) at revision
+// Encode encodes partition p's rows of the minutes [from, to) at revision
 // rev. The bytes depend on the rows alone.
-func encode(n Name, final []tally.FinalRow) ([]byte, error) {
+func Encode(n Name, final []tally.FinalRow) ([]byte, error) {
 	rows := make([]Row, len(final))
 	var clicks int64
 	for i, r := range final {

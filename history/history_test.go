@@ -192,7 +192,7 @@ func TestWriterWritesFinalPeriods(t *testing.T) {
 func TestReadRefusesWhatIsNotTheKeys(t *testing.T) {
 	rows := []tally.FinalRow{{Minute: 29_000_000 + 5, AdID: "a", Country: "US", Clicks: 2, Revision: 1, UserHashes: []uint64{1, 2}, IPHashes: []uint64{3, 4}}}
 	n := Name{Partition: 4, From: 29_000_000, To: 29_000_010}
-	data, err := encode(n, rows)
+	data, err := Encode(n, rows)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestReaderSums(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := Name{Partition: 1, From: m, To: m + 15}
-			data, err := encode(n, rows)
+			data, err := Encode(n, rows)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -23,24 +24,76 @@ type Filter struct {
 
 // Reader answers sums over a partition's history.
 type Reader struct {
-	bucket Bucket
+	bucket  Bucket
+	applied atomic.Pointer[Applied]
 }
 
-// NewReader returns a Reader over bucket; it does no I/O.
-func NewReader(bucket Bucket) *Reader { return &Reader{bucket: bucket} }
+// NewReader returns a Reader over bucket, with no revision applied; it
+// does no I/O.
+func NewReader(bucket Bucket) *Reader {
+	r := &Reader{bucket: bucket}
+	r.applied.Store(&Applied{})
+	return r
+}
+
+// SetApplied makes the reader serve the revisions applied in a, from its
+// next View on.
+func (r *Reader) SetApplied(a Applied) { r.applied.Store(&a) }
+
+// View is the history as of one set of applied revisions: a query reads
+// through one View, so it never mixes two revisions of a minute.
+type View struct {
+	r       *Reader
+	Applied Applied
+}
+
+// View returns a View of the revisions applied now.
+func (r *Reader) View() View { return View{r: r, Applied: *r.applied.Load()} }
+
+// Sums is r.View().Sums.
+func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad string) (map[string]int64, error) {
+	return r.View().Sums(ctx, p, from, to, f, ad)
+}
+
+// Files returns the files served for partition p's minutes [from, to), in
+// minute order, checked like Sums checks them.
+func (v View) Files(ctx context.Context, p int, from, to int64) ([]File, error) {
+	keys, err := v.files(ctx, p, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]File, 0, len(keys))
+	for _, key := range keys {
+		f, err := v.r.read(ctx, p, key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// read reads and checks the file under key.
+func (r *Reader) read(ctx context.Context, p int, key string) (File, error) {
+	data, err := r.bucket.Get(ctx, key)
+	if err != nil {
+		return File{}, fmt.Errorf("history of partition %d: %w", p, err)
+	}
+	return Read(key, data)
+}
 
 // ErrHole is wrapped by the errors of a range the history does not cover
 // with files: a missing file is a hole, never zero clicks.
 var ErrHole = fmt.Errorf("history: hole")
 
 // Sums returns, per ad, the clicks of partition p in the minutes [from,
-// to) that match f, from the files of the latest revision of each period.
+// to) that match f, from the files of v's revision of each period.
 // The files must tile the range: a missing one fails the call with an
 // error wrapping ErrHole and naming where the file should be, and a file
 // that does not read back as written with one wrapping ErrCorrupt and
 // naming it. ad, when not empty, keeps only that ad.
-func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad string) (map[string]int64, error) {
-	files, err := r.files(ctx, p, from, to)
+func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad string) (map[string]int64, error) {
+	files, err := v.files(ctx, p, from, to)
 	if err != nil {
 		return nil, err
 	}
@@ -53,11 +106,7 @@ func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad s
 	}
 	sums := map[string]int64{}
 	for _, key := range files {
-		data, err := r.bucket.Get(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("history of partition %d: %w", p, err)
-		}
-		file, err := Read(key, data)
+		file, err := v.r.read(ctx, p, key)
 		if err != nil {
 			return nil, err
 		}
@@ -93,12 +142,13 @@ func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad s
 }
 
 // files returns the keys of the files of partition p that hold the minutes
-// [from, to), the latest revision of each period, checking that they tile
-// the range.
-func (r *Reader) files(ctx context.Context, p int, from, to int64) ([]string, error) {
-	best := map[[2]int64]Name{}
+// [from, to), of v's revision for each period, checking that they tile
+// the range. A period whose revision's file is missing is a hole, even if
+// a file of another revision is there.
+func (v View) files(ctx context.Context, p int, from, to int64) ([]string, error) {
+	spans := map[[2]int64]map[int]bool{}
 	for h := floorDiv(from, 60); h*60 < to; h++ {
-		keys, err := r.bucket.List(ctx, HourPrefix(p, h*60))
+		keys, err := v.r.bucket.List(ctx, HourPrefix(p, h*60))
 		if err != nil {
 			return nil, fmt.Errorf("history of partition %d: %w", p, err)
 		}
@@ -111,14 +161,25 @@ func (r *Reader) files(ctx context.Context, p int, from, to int64) ([]string, er
 				continue
 			}
 			span := [2]int64{n.From, n.To}
-			if b, ok := best[span]; !ok || n.Revision > b.Revision {
-				best[span] = n
+			if spans[span] == nil {
+				spans[span] = map[int]bool{}
 			}
+			spans[span][n.Revision] = true
 		}
 	}
-	names := make([]Name, 0, len(best))
-	for _, n := range best {
-		names = append(names, n)
+	var names []Name
+	for span, revs := range spans {
+		rev := v.Applied.For(p, span[0], span[1])
+		if !revs[rev] {
+			if rev == 0 {
+				// Only files of revisions not applied (or applied over
+				// other spans): the aggregators never wrote this period.
+				continue
+			}
+			return nil, fmt.Errorf("%w: partition %d: revision %d is applied to minutes %d to %d, but its file %s is missing",
+				ErrHole, p, rev, span[0], span[1], Key(p, span[0], span[1], rev))
+		}
+		names = append(names, Name{Partition: p, From: span[0], To: span[1], Revision: rev})
 	}
 	slices.SortFunc(names, func(a, b Name) int { return int(a.From - b.From) })
 	at := from

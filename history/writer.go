@@ -179,7 +179,7 @@ func floorDiv(a, b int64) int64 {
 
 func (w *Writer) write(ctx context.Context, logger *slog.Logger, n Name, rows []tally.FinalRow) error {
 	key := Key(n.Partition, n.From, n.To, n.Revision)
-	data, err := encode(n, rows)
+	data, err := Encode(n, rows)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
@@ -261,5 +262,37 @@ func TestPartitionHole(t *testing.T) {
 	}
 	if len(checked) != 4 || checked[0].To != first+45 || checked[1].From != first+75 {
 		t.Fatalf("checked %v", checked)
+	}
+}
+
+// TestCompare checks each kind of difference between a history file's
+// rows and a recount: a row only on one side, other counts, and equal
+// counts of other clicks; equal rows in another order are no difference.
+func TestCompare(t *testing.T) {
+	rec := []tally.FinalRow{
+		{Minute: 10, AdID: "a", Country: "DE", Clicks: 2, UserHashes: []uint64{1, 2}, IPHashes: []uint64{5, 6}},
+		{Minute: 10, AdID: "b", Country: "DE", Clicks: 1, UserHashes: []uint64{3}, IPHashes: []uint64{7}},
+		{Minute: 11, AdID: "b", Country: "US", Clicks: 1, UserHashes: []uint64{3}, IPHashes: []uint64{7}},
+		{Minute: 12, AdID: "c", Country: "US", Clicks: 2, UserHashes: []uint64{1, 1}, IPHashes: []uint64{5, 6}},
+	}
+	row := func(r tally.FinalRow) history.Row {
+		return history.Row{Minute: r.Minute * 60_000, AdID: r.AdID, Country: r.Country, Clicks: r.Clicks, UserIDHashes: r.UserHashes, IPHashes: r.IPHashes}
+	}
+	same := []history.Row{row(rec[3]), row(rec[2]), row(rec[1]), row(rec[0])}
+	same[3].UserIDHashes, same[3].IPHashes = []uint64{2, 1}, []uint64{6, 5}
+	if got := Compare(same, rec); len(got) != 0 {
+		t.Fatalf("equal rows: %+v", got)
+	}
+	changed := []history.Row{row(rec[0]), row(rec[1]), row(rec[3]), {Minute: 13 * 60_000, AdID: "d", Country: "FR", Clicks: 1, UserIDHashes: []uint64{1}, IPHashes: []uint64{1}}}
+	changed[0].Clicks, changed[0].UserIDHashes, changed[0].IPHashes = 3, []uint64{1, 2, 2}, []uint64{5, 6, 6}
+	changed[2].UserIDHashes = []uint64{1, 2}
+	want := []Mismatch{
+		{Minute: 10, AdID: "a", Country: "DE", Served: 3, Recounted: 2, Clicks: true},
+		{Minute: 11, AdID: "b", Country: "US", Recounted: 1, Clicks: true},
+		{Minute: 12, AdID: "c", Country: "US", Served: 2, Recounted: 2},
+		{Minute: 13, AdID: "d", Country: "FR", Served: 1, Clicks: true},
+	}
+	if got := Compare(changed, rec); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Compare = %+v\nwant %+v", got, want)
 	}
 }
