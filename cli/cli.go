@@ -18,6 +18,7 @@ Usage:
   clickagg loadgen [flags]    send synthetic clicks to a router
   clickagg ship [flags]       tail click log files and send them to the routers, exactly once
   clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
+  clickagg recalc [flags]     recount a range of minutes from the raw archive as a new history revision; -apply serves it
   clickagg <command> -help    the flags of a command`
 
 // Main runs the clickagg command with args (without the program name) and
@@ -33,6 +34,8 @@ func Main(args []string) int {
 		err = runLoadgen(ctx, args[1:])
 	case len(args) > 0 && args[0] == "ship":
 		err = runShip(ctx, args[1:])
+	case len(args) > 0 && args[0] == "recalc":
+		err = runRecalc(ctx, args[1:])
 	case len(args) > 0 && args[0] == "bench":
 		err = runBench(ctx, args[1:])
 	default:

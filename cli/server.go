@@ -415,6 +415,7 @@ func (s *Server) Run(ctx context.Context) error {
 		store := snapshot.New(rdb, cfg.RedisPrefix)
 		opts := []aggregator.Option{aggregator.WithMetrics(reg),
 			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID)))}
+		var revisionsKnown chan struct{} // closed once the applied history revisions are read
 		if cfg.ArchiveBucket != "" {
 			bucket, err := archive.OpenBucket(ctx, cfg.ArchiveBucket)
 			if err != nil {
@@ -429,8 +430,26 @@ func (s *Server) Run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			hr := history.NewReader(bucket)
+			// Until the applied revisions are known, the history could be
+			// read at a revision no longer served: the aggregator asks for
+			// partitions only after the first read.
+			revisionsKnown = make(chan struct{})
+			var once sync.Once
+			g.Go(func() error {
+				return cl.WatchAppliedRevisions(gctx, func(data []byte) error {
+					applied, err := history.DecodeApplied(data)
+					if err != nil {
+						return err
+					}
+					hr.SetApplied(applied)
+					once.Do(func() { close(revisionsKnown) })
+					lg.Info("history revisions applied", "version", applied.Version())
+					return nil
+				})
+			})
 			opts = append(opts, aggregator.WithArchiver(ar), aggregator.WithHistory(hw),
-				aggregator.WithHistoryReader(history.NewReader(bucket), aggregator.HistoryMarks{Store: store}))
+				aggregator.WithHistoryReader(hr, aggregator.HistoryMarks{Store: store}))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
 		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
@@ -442,6 +461,13 @@ func (s *Server) Run(ctx context.Context) error {
 			// they live in is known to be the cluster's.
 			if err := gate.Wait(gctx); err != nil {
 				return nil
+			}
+			if revisionsKnown != nil {
+				select {
+				case <-revisionsKnown:
+				case <-gctx.Done():
+					return nil
+				}
 			}
 			return a.Run(gctx)
 		})

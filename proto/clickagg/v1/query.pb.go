@@ -110,9 +110,14 @@ type GetAggregatedCountResponse struct {
 	To    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
 	// complete is true when the watermark has passed to: the count can still
 	// grow only by events that arrive later than the allowed lateness.
-	Complete      bool `protobuf:"varint,5,opt,name=complete,proto3" json:"complete,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Complete bool `protobuf:"varint,5,opt,name=complete,proto3" json:"complete,omitempty"`
+	// history_revision is the revision of the history the count was read
+	// from where the window reaches minutes that left memory: the latest
+	// recount applied (clickagg recalc -apply), 0 for the counts the
+	// aggregators wrote.
+	HistoryRevision int64 `protobuf:"varint,6,opt,name=history_revision,json=historyRevision,proto3" json:"history_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetAggregatedCountResponse) Reset() {
@@ -178,6 +183,13 @@ func (x *GetAggregatedCountResponse) GetComplete() bool {
 		return x.Complete
 	}
 	return false
+}
+
+func (x *GetAggregatedCountResponse) GetHistoryRevision() int64 {
+	if x != nil {
+		return x.HistoryRevision
+	}
+	return 0
 }
 
 type GetPopularAdsRequest struct {
@@ -252,13 +264,15 @@ func (x *GetPopularAdsRequest) GetFilter() *Filter {
 }
 
 type GetPopularAdsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ads           []*AdCount             `protobuf:"bytes,1,rep,name=ads,proto3" json:"ads,omitempty"`
-	From          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	To            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Ads      []*AdCount             `protobuf:"bytes,1,rep,name=ads,proto3" json:"ads,omitempty"`
+	From     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Complete bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// history_revision is as in GetAggregatedCountResponse.
+	HistoryRevision int64 `protobuf:"varint,5,opt,name=history_revision,json=historyRevision,proto3" json:"history_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetPopularAdsResponse) Reset() {
@@ -317,6 +331,13 @@ func (x *GetPopularAdsResponse) GetComplete() bool {
 		return x.Complete
 	}
 	return false
+}
+
+func (x *GetPopularAdsResponse) GetHistoryRevision() int64 {
+	if x != nil {
+		return x.HistoryRevision
+	}
+	return 0
 }
 
 type WatchPopularAdsRequest struct {
@@ -382,23 +403,25 @@ const file_clickagg_v1_query_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12!\n" +
 	"\flast_minutes\x18\x04 \x01(\x05R\vlastMinutes\x12+\n" +
-	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"\xbf\x01\n" +
+	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"\xea\x01\n" +
 	"\x1aGetAggregatedCountResponse\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12.\n" +
 	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x1a\n" +
-	"\bcomplete\x18\x05 \x01(\bR\bcomplete\"\xae\x01\n" +
+	"\bcomplete\x18\x05 \x01(\bR\bcomplete\x12)\n" +
+	"\x10history_revision\x18\x06 \x01(\x03R\x0fhistoryRevision\"\xae\x01\n" +
 	"\x14GetPopularAdsRequest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x05R\x05count\x12%\n" +
 	"\x0ewindow_minutes\x18\x02 \x01(\x05R\rwindowMinutes\x12,\n" +
 	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12+\n" +
-	"\x06filter\x18\x04 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"\xb7\x01\n" +
+	"\x06filter\x18\x04 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"\xe2\x01\n" +
 	"\x15GetPopularAdsResponse\x12&\n" +
 	"\x03ads\x18\x01 \x03(\v2\x14.clickagg.v1.AdCountR\x03ads\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x1a\n" +
-	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"[\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12)\n" +
+	"\x10history_revision\x18\x05 \x01(\x03R\x0fhistoryRevision\"[\n" +
 	"\x16WatchPopularAdsRequest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x05R\x05count\x12+\n" +
 	"\x06filter\x18\x02 \x01(\v2\x13.clickagg.v1.FilterR\x06filter2\xf3\x02\n" +
