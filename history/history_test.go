@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -289,5 +290,109 @@ func TestReaderSums(t *testing.T) {
 	}
 	if _, err := r.Sums(ctx, 1, lo+45, lo+120, Filter{}, ""); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("Sums over a corrupt file = %v, want ErrCorrupt naming %s", err, bad)
+	}
+}
+
+// TestApplied checks which revision serves which minutes: the latest
+// applied one covering a period, per partition; the parts of a window
+// covered; and the revision an answer reports.
+func TestApplied(t *testing.T) {
+	var a Applied
+	for _, r := range []Revision{
+		{Revision: 2, From: 100, To: 160, Partitions: []int{1, 3}},
+		{Revision: 5, From: 120, To: 140, Partitions: []int{3}},
+		{Revision: 7, From: 160, To: 180, Partitions: []int{3}},
+	} {
+		var err error
+		if a, err = a.With(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.With(Revision{Revision: 6}); err == nil {
+		t.Fatal("revision 6 applied after 7")
+	}
+	enc, err := a.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := DecodeApplied(enc); err != nil || !reflect.DeepEqual(a, b) {
+		t.Fatalf("decode: %+v, %v", b, err)
+	}
+	for _, c := range []struct {
+		p        int
+		from, to int64
+		want     int
+	}{
+		{1, 100, 120, 2}, {3, 100, 120, 2}, {3, 120, 130, 5}, {3, 130, 160, 2}, {3, 140, 160, 2},
+		{2, 120, 130, 0}, {3, 160, 170, 7}, {1, 160, 170, 0}, {3, 90, 100, 0},
+	} {
+		if got := a.For(c.p, c.from, c.to); got != c.want {
+			t.Errorf("For(%d, %d, %d) = %d, want %d", c.p, c.from, c.to, got, c.want)
+		}
+	}
+	if got := a.Covered(3, 90, 200); !reflect.DeepEqual(got, [][2]int64{{100, 180}}) {
+		t.Errorf("Covered(3) = %v", got)
+	}
+	if got := a.Covered(1, 150, 200); !reflect.DeepEqual(got, [][2]int64{{150, 160}}) {
+		t.Errorf("Covered(1) = %v", got)
+	}
+	if got := a.Served(3, 100, 125); got != 5 {
+		t.Errorf("Served(3, 100, 125) = %d, want 5", got)
+	}
+	if got := a.Served(1, 160, 200); got != 0 {
+		t.Errorf("Served(1, 160, 200) = %d, want 0", got)
+	}
+}
+
+// TestReaderServesAppliedRevisions writes a period at revisions 0 and 4:
+// the reader serves revision 0 until revision 4 is applied, revision 4
+// from the next View on (a View taken before keeps 0), and a hole naming
+// revision 4's file once it is deleted, never revision 0 instead.
+func TestReaderServesAppliedRevisions(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := archive.OpenBucket(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const from, to = 29_000_000, 29_000_010
+	for rev, clicks := range map[int]int64{0: 3, 4: 2} {
+		rows := []tally.FinalRow{{Minute: from + 1, AdID: "a", Country: "US", Clicks: clicks,
+			UserHashes: make([]uint64, clicks), IPHashes: make([]uint64, clicks)}}
+		data, err := Encode(Name{Partition: 2, From: from, To: to, Revision: rev}, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Put(ctx, Key(2, from, to, rev), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(b)
+	sum := func(v View) int64 {
+		t.Helper()
+		s, err := v.Sums(ctx, 2, from, to, Filter{}, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s["a"]
+	}
+	before := r.View()
+	if got := sum(before); got != 3 {
+		t.Fatalf("before applying: %d clicks, want revision 0's 3", got)
+	}
+	r.SetApplied(Applied{Revisions: []Revision{{Revision: 4, From: from, To: to, Partitions: []int{0, 2}}}})
+	if got := sum(r.View()); got != 2 {
+		t.Fatalf("after applying: %d clicks, want revision 4's 2", got)
+	}
+	if got := sum(before); got != 3 {
+		t.Fatalf("a view taken before applying: %d clicks, want 3", got)
+	}
+	if err := os.Remove(filepath.Join(dir, Key(2, from, to, 4))); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.View().Sums(ctx, 2, from, to, Filter{}, "a")
+	if !errors.Is(err, ErrHole) || !strings.Contains(err.Error(), Key(2, from, to, 4)) {
+		t.Fatalf("applied revision's file deleted: %v, want ErrHole naming it", err)
 	}
 }

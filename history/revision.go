@@ -81,3 +81,40 @@ func (a Applied) For(p int, from, to int64) int {
 // partition p: such a minute is answered from the history even while the
 // aggregator still has it in memory, since the revision corrected it.
 func (a Applied) Covers(p int, m int64) bool { return a.For(p, m, m+1) != 0 }
+
+// Covered returns the parts of partition p's minutes [from, to) that an
+// applied revision covers, in order, merged where they touch.
+func (a Applied) Covered(p int, from, to int64) [][2]int64 {
+	var out [][2]int64
+	for _, r := range a.Revisions {
+		if _, ok := slices.BinarySearch(r.Partitions, p); !ok {
+			continue
+		}
+		if lo, hi := max(r.From, from), min(r.To, to); lo < hi {
+			out = append(out, [2]int64{lo, hi})
+		}
+	}
+	slices.SortFunc(out, func(x, y [2]int64) int { return int(x[0] - y[0]) })
+	merged := out[:0]
+	for _, s := range out {
+		if n := len(merged); n > 0 && s[0] <= merged[n-1][1] {
+			merged[n-1][1] = max(merged[n-1][1], s[1])
+			continue
+		}
+		merged = append(merged, s)
+	}
+	return merged
+}
+
+// Served returns the latest revision applied to any of partition p's
+// minutes [from, to), 0 if none: the revision an answer over them was
+// computed from.
+func (a Applied) Served(p int, from, to int64) int {
+	rev := 0
+	for _, r := range a.Revisions {
+		if _, ok := slices.BinarySearch(r.Partitions, p); ok && r.From < to && from < r.To {
+			rev = max(rev, r.Revision)
+		}
+	}
+	return rev
+}

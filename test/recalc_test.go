@@ -1,0 +1,229 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/history"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/tally"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// runTool runs a clickagg command to its end and returns its output and
+// exit code.
+func runTool(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// TestRecalcRepairsHistory is the negative control of the history: on a
+// cluster that archived and wrote its history, it changes one history row
+// and deletes one raw archive file on purpose. Queries answer the changed
+// row; recalc over a range crossing the deleted file refuses; recalc
+// -apply over the changed row's partition recounts it from the raw
+// archive, reports exactly that row, and from then on queries answer the
+// recounted value with the new revision.
+func TestRecalcRepairsHistory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of recounting the history")
+	}
+	const partitions = 4
+	bucketDir := filepath.Join(t.TempDir(), "store")
+	rules := []string{"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-history.period=1m"}
+	c := newTestCluster(t, clusterSpec{
+		partitions: partitions, coordinators: 1, routers: 1, aggregators: 1,
+		commonFlags: append([]string{
+			"-router.acceptance-horizon=1m", "-router.max-clock-skew=30s", "-router.idle-watermark-lag=2s",
+			"-aggregator.retention=2m", "-hotkey.split-rate=1000000",
+		}, rules...),
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
+			"-archive.interval=2s", "-history.poll=1s"},
+	})
+	waitCaughtUp(t, c.coordinatorClient(), partitions, 2*time.Minute)
+	w := newWorkload(20261210, 4_000, 60, 2, time.Now().Add(-40*time.Second), 0.05, 0, 0, 100)
+	ingest(t, w, c.ingestClients(), nil)
+	tr := &truth{clicks: w.unique}
+	want := tr.counts()
+	var last int64
+	for k := range want {
+		last = max(last, k.minute)
+	}
+	from, to := w.firstMin, last+1
+
+	// Wait until the history holds every minute, and they left memory.
+	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	testserver.Eventually(t, 4*time.Minute, func() error {
+		for p := range partitions {
+			v, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:history", p)).Result()
+			if err != nil {
+				return fmt.Errorf("partition %d: history mark: %w", p, err)
+			}
+			if end, _ := strconv.ParseInt(v, 10, 64); end < to+2 {
+				return fmt.Errorf("partition %d history ends at minute %d, want %d", p, end, to+2)
+			}
+		}
+		return nil
+	})
+	time.Sleep(time.Until(time.Unix(to*60, 0).Add(2*time.Minute + 20*time.Second)))
+
+	tool := func(cmd string, extra ...string) (string, int) {
+		args := append([]string{cmd, "-archive.bucket=" + bucketDir, "-etcd.endpoints=" + c.etcd.Endpoint,
+			"-from=" + minuteArg(from), "-to=" + minuteArg(to), "-recount.margin=1m"}, rules...)
+		return runTool(t, append(args, extra...)...)
+	}
+	// A recount of the untouched history differs in nothing.
+	out, code := tool("recalc")
+	if code != 0 || !strings.Contains(out, "rows that differ: 0;") || !strings.Contains(out, "revision 1 written, not applied") {
+		t.Fatalf("recalc of the untouched history (exit %d):\n%s", code, out)
+	}
+	t.Logf("recalc of the untouched history:\n%s", out)
+
+	// Change one row of the history: the busiest ad's first minute.
+	bucket, err := archive.OpenBucket(ctx, bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bucket.Close()
+	var ad string
+	for k := range want {
+		if k.minute == from && (ad == "" || want[k] > want[adMinute{ad, from}] || want[k] == want[adMinute{ad, from}] && k.ad < ad) {
+			ad = k.ad
+		}
+	}
+	pa := parts(t, partitions).Partition(ad)
+	key := history.Key(pa, from, from+1, 0)
+	data, err := bucket.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := history.Read(key, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make([]tally.FinalRow, len(f.Rows))
+	changed := -1
+	for i, r := range f.Rows {
+		rows[i] = tally.FinalRow{Minute: r.Minute / 60_000, AdID: r.AdID, Country: r.Country, Clicks: r.Clicks, Revision: r.Revision, UserHashes: r.UserIDHashes, IPHashes: r.IPHashes}
+		if r.AdID == ad && changed < 0 {
+			changed = i
+			rows[i].Clicks++
+			rows[i].UserHashes = append(slices.Clone(r.UserIDHashes), 1)
+			rows[i].IPHashes = append(slices.Clone(r.IPHashes), 1)
+		}
+	}
+	if data, err = history.Encode(f.Name, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := bucket.Put(ctx, key, data); err != nil {
+		t.Fatal(err)
+	}
+	qc := c.queryClient()
+	count := func() (int64, int64) {
+		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, From: minuteTS(from), To: minuteTS(from + 1)})
+		if err != nil {
+			t.Fatalf("count of %s in minute %d: %v", ad, from, err)
+		}
+		return resp.GetCount(), resp.GetHistoryRevision()
+	}
+	truthN := want[adMinute{ad, from}]
+	if n, rev := count(); n != truthN+1 || rev != 0 {
+		t.Fatalf("count of the changed row: %d at revision %d, want %d at 0", n, rev, truthN+1)
+	}
+
+	// Delete a raw archive file of another partition, in the range.
+	pb := (pa + 1) % partitions
+	gone := ""
+	for _, k := range mustList(t, bucket, archive.PartitionPrefix(pb, time.Unix(from*60, 0))) {
+		if _, first, _, _ := archive.ParseKey(k); idMs(first) >= from*60_000+20_000 {
+			gone = k
+			break
+		}
+	}
+	if gone == "" {
+		t.Fatal("no archive file to delete")
+	}
+	if err := os.Remove(filepath.Join(bucketDir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	out, code = tool("recalc", "-apply", fmt.Sprintf("-partitions=%d", pb))
+	if code == 0 || !strings.Contains(out, "refused") || !strings.Contains(out, "hole") {
+		t.Fatalf("recalc across a deleted archive file (exit %d):\n%s", code, out)
+	}
+
+	// Recount the changed partition, and apply it.
+	out, code = tool("recalc", "-apply", fmt.Sprintf("-partitions=%d", pa))
+	t.Logf("recalc -apply:\n%s", out)
+	if code != 0 || !strings.Contains(out, "rows that differ: 1;") || !strings.Contains(out, "revision 3 applied") {
+		t.Fatalf("recalc -apply (exit %d):\n%s", code, out)
+	}
+	diffLine := ""
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, " "+ad+" ") {
+			diffLine = strings.Join(strings.Fields(l), " ")
+		}
+	}
+	if wantLine := fmt.Sprintf("%d %s %s %s %d %d", pa, minuteArg(from), ad, f.Rows[changed].Country, f.Rows[changed].Clicks+1, f.Rows[changed].Clicks); diffLine != wantLine {
+		t.Fatalf("recalc reported %q, want %q", diffLine, wantLine)
+	}
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if n, rev := count(); n != truthN || rev != 3 {
+			return fmt.Errorf("count after recalc -apply: %d at revision %d, want %d at 3", n, rev, truthN)
+		}
+		return nil
+	})
+	// Every count of the range is exact again.
+	for k, n := range want {
+		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: k.ad, From: minuteTS(k.minute), To: minuteTS(k.minute + 1)})
+		if err != nil || resp.GetCount() != n {
+			t.Fatalf("%s minute %d after recalc: %d, %v; want %d", k.ad, k.minute, resp.GetCount(), err, n)
+		}
+	}
+	// Refusals: reversed, in the future.
+	for _, args := range [][]string{{"-from=" + minuteArg(to), "-to=" + minuteArg(from)}, {"-to=" + time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04")}} {
+		out, code := tool("recalc", args...)
+		if code == 0 || !strings.Contains(out, "-from") && !strings.Contains(out, "future") {
+			t.Fatalf("recalc %v (exit %d):\n%s", args, code, out)
+		}
+	}
+}
+
+func minuteArg(m int64) string { return time.Unix(m*60, 0).UTC().Format("2006-01-02T15:04") }
+
+func idMs(id string) int64 {
+	ms, _, _ := strings.Cut(id, "-")
+	v, _ := strconv.ParseInt(ms, 10, 64)
+	return v
+}
+
+func mustList(t *testing.T, b *archive.Bucket, prefix string) []string {
+	t.Helper()
+	keys, err := b.List(context.Background(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
