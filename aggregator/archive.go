@@ -38,9 +38,10 @@ func WithHistory(w HistoryWriter) Option {
 	return func(a *Aggregator) { a.history = w }
 }
 
-// HistoryReader reads sums over a partition's history (history.Reader).
+// HistoryReader reads the history (history.Reader) through a View of the
+// applied revisions, taken once per query so that it never mixes two.
 type HistoryReader interface {
-	Sums(ctx context.Context, p int, from, to int64, f history.Filter, ad string) (map[string]int64, error)
+	View() history.View
 }
 
 // WithHistoryReader makes the aggregator answer the minutes of a window

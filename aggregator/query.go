@@ -56,8 +56,21 @@ type PartitionStatus struct {
 	LastSnapshot time.Time // zero before the first snapshot
 }
 
-// Count returns adID's clicks in partition p over w that match f, and the
-// partition's watermark (Unix ms).
+// Answer is a count and what it was computed from.
+type Answer struct {
+	Count int64
+	// Watermark is the partition's, Unix ms.
+	Watermark int64
+	// Revision is the history revision the count read (0: the counts the
+	// aggregators wrote, or no history read).
+	Revision int
+	// Applied is the version of the applied revisions the history was
+	// read through, 0 when none was read: the answers of one query must
+	// agree on it.
+	Applied int
+}
+
+// Count returns adID's clicks in partition p over w that match f.
 //
 // Minutes older than the retention (-aggregator.retention before the
 // watermark) have left memory. With a history (WithHistoryReader), they
@@ -65,41 +78,71 @@ type PartitionStatus struct {
 // history mark; without one, or where the history has a hole, a window
 // that starts before the oldest minute kept fails (ErrOutOfRange, or the
 // history's error naming the missing file) instead of undercounting.
-func (a *Aggregator) Count(ctx context.Context, p int, adID string, w Window, f tally.Filter) (int64, int64, error) {
+// Minutes that an applied history revision (clickagg recalc) covers are
+// read from it even while they are in memory: the revision corrected
+// them.
+func (a *Aggregator) Count(ctx context.Context, p int, adID string, w Window, f tally.Filter) (Answer, error) {
 	if err := w.validate(); err != nil {
-		return 0, 0, err
+		return Answer{}, err
 	}
 	if p < 0 {
-		return 0, 0, fmt.Errorf("%w: partition %d is negative", ErrInvalid, p)
+		return Answer{}, fmt.Errorf("%w: partition %d is negative", ErrInvalid, p)
 	}
 	pt, err := a.serving(p)
 	if err != nil {
-		return 0, 0, err
+		return Answer{}, err
 	}
 	// The watermark read first is a lower bound of the one the count saw,
 	// so reporting it never claims a window complete too early.
-	wm := pt.tp.Watermark()
-	mem := w
-	if a.histReader != nil {
-		// The minutes before the oldest one in memory come from the
-		// history; the boundary is taken once, and checked below.
-		mem.From = max(w.From, a.oldest(pt, wm))
+	ans := Answer{Watermark: pt.tp.Watermark()}
+	mem, hist, view := a.split(pt, w, ans.Watermark)
+	for _, m := range mem {
+		ans.Count += pt.tp.Count(adID, m.From, m.To, f)
 	}
-	var n int64
-	if mem.From < mem.To {
-		n = pt.tp.Count(adID, mem.From, mem.To, f)
-		if err := a.inMemory(pt, mem); err != nil {
-			return 0, 0, err
+	if len(mem) > 0 {
+		if err := a.inMemory(pt, mem[0]); err != nil {
+			return Answer{}, err
 		}
 	}
-	if w.From < mem.From {
-		h, err := a.historySums(ctx, p, Window{From: w.From, To: min(w.To, mem.From)}, f, adID)
+	for _, h := range hist {
+		sums, err := a.historySums(ctx, view, p, h, f, adID)
 		if err != nil {
-			return 0, 0, err
+			return Answer{}, err
 		}
-		n += h[adID]
+		ans.Count += sums[adID]
+		ans.Revision = max(ans.Revision, view.Applied.Served(p, h.From, h.To))
+		ans.Applied = view.Applied.Version()
 	}
-	return n, wm, nil
+	return ans, nil
+}
+
+// split divides w into the windows read from pt's memory and those read
+// from the history, through view: the minutes before the oldest one in
+// memory at watermark wm, and those an applied revision covers. The
+// boundary is taken once, and checked after memory was read.
+func (a *Aggregator) split(pt *partition, w Window, wm int64) (mem, hist []Window, view history.View) {
+	if a.histReader == nil {
+		return []Window{w}, nil, view
+	}
+	view = a.histReader.View()
+	oldest := max(w.From, a.oldest(pt, wm))
+	if w.From < oldest {
+		hist = append(hist, Window{From: w.From, To: min(w.To, oldest)})
+	}
+	at := oldest
+	for _, c := range view.Applied.Covered(pt.id, oldest, w.To) {
+		if at < c[0] {
+			mem = append(mem, Window{From: at, To: c[0]})
+		}
+		// Apart from a window before the oldest minute: this one needs no
+		// history mark.
+		hist = append(hist, Window{From: c[0], To: c[1]})
+		at = c[1]
+	}
+	if at < w.To {
+		mem = append(mem, Window{From: at, To: w.To})
+	}
+	return mem, hist, view
 }
 
 // oldest is the oldest minute of pt in memory at watermark wm.
@@ -108,17 +151,21 @@ func (a *Aggregator) oldest(pt *partition, wm int64) int64 {
 }
 
 // historySums returns per ad the clicks of partition p over w matching f
-// (only adID's if not empty) from the history, which must hold w: the
-// partition's history mark must be past it.
-func (a *Aggregator) historySums(ctx context.Context, p int, w Window, f tally.Filter, adID string) (map[string]int64, error) {
-	end, ok, err := a.marks.History(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
+// (only adID's if not empty) from the history through view, which must
+// hold w: the partition's history mark must be past it, or an applied
+// revision cover all of it.
+func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, w Window, f tally.Filter, adID string) (map[string]int64, error) {
+	covered := view.Applied.Covered(p, w.From, w.To)
+	if len(covered) != 1 || covered[0] != [2]int64{w.From, w.To} {
+		end, ok, err := a.marks.History(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
+		}
+		if !ok || end < w.To {
+			return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, w.To-1, p, end)
+		}
 	}
-	if !ok || end < w.To {
-		return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, w.To-1, p, end)
-	}
-	return a.histReader.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
+	return view.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
 }
 
 // MaxSplitAds bounds the split ads of one TopAdsSplit call.

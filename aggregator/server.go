@@ -34,11 +34,12 @@ func (s *server) Count(ctx context.Context, req *clickaggv1.CountRequest) (*clic
 	if err := s.a.checkLease(); err != nil {
 		return nil, toStatus(err)
 	}
-	n, wm, err := s.a.Count(ctx, int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
+	ans, err := s.a.Count(ctx, int(req.GetPartition()), req.GetAdId(), window(req.GetFromMinute(), req.GetToMinute()), filter(req.GetFilter()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &clickaggv1.CountResponse{Count: n, WatermarkMs: wm}, nil
+	return &clickaggv1.CountResponse{Count: ans.Count, WatermarkMs: ans.Watermark,
+		HistoryRevision: int64(ans.Revision), HistoryApplied: int64(ans.Applied)}, nil
 }
 
 func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {

@@ -75,6 +75,9 @@ type CountResult struct {
 	From, To int64
 	// Complete is true when the partition's watermark has passed To.
 	Complete bool
+	// HistoryRevision is the revision of the history the count read, 0
+	// for the counts the aggregators wrote (or none read).
+	HistoryRevision int64
 }
 
 // TopResult is the top ads over [From, To), Unix minutes.
@@ -385,31 +388,33 @@ func (q *Queryd) Count(ctx context.Context, adID string, from, to int64, f Filte
 	}
 	ps := t.Partitions(q.parts, adID, from, to)
 	var (
-		n  int64
-		wm int64
+		n, wm, rev int64
 	)
 	err = q.withRetry(ctx, func(d *directory) error {
 		var err error
-		n, wm, err = q.countOnce(ctx, d, ps, adID, from, to, f)
+		n, wm, rev, err = q.countOnce(ctx, d, ps, adID, from, to, f)
 		return err
 	})
 	if err != nil {
 		return CountResult{}, err
 	}
 	return CountResult{
-		AdID:     adID,
-		Count:    n,
-		From:     from,
-		To:       to,
-		Complete: wm >= to*minuteMs,
+		AdID:            adID,
+		Count:           n,
+		From:            from,
+		To:              to,
+		Complete:        wm >= to*minuteMs,
+		HistoryRevision: rev,
 	}, nil
 }
 
 // countOnce sums adID's counts in the partitions ps and returns the
-// smallest of their watermarks; any partition that cannot answer fails it.
-func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID string, from, to int64, f Filter) (int64, int64, error) {
+// smallest of their watermarks and the history revision read; any
+// partition that cannot answer fails it.
+func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID string, from, to int64, f Filter) (int64, int64, int64, error) {
 	counts := make([]int64, len(ps))
 	wms := make([]int64, len(ps))
+	hist := make([]historyRead, len(ps))
 	errs := make([]error, len(ps))
 	call := func(i int) {
 		p := ps[i]
@@ -431,6 +436,7 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 			return
 		}
 		counts[i], wms[i] = resp.GetCount(), resp.GetWatermarkMs()
+		hist[i] = historyRead{revision: resp.GetHistoryRevision(), applied: resp.GetHistoryApplied()}
 	}
 	if len(ps) == 1 {
 		call(0)
@@ -443,7 +449,7 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 		_ = eg.Wait()
 	}
 	if err := ownerAnswer(errs); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	var missing []int
 	var reasons []string
@@ -459,13 +465,42 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 				reasons[i] = fmt.Sprintf("partition %d: %s", missing[i], reasons[i])
 			}
 		}
-		return 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+		return 0, 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	}
+	rev, err := sameHistory(ps, hist)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	var n int64
 	for _, c := range counts {
 		n += c
 	}
-	return n, slices.Min(wms), nil
+	return n, slices.Min(wms), rev, nil
+}
+
+// historyRead is what an owner's answer says about the history it read.
+type historyRead struct {
+	revision, applied int64
+}
+
+// sameHistory returns the latest history revision the answers of one
+// query read, checking that every owner that read the history did so
+// through the same applied revisions: one that has not seen a recalc
+// -apply yet fails the query as unavailable, to be asked again, so that
+// no answer mixes two revisions.
+func sameHistory(ps []int, hist []historyRead) (int64, error) {
+	var rev, applied int64
+	for i, h := range hist {
+		if h.applied == 0 {
+			continue
+		}
+		if applied != 0 && h.applied != applied {
+			return 0, &UnavailableError{Partitions: ps[i : i+1], Reason: fmt.Sprintf("owners read the history through applied revisions %d and %d: a recalc -apply is reaching them", applied, h.applied)}
+		}
+		applied = h.applied
+		rev = max(rev, h.revision)
+	}
+	return rev, nil
 }
 
 const minuteMs = 60_000

@@ -43,11 +43,12 @@ func (s *server) GetAggregatedCount(ctx context.Context, req *clickaggv1.GetAggr
 		return nil, statusOf(err)
 	}
 	return &clickaggv1.GetAggregatedCountResponse{
-		AdId:     r.AdID,
-		Count:    r.Count,
-		From:     minuteTime(r.From),
-		To:       minuteTime(r.To),
-		Complete: r.Complete,
+		AdId:            r.AdID,
+		Count:           r.Count,
+		From:            minuteTime(r.From),
+		To:              minuteTime(r.To),
+		Complete:        r.Complete,
+		HistoryRevision: r.HistoryRevision,
 	}, nil
 }
 

@@ -107,8 +107,12 @@ type CountResponse struct {
 	// recalc) when the count read the history; 0 when it read none, or none
 	// is applied.
 	HistoryRevision int64 `protobuf:"varint,3,opt,name=history_revision,json=historyRevision,proto3" json:"history_revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// history_applied is the version of the applied revisions the history
+	// was read through, 0 when none was read: queryd checks that the
+	// answers of one query agree on it.
+	HistoryApplied int64 `protobuf:"varint,4,opt,name=history_applied,json=historyApplied,proto3" json:"history_applied,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CountResponse) Reset() {
@@ -158,6 +162,13 @@ func (x *CountResponse) GetWatermarkMs() int64 {
 func (x *CountResponse) GetHistoryRevision() int64 {
 	if x != nil {
 		return x.HistoryRevision
+	}
+	return 0
+}
+
+func (x *CountResponse) GetHistoryApplied() int64 {
+	if x != nil {
+		return x.HistoryApplied
 	}
 	return 0
 }
@@ -257,8 +268,9 @@ type TopAdsResponse struct {
 	MinWatermarkMs int64 `protobuf:"varint,2,opt,name=min_watermark_ms,json=minWatermarkMs,proto3" json:"min_watermark_ms,omitempty"`
 	// split_counts has one entry per requested split ad with a non-zero count.
 	SplitCounts []*AdCount `protobuf:"bytes,3,rep,name=split_counts,json=splitCounts,proto3" json:"split_counts,omitempty"`
-	// history_revision is as in CountResponse.
+	// history_revision and history_applied are as in CountResponse.
 	HistoryRevision int64 `protobuf:"varint,4,opt,name=history_revision,json=historyRevision,proto3" json:"history_revision,omitempty"`
+	HistoryApplied  int64 `protobuf:"varint,5,opt,name=history_applied,json=historyApplied,proto3" json:"history_applied,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -317,6 +329,13 @@ func (x *TopAdsResponse) GetSplitCounts() []*AdCount {
 func (x *TopAdsResponse) GetHistoryRevision() int64 {
 	if x != nil {
 		return x.HistoryRevision
+	}
+	return 0
+}
+
+func (x *TopAdsResponse) GetHistoryApplied() int64 {
+	if x != nil {
+		return x.HistoryApplied
 	}
 	return 0
 }
@@ -526,11 +545,12 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\vfrom_minute\x18\x03 \x01(\x03R\n" +
 	"fromMinute\x12\x1b\n" +
 	"\tto_minute\x18\x04 \x01(\x03R\btoMinute\x12+\n" +
-	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"s\n" +
+	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\"\x9c\x01\n" +
 	"\rCountResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12!\n" +
 	"\fwatermark_ms\x18\x02 \x01(\x03R\vwatermarkMs\x12)\n" +
-	"\x10history_revision\x18\x03 \x01(\x03R\x0fhistoryRevision\"\xcd\x01\n" +
+	"\x10history_revision\x18\x03 \x01(\x03R\x0fhistoryRevision\x12'\n" +
+	"\x0fhistory_applied\x18\x04 \x01(\x03R\x0ehistoryApplied\"\xcd\x01\n" +
 	"\rTopAdsRequest\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\x05R\n" +
@@ -540,12 +560,13 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\tto_minute\x18\x03 \x01(\x03R\btoMinute\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x05R\x05count\x12+\n" +
 	"\x06filter\x18\x05 \x01(\v2\x13.clickagg.v1.FilterR\x06filter\x12\x1b\n" +
-	"\tsplit_ads\x18\x06 \x03(\tR\bsplitAds\"\xc6\x01\n" +
+	"\tsplit_ads\x18\x06 \x03(\tR\bsplitAds\"\xef\x01\n" +
 	"\x0eTopAdsResponse\x12&\n" +
 	"\x03ads\x18\x01 \x03(\v2\x14.clickagg.v1.AdCountR\x03ads\x12(\n" +
 	"\x10min_watermark_ms\x18\x02 \x01(\x03R\x0eminWatermarkMs\x127\n" +
 	"\fsplit_counts\x18\x03 \x03(\v2\x14.clickagg.v1.AdCountR\vsplitCounts\x12)\n" +
-	"\x10history_revision\x18\x04 \x01(\x03R\x0fhistoryRevision\"\x18\n" +
+	"\x10history_revision\x18\x04 \x01(\x03R\x0fhistoryRevision\x12'\n" +
+	"\x0fhistory_applied\x18\x05 \x01(\x03R\x0ehistoryApplied\"\x18\n" +
 	"\x16PartitionStatusRequest\"o\n" +
 	"\x17PartitionStatusResponse\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12<\n" +
