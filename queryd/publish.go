@@ -91,9 +91,9 @@ type minuteKey struct {
 // A minute's revision, in each partition, counts the events counted in it
 // after it completed there (tally.Partition.Revisions); it is a function
 // of the log, so a partition moving to another owner does not change it.
-// Every RecheckInterval the publisher reads, from every owner, the sum
-// over all partitions of the revisions of the complete minutes within
-// RepublishHorizon, and keeps per minute the sum read last (read) and the
+// Every RecheckInterval, and on every poll that hands out a new minute, the
+// publisher reads from every owner the sum over all partitions of the
+// revisions of the complete minutes within RepublishHorizon, and keeps per minute the sum read last (read) and the
 // sum its published list reflects (done): a minute is changed while read
 // is above done. A published list reflects at least the sum read before it
 // was computed, which is what done is set to, so no late event is missed:

@@ -149,10 +149,10 @@ func waitPolls(t *testing.T, tr *truth) {
 // TestPublish follows the publisher as the aggregators' watermark advances:
 // each completed minute is stored and announced in Redis and pushed to
 // watchers, in order and exact; a lagging partition holds publication back;
-// a late event republishes its minute; a restarted queryd republishes
-// nothing that Redis already holds.
-// startPublishing starts a queryd that publishes top-5 lists and re-checks
-// the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
+// a late event republishes its minute; a restarted queryd republishes a
+// minute changed while it was down, and nothing that Redis already holds.
+// startPublishing starts a queryd that publishes top-5 lists and starts
+// with the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
 // are cut inside ties), with the minutes up to base+3 complete; it checks
 // that the startup publishes those last 3 minutes, oldest first.
 func startPublishing(t *testing.T, cfg Config) (*truth, *env, *channelReader) {
@@ -261,10 +261,22 @@ func TestPublish(t *testing.T) {
 		}
 	}
 
-	// A restarted queryd finds every recent minute already in Redis and
-	// announces only what is new.
+	// Late events while no queryd runs change a published minute older
+	// than the ones a starting queryd publishes: the restarted one finds
+	// it by its revisions and republishes it, and, finding every other
+	// minute already in Redis, announces only what is new.
+	down := base + 5
+	var downClicks []click
+	for i := range 12 {
+		downClicks = append(downClicks, click{ad: "ad-down", minute: down, country: "FR", ip: "10.0.0.2", userID: fmt.Sprintf("down%d", i)})
+	}
+	tr.add(downClicks...)
 	q2 := e.newQueryd()
 	runQueryd(t, q2)
+	expect(t, "correction after restart", pubsub.next(), tr, down, 5, Filter{})
+	if got, _ := stored(t, ctx, e.rdb, down); got.ads[0] != (AdCount{AdID: "ad-down", Count: 12}) {
+		t.Fatalf("minute %d corrected while down stored as %v", down, got)
+	}
 	waitPolls(t, tr)
 	tr.setAllWatermarks((base + 13) * minuteMs)
 	expect(t, "after restart", pubsub.next(), tr, base+12, 5, Filter{})
