@@ -275,6 +275,10 @@ func TestQueryErrors(t *testing.T) {
 		{"empty window", func() error { _, err := n.count(0, "ad-0", w.window([2]int64{3, 3}), nil); return err }, codes.InvalidArgument, "empty"},
 		{"top count 0", func() error { _, err := n.top([]int{0}, w.window([2]int64{0, 5}), 0, nil); return err }, codes.InvalidArgument, "count"},
 		{"top without partitions", func() error { _, err := n.top(nil, w.window([2]int64{0, 5}), 10, nil); return err }, codes.InvalidArgument, "no partitions"},
+		{"revisions with partitions not served", func() error {
+			_, err := n.client.MinuteRevisions(ctxT(t), &clickaggv1.MinuteRevisionsRequest{Partitions: []int32{0, 3, 1, 2}, FromMinute: w.window([2]int64{0, 5}).From, ToMinute: w.window([2]int64{0, 5}).To})
+			return err
+		}, codes.Unavailable, "[2 3]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -257,6 +258,45 @@ func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, spli
 	// A non-split ad lives in one partition, so the lists are disjoint and
 	// the merge of each partition's exact top n is the exact top n.
 	return topn.Merge(n, lists...), splitCounts, wm, nil
+}
+
+// MinuteRevisions returns, per minute of w, the sum over the partitions ps
+// of the minute's revision (tally.Partition.Revisions: the events it
+// counted after it completed), for the minutes with a sum above zero in
+// ascending order, and the smallest watermark of ps. Every partition must
+// be served here: a restoring partition could report revisions below the
+// ones already seen, which a caller would read as "no change". Minutes that
+// left memory are absent; they can no longer change.
+func (a *Aggregator) MinuteRevisions(ps []int, w Window) ([]tally.MinuteRevision, int64, error) {
+	if err := w.validate(); err != nil {
+		return nil, 0, err
+	}
+	if len(ps) == 0 {
+		return nil, 0, fmt.Errorf("%w: no partitions", ErrInvalid)
+	}
+	ps = slices.Compact(slices.Sorted(slices.Values(ps)))
+	pts, err := a.servingAll(ps)
+	if err != nil {
+		return nil, 0, err
+	}
+	sums := map[int64]int64{}
+	var wm int64
+	for i, pt := range pts {
+		// The watermark read first is a lower bound of the one the
+		// revisions saw, as in Count.
+		if pw := pt.tp.Watermark(); i == 0 || pw < wm {
+			wm = pw
+		}
+		for _, r := range pt.tp.Revisions(w.From, w.To) {
+			sums[r.Minute] += r.Revision
+		}
+	}
+	out := make([]tally.MinuteRevision, 0, len(sums))
+	for m, r := range sums {
+		out = append(out, tally.MinuteRevision{Minute: m, Revision: r})
+	}
+	slices.SortFunc(out, func(x, y tally.MinuteRevision) int { return cmp.Compare(x.Minute, y.Minute) })
+	return out, wm, nil
 }
 
 // inMemory checks, after a query has read pt, that every minute of w was

@@ -64,6 +64,25 @@ func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clic
 	return resp, nil
 }
 
+func (s *server) MinuteRevisions(_ context.Context, req *clickaggv1.MinuteRevisionsRequest) (*clickaggv1.MinuteRevisionsResponse, error) {
+	if err := s.a.checkLease(); err != nil {
+		return nil, toStatus(err)
+	}
+	ps := make([]int, len(req.GetPartitions()))
+	for i, p := range req.GetPartitions() {
+		ps[i] = int(p)
+	}
+	revs, wm, err := s.a.MinuteRevisions(ps, window(req.GetFromMinute(), req.GetToMinute()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &clickaggv1.MinuteRevisionsResponse{Minutes: make([]*clickaggv1.MinuteRevision, len(revs)), MinWatermarkMs: wm}
+	for i, r := range revs {
+		resp.Minutes[i] = &clickaggv1.MinuteRevision{Minute: r.Minute, Revision: r.Revision}
+	}
+	return resp, nil
+}
+
 func (s *server) PartitionStatus(ctx context.Context, _ *clickaggv1.PartitionStatusRequest) (*clickaggv1.PartitionStatusResponse, error) {
 	member, ps, err := s.a.Status(ctx)
 	if err != nil {

@@ -28,15 +28,23 @@ type Config struct {
 	PollInterval time.Duration
 	// PublishCount is the length of each minute's published top list.
 	PublishCount int
-	// RepublishMinutes is how many recent completed minutes are checked again,
-	// every RecheckInterval, so that late events republish a corrected top.
+	// RepublishMinutes is how many recent completed minutes a starting
+	// queryd publishes; older ones were published by a previous run. It
+	// no longer bounds corrections: those are found by revision over
+	// RepublishHorizon.
 	RepublishMinutes int
-	// RecheckInterval is how often the recent minutes are checked again
-	// when no new minute completes (a poll that hands out new minutes
-	// checks them too). Each check is a cluster-wide top query per minute:
-	// every poll would cost the aggregators a tenth of their CPU at the
-	// bench's scale.
+	// RecheckInterval is how often, besides every poll that hands out a
+	// new minute, the publisher asks the owners for the revisions of the
+	// minutes within RepublishHorizon (one call per owner, cheap whatever
+	// the horizon); each minute whose revision sum changed gets its top
+	// list computed again, and published again when it changed. 0 asks on
+	// every poll.
 	RecheckInterval time.Duration
+	// RepublishHorizon is how long after a minute is complete late events
+	// can still change it: the aggregators' -aggregator.dedup-horizon. A
+	// shorter one misses the corrections of older minutes; a longer one
+	// only asks for minutes that can no longer change.
+	RepublishHorizon time.Duration
 	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
 	// it forever.
 	PublishTTL time.Duration
@@ -57,8 +65,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits, retrying, for a partition with no serving owner (a live handoff pauses a partition for well under a second; a lost aggregator's partitions move after its lease expires) before it fails with UNAVAILABLE naming the partitions; 0 fails at once")
 	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish")
 	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
-	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes re-checked every -queryd.recheck-interval; a minute whose top changed through late events is published again")
-	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often the recent completed minutes are re-checked for late events while no new minute completes (a poll that publishes a new minute re-checks them too, so none leaves the re-checked window unchecked); each re-check is a cluster-wide top query per minute, so a re-check every poll costs the aggregators a noticeable share of their CPU at high rates")
+	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes a starting queryd publishes (older ones were published by a previous run); late events in any published minute are found by revision within -queryd.republish-horizon, whatever this is")
+	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often, besides every poll that publishes a new minute, the aggregators are asked for the revisions of the completed minutes within -queryd.republish-horizon; a minute whose revisions changed (late events) has its top list computed again and published again if it changed. Each ask is one cheap call per aggregator; 0 asks on every poll")
+	fs.DurationVar(&c.RepublishHorizon, "queryd.republish-horizon", defaultRepublishHorizon, "how long after a minute is complete late events can still change its published top list: set it to the aggregators' -aggregator.dedup-horizon (a shorter one misses corrections of older minutes); 0 republishes nothing")
 	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
 	// The key prefix is the process's -redis.prefix, set by the caller.
 	c.RedisPrefix = "clickagg"
@@ -68,9 +77,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // query, and the count travels as an int32.
 const maxMaxCount = 100_000
 
-// maxRepublishMinutes bounds RepublishMinutes: every poll costs one fan-out
-// per re-checked minute.
+// maxRepublishMinutes bounds RepublishMinutes: a starting queryd computes
+// a top list per minute.
 const maxRepublishMinutes = 60
+
+// defaultRepublishHorizon is the aggregators' default
+// -aggregator.dedup-horizon.
+const defaultRepublishHorizon = 6*time.Hour + 30*time.Minute
 
 // Validate checks c.
 func (c *Config) Validate() error {
@@ -100,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RepublishMinutes < 0 || c.RepublishMinutes > maxRepublishMinutes {
 		return fmt.Errorf("-queryd.republish-minutes %d: must be in [0, %d]", c.RepublishMinutes, maxRepublishMinutes)
+	}
+	if c.RepublishHorizon < 0 {
+		return fmt.Errorf("-queryd.republish-horizon %v: must not be negative", c.RepublishHorizon)
 	}
 	if c.PublishTTL < 0 {
 		return fmt.Errorf("-queryd.publish-ttl %v: must not be negative", c.PublishTTL)

@@ -38,19 +38,29 @@
 // smallest watermark with a one-ad top query over all partitions; minute m
 // is complete when that watermark is at or after m's end. If any partition
 // cannot answer, the poll publishes nothing. Otherwise, for each minute not
-// yet published (at most 16 per poll) and for each of the last
-// -queryd.republish-minutes minutes, it computes the top
+// yet published (at most 16 per poll), it computes the top
 // -queryd.publish-count ads and, when Redis does not already hold exactly
 // that list, SETs <prefix>:top:<minute> to the protojson of a
-// GetPopularAdsResponse and PUBLISHes it on <prefix>:top in one MULTI. A late
-// event that changes a recent minute's list therefore overwrites the key and
-// announces the minute again. At startup only the last
-// -queryd.republish-minutes completed minutes are considered.
+// GetPopularAdsResponse and PUBLISHes it on <prefix>:top in one MULTI. At
+// startup only the last -queryd.republish-minutes completed minutes are
+// considered.
+//
+// Late events change complete minutes for as long as the dedup horizon
+// lets them (-queryd.republish-horizon). Rather than recompute every minute
+// of the horizon, the publisher reads, on every poll that publishes a new
+// minute and every -queryd.recheck-interval, the sums over all partitions
+// of the minutes' revisions (MinuteRevisions: the events each minute
+// counted after it completed) and computes again only the published
+// minutes whose sum grew, at most 16 per poll; a changed list overwrites
+// the key and is announced again. See revisions in publish.go for why no
+// change is missed and why moves and unavailable partitions are not taken
+// for changes.
 //
 // Each WatchPopularAds stream gets its own count and filter computed for the
 // same minutes, starting with the newest completed minute, and its corrected
-// minutes again. Streams never block the publisher: each has a bounded
-// buffer, and a stream that lets it fill is ended with RESOURCE_EXHAUSTED.
+// minutes again, across the republish horizon. Streams never block the
+// publisher: each has a bounded buffer, and a stream that lets it fill is
+// ended with RESOURCE_EXHAUSTED.
 //
 // Errors become status codes in one place (statusOf): INVALID_ARGUMENT for
 // refused requests (docs/bad-inputs-query.md lists them), UNAVAILABLE for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -68,6 +69,10 @@ type truth struct {
 	mu     sync.Mutex
 	clicks []click
 	wm     []int64 // watermark per partition, Unix ms
+	// revs is per partition the revision of each minute: the clicks added
+	// after the partition's watermark had passed its end, as the tally
+	// counts them.
+	revs []map[int64]int64
 	// probes counts the one-ad TopAds calls, with which the publisher
 	// starts every poll.
 	probes atomic.Int64
@@ -84,7 +89,10 @@ var (
 // base. Few ads and small per-minute counts make ties common.
 func newTruth(parts *ring.Partitioner, seed uint64, n, ads, minutes int) *truth {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	tr := &truth{parts: parts, wm: make([]int64, parts.Partitions())}
+	tr := &truth{parts: parts, wm: make([]int64, parts.Partitions()), revs: make([]map[int64]int64, parts.Partitions())}
+	for p := range tr.revs {
+		tr.revs[p] = map[int64]int64{}
+	}
 	for range n {
 		tr.add(click{
 			ad:      fmt.Sprintf("ad-%03d", rng.IntN(ads)),
@@ -110,6 +118,11 @@ func (tr *truth) addIn(cs ...click) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.clicks = append(tr.clicks, cs...)
+	for _, c := range cs {
+		if tr.wm[c.partition] >= (c.minute+1)*minuteMs {
+			tr.revs[c.partition][c.minute]++
+		}
+	}
 }
 
 func (tr *truth) setWatermark(p int, ms int64) {
@@ -261,6 +274,32 @@ func (a *fakeAgg) TopAds(ctx context.Context, req *clickaggv1.TopAdsRequest) (*c
 	return resp, nil
 }
 
+func (a *fakeAgg) MinuteRevisions(ctx context.Context, req *clickaggv1.MinuteRevisionsRequest) (*clickaggv1.MinuteRevisionsResponse, error) {
+	for _, p := range req.GetPartitions() {
+		if !a.serves(int(p)) {
+			return nil, status.Errorf(codes.Unavailable, "%s does not serve partition %d", a.id, p)
+		}
+	}
+	a.tr.mu.Lock()
+	defer a.tr.mu.Unlock()
+	sums := map[int64]int64{}
+	resp := &clickaggv1.MinuteRevisionsResponse{}
+	for i, p := range req.GetPartitions() {
+		if i == 0 || a.tr.wm[p] < resp.MinWatermarkMs {
+			resp.MinWatermarkMs = a.tr.wm[p]
+		}
+		for m, r := range a.tr.revs[p] {
+			if m >= req.GetFromMinute() && m < req.GetToMinute() {
+				sums[m] += r
+			}
+		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(sums)) {
+		resp.Minutes = append(resp.Minutes, &clickaggv1.MinuteRevision{Minute: m, Revision: sums[m]})
+	}
+	return resp, nil
+}
+
 // env is a cluster for queryd: an embedded etcd with an assignment and
 // registered aggregators, three fake aggregators, a redis-server, and a
 // Queryd with its gRPC server.
@@ -300,6 +339,7 @@ func testConfig() Config {
 		PollInterval:     20 * time.Millisecond,
 		PublishCount:     100,
 		RepublishMinutes: 10,
+		RepublishHorizon: defaultRepublishHorizon,
 		RedisPrefix:      "clickagg",
 	}
 }

@@ -2,11 +2,15 @@ package queryd
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -20,11 +24,13 @@ const (
 	// time, so that catching up after an outage is spread over several polls
 	// and does not overflow a watcher's buffer in one burst.
 	maxNewPerPoll = 16
+	// maxFixesPerPoll bounds the changed minutes one poll computes again,
+	// for the same reasons; the others wait for the next polls.
+	maxFixesPerPoll = 16
 	// subscriberBuffer is how many answers a watcher may have pending before
 	// it is dropped. A poll hands out at most maxNewPerPoll new minutes plus
-	// the corrections of the re-checked minutes, so a watcher that reads at
-	// all keeps up.
-	subscriberBuffer = 4 * maxNewPerPoll
+	// maxFixesPerPoll corrections, so a watcher that reads at all keeps up.
+	subscriberBuffer = 2 * (maxNewPerPoll + maxFixesPerPoll)
 	// computeLimit bounds the concurrent top queries of one poll; each is a
 	// fan-out of its own.
 	computeLimit = 4
@@ -47,17 +53,17 @@ type topQuery struct {
 // progress tracks which completed minutes a consumer has been handed.
 //
 // A consumer starts at some minute; next is the first minute it has not
-// been handed yet. Every poll covers the minutes [lo, hi]: up to
-// maxNewPerPoll new ones from next on, and before them the last
-// RepublishMinutes handed-out ones, which are handed out again when their
-// top changed (late events), but never minutes before start.
+// been handed yet. Every poll hands out up to maxNewPerPoll new minutes
+// from next on, and, before them, the handed-out minutes that the
+// publisher found changed (see revisions).
 type progress struct {
 	started     bool
 	start, next int64
 }
 
-func (pr *progress) window(upto int64, republish int) (lo, hi int64) {
-	return max(pr.start, pr.next-int64(republish)), min(upto, pr.next+maxNewPerPoll-1)
+// newMinutes returns the minutes a poll hands out for the first time.
+func (pr *progress) newMinutes(upto int64) (lo, hi int64) {
+	return pr.next, min(upto, pr.next+maxNewPerPoll-1)
 }
 
 // subscriber is one WatchPopularAds stream.
@@ -68,7 +74,10 @@ type subscriber struct {
 
 	// Owned by the publisher goroutine.
 	progress
-	sent map[int64][]AdCount // the last answer handed out per recent minute
+	// sent is the hash of the last answer handed out per minute that can
+	// still change: a hash, since a watcher keeps one per minute of the
+	// whole republish horizon.
+	sent map[int64]uint64
 }
 
 type minuteKey struct {
@@ -76,12 +85,135 @@ type minuteKey struct {
 	minute int64
 }
 
+// revisions finds the complete minutes whose counts changed after they
+// were published, without computing their top lists.
+//
+// A minute's revision, in each partition, counts the events counted in it
+// after it completed there (tally.Partition.Revisions); it is a function
+// of the log, so a partition moving to another owner does not change it.
+// Every RecheckInterval, and on every poll that hands out a new minute, the
+// publisher reads from every owner the sum over all partitions of the
+// revisions of the complete minutes within RepublishHorizon, and keeps per minute the sum read last (read) and the
+// sum its published list reflects (done): a minute is changed while read
+// is above done. A published list reflects at least the sum read before it
+// was computed, which is what done is set to, so no late event is missed:
+//
+//	read revisions ──▶ compute top lists ──▶ publish ──▶ done = read
+//
+// A sum that went down (an owner that took over a partition and has not
+// yet replayed as far as the previous one) is not a change: the minute
+// waits until the owner catches up. A poll whose read fails changes
+// nothing and is retried: unavailable is never "no change".
+//
+// A minute before the publisher's start was published by a previous run,
+// if at all: its done is unknown (-1), so any revision makes it changed,
+// and it is published again only when Redis holds a different list.
+type revisions struct {
+	m map[int64]*minuteRevs
+	// from is the oldest minute whose final revisions were not read yet:
+	// a minute read last before it left the horizon may have counted a
+	// last event since, so reads go on covering it until one happens
+	// after it left everywhere. 0 before the first read.
+	from int64
+	// cursor is the last changed minute computed again: the next poll
+	// goes on after it, so that no changed minute waits for ever behind
+	// others that keep changing.
+	cursor int64
+}
+
+type minuteRevs struct{ read, done int64 }
+
+func (r *revisions) changed(m int64) bool {
+	mr := r.m[m]
+	return mr != nil && mr.read > 0 && mr.read > mr.done
+}
+
+// update records a read of the revision sums of the minutes [from, to),
+// for a publisher that started at start. final is the oldest minute that
+// could still change when the owners answered (their smallest watermark
+// less the horizon): the sums read of older ones are final, and they are
+// forgotten once their last change is handled.
+func (r *revisions) update(got []*clickaggv1.MinuteRevision, from, to, final, start int64) {
+	if r.m == nil {
+		r.m = map[int64]*minuteRevs{}
+	}
+	for m, mr := range r.m {
+		if m >= from && m < to {
+			mr.read = 0 // absent from the answer: no revision
+		}
+	}
+	for _, g := range got {
+		m := g.GetMinute()
+		if m < from || m >= to {
+			continue
+		}
+		mr := r.m[m]
+		if mr == nil {
+			mr = &minuteRevs{}
+			if m < start {
+				mr.done = -1
+			}
+			r.m[m] = mr
+		}
+		mr.read = g.GetRevision()
+	}
+	for m := range r.m {
+		if m < final && !r.changed(m) {
+			delete(r.m, m)
+		}
+	}
+	r.from = max(from, final)
+}
+
+// pick returns up to maxFixesPerPoll changed minutes before next,
+// ascending, going round from the cursor.
+func (r *revisions) pick(next int64) []int64 {
+	var all []int64
+	for m := range r.m {
+		if m < next && r.changed(m) {
+			all = append(all, m)
+		}
+	}
+	slices.Sort(all)
+	i, _ := slices.BinarySearch(all, r.cursor+1)
+	all = append(all[i:], all[:i]...)
+	all = all[:min(len(all), maxFixesPerPoll)]
+	if len(all) > 0 {
+		r.cursor = all[len(all)-1]
+	}
+	slices.Sort(all)
+	return all
+}
+
+// handled records that minute m's list, computed after the last read, was
+// published (or found unchanged).
+func (r *revisions) handled(m int64) {
+	if mr := r.m[m]; mr != nil {
+		mr.done = mr.read
+	}
+}
+
+// oldest returns the oldest minute that may still be changed or change;
+// horizon is the oldest one the horizon allows now.
+func (r *revisions) oldest(horizon int64) int64 {
+	if r.from != 0 {
+		horizon = min(horizon, r.from)
+	}
+	for m := range r.m {
+		if m < horizon && r.changed(m) {
+			horizon = m
+		}
+	}
+	return horizon
+}
+
 // publisher is the state of the publish loop, owned by its goroutine.
 type publisher struct {
 	progress
 	lastErr string
-	// rechecked is when the recent minutes were last checked again.
+	// rechecked is when the revisions were last read.
 	rechecked time.Time
+	revs      revisions
 }
 
 func (q *Queryd) publishLoop(ctx context.Context) {
@@ -114,10 +246,11 @@ func (q *Queryd) publishLoop(ctx context.Context) {
 	}
 }
 
-// poll publishes the newly completed minutes and republishes changed recent
-// ones, to Redis and to the watchers. The cluster's smallest watermark says
-// which minutes are complete; when any partition cannot answer, nothing is
-// published, since a top list without it could be wrong.
+// poll publishes the newly completed minutes and republishes the published
+// ones whose counts changed, to Redis and to the watchers. The cluster's
+// smallest watermark says which minutes are complete; when any partition
+// cannot answer, nothing is published, since a top list without it could
+// be wrong.
 func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	cur := q.now().Unix() / 60
 	_, wm, err := q.top(ctx, cur, cur+1, 1, Filter{})
@@ -128,12 +261,11 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		return nil // no partition has seen a tick yet
 	}
 	upto := wm/minuteMs - 1 // the newest minute whose end the watermark passed
-	r := q.cfg.RepublishMinutes
 	if !pub.started {
 		// Start with the recent minutes (at least the newest) only: older
 		// ones were published by a previous run, or are history nobody is
 		// waiting for.
-		first := upto - int64(max(r, 1)) + 1
+		first := upto - int64(max(q.cfg.RepublishMinutes, 1)) + 1
 		pub.started, pub.start, pub.next = true, first, first
 	}
 	subs := q.subscribers()
@@ -144,43 +276,76 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		}
 		newMinutes = newMinutes || s.next <= upto
 	}
-	// The handed-out minutes are checked again every RecheckInterval, and
-	// on every poll that hands out new minutes: such a poll moves the
-	// oldest of them out of the window, so they get a last check first,
-	// however fast minutes complete (a catch-up). Other polls only look
-	// for new minutes.
-	recheck := 0
+	// The oldest minute that can still change: every partition's
+	// watermark is at least wm, so a minute that ended RepublishHorizon
+	// before it accepts no more events anywhere.
+	horizon := floorMinute(wm - q.cfg.RepublishHorizon.Milliseconds())
+	// The revisions are read every RecheckInterval, and on every poll that
+	// hands out new minutes, which is at most once a minute in the steady
+	// state: then a correction is at most a minute late, whatever the
+	// interval.
 	now := time.Now()
-	if newMinutes || now.Sub(pub.rechecked) >= q.cfg.RecheckInterval {
-		recheck = r
+	read := newMinutes || now.Sub(pub.rechecked) >= q.cfg.RecheckInterval
+	if read && horizon <= upto {
+		from := horizon
+		if pub.revs.from != 0 {
+			from = min(from, pub.revs.from)
+		}
+		// Read before computing: a list computed after the read reflects
+		// at least the sums read.
+		got, readWm, err := q.minuteRevisions(ctx, from, upto+1)
+		if err != nil {
+			return fmt.Errorf("read minute revisions: %w", err)
+		}
+		final := floorMinute(readWm - q.cfg.RepublishHorizon.Milliseconds())
+		pub.revs.update(got, from, upto+1, final, pub.start)
 	}
+	fixes := pub.revs.pick(pub.next)
 
 	need := map[minuteKey]struct{}{}
 	pubQ := topQuery{n: q.cfg.PublishCount}
-	lo, hi := pub.window(upto, recheck)
+	lo, hi := pub.newMinutes(upto)
 	for m := lo; m <= hi; m++ {
 		need[minuteKey{pubQ, m}] = struct{}{}
 	}
+	for _, m := range fixes {
+		need[minuteKey{pubQ, m}] = struct{}{}
+	}
 	for _, s := range subs {
-		lo, hi := s.window(upto, recheck)
+		lo, hi := s.newMinutes(upto)
 		for m := lo; m <= hi; m++ {
 			need[minuteKey{s.q, m}] = struct{}{}
+		}
+		for _, m := range fixes {
+			if _, ok := s.sent[m]; ok {
+				need[minuteKey{s.q, m}] = struct{}{}
+			}
 		}
 	}
 	tops, err := q.computeMinutes(ctx, need)
 	if err != nil {
 		return err
 	}
+	keep := pub.revs.oldest(horizon)
 	for _, s := range subs {
-		q.deliver(s, upto, recheck, tops)
+		q.deliver(s, upto, fixes, keep, tops)
 	}
-	if err := q.publishRedis(ctx, pub, upto, recheck, tops); err != nil {
+	if err := q.publishRedis(ctx, pub, upto, fixes, tops); err != nil {
 		return err
 	}
-	if recheck > 0 {
+	if read {
 		pub.rechecked = now
 	}
 	return nil
+}
+
+// floorMinute returns the Unix minute that contains the Unix millisecond ms.
+func floorMinute(ms int64) int64 {
+	m := ms / minuteMs
+	if ms%minuteMs < 0 {
+		m--
+	}
+	return m
 }
 
 // computeMinutes computes the top list of every (query, minute) in need.
@@ -217,34 +382,43 @@ func (q *Queryd) computeMinutes(ctx context.Context, need map[minuteKey]struct{}
 	return tops, nil
 }
 
-// publishRedis stores and announces each minute of the publisher's window
-// whose stored list is missing or differs. Comparing with what Redis holds,
-// rather than with memory, makes a restarted queryd, or a second replica,
-// republish nothing that is already there.
-func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, recheck int, tops map[minuteKey][]AdCount) error {
-	lo, hi := pub.window(upto, recheck)
-	if lo > hi {
+// publishRedis stores and announces the changed minutes fixes and the
+// publisher's new minutes, each when its stored list is missing or
+// differs. Comparing with what Redis holds, rather than with memory, makes
+// a restarted queryd, or a second replica, republish nothing that is
+// already there. A changed minute from before the publisher's start that
+// Redis does not hold was never published (or expired): it stays so.
+func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, fixes []int64, tops map[minuteKey][]AdCount) error {
+	lo, hi := pub.newMinutes(upto)
+	minutes := slices.Clone(fixes)
+	for m := lo; m <= hi; m++ {
+		minutes = append(minutes, m)
+	}
+	if len(minutes) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, hi-lo+1)
-	for m := lo; m <= hi; m++ {
-		keys = append(keys, TopKey(q.cfg.RedisPrefix, m))
+	keys := make([]string, len(minutes))
+	for i, m := range minutes {
+		keys[i] = TopKey(q.cfg.RedisPrefix, m)
 	}
 	stored, err := q.rdb.MGet(ctx, keys...).Result()
 	if err != nil {
-		return fmt.Errorf("read published minutes %d..%d: %w", lo, hi, err)
+		return fmt.Errorf("read published minutes %d..%d: %w", minutes[0], minutes[len(minutes)-1], err)
 	}
 	pubQ := topQuery{n: q.cfg.PublishCount}
-	for m := lo; m <= hi; m++ {
+	for i, m := range minutes {
 		ads := tops[minuteKey{pubQ, m}]
-		old, had := decodeStored(stored[m-lo])
-		if !had || !slices.Equal(old, ads) {
+		old, had := decodeStored(stored[i])
+		fix := i < len(fixes)
+		if (!had && !(fix && m < pub.start)) || (had && !slices.Equal(old, ads)) {
 			if err := q.publishMinute(ctx, m, ads); err != nil {
 				return err
 			}
 			q.m.published.Inc()
 			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", had)
 		}
+		// The list just computed reflects the revisions read before.
+		pub.revs.handled(m)
 		pub.next = max(pub.next, m+1)
 	}
 	return nil
@@ -282,32 +456,60 @@ func decodeStored(v any) ([]AdCount, bool) {
 	return fromProtoAds(resp.GetAds()), true
 }
 
-// deliver hands s its new minutes and, when the poll checked the last
-// recheck minutes again, its changed recent ones, in minute order, without
-// ever blocking: a watcher whose buffer is full is dropped.
-func (q *Queryd) deliver(s *subscriber, upto int64, recheck int, tops map[minuteKey][]AdCount) {
-	lo, hi := s.window(upto, recheck)
-	for m := lo; m <= hi; m++ {
-		ads := tops[minuteKey{s.q, m}]
-		if m < s.next {
-			if old, ok := s.sent[m]; !ok || slices.Equal(old, ads) {
-				continue
-			}
-		}
+// deliver hands s the changed minutes fixes that it was handed before
+// when their list for it changed, then its new minutes, in minute order,
+// without ever blocking: a watcher whose buffer is full is dropped. It
+// forgets the minutes before keep, which can no longer change.
+func (q *Queryd) deliver(s *subscriber, upto int64, fixes []int64, keep int64, tops map[minuteKey][]AdCount) {
+	send := func(m int64, ads []AdCount, h uint64) bool {
 		select {
 		case s.ch <- TopResult{Ads: ads, From: m, To: m + 1, Complete: true}:
 		default:
 			q.drop(s)
+			return false
+		}
+		s.sent[m] = h
+		return true
+	}
+	for _, m := range fixes {
+		old, ok := s.sent[m]
+		if !ok {
+			continue
+		}
+		ads := tops[minuteKey{s.q, m}]
+		if h := hashAds(ads); h != old && !send(m, ads, h) {
 			return
 		}
-		s.sent[m] = ads
-		s.next = max(s.next, m+1)
+	}
+	lo, hi := s.newMinutes(upto)
+	for m := lo; m <= hi; m++ {
+		ads := tops[minuteKey{s.q, m}]
+		if !send(m, ads, hashAds(ads)) {
+			return
+		}
+		s.next = m + 1
 	}
 	for m := range s.sent {
-		if m < s.next-int64(q.cfg.RepublishMinutes) {
+		if m < keep {
 			delete(s.sent, m)
 		}
 	}
+}
+
+// hashAds hashes a top list, to tell whether a watcher's list changed.
+func hashAds(ads []AdCount) uint64 {
+	var d xxhash.Digest
+	var b [8]byte
+	for _, a := range ads {
+		binary.LittleEndian.PutUint64(b[:], uint64(len(a.AdID)))
+		_, _ = d.Write(b[:])
+		_, _ = d.WriteString(a.AdID)
+		binary.LittleEndian.PutUint64(b[:], uint64(a.Count))
+		_, _ = d.Write(b[:])
+	}
+	binary.LittleEndian.PutUint64(b[:], uint64(len(ads)))
+	_, _ = d.Write(b[:])
+	return d.Sum64()
 }
 
 func (q *Queryd) subscribers() []*subscriber {
@@ -332,15 +534,15 @@ func (q *Queryd) drop(s *subscriber) {
 
 // Watch calls send with the top n ads matching f of each minute as it
 // completes, starting with the newest completed minute, and again with a
-// minute's corrected list when late events change it within the re-checked
-// minutes. It returns send's error, ctx's error, ErrTooSlow when the caller
-// falls behind, or ErrStopped when Run ends.
+// minute's corrected list when late events change it, for as long as they
+// can (-queryd.republish-horizon). It returns send's error, ctx's error,
+// ErrTooSlow when the caller falls behind, or ErrStopped when Run ends.
 func (q *Queryd) Watch(ctx context.Context, n int, f Filter, send func(TopResult) error) error {
 	s := &subscriber{
 		q:       topQuery{n: n, f: f},
 		ch:      make(chan TopResult, subscriberBuffer),
 		dropped: make(chan struct{}),
-		sent:    map[int64][]AdCount{},
+		sent:    map[int64]uint64{},
 	}
 	q.subMu.Lock()
 	q.subs[s] = struct{}{}
@@ -371,6 +573,98 @@ func (q *Queryd) Watch(ctx context.Context, n int, f Filter, send func(TopResult
 			}
 		}
 	}
+}
+
+// minuteRevisions returns the revision sums over every partition of the
+// minutes [from, to) (see revisions), asking each owner for its
+// partitions, and the smallest watermark of the partitions. Like a top query, it fails unless every partition answers:
+// a partition missing from the sums would read as "no change".
+func (q *Queryd) minuteRevisions(ctx context.Context, from, to int64) ([]*clickaggv1.MinuteRevision, int64, error) {
+	var (
+		out []*clickaggv1.MinuteRevision
+		wm  int64
+	)
+	err := q.withRetry(ctx, func(d *directory) error {
+		var err error
+		out, wm, err = q.minuteRevisionsOnce(ctx, d, from, to)
+		return err
+	})
+	return out, wm, err
+}
+
+func (q *Queryd) minuteRevisionsOnce(ctx context.Context, d *directory, from, to int64) ([]*clickaggv1.MinuteRevision, int64, error) {
+	type group struct {
+		route
+		parts []int32
+	}
+	byOwner := map[string]*group{}
+	var missing []int
+	var reasons []string
+	for p := range q.parts.Partitions() {
+		r := d.route(p)
+		if r.why != "" {
+			missing = append(missing, p)
+			reasons = append(reasons, fmt.Sprintf("partition %d: %s", p, r.why))
+			continue
+		}
+		g := byOwner[r.member]
+		if g == nil {
+			g = &group{route: r}
+			byOwner[r.member] = g
+		}
+		g.parts = append(g.parts, int32(p))
+	}
+	if len(missing) > 0 {
+		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	}
+	groups := slices.Collect(maps.Values(byOwner))
+	answers := make([][]*clickaggv1.MinuteRevision, len(groups))
+	wms := make([]int64, len(groups))
+	errs := make([]error, len(groups))
+	var eg errgroup.Group
+	eg.SetLimit(fanOutLimit)
+	for i, g := range groups {
+		eg.Go(func() error {
+			c, err := q.client(g.addr)
+			if err != nil {
+				errs[i] = fmt.Errorf("owner %s: %w", g.member, err)
+				return nil
+			}
+			cctx, cancel := context.WithTimeout(ctx, q.cfg.CallTimeout)
+			defer cancel()
+			resp, err := c.MinuteRevisions(cctx, &clickaggv1.MinuteRevisionsRequest{Partitions: g.parts, FromMinute: from, ToMinute: to})
+			if err != nil {
+				errs[i] = fmt.Errorf("owner %s at %s: %w", g.member, g.addr, err)
+				return nil
+			}
+			answers[i], wms[i] = resp.GetMinutes(), resp.GetMinWatermarkMs()
+			return nil
+		})
+	}
+	_ = eg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			for _, p := range groups[i].parts {
+				missing = append(missing, int(p))
+			}
+			reasons = append(reasons, fmt.Sprintf("partitions %v: %v", groups[i].parts, err))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	}
+	sums := map[int64]int64{}
+	for _, a := range answers {
+		for _, r := range a {
+			sums[r.GetMinute()] += r.GetRevision()
+		}
+	}
+	out := make([]*clickaggv1.MinuteRevision, 0, len(sums))
+	for _, m := range slices.Sorted(maps.Keys(sums)) {
+		out = append(out, &clickaggv1.MinuteRevision{Minute: m, Revision: sums[m]})
+	}
+	return out, slices.Min(wms), nil
 }
 
 func minuteTime(m int64) *timestamppb.Timestamp {

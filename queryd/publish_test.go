@@ -149,10 +149,10 @@ func waitPolls(t *testing.T, tr *truth) {
 // TestPublish follows the publisher as the aggregators' watermark advances:
 // each completed minute is stored and announced in Redis and pushed to
 // watchers, in order and exact; a lagging partition holds publication back;
-// a late event republishes its minute; a restarted queryd republishes
-// nothing that Redis already holds.
-// startPublishing starts a queryd that publishes top-5 lists and re-checks
-// the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
+// a late event republishes its minute; a restarted queryd republishes a
+// minute changed while it was down, and nothing that Redis already holds.
+// startPublishing starts a queryd that publishes top-5 lists and starts
+// with the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
 // are cut inside ties), with the minutes up to base+3 complete; it checks
 // that the startup publishes those last 3 minutes, oldest first.
 func startPublishing(t *testing.T, cfg Config) (*truth, *env, *channelReader) {
@@ -221,8 +221,9 @@ func TestPublish(t *testing.T) {
 		checkMinute("after lag", m)
 	}
 
-	// Late events: a minute inside the republish window gets a new leader;
-	// one outside it changes too, but is history.
+	// Late events: a published minute gets a new leader; one from before
+	// the publisher's start, which was never published, changes too, but
+	// is history.
 	late := base + 9
 	// At once, as one log entry would: a poll between single clicks would
 	// announce a correction of part of them first.
@@ -230,19 +231,19 @@ func TestPublish(t *testing.T) {
 	for i := range 10 {
 		lateClicks = append(lateClicks,
 			click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)},
-			click{ad: "ad-old", minute: base + 2, country: "US", ip: "10.0.0.1", userID: "u1"})
+			click{ad: "ad-old", minute: base, country: "US", ip: "10.0.0.1", userID: "u1"})
 	}
 	tr.add(lateClicks...)
 	checkMinute("correction", late)
 	if got, _ := stored(t, ctx, e.rdb, late); got.ads[0] != (AdCount{AdID: "ad-late", Count: 10}) {
 		t.Fatalf("corrected minute %d stored as %v", late, got)
 	}
-	// The next announcement is the next minute: neither the old minute nor
-	// the unchanged recent ones are announced again.
+	// The next announcement is the next minute: neither the never
+	// published minute nor the unchanged ones are announced.
 	tr.setAllWatermarks((base + 12) * minuteMs)
 	checkMinute("after correction", base+11)
-	if got, _ := stored(t, ctx, e.rdb, base+2); slices.ContainsFunc(got.ads, func(a AdCount) bool { return a.AdID == "ad-old" }) {
-		t.Fatalf("minute %d, outside the republish window, was republished: %v", base+2, got)
+	if got, ok := stored(t, ctx, e.rdb, base); ok {
+		t.Fatalf("minute %d, never published, was published after late events: %v", base, got)
 	}
 
 	// Shutdown ends the watches with UNAVAILABLE.
@@ -260,10 +261,22 @@ func TestPublish(t *testing.T) {
 		}
 	}
 
-	// A restarted queryd finds every recent minute already in Redis and
-	// announces only what is new.
+	// Late events while no queryd runs change a published minute older
+	// than the ones a starting queryd publishes: the restarted one finds
+	// it by its revisions and republishes it, and, finding every other
+	// minute already in Redis, announces only what is new.
+	down := base + 5
+	var downClicks []click
+	for i := range 12 {
+		downClicks = append(downClicks, click{ad: "ad-down", minute: down, country: "FR", ip: "10.0.0.2", userID: fmt.Sprintf("down%d", i)})
+	}
+	tr.add(downClicks...)
 	q2 := e.newQueryd()
 	runQueryd(t, q2)
+	expect(t, "correction after restart", pubsub.next(), tr, down, 5, Filter{})
+	if got, _ := stored(t, ctx, e.rdb, down); got.ads[0] != (AdCount{AdID: "ad-down", Count: 12}) {
+		t.Fatalf("minute %d corrected while down stored as %v", down, got)
+	}
 	waitPolls(t, tr)
 	tr.setAllWatermarks((base + 13) * minuteMs)
 	expect(t, "after restart", pubsub.next(), tr, base+12, 5, Filter{})
@@ -359,15 +372,14 @@ func TestSlowWatcherDropped(t *testing.T) {
 
 // TestRecheckOnNewMinute: with the timed re-check an hour away, a late
 // event in a published minute is not republished by polls that find no new
-// minute, and is by the poll that hands out the next one, before it. So a
-// minute never leaves the re-checked window without a last check, however
-// fast minutes complete.
+// minute, and is by the poll that hands out the next one, before it: so
+// corrections are at most a minute late, whatever the interval.
 func TestRecheckOnNewMinute(t *testing.T) {
 	cfg := testConfig()
 	cfg.RecheckInterval = time.Hour
 	tr, e, pubsub := startPublishing(t, cfg)
 
-	late := base + 1 // the oldest of the window: the next minute moves it out
+	late := base + 1
 	var lateClicks []click
 	for i := range 10 {
 		lateClicks = append(lateClicks, click{ad: "ad-late", minute: late, country: "US", ip: "10.0.0.1", userID: fmt.Sprintf("late%d", i)})

@@ -245,6 +245,8 @@ func TestConfigValidate(t *testing.T) {
 		{"republish-negative", func(c *Config) { c.RepublishMinutes = -1 }, false},
 		{"republish-zero", func(c *Config) { c.RepublishMinutes = 0 }, true},
 		{"republish-large", func(c *Config) { c.RepublishMinutes = 61 }, false},
+		{"horizon-negative", func(c *Config) { c.RepublishHorizon = -time.Minute }, false},
+		{"horizon-zero", func(c *Config) { c.RepublishHorizon = 0 }, true},
 		{"ttl-negative", func(c *Config) { c.PublishTTL = -time.Second }, false},
 		{"prefix-empty", func(c *Config) { c.RedisPrefix = "" }, false},
 	}
@@ -326,7 +328,7 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	want := Config{
 		MaxCount: 500, DefaultCount: 100, MaxWindow: 24 * time.Hour, CallTimeout: 5 * time.Second, MoveWait: 3 * time.Second,
-		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, RecheckInterval: 10 * time.Second, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
+		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, RecheckInterval: 10 * time.Second, RepublishHorizon: 6*time.Hour + 30*time.Minute, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
 	}
 	if c != want {
 		t.Errorf("flags gave %+v, want %+v", c, want)

@@ -84,3 +84,29 @@ func (p *Partition) FirstMinute() (int64, bool) {
 	}
 	return p.order[0], true
 }
+
+// MinuteRevision is a minute's revision: how many events it counted after
+// it completed.
+type MinuteRevision struct {
+	Minute   int64 // Unix minute
+	Revision int64
+}
+
+// Revisions returns the minutes of [from, to) in memory whose revision is
+// above zero, in ascending order. A minute's revision grows with every
+// event counted after it completed, so a reader that remembers the
+// revisions it saw learns which complete minutes changed since, without
+// reading their counts. Revisions are a function of the log alone: every
+// owner of the partition that applied the same entries returns the same.
+// Minutes that left memory are absent; they can no longer change.
+func (p *Partition) Revisions(from, to int64) []MinuteRevision {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []MinuteRevision
+	for _, start := range p.window(from, to) {
+		if r := p.minutes[start].revision; r > 0 {
+			out = append(out, MinuteRevision{Minute: start, Revision: r})
+		}
+	}
+	return out
+}

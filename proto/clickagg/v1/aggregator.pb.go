@@ -340,6 +340,174 @@ func (x *TopAdsResponse) GetHistoryApplied() int64 {
 	return 0
 }
 
+type MinuteRevisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []int32                `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	FromMinute    int64                  `protobuf:"varint,2,opt,name=from_minute,json=fromMinute,proto3" json:"from_minute,omitempty"`
+	ToMinute      int64                  `protobuf:"varint,3,opt,name=to_minute,json=toMinute,proto3" json:"to_minute,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MinuteRevisionsRequest) Reset() {
+	*x = MinuteRevisionsRequest{}
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MinuteRevisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MinuteRevisionsRequest) ProtoMessage() {}
+
+func (x *MinuteRevisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MinuteRevisionsRequest.ProtoReflect.Descriptor instead.
+func (*MinuteRevisionsRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MinuteRevisionsRequest) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *MinuteRevisionsRequest) GetFromMinute() int64 {
+	if x != nil {
+		return x.FromMinute
+	}
+	return 0
+}
+
+func (x *MinuteRevisionsRequest) GetToMinute() int64 {
+	if x != nil {
+		return x.ToMinute
+	}
+	return 0
+}
+
+type MinuteRevisionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// minutes are the minutes of the window still in memory with a revision
+	// sum above zero, ascending. Minutes that left memory are absent: they
+	// can no longer change.
+	Minutes []*MinuteRevision `protobuf:"bytes,1,rep,name=minutes,proto3" json:"minutes,omitempty"`
+	// min_watermark_ms is the smallest watermark of the requested partitions.
+	MinWatermarkMs int64 `protobuf:"varint,2,opt,name=min_watermark_ms,json=minWatermarkMs,proto3" json:"min_watermark_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MinuteRevisionsResponse) Reset() {
+	*x = MinuteRevisionsResponse{}
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MinuteRevisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MinuteRevisionsResponse) ProtoMessage() {}
+
+func (x *MinuteRevisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MinuteRevisionsResponse.ProtoReflect.Descriptor instead.
+func (*MinuteRevisionsResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MinuteRevisionsResponse) GetMinutes() []*MinuteRevision {
+	if x != nil {
+		return x.Minutes
+	}
+	return nil
+}
+
+func (x *MinuteRevisionsResponse) GetMinWatermarkMs() int64 {
+	if x != nil {
+		return x.MinWatermarkMs
+	}
+	return 0
+}
+
+type MinuteRevision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Minute        int64                  `protobuf:"varint,1,opt,name=minute,proto3" json:"minute,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MinuteRevision) Reset() {
+	*x = MinuteRevision{}
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MinuteRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MinuteRevision) ProtoMessage() {}
+
+func (x *MinuteRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MinuteRevision.ProtoReflect.Descriptor instead.
+func (*MinuteRevision) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MinuteRevision) GetMinute() int64 {
+	if x != nil {
+		return x.Minute
+	}
+	return 0
+}
+
+func (x *MinuteRevision) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type PartitionStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -348,7 +516,7 @@ type PartitionStatusRequest struct {
 
 func (x *PartitionStatusRequest) Reset() {
 	*x = PartitionStatusRequest{}
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[4]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +528,7 @@ func (x *PartitionStatusRequest) String() string {
 func (*PartitionStatusRequest) ProtoMessage() {}
 
 func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[4]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +541,7 @@ func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusRequest.ProtoReflect.Descriptor instead.
 func (*PartitionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{4}
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{7}
 }
 
 type PartitionStatusResponse struct {
@@ -386,7 +554,7 @@ type PartitionStatusResponse struct {
 
 func (x *PartitionStatusResponse) Reset() {
 	*x = PartitionStatusResponse{}
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[5]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +566,7 @@ func (x *PartitionStatusResponse) String() string {
 func (*PartitionStatusResponse) ProtoMessage() {}
 
 func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[5]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +579,7 @@ func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusResponse.ProtoReflect.Descriptor instead.
 func (*PartitionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{5}
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PartitionStatusResponse) GetMember() string {
@@ -439,7 +607,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +619,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[6]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +632,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{6}
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReleaseRequest) GetPartition() int32 {
@@ -492,7 +660,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +672,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_aggregator_proto_msgTypes[7]
+	mi := &file_clickagg_v1_aggregator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +685,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{7}
+	return file_clickagg_v1_aggregator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseResponse) GetOffset() string {
@@ -566,7 +734,20 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\x10min_watermark_ms\x18\x02 \x01(\x03R\x0eminWatermarkMs\x127\n" +
 	"\fsplit_counts\x18\x03 \x03(\v2\x14.clickagg.v1.AdCountR\vsplitCounts\x12)\n" +
 	"\x10history_revision\x18\x04 \x01(\x03R\x0fhistoryRevision\x12'\n" +
-	"\x0fhistory_applied\x18\x05 \x01(\x03R\x0ehistoryApplied\"\x18\n" +
+	"\x0fhistory_applied\x18\x05 \x01(\x03R\x0ehistoryApplied\"v\n" +
+	"\x16MinuteRevisionsRequest\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\x05R\n" +
+	"partitions\x12\x1f\n" +
+	"\vfrom_minute\x18\x02 \x01(\x03R\n" +
+	"fromMinute\x12\x1b\n" +
+	"\tto_minute\x18\x03 \x01(\x03R\btoMinute\"z\n" +
+	"\x17MinuteRevisionsResponse\x125\n" +
+	"\aminutes\x18\x01 \x03(\v2\x1b.clickagg.v1.MinuteRevisionR\aminutes\x12(\n" +
+	"\x10min_watermark_ms\x18\x02 \x01(\x03R\x0eminWatermarkMs\"D\n" +
+	"\x0eMinuteRevision\x12\x16\n" +
+	"\x06minute\x18\x01 \x01(\x03R\x06minute\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\x18\n" +
 	"\x16PartitionStatusRequest\"o\n" +
 	"\x17PartitionStatusResponse\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12<\n" +
@@ -578,10 +759,11 @@ const file_clickagg_v1_aggregator_proto_rawDesc = "" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"_\n" +
 	"\x0fReleaseResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\tR\x06offset\x124\n" +
-	"\astopped\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astopped2\xba\x02\n" +
+	"\astopped\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astopped2\x98\x03\n" +
 	"\x11AggregatorService\x12>\n" +
 	"\x05Count\x12\x19.clickagg.v1.CountRequest\x1a\x1a.clickagg.v1.CountResponse\x12A\n" +
 	"\x06TopAds\x12\x1a.clickagg.v1.TopAdsRequest\x1a\x1b.clickagg.v1.TopAdsResponse\x12\\\n" +
+	"\x0fMinuteRevisions\x12#.clickagg.v1.MinuteRevisionsRequest\x1a$.clickagg.v1.MinuteRevisionsResponse\x12\\\n" +
 	"\x0fPartitionStatus\x12#.clickagg.v1.PartitionStatusRequest\x1a$.clickagg.v1.PartitionStatusResponse\x12D\n" +
 	"\aRelease\x12\x1b.clickagg.v1.ReleaseRequest\x1a\x1c.clickagg.v1.ReleaseResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
 
@@ -597,41 +779,47 @@ func file_clickagg_v1_aggregator_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_aggregator_proto_rawDescData
 }
 
-var file_clickagg_v1_aggregator_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_clickagg_v1_aggregator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_clickagg_v1_aggregator_proto_goTypes = []any{
 	(*CountRequest)(nil),            // 0: clickagg.v1.CountRequest
 	(*CountResponse)(nil),           // 1: clickagg.v1.CountResponse
 	(*TopAdsRequest)(nil),           // 2: clickagg.v1.TopAdsRequest
 	(*TopAdsResponse)(nil),          // 3: clickagg.v1.TopAdsResponse
-	(*PartitionStatusRequest)(nil),  // 4: clickagg.v1.PartitionStatusRequest
-	(*PartitionStatusResponse)(nil), // 5: clickagg.v1.PartitionStatusResponse
-	(*ReleaseRequest)(nil),          // 6: clickagg.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),         // 7: clickagg.v1.ReleaseResponse
-	(*Filter)(nil),                  // 8: clickagg.v1.Filter
-	(*AdCount)(nil),                 // 9: clickagg.v1.AdCount
-	(*PartitionStatus)(nil),         // 10: clickagg.v1.PartitionStatus
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
+	(*MinuteRevisionsRequest)(nil),  // 4: clickagg.v1.MinuteRevisionsRequest
+	(*MinuteRevisionsResponse)(nil), // 5: clickagg.v1.MinuteRevisionsResponse
+	(*MinuteRevision)(nil),          // 6: clickagg.v1.MinuteRevision
+	(*PartitionStatusRequest)(nil),  // 7: clickagg.v1.PartitionStatusRequest
+	(*PartitionStatusResponse)(nil), // 8: clickagg.v1.PartitionStatusResponse
+	(*ReleaseRequest)(nil),          // 9: clickagg.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),         // 10: clickagg.v1.ReleaseResponse
+	(*Filter)(nil),                  // 11: clickagg.v1.Filter
+	(*AdCount)(nil),                 // 12: clickagg.v1.AdCount
+	(*PartitionStatus)(nil),         // 13: clickagg.v1.PartitionStatus
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
 }
 var file_clickagg_v1_aggregator_proto_depIdxs = []int32{
-	8,  // 0: clickagg.v1.CountRequest.filter:type_name -> clickagg.v1.Filter
-	8,  // 1: clickagg.v1.TopAdsRequest.filter:type_name -> clickagg.v1.Filter
-	9,  // 2: clickagg.v1.TopAdsResponse.ads:type_name -> clickagg.v1.AdCount
-	9,  // 3: clickagg.v1.TopAdsResponse.split_counts:type_name -> clickagg.v1.AdCount
-	10, // 4: clickagg.v1.PartitionStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
-	11, // 5: clickagg.v1.ReleaseResponse.stopped:type_name -> google.protobuf.Timestamp
-	0,  // 6: clickagg.v1.AggregatorService.Count:input_type -> clickagg.v1.CountRequest
-	2,  // 7: clickagg.v1.AggregatorService.TopAds:input_type -> clickagg.v1.TopAdsRequest
-	4,  // 8: clickagg.v1.AggregatorService.PartitionStatus:input_type -> clickagg.v1.PartitionStatusRequest
-	6,  // 9: clickagg.v1.AggregatorService.Release:input_type -> clickagg.v1.ReleaseRequest
-	1,  // 10: clickagg.v1.AggregatorService.Count:output_type -> clickagg.v1.CountResponse
-	3,  // 11: clickagg.v1.AggregatorService.TopAds:output_type -> clickagg.v1.TopAdsResponse
-	5,  // 12: clickagg.v1.AggregatorService.PartitionStatus:output_type -> clickagg.v1.PartitionStatusResponse
-	7,  // 13: clickagg.v1.AggregatorService.Release:output_type -> clickagg.v1.ReleaseResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 0: clickagg.v1.CountRequest.filter:type_name -> clickagg.v1.Filter
+	11, // 1: clickagg.v1.TopAdsRequest.filter:type_name -> clickagg.v1.Filter
+	12, // 2: clickagg.v1.TopAdsResponse.ads:type_name -> clickagg.v1.AdCount
+	12, // 3: clickagg.v1.TopAdsResponse.split_counts:type_name -> clickagg.v1.AdCount
+	6,  // 4: clickagg.v1.MinuteRevisionsResponse.minutes:type_name -> clickagg.v1.MinuteRevision
+	13, // 5: clickagg.v1.PartitionStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
+	14, // 6: clickagg.v1.ReleaseResponse.stopped:type_name -> google.protobuf.Timestamp
+	0,  // 7: clickagg.v1.AggregatorService.Count:input_type -> clickagg.v1.CountRequest
+	2,  // 8: clickagg.v1.AggregatorService.TopAds:input_type -> clickagg.v1.TopAdsRequest
+	4,  // 9: clickagg.v1.AggregatorService.MinuteRevisions:input_type -> clickagg.v1.MinuteRevisionsRequest
+	7,  // 10: clickagg.v1.AggregatorService.PartitionStatus:input_type -> clickagg.v1.PartitionStatusRequest
+	9,  // 11: clickagg.v1.AggregatorService.Release:input_type -> clickagg.v1.ReleaseRequest
+	1,  // 12: clickagg.v1.AggregatorService.Count:output_type -> clickagg.v1.CountResponse
+	3,  // 13: clickagg.v1.AggregatorService.TopAds:output_type -> clickagg.v1.TopAdsResponse
+	5,  // 14: clickagg.v1.AggregatorService.MinuteRevisions:output_type -> clickagg.v1.MinuteRevisionsResponse
+	8,  // 15: clickagg.v1.AggregatorService.PartitionStatus:output_type -> clickagg.v1.PartitionStatusResponse
+	10, // 16: clickagg.v1.AggregatorService.Release:output_type -> clickagg.v1.ReleaseResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_aggregator_proto_init() }
@@ -647,7 +835,7 @@ func file_clickagg_v1_aggregator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_aggregator_proto_rawDesc), len(file_clickagg_v1_aggregator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AggregatorService_Count_FullMethodName           = "/clickagg.v1.AggregatorService/Count"
 	AggregatorService_TopAds_FullMethodName          = "/clickagg.v1.AggregatorService/TopAds"
+	AggregatorService_MinuteRevisions_FullMethodName = "/clickagg.v1.AggregatorService/MinuteRevisions"
 	AggregatorService_PartitionStatus_FullMethodName = "/clickagg.v1.AggregatorService/PartitionStatus"
 	AggregatorService_Release_FullMethodName         = "/clickagg.v1.AggregatorService/Release"
 )
@@ -38,6 +39,10 @@ type AggregatorServiceClient interface {
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
 	// TopAds returns the exact top ads over the given partitions.
 	TopAds(ctx context.Context, in *TopAdsRequest, opts ...grpc.CallOption) (*TopAdsResponse, error)
+	// MinuteRevisions returns, per minute, the sum over the given partitions
+	// of the minute's revision: how many events it counted after it
+	// completed. A minute whose sum grew changed after it completed.
+	MinuteRevisions(ctx context.Context, in *MinuteRevisionsRequest, opts ...grpc.CallOption) (*MinuteRevisionsResponse, error)
 	// PartitionStatus reports on the partitions this aggregator serves.
 	PartitionStatus(ctx context.Context, in *PartitionStatusRequest, opts ...grpc.CallOption) (*PartitionStatusResponse, error)
 	// Release stops serving one partition at its current offset, writes a
@@ -69,6 +74,16 @@ func (c *aggregatorServiceClient) TopAds(ctx context.Context, in *TopAdsRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TopAdsResponse)
 	err := c.cc.Invoke(ctx, AggregatorService_TopAds_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aggregatorServiceClient) MinuteRevisions(ctx context.Context, in *MinuteRevisionsRequest, opts ...grpc.CallOption) (*MinuteRevisionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MinuteRevisionsResponse)
+	err := c.cc.Invoke(ctx, AggregatorService_MinuteRevisions_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +123,10 @@ type AggregatorServiceServer interface {
 	Count(context.Context, *CountRequest) (*CountResponse, error)
 	// TopAds returns the exact top ads over the given partitions.
 	TopAds(context.Context, *TopAdsRequest) (*TopAdsResponse, error)
+	// MinuteRevisions returns, per minute, the sum over the given partitions
+	// of the minute's revision: how many events it counted after it
+	// completed. A minute whose sum grew changed after it completed.
+	MinuteRevisions(context.Context, *MinuteRevisionsRequest) (*MinuteRevisionsResponse, error)
 	// PartitionStatus reports on the partitions this aggregator serves.
 	PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error)
 	// Release stops serving one partition at its current offset, writes a
@@ -130,6 +149,9 @@ func (UnimplementedAggregatorServiceServer) Count(context.Context, *CountRequest
 }
 func (UnimplementedAggregatorServiceServer) TopAds(context.Context, *TopAdsRequest) (*TopAdsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TopAds not implemented")
+}
+func (UnimplementedAggregatorServiceServer) MinuteRevisions(context.Context, *MinuteRevisionsRequest) (*MinuteRevisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MinuteRevisions not implemented")
 }
 func (UnimplementedAggregatorServiceServer) PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PartitionStatus not implemented")
@@ -194,6 +216,24 @@ func _AggregatorService_TopAds_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AggregatorService_MinuteRevisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MinuteRevisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AggregatorServiceServer).MinuteRevisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AggregatorService_MinuteRevisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AggregatorServiceServer).MinuteRevisions(ctx, req.(*MinuteRevisionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AggregatorService_PartitionStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PartitionStatusRequest)
 	if err := dec(in); err != nil {
@@ -244,6 +284,10 @@ var AggregatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TopAds",
 			Handler:    _AggregatorService_TopAds_Handler,
+		},
+		{
+			MethodName: "MinuteRevisions",
+			Handler:    _AggregatorService_MinuteRevisions_Handler,
 		},
 		{
 			MethodName: "PartitionStatus",
