@@ -15,10 +15,10 @@ func (c *Client) reconcileKey() string { return c.prefix + "/reconcile/last" }
 
 // ReconcileRun is what a completed run of clickagg reconcile found.
 type ReconcileRun struct {
-	// Finished is when the run ended; From and To the range it checked.
-	Finished time.Time `json:"finished"`
-	From     time.Time `json:"from"`
-	To       time.Time `json:"to"`
+	// Started is when the run started; From and To the range it checked.
+	Started time.Time `json:"started"`
+	From    time.Time `json:"from"`
+	To      time.Time `json:"to"`
 	// Partitions is how many partitions it checked.
 	Partitions     int   `json:"partitions"`
 	RowsCompared   int64 `json:"rows_compared"`

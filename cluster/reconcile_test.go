@@ -19,18 +19,18 @@ func TestReconcileRun(t *testing.T) {
 		t.Fatalf("before any run: ok %v, err %v", ok, err)
 	}
 	day := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
-	r := ReconcileRun{Finished: day.Add(25 * time.Hour), From: day, To: day.Add(24 * time.Hour), Partitions: 64,
+	r := ReconcileRun{Started: day.Add(25 * time.Hour), From: day, To: day.Add(24 * time.Hour), Partitions: 64,
 		RowsCompared: 1234, MismatchedRows: 2, UnreadableFiles: 1, Holes: 3, UncheckedMinutes: 90}
-	for _, put := range []ReconcileRun{{Finished: day}, r} {
+	for _, put := range []ReconcileRun{{Started: day}, r} {
 		if err := c.PutReconcileRun(ctx, put); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, ok, err := c.LastReconcileRun(ctx)
-	if err != nil || !ok || !got.Finished.Equal(r.Finished) || !got.To.Equal(r.To) {
+	if err != nil || !ok || !got.Started.Equal(r.Started) || !got.To.Equal(r.To) {
 		t.Fatalf("LastReconcileRun = %+v, %v, %v; want %+v", got, ok, err, r)
 	}
-	got.Finished, got.From, got.To = r.Finished, r.From, r.To
+	got.Started, got.From, got.To = r.Started, r.From, r.To
 	if got != r {
 		t.Fatalf("LastReconcileRun = %+v, want %+v", got, r)
 	}

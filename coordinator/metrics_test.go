@@ -92,7 +92,7 @@ func TestMetrics(t *testing.T) {
 
 	// A reconcile run recorded in etcd is exported by the leader.
 	day := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
-	if err := e.cl.PutReconcileRun(ctxT(t), cluster.ReconcileRun{Finished: day.Add(25 * time.Hour), From: day, To: day.Add(24 * time.Hour),
+	if err := e.cl.PutReconcileRun(ctxT(t), cluster.ReconcileRun{Started: day.Add(25 * time.Hour), From: day, To: day.Add(24 * time.Hour),
 		RowsCompared: 900, MismatchedRows: 2, UnreadableFiles: 1, Holes: 3, UncheckedMinutes: 45}); err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ var reconcileGauges = []struct {
 	value func(cluster.ReconcileRun) float64
 }{
 	{prometheus.NewDesc("clickagg_reconcile_last_run_timestamp_seconds",
-		"When the last completed clickagg reconcile ended (Unix seconds); 0 before the first. Reported by the leader.", nil, nil),
-		func(r cluster.ReconcileRun) float64 { return unixOrZero(r.Finished.Unix(), r.Finished.IsZero()) }},
+		"When the last completed clickagg reconcile started (Unix seconds); 0 before the first. Reported by the leader.", nil, nil),
+		func(r cluster.ReconcileRun) float64 { return unixOrZero(r.Started.Unix(), r.Started.IsZero()) }},
 	{prometheus.NewDesc("clickagg_reconcile_range_end_timestamp_seconds",
 		"End (exclusive) of the range the last clickagg reconcile checked (Unix seconds); 0 before the first. Reported by the leader.", nil, nil),
 		func(r cluster.ReconcileRun) float64 { return unixOrZero(r.To.Unix(), r.To.IsZero()) }},
