@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 const synopsis = `clickagg counts ad clicks exactly.
@@ -19,6 +20,7 @@ Usage:
   clickagg ship [flags]       tail click log files and send them to the routers, exactly once
   clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
   clickagg recalc [flags]     recount a range of minutes from the raw archive as a new history revision; -apply serves it
+  clickagg reconcile [flags]  recount a range from the raw archive and compare it with the history served
   clickagg <command> -help    the flags of a command`
 
 // Main runs the clickagg command with args (without the program name) and
@@ -38,17 +40,15 @@ func Main(args []string) int {
 		err = runRecalc(ctx, args[1:])
 	case len(args) > 0 && args[0] == "bench":
 		err = runBench(ctx, args[1:])
+	case len(args) > 0 && args[0] == "reconcile":
+		err = runReconcile(ctx, args[1:], os.Stdout, time.Now())
 	default:
 		err = runServer(ctx, args)
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "clickagg: %v\n", err)
-		return 1
 	}
-	return 0
+	return exitCode(err)
 }
 
 func runServer(ctx context.Context, args []string) error {

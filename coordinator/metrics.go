@@ -73,6 +73,7 @@ func (c *Coordinator) collectors() []prometheus.Collector {
 			return float64(c.aggregators.Load())
 		}),
 		&splitCollector{c: c},
+		&reconcileCollector{c: c},
 	}
 }
 

@@ -3,9 +3,11 @@ package coordinator
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -84,6 +86,24 @@ func TestMetrics(t *testing.T) {
 		check{"clickagg_coordinator_assignment_changes_total", nil, 1},
 		check{"clickagg_coordinator_refused_writes_total", nil, 0},
 		check{"clickagg_coordinator_handoff_pause_seconds", nil, 0},
+		check{"clickagg_reconcile_last_run_timestamp_seconds", nil, 0},
+		check{"clickagg_reconcile_mismatched_rows", nil, 0},
+	)
+
+	// A reconcile run recorded in etcd is exported by the leader.
+	day := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	if err := e.cl.PutReconcileRun(ctxT(t), cluster.ReconcileRun{Started: day.Add(25 * time.Hour), From: day, To: day.Add(24 * time.Hour),
+		RowsCompared: 900, MismatchedRows: 2, UnreadableFiles: 1, Holes: 3, UncheckedMinutes: 45}); err != nil {
+		t.Fatal(err)
+	}
+	expect(
+		check{"clickagg_reconcile_last_run_timestamp_seconds", nil, float64(day.Add(25 * time.Hour).Unix())},
+		check{"clickagg_reconcile_range_end_timestamp_seconds", nil, float64(day.Add(24 * time.Hour).Unix())},
+		check{"clickagg_reconcile_rows_compared", nil, 900},
+		check{"clickagg_reconcile_mismatched_rows", nil, 2},
+		check{"clickagg_reconcile_unreadable_history_files", nil, 1},
+		check{"clickagg_reconcile_holes", nil, 3},
+		check{"clickagg_reconcile_unchecked_minutes", nil, 45},
 	)
 
 	// b goes: its partitions move unplanned (it cannot release them).

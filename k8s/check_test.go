@@ -37,6 +37,9 @@ func check(m *manifest) []string {
 	for _, w := range m.workloads {
 		c.workload(w)
 	}
+	for _, cj := range m.cronJobs {
+		c.cronJob(cj)
+	}
 	c.services()
 	c.pdbs()
 	c.hpas()
@@ -369,11 +372,16 @@ type setting struct {
 // container, as the binary computes it: args, then the environment (env
 // over envFrom), then the default. It reports args and variables that name
 // no flag. A container whose args start with the command "ship" runs
-// `clickagg ship`, whose flags are those of `clickagg ship -help`.
+// `clickagg ship`, whose flags are those of `clickagg ship -help`; one
+// that starts with "reconcile" `clickagg reconcile`.
 func (c *checker) clickaggFlags(w *workload, ct *corev1.Container) map[string]setting {
 	flags, help, args := flags, "clickagg -help", ct.Args
-	if len(args) > 0 && args[0] == "ship" {
+	shared := false // the ConfigMap's keys may name the servers' flags
+	switch {
+	case len(args) > 0 && args[0] == "ship":
 		flags, help, args = shipFlags, "clickagg ship -help", args[1:]
+	case len(args) > 0 && args[0] == "reconcile":
+		flags, help, args, shared = reconcileFlags, "clickagg reconcile -help", args[1:], true
 	}
 	eff := map[string]setting{}
 	for name, f := range flags {
@@ -388,6 +396,9 @@ func (c *checker) clickaggFlags(w *workload, ct *corev1.Container) map[string]se
 			return
 		}
 		name, ok := byEnv[k]
+		if !ok && shared && strings.HasPrefix(from, "ConfigMap ") {
+			return // checked against the servers' flags where they use it
+		}
 		if !ok {
 			c.addf("%s: %s (from %s) names no flag of %s", w, k, from, help)
 			return

@@ -18,6 +18,9 @@
 // handoff and final snapshot; shippers take the node name as -id, reach
 // the router Service, read their logs from a read-only hostPath and keep
 // their checkpoint on a writable one, and only they may use hostPath, in
-// their own privileged namespace. It then plants mistakes in a copy of the
+// their own privileged namespace; the reconcile CronJob runs `clickagg
+// reconcile` with its flags (`clickagg reconcile -help`) over a range,
+// once at a time, and fails its Job at once on the exit codes of
+// findings. It then plants mistakes in a copy of the
 // manifests and checks that each one is reported.
 package k8s

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -23,6 +24,7 @@ type manifest struct {
 	configMaps map[string]*corev1.ConfigMap
 	services   []*corev1.Service
 	workloads  []*workload
+	cronJobs   []*batchv1.CronJob
 	hpas       []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs       []*policyv1.PodDisruptionBudget
 	netpols    []*networkingv1.NetworkPolicy
@@ -112,6 +114,9 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 			obj, add = o, func() {
 				m.workloads = append(m.workloads, &workload{kind: "DaemonSet", name: o.Name, namespace: o.Namespace, selector: o.Spec.Selector, template: &o.Spec.Template})
 			}
+		case "batch/v1 CronJob":
+			o := &batchv1.CronJob{}
+			obj, add = o, func() { m.cronJobs = append(m.cronJobs, o) }
 		case "autoscaling/v2 HorizontalPodAutoscaler":
 			o := &autoscalingv2.HorizontalPodAutoscaler{}
 			obj, add = o, func() { m.hpas = append(m.hpas, o) }

@@ -12,9 +12,10 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// flags are the flags of `clickagg -help` and shipFlags those of
-// `clickagg ship -help`, built by TestMain from the parent module.
-var flags, shipFlags map[string]flagInfo
+// flags are the flags of `clickagg -help`, shipFlags those of `clickagg
+// ship -help` and reconcileFlags those of `clickagg reconcile -help`,
+// built by TestMain from the parent module.
+var flags, shipFlags, reconcileFlags map[string]flagInfo
 
 // TestMain builds cmd/clickagg from the parent module (this module
 // depends on it only through its -help) and reads its flags.
@@ -43,6 +44,7 @@ func runMain(m *testing.M) int {
 	}{
 		{[]string{"-help"}, []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout"}, &flags},
 		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers"}, &shipFlags},
+		{[]string{"reconcile", "-help"}, []string{"previous-day", "from", "to", "archive.bucket", "etcd.endpoints"}, &reconcileFlags},
 	} {
 		var out bytes.Buffer
 		help := exec.Command(bin, h.args...)
@@ -155,6 +157,34 @@ var mistakes = []struct {
 	build    string // the kustomization to build; overlays/dev if empty
 	want     string
 }{
+	{
+		name: "reconcile without a range",
+		file: "base/reconcile.yaml",
+		old:  "            - -previous-day=true\n",
+		new:  "            - -parallel=2\n",
+		want: "CronJob reconcile: container clickagg: neither -previous-day nor -from and -to",
+	},
+	{
+		name: "reconcile flag misspelt",
+		file: "base/reconcile.yaml",
+		old:  "            - -previous-day=true\n",
+		new:  "            - -previous-day=true\n            - -partition=1\n",
+		want: "CronJob reconcile: unknown flag -partition (not in clickagg reconcile -help)",
+	},
+	{
+		name: "reconcile retried on a mismatch",
+		file: "base/reconcile.yaml",
+		old:  "            values: [2, 3]\n",
+		new:  "            values: [3]\n",
+		want: "CronJob reconcile: podFailurePolicy does not fail the Job at once on exit codes 2 and 3",
+	},
+	{
+		name: "reconcile as root",
+		file: "base/reconcile.yaml",
+		old:  "            runAsUser: 65532\n",
+		new:  "            runAsUser: 0\n",
+		want: "CronJob reconcile: container clickagg: runs as uid 0",
+	},
 	{
 		name: "unknown field",
 		file: "base/aggregator.yaml",

@@ -2,7 +2,8 @@
 # Installs what clickagg's single-machine mode and tests need and cannot bring
 # through the Go module proxy: redis-server (Debian package), Node.js with
 # the pinned npm packages of test/parquetcheck (DuckDB, the independent
-# Parquet reader of the e2e tests), and SeaweedFS (below).
+# Parquet reader of the e2e tests), promtool (the alert rules' tests), and
+# SeaweedFS (below).
 #
 # `deps.sh dev` installs only what `clickagg dev` needs (redis-server): a new
 # user's first `make dev` should not wait for the test servers to build.
@@ -35,6 +36,14 @@ fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node or npm not found: installing the Debian packages" >&2
   apt_install nodejs npm
+fi
+
+# promtool checks and unit-tests monitoring/prometheus/alerts.yml
+# (test/alerts_test.go); Debian ships it in the prometheus package, whose
+# server the tests do not start.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "promtool not found: installing the Debian package prometheus" >&2
+  apt_install prometheus
 fi
 
 # npm ci installs exactly what package-lock.json pins; it runs again only
