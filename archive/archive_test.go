@@ -244,7 +244,7 @@ func checkArchive(t *testing.T, b *Bucket, st *snapshot.Store, p int, entries []
 	}
 	slices.SortFunc(chunks, func(a, b Chunk) int { return partlog.CompareIDs(a.First, b.First) })
 	i := 0
-	prev := ""
+	prev := LogStart
 	for _, c := range chunks {
 		if c.Previous != prev {
 			t.Fatalf("%s follows entry %q, want %q: the chain is broken", c.Key, c.Previous, prev)

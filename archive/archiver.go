@@ -19,6 +19,9 @@ type Log interface {
 	// Range returns up to count entries of partition p after the ID
 	// after ("": from the start), in order.
 	Range(ctx context.Context, p int, after string, count int64) ([]partlog.Entry, error)
+	// Untrimmed reports whether partition p's log still holds every entry
+	// ever appended.
+	Untrimmed(ctx context.Context, p int) (bool, error)
 }
 
 // Offsets records how far each partition is archived.
@@ -101,10 +104,30 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 		return err
 	}
 	a.m.archived.WithLabelValues(partitionLabel(p)).Set(float64(idMillis(after)) / 1000)
+	if after == "" {
+		// The first chunk of the archive: it says whether it starts the
+		// log (nothing trimmed before archiving began), so that a recount
+		// from before it knows whether there was anything to miss. The
+		// log is trimmed only below the archived offset, so a writer of
+		// this chunk after a crash sees the same.
+		var whole bool
+		if err := a.retry(ctx, logger, "read log info", func() (err error) {
+			whole, err = a.log.Untrimmed(ctx, p)
+			return err
+		}); err != nil {
+			return err
+		}
+		if whole {
+			after = LogStart
+		}
+	}
 	var buf []decoded
 	var ids []string
 	var events []int
 	readFrom := after
+	if readFrom == LogStart {
+		readFrom = ""
+	}
 	for {
 		n, closed := a.cfg.Cut(ids, events)
 		if closed {

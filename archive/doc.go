@@ -53,5 +53,8 @@
 // breaks: the next file names an entry no file ends with.
 //
 // The archive begins where the log began when archiving was first turned
-// on: entries trimmed before that were never archived.
+// on: entries trimmed before that were never archived. Its first file
+// says which: its previous offset is LogStart when nothing had been
+// trimmed (Redis counts every entry ever added to a stream), empty when
+// the log's start was lost.
 package archive

@@ -51,6 +51,10 @@ const (
 	createdByFormat = "archive-" + formatVersion
 )
 
+// LogStart is the previous offset of a chunk that starts its partition's
+// log: archiving began before anything was trimmed from it.
+const LogStart = "0-0"
+
 // ErrCorrupt is wrapped by the errors of a file that is not what its key
 // and metadata say.
 var ErrCorrupt = errors.New("archive: corrupt file")
@@ -144,9 +148,10 @@ type Chunk struct {
 	// First and Last are the IDs of the chunk's first and last entries;
 	// Entries is how many entries it covers, Events how many events.
 	First, Last string
-	// Previous is the last entry of the chunk before this one, "" for the
-	// first chunk of the archive: the files of a partition form a chain,
-	// so a missing file is seen where the chain breaks.
+	// Previous is the last entry of the chunk before this one; for the
+	// first chunk of the archive, LogStart if it starts the log, "" if
+	// entries before it were trimmed unarchived. The files of a
+	// partition form a chain, so a missing file is seen where it breaks.
 	Previous string
 	Entries  int
 	Rows     []Row

@@ -212,6 +212,23 @@ func (l *Log) Range(ctx context.Context, p int, after string, count int64) ([]En
 	return out, nil
 }
 
+// Untrimmed reports whether partition p's stream still holds every entry
+// ever appended to it: as many entries were added as it holds (Redis 7's
+// entries-added; XTRIM does not move max-deleted-entry-id), or nothing
+// was ever appended. The archive
+// uses it to tell a log archived from its very first entry from one whose
+// start was trimmed before archiving began.
+func (l *Log) Untrimmed(ctx context.Context, p int) (bool, error) {
+	info, err := l.rdb.XInfoStream(ctx, Key(l.prefix, p)).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return true, nil
+		}
+		return false, fmt.Errorf("stream info of partition %d: %w", p, err)
+	}
+	return info.EntriesAdded == info.Length, nil
+}
+
 func entry(m redis.XMessage) (Entry, error) {
 	v, ok := m.Values[dataField]
 	if !ok {

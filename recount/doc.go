@@ -31,5 +31,7 @@
 // a recount checks every link it crosses, and a missing file is a Hole,
 // never fewer clicks. A recount that must not guess (recalc) fails on it;
 // reconcile reports it with the minutes it could not check, and goes on
-// with a replay that starts again after the hole.
+// with a replay that starts again after the hole. Minutes older than the
+// archive (archiving began after the log's start had been trimmed) are
+// ErrBeforeArchive, never zero clicks.
 package recount

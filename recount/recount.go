@@ -66,8 +66,9 @@ type Span struct{ From, To int64 }
 // between are missing (or were never written).
 type Hole struct {
 	Partition int
-	// After is the key of the last file before the hole, Before the key of
-	// the first file after it.
+	// After is the key of the last file before the hole ("" when the hole
+	// is at the replay's start), Before the key of the first file after
+	// it.
 	After, Before string
 	// Want is the entry the file after the hole says precedes it; Have is
 	// the last entry of the file before.
@@ -75,6 +76,10 @@ type Hole struct {
 }
 
 func (h *Hole) Error() string {
+	if h.After == "" {
+		return fmt.Sprintf("archive of partition %d has a hole: %s follows entry %s, but no file ends with it; the file before it is missing",
+			h.Partition, h.Before, h.Want)
+	}
 	return fmt.Sprintf("archive of partition %d has a hole: %s follows entry %s, but the file before it, %s, ends at entry %s; the files of the entries between are missing",
 		h.Partition, h.Before, h.Want, h.After, h.Have)
 }
@@ -82,6 +87,11 @@ func (h *Hole) Error() string {
 // ErrNotFinal is wrapped by the error of a recount whose minutes the
 // archive does not hold as final (yet).
 var ErrNotFinal = errors.New("recount: minutes not final in the archive")
+
+// ErrBeforeArchive is wrapped by the error of a recount whose minutes
+// begin before the partition's archive does: the log was trimmed before
+// archiving began, so those entries were never archived.
+var ErrBeforeArchive = errors.New("recount: minutes older than the archive")
 
 // Handlers receive what a recount finds.
 type Handlers struct {
@@ -103,11 +113,11 @@ func Partition(ctx context.Context, b Bucket, p int, from, to int64, cfg Config,
 	if from >= to || from%cfg.Period != 0 || to%cfg.Period != 0 {
 		return fmt.Errorf("recount: minutes [%d, %d) are not whole periods of %d minutes", from, to, cfg.Period)
 	}
-	r := &replay{b: b, p: p, cfg: cfg, h: h, next: from, to: to}
+	start := from*60_000 - cfg.Margin.Milliseconds()
+	r := &replay{b: b, p: p, cfg: cfg, h: h, next: from, to: to, start: start}
 	r.reset()
 	const hourMs = 3_600_000
 	last := floorDiv(cfg.Now().UnixMilli(), hourMs)
-	start := from*60_000 - cfg.Margin.Milliseconds()
 	for hour := floorDiv(start, hourMs); hour <= last; hour++ {
 		keys, err := r.keys(ctx, hour*hourMs)
 		if err != nil {
@@ -137,6 +147,7 @@ type replay struct {
 	next, to int64  // the minutes not handed over yet
 	have     string // the last entry applied, and its file
 	haveKey  string
+	start    int64 // Unix ms at which the replay starts
 }
 
 func (r *replay) reset() {
@@ -177,25 +188,25 @@ func (r *replay) file(ctx context.Context, key string) (done bool, err error) {
 		return false, err
 	}
 	switch {
+	case r.have == "" && c.Previous == "" && idMillisOf(c.First) > r.start:
+		// The archive's first file, and the log was trimmed before it
+		// without being archived: its clicks may be missing.
+		return false, fmt.Errorf("%w: partition %d: the archive begins with %s, after the replay's start at %s; the log before it was never archived",
+			ErrBeforeArchive, r.p, key, time.UnixMilli(r.start).UTC().Format(time.RFC3339))
+	case r.have == "" && c.Previous != "" && c.Previous != archive.LogStart && idMillisOf(c.Previous) >= r.start:
+		// The file before this one is not wholly before the replay's
+		// start, so it would have been read first: it is missing.
+		if err := r.hole(&Hole{Partition: r.p, Before: key, Want: c.Previous}, c); err != nil {
+			return false, err
+		}
 	case r.have == "":
 		// The first file: what came before the replay is not its business.
 	case partlog.CompareIDs(c.First, r.have) <= 0:
 		return false, fmt.Errorf("%w: %s starts at entry %s, which %s holds already", archive.ErrCorrupt, key, c.First, r.haveKey)
 	case c.Previous != r.have:
-		hole := &Hole{Partition: r.p, After: r.haveKey, Before: key, Want: c.Previous, Have: r.have}
-		if r.h.Hole == nil {
-			return false, hole
-		}
-		// Start again as if the replay began here: minutes that may have
-		// clicks from before the next file's first entry Margin on are
-		// not checked.
-		resume := floorDiv(floorDiv(idMillisOf(c.First)+r.cfg.Margin.Milliseconds(), 60_000)+r.cfg.Period-1, r.cfg.Period) * r.cfg.Period
-		resume = min(max(resume, r.next), r.to)
-		if err := r.h.Hole(hole, Span{From: r.next, To: resume}); err != nil {
+		if err := r.hole(&Hole{Partition: r.p, After: r.haveKey, Before: key, Want: c.Previous, Have: r.have}, c); err != nil {
 			return false, err
 		}
-		r.next = resume
-		r.reset()
 	}
 	for id, e := range c.Decoded() {
 		r.tp.Apply(id, e)
@@ -216,6 +227,25 @@ func (r *replay) file(ctx context.Context, key string) (done bool, err error) {
 		r.next = end
 	}
 	return true, nil
+}
+
+// hole reports h, found before file c, to the Hole handler, or returns it
+// without one; after it, the replay starts again at c.
+func (r *replay) hole(h *Hole, c archive.Chunk) error {
+	if r.h.Hole == nil {
+		return h
+	}
+	// Start again as if the replay began here: minutes that may have
+	// clicks from before the next file's first entry Margin on are not
+	// checked.
+	resume := floorDiv(floorDiv(idMillisOf(c.First)+r.cfg.Margin.Milliseconds(), 60_000)+r.cfg.Period-1, r.cfg.Period) * r.cfg.Period
+	resume = min(max(resume, r.next), r.to)
+	if err := r.h.Hole(h, Span{From: r.next, To: resume}); err != nil {
+		return err
+	}
+	r.next = resume
+	r.reset()
+	return nil
 }
 
 // idMillisOf is the time part of a stream ID.

@@ -82,11 +82,22 @@ func logOf(seed uint64) []partlog.Entry {
 // archiver over it until every closed chunk is in a directory bucket, and
 // returns the bucket.
 func archived(t *testing.T, p int, entries []partlog.Entry) (*archive.Bucket, string) {
+	return archivedAfterTrim(t, p, entries, 0)
+}
+
+// archivedAfterTrim is archived, with the first trim entries trimmed from
+// the log before archiving begins.
+func archivedAfterTrim(t *testing.T, p int, entries []partlog.Entry, trim int) (*archive.Bucket, string) {
 	t.Helper()
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	for _, e := range entries {
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: partlog.Key(prefix, p), ID: e.ID, Values: []any{"d", e.Data}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if trim > 0 {
+		if err := rdb.XTrimMinID(ctx, partlog.Key(prefix, p), entries[trim].ID).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -231,6 +242,14 @@ func TestPartitionHole(t *testing.T) {
 		t.Fatalf("hole %+v: the file after it does not follow the one before", hole)
 	}
 
+	// A replay that would begin inside the deleted file.
+	cfg := config()
+	cfg.Period, cfg.Margin = 5, 9*time.Minute+30*time.Second
+	err = Partition(ctx, b, p, first+70, first+75, cfg, Handlers{Period: func(Span, []tally.FinalRow) error { return nil }})
+	if !errors.As(err, &hole) || hole.After != "" || hole.Want == "" {
+		t.Fatalf("recount starting in a deleted file = %v, want a Hole", err)
+	}
+
 	var unchecked []Span
 	var checked []Span
 	err = Partition(ctx, b, p, first+30, first+120, config(), Handlers{
@@ -294,5 +313,32 @@ func TestCompare(t *testing.T) {
 	}
 	if got := Compare(changed, rec); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Compare = %+v\nwant %+v", got, want)
+	}
+}
+
+// TestPartitionBeforeArchive recounts minutes that lie before the first
+// archive file of a log whose first hour was trimmed before archiving
+// began: a clear refusal, not an empty recount. A log archived from its
+// first entry recounts the minutes before that entry as empty.
+func TestPartitionBeforeArchive(t *testing.T) {
+	const p = 2
+	ctx := context.Background()
+	entries := logOf(3)
+	first := base / 60_000
+	none := Handlers{Period: func(Span, []tally.FinalRow) error { return nil }}
+	b, _ := archivedAfterTrim(t, p, entries, 1800)
+	for _, r := range []Span{{first, first + 15}, {first + 45, first + 75}} {
+		if err := Partition(ctx, b, p, r.From, r.To, config(), none); !errors.Is(err, ErrBeforeArchive) {
+			t.Fatalf("recount of %v before the archive = %v, want ErrBeforeArchive", r, err)
+		}
+	}
+	if err := Partition(ctx, b, p, first+75, first+90, config(), none); err != nil {
+		t.Fatalf("recount of minutes in the archive: %v", err)
+	}
+	b, _ = archived(t, p+1, entries[1800:])
+	var rows int
+	err := Partition(ctx, b, p+1, first, first+15, config(), Handlers{Period: func(_ Span, r []tally.FinalRow) error { rows += len(r); return nil }})
+	if err != nil || rows != 0 {
+		t.Fatalf("recount before a log's first entry: %d rows, %v", rows, err)
 	}
 }
