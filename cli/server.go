@@ -430,7 +430,7 @@ func (s *Server) Run(ctx context.Context) error {
 				return err
 			}
 			opts = append(opts, aggregator.WithArchiver(ar), aggregator.WithHistory(hw),
-				aggregator.WithHistoryReader(history.NewReader(bucket), aggregator.HistoryMarks{Store: store}))
+				aggregator.WithHistoryReader(history.NewReader(bucket, history.WithCache(cfg.History.CacheBytes)), aggregator.HistoryMarks{Store: store}))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
 		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)

@@ -2,11 +2,14 @@ package history
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/clickagg/clickagg/archive"
 )
 
 // Bucket is the object store as the reader reads it.
@@ -24,10 +27,33 @@ type Filter struct {
 // Reader answers sums over a partition's history.
 type Reader struct {
 	bucket Bucket
+	cache  *cache // nil without WithCache
+}
+
+// ReaderOption configures a Reader.
+type ReaderOption func(*Reader)
+
+// WithCache keeps up to about bytes of decoded files in memory, the least
+// recently used dropped first, so that repeated queries over the same
+// minutes do not read and decode the same files again. The files a range
+// needs are still listed on every call: a file that went missing is a
+// hole even while its rows are cached.
+func WithCache(bytes int64) ReaderOption {
+	return func(r *Reader) {
+		if bytes > 0 {
+			r.cache = newCache(bytes)
+		}
+	}
 }
 
 // NewReader returns a Reader over bucket; it does no I/O.
-func NewReader(bucket Bucket) *Reader { return &Reader{bucket: bucket} }
+func NewReader(bucket Bucket, opts ...ReaderOption) *Reader {
+	r := &Reader{bucket: bucket}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
 
 // ErrHole is wrapped by the errors of a range the history does not cover
 // with files: a missing file is a hole, never zero clicks.
@@ -53,11 +79,7 @@ func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad s
 	}
 	sums := map[string]int64{}
 	for _, key := range files {
-		data, err := r.bucket.Get(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("history of partition %d: %w", p, err)
-		}
-		file, err := Read(key, data)
+		file, err := r.read(ctx, p, key)
 		if err != nil {
 			return nil, err
 		}
@@ -90,6 +112,31 @@ func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad s
 		}
 	}
 	return sums, nil
+}
+
+// read returns the file under key, from the cache if it holds it.
+func (r *Reader) read(ctx context.Context, p int, key string) (File, error) {
+	if r.cache != nil {
+		if f, ok := r.cache.get(key); ok {
+			return f, nil
+		}
+	}
+	data, err := r.bucket.Get(ctx, key)
+	if errors.Is(err, archive.ErrNotFound) {
+		// Deleted after it was listed.
+		return File{}, fmt.Errorf("%w: partition %d: %s is gone: %w", ErrHole, p, key, err)
+	}
+	if err != nil {
+		return File{}, fmt.Errorf("history of partition %d: %w", p, err)
+	}
+	f, err := Read(key, data)
+	if err != nil {
+		return File{}, err
+	}
+	if r.cache != nil {
+		r.cache.put(f)
+	}
+	return f, nil
 }
 
 // files returns the keys of the files of partition p that hold the minutes
