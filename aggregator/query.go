@@ -127,8 +127,8 @@ const MaxSplitAds = 10_000
 // TopAds returns the top n ads over w that match f in the partitions ps,
 // and the smallest of their watermarks. Every partition must be served
 // here; the error names the ones that are not.
-func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
-	top, _, wm, err := a.TopAdsSplit(ps, w, n, f, nil)
+func (a *Aggregator) TopAds(ctx context.Context, ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
+	top, _, wm, err := a.TopAdsSplit(ctx, ps, w, n, f, nil)
 	return top, wm, err
 }
 
@@ -138,7 +138,12 @@ func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.A
 // ones, by ad_id), for the caller to add up across every partition. The
 // other ads live in one partition each, so top stays the exact top n of
 // the ads not in split.
-func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, split []string) (top, splitCounts []topn.AdCount, wm int64, err error) {
+//
+// Like Count, with a history (WithHistoryReader) the minutes of w that
+// have left memory are read from the history's files and added to the
+// ones in memory (topHistory); without one, a window that starts before the
+// oldest minute kept fails with ErrOutOfRange.
+func (a *Aggregator) TopAdsSplit(ctx context.Context, ps []int, w Window, n int, f tally.Filter, split []string) (top, splitCounts []topn.AdCount, wm int64, err error) {
 	if err := w.validate(); err != nil {
 		return nil, nil, 0, err
 	}
@@ -159,33 +164,22 @@ func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, spli
 	}
 	// Partitions are independent, and a query over 64 of them would
 	// otherwise use one core of many.
-	type partTop struct {
-		wm   int64
-		list []topn.AdCount
-		sums []int64 // the split ads' counts, in split's order
-	}
 	res := make([]partTop, len(pts))
-	var g errgroup.Group
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pt := range pts {
 		g.Go(func() error {
 			r := &res[i]
 			r.wm = pt.tp.Watermark()
-			// The top n+len(split) of a partition hold its top n ads
-			// outside split, whatever the split ads' counts are.
-			l := pt.tp.Top(w.From, w.To, n+len(split), f)
-			if len(split) > 0 {
-				l = slices.DeleteFunc(l, func(ac topn.AdCount) bool {
-					_, found := slices.BinarySearch(split, ac.AdID)
-					return found
-				})
-				r.sums = make([]int64, len(split))
-				for j, ad := range split {
-					r.sums[j] = pt.tp.Count(ad, w.From, w.To, f)
-				}
+			mem := w
+			if a.histReader != nil {
+				mem.From = max(w.From, a.oldest(pt, r.wm))
 			}
-			r.list = l
-			return a.inMemory(pt, w)
+			if mem.From == w.From {
+				a.topMemory(pt, w, n, f, split, r)
+				return a.inMemory(pt, w)
+			}
+			return a.topHistory(gctx, pt, w, mem.From, n, f, split, r)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -210,6 +204,165 @@ func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, spli
 	// A non-split ad lives in one partition, so the lists are disjoint and
 	// the merge of each partition's exact top n is the exact top n.
 	return topn.Merge(n, lists...), splitCounts, wm, nil
+}
+
+// partTop is one partition's part of a TopAdsSplit answer.
+type partTop struct {
+	wm   int64
+	list []topn.AdCount // its exact top n of the ads not in split
+	sums []int64        // the split ads' counts, in split's order
+}
+
+// topMemory fills r from memory alone, for a window that lies in it.
+func (a *Aggregator) topMemory(pt *partition, w Window, n int, f tally.Filter, split []string, r *partTop) {
+	// The top n+len(split) of a partition hold its top n ads outside
+	// split, whatever the split ads' counts are.
+	l := pt.tp.Top(w.From, w.To, n+len(split), f)
+	if len(split) > 0 {
+		l = slices.DeleteFunc(l, func(ac topn.AdCount) bool { return isSplit(split, ac.AdID) })
+		r.sums = make([]int64, len(split))
+		for j, ad := range split {
+			r.sums[j] = pt.tp.Count(ad, w.From, w.To, f)
+		}
+	}
+	r.list = l
+}
+
+// topHistory fills r for a window whose minutes before memFrom have left
+// memory: those come from the history, the rest, [memFrom, w.To), from
+// memory.
+//
+// The history gives every ad's count H. Memory gives its exact top k,
+// k = n plus the split ads, as the memory-only path asks; T is the k-th
+// count (0 if fewer ads have clicks in memory: then every one is listed).
+// A listed ad's total is H + its count. An ad only the history has
+// totals at most H+T: its memory count is read (Count) only where that
+// bound could still make the top n, in order of H, so the first one that
+// cannot ends the search. An ad in neither ranks after the list's last ad
+// (its total is its memory count), and the list holds at least n ads not
+// split, each ranking at or before the last: it cannot make the top n.
+func (a *Aggregator) topHistory(ctx context.Context, pt *partition, w Window, memFrom int64, n int, f tally.Filter, split []string, r *partTop) error {
+	h, err := a.historySums(ctx, pt.id, Window{From: w.From, To: min(w.To, memFrom)}, f, "")
+	if err != nil {
+		return err
+	}
+	mem := Window{From: memFrom, To: w.To}
+	inMem := mem.From < mem.To
+	if len(split) > 0 {
+		r.sums = make([]int64, len(split))
+		for j, ad := range split {
+			r.sums[j] = h[ad]
+			if inMem {
+				r.sums[j] += pt.tp.Count(ad, mem.From, mem.To, f)
+			}
+			delete(h, ad)
+		}
+	}
+	byH := make([]topn.AdCount, 0, len(h))
+	for ad, c := range h {
+		byH = append(byH, topn.AdCount{AdID: ad, Count: c})
+	}
+	slices.SortFunc(byH, rank)
+	if !inMem {
+		r.list = byH[:min(n, len(byH))]
+		return nil
+	}
+	k := n + len(split)
+	l := pt.tp.Top(mem.From, mem.To, k, f)
+	var T int64
+	if len(l) == k {
+		T = l[k-1].Count
+	}
+	listed := make(map[string]bool, len(l))
+	best := bestN{n: n}
+	for _, ac := range l {
+		listed[ac.AdID] = true
+		if !isSplit(split, ac.AdID) {
+			best.add(topn.AdCount{AdID: ac.AdID, Count: h[ac.AdID] + ac.Count})
+		}
+	}
+	for _, hc := range byH {
+		if listed[hc.AdID] {
+			continue
+		}
+		if best.full() && !topn.Less(topn.AdCount{AdID: hc.AdID, Count: hc.Count + T}, best.worst()) {
+			break
+		}
+		var c int64
+		if T > 0 {
+			c = pt.tp.Count(hc.AdID, mem.From, mem.To, f)
+		}
+		best.add(topn.AdCount{AdID: hc.AdID, Count: hc.Count + c})
+	}
+	r.list = best.sorted()
+	return a.inMemory(pt, mem)
+}
+
+func isSplit(split []string, ad string) bool {
+	_, found := slices.BinarySearch(split, ad)
+	return found
+}
+
+// rank orders ads as topn does: more clicks first, then the smaller ad_id.
+func rank(a, b topn.AdCount) int {
+	switch {
+	case topn.Less(a, b):
+		return -1
+	case topn.Less(b, a):
+		return 1
+	}
+	return 0
+}
+
+// bestN keeps the n best-ranked ads added to it, in a heap with the worst
+// of them at the root.
+type bestN struct {
+	n int
+	h []topn.AdCount
+}
+
+func (b *bestN) full() bool { return len(b.h) == b.n }
+
+// worst is the n-th best ad; only when full.
+func (b *bestN) worst() topn.AdCount { return b.h[0] }
+
+func (b *bestN) add(ac topn.AdCount) {
+	if !b.full() {
+		b.h = append(b.h, ac)
+		for i := len(b.h) - 1; i > 0; {
+			up := (i - 1) / 2
+			if !topn.Less(b.h[up], b.h[i]) {
+				break
+			}
+			b.h[up], b.h[i] = b.h[i], b.h[up]
+			i = up
+		}
+		return
+	}
+	if !topn.Less(ac, b.h[0]) {
+		return
+	}
+	b.h[0] = ac
+	for i := 0; ; {
+		l, worse := 2*i+1, i
+		if l < len(b.h) && topn.Less(b.h[worse], b.h[l]) {
+			worse = l
+		}
+		if r := l + 1; r < len(b.h) && topn.Less(b.h[worse], b.h[r]) {
+			worse = r
+		}
+		if worse == i {
+			return
+		}
+		b.h[i], b.h[worse] = b.h[worse], b.h[i]
+		i = worse
+	}
+}
+
+// sorted returns the ads kept, best first.
+func (b *bestN) sorted() []topn.AdCount {
+	slices.SortFunc(b.h, rank)
+	return b.h
 }
 
 // inMemory checks, after a query has read pt, that every minute of w was

@@ -41,7 +41,7 @@ func (s *server) Count(ctx context.Context, req *clickaggv1.CountRequest) (*clic
 	return &clickaggv1.CountResponse{Count: n, WatermarkMs: wm}, nil
 }
 
-func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
+func (s *server) TopAds(ctx context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
 	if err := s.a.checkLease(); err != nil {
 		return nil, toStatus(err)
 	}
@@ -49,7 +49,7 @@ func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clic
 	for i, p := range req.GetPartitions() {
 		ps[i] = int(p)
 	}
-	top, split, wm, err := s.a.TopAdsSplit(ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()), req.GetSplitAds())
+	top, split, wm, err := s.a.TopAdsSplit(ctx, ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()), req.GetSplitAds())
 	if err != nil {
 		return nil, toStatus(err)
 	}
