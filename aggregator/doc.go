@@ -60,10 +60,12 @@
 //
 // A partition answers only while serving: after its replay reached the log
 // end seen right after the load. Anything else is ErrNotServing
-// (UNAVAILABLE), never zero. Windows reaching before the minutes kept in
-// memory (-aggregator.retention before the watermark) fail with
-// ErrOutOfRange: the snapshot after a minute leaves memory deletes it from
-// Redis too, so no exact answer exists for it.
+// (UNAVAILABLE), never zero. Minutes before the ones kept in memory
+// (-aggregator.retention before the watermark) are deleted from the
+// snapshots too: with a history (WithHistoryReader), counts and top lists
+// read them from its files (Count, topHistory), up to the partition's
+// history mark; without one, or past the mark, a window reaching them
+// fails with ErrOutOfRange rather than undercount.
 //
 // # Log trimming
 //

@@ -79,9 +79,9 @@ type Answer struct {
 // history mark; without one, or where the history has a hole, a window
 // that starts before the oldest minute kept fails (ErrOutOfRange, or the
 // history's error naming the missing file) instead of undercounting.
-// Minutes that an applied history revision (clickagg recalc) covers are
-// read from it even while they are in memory: the revision corrected
-// them.
+// Minutes up to the end of an applied history revision (clickagg recalc)
+// are read from the history even while they are in memory: the revision
+// corrected them.
 func (a *Aggregator) Count(ctx context.Context, p int, adID string, w Window, f tally.Filter) (Answer, error) {
 	if err := w.validate(); err != nil {
 		return Answer{}, err
@@ -96,54 +96,50 @@ func (a *Aggregator) Count(ctx context.Context, p int, adID string, w Window, f 
 	// The watermark read first is a lower bound of the one the count saw,
 	// so reporting it never claims a window complete too early.
 	ans := Answer{Watermark: pt.tp.Watermark()}
-	mem, hist, view := a.split(pt, w, ans.Watermark)
-	for _, m := range mem {
-		ans.Count += pt.tp.Count(adID, m.From, m.To, f)
-	}
-	if len(mem) > 0 {
-		if err := a.inMemory(pt, mem[0]); err != nil {
+	view := a.view()
+	memFrom := a.memFrom(view, pt, w, ans.Watermark)
+	if memFrom < w.To {
+		mem := Window{From: memFrom, To: w.To}
+		ans.Count = pt.tp.Count(adID, mem.From, mem.To, f)
+		if err := a.inMemory(pt, mem); err != nil {
 			return Answer{}, err
 		}
 	}
-	for _, h := range hist {
+	if w.From < memFrom {
+		h := Window{From: w.From, To: memFrom}
 		sums, err := a.historySums(ctx, view, p, h, f, adID)
 		if err != nil {
 			return Answer{}, err
 		}
 		ans.Count += sums[adID]
-		ans.Revision = max(ans.Revision, view.Applied.Served(p, h.From, h.To))
-		ans.Applied = view.Applied.Version()
+		ans.Revision, ans.Applied = view.Applied.Served(p, h.From, h.To), view.Applied.Version()
 	}
 	return ans, nil
 }
 
-// split divides w into the windows read from pt's memory and those read
-// from the history, through view: the minutes before the oldest one in
-// memory at watermark wm, and those an applied revision covers. The
-// boundary is taken once, and checked after memory was read.
-func (a *Aggregator) split(pt *partition, w Window, wm int64) (mem, hist []Window, view history.View) {
+// view is the history as a query reads it, taken once per query; the
+// zero View without a history.
+func (a *Aggregator) view() history.View {
 	if a.histReader == nil {
-		return []Window{w}, nil, view
+		return history.View{}
 	}
-	view = a.histReader.View()
-	oldest := max(w.From, a.oldest(pt, wm))
-	if w.From < oldest {
-		hist = append(hist, Window{From: w.From, To: min(w.To, oldest)})
+	return a.histReader.View()
+}
+
+// memFrom returns the first minute of w that a query through view reads
+// from pt's memory (w.To if none): the minutes before the oldest one in
+// memory at watermark wm, and those up to the end of an applied revision
+// covering part of w, come from the history. The boundary is taken once,
+// and checked after memory was read (inMemory).
+func (a *Aggregator) memFrom(view history.View, pt *partition, w Window, wm int64) int64 {
+	if a.histReader == nil {
+		return w.From
 	}
-	at := oldest
-	for _, c := range view.Applied.Covered(pt.id, oldest, w.To) {
-		if at < c[0] {
-			mem = append(mem, Window{From: at, To: c[0]})
-		}
-		// Apart from a window before the oldest minute: this one needs no
-		// history mark.
-		hist = append(hist, Window{From: c[0], To: c[1]})
-		at = c[1]
+	from := max(w.From, a.oldest(pt, wm))
+	for _, c := range view.Applied.Covered(pt.id, w.From, w.To) {
+		from = max(from, c[1])
 	}
-	if at < w.To {
-		mem = append(mem, Window{From: at, To: w.To})
-	}
-	return mem, hist, view
+	return min(from, w.To)
 }
 
 // oldest is the oldest minute of pt in memory at watermark wm.
@@ -153,17 +149,22 @@ func (a *Aggregator) oldest(pt *partition, wm int64) int64 {
 
 // historySums returns per ad the clicks of partition p over w matching f
 // (only adID's if not empty) from the history through view, which must
-// hold w: the partition's history mark must be past it, or an applied
-// revision cover all of it.
+// hold w: the minutes of w no applied revision covers must lie before the
+// partition's history mark.
 func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, w Window, f tally.Filter, adID string) (map[string]int64, error) {
+	// The last minute of w that only revision 0 holds.
+	last := w.To - 1
 	covered := view.Applied.Covered(p, w.From, w.To)
-	if len(covered) != 1 || covered[0] != [2]int64{w.From, w.To} {
+	for i := len(covered) - 1; i >= 0 && covered[i][1] > last; i-- {
+		last = min(last, covered[i][0]-1)
+	}
+	if last >= w.From {
 		end, ok, err := a.marks.History(ctx, p)
 		if err != nil {
 			return nil, fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
 		}
-		if !ok || end < w.To {
-			return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, w.To-1, p, end)
+		if !ok || end <= last {
+			return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, last, p, end)
 		}
 	}
 	return view.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
@@ -175,9 +176,20 @@ const MaxSplitAds = 10_000
 // TopAds returns the top n ads over w that match f in the partitions ps,
 // and the smallest of their watermarks. Every partition must be served
 // here; the error names the ones that are not.
-func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
-	top, _, wm, err := a.TopAdsSplit(ps, w, n, f, nil)
-	return top, wm, err
+func (a *Aggregator) TopAds(ctx context.Context, ps []int, w Window, n int, f tally.Filter) ([]topn.AdCount, int64, error) {
+	ans, err := a.TopAdsSplit(ctx, ps, w, n, f, nil)
+	return ans.Top, ans.Watermark, err
+}
+
+// TopAnswer is a TopAdsSplit answer.
+type TopAnswer struct {
+	// Top is the exact top n of the ads not split; SplitCounts the split
+	// ads' non-zero counts, by ad_id.
+	Top, SplitCounts []topn.AdCount
+	// Watermark is the smallest of the partitions' watermarks.
+	Watermark int64
+	// Revision and Applied are as in Answer.
+	Revision, Applied int
 }
 
 // TopAdsSplit is TopAds for a cluster with split ads: the ads in split
@@ -186,64 +198,61 @@ func (a *Aggregator) TopAds(ps []int, w Window, n int, f tally.Filter) ([]topn.A
 // ones, by ad_id), for the caller to add up across every partition. The
 // other ads live in one partition each, so top stays the exact top n of
 // the ads not in split.
-func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, split []string) (top, splitCounts []topn.AdCount, wm int64, err error) {
+//
+// Like Count, with a history (WithHistoryReader) the minutes of w that
+// have left memory are read from the history's files and added to the
+// ones in memory (topHistory); without one, a window that starts before the
+// oldest minute kept fails with ErrOutOfRange.
+func (a *Aggregator) TopAdsSplit(ctx context.Context, ps []int, w Window, n int, f tally.Filter, split []string) (TopAnswer, error) {
 	if err := w.validate(); err != nil {
-		return nil, nil, 0, err
+		return TopAnswer{}, err
 	}
 	if n < 1 || n > MaxTopN {
-		return nil, nil, 0, fmt.Errorf("%w: count %d: must be in [1, %d]", ErrInvalid, n, MaxTopN)
+		return TopAnswer{}, fmt.Errorf("%w: count %d: must be in [1, %d]", ErrInvalid, n, MaxTopN)
 	}
 	if len(ps) == 0 {
-		return nil, nil, 0, fmt.Errorf("%w: no partitions", ErrInvalid)
+		return TopAnswer{}, fmt.Errorf("%w: no partitions", ErrInvalid)
 	}
 	if len(split) > MaxSplitAds {
-		return nil, nil, 0, fmt.Errorf("%w: %d split ads, at most %d", ErrInvalid, len(split), MaxSplitAds)
+		return TopAnswer{}, fmt.Errorf("%w: %d split ads, at most %d", ErrInvalid, len(split), MaxSplitAds)
 	}
 	ps = slices.Compact(slices.Sorted(slices.Values(ps)))
 	split = slices.Compact(slices.Sorted(slices.Values(split)))
 	pts, err := a.servingAll(ps)
 	if err != nil {
-		return nil, nil, 0, err
+		return TopAnswer{}, err
 	}
 	// Partitions are independent, and a query over 64 of them would
 	// otherwise use one core of many.
-	type partTop struct {
-		wm   int64
-		list []topn.AdCount
-		sums []int64 // the split ads' counts, in split's order
-	}
 	res := make([]partTop, len(pts))
-	var g errgroup.Group
+	view := a.view()
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pt := range pts {
 		g.Go(func() error {
 			r := &res[i]
 			r.wm = pt.tp.Watermark()
-			// The top n+len(split) of a partition hold its top n ads
-			// outside split, whatever the split ads' counts are.
-			l := pt.tp.Top(w.From, w.To, n+len(split), f)
-			if len(split) > 0 {
-				l = slices.DeleteFunc(l, func(ac topn.AdCount) bool {
-					_, found := slices.BinarySearch(split, ac.AdID)
-					return found
-				})
-				r.sums = make([]int64, len(split))
-				for j, ad := range split {
-					r.sums[j] = pt.tp.Count(ad, w.From, w.To, f)
-				}
+			memFrom := a.memFrom(view, pt, w, r.wm)
+			if memFrom == w.From {
+				a.topMemory(pt, w, n, f, split, r)
+				return a.inMemory(pt, w)
 			}
-			r.list = l
-			return a.inMemory(pt, w)
+			r.revision = view.Applied.Served(pt.id, w.From, memFrom)
+			return a.topHistory(gctx, view, pt, w, memFrom, n, f, split, r)
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, nil, 0, err
+		return TopAnswer{}, err
 	}
+	var ans TopAnswer
 	lists := make([][]topn.AdCount, len(pts))
 	sums := make([]int64, len(split))
 	for i, r := range res {
-		if i == 0 || r.wm < wm {
-			wm = r.wm
+		if i == 0 || r.wm < ans.Watermark {
+			ans.Watermark = r.wm
+		}
+		if r.history {
+			ans.Revision, ans.Applied = max(ans.Revision, r.revision), view.Applied.Version()
 		}
 		lists[i] = r.list
 		for j, c := range r.sums {
@@ -252,12 +261,176 @@ func (a *Aggregator) TopAdsSplit(ps []int, w Window, n int, f tally.Filter, spli
 	}
 	for j, ad := range split {
 		if sums[j] != 0 {
-			splitCounts = append(splitCounts, topn.AdCount{AdID: ad, Count: sums[j]})
+			ans.SplitCounts = append(ans.SplitCounts, topn.AdCount{AdID: ad, Count: sums[j]})
 		}
 	}
 	// A non-split ad lives in one partition, so the lists are disjoint and
 	// the merge of each partition's exact top n is the exact top n.
-	return topn.Merge(n, lists...), splitCounts, wm, nil
+	ans.Top = topn.Merge(n, lists...)
+	return ans, nil
+}
+
+// partTop is one partition's part of a TopAdsSplit answer.
+type partTop struct {
+	wm int64
+	// history is set when the history was read, at revision.
+	history  bool
+	revision int
+	list     []topn.AdCount // its exact top n of the ads not in split
+	sums     []int64        // the split ads' counts, in split's order
+}
+
+// topMemory fills r from memory alone, for a window that lies in it.
+func (a *Aggregator) topMemory(pt *partition, w Window, n int, f tally.Filter, split []string, r *partTop) {
+	// The top n+len(split) of a partition hold its top n ads outside
+	// split, whatever the split ads' counts are.
+	l := pt.tp.Top(w.From, w.To, n+len(split), f)
+	if len(split) > 0 {
+		l = slices.DeleteFunc(l, func(ac topn.AdCount) bool { return isSplit(split, ac.AdID) })
+		r.sums = make([]int64, len(split))
+		for j, ad := range split {
+			r.sums[j] = pt.tp.Count(ad, w.From, w.To, f)
+		}
+	}
+	r.list = l
+}
+
+// topHistory fills r for a window whose minutes before memFrom have left
+// memory: those come from the history, the rest, [memFrom, w.To), from
+// memory.
+//
+// The history gives every ad's count H. Memory gives its exact top k,
+// k = n plus the split ads, as the memory-only path asks; T is the k-th
+// count (0 if fewer ads have clicks in memory: then every one is listed).
+// A listed ad's total is H + its count. An ad only the history has
+// totals at most H+T: its memory count is read (Count) only where that
+// bound could still make the top n, in order of H, so the first one that
+// cannot ends the search. An ad in neither ranks after the list's last ad
+// (its total is its memory count), and the list holds at least n ads not
+// split, each ranking at or before the last: it cannot make the top n.
+func (a *Aggregator) topHistory(ctx context.Context, view history.View, pt *partition, w Window, memFrom int64, n int, f tally.Filter, split []string, r *partTop) error {
+	h, err := a.historySums(ctx, view, pt.id, Window{From: w.From, To: min(w.To, memFrom)}, f, "")
+	if err != nil {
+		return err
+	}
+	r.history = true
+	mem := Window{From: memFrom, To: w.To}
+	inMem := mem.From < mem.To
+	if len(split) > 0 {
+		r.sums = make([]int64, len(split))
+		for j, ad := range split {
+			r.sums[j] = h[ad]
+			if inMem {
+				r.sums[j] += pt.tp.Count(ad, mem.From, mem.To, f)
+			}
+			delete(h, ad)
+		}
+	}
+	byH := make([]topn.AdCount, 0, len(h))
+	for ad, c := range h {
+		byH = append(byH, topn.AdCount{AdID: ad, Count: c})
+	}
+	slices.SortFunc(byH, rank)
+	if !inMem {
+		r.list = byH[:min(n, len(byH))]
+		return nil
+	}
+	k := n + len(split)
+	l := pt.tp.Top(mem.From, mem.To, k, f)
+	var T int64
+	if len(l) == k {
+		T = l[k-1].Count
+	}
+	listed := make(map[string]bool, len(l))
+	best := bestN{n: n}
+	for _, ac := range l {
+		listed[ac.AdID] = true
+		if !isSplit(split, ac.AdID) {
+			best.add(topn.AdCount{AdID: ac.AdID, Count: h[ac.AdID] + ac.Count})
+		}
+	}
+	for _, hc := range byH {
+		if listed[hc.AdID] {
+			continue
+		}
+		if best.full() && !topn.Less(topn.AdCount{AdID: hc.AdID, Count: hc.Count + T}, best.worst()) {
+			break
+		}
+		var c int64
+		if T > 0 {
+			c = pt.tp.Count(hc.AdID, mem.From, mem.To, f)
+		}
+		best.add(topn.AdCount{AdID: hc.AdID, Count: hc.Count + c})
+	}
+	r.list = best.sorted()
+	return a.inMemory(pt, mem)
+}
+
+func isSplit(split []string, ad string) bool {
+	_, found := slices.BinarySearch(split, ad)
+	return found
+}
+
+// rank orders ads as topn does: more clicks first, then the smaller ad_id.
+func rank(a, b topn.AdCount) int {
+	switch {
+	case topn.Less(a, b):
+		return -1
+	case topn.Less(b, a):
+		return 1
+	}
+	return 0
+}
+
+// bestN keeps the n best-ranked ads added to it, in a heap with the worst
+// of them at the root.
+type bestN struct {
+	n int
+	h []topn.AdCount
+}
+
+func (b *bestN) full() bool { return len(b.h) == b.n }
+
+// worst is the n-th best ad; only when full.
+func (b *bestN) worst() topn.AdCount { return b.h[0] }
+
+func (b *bestN) add(ac topn.AdCount) {
+	if !b.full() {
+		b.h = append(b.h, ac)
+		for i := len(b.h) - 1; i > 0; {
+			up := (i - 1) / 2
+			if !topn.Less(b.h[up], b.h[i]) {
+				break
+			}
+			b.h[up], b.h[i] = b.h[i], b.h[up]
+			i = up
+		}
+		return
+	}
+	if !topn.Less(ac, b.h[0]) {
+		return
+	}
+	b.h[0] = ac
+	for i := 0; ; {
+		l, worse := 2*i+1, i
+		if l < len(b.h) && topn.Less(b.h[worse], b.h[l]) {
+			worse = l
+		}
+		if r := l + 1; r < len(b.h) && topn.Less(b.h[worse], b.h[r]) {
+			worse = r
+		}
+		if worse == i {
+			return
+		}
+		b.h[i], b.h[worse] = b.h[worse], b.h[i]
+		i = worse
+	}
+}
+
+// sorted returns the ads kept, best first.
+func (b *bestN) sorted() []topn.AdCount {
+	slices.SortFunc(b.h, rank)
+	return b.h
 }
 
 // MinuteRevisions returns, per minute of w, the sum over the partitions ps

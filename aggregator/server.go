@@ -42,7 +42,7 @@ func (s *server) Count(ctx context.Context, req *clickaggv1.CountRequest) (*clic
 		HistoryRevision: int64(ans.Revision), HistoryApplied: int64(ans.Applied)}, nil
 }
 
-func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
+func (s *server) TopAds(ctx context.Context, req *clickaggv1.TopAdsRequest) (*clickaggv1.TopAdsResponse, error) {
 	if err := s.a.checkLease(); err != nil {
 		return nil, toStatus(err)
 	}
@@ -50,15 +50,16 @@ func (s *server) TopAds(_ context.Context, req *clickaggv1.TopAdsRequest) (*clic
 	for i, p := range req.GetPartitions() {
 		ps[i] = int(p)
 	}
-	top, split, wm, err := s.a.TopAdsSplit(ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()), req.GetSplitAds())
+	ans, err := s.a.TopAdsSplit(ctx, ps, window(req.GetFromMinute(), req.GetToMinute()), int(req.GetCount()), filter(req.GetFilter()), req.GetSplitAds())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &clickaggv1.TopAdsResponse{Ads: make([]*clickaggv1.AdCount, len(top)), MinWatermarkMs: wm}
-	for i, t := range top {
+	resp := &clickaggv1.TopAdsResponse{Ads: make([]*clickaggv1.AdCount, len(ans.Top)), MinWatermarkMs: ans.Watermark,
+		HistoryRevision: int64(ans.Revision), HistoryApplied: int64(ans.Applied)}
+	for i, t := range ans.Top {
 		resp.Ads[i] = &clickaggv1.AdCount{AdId: t.AdID, Count: t.Count}
 	}
-	for _, t := range split {
+	for _, t := range ans.SplitCounts {
 		resp.SplitCounts = append(resp.SplitCounts, &clickaggv1.AdCount{AdId: t.AdID, Count: t.Count})
 	}
 	return resp, nil

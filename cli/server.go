@@ -430,7 +430,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			hr := history.NewReader(bucket)
+			hr := history.NewReader(bucket, history.WithCache(cfg.History.CacheBytes))
 			// Until the applied revisions are known, the history could be
 			// read at a revision no longer served: the aggregator asks for
 			// partitions only after the first read.

@@ -36,4 +36,15 @@
 // counts it in clickagg_history_gaps_total, logs it, and goes on; its file
 // stays missing, which queries and reconcile report, and a recount from the
 // raw archive fills it.
+//
+// # Reading
+//
+// Reader sums a partition's clicks over a range of minutes from the latest
+// revision of each period, for the aggregators' counts and popular-ads
+// queries over minutes that left memory. It lists the files of the range on
+// every call and checks that they tile it (ErrHole, ErrCorrupt, naming the
+// file). With WithCache it keeps decoded files, least recently used dropped
+// first past a bound in bytes (-history.cache-bytes on aggregators): a key
+// names one file for good, so a cached file is never stale, and the listing
+// still finds a file that went missing.
 package history

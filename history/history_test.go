@@ -293,6 +293,118 @@ func TestReaderSums(t *testing.T) {
 	}
 }
 
+// countingBucket is a real bucket that counts the files read, and runs
+// afterList, if set, after each listing.
+type countingBucket struct {
+	*archive.Bucket
+	gets      int
+	afterList func()
+}
+
+func (b *countingBucket) Get(ctx context.Context, key string) ([]byte, error) {
+	b.gets++
+	return b.Bucket.Get(ctx, key)
+}
+
+func (b *countingBucket) List(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := b.Bucket.List(ctx, prefix)
+	if b.afterList != nil {
+		b.afterList()
+	}
+	return keys, err
+}
+
+// TestReaderCache checks that a Reader with a cache reads each file once
+// over repeated sums, with the same answers, keeps no more than its bound,
+// and still fails on a file that is missing, gone after it was listed, or
+// corrupt, naming it.
+func TestReaderCache(t *testing.T) {
+	ctx := context.Background()
+	p, _, firstHour := feed(t)
+	dir := t.TempDir()
+	ab, err := archive.OpenBucket(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ab.Close()
+	lo := firstHour * 60
+	var sizes []int64
+	for m := lo; m < lo+120; m += 15 {
+		rows, err := p.Final(m, m+15)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := Name{Partition: 1, From: m, To: m + 15}
+		data, err := Encode(n, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Read(Key(1, n.From, n.To, 0), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, fileSize(f))
+		if err := ab.Put(ctx, Key(1, n.From, n.To, 0), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := NewReader(ab).Sums(ctx, 1, lo, lo+120, Filter{Country: "DE"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := &countingBucket{Bucket: ab}
+	r := NewReader(b, WithCache(1<<30))
+	for i := range 3 {
+		got, err := r.Sums(ctx, 1, lo, lo+120, Filter{Country: "DE"}, "")
+		if err != nil || !maps.Equal(got, want) {
+			t.Fatalf("sums %d: %v, %v; want %v", i, got, err, want)
+		}
+	}
+	if b.gets != 8 {
+		t.Fatalf("3 sums over 8 files read %d files, want 8", b.gets)
+	}
+	// A cache of two files' size keeps two: a sum over the last two
+	// reads none, over the first two reads both again.
+	small := &countingBucket{Bucket: ab}
+	r2 := NewReader(small, WithCache(sizes[6]+sizes[7]))
+	for _, w := range [][2]int64{{lo, lo + 120}, {lo + 90, lo + 120}, {lo, lo + 30}} {
+		if _, err := r2.Sums(ctx, 1, w[0], w[1], Filter{}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if small.gets != 10 {
+		t.Fatalf("read %d files, want 8 + 0 + 2", small.gets)
+	}
+
+	// Missing while cached: a hole, named.
+	gone := Key(1, lo+30, lo+45, 0)
+	if err := os.Remove(filepath.Join(dir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sums(ctx, 1, lo, lo+120, Filter{}, ""); !errors.Is(err, ErrHole) || !strings.Contains(err.Error(), "minute "+fmt.Sprint(lo+30)) {
+		t.Fatalf("Sums over a missing cached file = %v, want ErrHole at minute %d", err, lo+30)
+	}
+	// Listed, then gone before it is read: a hole, named.
+	gone = Key(1, lo+45, lo+60, 0)
+	b.afterList = func() { _ = os.Remove(filepath.Join(dir, gone)) }
+	if _, err := NewReader(b, WithCache(1<<30)).Sums(ctx, 1, lo+45, lo+60, Filter{}, ""); !errors.Is(err, ErrHole) || !strings.Contains(err.Error(), gone) {
+		t.Fatalf("Sums over a file gone after the listing = %v, want ErrHole naming %s", err, gone)
+	}
+	b.afterList = nil
+	// Corrupt: named, every time, never cached.
+	bad := Key(1, lo+60, lo+75, 0)
+	if err := os.WriteFile(filepath.Join(dir, bad), []byte("not parquet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r3 := NewReader(ab, WithCache(1<<30))
+	for range 2 {
+		if _, err := r3.Sums(ctx, 1, lo+60, lo+90, Filter{}, ""); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad) {
+			t.Fatalf("Sums over a corrupt file = %v, want ErrCorrupt naming %s", err, bad)
+		}
+	}
+}
+
 // TestApplied checks which revision serves which minutes: the latest
 // applied one covering a period, per partition; the parts of a window
 // covered; and the revision an answer reports.

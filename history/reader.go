@@ -2,12 +2,15 @@ package history
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/clickagg/clickagg/archive"
 )
 
 // Bucket is the object store as the reader reads it.
@@ -25,14 +28,34 @@ type Filter struct {
 // Reader answers sums over a partition's history.
 type Reader struct {
 	bucket  Bucket
+	cache   *cache // nil without WithCache
 	applied atomic.Pointer[Applied]
+}
+
+// ReaderOption configures a Reader.
+type ReaderOption func(*Reader)
+
+// WithCache keeps up to about bytes of decoded files in memory, the least
+// recently used dropped first, so that repeated queries over the same
+// minutes do not read and decode the same files again. The files a range
+// needs are still listed on every call: a file that went missing is a
+// hole even while its rows are cached.
+func WithCache(bytes int64) ReaderOption {
+	return func(r *Reader) {
+		if bytes > 0 {
+			r.cache = newCache(bytes)
+		}
+	}
 }
 
 // NewReader returns a Reader over bucket, with no revision applied; it
 // does no I/O.
-func NewReader(bucket Bucket) *Reader {
+func NewReader(bucket Bucket, opts ...ReaderOption) *Reader {
 	r := &Reader{bucket: bucket}
 	r.applied.Store(&Applied{})
+	for _, o := range opts {
+		o(r)
+	}
 	return r
 }
 
@@ -73,13 +96,29 @@ func (v View) Files(ctx context.Context, p int, from, to int64) ([]File, error) 
 	return out, nil
 }
 
-// read reads and checks the file under key.
+// read returns the file under key, checked, from the cache if it holds it.
 func (r *Reader) read(ctx context.Context, p int, key string) (File, error) {
+	if r.cache != nil {
+		if f, ok := r.cache.get(key); ok {
+			return f, nil
+		}
+	}
 	data, err := r.bucket.Get(ctx, key)
+	if errors.Is(err, archive.ErrNotFound) {
+		// Deleted after it was listed.
+		return File{}, fmt.Errorf("%w: partition %d: %s is gone: %w", ErrHole, p, key, err)
+	}
 	if err != nil {
 		return File{}, fmt.Errorf("history of partition %d: %w", p, err)
 	}
-	return Read(key, data)
+	f, err := Read(key, data)
+	if err != nil {
+		return File{}, err
+	}
+	if r.cache != nil {
+		r.cache.put(f)
+	}
+	return f, nil
 }
 
 // ErrHole is wrapped by the errors of a range the history does not cover

@@ -676,7 +676,7 @@ func topResponse(r TopResult) *clickaggv1.GetPopularAdsResponse {
 	for i, a := range r.Ads {
 		ads[i] = &clickaggv1.AdCount{AdId: a.AdID, Count: a.Count}
 	}
-	return &clickaggv1.GetPopularAdsResponse{Ads: ads, From: minuteTime(r.From), To: minuteTime(r.To), Complete: r.Complete}
+	return &clickaggv1.GetPopularAdsResponse{Ads: ads, From: minuteTime(r.From), To: minuteTime(r.To), Complete: r.Complete, HistoryRevision: r.HistoryRevision}
 }
 
 func fromProtoAds(in []*clickaggv1.AdCount) []AdCount {

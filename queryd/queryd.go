@@ -82,8 +82,10 @@ type CountResult struct {
 
 // TopResult is the top ads over [From, To), Unix minutes.
 type TopResult struct {
-	Ads      []AdCount
-	From, To int64
+	// HistoryRevision is as in CountResult.
+	HistoryRevision int64
+	Ads             []AdCount
+	From, To        int64
 	// Complete is true when every partition's watermark has passed To.
 	Complete bool
 }
@@ -523,30 +525,36 @@ func ownerAnswer(errs []error) error {
 // Top returns the exact top n ads over [from, to) Unix minutes across every
 // partition, or fails if any partition cannot answer.
 func (q *Queryd) Top(ctx context.Context, from, to int64, n int, f Filter) (TopResult, error) {
-	ads, wm, err := q.top(ctx, from, to, n, f)
+	ads, wm, rev, err := q.topRev(ctx, from, to, n, f)
 	if err != nil {
 		return TopResult{}, err
 	}
-	return TopResult{Ads: ads, From: from, To: to, Complete: wm >= to*minuteMs}, nil
+	return TopResult{Ads: ads, From: from, To: to, Complete: wm >= to*minuteMs, HistoryRevision: rev}, nil
 }
 
 // top returns the top n ads and the smallest watermark of all partitions.
 func (q *Queryd) top(ctx context.Context, from, to int64, n int, f Filter) ([]AdCount, int64, error) {
+	ads, wm, _, err := q.topRev(ctx, from, to, n, f)
+	return ads, wm, err
+}
+
+// topRev is top, and the history revision the answers read.
+func (q *Queryd) topRev(ctx context.Context, from, to int64, n int, f Filter) ([]AdCount, int64, int64, error) {
 	t, err := q.table()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	split := t.SplitAds(from, to)
 	var (
-		ads []AdCount
-		wm  int64
+		ads     []AdCount
+		wm, rev int64
 	)
 	err = q.withRetry(ctx, func(d *directory) error {
 		var err error
-		ads, wm, err = q.topOnce(ctx, d, from, to, n, f, split)
+		ads, wm, rev, err = q.topOnce(ctx, d, from, to, n, f, split)
 		return err
 	})
-	return ads, wm, err
+	return ads, wm, rev, err
 }
 
 // topOnce asks each owner for the top n of its partitions, leaving out the
@@ -556,7 +564,7 @@ func (q *Queryd) top(ctx context.Context, from, to int64, n int, f Filter) ([]Ad
 // exact top n of the non-split ads; each split ad's counts over all owners
 // add up to its exact count (topn.Merge sums an ad found in several
 // lists), so merging them in keeps the result exact.
-func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n int, f Filter, split []string) ([]AdCount, int64, error) {
+func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n int, f Filter, split []string) ([]AdCount, int64, int64, error) {
 	type group struct {
 		route
 		parts []int32
@@ -580,7 +588,7 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	}
 	if len(missing) > 0 {
 		// Asking the others would only produce an answer we must not give.
-		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+		return nil, 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
 	}
 
 	groups := make([]*group, 0, len(byOwner))
@@ -591,17 +599,18 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	lists := make([][]AdCount, 2*len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))
+	hist := make([]historyRead, len(groups))
 	var eg errgroup.Group
 	eg.SetLimit(fanOutLimit)
 	for i, g := range groups {
 		eg.Go(func() error {
-			lists[2*i], lists[2*i+1], wms[i], errs[i] = q.callTop(ctx, g.route, g.parts, from, to, n, f, split)
+			lists[2*i], lists[2*i+1], wms[i], hist[i], errs[i] = q.callTop(ctx, g.route, g.parts, from, to, n, f, split)
 			return nil
 		})
 	}
 	_ = eg.Wait()
 	if err := ownerAnswer(errs); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	for i, err := range errs {
 		if err != nil {
@@ -613,17 +622,25 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+		return nil, 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
 	}
-	return topn.Merge(n, lists...), slices.Min(wms), nil
+	first := make([]int, len(groups))
+	for i, g := range groups {
+		first[i] = int(g.parts[0])
+	}
+	rev, err := sameHistory(first, hist)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return topn.Merge(n, lists...), slices.Min(wms), rev, nil
 }
 
 // callTop returns one owner's top list, the counts of the split ads in its
-// partitions, and its smallest watermark.
-func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to int64, n int, f Filter, split []string) ([]AdCount, []AdCount, int64, error) {
+// partitions, its smallest watermark, and what it read of the history.
+func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to int64, n int, f Filter, split []string) ([]AdCount, []AdCount, int64, historyRead, error) {
 	c, err := q.client(r.addr)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("owner %s: %w", r.member, err)
+		return nil, nil, 0, historyRead{}, fmt.Errorf("owner %s: %w", r.member, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, q.cfg.CallTimeout)
 	defer cancel()
@@ -636,7 +653,7 @@ func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to i
 		SplitAds:   split,
 	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("owner %s at %s: %w", r.member, r.addr, err)
+		return nil, nil, 0, historyRead{}, fmt.Errorf("owner %s at %s: %w", r.member, r.addr, err)
 	}
 	top := fromProtoAds(resp.GetAds())
 	if len(split) > 0 {
@@ -644,9 +661,10 @@ func (q *Queryd) callTop(ctx context.Context, r route, parts []int32, from, to i
 		// of split ads in its top list: refuse rather than merge them.
 		for _, a := range top {
 			if _, found := slices.BinarySearch(split, a.AdID); found {
-				return nil, nil, 0, fmt.Errorf("owner %s at %s returned split ad %s in its top list: it does not support split ads", r.member, r.addr, a.AdID)
+				return nil, nil, 0, historyRead{}, fmt.Errorf("owner %s at %s returned split ad %s in its top list: it does not support split ads", r.member, r.addr, a.AdID)
 			}
 		}
 	}
-	return top, fromProtoAds(resp.GetSplitCounts()), resp.GetMinWatermarkMs(), nil
+	return top, fromProtoAds(resp.GetSplitCounts()), resp.GetMinWatermarkMs(),
+		historyRead{revision: resp.GetHistoryRevision(), applied: resp.GetHistoryApplied()}, nil
 }

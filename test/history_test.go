@@ -181,8 +181,31 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		}
 		queries++
 	}
+	// Popular ads over the same windows: each partition joins its
+	// history's counts with its top from memory.
+	tops := 0
+	for name, win := range windows {
+		for _, f := range []*clickaggv1.Filter{nil, {Country: "US"}, {UserId: "user-7"}, {Ip: "192.0.2.7"}, {Country: "DE", Ip: "2001:db8::3"}} {
+			for _, n := range []int{1, 10, 100} {
+				resp, err := qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: int32(n), WindowMinutes: int32(win[1] - win[0]), End: minuteTS(win[1]), Filter: f})
+				if err != nil {
+					t.Fatalf("top %d over %s window %v, filter %v: %v", n, name, win, f, err)
+				}
+				if want := all.top(win[0], win[1], n, f); !sameTop(resp.GetAds(), want) {
+					t.Fatalf("top %d over %s window %v, filter %v: %d ads, want %d; first difference: %s", n, name, win, f, len(resp.GetAds()), len(want), firstDiff(resp.GetAds(), want))
+				}
+				tops++
+			}
+		}
+	}
+	// -queryd.max-window (24h here) still bounds popular-ads windows.
+	_, err = qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 24*60 + 1, End: minuteTS(now + 1)})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("popular ads over 24h and a minute: %v, want INVALID_ARGUMENT", err)
+	}
+
 	// A missing history file fails the queries that need it, naming it;
-	// it is never read as zero.
+	// it is never read as zero, also when the aggregator has it cached.
 	var ad string
 	for k := range want {
 		ad = k.ad
@@ -196,7 +219,11 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), fmt.Sprint(gone.From)) {
 		t.Fatalf("count over a missing history file: %v, want DATA_LOSS naming minute %d", err, gone.From)
 	}
-	t.Logf("%d counts over windows in the history, in memory and across both exact; a missing file is DATA_LOSS", queries)
+	_, err = qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: int32(now + 1 - w.firstMin), End: minuteTS(now + 1)})
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), fmt.Sprint(gone.From)) {
+		t.Fatalf("popular ads over a missing history file: %v, want DATA_LOSS naming minute %d", err, gone.From)
+	}
+	t.Logf("%d counts and %d popular-ads queries over windows in the history, in memory and across both exact; a missing file is DATA_LOSS", queries, tops)
 }
 
 func parts(t *testing.T, n int) *ring.Partitioner {
