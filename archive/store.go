@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
@@ -94,18 +95,41 @@ func (b *Bucket) Get(ctx context.Context, key string) ([]byte, error) {
 // order. Other objects are left out: a directory bucket writes each object
 // to a temporary file beside it first, which a crash may leave behind.
 func (b *Bucket) List(ctx context.Context, prefix string) ([]string, error) {
-	var keys []string
+	objs, err := b.ListObjects(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	return keys, nil
+}
+
+// Object is a listed object.
+type Object struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}
+
+// ListObjects is List with each object's size and modification time,
+// which a reader caching decoded files checks: an object written again
+// under the same key (restored from a backup, or tampered with) is read
+// again.
+func (b *Bucket) ListObjects(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
 	it := b.b.List(&blob.ListOptions{Prefix: prefix})
 	for {
 		o, err := it.Next(ctx)
 		if errors.Is(err, io.EOF) {
-			return keys, nil
+			return out, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		if !o.IsDir && strings.HasSuffix(o.Key, ".parquet") {
-			keys = append(keys, o.Key)
+			out = append(out, Object{Key: o.Key, Size: o.Size, ModTime: o.ModTime})
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 // Bucket is the object store as the reader reads it.
 type Bucket interface {
 	Get(ctx context.Context, key string) ([]byte, error)
-	List(ctx context.Context, prefix string) ([]string, error)
+	ListObjects(ctx context.Context, prefix string) ([]archive.Object, error)
 }
 
 // Filter restricts the clicks summed: set fields must equal the click's.
@@ -81,13 +81,13 @@ func (r *Reader) Sums(ctx context.Context, p int, from, to int64, f Filter, ad s
 // Files returns the files served for partition p's minutes [from, to), in
 // minute order, checked like Sums checks them.
 func (v View) Files(ctx context.Context, p int, from, to int64) ([]File, error) {
-	keys, err := v.files(ctx, p, from, to)
+	objs, err := v.files(ctx, p, from, to)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]File, 0, len(keys))
-	for _, key := range keys {
-		f, err := v.r.read(ctx, p, key)
+	out := make([]File, 0, len(objs))
+	for _, obj := range objs {
+		f, err := v.r.read(ctx, p, obj)
 		if err != nil {
 			return nil, err
 		}
@@ -96,13 +96,14 @@ func (v View) Files(ctx context.Context, p int, from, to int64) ([]File, error) 
 	return out, nil
 }
 
-// read returns the file under key, checked, from the cache if it holds it.
-func (r *Reader) read(ctx context.Context, p int, key string) (File, error) {
+// read returns the file of obj, checked, from the cache if it holds it.
+func (r *Reader) read(ctx context.Context, p int, obj archive.Object) (File, error) {
 	if r.cache != nil {
-		if f, ok := r.cache.get(key); ok {
+		if f, ok := r.cache.get(obj); ok {
 			return f, nil
 		}
 	}
+	key := obj.Key
 	data, err := r.bucket.Get(ctx, key)
 	if errors.Is(err, archive.ErrNotFound) {
 		// Deleted after it was listed.
@@ -116,7 +117,7 @@ func (r *Reader) read(ctx context.Context, p int, key string) (File, error) {
 		return File{}, err
 	}
 	if r.cache != nil {
-		r.cache.put(f)
+		r.cache.put(f, obj)
 	}
 	return f, nil
 }
@@ -144,8 +145,8 @@ func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad stri
 		ip = xxhash.Sum64String(f.IP)
 	}
 	sums := map[string]int64{}
-	for _, key := range files {
-		file, err := v.r.read(ctx, p, key)
+	for _, obj := range files {
+		file, err := v.r.read(ctx, p, obj)
 		if err != nil {
 			return nil, err
 		}
@@ -180,18 +181,21 @@ func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad stri
 	return sums, nil
 }
 
-// files returns the keys of the files of partition p that hold the minutes
-// [from, to), of v's revision for each period, checking that they tile
-// the range. A period whose revision's file is missing is a hole, even if
-// a file of another revision is there.
-func (v View) files(ctx context.Context, p int, from, to int64) ([]string, error) {
+// files returns the files of partition p that hold the minutes [from,
+// to), of v's revision for each period, checking that they tile the
+// range. A period whose revision's file is missing is a hole, even if a
+// file of another revision is there.
+func (v View) files(ctx context.Context, p int, from, to int64) ([]archive.Object, error) {
 	spans := map[[2]int64]map[int]bool{}
+	objs := map[string]archive.Object{}
 	for h := floorDiv(from, 60); h*60 < to; h++ {
-		keys, err := v.r.bucket.List(ctx, HourPrefix(p, h*60))
+		listed, err := v.r.bucket.ListObjects(ctx, HourPrefix(p, h*60))
 		if err != nil {
 			return nil, fmt.Errorf("history of partition %d: %w", p, err)
 		}
-		for _, k := range keys {
+		for _, o := range listed {
+			k := o.Key
+			objs[k] = o
 			n, err := ParseKey(k)
 			if err != nil {
 				return nil, err
@@ -222,20 +226,20 @@ func (v View) files(ctx context.Context, p int, from, to int64) ([]string, error
 	}
 	slices.SortFunc(names, func(a, b Name) int { return int(a.From - b.From) })
 	at := from
-	keys := make([]string, 0, len(names))
+	out := make([]archive.Object, 0, len(names))
 	for _, n := range names {
 		if n.From > at {
 			break
 		}
-		if n.From < at && len(keys) > 0 {
+		if n.From < at && len(out) > 0 {
 			return nil, fmt.Errorf("%w: partition %d: history files overlap at minute %d (%s)", ErrCorrupt, p, at, Key(p, n.From, n.To, n.Revision))
 		}
-		keys = append(keys, Key(p, n.From, n.To, n.Revision))
+		out = append(out, objs[Key(p, n.From, n.To, n.Revision)])
 		at = n.To
 	}
 	if at < to {
 		return nil, fmt.Errorf("%w: partition %d has no history file for minute %d (from %d to %d asked), under %s",
 			ErrHole, p, at, from, to, HourPrefix(p, at))
 	}
-	return keys, nil
+	return out, nil
 }

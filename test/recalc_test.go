@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/history"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/reconcile"
 	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/testserver"
 )
@@ -173,6 +175,21 @@ func TestRecalcRepairsHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("deleted %s", gone)
+	// reconcile reports exactly the changed row and the deleted file.
+	reportFile := filepath.Join(t.TempDir(), "report.json")
+	out, code = tool("reconcile", "-report="+reportFile)
+	t.Logf("reconcile (exit %d):\n%s", code, out)
+	rep := readReport(t, reportFile)
+	changedRow := reconcile.Mismatch{Partition: pa, Minute: time.Unix(from*60, 0).UTC(), AdID: ad, Country: f.Rows[changed].Country,
+		Served: f.Rows[changed].Clicks + 1, Recounted: f.Rows[changed].Clicks, Differs: reconcile.DiffersCount}
+	if code != 2 || len(rep.Mismatches) != 1 || rep.Mismatches[0] != changedRow {
+		t.Fatalf("reconcile exit %d, mismatches %+v; want exit 2 and only %+v", code, rep.Mismatches, changedRow)
+	}
+	if len(rep.Holes) != 1 || rep.Holes[0].Partition != pb || !(rep.Holes[0].After < gone && gone < rep.Holes[0].Before) ||
+		len(rep.MissingFiles)+len(rep.CorruptFiles) != 0 {
+		t.Fatalf("reconcile holes %+v, missing %v, corrupt %v; want one hole around %s", rep.Holes, rep.MissingFiles, rep.CorruptFiles, gone)
+	}
+
 	out, code = tool("recalc", "-apply", fmt.Sprintf("-partitions=%d", pb))
 	if code == 0 || !strings.Contains(out, "refused") || !strings.Contains(out, "hole") {
 		t.Fatalf("recalc across a deleted archive file (exit %d):\n%s", code, out)
@@ -206,6 +223,11 @@ func TestRecalcRepairsHistory(t *testing.T) {
 			t.Fatalf("%s minute %d after recalc: %d, %v; want %d", k.ad, k.minute, resp.GetCount(), err, n)
 		}
 	}
+	// The repaired partition reconciles.
+	out, code = tool("reconcile", fmt.Sprintf("-partitions=%d", pa), "-report="+reportFile)
+	if rep := readReport(t, reportFile); code != 0 || len(rep.Mismatches) != 0 || rep.Rows == 0 {
+		t.Fatalf("reconcile after recalc -apply (exit %d):\n%s", code, out)
+	}
 	// Refusals: reversed, in the future.
 	for _, args := range [][]string{{"-from=" + minuteArg(to), "-to=" + minuteArg(from)}, {"-to=" + time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04")}} {
 		out, code := tool("recalc", args...)
@@ -213,6 +235,19 @@ func TestRecalcRepairsHistory(t *testing.T) {
 			t.Fatalf("recalc %v (exit %d):\n%s", args, code, out)
 		}
 	}
+}
+
+func readReport(t *testing.T, path string) reconcile.Report {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r reconcile.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func minuteArg(m int64) string { return time.Unix(m*60, 0).UTC().Format("2006-01-02T15:04") }
