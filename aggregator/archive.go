@@ -60,9 +60,14 @@ func (m HistoryMarks) History(ctx context.Context, p int) (int64, bool, error) {
 	return m.Store.History(ctx, p)
 }
 
+// HistoryStart returns the first minute of partition p's history.
+func (m HistoryMarks) HistoryStart(ctx context.Context, p int) (int64, bool, error) {
+	return m.Store.HistoryStart(ctx, p)
+}
+
 // SaveHistory records end as partition p's history mark at epoch.
-func (m HistoryMarks) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
-	err := m.Store.SaveHistory(ctx, p, epoch, end)
+func (m HistoryMarks) SaveHistory(ctx context.Context, p int, epoch uint64, start, end int64) error {
+	err := m.Store.SaveHistory(ctx, p, epoch, start, end)
 	if errors.Is(err, snapshot.ErrStaleEpoch) {
 		return fmt.Errorf("%w: %w", history.ErrFenced, err)
 	}

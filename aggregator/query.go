@@ -166,6 +166,20 @@ func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, 
 		if !ok || end <= last {
 			return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, last, p, end)
 		}
+		// The first minute of w that only revision 0 holds.
+		first := w.From
+		for _, c := range covered {
+			if c[0] <= first && first < c[1] {
+				first = c[1]
+			}
+		}
+		start, ok, err := a.marks.HistoryStart(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: history start of partition %d: %w", ErrNotServing, p, err)
+		}
+		if ok && first < start {
+			return nil, fmt.Errorf("%w: window starts at minute %d, but the history of partition %d begins at minute %d: older minutes were never kept", ErrOutOfRange, first, p, start)
+		}
 	}
 	return view.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
 }

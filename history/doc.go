@@ -29,6 +29,9 @@
 // the file, Writer records the period's end as the partition's history
 // mark in Redis with the owner's epoch (snapshot.Store.SaveHistory), fenced
 // like the snapshots and only forward; the next period starts there.
+// The first mark also records where the partition's history begins, so
+// that a query for older minutes is told they were never kept, not that a
+// file is missing.
 //
 // A period whose minutes left memory before the writer got to it (the
 // store was unreachable for longer than -aggregator.retention minus

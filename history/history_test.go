@@ -72,8 +72,8 @@ func feed(t *testing.T) (*tally.Partition, map[cell]int64, int64) {
 
 type marks struct{ *snapshot.Store }
 
-func (m marks) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
-	err := m.Store.SaveHistory(ctx, p, epoch, end)
+func (m marks) SaveHistory(ctx context.Context, p int, epoch uint64, start, end int64) error {
+	err := m.Store.SaveHistory(ctx, p, epoch, start, end)
 	if errors.Is(err, snapshot.ErrStaleEpoch) {
 		return fmt.Errorf("%w: %w", ErrFenced, err)
 	}

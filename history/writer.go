@@ -30,7 +30,8 @@ type Marks interface {
 	History(ctx context.Context, p int) (int64, bool, error)
 	// SaveHistory fails with an error wrapping ErrFenced when a newer
 	// owner holds the partition.
-	SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error
+	// start is the first minute of a new history, -1 once it has one.
+	SaveHistory(ctx context.Context, p int, epoch uint64, start, end int64) error
 }
 
 // Store is the object store the files go to.
@@ -166,8 +167,15 @@ func (w *Writer) Run(ctx context.Context, p int, epoch uint64, src Source) error
 				return err
 			}
 		}
+		// The first mark of a partition's history also records where it
+		// begins: minutes before it were never written, which queries must
+		// tell from a hole.
+		start := int64(-1)
+		if !started {
+			start = next
+		}
 		err = w.retry(ctx, logger, "save mark", func() error {
-			err := w.marks.SaveHistory(ctx, p, epoch, end)
+			err := w.marks.SaveHistory(ctx, p, epoch, start, end)
 			if errors.Is(err, ErrFenced) {
 				return retry.Permanent(err)
 			}

@@ -3,6 +3,7 @@ package queryd
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -228,6 +231,9 @@ func (q *Queryd) publishLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		err := q.poll(ctx, &pub)
+		// Corrections do not wait for the newest minutes: a poll that
+		// fails on them must not hold back the minutes a recount fixed.
+		err = errors.Join(err, q.republishCorrected(ctx))
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -348,18 +354,28 @@ func floorMinute(ms int64) int64 {
 	return m
 }
 
-// computeMinutes computes the top list of every (query, minute) in need.
+// computeMinutes computes the top list of every (query, minute) in need;
+// a minute that no owner keeps any more (OUT_OF_RANGE) has none in the
+// result, and is skipped by the callers.
 func (q *Queryd) computeMinutes(ctx context.Context, need map[minuteKey]struct{}) (map[minuteKey][]AdCount, error) {
 	keys := make([]minuteKey, 0, len(need))
 	for k := range need {
 		keys = append(keys, k)
 	}
 	out := make([][]AdCount, len(keys))
+	gone := make([]bool, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(computeLimit)
 	for i, k := range keys {
 		g.Go(func() error {
 			ads, wm, err := q.top(gctx, k.minute, k.minute+1, k.q.n, k.q.f)
+			if status.Code(err) == codes.OutOfRange {
+				// Nobody keeps the minute (it left memory, and there is
+				// no history of it, or not yet): there is nothing to
+				// publish, and waiting would block every later minute.
+				gone[i] = true
+				return nil
+			}
 			if err != nil {
 				return fmt.Errorf("top of minute %d: %w", k.minute, err)
 			}
@@ -377,7 +393,9 @@ func (q *Queryd) computeMinutes(ctx context.Context, need map[minuteKey]struct{}
 	}
 	tops := make(map[minuteKey][]AdCount, len(keys))
 	for i, k := range keys {
-		tops[k] = out[i]
+		if !gone[i] {
+			tops[k] = out[i]
+		}
 	}
 	return tops, nil
 }
@@ -407,7 +425,13 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 	}
 	pubQ := topQuery{n: q.cfg.PublishCount}
 	for i, m := range minutes {
-		ads := tops[minuteKey{pubQ, m}]
+		ads, ok := tops[minuteKey{pubQ, m}]
+		if !ok {
+			q.lg.Warn("minute kept by no aggregator: its top list is not published", "minute", m)
+			pub.revs.handled(m)
+			pub.next = max(pub.next, m+1)
+			continue
+		}
 		old, had := decodeStored(stored[i])
 		fix := i < len(fixes)
 		if (!had && !(fix && m < pub.start)) || (had && !slices.Equal(old, ads)) {
@@ -476,15 +500,18 @@ func (q *Queryd) deliver(s *subscriber, upto int64, fixes []int64, keep int64, t
 		if !ok {
 			continue
 		}
-		ads := tops[minuteKey{s.q, m}]
+		ads, ok := tops[minuteKey{s.q, m}]
+		if !ok {
+			continue
+		}
 		if h := hashAds(ads); h != old && !send(m, ads, h) {
 			return
 		}
 	}
 	lo, hi := s.newMinutes(upto)
 	for m := lo; m <= hi; m++ {
-		ads := tops[minuteKey{s.q, m}]
-		if !send(m, ads, hashAds(ads)) {
+		ads, ok := tops[minuteKey{s.q, m}]
+		if ok && !send(m, ads, hashAds(ads)) {
 			return
 		}
 		s.next = m + 1

@@ -143,6 +143,9 @@ type Queryd struct {
 	subMu sync.Mutex
 	subs  map[*subscriber]struct{}
 
+	// corr holds the minutes recounts corrected, to publish again.
+	corr corrections
+
 	// stopped is closed when Run returns, to end the watches.
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -215,6 +218,9 @@ func (q *Queryd) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		return q.cl.WatchMembers(gctx, cluster.RoleAggregator, q.setMembers)
+	})
+	g.Go(func() error {
+		return q.cl.WatchAppliedRevisions(gctx, q.setApplied)
 	})
 	g.Go(func() error {
 		q.publishLoop(gctx)

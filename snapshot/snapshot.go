@@ -106,6 +106,10 @@ func (s *Store) historyKey(p int) string {
 	return s.prefix + ":{p" + strconv.Itoa(p) + "}:history"
 }
 
+func (s *Store) historyStartKey(p int) string {
+	return s.prefix + ":{p" + strconv.Itoa(p) + "}:history-start"
+}
+
 func minuteField(m int64) string {
 	return "m:" + strconv.FormatInt(m, 10)
 }
@@ -220,9 +224,10 @@ end
 return {1, ARGV[1]}
 `)
 
-// historyScript: KEYS[1] fence, KEYS[2] history mark; ARGV[1] epoch,
-// ARGV[2] end minute (decimal, no leading zeros, so older compares it too).
-// Moves the mark forward only, for an epoch the fence allows.
+// historyScript: KEYS[1] fence, KEYS[2] history mark, KEYS[3] history
+// start; ARGV[1] epoch, ARGV[2] end minute (decimal, no leading zeros, so
+// older compares it too), ARGV[3] start minute or -1. Moves the mark
+// forward only, for an epoch the fence allows, and records the start once.
 var historyScript = redis.NewScript(luaOlder + `
 local fence = redis.call('GET', KEYS[1])
 if fence and older(ARGV[1], fence) then
@@ -231,6 +236,9 @@ end
 local cur = redis.call('GET', KEYS[2])
 if not cur or older(cur, ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
+end
+if ARGV[3] ~= '-1' then
+  redis.call('SET', KEYS[3], ARGV[3], 'NX')
 end
 return {1, ARGV[1]}
 `)
@@ -334,14 +342,16 @@ func (s *Store) SaveArchived(ctx context.Context, p int, epoch uint64, offset st
 }
 
 // SaveHistory records that the history holds partition p's minutes before
-// end (Unix minutes), if epoch is not older than p's fence (ErrStaleEpoch
-// otherwise). The mark only moves forward.
-func (s *Store) SaveHistory(ctx context.Context, p int, epoch uint64, end int64) error {
-	if end < 0 {
-		return fmt.Errorf("save history mark of %d: negative minute %d", p, end)
+// end (Unix minutes), from start on, if epoch is not older than p's fence
+// (ErrStaleEpoch otherwise). The mark only moves forward; the start is
+// recorded by the first save that gives one (start -1 gives none) and
+// kept.
+func (s *Store) SaveHistory(ctx context.Context, p int, epoch uint64, start, end int64) error {
+	if end < 0 || start < -1 || start > end {
+		return fmt.Errorf("save history mark of %d: minutes %d to %d", p, start, end)
 	}
-	keys := []string{s.fenceKey(p), s.historyKey(p)}
-	if err := s.runFenced(ctx, historyScript, keys, strconv.FormatUint(epoch, 10), strconv.FormatInt(end, 10)); err != nil {
+	keys := []string{s.fenceKey(p), s.historyKey(p), s.historyStartKey(p)}
+	if err := s.runFenced(ctx, historyScript, keys, strconv.FormatUint(epoch, 10), strconv.FormatInt(end, 10), strconv.FormatInt(start, 10)); err != nil {
 		return fmt.Errorf("save history mark of %d at epoch %d: %w", p, epoch, err)
 	}
 	return nil
@@ -360,6 +370,24 @@ func (s *Store) History(ctx context.Context, p int) (int64, bool, error) {
 	h, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return 0, false, fmt.Errorf("history mark of %d: %q: %w", p, v, err)
+	}
+	return h, true, nil
+}
+
+// HistoryStart returns the first minute partition p's history holds, and
+// false when none is recorded (no history yet, or one written before the
+// start was recorded).
+func (s *Store) HistoryStart(ctx context.Context, p int) (int64, bool, error) {
+	v, err := s.rdb.Get(ctx, s.historyStartKey(p)).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("history start of %d: %w", p, err)
+	}
+	h, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("history start of %d: %q: %w", p, v, err)
 	}
 	return h, true, nil
 }

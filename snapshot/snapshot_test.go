@@ -606,14 +606,17 @@ func TestHistoryMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range []int64{9, 499_999, 500_000, 12} {
-		if err := st.SaveHistory(ctx, p, 4, h); err != nil {
+		if err := st.SaveHistory(ctx, p, 4, min(h, 9), h); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if h, ok, err := st.History(ctx, p); !ok || err != nil || h != 500_000 {
 		t.Fatalf("mark = %d %v %v, want 500000", h, ok, err)
 	}
-	if err := st.SaveHistory(ctx, p, 3, 600_000); !errors.Is(err, snapshot.ErrStaleEpoch) {
+	if s, ok, err := st.HistoryStart(ctx, p); !ok || err != nil || s != 9 {
+		t.Fatalf("start = %d %v %v, want the first one saved, 9", s, ok, err)
+	}
+	if err := st.SaveHistory(ctx, p, 3, -1, 600_000); !errors.Is(err, snapshot.ErrStaleEpoch) {
 		t.Fatalf("stale SaveHistory = %v", err)
 	}
 	if h, _, _ := st.History(ctx, p); h != 500_000 {

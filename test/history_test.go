@@ -25,13 +25,15 @@ import (
 // TestHistoryExactlyOnce runs a cluster with horizons of about a minute and
 // history files of one minute, SIGKILLs an aggregator while clicks flow,
 // waits until every minute with clicks is final, and checks the history
-// the aggregators wrote: per partition, files tile the minutes from the
-// first to the history mark with no hole or overlap, and their rows add up
-// to the ground truth of every (ad, minute) exactly.
+// the aggregators wrote (with parquet-go and, independently, DuckDB): per
+// partition, files tile the minutes from the first to the history mark
+// with no hole or overlap, and their rows add up to the ground truth of
+// every (ad, minute) exactly.
 func TestHistoryExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a cluster writing its history")
 	}
+	needParquetCheck(t)
 	const partitions = 8
 	bucketDir := filepath.Join(t.TempDir(), "store")
 	c := newTestCluster(t, clusterSpec{
@@ -134,6 +136,29 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		t.Fatalf("history has %d (ad, minute) counts, truth %d", len(got), len(want))
 	}
 	t.Logf("%d history files; %d (ad, minute) counts equal the ground truth (%d clicks, %d retried)", len(keys), checked, len(w.unique), w.dups)
+
+	// An independent reader, DuckDB, reads the same totals.
+	var duck struct {
+		Rows [][]any `json:"rows"`
+	}
+	parquetCheck(t, `SELECT ad_id, epoch_ms(minute) // 60000 AS minute, CAST(sum(clicks) AS BIGINT) AS clicks
+		FROM read_parquet('history/**/*_r0.parquet', hive_partitioning = true) GROUP BY ALL`, &duck, nil, "sql", bucketDir)
+	duckCounts := map[adMinute]int64{}
+	for _, r := range duck.Rows {
+		ad, _ := r[0].(string)
+		m, _ := r[1].(float64)
+		n, _ := r[2].(float64)
+		duckCounts[adMinute{ad, int64(m)}] = int64(n)
+	}
+	if len(duckCounts) != len(want) {
+		t.Fatalf("DuckDB reads %d (ad, minute) counts from the history, truth has %d", len(duckCounts), len(want))
+	}
+	for k, n := range want {
+		if duckCounts[k] != n {
+			t.Fatalf("DuckDB reads %s minute %d from the history as %d, truth %d", k.ad, k.minute, duckCounts[k], n)
+		}
+	}
+	t.Logf("DuckDB reads the same %d (ad, minute) counts from the history", len(duckCounts))
 
 	// Queries: clicks of now stay in memory; once the first workload's
 	// minutes have left memory (-aggregator.retention=2m), windows wholly

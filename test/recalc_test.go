@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/history"
@@ -156,6 +159,26 @@ func TestRecalcRepairsHistory(t *testing.T) {
 		t.Fatalf("count of the changed row: %d at revision %d, want %d at 0", n, rev, truthN+1)
 	}
 
+	// The published top list of the minute as a wrong count would have
+	// published it.
+	topKey := fmt.Sprintf("clickagg:top:%d", from)
+	wantTop := tr.top(from, from+1, 100, nil)
+	wrong := &clickaggv1.GetPopularAdsResponse{From: minuteTS(from), To: minuteTS(from + 1), Complete: true}
+	for _, a := range wantTop {
+		c := a.Count
+		if a.AdId == ad {
+			c++
+		}
+		wrong.Ads = append(wrong.Ads, &clickaggv1.AdCount{AdId: a.AdId, Count: c})
+	}
+	raw, err := protojson.Marshal(wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, topKey, raw, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+
 	// Delete a raw archive file of another partition, in the range.
 	pb := (pa + 1) % partitions
 	gone := ""
@@ -216,6 +239,27 @@ func TestRecalcRepairsHistory(t *testing.T) {
 		}
 		return nil
 	})
+	// The corrected minute's published top list is published again.
+	testserver.Eventually(t, time.Minute, func() error {
+		raw, err := rdb.Get(ctx, topKey).Bytes()
+		if err != nil {
+			return err
+		}
+		var pub clickaggv1.GetPopularAdsResponse
+		if err := protojson.Unmarshal(raw, &pub); err != nil {
+			return err
+		}
+		if !sameTop(pub.Ads, wantTop) {
+			return fmt.Errorf("published minute %d after recalc -apply: %s", from, firstDiff(pub.Ads, wantTop))
+		}
+		return nil
+	})
+	// Minutes before the history began (before the cluster existed) were
+	// never kept: OUT_OF_RANGE, not a hole.
+	_, err = qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, From: minuteTS(from - 30), To: minuteTS(from + 1)})
+	if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), "begins at minute") {
+		t.Fatalf("count from before the history began: %v, want OUT_OF_RANGE", err)
+	}
 	// Every count of the range is exact again.
 	for k, n := range want {
 		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: k.ad, From: minuteTS(k.minute), To: minuteTS(k.minute + 1)})
