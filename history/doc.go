@@ -42,12 +42,14 @@
 //
 // # Reading
 //
-// Reader sums a partition's clicks over a range of minutes from the latest
-// revision of each period, for the aggregators' counts and popular-ads
-// queries over minutes that left memory. It lists the files of the range on
-// every call and checks that they tile it (ErrHole, ErrCorrupt, naming the
-// file). With WithCache it keeps decoded files, least recently used dropped
-// first past a bound in bytes (-history.cache-bytes on aggregators): a key
-// names one file for good, so a cached file is never stale, and the listing
-// still finds a file that went missing.
+// Reader sums a partition's clicks over a range of minutes, for the
+// aggregators' counts and popular-ads queries over minutes that left
+// memory, from each period's file of the latest applied revision (a View
+// of the applied revisions, taken once per query: see Applied). It lists
+// the files of the range on every call and checks that they tile it
+// (ErrHole, ErrCorrupt, naming the file). With WithCache it keeps decoded
+// files, least recently used dropped first past a bound in bytes
+// (-history.cache-bytes on aggregators); a cached file is used only while
+// the listing shows its object unchanged (size and modification time), and
+// the listing still finds a file that went missing.
 package history
