@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
@@ -69,6 +70,10 @@ type want struct {
 	hpa           map[string][2]int32
 	externalRedis bool
 	daemonSet     string // a DaemonSet it must deploy, if any
+	// archive: the aggregators archive to an object store, whose
+	// credentials they and the reconcile CronJob may take from the Secret
+	// clickagg-archive.
+	archive bool
 }
 
 var builds = map[string]want{
@@ -81,15 +86,18 @@ var builds = map[string]want{
 		hpa:      map[string][2]int32{"router": {1, 1}, "queryd": {1, 1}},
 	},
 	"overlays/production": {
+		archive:  true,
 		replicas: map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
 		hpa:      map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 	},
 	"examples/external-redis": {
+		archive:       true,
 		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
 		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		externalRedis: true,
 	},
 	"examples/shipper": {
+		archive:   true,
 		replicas:  map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
 		hpa:       map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		daemonSet: "shipper",
@@ -133,6 +141,11 @@ func TestManifests(t *testing.T) {
 			}
 			if hasRedis := m.workload("redis") != nil; hasRedis == w.externalRedis {
 				t.Errorf("in-cluster Redis deployed: %v, want %v", hasRedis, !w.externalRedis)
+			}
+			if w.archive {
+				for _, p := range checkArchive(m) {
+					t.Error(p)
+				}
 			}
 			if w.daemonSet != "" {
 				if wl := m.workload(w.daemonSet); wl == nil || wl.kind != "DaemonSet" {
@@ -472,4 +485,39 @@ func ptrString(p *int32) string {
 		return "unset"
 	}
 	return fmt.Sprint(*p)
+}
+
+// checkArchive checks that the aggregators are given an object store and
+// that they and the reconcile CronJob can read its credentials.
+func checkArchive(m *manifest) []string {
+	var problems []string
+	if cm := m.configMaps["clickagg"]; cm == nil || cm.Data["CLICKAGG_ARCHIVE_BUCKET"] == "" {
+		problems = append(problems, "ConfigMap clickagg: no CLICKAGG_ARCHIVE_BUCKET: nothing is archived")
+	}
+	specs := map[string]*corev1.PodSpec{}
+	if wl := m.workload("aggregator"); wl != nil {
+		specs["aggregator"] = &wl.template.Spec
+	}
+	for _, cj := range m.cronJobs {
+		if cj.Name == "reconcile" {
+			specs["reconcile"] = &cj.Spec.JobTemplate.Spec.Template.Spec
+		}
+	}
+	for _, name := range []string{"aggregator", "reconcile"} {
+		spec := specs[name]
+		if spec == nil {
+			problems = append(problems, "no "+name)
+			continue
+		}
+		found := false
+		for _, ct := range spec.Containers {
+			for _, ef := range ct.EnvFrom {
+				found = found || ef.SecretRef != nil && ef.SecretRef.Name == "clickagg-archive"
+			}
+		}
+		if !found {
+			problems = append(problems, name+": no envFrom of the Secret clickagg-archive (object store credentials)")
+		}
+	}
+	return problems
 }
