@@ -2,14 +2,16 @@ package history
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -208,13 +210,13 @@ func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums 
 			if ad < string(st.MinValue) || ad > string(st.MaxValue) {
 				continue
 			}
-			rows, err := readRollupGroup(rg)
+			g, err := readRollupGroup(rg)
 			if err != nil {
 				return fail("row group %d: %v", i, err)
 			}
-			j, ok := slices.BinarySearchFunc(rows, ad, func(r RollupRow, ad string) int { return cmp.Compare(r.AdID, ad) })
+			j, ok := sort.Find(len(g.clicks), func(k int) int { return strings.Compare(ad, g.ad(k)) })
 			if ok {
-				got += rows[j].Clicks
+				got += g.clicks[j]
 			}
 		}
 		if got > 0 {
@@ -224,36 +226,97 @@ func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums 
 	}
 	// A whole rollup is checked like a period file, before sums changes:
 	// sorted, positive, and adding up to its metadata.
-	var all []RollupRow
+	gs := make([]rollupGroup, len(groups))
 	var sum int64
+	prev := ""
 	for i, rg := range groups {
-		rows, err := readRollupGroup(rg)
+		g, err := readRollupGroup(rg)
 		if err != nil {
 			return fail("row group %d: %v", i, err)
 		}
-		for _, r := range rows {
-			if r.Clicks <= 0 || len(all) > 0 && r.AdID <= all[len(all)-1].AdID {
-				return fail("row %d: ad %q with %d clicks, out of order or not positive", len(all), r.AdID, r.Clicks)
+		for k, n := range g.clicks {
+			a := g.ad(k)
+			if n <= 0 || (i > 0 || k > 0) && a <= prev {
+				return fail("row group %d row %d: ad %q with %d clicks, out of order or not positive", i, k, a, n)
 			}
-			sum += r.Clicks
-			all = append(all, r)
+			prev = a
+			sum += n
 		}
+		gs[i] = g
 	}
 	if sum != clicks {
 		return fail("rows add up to %d clicks, metadata says %d", sum, clicks)
 	}
-	for _, r := range all {
-		sums[r.AdID] += r.Clicks
+	for _, g := range gs {
+		for k, n := range g.clicks {
+			// Most ads are in sums already, after the first day of a
+			// range: the lookup converts without allocating.
+			if p, ok := sums[g.ad(k)]; ok {
+				sums[g.ad(k)] = p + n
+			} else {
+				sums[strings.Clone(g.ad(k))] = n
+			}
+		}
 	}
 	return nil
 }
 
-func readRollupGroup(rg parquet.RowGroup) ([]RollupRow, error) {
-	r := parquet.NewGenericRowGroupReader[RollupRow](rg)
-	defer r.Close()
-	rows := make([]RollupRow, rg.NumRows())
-	if n, err := r.Read(rows); n != len(rows) && err != nil {
-		return nil, err
+// rollupGroup is a row group of a rollup, as its two columns.
+type rollupGroup struct {
+	data    []byte   // the ad_ids, end to end
+	offsets []uint32 // ad k is data[offsets[k]:offsets[k+1]]
+	clicks  []int64
+}
+
+// ad returns ad k, aliasing g's bytes.
+func (g *rollupGroup) ad(k int) string {
+	return unsafe.String(unsafe.SliceData(g.data[g.offsets[k]:]), int(g.offsets[k+1]-g.offsets[k]))
+}
+
+// readRollupGroup reads a row group's columns page by page, without
+// building rows: a count reads one such group a day.
+func readRollupGroup(rg parquet.RowGroup) (rollupGroup, error) {
+	var g rollupGroup
+	n := int(rg.NumRows())
+	cols := rg.ColumnChunks()
+	if len(cols) != 2 {
+		return g, fmt.Errorf("%d columns, want ad_id and clicks", len(cols))
 	}
-	return rows, nil
+	g.offsets = make([]uint32, 1, n+1)
+	g.clicks = make([]int64, 0, n)
+	for c, cc := range cols {
+		pages := cc.Pages()
+		for {
+			page, err := pages.ReadPage()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				pages.Close()
+				return g, err
+			}
+			vals := page.Data()
+			switch c {
+			case 0:
+				data, offs := vals.ByteArray()
+				if len(offs) != int(page.NumValues())+1 {
+					pages.Close()
+					return g, fmt.Errorf("ad_id page of %d values has %d offsets", page.NumValues(), len(offs))
+				}
+				base := uint32(len(g.data)) - offs[0]
+				g.data = append(g.data, data[offs[0]:offs[len(offs)-1]]...)
+				for _, o := range offs[1:] {
+					g.offsets = append(g.offsets, base+o)
+				}
+			case 1:
+				g.clicks = append(g.clicks, vals.Int64()...)
+			}
+			parquet.Release(page)
+		}
+		pages.Close()
+	}
+	if len(g.offsets) != n+1 || len(g.clicks) != n {
+		return g, fmt.Errorf("%d rows, %d ad_ids and %d clicks", n, len(g.offsets)-1, len(g.clicks))
+	}
+	return g, nil
 }
