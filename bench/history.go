@@ -156,7 +156,7 @@ func (res *HistoryResult) Markdown() string {
 	}
 	bpe, npe := res.ArchiveBytesPerEvent(), res.ArchiveNsPerEvent()
 	p("| archive bytes per event (zstd Parquet, %d events of one of 64 partitions) | %.1f B | ≤ 30 B | %s |\n", res.ArchiveEvents, bpe, verdict(bpe <= 30))
-	p("| archive encoding per event, one core (decode the log entries, encode the file; median of %d) | %.0f ns, %s events/s per core | above the ingest rate | see below |\n", res.ArchiveRuns, npe, si(1e9/npe))
+	p("| archive encoding per event, one core (decode the log entries, encode the file; median of %d) | %.0f ns, %s events/s per core | above the ingest rate | see the notes |\n", res.ArchiveRuns, npe, si(1e9/npe))
 	for i, r := range res.Runs {
 		c50, c99, t50 := histbench.Quantile(r.Count, 0.5), histbench.Quantile(r.Count, 0.99), histbench.Quantile(r.Top, 0.5)
 		p("| run %d: count of one ad over %d days, p50 (%d queries) | %s |  |  |\n", i+1, hc.CountDays, len(r.Count), formatSeconds(c50.Seconds()))
