@@ -453,6 +453,29 @@ func TestBucket(t *testing.T) {
 		if _, err := b.Get(ctx, "raw/none.parquet"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Get of a missing key = %v, want ErrNotFound", err)
 		}
+		// Reads at offsets return the object's bytes there, and io.EOF
+		// with what there is past its end.
+		ra, err := b.OpenReaderAt(ctx, "raw/a/z.parquet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ra.Close()
+		if ra.Size() != int64(len(big)) {
+			t.Fatalf("Size = %d, want %d", ra.Size(), len(big))
+		}
+		for _, off := range []int64{0, 17, int64(len(big)) - 100} {
+			part := make([]byte, 100)
+			if n, err := ra.ReadAt(part, off); n != 100 || err != nil && err != io.EOF || !bytes.Equal(part, big[off:off+100]) {
+				t.Fatalf("ReadAt(100 bytes, %d) = %d, %v, %q", off, n, err, part[:n])
+			}
+		}
+		tail := make([]byte, 100)
+		if n, err := ra.ReadAt(tail, int64(len(big))-10); n != 10 || err != io.EOF || !bytes.Equal(tail[:10], big[len(big)-10:]) {
+			t.Fatalf("ReadAt past the end = %d, %v", n, err)
+		}
+		if _, err := b.OpenReaderAt(ctx, "raw/none.parquet"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("OpenReaderAt of a missing key = %v, want ErrNotFound", err)
+		}
 	})
 }
 

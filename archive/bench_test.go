@@ -53,15 +53,7 @@ func BenchmarkEncodeChunk(b *testing.B) {
 	b.ReportAllocs()
 	var size int
 	for b.Loop() {
-		chunk := make([]decoded, len(entries))
-		for i, e := range entries {
-			d, err := decode(e)
-			if err != nil {
-				b.Fatal(err)
-			}
-			chunk[i] = d
-		}
-		data, err := encodeChunk(1, "", chunk)
+		data, err := EncodeEntries(1, "", entries)
 		if err != nil {
 			b.Fatal(err)
 		}

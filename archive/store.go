@@ -23,6 +23,7 @@ import (
 type Bucket struct {
 	b   *blob.Bucket
 	url string
+	dir string // the directory of a file:// bucket, else empty
 }
 
 // ErrNotFound is wrapped by Get's error when no object has the key.
@@ -61,7 +62,11 @@ func OpenBucket(ctx context.Context, u string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open archive bucket %q: %w", u, err)
 	}
-	return &Bucket{b: b, url: u}, nil
+	bk := &Bucket{b: b, url: u}
+	if pu, err := url.Parse(u); err == nil && pu.Scheme == "file" {
+		bk.dir = filepath.FromSlash(pu.Path)
+	}
+	return bk, nil
 }
 
 // URL is the URL the bucket was opened with.
@@ -132,4 +137,90 @@ func (b *Bucket) ListObjects(ctx context.Context, prefix string) ([]Object, erro
 			out = append(out, Object{Key: o.Key, Size: o.Size, ModTime: o.ModTime})
 		}
 	}
+}
+
+// ReaderAt reads parts of one object, for readers of Parquet files that
+// want a footer and a few column chunks rather than the whole file.
+type ReaderAt interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
+// OpenReaderAt opens the object under key for reads at offsets;
+// ErrNotFound if there is none. A file:// bucket's object is opened as
+// the file itself, so a read is a pread; others read each part with a
+// range request.
+func (b *Bucket) OpenReaderAt(ctx context.Context, key string) (ReaderAt, error) {
+	if b.dir != "" && plainKey(key) {
+		f, err := os.Open(filepath.Join(b.dir, filepath.FromSlash(key)))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", key, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", key, err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("open %s: %w", key, err)
+		}
+		return fileReaderAt{f, st.Size()}, nil
+	}
+	attrs, err := b.b.Attributes(ctx, key)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, fmt.Errorf("open %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return &rangeReaderAt{ctx: ctx, b: b.b, key: key, size: attrs.Size}, nil
+}
+
+// plainKey reports whether fileblob stores key under its own path,
+// unescaped: no control characters, "//", "../" or trailing slash.
+func plainKey(key string) bool {
+	if key == "" || strings.HasSuffix(key, "/") || strings.Contains(key, "//") || strings.Contains(key, "../") || strings.HasPrefix(key, "/") {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 32 || key[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+type fileReaderAt struct {
+	*os.File
+	size int64
+}
+
+func (f fileReaderAt) Size() int64 { return f.size }
+
+type rangeReaderAt struct {
+	ctx  context.Context
+	b    *blob.Bucket
+	key  string
+	size int64
+}
+
+func (r *rangeReaderAt) Size() int64  { return r.size }
+func (r *rangeReaderAt) Close() error { return nil }
+
+func (r *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.size-off)
+	rr, err := r.b.NewRangeReader(r.ctx, r.key, off, n, nil)
+	if err != nil {
+		return 0, fmt.Errorf("read %s at %d: %w", r.key, off, err)
+	}
+	defer rr.Close()
+	k, err := io.ReadFull(rr, p[:n])
+	if err == nil && n < int64(len(p)) {
+		err = io.EOF
+	}
+	return k, err
 }

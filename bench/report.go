@@ -414,7 +414,11 @@ func (r *Report) WriteFiles(mdPath, svg string) error {
 			return fmt.Errorf("write chart: %w", err)
 		}
 	}
-	if err := os.WriteFile(mdPath, []byte(r.Markdown(keptNotes(string(old)))), 0o644); err != nil {
+	md := r.Markdown(keptNotes(string(old)))
+	if h := keptHistory(string(old)); h != "" {
+		md = withHistory(md, h)
+	}
+	if err := os.WriteFile(mdPath, []byte(md), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/clickagg/clickagg/bench"
+	"github.com/clickagg/clickagg/bench/histbench"
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/tally"
 )
@@ -39,6 +40,12 @@ so that hour-long queries find every minute filled. In order:
      full snapshot write and recovery of the same state;
   4. the naive Redis design on the same events: pipelined HINCRBY per
      (minute, ad) and ZINCRBY per minute, top N by ZUNIONSTORE.
+
+With -bench.history it instead measures the archive (bytes and encoding
+time per event on the workload's events) and queries over a synthetic
+history of 30 days of 2M ads in 64 partitions, written to a directory
+bucket (counts of one ad over 30 days, the top 100 over 7), and writes
+only that section of the report.
 
 The defaults finish in under ten minutes on two cores; -bench.keys,
 -bench.duration and the other -bench.* flags change the scale. With -bench.router (and
@@ -71,6 +78,8 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	clusterRedis := fs.String("bench.cluster-redis", "", "the running cluster's Redis, read only for its CPU time (optional)")
 	baseRedis := fs.String("bench.redis", "", "Redis for the naive baseline and the snapshot measurement (they delete their keys afterwards); empty starts a redis-server child")
 	dataDir := fs.String("bench.data-dir", "", "empty or new directory for the local cluster's etcd and Redis data and the baseline Redis, kept afterwards; empty uses a temporary directory, removed afterwards")
+	historyOnly := fs.Bool("bench.history", false, "measure only the archive (bytes and encoding time per event) and queries over a synthetic 30-day history of 2M ads in 64 partitions (counts over 30 days, top 100 over 7), and write their section of -bench.out; no cluster is started")
+	historyRuns := fs.Int("bench.history-runs", 3, "with -bench.history: timed runs over the same history, each of 400 counts and 5 tops")
 	appendFsync := fs.String("bench.appendfsync", "always", "AOF fsync policy of the redis-server children, the cluster's and the baseline's: always (an acknowledged click is on disk), everysec or no")
 	// The local cluster: loopback on free ports, no HTTP, errors only in the
 	// log (the progress display is the output), and ticks that follow the
@@ -90,6 +99,9 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	}
 	if err := bc.Validate(); err != nil {
 		return nil, err
+	}
+	if *historyOnly {
+		return nil, benchHistory(ctx, bc, *historyRuns, *dataDir, commandLine(args), out)
 	}
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -210,6 +222,30 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		return rep, cause
 	}
 	return rep, err
+}
+
+// benchHistory runs clickagg bench -bench.history: the history is written
+// under dataDir, or a temporary directory removed afterwards.
+func benchHistory(ctx context.Context, bc bench.Config, runs int, dataDir, command string, out io.Writer) error {
+	if runs < 1 {
+		return fmt.Errorf("-bench.history-runs %d: must be at least 1", runs)
+	}
+	dir := dataDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "clickagg-bench-history-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	res, err := bench.RunHistory(ctx, bc, histbench.Defaults(), runs, filepath.Join(dir, "history"), command, out)
+	if err != nil {
+		return err
+	}
+	if bc.Out == "" {
+		return nil
+	}
+	return res.WriteHistorySection(bc.Out)
 }
 
 // commandLine is the command as a shell would take it.

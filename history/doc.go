@@ -52,4 +52,25 @@
 // (-history.cache-bytes on aggregators); a cached file is used only while
 // the listing shows its object unchanged (size and modification time), and
 // the listing still finds a file that went missing.
+//
+// # Rollups
+//
+// Once the periods of a partition's UTC day are all written, the writer
+// reads them back and writes the day's rollup beside the history
+// (history-rollup/date=/partition=/ads.parquet): clicks per ad, sorted by
+// ad_id, in row groups of RollupRowGroup rows, with the period files it
+// summed (from-to_rN) in its metadata; writing it again gives the same
+// bytes. A sum without a filter reads each whole UTC day of its range from
+// the day's rollup instead of the day's files, when the rollup names the
+// revisions the View serves for every period of the day: a revision
+// applied over part of the day since makes it stale, and the day's files
+// are read. A count of one ad reads only the row group whose ad_id bounds
+// hold it, through Bucket.OpenReaderAt (a pread on a directory bucket). A
+// missing rollup means reading the files, where a missing file is still a
+// hole. A rollup is not checked against the listing of its day's files:
+// it was written only after all of them, and holds their sums.
+//
+// Filters (country, user_id, ip) read the files: a rollup has no country
+// column, so that a popular-ads query over days reads one row per ad and
+// day, however many countries the ad's clicks came from.
 package history

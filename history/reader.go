@@ -16,6 +16,9 @@ import (
 // Bucket is the object store as the reader reads it.
 type Bucket interface {
 	Get(ctx context.Context, key string) ([]byte, error)
+	// OpenReaderAt opens an object for reads of its parts (rollups);
+	// ErrNotFound wrapped if there is none.
+	OpenReaderAt(ctx context.Context, key string) (archive.ReaderAt, error)
 	ListObjects(ctx context.Context, prefix string) ([]archive.Object, error)
 }
 
@@ -132,10 +135,43 @@ var ErrHole = fmt.Errorf("history: hole")
 // error wrapping ErrHole and naming where the file should be, and a file
 // that does not read back as written with one wrapping ErrCorrupt and
 // naming it. ad, when not empty, keeps only that ad.
+//
+// Without a filter, the whole UTC days of the range are read from their
+// rollups where one was built from the very files v serves for the day
+// (rollupSums); the other minutes from the period files.
 func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad string) (map[string]int64, error) {
+	sums := map[string]int64{}
+	at := from // the first minute not summed
+	if f == (Filter{}) {
+		for day := floorDiv(from+dayMinutes-1, dayMinutes); (day+1)*dayMinutes <= to; day++ {
+			err := v.rollupSums(ctx, p, day, ad, sums)
+			if errors.Is(err, errNoRollup) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if start := day * dayMinutes; at < start {
+				if err := v.periodSums(ctx, p, at, start, f, ad, sums); err != nil {
+					return nil, err
+				}
+			}
+			at = (day + 1) * dayMinutes
+		}
+	}
+	if at < to {
+		if err := v.periodSums(ctx, p, at, to, f, ad, sums); err != nil {
+			return nil, err
+		}
+	}
+	return sums, nil
+}
+
+// periodSums adds to sums what Sums returns, from the period files alone.
+func (v View) periodSums(ctx context.Context, p int, from, to int64, f Filter, ad string, sums map[string]int64) error {
 	files, err := v.files(ctx, p, from, to)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var user, ip uint64
 	if f.UserID != "" {
@@ -144,11 +180,10 @@ func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad stri
 	if f.IP != "" {
 		ip = xxhash.Sum64String(f.IP)
 	}
-	sums := map[string]int64{}
 	for _, obj := range files {
 		file, err := v.r.read(ctx, p, obj)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rows := file.Rows
 		if ad != "" {
@@ -178,7 +213,7 @@ func (v View) Sums(ctx context.Context, p int, from, to int64, f Filter, ad stri
 			}
 		}
 	}
-	return sums, nil
+	return nil
 }
 
 // files returns the files of partition p that hold the minutes [from,

@@ -34,9 +34,11 @@ type Marks interface {
 	SaveHistory(ctx context.Context, p int, epoch uint64, start, end int64) error
 }
 
-// Store is the object store the files go to.
+// Store is the object store the files go to; the writer reads a day's
+// files back from it to build the day's rollup.
 type Store interface {
 	Put(ctx context.Context, key string, data []byte) error
+	Bucket
 }
 
 // ErrFenced is what Marks.SaveHistory's error wraps when a newer owner
@@ -166,6 +168,13 @@ func (w *Writer) Run(ctx context.Context, p int, epoch uint64, src Source) error
 			if err := w.write(ctx, logger, name, rows); err != nil {
 				return err
 			}
+			// The rollup before the mark: a crash in between writes the
+			// period and its day's rollup again, the same bytes.
+			if end%dayMinutes == 0 {
+				if err := w.writeRollup(ctx, logger, p, end/dayMinutes-1); err != nil {
+					return err
+				}
+			}
 		}
 		// The first mark of a partition's history also records where it
 		// begins: minutes before it were never written, which queries must
@@ -213,6 +222,62 @@ func (w *Writer) write(ctx context.Context, logger *slog.Logger, n Name, rows []
 	return nil
 }
 
+// writeRollup writes partition p's rollup of day from the day's period
+// files of revision 0, read back one at a time. A day the files do not
+// tile (the history began during it, or a period is a hole) gets no
+// rollup: queries read its period files and report the hole.
+func (w *Writer) writeRollup(ctx context.Context, logger *slog.Logger, p int, day int64) error {
+	view := NewReader(w.store).View()
+	var names []Name
+	var rows []RollupRow
+	err := w.retry(ctx, logger, "rollup of day "+RollupKey(p, day), func() error {
+		objs, err := view.files(ctx, p, day*dayMinutes, (day+1)*dayMinutes)
+		if err != nil {
+			return permanentIfBad(err)
+		}
+		names = names[:0]
+		sums := map[string]int64{}
+		for _, obj := range objs {
+			f, err := view.r.read(ctx, p, obj)
+			if err != nil {
+				return permanentIfBad(err)
+			}
+			names = append(names, f.Name)
+			for _, r := range f.Rows {
+				sums[r.AdID] += r.Clicks
+			}
+		}
+		rows = rollupRows(sums)
+		return nil
+	})
+	if errors.Is(err, ErrHole) || errors.Is(err, ErrCorrupt) {
+		logger.Debug("no rollup of the day", "key", RollupKey(p, day), "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	key := RollupKey(p, day)
+	data, err := EncodeRollup(p, day, names, rows)
+	if err != nil {
+		return err
+	}
+	if err := w.retry(ctx, logger, "write "+key, func() error { return w.store.Put(ctx, key, data) }); err != nil {
+		return err
+	}
+	w.m.rollups.Inc()
+	logger.Debug("wrote rollup", "key", key, "ads", len(rows), "bytes", len(data))
+	return nil
+}
+
+// permanentIfBad marks holes and corrupt files, which no retry mends.
+func permanentIfBad(err error) error {
+	if errors.Is(err, ErrHole) || errors.Is(err, ErrCorrupt) {
+		return retry.Permanent(err)
+	}
+	return err
+}
+
 func (w *Writer) sleep(ctx context.Context) bool {
 	select {
 	case <-ctx.Done():
@@ -234,21 +299,22 @@ func (w *Writer) retry(ctx context.Context, logger *slog.Logger, what string, f 
 }
 
 type metrics struct {
-	files, rows, bytes, errors, gaps prometheus.Counter
-	end                              *prometheus.GaugeVec
+	files, rows, bytes, errors, gaps, rollups prometheus.Counter
+	end                                       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		files:  prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_files_total", Help: "Hour files written to the history (one written again after a crash counts again)."}),
-		rows:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_rows_total", Help: "Rows (minute, ad, country) written to the history."}),
-		bytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_bytes_total", Help: "Bytes of Parquet written to the history."}),
-		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_errors_total", Help: "Failed history steps (object store or Redis), each retried."}),
-		gaps:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_gaps_total", Help: "Hours whose minutes left memory before they were written: holes a recount from the raw archive must fill."}),
-		end:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickagg_history_end_time_seconds", Help: "End (Unix seconds) of the minutes the history holds, by partition; now minus this, less the dedup horizon, is the history's lag."}, []string{"partition"}),
+		files:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_files_total", Help: "Hour files written to the history (one written again after a crash counts again)."}),
+		rows:    prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_rows_total", Help: "Rows (minute, ad, country) written to the history."}),
+		bytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_bytes_total", Help: "Bytes of Parquet written to the history."}),
+		errors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_errors_total", Help: "Failed history steps (object store or Redis), each retried."}),
+		gaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_gaps_total", Help: "Hours whose minutes left memory before they were written: holes a recount from the raw archive must fill."}),
+		rollups: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickagg_history_rollups_total", Help: "Daily rollups (clicks per ad of a partition's UTC day) written beside the history, which queries over whole days read instead of the day's files."}),
+		end:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickagg_history_end_time_seconds", Help: "End (Unix seconds) of the minutes the history holds, by partition; now minus this, less the dedup horizon, is the history's lag."}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.files, m.rows, m.bytes, m.errors, m.gaps, m.end)
+		reg.MustRegister(m.files, m.rows, m.bytes, m.errors, m.gaps, m.rollups, m.end)
 	}
 	return m
 }
