@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -152,6 +153,15 @@ func (a *Aggregator) oldest(pt *partition, wm int64) int64 {
 // hold w: the minutes of w no applied revision covers must lie before the
 // partition's history mark.
 func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, w Window, f tally.Filter, adID string) (map[string]int64, error) {
+	if err := a.historyHolds(ctx, view, p, w); err != nil {
+		return nil, err
+	}
+	return view.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
+}
+
+// historyHolds checks that the history, through view, holds partition
+// p's minutes w.
+func (a *Aggregator) historyHolds(ctx context.Context, view history.View, p int, w Window) error {
 	// The last minute of w that only revision 0 holds.
 	last := w.To - 1
 	covered := view.Applied.Covered(p, w.From, w.To)
@@ -161,10 +171,10 @@ func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, 
 	if last >= w.From {
 		end, ok, err := a.marks.History(ctx, p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
+			return fmt.Errorf("%w: history mark of partition %d: %w", ErrNotServing, p, err)
 		}
 		if !ok || end <= last {
-			return nil, fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, last, p, end)
+			return fmt.Errorf("%w: window reaches minute %d, which has left memory, but the history of partition %d holds minutes before %d only", ErrOutOfRange, last, p, end)
 		}
 		// The first minute of w that only revision 0 holds.
 		first := w.From
@@ -175,13 +185,13 @@ func (a *Aggregator) historySums(ctx context.Context, view history.View, p int, 
 		}
 		start, ok, err := a.marks.HistoryStart(ctx, p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: history start of partition %d: %w", ErrNotServing, p, err)
+			return fmt.Errorf("%w: history start of partition %d: %w", ErrNotServing, p, err)
 		}
 		if ok && first < start {
-			return nil, fmt.Errorf("%w: window starts at minute %d, but the history of partition %d begins at minute %d: older minutes were never kept", ErrOutOfRange, first, p, start)
+			return fmt.Errorf("%w: window starts at minute %d, but the history of partition %d begins at minute %d: older minutes were never kept", ErrOutOfRange, first, p, start)
 		}
 	}
-	return view.Sums(ctx, p, w.From, w.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID}, adID)
+	return nil
 }
 
 // MaxSplitAds bounds the split ads of one TopAdsSplit call.
@@ -323,7 +333,11 @@ func (a *Aggregator) topMemory(pt *partition, w Window, n int, f tally.Filter, s
 // (its total is its memory count), and the list holds at least n ads not
 // split, each ranking at or before the last: it cannot make the top n.
 func (a *Aggregator) topHistory(ctx context.Context, view history.View, pt *partition, w Window, memFrom int64, n int, f tally.Filter, split []string, r *partTop) error {
-	h, err := a.historySums(ctx, view, pt.id, Window{From: w.From, To: min(w.To, memFrom)}, f, "")
+	hw := Window{From: w.From, To: min(w.To, memFrom)}
+	if err := a.historyHolds(ctx, view, pt.id, hw); err != nil {
+		return err
+	}
+	h, err := view.AdSums(ctx, pt.id, hw.From, hw.To, history.Filter{Country: f.Country, IP: f.IP, UserID: f.UserID})
 	if err != nil {
 		return err
 	}
@@ -333,20 +347,23 @@ func (a *Aggregator) topHistory(ctx context.Context, view history.View, pt *part
 	if len(split) > 0 {
 		r.sums = make([]int64, len(split))
 		for j, ad := range split {
-			r.sums[j] = h[ad]
+			r.sums[j] = h.Get(ad)
 			if inMem {
 				r.sums[j] += pt.tp.Count(ad, mem.From, mem.To, f)
 			}
-			delete(h, ad)
 		}
 	}
-	byH := make([]topn.AdCount, 0, len(h))
-	for ad, c := range h {
-		byH = append(byH, topn.AdCount{AdID: ad, Count: c})
-	}
-	slices.SortFunc(byH, rank)
+	// The history's ads best first, taken from a heap one at a time: the
+	// search below stops long before the last of tens of thousands.
+	byH := newRanked(h, split)
 	if !inMem {
-		r.list = byH[:min(n, len(byH))]
+		for len(r.list) < n {
+			ac, ok := byH.next()
+			if !ok {
+				break
+			}
+			r.list = append(r.list, ac)
+		}
 		return nil
 	}
 	k := n + len(split)
@@ -360,10 +377,14 @@ func (a *Aggregator) topHistory(ctx context.Context, view history.View, pt *part
 	for _, ac := range l {
 		listed[ac.AdID] = true
 		if !isSplit(split, ac.AdID) {
-			best.add(topn.AdCount{AdID: ac.AdID, Count: h[ac.AdID] + ac.Count})
+			best.add(topn.AdCount{AdID: ac.AdID, Count: h.Get(ac.AdID) + ac.Count})
 		}
 	}
-	for _, hc := range byH {
+	for {
+		hc, ok := byH.next()
+		if !ok {
+			break
+		}
 		if listed[hc.AdID] {
 			continue
 		}
@@ -378,6 +399,38 @@ func (a *Aggregator) topHistory(ctx context.Context, view history.View, pt *part
 	}
 	r.list = best.sorted()
 	return a.inMemory(pt, mem)
+}
+
+// ranked hands out ads best first (topn's order), split ads left out.
+type ranked []topn.AdCount
+
+func newRanked(h history.AdSums, split []string) *ranked {
+	r := make(ranked, 0, len(h))
+	for _, ac := range h {
+		if !isSplit(split, ac.AdID) {
+			r = append(r, ac)
+		}
+	}
+	heap.Init(&r)
+	return &r
+}
+
+func (r *ranked) next() (topn.AdCount, bool) {
+	if len(*r) == 0 {
+		return topn.AdCount{}, false
+	}
+	return heap.Pop(r).(topn.AdCount), true
+}
+
+func (r ranked) Len() int           { return len(r) }
+func (r ranked) Less(i, j int) bool { return topn.Less(r[i], r[j]) }
+func (r ranked) Swap(i, j int)      { r[i], r[j] = r[j], r[i] }
+func (r *ranked) Push(x any)        { *r = append(*r, x.(topn.AdCount)) }
+func (r *ranked) Pop() any {
+	old := *r
+	x := old[len(old)-1]
+	*r = old[:len(old)-1]
+	return x
 }
 
 func isSplit(split []string, ad string) bool {

@@ -16,6 +16,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/topn"
 )
 
 // A rollup sums a partition's clicks per ad over one UTC day, from the
@@ -149,22 +150,34 @@ func tilesDay(day int64, periods []Name) error {
 // files instead.
 var errNoRollup = errors.New("history: no usable rollup")
 
-// rollupSums adds to sums the clicks per ad (only ad's, if not empty) of
-// partition p's day from its rollup, if the rollup was built from the
-// period files v serves for the day; else errNoRollup, and sums is
-// unchanged. A rollup that does not read back as written is ErrCorrupt.
-func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums map[string]int64) error {
+// rollup is an open rollup file.
+type rollup struct {
+	key    string
+	f      *parquet.File
+	clicks int64 // what its metadata says its rows add up to
+	close  func() error
+}
+
+func (r *rollup) fail(format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, r.key, fmt.Sprintf(format, args...))
+}
+
+// openRollup opens partition p's rollup of day, if it was built from the
+// period files v serves for the day; else errNoRollup. A rollup that does
+// not read back as written is ErrCorrupt.
+func (v View) openRollup(ctx context.Context, p int, day int64) (*rollup, error) {
 	key := RollupKey(p, day)
 	ra, err := v.r.bucket.OpenReaderAt(ctx, key)
 	if errors.Is(err, archive.ErrNotFound) {
-		return errNoRollup
+		return nil, errNoRollup
 	}
 	if err != nil {
-		return fmt.Errorf("history of partition %d: %w", p, err)
+		return nil, fmt.Errorf("history of partition %d: %w", p, err)
 	}
-	defer ra.Close()
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrCorrupt, key, fmt.Sprintf(format, args...))
+	r := &rollup{key: key, close: ra.Close}
+	fail := func(format string, args ...any) (*rollup, error) {
+		ra.Close()
+		return nil, r.fail(format, args...)
 	}
 	f, err := parquet.OpenFile(ra, ra.Size(), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
@@ -189,44 +202,81 @@ func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums 
 	// makes it stale.
 	for _, n := range periods {
 		if v.Applied.For(p, n.From, n.To) != n.Revision {
-			return errNoRollup
+			ra.Close()
+			return nil, errNoRollup
 		}
 	}
 	clicks, err := strconv.ParseInt(meta(metaClicks), 10, 64)
 	if err != nil {
 		return fail("clicks %q", meta(metaClicks))
 	}
-	groups := f.RowGroups()
-	if ad != "" {
-		// Rows are sorted by ad_id: the row groups that can hold ad are
-		// those whose ad_id bounds do.
-		mds := f.Metadata().RowGroups
-		var got int64
-		for i, rg := range groups {
-			st := mds[i].Columns[0].MetaData.Statistics
-			if st.MinValue == nil || st.MaxValue == nil {
-				return fail("row group %d has no ad_id bounds", i)
-			}
-			if ad < string(st.MinValue) || ad > string(st.MaxValue) {
-				continue
-			}
-			g, err := readRollupGroup(rg)
-			if err != nil {
-				return fail("row group %d: %v", i, err)
-			}
-			j, ok := sort.Find(len(g.clicks), func(k int) int { return strings.Compare(ad, g.ad(k)) })
-			if ok {
-				got += g.clicks[j]
-			}
+	r.f, r.clicks = f, clicks
+	return r, nil
+}
+
+// rollupSums adds to sums the clicks per ad (only ad's, if not empty) of
+// partition p's day from its rollup, if the rollup was built from the
+// period files v serves for the day; else errNoRollup, and sums is
+// unchanged. A rollup that does not read back as written is ErrCorrupt.
+func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums map[string]int64) error {
+	if ad == "" {
+		l, err := v.rollupList(ctx, p, day)
+		if err != nil {
+			return err
 		}
-		if got > 0 {
-			sums[ad] += got
+		for _, ac := range l {
+			sums[ac.AdID] += ac.Count
 		}
 		return nil
 	}
-	// A whole rollup is checked like a period file, before sums changes:
-	// sorted, positive, and adding up to its metadata.
+	r, err := v.openRollup(ctx, p, day)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	f, fail := r.f, r.fail
+	groups := f.RowGroups()
+	// Rows are sorted by ad_id: the row groups that can hold ad are
+	// those whose ad_id bounds do.
+	mds := f.Metadata().RowGroups
+	var got int64
+	for i, rg := range groups {
+		st := mds[i].Columns[0].MetaData.Statistics
+		if st.MinValue == nil || st.MaxValue == nil {
+			return fail("row group %d has no ad_id bounds", i)
+		}
+		if ad < string(st.MinValue) || ad > string(st.MaxValue) {
+			continue
+		}
+		g, err := readRollupGroup(rg)
+		if err != nil {
+			return fail("row group %d: %v", i, err)
+		}
+		j, ok := sort.Find(len(g.clicks), func(k int) int { return strings.Compare(ad, g.ad(k)) })
+		if ok {
+			got += g.clicks[j]
+		}
+	}
+	if got > 0 {
+		sums[ad] += got
+	}
+	return nil
+}
+
+// rollupList returns the clicks per ad of partition p's day from its
+// rollup, sorted by ad_id, under the conditions of rollupSums.
+func (v View) rollupList(ctx context.Context, p int, day int64) (AdSums, error) {
+	r, err := v.openRollup(ctx, p, day)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	fail := func(format string, args ...any) (AdSums, error) { return nil, r.fail(format, args...) }
+	groups := r.f.RowGroups()
+	// A whole rollup is checked like a period file: sorted, positive, and
+	// adding up to its metadata.
 	gs := make([]rollupGroup, len(groups))
+	rows := 0
 	var sum int64
 	prev := ""
 	for i, rg := range groups {
@@ -242,23 +292,21 @@ func (v View) rollupSums(ctx context.Context, p int, day int64, ad string, sums 
 			prev = a
 			sum += n
 		}
+		rows += len(g.clicks)
 		gs[i] = g
 	}
-	if sum != clicks {
-		return fail("rows add up to %d clicks, metadata says %d", sum, clicks)
+	if sum != r.clicks {
+		return fail("rows add up to %d clicks, metadata says %d", sum, r.clicks)
 	}
+	out := make(AdSums, 0, rows)
 	for _, g := range gs {
 		for k, n := range g.clicks {
-			// Most ads are in sums already, after the first day of a
-			// range: the lookup converts without allocating.
-			if p, ok := sums[g.ad(k)]; ok {
-				sums[g.ad(k)] = p + n
-			} else {
-				sums[strings.Clone(g.ad(k))] = n
-			}
+			// The ad_ids alias the group's bytes, which live as long as
+			// the list.
+			out = append(out, topn.AdCount{AdID: g.ad(k), Count: n})
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // rollupGroup is a row group of a rollup, as its two columns.

@@ -191,6 +191,23 @@ func TestRollups(t *testing.T) {
 						t.Fatalf("Sums(%v, %+v, %q): %d ads, want %d; %q: %d, want %d", win, f, ad, len(got), len(w), ad, got[ad], w[ad])
 					}
 				}
+				list, err := reader.View().AdSums(ctx, p, win[0], win[1], f)
+				if err != nil {
+					t.Fatalf("AdSums(%v, %+v): %v", win, f, err)
+				}
+				got := map[string]int64{}
+				for i, ac := range list {
+					if i > 0 && list[i-1].AdID >= ac.AdID {
+						t.Fatalf("AdSums(%v, %+v): %q after %q", win, f, ac.AdID, list[i-1].AdID)
+					}
+					got[ac.AdID] = ac.Count
+					if list.Get(ac.AdID) != ac.Count {
+						t.Fatalf("AdSums(%v, %+v).Get(%q) = %d, want %d", win, f, ac.AdID, list.Get(ac.AdID), ac.Count)
+					}
+				}
+				if !maps.Equal(got, want) || list.Get("ad-none") != 0 {
+					t.Fatalf("AdSums(%v, %+v): %d ads, want %d", win, f, len(got), len(want))
+				}
 			}
 		}
 	}

@@ -251,11 +251,11 @@ func (h *History) Top(ctx context.Context, r *history.Reader, check bool) (time.
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for p := range h.cfg.Partitions {
 		g.Go(func() error {
-			sums, err := view.Sums(gctx, p, from, to, history.Filter{}, "")
+			sums, err := view.AdSums(gctx, p, from, to, history.Filter{})
 			if err != nil {
 				return err
 			}
-			lists[p] = topOf(sums, n)
+			lists[p] = topOfList(sums, n)
 			return nil
 		})
 	}
@@ -283,6 +283,52 @@ func (h *History) Top(ctx context.Context, r *history.Reader, check bool) (time.
 		return 0, fmt.Errorf("top %d over %d days differs from the truth: %v, want %v", n, h.cfg.TopDays, top[:min(3, len(top))], w[:min(3, len(w))])
 	}
 	return took, nil
+}
+
+// topOfList is the exact top n of sums, kept in a bounded heap as the
+// aggregator's history top does without memory: no map, no full sort.
+func topOfList(sums history.AdSums, n int) []topn.AdCount {
+	h := make([]topn.AdCount, 0, n)
+	// h is a heap with the worst kept ad at the root.
+	down := func(i int) {
+		for {
+			l, worst := 2*i+1, i
+			if l < len(h) && topn.Less(h[worst], h[l]) {
+				worst = l
+			}
+			if r := l + 1; r < len(h) && topn.Less(h[worst], h[r]) {
+				worst = r
+			}
+			if worst == i {
+				return
+			}
+			h[i], h[worst] = h[worst], h[i]
+			i = worst
+		}
+	}
+	for _, ac := range sums {
+		if len(h) < n {
+			h = append(h, ac)
+			for i := len(h) - 1; i > 0 && topn.Less(h[(i-1)/2], h[i]); i = (i - 1) / 2 {
+				h[(i-1)/2], h[i] = h[i], h[(i-1)/2]
+			}
+			continue
+		}
+		if topn.Less(ac, h[0]) {
+			h[0] = ac
+			down(0)
+		}
+	}
+	slices.SortFunc(h, func(a, b topn.AdCount) int {
+		if topn.Less(a, b) {
+			return -1
+		}
+		if topn.Less(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return h
 }
 
 // topOf is the exact top n of sums.
