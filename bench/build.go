@@ -206,6 +206,10 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		}
 		note("%s, of %d.", f, runtime.NumCPU())
 	}
+	if m := ing.redisMem; !math.IsNaN(m.slope) {
+		note("Redis memory (used_memory, sampled each second for %.0f s from the measured window to the end of the load): %.1f to %.1f MiB, a trend of %+.1f KiB/s while the cluster acknowledged %.0f clicks/s: the logs are trimmed once archived and snapshotted, so Redis holds the archive's lag, not the raw retention (without trimming it would grow by about the stream's bytes per click times that rate).",
+			m.seconds, m.min/(1<<20), m.max/(1<<20), m.slope/1024, ing.rate)
+	}
 	if !math.IsNaN(ing.kernelCPU) && ing.kernelCPU > 0.01 {
 		note("Kernel threads used %.2f cores in the measured window, largely writing and syncing the AOF (appendfsync) for redis-server.", ing.kernelCPU)
 	}

@@ -143,6 +143,9 @@ type ingestResult struct {
 	// forks is how many times the cluster's redis-server forked during the
 	// run (AOF rewrites), -1 when unknown.
 	forks int64
+	// redisMem is how the cluster's Redis memory moved from the measured
+	// window to the end of the load.
+	redisMem memTrend
 	// statusFailures counts the once-a-second GetClusterStatus calls that
 	// failed or left partitions out.
 	statusFailures int
@@ -380,6 +383,18 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 		return nil, err
 	}
 	t0, a0, s0 := time.Now(), acked.Load(), sweep()
+	// Redis's memory from the measured window to the end of the load: with
+	// the raw archive on, the logs are trimmed once archived and
+	// snapshotted, so it must stay flat however long ingest runs.
+	if r.clusterRdb != nil {
+		memStop := make(chan struct{})
+		memDone := make(chan []memSample, 1)
+		go func() { memDone <- sampleRedisMemory(ctx, r.clusterRdb, rel, time.Second, memStop) }()
+		defer func() {
+			close(memStop)
+			res.redisMem = trendOf(<-memDone)
+		}()
+	}
 	st0, err0 := r.statusRetry(gctx)
 	cpu0, redis0, shares0 := processCPU(), r.redisCPU(gctx), readCPUShares()
 	phase.Store("measured window")

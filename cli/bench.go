@@ -145,6 +145,11 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	bctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if t.Router == "" {
+		if cfg.ArchiveBucket == "" {
+			// As in production: the logs go to the raw archive and are
+			// trimmed once archived, so Redis's memory stays flat.
+			cfg.ArchiveBucket = filepath.Join(dir, "archive")
+		}
 		deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: *appendFsync})
 		if err != nil {
 			return nil, err
@@ -202,7 +207,7 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		t.StopCluster = stop
 		t.Settings = []bench.Setting{
 			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
-			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon)},
+			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s -aggregator.raw-retention=%s -archive.bucket=<a directory> -archive.interval=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon, cfg.Aggregator.RawRetention, cfg.Archive.Interval)},
 			{Name: "router", Value: fmt.Sprintf("-router.tick-interval=%s -router.idle-watermark-lag=%s", cfg.Router.TickInterval, cfg.Router.IdleLag)},
 			{Name: "coordinator", Value: fmt.Sprintf("-coordinator.status-timeout=%s", cfg.Coordinator.StatusTimeout)},
 			{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
