@@ -47,7 +47,7 @@ deps-dev:
 
 test: deps tools proto-check lint build k8s-test
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
-	$(BIN)/gotestsum --format standard-verbose -- -timeout 20m -count=1 ./test/...
+	$(BIN)/gotestsum --format standard-verbose -- -timeout 40m -count=1 ./test/...
 
 # k8s-test builds every kustomization under k8s/ and checks it against the
 # Kubernetes API types and clickagg -help; k8s/ is its own Go module, so the
