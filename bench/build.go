@@ -206,9 +206,14 @@ func (r *run) report(started time.Time, ing *ingestResult, cq map[string]*queryR
 		}
 		note("%s, of %d.", f, runtime.NumCPU())
 	}
-	if m := ing.redisMem; !math.IsNaN(m.slope) {
-		note("Redis memory (used_memory, sampled each second for %.0f s from the measured window to the end of the load): %.1f to %.1f MiB, a trend of %+.1f KiB/s while the cluster acknowledged %.0f clicks/s: the logs are trimmed once archived and snapshotted, so Redis holds the archive's lag, not the raw retention (without trimming it would grow by about the stream's bytes per click times that rate).",
-			m.seconds, m.min/(1<<20), m.max/(1<<20), m.slope/1024, ing.rate)
+	if l, m := ing.logMem, ing.redisMem; !math.IsNaN(l.slope) && !math.IsNaN(m.slope) {
+		note("Redis memory, sampled each second for %.0f s from the measured window to the end of the load, while the cluster acknowledged %.0f clicks/s in the measured window: the partition logs (MEMORY USAGE of the streams) %.1f to %.1f MiB, a trend of %+.1f KiB/s (%+.2f B per acknowledged click); they are trimmed once archived and snapshotted (-aggregator.raw-retention=0), so they hold the archive's lag, not a retention. used_memory %.1f to %.1f MiB, a trend of %+.1f KiB/s: it also holds the snapshots, which grow with the aggregate state the load adds (distinct keys, up to -aggregator.retention), not with the raw clicks.",
+			l.seconds, ing.rate, l.min/(1<<20), l.max/(1<<20), l.slope/1024, l.slope/ing.rate, m.min/(1<<20), m.max/(1<<20), m.slope/1024)
+		peaks := make([]string, len(l.perMinute))
+		for i, b := range l.perMinute {
+			peaks[i] = fmt.Sprintf("%.0f", b/(1<<20))
+		}
+		note("The partition logs' largest size in each minute of that time, MiB: %s.", strings.Join(peaks, ", "))
 	}
 	if !math.IsNaN(ing.kernelCPU) && ing.kernelCPU > 0.01 {
 		note("Kernel threads used %.2f cores in the measured window, largely writing and syncing the AOF (appendfsync) for redis-server.", ing.kernelCPU)

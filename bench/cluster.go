@@ -143,9 +143,10 @@ type ingestResult struct {
 	// forks is how many times the cluster's redis-server forked during the
 	// run (AOF rewrites), -1 when unknown.
 	forks int64
-	// redisMem is how the cluster's Redis memory moved from the measured
-	// window to the end of the load.
-	redisMem memTrend
+	// redisMem and logMem are how the cluster Redis's used_memory and the
+	// memory of its partition logs moved from the measured window to the
+	// end of the load.
+	redisMem, logMem memTrend
 	// statusFailures counts the once-a-second GetClusterStatus calls that
 	// failed or left partitions out.
 	statusFailures int
@@ -388,11 +389,15 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 	// snapshotted, so it must stay flat however long ingest runs.
 	if r.clusterRdb != nil {
 		memStop := make(chan struct{})
-		memDone := make(chan []memSample, 1)
-		go func() { memDone <- sampleRedisMemory(ctx, r.clusterRdb, rel, time.Second, memStop) }()
+		memDone := make(chan [2][]memSample, 1)
+		go func() {
+			used, logs := sampleRedisMemory(ctx, r.clusterRdb, rel, time.Second, memStop)
+			memDone <- [2][]memSample{used, logs}
+		}()
 		defer func() {
 			close(memStop)
-			res.redisMem = trendOf(<-memDone)
+			got := <-memDone
+			res.redisMem, res.logMem = trendOf(got[0]), trendOf(got[1])
 		}()
 	}
 	st0, err0 := r.statusRetry(gctx)
