@@ -620,31 +620,12 @@ func (q *Queryd) minuteRevisions(ctx context.Context, from, to int64) ([]*clicka
 }
 
 func (q *Queryd) minuteRevisionsOnce(ctx context.Context, d *directory, from, to int64) ([]*clickaggv1.MinuteRevision, int64, error) {
-	type group struct {
-		route
-		parts []int32
+	groups, err := q.ownerGroups(d)
+	if err != nil {
+		return nil, 0, err
 	}
-	byOwner := map[string]*group{}
 	var missing []int
 	var reasons []string
-	for p := range q.parts.Partitions() {
-		r := d.route(p)
-		if r.why != "" {
-			missing = append(missing, p)
-			reasons = append(reasons, fmt.Sprintf("partition %d: %s", p, r.why))
-			continue
-		}
-		g := byOwner[r.member]
-		if g == nil {
-			g = &group{route: r}
-			byOwner[r.member] = g
-		}
-		g.parts = append(g.parts, int32(p))
-	}
-	if len(missing) > 0 {
-		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
-	}
-	groups := slices.Collect(maps.Values(byOwner))
 	answers := make([][]*clickaggv1.MinuteRevision, len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))

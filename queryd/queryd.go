@@ -571,37 +571,12 @@ func (q *Queryd) topRev(ctx context.Context, from, to int64, n int, f Filter) ([
 // add up to its exact count (topn.Merge sums an ad found in several
 // lists), so merging them in keeps the result exact.
 func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n int, f Filter, split []string) ([]AdCount, int64, int64, error) {
-	type group struct {
-		route
-		parts []int32
+	groups, err := q.ownerGroups(d)
+	if err != nil {
+		return nil, 0, 0, err
 	}
-	byOwner := map[string]*group{}
 	var missing []int
 	var reasons []string
-	for p := range q.parts.Partitions() {
-		r := d.route(p)
-		if r.why != "" {
-			missing = append(missing, p)
-			reasons = append(reasons, fmt.Sprintf("partition %d: %s", p, r.why))
-			continue
-		}
-		g := byOwner[r.member]
-		if g == nil {
-			g = &group{route: r}
-			byOwner[r.member] = g
-		}
-		g.parts = append(g.parts, int32(p))
-	}
-	if len(missing) > 0 {
-		// Asking the others would only produce an answer we must not give.
-		return nil, 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
-	}
-
-	groups := make([]*group, 0, len(byOwner))
-	for _, g := range byOwner {
-		groups = append(groups, g)
-	}
-	slices.SortFunc(groups, func(a, b *group) int { return int(a.parts[0] - b.parts[0]) })
 	lists := make([][]AdCount, 2*len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))
@@ -639,6 +614,44 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 		return nil, 0, 0, err
 	}
 	return topn.Merge(n, lists...), slices.Min(wms), rev, nil
+}
+
+// ownerGroup is the partitions one owner serves.
+type ownerGroup struct {
+	route
+	parts []int32
+}
+
+// ownerGroups groups every partition by its owner, ordered by their first
+// partition, or fails when any partition has none: asking the others
+// would only produce an answer that must not be given.
+func (q *Queryd) ownerGroups(d *directory) ([]*ownerGroup, error) {
+	byOwner := map[string]*ownerGroup{}
+	var missing []int
+	var reasons []string
+	for p := range q.parts.Partitions() {
+		r := d.route(p)
+		if r.why != "" {
+			missing = append(missing, p)
+			reasons = append(reasons, fmt.Sprintf("partition %d: %s", p, r.why))
+			continue
+		}
+		g := byOwner[r.member]
+		if g == nil {
+			g = &ownerGroup{route: r}
+			byOwner[r.member] = g
+		}
+		g.parts = append(g.parts, int32(p))
+	}
+	if len(missing) > 0 {
+		return nil, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	}
+	groups := make([]*ownerGroup, 0, len(byOwner))
+	for _, g := range byOwner {
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b *ownerGroup) int { return int(a.parts[0] - b.parts[0]) })
+	return groups, nil
 }
 
 // callTop returns one owner's top list, the counts of the split ads in its
