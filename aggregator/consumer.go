@@ -332,7 +332,9 @@ func (c *consumer) release(ctx context.Context, p *partition, version uint64) {
 		c.lg.Info("released partition", "partition", p.id, "epoch", p.epoch, "offset", p.tp.Offset(), "assignment", version)
 	case errors.Is(err, snapshot.ErrStaleEpoch):
 		a.fencedWrites.Add(1)
-		c.lg.Info("released partition; its new owner had already claimed it", "partition", p.id, "epoch", p.epoch, "assignment", version)
+		// Logged as fenced like every other refused write, so that one
+		// search finds every write a deposed owner attempted.
+		c.lg.Info("released partition; final snapshot fenced: its new owner had already claimed it", "partition", p.id, "epoch", p.epoch, "assignment", version)
 	default:
 		a.snapshotErrors.Add(1)
 		c.lg.Warn("released partition without a final snapshot", "partition", p.id, "epoch", p.epoch, "assignment", version, "err", err)
