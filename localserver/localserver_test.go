@@ -128,3 +128,20 @@ func TestSeaweedFSVersionIsTheScripts(t *testing.T) {
 		t.Fatalf("scripts/seaweedfs.sh does not build version %s", SeaweedFSVersion)
 	}
 }
+
+// TestFreePortNeverRepeats checks that FreePort hands a port out once per
+// process: end-to-end tests that run side by side pick their children's
+// ports from it, and the kernel offers a closed port again at random.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 2000 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
