@@ -39,6 +39,9 @@ func TestSimulatedDays(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a cluster running through days of event time")
 	}
+	// Mostly waiting for minutes of the clock to pass: it runs beside the
+	// other waiting tests (go test -parallel, GOMAXPROCS by default).
+	t.Parallel()
 	const (
 		partitions = 8
 		days       = 3

@@ -33,6 +33,9 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of a cluster writing its history")
 	}
+	// Mostly waiting for minutes of the clock to pass: it runs beside the
+	// other waiting tests (go test -parallel, GOMAXPROCS by default).
+	t.Parallel()
 	needParquetCheck(t)
 	const partitions = 8
 	bucketDir := filepath.Join(t.TempDir(), "store")

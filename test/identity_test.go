@@ -23,6 +23,9 @@ func TestClickIdentity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test over three minutes of event time")
 	}
+	// Mostly waiting for minutes of the clock to pass: it runs beside the
+	// other waiting tests (go test -parallel, GOMAXPROCS by default).
+	t.Parallel()
 	const partitions = 16
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 3,

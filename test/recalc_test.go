@@ -54,6 +54,9 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of recounting the history")
 	}
+	// Mostly waiting for minutes of the clock to pass: it runs beside the
+	// other waiting tests (go test -parallel, GOMAXPROCS by default).
+	t.Parallel()
 	const partitions = 4
 	bucketDir := filepath.Join(t.TempDir(), "store")
 	rules := []string{"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-history.period=1m"}
