@@ -51,6 +51,13 @@ type Config struct {
 	Inproc       bool
 	SnapshotKeys int64
 
+	// Steady, when set, runs only the steady measurement (RunSteady):
+	// SteadyRate events per second for this long, the first SteadyWarmup
+	// of it left out of the verdict.
+	Steady       time.Duration
+	SteadyRate   int
+	SteadyWarmup time.Duration
+
 	// PprofDir, when set, receives the raw profiles for go tool pprof.
 	PprofDir string
 
@@ -111,6 +118,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 10_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys (the default, the targets' 10M, takes every partition of a default run); 0 takes every partition. A few partitions are a noisy sample: the hottest ads land in random partitions, and their events per key set the bytes per key")
 	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (the same log entries decoded and counted by package tally in one goroutine) and the snapshot/recovery measurement")
 
+	fs.DurationVar(&c.Steady, "bench.steady", 0, "instead of the cluster run, pace the workload at -bench.steady-rate for this long with click times at the clock, sample the cluster Redis's memory each second, and write the report's steady-ingest section: the partition logs must level off, trimmed once archived and snapshotted (0: no steady run)")
+	fs.IntVar(&c.SteadyRate, "bench.steady-rate", 100_000, "events per second of the -bench.steady run, below what the cluster sustains so that the logs measure the archive's lag rather than a queue")
+	fs.DurationVar(&c.SteadyWarmup, "bench.steady-warmup", 2*time.Minute, "the start of the -bench.steady run left out of its verdict, while the logs fill to their level (one to two -archive.interval)")
 	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
 	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
 	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
@@ -151,6 +161,10 @@ func (c *Config) Validate() error {
 		return errors.New("-bench.snapshot-keys: must not be negative")
 	case c.NaiveTimeout <= 0 || c.NaiveTopRuns < 1:
 		return errors.New("-bench.naive-timeout must be positive and -bench.naive-top-runs at least 1")
+	case c.Steady < 0 || c.SteadyRate < 1 || c.SteadyWarmup < 0:
+		return errors.New("-bench.steady and -bench.steady-warmup must not be negative, -bench.steady-rate at least 1")
+	case c.Steady > 0 && c.Steady < c.SteadyWarmup+2*time.Minute:
+		return errors.New("-bench.steady: must be at least -bench.steady-warmup plus 2m, so that two whole minutes give a trend")
 	case c.View != "auto" && c.View != "on" && c.View != "off":
 		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
 	}

@@ -183,17 +183,18 @@ func (res *HistoryResult) WriteHistorySection(mdPath string) error {
 	if err := os.MkdirAll(filepath.Dir(mdPath), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(mdPath, []byte(withHistory(string(old), res.Markdown())), 0o644); err != nil {
+	if err := os.WriteFile(mdPath, []byte(withSection(string(old), historyBegin, historyEnd, res.Markdown())), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
 }
 
-// withHistory returns report with its history section replaced by
-// section (which has the markers).
-func withHistory(report, section string) string {
-	if before, rest, ok := strings.Cut(report, historyBegin); ok {
-		if _, after, ok := strings.Cut(rest, historyEnd+"\n"); ok {
+// withSection returns report with its section between the markers begin
+// and end replaced by section (which has the markers), or with section
+// put before the notes if report has none.
+func withSection(report, begin, end, section string) string {
+	if before, rest, ok := strings.Cut(report, begin); ok {
+		if _, after, ok := strings.Cut(rest, end+"\n"); ok {
 			return before + section + after
 		}
 	}
@@ -203,16 +204,16 @@ func withHistory(report, section string) string {
 	return report + "\n" + section
 }
 
-// keptHistory returns the history section of an earlier report, markers
-// included, or "".
-func keptHistory(old string) string {
-	_, rest, ok := strings.Cut(old, historyBegin)
+// keptSection returns the section between the markers begin and end of an
+// earlier report, markers included, or "".
+func keptSection(old, begin, end string) string {
+	_, rest, ok := strings.Cut(old, begin)
 	if !ok {
 		return ""
 	}
-	section, _, ok := strings.Cut(rest, historyEnd)
+	section, _, ok := strings.Cut(rest, end)
 	if !ok {
 		return ""
 	}
-	return historyBegin + section + historyEnd + "\n"
+	return begin + section + end + "\n"
 }

@@ -415,8 +415,11 @@ func (r *Report) WriteFiles(mdPath, svg string) error {
 		}
 	}
 	md := r.Markdown(keptNotes(string(old)))
-	if h := keptHistory(string(old)); h != "" {
-		md = withHistory(md, h)
+	// The sections that -bench.history and -bench.steady write are kept.
+	for _, m := range [][2]string{{historyBegin, historyEnd}, {steadyBegin, steadyEnd}} {
+		if kept := keptSection(string(old), m[0], m[1]); kept != "" {
+			md = withSection(md, m[0], m[1], kept)
+		}
 	}
 	if err := os.WriteFile(mdPath, []byte(md), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)

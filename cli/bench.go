@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,11 @@ time per event on the workload's events) and queries over a synthetic
 history of 30 days of 2M ads in 64 partitions, written to a directory
 bucket (counts of one ad over 30 days, the top 100 over 7), and writes
 only that section of the report.
+
+With -bench.steady=D it instead paces the workload at -bench.steady-rate for
+D, with click times at the clock, samples the cluster Redis's memory every
+second, and writes only that section of the report: with the raw archive on,
+the partition logs must level off rather than grow with the clicks.
 
 The defaults finish in under ten minutes on two cores; -bench.keys,
 -bench.duration and the other -bench.* flags change the scale. With -bench.router (and
@@ -133,7 +139,8 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		}
 		defer os.RemoveAll(dir)
 	}
-	if t.Redis == "" {
+	steady := bc.Steady > 0
+	if t.Redis == "" && !steady {
 		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})
 		if err != nil {
 			return nil, fmt.Errorf("baseline redis: %w", err)
@@ -221,6 +228,24 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		}
 		t.ClusterRedis = *clusterRedis
 		t.Settings = []bench.Setting{{Name: "cluster", Value: fmt.Sprintf("running cluster: router %s, queryd %s, coordinator %s", t.Router, t.Queryd, t.Coordinator)}}
+	}
+	if steady {
+		if t.ClusterRedis == "" {
+			return nil, errors.New("-bench.steady with -bench.router: name the cluster's Redis with -bench.cluster-redis")
+		}
+		t.Settings = slices.DeleteFunc(t.Settings, func(s bench.Setting) bool { return s.Name == "baseline Redis" })
+		res, err := bench.RunSteady(bctx, bc, t, out)
+		if cause := context.Cause(bctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+			return nil, cause
+		}
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprint(out, res.Markdown())
+		if bc.Out != "" {
+			return nil, res.WriteSteadySection(bc.Out)
+		}
+		return nil, nil
 	}
 	rep, err := bench.Run(bctx, bc, t, out)
 	if cause := context.Cause(bctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
