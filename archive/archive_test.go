@@ -77,7 +77,7 @@ func logEntry(prefix string, n int, tick int64) []byte {
 // rebuilds the log entries it came from, ticks included; a file changed
 // by one byte or stored under another key is refused, naming the key.
 func TestFileRoundTrip(t *testing.T) {
-	var entries []decoded
+	var entries []partlog.Entry
 	var want []partlog.Entry
 	for i := range 6 {
 		var tick int64
@@ -85,25 +85,21 @@ func TestFileRoundTrip(t *testing.T) {
 			tick = int64(1_800_000_000_000 + i)
 		}
 		e := partlog.Entry{ID: fmt.Sprintf("1800000000%03d-%d", i, i), Data: logEntry(fmt.Sprint(i), i*3, tick)}
-		d, err := decode(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries = append(entries, d)
+		entries = append(entries, e)
 		if i > 0 {
 			// Entry 0 has neither events nor a tick.
 			want = append(want, e)
 		}
 	}
-	a, err := encodeChunk(17, "1799999999999-4", entries)
+	a, err := EncodeEntries(17, "1799999999999-4", entries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := encodeChunk(17, "1799999999999-4", entries)
+	b, _ := EncodeEntries(17, "1799999999999-4", entries)
 	if !bytes.Equal(a, b) {
 		t.Fatal("the same chunk encodes to different bytes")
 	}
-	key := Key(17, entries[0].id, entries[5].id)
+	key := Key(17, entries[0].ID, entries[5].ID)
 	if want := "raw/date=2027-01-15/hour=08/partition=017/1800000000000-0_1800000000005-5.parquet"; key != want {
 		t.Fatalf("key %s, want %s", key, want)
 	}
@@ -111,7 +107,7 @@ func TestFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Partition != 17 || c.First != entries[0].id || c.Last != entries[5].id || c.Previous != "1799999999999-4" || c.Entries != 6 || len(c.Rows) != 45 {
+	if c.Partition != 17 || c.First != entries[0].ID || c.Last != entries[5].ID || c.Previous != "1799999999999-4" || c.Entries != 6 || len(c.Rows) != 45 {
 		t.Fatalf("chunk %+v", c)
 	}
 	got, err := c.LogEntries()
@@ -148,6 +144,130 @@ func TestFileRoundTrip(t *testing.T) {
 		if _, err := ReadChunk(bad.key, bad.data); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad.key) {
 			t.Errorf("%s: %v, want ErrCorrupt naming %s", bad.name, err, bad.key)
 		}
+	}
+}
+
+// TestEncodeBatches: the encoder hands the Parquet writer a chunk's rows a
+// batch at a time, through one buffer it reuses for the next chunk, and
+// the file is the one a single Write of all the rows makes, whatever the
+// batch and whatever the encoder wrote before; the buffer keeps no row,
+// nor the entries' data with it. The chunk is big enough for columns of
+// several pages (256 KiB each), which the writer cuts between the rows it
+// takes from a Write 64 at a time.
+func TestEncodeBatches(t *testing.T) {
+	var entries []partlog.Entry
+	events := 0
+	for i := range 2_700 {
+		var tick int64
+		if i%5 == 0 {
+			tick = int64(1_800_000_000_000 + i)
+		}
+		entries = append(entries, partlog.Entry{ID: fmt.Sprintf("%d-0", 1_800_000_000_000+i), Data: logEntry(fmt.Sprint(i), i%37, tick)})
+		events += i % 37
+	}
+	one := &encoder{batch: events + 1}
+	want, err := one.encode(4, LogStart, entries, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := entries[len(entries)-1].ID
+	c, err := ReadChunk(Key(4, entries[0].ID, last), want)
+	if err != nil || len(c.Rows) != events {
+		t.Fatalf("ReadChunk = %d rows, %v; want %d", len(c.Rows), err, events)
+	}
+	reused := &encoder{}
+	if _, err := reused.encode(4, "", entries[7:], events); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reused.count(4, entries[36]); n != 36 || err != nil {
+		t.Fatalf("count = %d, %v; want 36", n, err)
+	}
+	for name, enc := range map[string]*encoder{"64": {batch: 64}, "100": {batch: 100}, "default": {}, "reused": reused} {
+		if slices.ContainsFunc(enc.rows[:cap(enc.rows)], func(r Row) bool { return r != Row{} }) {
+			t.Errorf("encoder %s: the buffer holds rows before the chunk", name)
+		}
+		got, err := enc.encode(4, LogStart, entries, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("batches of %s: the file differs from one Write's", name)
+		}
+		if slices.ContainsFunc(enc.rows[:cap(enc.rows)], func(r Row) bool { return r != Row{} }) {
+			t.Errorf("batches of %s: the buffer still holds rows", name)
+		}
+	}
+}
+
+// TestArchiverStopsAtCorruptEntry: an entry that does not decode stops the
+// archiver with an error naming it, before any chunk at or past it is
+// written; the chunks that closed before the read that brought it are
+// archived.
+func TestArchiverStopsAtCorruptEntry(t *testing.T) {
+	rdb := testserver.RedisClient(t)
+	st := snapshot.New(rdb, prefix)
+	const p, epoch, bad = 2, 1, 40
+	ctx := context.Background()
+	if err := st.Claim(ctx, p, epoch); err != nil {
+		t.Fatal(err)
+	}
+	var entries []partlog.Entry
+	for i := range 60 {
+		ms := int64(1_800_000_000_000) + int64(i)*27_001
+		e := partlog.Entry{ID: fmt.Sprintf("%d-0", ms), Data: logEntry(fmt.Sprint(i), i%9, 0)}
+		if i == bad {
+			e.Data = []byte{0xff}
+		}
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: partlog.Key(prefix, p), ID: e.ID, Values: []any{"d", e.Data}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, e)
+	}
+	b, err := OpenBucket(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cfg := testConfig()
+	a, err := New(cfg, partlog.New(rdb, prefix), &offsets{Store: st}, b, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = a.Run(runCtx, p, epoch)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), entries[bad].ID) {
+		t.Fatalf("Run = %v, want an error naming entry %s", err, entries[bad].ID)
+	}
+
+	// What is archived: every chunk that closed among the entries read
+	// before the read of ReadCount entries that brought the corrupt one.
+	read := bad - bad%int(cfg.ReadCount)
+	var want []string
+	events := make([]int, read)
+	ids := make([]string, read)
+	for i := range read {
+		events[i], ids[i] = i%9, entries[i].ID
+	}
+	for {
+		n, closed := cfg.Cut(ids, events)
+		if !closed {
+			break
+		}
+		want = append(want, Key(p, ids[0], ids[n-1]))
+		ids, events = ids[n:], events[n:]
+	}
+	got, err := b.List(ctx, "raw/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	if len(want) == 0 || !slices.Equal(got, want) {
+		t.Fatalf("files %v, want %v", got, want)
+	}
+	_, _, last, _ := ParseKey(want[len(want)-1])
+	if archived, err := st.Archived(ctx, p); err != nil || archived != last {
+		t.Fatalf("archived offset %s, %v; want %s", archived, err, last)
 	}
 }
 

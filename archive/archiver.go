@@ -121,21 +121,20 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 			after = LogStart
 		}
 	}
-	var buf []decoded
-	var ids []string
-	var events []int
+	var q pending
+	var enc encoder
 	readFrom := after
 	if readFrom == LogStart {
 		readFrom = ""
 	}
 	for {
-		n, closed := a.cfg.Cut(ids, events)
+		n, closed := a.cfg.Cut(q.ids, q.events)
 		if closed {
-			if err := a.write(ctx, logger, p, epoch, after, buf[:n]); err != nil {
+			if err := a.write(ctx, logger, &enc, p, epoch, after, q.entries[:n], q.events[:n]); err != nil {
 				return err
 			}
-			after = buf[n-1].id
-			buf, ids, events = buf[n:], ids[n:], events[n:]
+			after = q.ids[n-1]
+			q.drop(n)
 			continue
 		}
 		var got []partlog.Entry
@@ -154,26 +153,54 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 			continue
 		}
 		for _, e := range got {
-			d, err := decode(e)
+			events, err := enc.count(p, e)
 			if err != nil {
 				// The aggregator stops the partition on the same entry;
 				// archiving past it would leave a hole.
 				a.m.errors.WithLabelValues("decode").Inc()
 				return fmt.Errorf("archive partition %d: %w", p, err)
 			}
-			buf = append(buf, d)
-			ids = append(ids, d.id)
-			events = append(events, len(d.events))
+			q.add(e, events)
 		}
 		readFrom = got[len(got)-1].ID
 	}
 }
 
-// write writes one chunk and moves the archived offset past it.
-func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch uint64, prev string, chunk []decoded) error {
-	first, last := chunk[0].id, chunk[len(chunk)-1].id
+// pending holds the entries read and not yet archived, in log order, with
+// what Chunking.Cut needs of them. It holds the entries as the log client
+// returned them, not decoded: a minute of rows would be live on the heap,
+// scanned by every collection, for as long as its chunk stays open.
+type pending struct {
+	entries []partlog.Entry
+	ids     []string
+	events  []int
+}
+
+func (q *pending) add(e partlog.Entry, events int) {
+	q.entries = append(q.entries, e)
+	q.ids = append(q.ids, e.ID)
+	q.events = append(q.events, events)
+}
+
+// drop forgets the first n entries, written.
+func (q *pending) drop(n int) {
+	// Cleared, the slots keep no written entry's data from being
+	// collected until append moves the rest to a new array.
+	clear(q.entries[:n])
+	clear(q.ids[:n])
+	q.entries, q.ids, q.events = q.entries[n:], q.ids[n:], q.events[n:]
+}
+
+// write writes one chunk, whose entries have events[i] events each, and
+// moves the archived offset past it.
+func (a *Archiver) write(ctx context.Context, logger *slog.Logger, enc *encoder, p int, epoch uint64, prev string, chunk []partlog.Entry, events []int) error {
+	first, last := chunk[0].ID, chunk[len(chunk)-1].ID
 	key := Key(p, first, last)
-	data, err := encodeChunk(p, prev, chunk)
+	total := 0
+	for _, n := range events {
+		total += n
+	}
+	data, err := enc.encode(p, prev, chunk, total)
 	if err != nil {
 		return err
 	}
@@ -190,15 +217,11 @@ func (a *Archiver) write(ctx context.Context, logger *slog.Logger, p int, epoch 
 	if err != nil {
 		return fmt.Errorf("archive partition %d: %w", p, err)
 	}
-	events := 0
-	for _, e := range chunk {
-		events += len(e.events)
-	}
 	a.m.files.Inc()
-	a.m.events.Add(float64(events))
+	a.m.events.Add(float64(total))
 	a.m.bytes.Add(float64(len(data)))
 	a.m.archived.WithLabelValues(partitionLabel(p)).Set(float64(idMillis(last)) / 1000)
-	logger.Debug("archived chunk", "key", key, "entries", len(chunk), "events", events, "bytes", len(data))
+	logger.Debug("archived chunk", "key", key, "entries", len(chunk), "events", total, "bytes", len(data))
 	return nil
 }
 

@@ -92,53 +92,124 @@ func ParseKey(key string) (p int, first, last string, err error) {
 	return p, first, last, nil
 }
 
-// encodeChunk encodes the entries of partition p that follow the entry
-// prev ("" at the start of the archive) as a file. The bytes depend on the
-// entries and prev alone: prev is the archived offset the chunk was cut
-// after, which every writer of the chunk reads the same.
-func encodeChunk(p int, prev string, entries []decoded) ([]byte, error) {
-	var ticks strings.Builder
-	n := 0
-	for _, e := range entries {
-		n += len(e.events)
+// encoder encodes chunks. It decodes a chunk's entries only as it
+// encodes the chunk, a batch of rows at a time, into one buffer of rows
+// that it reuses for the next batch and the next chunk: the archiver holds
+// a chunk's entries as read, which rows kept until the chunk closes would
+// more than double, and rows made per chunk would be as much garbage.
+type encoder struct {
+	rows []Row
+	// batch is how many rows encode hands the Parquet writer at a time,
+	// rowBatch if 0.
+	batch int
+}
+
+// writeRows is how many rows parquet-go's writer takes from a Write at a
+// time (its maxRowsPerWrite), checking after each whether a page is full:
+// handed rows in multiples of it, the writer cuts the pages where one
+// Write of all the rows would, and the file has the same bytes
+// (TestEncodeBatches).
+const writeRows = 64
+
+// rowBatch is about how many rows encode hands the Parquet writer at a
+// time, and so how many its buffer holds.
+const rowBatch = 16 * writeRows
+
+// encode encodes the entries of partition p that follow the entry prev
+// ("" at the start of the archive) as a file; events, the number of events
+// the entries hold, sizes its buffer. Every entry must have been checked
+// by count. The bytes depend on the entries and prev alone: prev is the
+// archived offset the chunk was cut after, which every writer of the
+// chunk reads the same.
+func (c *encoder) encode(p int, prev string, entries []partlog.Entry, events int) ([]byte, error) {
+	batch := c.batch
+	if batch == 0 {
+		batch = rowBatch
 	}
-	rows := make([]Row, 0, n)
-	events := 0
-	for _, e := range entries {
-		for i, r := range e.events {
-			r.LogPartition, r.LogOffset, r.EntryIndex = int32(p), e.id, int32(i)
-			rows = append(rows, r)
-		}
-		events += len(e.events)
-		if e.tick != 0 {
-			if ticks.Len() > 0 {
-				ticks.WriteByte(',')
-			}
-			ticks.WriteString(e.id)
-			ticks.WriteByte(':')
-			ticks.WriteString(strconv.FormatInt(e.tick, 10))
-		}
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, 4096+32*n))
+	rows := c.rows[:0]
+	defer func() {
+		// The rows alias the entries' data: cleared, the buffer keeps
+		// none of it from being collected once the chunk is written.
+		clear(rows)
+		c.rows = rows[:0]
+	}()
+	buf := bytes.NewBuffer(make([]byte, 0, 4096+32*events))
+	// The number of events and the ticks are known once every entry is
+	// decoded; they are set before Close writes the footer, in the places
+	// these empty values hold in the sorted metadata.
 	w := parquet.NewGenericWriter[Row](buf,
 		parquet.Compression(Compression),
 		parquet.CreatedBy(createdByApp, createdByFormat, ""),
 		parquet.KeyValueMetadata(metaFormat, formatVersion),
 		parquet.KeyValueMetadata(metaPartition, strconv.Itoa(p)),
-		parquet.KeyValueMetadata(metaFirst, entries[0].id),
-		parquet.KeyValueMetadata(metaLast, entries[len(entries)-1].id),
+		parquet.KeyValueMetadata(metaFirst, entries[0].ID),
+		parquet.KeyValueMetadata(metaLast, entries[len(entries)-1].ID),
 		parquet.KeyValueMetadata(metaPrevious, prev),
 		parquet.KeyValueMetadata(metaEntries, strconv.Itoa(len(entries))),
-		parquet.KeyValueMetadata(metaEvents, strconv.Itoa(events)),
-		parquet.KeyValueMetadata(metaTicks, ticks.String()),
+		parquet.KeyValueMetadata(metaEvents, ""),
+		parquet.KeyValueMetadata(metaTicks, ""),
 	)
-	if _, err := w.Write(rows); err != nil {
-		return nil, fmt.Errorf("encode chunk of partition %d: %w", p, err)
+	written := 0
+	// flush writes the rows decoded so far, all of them or a multiple of
+	// writeRows, and keeps the rest for the next.
+	flush := func(all bool) error {
+		k := len(rows)
+		if !all {
+			k -= k % writeRows
+		}
+		if _, err := w.Write(rows[:k]); err != nil {
+			return fmt.Errorf("encode chunk of partition %d: %w", p, err)
+		}
+		written += k
+		m := copy(rows, rows[k:])
+		clear(rows[m:])
+		rows = rows[:m]
+		return nil
 	}
+	var ticks strings.Builder
+	for _, e := range entries {
+		var tick int64
+		var err error
+		if rows, tick, err = decodeEntry(rows, p, e, false); err != nil {
+			return nil, fmt.Errorf("encode chunk of partition %d: %w", p, err)
+		}
+		if tick != 0 {
+			if ticks.Len() > 0 {
+				ticks.WriteByte(',')
+			}
+			ticks.WriteString(e.ID)
+			ticks.WriteByte(':')
+			ticks.WriteString(strconv.FormatInt(tick, 10))
+		}
+		if len(rows) >= batch {
+			if err := flush(false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(true); err != nil {
+		return nil, err
+	}
+	w.SetKeyValueMetadata(metaEvents, strconv.Itoa(written))
+	w.SetKeyValueMetadata(metaTicks, ticks.String())
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("encode chunk of partition %d: %w", p, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// count checks that log entry e of partition p decodes, and returns its
+// number of events: the archiver checks an entry when it reads it, so that
+// it stops at a corrupt entry before archiving anything past it. It
+// decodes into the buffer of rows, which it leaves empty.
+func (c *encoder) count(p int, e partlog.Entry) (int, error) {
+	rows, _, err := decodeEntry(c.rows[:0], p, e, true)
+	clear(rows)
+	c.rows = rows[:0]
+	if err != nil {
+		return 0, err
+	}
+	return len(rows), nil
 }
 
 // Chunk is a file read back.
@@ -271,18 +342,19 @@ func (c Chunk) Decoded() iter.Seq2[string, *clickaggv1.LogEntry] {
 	}
 }
 
-// EncodeEntries decodes partition p's log entries and encodes them as one
+// EncodeEntries checks and encodes partition p's log entries as one
 // archive file's bytes, the work the archiver does per chunk (prev is the
 // log ID before the first entry, empty from the log's start): for
 // measuring what archiving costs per event.
 func EncodeEntries(p int, prev string, entries []partlog.Entry) ([]byte, error) {
-	chunk := make([]decoded, len(entries))
-	for i, e := range entries {
-		d, err := decode(e)
+	var c encoder
+	events := 0
+	for _, e := range entries {
+		n, err := c.count(p, e)
 		if err != nil {
 			return nil, err
 		}
-		chunk[i] = d
+		events += n
 	}
-	return encodeChunk(p, prev, chunk)
+	return c.encode(p, prev, entries, events)
 }
