@@ -55,3 +55,22 @@ func TestServerRefusesABadRedisAtStart(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisSettingsOnlyForRedisRoles: a bad -redis.* setting stops the
+// roles that use Redis, and not a coordinator, which never reaches it.
+func TestRedisSettingsOnlyForRedisRoles(t *testing.T) {
+	missing := "-redis.password-file=" + t.TempDir() + "/missing"
+	for _, target := range []string{"coordinator", "router", "aggregator", "queryd"} {
+		fs, cfg := newFlags()
+		if err := parse(fs, []string{"-target=" + target, missing}); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if target == "coordinator" && err != nil {
+			t.Errorf("coordinator: %v, want no error", err)
+		}
+		if target != "coordinator" && (err == nil || !strings.Contains(err.Error(), "-redis.password-file")) {
+			t.Errorf("%s: %v, want an error naming -redis.password-file", target, err)
+		}
+	}
+}

@@ -269,15 +269,16 @@ func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 func (s *Server) usesRedis() bool { return usesRedis(s.roles) }
 
 func usesRedis(roles []string) bool {
-	return slices.ContainsFunc(roles, func(r string) bool { return r != RoleCoordinator })
+	return slices.Contains(roles, RoleRouter) || slices.Contains(roles, RoleAggregator) || slices.Contains(roles, RoleQueryd)
 }
 
 // Run runs the roles until ctx ends. A process whose roles use Redis
-// connects to it as -redis.* say: a Redis Cluster's seeds and a Sentinel's
-// master are checked there, and Run fails at once, naming the flag, when
-// they are wrong (see redisconf). It then checks that it is its cluster's
-// Redis (health.VerifyRedis), retrying while Redis cannot be reached: until then the aggregator does not
-// register and ingest and queries are refused; a wrong Redis ends Run
+// connects to it as -redis.* say: a Redis Cluster's seeds and a
+// Sentinel's master are checked there, and Run fails at once, naming the
+// flag, when they are wrong (see redisconf). It then checks that it is its
+// cluster's Redis (health.VerifyRedis), retrying while Redis cannot be
+// reached: until then the aggregator does not register and ingest and
+// queries are refused; a wrong Redis ends Run
 // with health.ErrWrongRedis. Readiness (gRPC health, /readyz) is checked
 // all along (see readiness). Run shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
@@ -300,7 +301,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("redis: %w", err)
 		}
 		defer rdb.Close()
-		s.lg.Info("redis", "redis", rc.String())
+		s.lg.Info("using redis", "redis", rc.String())
 	}
 	etcd, err := cluster.Dial(cfg.Cluster)
 	if err != nil {
