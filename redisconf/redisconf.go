@@ -64,7 +64,7 @@ func (c *Config) addr() string {
 // RegisterFlags registers the -redis.* connection flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Addr = DefaultAddr
-	fs.Var(addrValue{c}, "redis.addr", "address of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
+	fs.Var(addrValue{c}, "redis.addr", "`host:port` of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
 	fs.StringVar(&c.ClusterAddrs, "redis.cluster-addrs", "", "Redis Cluster seed addresses, comma-separated host:port; the client learns the other nodes from them")
 	fs.StringVar(&c.SentinelMaster, "redis.sentinel-master", "", "name of the Redis primary that the sentinels of -redis.sentinel-addrs watch")
 	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master")
