@@ -17,8 +17,8 @@ import (
 // DefaultAddr is -redis.addr's default.
 const DefaultAddr = "127.0.0.1:6379"
 
-// Config says how to reach Redis. The zero value is not valid; register
-// the flags to get the defaults.
+// Config says how to reach Redis. The zero value names no Redis:
+// RegisterFlags sets -redis.addr's default.
 type Config struct {
 	Addr           string
 	ClusterAddrs   string
