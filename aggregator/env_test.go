@@ -292,7 +292,7 @@ func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts .
 		t.Fatal(err)
 	}
 	cfg.AdvertiseAddr = lis.Addr().String()
-	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr})
+	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, Password: e.rdb.Options().Password})
 	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.ID)
 	a := New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
 	gs := grpc.NewServer()

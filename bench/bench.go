@@ -35,9 +35,13 @@ type Targets struct {
 	// ClusterRedis is the cluster's Redis, read only for its CPU time; empty
 	// when unknown.
 	ClusterRedis string
+	// ClusterRedisPassword is its default user's password, if any.
+	ClusterRedisPassword string
 	// Redis serves the naive baseline and the snapshot measurement. Every
 	// key they write has a prefix of its own and is deleted afterwards.
 	Redis string
+	// RedisPassword is its default user's password, if any.
+	RedisPassword string
 	// InProcess says the cluster runs in this process: its heap and CPU
 	// profile are then this process's.
 	InProcess bool
@@ -247,12 +251,12 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 	defer pconn.Close()
 	r.ingest = clickaggv1.NewIngestServiceClient(pconn)
 	if t.ClusterRedis != "" {
-		r.clusterRdb = redis.NewClient(&redis.Options{Addr: t.ClusterRedis})
+		r.clusterRdb = redis.NewClient(&redis.Options{Addr: t.ClusterRedis, Password: t.ClusterRedisPassword})
 		defer r.clusterRdb.Close()
 	}
 	var rdb *redis.Client
 	if t.Redis != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: t.Redis, PoolSize: 2 * cfg.Streams * cfg.Inflight, ReadTimeout: 2 * time.Minute})
+		rdb = redis.NewClient(&redis.Options{Addr: t.Redis, Password: t.RedisPassword, PoolSize: 2 * cfg.Streams * cfg.Inflight, ReadTimeout: 2 * time.Minute})
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return nil, fmt.Errorf("baseline redis %s: %w", t.Redis, err)

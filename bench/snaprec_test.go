@@ -89,7 +89,7 @@ func TestSnapshotRecoveryAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: srv.Password})
 	t.Cleanup(func() { _ = rdb.Close() })
 
 	if path := os.Getenv("CLICKAGG_SNAPREC_PROF"); path != "" {

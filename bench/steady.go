@@ -78,7 +78,7 @@ func RunSteady(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Stea
 	if t.ClusterRedis == "" {
 		return nil, errors.New("bench: the steady run needs the cluster's Redis (-bench.cluster-redis)")
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: t.ClusterRedis})
+	rdb := redis.NewClient(&redis.Options{Addr: t.ClusterRedis, Password: t.ClusterRedisPassword})
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("cluster redis %s: %w", t.ClusterRedis, err)

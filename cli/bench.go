@@ -16,6 +16,7 @@ import (
 	"github.com/clickagg/clickagg/bench"
 	"github.com/clickagg/clickagg/bench/histbench"
 	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/tally"
 )
 
@@ -82,7 +83,9 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	querydAddr := fs.String("bench.queryd", "", "gRPC address of the running cluster's queryd; default: -bench.router")
 	coordAddr := fs.String("bench.coordinator", "", "gRPC address of the running cluster's coordinator (GetClusterStatus, for lag); default: -bench.queryd")
 	clusterRedis := fs.String("bench.cluster-redis", "", "the running cluster's Redis, read only for its CPU time (optional)")
+	clusterRedisPw := fs.String("bench.cluster-redis-password-file", "", "file holding -bench.cluster-redis's password, if it has one")
 	baseRedis := fs.String("bench.redis", "", "Redis for the naive baseline and the snapshot measurement (they delete their keys afterwards); empty starts a redis-server child")
+	baseRedisPw := fs.String("bench.redis-password-file", "", "file holding -bench.redis's password, if it has one")
 	dataDir := fs.String("bench.data-dir", "", "empty or new directory for the local cluster's etcd and Redis data and the baseline Redis, kept afterwards; empty uses a temporary directory, removed afterwards")
 	historyOnly := fs.Bool("bench.history", false, "measure only the archive (bytes and encoding time per event) and queries over a synthetic 30-day history of 2M ads in 64 partitions (counts over 30 days, top 100 over 7), and write their section of -bench.out; no cluster is started")
 	historyRuns := fs.Int("bench.history-runs", 3, "with -bench.history: timed runs over the same history, each of 400 counts and 5 tops")
@@ -146,7 +149,11 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 			return nil, fmt.Errorf("baseline redis: %w", err)
 		}
 		defer r.Stop()
-		t.Redis = r.Addr
+		t.Redis, t.RedisPassword = r.Addr, r.Password
+	} else if t.Redis != "" {
+		if t.RedisPassword, err = optionalPassword(*baseRedisPw, "-bench.redis-password-file"); err != nil {
+			return nil, err
+		}
 	}
 
 	bctx, cancel := context.WithCancelCause(ctx)
@@ -209,7 +216,14 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 			}
 		}()
 		t.Router, t.Queryd, t.Coordinator = srv.GRPCAddr(), srv.GRPCAddr(), srv.GRPCAddr()
-		t.ClusterRedis = cfg.RedisAddr
+		if deps.redis != nil {
+			t.ClusterRedis, t.ClusterRedisPassword = deps.redis.Addr, deps.redis.Password
+		} else if cfg.Redis.ClusterAddrs == "" && cfg.Redis.SentinelMaster == "" {
+			t.ClusterRedis = cfg.Redis.Addr
+			if t.ClusterRedisPassword, err = optionalPassword(cfg.Redis.PasswordFile, "-redis.password-file"); err != nil {
+				return nil, err
+			}
+		}
 		t.InProcess = true
 		t.StopCluster = stop
 		t.Settings = []bench.Setting{
@@ -227,6 +241,9 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 			t.Coordinator = t.Queryd
 		}
 		t.ClusterRedis = *clusterRedis
+		if t.ClusterRedisPassword, err = optionalPassword(*clusterRedisPw, "-bench.cluster-redis-password-file"); err != nil {
+			return nil, err
+		}
 		t.Settings = []bench.Setting{{Name: "cluster", Value: fmt.Sprintf("running cluster: router %s, queryd %s, coordinator %s", t.Router, t.Queryd, t.Coordinator)}}
 	}
 	if steady {
@@ -288,4 +305,13 @@ func commandLine(args []string) string {
 		parts = append(parts, a)
 	}
 	return strings.Join(parts, " ")
+}
+
+// optionalPassword reads the password file named by a flag; none is no
+// password.
+func optionalPassword(path, flagName string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	return redisconf.ReadPasswordFile(path, flagName)
 }

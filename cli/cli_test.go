@@ -3,6 +3,8 @@ package cli
 import (
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,8 +27,8 @@ func TestEnvOverridesFlagsButNotTheCommandLine(t *testing.T) {
 	if err := parse(fs, []string{"-target=queryd"}); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.RedisAddr != "redis.internal:6379" {
-		t.Errorf("redis.addr = %q, want the environment's", cfg.RedisAddr)
+	if cfg.Redis.Addr != "redis.internal:6379" {
+		t.Errorf("redis.addr = %q, want the environment's", cfg.Redis.Addr)
 	}
 	if cfg.Aggregator.SnapshotInterval != 7*time.Second {
 		t.Errorf("aggregator.snapshot-interval = %v, want 7s", cfg.Aggregator.SnapshotInterval)
@@ -122,4 +124,46 @@ func TestEveryFlagIsExplained(t *testing.T) {
 			t.Errorf("-%s: usage %q explains too little", f.Name, f.Usage)
 		}
 	})
+}
+
+// TestRedisFlagsFromEnv: every -redis.* connection flag is settable from
+// the environment, and the default -redis.addr gives way to a Cluster
+// named there.
+func TestRedisFlagsFromEnv(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"redis.cluster-addrs":   "a:1,b:2",
+		"redis.username":        "clickagg",
+		"redis.password-file":   pw,
+		"redis.tls":             "true",
+		"redis.tls-server-name": "redis.internal",
+	}
+	for name, v := range env {
+		t.Setenv(EnvName(name), v)
+	}
+	fs, cfg := newFlags()
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Redis
+	if r.ClusterAddrs != "a:1,b:2" || r.Username != "clickagg" || r.PasswordFile != pw || !r.TLS || r.TLSServerName != "redis.internal" {
+		t.Fatalf("redis config from the environment: %+v", r)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if r.String() != "cluster a:1,b:2" {
+		t.Fatalf("String() = %q", r.String())
+	}
+	t.Setenv(EnvName("redis.addr"), "r:6379")
+	fs, cfg = newFlags()
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Redis.Validate(); err == nil || !strings.Contains(err.Error(), "-redis.addr") {
+		t.Fatalf("Validate with CLICKAGG_REDIS_ADDR and CLICKAGG_REDIS_CLUSTER_ADDRS: %v, want an error naming -redis.addr", err)
+	}
 }

@@ -132,8 +132,15 @@ func runDev(ctx context.Context, args []string) error {
 	if srv.HTTPAddr() != "" {
 		fmt.Fprintf(out, "  HTTP (JSON API, /metrics):                 http://%s\n", srv.HTTPAddr())
 	}
-	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", deps.etcd.Endpoint, cfg.RedisAddr)
-	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n\n", srv.GRPCAddr())
+	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", deps.etcd.Endpoint, cfg.Redis.String())
+	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n", srv.GRPCAddr())
+	if r := deps.redis; r != nil {
+		// The spawned server requires its password; REDISCLI_AUTH keeps it
+		// off redis-cli's command line and out of its warning.
+		_, port, _ := net.SplitHostPort(r.Addr)
+		fmt.Fprintf(out, "        REDISCLI_AUTH=$(cat %s) redis-cli -p %s\n", r.PasswordFile, port)
+	}
+	fmt.Fprintln(out)
 
 	var st loadgen.Stats
 	if !o.noLoad {

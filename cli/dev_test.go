@@ -77,7 +77,7 @@ func TestDevDefaults(t *testing.T) {
 	for _, tc := range []struct{ flag, got string }{
 		{"grpc.addr", o.cfg.GRPCAddr},
 		{"http.addr", o.cfg.HTTPAddr},
-		{"redis.addr", o.cfg.RedisAddr},
+		{"redis.addr", o.cfg.Redis.Addr},
 	} {
 		if def := defaultInHelp(t, help.String(), tc.flag); def != tc.got {
 			t.Errorf("-%s: -help says default %q, dev uses %q", tc.flag, def, tc.got)

@@ -28,7 +28,7 @@ import (
 //	             is confirmed current; it has the assignment and the
 //	             members (a partition without an owner fails only its own
 //	             queries)
-func (s *Server) readiness(c *clickhealth.Checker, gate *clickhealth.Gate, etcd func(context.Context) error, rdb *redis.Client, follower *hotkey.Follower) {
+func (s *Server) readiness(c *clickhealth.Checker, gate *clickhealth.Gate, etcd func(context.Context) error, rdb redis.UniversalClient, follower *hotkey.Follower) {
 	c.Add("etcd", etcd)
 	if s.usesRedis() {
 		c.Add("redis identity", gate.Check)

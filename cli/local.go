@@ -26,8 +26,9 @@ type localDepsConfig struct {
 	AppendFsync string
 }
 
-// startLocalDeps starts etcd, then redis-server when cfg.RedisAddr is
-// empty, and points cfg at them. On error nothing is left running.
+// startLocalDeps starts etcd, then redis-server when -redis.addr is
+// empty (and no other Redis mode is set), and points cfg at them: its
+// address and its password file. On error nothing is left running.
 func startLocalDeps(ctx context.Context, cfg *ServerConfig, dc localDepsConfig) (*localDeps, error) {
 	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(dc.Dir, "etcd"), ClientPort: dc.EtcdPort, LogLevel: dc.EtcdLog})
 	if err != nil {
@@ -35,14 +36,14 @@ func startLocalDeps(ctx context.Context, cfg *ServerConfig, dc localDepsConfig) 
 	}
 	d := &localDeps{etcd: etcd}
 	cfg.Cluster.Endpoints = []string{etcd.Endpoint}
-	if cfg.RedisAddr == "" {
+	if cfg.Redis.Addr == "" && cfg.Redis.ClusterAddrs == "" && cfg.Redis.SentinelMaster == "" {
 		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dc.Dir, "redis"), AppendFsync: dc.AppendFsync})
 		if err != nil {
 			etcd.Close()
 			return nil, err
 		}
 		d.redis = r
-		cfg.RedisAddr = r.Addr
+		cfg.Redis.Addr, cfg.Redis.PasswordFile = r.Addr, r.PasswordFile
 	}
 	return d, nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/queryd"
+	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/router"
 	"github.com/clickagg/clickagg/snapshot"
@@ -59,7 +60,6 @@ type ServerConfig struct {
 	GRPCAddr        string
 	AdvertiseAddr   string
 	HTTPAddr        string
-	RedisAddr       string
 	RedisPrefix     string
 	Partitions      int
 	MaxRecvMsgSize  int
@@ -68,6 +68,8 @@ type ServerConfig struct {
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 
+	// Redis is where the routers, aggregators and queryds find Redis.
+	Redis      redisconf.Config
 	GRPC       grpcserver.Config
 	HTTP       HTTPConfig
 	Cluster    cluster.Config
@@ -96,7 +98,6 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
 	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz (liveness), /readyz (readiness), and queryd's JSON API under /v1/; empty disables it")
-	fs.StringVar(&c.RedisAddr, "redis.addr", "127.0.0.1:6379", "Redis address (partition logs, snapshots, published top ads)")
 	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
 	fs.IntVar(&c.Partitions, "cluster.partitions", 64, "number of partitions, fixed when the cluster is first created in etcd; a process given a different explicit value refuses to start")
 	fs.IntVar(&c.MaxRecvMsgSize, "grpc.max-recv-msg-size", 16<<20, "largest gRPC request in bytes; larger ones fail with RESOURCE_EXHAUSTED")
@@ -104,6 +105,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.DrainDelay, "shutdown.drain-delay", 0, "on SIGTERM, time between reporting NOT_SERVING and stopping the gRPC server, so load balancers stop sending first")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
+	c.Redis.RegisterFlags(fs)
 	c.GRPC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	c.Cluster.RegisterFlags(fs)
@@ -175,6 +177,11 @@ func (c *ServerConfig) Validate() error {
 	}
 	if err := c.Health.Validate(); err != nil {
 		return err
+	}
+	if usesRedis(roles) {
+		if err := c.Redis.Validate(); err != nil {
+			return err
+		}
 	}
 	hk := c.hotKey()
 	if err := hk.Validate(); err != nil {
@@ -259,14 +266,19 @@ func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 
 // usesRedis reports whether a role of the process reads or writes Redis;
 // only the coordinator does not.
-func (s *Server) usesRedis() bool {
-	return s.has(RoleRouter) || s.has(RoleAggregator) || s.has(RoleQueryd)
+func (s *Server) usesRedis() bool { return usesRedis(s.roles) }
+
+func usesRedis(roles []string) bool {
+	return slices.Contains(roles, RoleRouter) || slices.Contains(roles, RoleAggregator) || slices.Contains(roles, RoleQueryd)
 }
 
-// Run runs the roles until ctx ends. A process whose roles use Redis first
-// checks that it is its cluster's Redis (health.VerifyRedis), retrying
-// while Redis cannot be reached: until then the aggregator does not
-// register and ingest and queries are refused; a wrong Redis ends Run
+// Run runs the roles until ctx ends. A process whose roles use Redis
+// connects to it as -redis.* say: a Redis Cluster's seeds and a
+// Sentinel's master are checked there, and Run fails at once, naming the
+// flag, when they are wrong (see redisconf). It then checks that it is its
+// cluster's Redis (health.VerifyRedis), retrying while Redis cannot be
+// reached: until then the aggregator does not register and ingest and
+// queries are refused; a wrong Redis ends Run
 // with health.ErrWrongRedis. Readiness (gRPC health, /readyz) is checked
 // all along (see readiness). Run shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
@@ -280,8 +292,17 @@ func (s *Server) usesRedis() bool {
 //  6. the Redis and etcd clients close.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, PoolSize: 64})
-	defer rdb.Close()
+	var rdb redis.UniversalClient
+	if s.usesRedis() {
+		rc := cfg.Redis
+		rc.PoolSize = 64
+		var err error
+		if rdb, err = rc.NewClient(ctx); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		defer rdb.Close()
+		s.lg.Info("using redis", "redis", rc.String())
+	}
 	etcd, err := cluster.Dial(cfg.Cluster)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
@@ -358,7 +379,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.usesRedis() {
 		g.Go(func() error {
 			return gate.Run(gctx, func(ctx context.Context) error {
-				return clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.RedisAddr)
+				return clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.Redis.String())
 			}, lg)
 		})
 	}

@@ -43,8 +43,11 @@ type world struct {
 	parts int
 	part  *ring.Partitioner
 	redis string // address
-	rdb   *redis.Client
-	plog  *partlog.Log
+	// redisPassword is the password of the world's Redis, reached
+	// directly or through a proxy.
+	redisPassword string
+	rdb           *redis.Client
+	plog          *partlog.Log
 	// aggCfg is the configuration new aggregators start with.
 	aggCfg aggregator.Config
 }
@@ -52,19 +55,20 @@ type world struct {
 func newWorld(t *testing.T, parts int) *world {
 	e := newEnv(t)
 	r := testserver.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	rdb := redis.NewClient(testserver.RedisOptions(r))
 	t.Cleanup(func() { _ = rdb.Close() })
 	part, err := ring.NewPartitioner(parts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &world{
-		env:   e,
-		parts: parts,
-		part:  part,
-		redis: r.Addr,
-		rdb:   rdb,
-		plog:  partlog.New(rdb, redisPrefix),
+		env:           e,
+		parts:         parts,
+		part:          part,
+		redis:         r.Addr,
+		redisPassword: r.Password,
+		rdb:           rdb,
+		plog:          partlog.New(rdb, redisPrefix),
 		aggCfg: aggregator.Config{
 			RedisPrefix:      redisPrefix,
 			LeaseTTL:         ttl,
@@ -117,7 +121,7 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 	raddr := cmp.Or(o.redis, w.redis)
 	// No read timeout: through a frozen proxy a command waits, as it would
 	// in a paused process, instead of failing.
-	rdb := redis.NewClient(&redis.Options{Addr: raddr, ReadTimeout: -1, WriteTimeout: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: raddr, Password: w.redisPassword, ReadTimeout: -1, WriteTimeout: -1})
 	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("aggregator", id)
 	now := o.now
 	if now == nil {

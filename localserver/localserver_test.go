@@ -17,11 +17,11 @@ func TestRedisStartStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ping(r.Addr); err != nil {
+	if err := r.ping(); err != nil {
 		t.Fatal(err)
 	}
 	r.Stop()
-	if err := ping(r.Addr); err == nil {
+	if err := r.ping(); err == nil {
 		t.Fatal("server still answers after Stop")
 	}
 }
@@ -64,7 +64,7 @@ func TestRedisPicksAgainWhenAPortIsTaken(t *testing.T) {
 	if *picks != 2 || strings.HasSuffix(r.Addr, ":"+strconv.Itoa(taken)) {
 		t.Fatalf("%d picks, address %s (taken port %d)", *picks, r.Addr, taken)
 	}
-	if err := ping(r.Addr); err != nil {
+	if err := r.ping(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,5 +143,63 @@ func TestFreePortNeverRepeats(t *testing.T) {
 			t.Fatalf("port %d handed out twice", p)
 		}
 		seen[p] = true
+	}
+}
+
+// TestRedisRequiresItsPassword checks that a spawned server refuses a
+// client without its password, keeps the password in a file only its
+// owner reads, and keeps it across a restart on the same Dir.
+func TestRedisRequiresItsPassword(t *testing.T) {
+	dir := t.TempDir()
+	r, err := StartRedis(context.Background(), RedisConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	if r.Password == "" || r.PasswordFile != filepath.Join(dir, PasswordFileName) {
+		t.Fatalf("password %q, file %q", r.Password, r.PasswordFile)
+	}
+	fi, err := os.Stat(r.PasswordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(r.PasswordFile)
+	if err != nil || string(b) != r.Password+"\n" {
+		t.Fatalf("password file holds %q (%v), want %q", b, err, r.Password+"\n")
+	}
+	c, err := net.Dial("tcp", r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 64)
+	n, err := c.Read(line)
+	if err != nil || !strings.HasPrefix(string(line[:n]), "-NOAUTH") {
+		t.Fatalf("PING without a password: %q, %v; want -NOAUTH", line[:n], err)
+	}
+	if _, err := ready(r.Addr, "wrong"); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+
+	r.Stop()
+	r2, err := StartRedis(context.Background(), RedisConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Stop()
+	if r2.Password != r.Password {
+		t.Fatal("a restart on the same Dir changed the password")
+	}
+	if err := r2.ping(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "redis-auth.conf")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,9 +3,12 @@ package localserver
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -31,18 +34,27 @@ type RedisConfig struct {
 	AppendFsync string
 	// Binary is the redis-server path; empty looks in $REDIS_SERVER, then PATH.
 	Binary string
+	// Args are more redis-server arguments (e.g. "--cluster-enabled",
+	// "yes"), after the ones StartRedis gives, which they override.
+	Args []string
 }
 
 // AOFRewritePercentage is the auto-aof-rewrite-percentage of the
 // redis-server children; see StartRedis.
 const AOFRewritePercentage = 400
 
-// Redis is a running redis-server child process.
+// Redis is a running redis-server child process. It requires a password
+// (requirepass), kept in PasswordFile under its Dir: a restarted server on
+// the same Dir keeps its password as it keeps its data.
 type Redis struct {
 	Addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	// Password is the default user's password; PasswordFile holds it
+	// (mode 0600), for -redis.password-file.
+	Password     string
+	PasswordFile string
+	cmd          *exec.Cmd
+	done         chan struct{}
+	err          error
 }
 
 // redisPort picks the port StartRedis was not given; tests take one.
@@ -77,6 +89,11 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	pwFile := filepath.Join(dir, PasswordFileName)
+	pw, err := password(pwFile)
+	if err != nil {
+		return nil, err
+	}
 	port := cfg.Port
 	if port == 0 {
 		if port, err = redisPort(); err != nil {
@@ -90,7 +107,14 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if fi, err := os.Stat(logFile); err == nil {
 		logStart = fi.Size()
 	}
+	// The password goes in a config file, not on the command line, where
+	// ps would show it to every user of the machine.
+	conf := filepath.Join(dir, "redis-auth.conf")
+	if err := os.WriteFile(conf, []byte("requirepass "+pw+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("redis config: %w", err)
+	}
 	args := []string{
+		conf,
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(port),
 		"--dir", dir,
@@ -108,14 +132,14 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		"--daemonize", "no",
 		"--logfile", logFile,
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, append(args, cfg.Args...)...)
 	// Own process group, and die with the parent: a test or `clickagg dev`
 	// that is killed must not leave a server behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, done: make(chan struct{})}
+	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Password: pw, PasswordFile: pwFile, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		r.err = cmd.Wait()
 		close(r.done)
@@ -124,7 +148,7 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	for {
 		// The server that answers must be ours: another one may hold the
 		// port, and ours then exits.
-		if pid, err := ready(r.Addr); err == nil && pid == cmd.Process.Pid {
+		if pid, err := ready(r.Addr, pw); err == nil && pid == cmd.Process.Pid {
 			return r, nil
 		}
 		select {
@@ -145,28 +169,57 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	}
 }
 
-// ping reports whether the server at addr is ready.
-func ping(addr string) error {
-	_, err := ready(addr)
+// PasswordFileName is the file under a server's Dir holding its password.
+const PasswordFileName = "redis.password"
+
+// password returns the password kept in file, first writing a random one.
+func password(file string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("redis password: %w", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("redis password: %w", err)
+	}
+	pw := hex.EncodeToString(b)
+	if err := os.WriteFile(file, []byte(pw+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("redis password: %w", err)
+	}
+	return pw, nil
+}
+
+// ping reports whether the server r is ready.
+func (r *Redis) ping() error {
+	_, err := ready(r.Addr, r.Password)
 	return err
 }
 
 // ready asks the server at addr, in one round trip, whether it serves
 // (PING: one still loading its AOF answers -LOADING) and which process it
-// is (INFO server). It speaks just enough RESP that this package does not
-// depend on a Redis client.
-func ready(addr string) (pid int, err error) {
+// is (INFO server), after AUTH with password. It speaks just enough RESP
+// that this package does not depend on a Redis client.
+func ready(addr, password string) (pid int, err error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\nINFO server\r\n")); err != nil {
+	auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
+	if _, err := c.Write([]byte(auth + "PING\r\nINFO server\r\n")); err != nil {
 		return 0, err
 	}
 	rd := bufio.NewReader(c)
 	line, err := rd.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return 0, fmt.Errorf("redis auth: %q", strings.TrimSpace(line))
+	}
+	line, err = rd.ReadString('\n')
 	if err != nil {
 		return 0, err
 	}

@@ -283,7 +283,7 @@ func TestIngestConcurrent(t *testing.T) {
 // reports nothing accepted and does not move the frontier.
 func TestIngestLogUnavailable(t *testing.T) {
 	srv := testserver.Redis(t)
-	rdb := newClient(t, srv.Addr)
+	rdb := newClient(t, srv)
 	parts := partitioner(t, 4)
 	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	batch := []*clickaggv1.ClickEvent{click("e-1", "ad-1", t0), click("e-2", "ad-2", t0), {EventId: "bad"}}

@@ -18,9 +18,9 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-func newClient(t *testing.T, addr string) *redis.Client {
+func newClient(t *testing.T, srv *localserver.Redis) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(testserver.RedisOptions(srv))
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -252,7 +252,7 @@ func TestRunSurvivesLogOutage(t *testing.T) {
 		return srv
 	}
 	srv := start()
-	rdb := newClient(t, srv.Addr)
+	rdb := newClient(t, srv)
 	const n = 2
 	cfg := testConfig(t)
 	cfg.TickInterval = 10 * time.Millisecond

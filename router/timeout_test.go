@@ -34,7 +34,7 @@ func TestIngestFailsWithinAppendTimeout(t *testing.T) {
 	for _, tc := range []string{"killed", "stopped"} {
 		t.Run(tc, func(t *testing.T) {
 			srv := testserver.Redis(t)
-			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: srv.Password, PoolSize: 64})
 			t.Cleanup(func() { _ = rdb.Close() })
 			pid := redisPID(t, rdb)
 			cfg := testConfig(t)

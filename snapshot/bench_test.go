@@ -40,7 +40,7 @@ func fsyncClient(b *testing.B, fsync string) *redis.Client {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = srv.Stop() })
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: srv.Password})
 	b.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }

@@ -465,7 +465,7 @@ func TestSurvivesRestart(t *testing.T) {
 			t.Fatalf("start redis: %v", err)
 		}
 		t.Cleanup(func() { _ = srv.Stop() })
-		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: srv.Password})
 		t.Cleanup(func() { _ = rdb.Close() })
 		return srv, rdb
 	}

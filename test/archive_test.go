@@ -100,8 +100,7 @@ func testRawArchiveExactlyOnce(t *testing.T, bucketURL string) {
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketURL, "-archive.interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	watcher := watchLogs(rdb, partitions)
 	cc := c.coordinatorClient()
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)

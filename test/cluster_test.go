@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/clickagg/clickagg/localserver"
@@ -57,6 +58,7 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		t: t, dir: dir, redis: rs, etcd: etcd, partitions: spec.partitions,
 		common: []string{
 			"-redis.addr=" + rs.Addr,
+			"-redis.password-file=" + rs.PasswordFile,
 			"-etcd.endpoints=" + etcd.Endpoint,
 			fmt.Sprintf("-cluster.partitions=%d", spec.partitions),
 			"-etcd.lease-ttl=5s",
@@ -90,6 +92,14 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 
 func (c *testCluster) flags(target string, extra []string) []string {
 	return append(append(append([]string{}, c.common...), target), extra...)
+}
+
+// redisClient returns a client to the cluster's redis-server, closed by
+// the test's cleanup.
+func (c *testCluster) redisClient() *redis.Client {
+	rdb := redis.NewClient(testserver.RedisOptions(c.redis))
+	c.t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 func (c *testCluster) coordinatorClient() clickaggv1.CoordinatorServiceClient {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -67,8 +66,7 @@ func TestSimulatedDays(t *testing.T) {
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
 			"-archive.interval=2s", "-history.period=30m", "-history.poll=1s"},
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	watcher := watchLogs(rdb, partitions)
 	cc := c.coordinatorClient()
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +77,7 @@ func TestDevKeepsCountsAcrossRestarts(t *testing.T) {
 	dev.Kill()
 	dev.Restart()
 	check("after SIGKILL and restart")
+	checkDevRedisCli(t, dev)
 
 	// Every click is in the raw archive under the data dir; counted once
 	// per (ad_id, event_id), the archive gives the same counts.
@@ -110,4 +115,33 @@ func TestDevKeepsCountsAcrossRestarts(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkDevRedisCli runs the redis-cli command that dev printed last: it
+// reaches dev's redis-server, which refuses redis-cli without the
+// password.
+func checkDevRedisCli(t *testing.T, dev *proc) {
+	t.Helper()
+	b, err := os.ReadFile(dev.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmdline string
+	for l := range strings.Lines(string(b)) {
+		if strings.Contains(l, "redis-cli -p ") {
+			cmdline = strings.TrimSpace(l)
+		}
+	}
+	if cmdline == "" {
+		t.Fatal("dev printed no redis-cli command")
+	}
+	out, err := exec.Command("bash", "-c", cmdline+" DBSIZE").CombinedOutput()
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(out))); err != nil || perr != nil || n == 0 {
+		t.Fatalf("%s DBSIZE: %q, %v; want the number of keys", cmdline, out, err)
+	}
+	_, bare, _ := strings.Cut(cmdline, "redis-cli")
+	out, _ = exec.Command("bash", "-c", "redis-cli"+bare+" DBSIZE").CombinedOutput()
+	if !strings.Contains(string(out), "NOAUTH") {
+		t.Fatalf("redis-cli%s DBSIZE without the password: %q, want NOAUTH", bare, out)
+	}
 }

@@ -137,7 +137,7 @@ func TestWrongRedisIsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		args := append(c.flags("-target="+role, nil), "-redis.addr="+other.Addr, fmt.Sprintf("-grpc.addr=127.0.0.1:%d", port), "-http.addr=", "-id=wrong-"+role)
+		args := append(c.flags("-target="+role, nil), "-redis.addr="+other.Addr, "-redis.password-file="+other.PasswordFile, fmt.Sprintf("-grpc.addr=127.0.0.1:%d", port), "-http.addr=", "-id=wrong-"+role)
 		cmd := exec.Command(binary, args...)
 		var out lockedBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out

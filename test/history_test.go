@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -75,8 +74,7 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	}
 
 	// Every partition's history mark passes the last minute with clicks.
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	ctx := context.Background()
 	testserver.Eventually(t, 4*time.Minute, func() error {
 		for p := range partitions {

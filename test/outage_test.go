@@ -101,8 +101,7 @@ func TestArchiveStoreOutage(t *testing.T) {
 			"-router.max-redis-memory-fraction=0.3", "-router.redis-memory-check-interval=100ms"},
 	})
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	watcher := watchLogs(rdb, partitions)
 	cc, qc := c.coordinatorClient(), c.queryClient()
 	ic := c.ingestClients()

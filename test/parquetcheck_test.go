@@ -95,8 +95,7 @@ func TestArchiveIndependentReader(t *testing.T) {
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir, "-archive.interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	cc := c.coordinatorClient()
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)
 

@@ -99,7 +99,7 @@ func TestPipelineExactThroughFailures(t *testing.T) {
 	checkTopN(t, qc, tr, w)
 	checkFilteredCounts(t, qc, tr, w)
 	checkHTTP(t, c.httpAddr, qc, tr, w)
-	checkPublished(t, redis.NewClient(&redis.Options{Addr: c.redis.Addr}), watched, tr, w)
+	checkPublished(t, c.redisClient(), watched, tr, w)
 }
 
 // topWatch collects what a WatchPopularAds stream pushed: the latest answer

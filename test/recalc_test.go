@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -81,8 +80,7 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	from, to := w.firstMin, last+1
 
 	// Wait until the history holds every minute, and they left memory.
-	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
-	defer rdb.Close()
+	rdb := c.redisClient()
 	ctx := context.Background()
 	testserver.Eventually(t, 4*time.Minute, func() error {
 		for p := range partitions {

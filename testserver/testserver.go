@@ -3,6 +3,12 @@ package testserver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,9 +37,15 @@ func Redis(t testing.TB) *localserver.Redis {
 func RedisClient(t testing.TB) *redis.Client {
 	t.Helper()
 	r := Redis(t)
-	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	c := redis.NewClient(RedisOptions(r))
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// RedisOptions are the client options that reach r: its address and
+// password.
+func RedisOptions(r *localserver.Redis) *redis.Options {
+	return &redis.Options{Addr: r.Addr, Password: r.Password}
 }
 
 // Etcd starts an embedded etcd for the test and returns it.
@@ -80,4 +92,47 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Sentinel starts `redis-server --sentinel` on loopback watching master
+// under name, and returns its address once it names the master.
+func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal(localserver.ErrNoRedisServer)
+	}
+	dir := t.TempDir()
+	port, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, mport, _ := strings.Cut(master.Addr, ":")
+	conf := filepath.Join(dir, "sentinel.conf")
+	// Sentinel rewrites its config file, so it gets one of its own.
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\nsentinel auth-pass %s %s\n",
+		port, dir, name, host, mport, name, master.Password)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	defer sc.Close()
+	Eventually(t, 30*time.Second, func() error {
+		got, err := sc.GetMasterAddrByName(context.Background(), name).Result()
+		if err != nil {
+			return err
+		}
+		if strings.Join(got, ":") != master.Addr {
+			return errors.New("sentinel names " + strings.Join(got, ":"))
+		}
+		return nil
+	})
+	return addr
 }

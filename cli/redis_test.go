@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// TestServerRefusesABadRedisAtStart: a router whose Redis Cluster seed
+// does not answer, or whose sentinel knows no master by the name given,
+// stops at start with an error naming the flag to fix, instead of waiting
+// for a Redis that configuration will never bring.
+func TestServerRefusesABadRedisAtStart(t *testing.T) {
+	port, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := testserver.Redis(t)
+	sentinel := testserver.Sentinel(t, "mymaster", master)
+	nobody := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unreachable seed", []string{"-redis.cluster-addrs=" + nobody}, "-redis.cluster-addrs " + nobody},
+		{"wrong master name", []string{"-redis.sentinel-master=other", "-redis.sentinel-addrs=" + sentinel, "-redis.password-file=" + master.PasswordFile},
+			`-redis.sentinel-master "other"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, cfg := newFlags()
+			// etcd is never reached: Redis is checked first.
+			args := append([]string{"-target=router", "-grpc.addr=127.0.0.1:0", "-http.addr=", "-etcd.endpoints=" + nobody}, tc.args...)
+			if err := parse(fs, args); err != nil {
+				t.Fatal(err)
+			}
+			srv, err := NewServer(*cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err = srv.Run(ctx)
+			t.Log(err)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRedisSettingsOnlyForRedisRoles: a bad -redis.* setting stops the
+// roles that use Redis, and not a coordinator, which never reaches it.
+func TestRedisSettingsOnlyForRedisRoles(t *testing.T) {
+	missing := "-redis.password-file=" + t.TempDir() + "/missing"
+	for _, target := range []string{"coordinator", "router", "aggregator", "queryd"} {
+		fs, cfg := newFlags()
+		if err := parse(fs, []string{"-target=" + target, missing}); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if target == "coordinator" && err != nil {
+			t.Errorf("coordinator: %v, want no error", err)
+		}
+		if target != "coordinator" && (err == nil || !strings.Contains(err.Error(), "-redis.password-file")) {
+			t.Errorf("%s: %v, want an error naming -redis.password-file", target, err)
+		}
+	}
+}

@@ -1,0 +1,291 @@
+package redisconf
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultAddr is -redis.addr's default.
+const DefaultAddr = "127.0.0.1:6379"
+
+// Config says how to reach Redis. The zero value names no Redis:
+// RegisterFlags sets -redis.addr's default.
+type Config struct {
+	Addr           string
+	ClusterAddrs   string
+	SentinelMaster string
+	SentinelAddrs  string
+	Username       string
+	PasswordFile   string
+	TLS            bool
+	TLSCAFile      string
+	TLSServerName  string
+	// PoolSize is the connection pool per server; 0 is go-redis's default.
+	// No flag sets it: the server sizes it for its own concurrency.
+	PoolSize int
+	// CheckTimeout bounds NewClient's check of a Cluster's seeds or a
+	// Sentinel's master; 0 means 10 seconds.
+	CheckTimeout time.Duration
+
+	// addrSet is whether -redis.addr was given (flag or environment): its
+	// default stands aside for another mode, an explicit value conflicts.
+	addrSet bool
+}
+
+// addrValue is -redis.addr, remembering whether it was set.
+type addrValue struct{ c *Config }
+
+func (v addrValue) String() string {
+	if v.c == nil {
+		return ""
+	}
+	return v.c.Addr
+}
+
+func (v addrValue) Set(s string) error { v.c.Addr, v.c.addrSet = s, true; return nil }
+
+// addr is the single server's address, empty in the other modes.
+func (c *Config) addr() string {
+	if !c.addrSet && c.Addr == DefaultAddr && (c.ClusterAddrs != "" || c.SentinelMaster != "") {
+		return ""
+	}
+	return c.Addr
+}
+
+// RegisterFlags registers the -redis.* connection flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Addr = DefaultAddr
+	fs.Var(addrValue{c}, "redis.addr", "`host:port` of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
+	fs.StringVar(&c.ClusterAddrs, "redis.cluster-addrs", "", "Redis Cluster seed addresses, comma-separated host:port; the client learns the other nodes from them")
+	fs.StringVar(&c.SentinelMaster, "redis.sentinel-master", "", "name of the Redis primary that the sentinels of -redis.sentinel-addrs watch")
+	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master")
+	fs.StringVar(&c.Username, "redis.username", "", "Redis ACL user; empty is the default user (needs -redis.password-file)")
+	fs.StringVar(&c.PasswordFile, "redis.password-file", "", "file holding the Redis password (a mounted Kubernetes Secret), read at start; a trailing newline is ignored; empty: no password")
+	fs.BoolVar(&c.TLS, "redis.tls", false, "connect to Redis over TLS")
+	fs.StringVar(&c.TLSCAFile, "redis.tls-ca-file", "", "PEM file of the CA certificates that Redis's certificate must chain to (needs -redis.tls); empty: the system's roots")
+	fs.StringVar(&c.TLSServerName, "redis.tls-server-name", "", "name Redis's certificate must hold (needs -redis.tls); empty: the host of each address dialled")
+}
+
+// Validate checks that exactly one mode is chosen and that the password
+// and CA files can be read and used.
+func (c *Config) Validate() error {
+	modes := 0
+	addr := c.addr()
+	for _, s := range []string{addr, c.ClusterAddrs, c.SentinelMaster} {
+		if s != "" {
+			modes++
+		}
+	}
+	switch {
+	case modes == 0:
+		return errors.New("-redis.addr, -redis.cluster-addrs and -redis.sentinel-master are all empty: set one")
+	case modes > 1 && addr != "":
+		other := "-redis.cluster-addrs"
+		if c.SentinelMaster != "" {
+			other = "-redis.sentinel-master"
+		}
+		return fmt.Errorf("-redis.addr %q and %s are both set: set one", addr, other)
+	case modes > 1:
+		return errors.New("-redis.cluster-addrs and -redis.sentinel-master are both set: set one")
+	}
+	if c.ClusterAddrs != "" {
+		if _, err := addrList("-redis.cluster-addrs", c.ClusterAddrs); err != nil {
+			return err
+		}
+	}
+	if c.SentinelMaster != "" {
+		if c.SentinelAddrs == "" {
+			return fmt.Errorf("-redis.sentinel-master %q: needs -redis.sentinel-addrs, the sentinels to ask for it", c.SentinelMaster)
+		}
+		if _, err := addrList("-redis.sentinel-addrs", c.SentinelAddrs); err != nil {
+			return err
+		}
+	} else if c.SentinelAddrs != "" {
+		return errors.New("-redis.sentinel-addrs: set without -redis.sentinel-master, the primary's name to ask them for")
+	}
+	if c.Username != "" && c.PasswordFile == "" {
+		return fmt.Errorf("-redis.username %q: needs -redis.password-file", c.Username)
+	}
+	if c.PasswordFile != "" {
+		if _, err := readPassword(c.PasswordFile); err != nil {
+			return err
+		}
+	}
+	if !c.TLS {
+		if c.TLSCAFile != "" {
+			return errors.New("-redis.tls-ca-file: set without -redis.tls")
+		}
+		if c.TLSServerName != "" {
+			return errors.New("-redis.tls-server-name: set without -redis.tls")
+		}
+	}
+	if _, err := c.tlsConfig(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// String describes where Redis is, for logs and errors; it holds no secret.
+func (c *Config) String() string {
+	switch {
+	case c.ClusterAddrs != "":
+		return "cluster " + c.ClusterAddrs
+	case c.SentinelMaster != "":
+		return fmt.Sprintf("sentinel master %s (via %s)", c.SentinelMaster, c.SentinelAddrs)
+	default:
+		return c.addr()
+	}
+}
+
+// Options returns the client options the configuration gives, reading
+// the password and CA files.
+func (c *Config) Options() (*redis.UniversalOptions, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	o := &redis.UniversalOptions{Username: c.Username, PoolSize: c.PoolSize}
+	if c.PasswordFile != "" {
+		pw, err := readPassword(c.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Password = pw
+	}
+	var err error
+	if o.TLSConfig, err = c.tlsConfig(); err != nil {
+		return nil, err
+	}
+	switch {
+	case c.ClusterAddrs != "":
+		o.Addrs, _ = addrList("-redis.cluster-addrs", c.ClusterAddrs)
+		// Even one seed means a cluster.
+		o.IsClusterMode = true
+	case c.SentinelMaster != "":
+		o.MasterName = c.SentinelMaster
+		o.Addrs, _ = addrList("-redis.sentinel-addrs", c.SentinelAddrs)
+	default:
+		o.Addrs = []string{c.addr()}
+	}
+	return o, nil
+}
+
+// NewClient returns a client for the configuration. In Cluster and
+// Sentinel modes it first checks, within CheckTimeout, that a seed answers
+// as a cluster node or that a sentinel knows the master and the master
+// answers; its error names the flag to fix. A single server is not
+// contacted.
+func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
+	o, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	timeout := c.CheckTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
+	case c.ClusterAddrs != "":
+		rdb := redis.NewClusterClient(o.Cluster())
+		// The PING goes to a node of the slot map, which the client first
+		// loads from a seed: it fails when no seed answers as a cluster
+		// node.
+		if err := rdb.Ping(cctx).Err(); err != nil {
+			_ = rdb.Close()
+			return nil, fmt.Errorf("-redis.cluster-addrs %s: no seed answered as a Redis Cluster node: %w", c.ClusterAddrs, err)
+		}
+		return rdb, nil
+	case c.SentinelMaster != "":
+		if err := c.checkSentinels(cctx, o); err != nil {
+			return nil, err
+		}
+		rdb := redis.NewFailoverClient(o.Failover())
+		if err := rdb.Ping(cctx).Err(); err != nil {
+			_ = rdb.Close()
+			return nil, fmt.Errorf("-redis.sentinel-master %s: the primary the sentinels name does not answer: %w", c.SentinelMaster, err)
+		}
+		return rdb, nil
+	default:
+		return redis.NewClient(o.Simple()), nil
+	}
+}
+
+// checkSentinels asks each sentinel for the master, so that a wrong name
+// is told apart from sentinels that cannot be reached.
+func (c *Config) checkSentinels(ctx context.Context, o *redis.UniversalOptions) error {
+	var errs []error
+	for _, addr := range o.Addrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, TLSConfig: o.TLSConfig, MaxRetries: -1})
+		_, err := sc.GetMasterAddrByName(ctx, c.SentinelMaster).Result()
+		_ = sc.Close()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("-redis.sentinel-master %q: sentinel %s knows no master by that name", c.SentinelMaster, addr)
+		}
+		errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
+	}
+	return fmt.Errorf("-redis.sentinel-addrs %s: no sentinel answered: %w", c.SentinelAddrs, errors.Join(errs...))
+}
+
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	if !c.TLS {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("-redis.tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-redis.tls-ca-file %s: no PEM certificate in it", c.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// readPassword reads the password file. Only one trailing newline goes:
+// a password may end in other white space.
+func readPassword(path string) (string, error) {
+	return ReadPasswordFile(path, "-redis.password-file")
+}
+
+// ReadPasswordFile reads a password file as -redis.password-file is read,
+// for tools that reach a Redis of their own; flagName goes in errors.
+func ReadPasswordFile(path, flagName string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s %s: empty; leave the flag empty for no password", flagName, path)
+	}
+	return pw, nil
+}
+
+func addrList(flagName, s string) ([]string, error) {
+	var addrs []string
+	for a := range strings.SplitSeq(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("%s %q: an empty address", flagName, s)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
