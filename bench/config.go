@@ -163,8 +163,10 @@ func (c *Config) Validate() error {
 		return errors.New("-bench.naive-timeout must be positive and -bench.naive-top-runs at least 1")
 	case c.Steady < 0 || c.SteadyRate < 1 || c.SteadyWarmup < 0:
 		return errors.New("-bench.steady and -bench.steady-warmup must not be negative, -bench.steady-rate at least 1")
-	case c.Steady > 0 && c.Steady < c.SteadyWarmup+2*time.Minute:
-		return errors.New("-bench.steady: must be at least -bench.steady-warmup plus 2m, so that two whole minutes give a trend")
+	case c.Steady > 0 && c.Steady < c.SteadyWarmup+3*time.Minute:
+		// The minutes are the clock's, so a run starting mid-minute
+		// covers one fewer whole minute than its length.
+		return errors.New("-bench.steady: must be at least -bench.steady-warmup plus 3m, so that two whole clock minutes give a trend")
 	case c.View != "auto" && c.View != "on" && c.View != "off":
 		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
 	}
