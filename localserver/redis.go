@@ -108,9 +108,12 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		logStart = fi.Size()
 	}
 	// The password goes in a config file, not on the command line, where
-	// ps would show it to every user of the machine.
+	// ps would show it to every user of the machine. masterauth is the
+	// same password: a server that is made a replica (Redis Cluster, or a
+	// primary watched by Sentinel after a failover) authenticates to its
+	// primary with it; a server that never replicates ignores it.
 	conf := filepath.Join(dir, "redis-auth.conf")
-	if err := os.WriteFile(conf, []byte("requirepass "+pw+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("requirepass "+pw+"\nmasterauth "+pw+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("redis config: %w", err)
 	}
 	args := []string{

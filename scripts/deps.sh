@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what clickagg's single-machine mode and tests need and cannot bring
-# through the Go module proxy: redis-server (Debian package), Node.js with
-# the pinned npm packages of test/parquetcheck (DuckDB, the independent
-# Parquet reader of the e2e tests), promtool (the alert rules' tests), and
-# SeaweedFS (below).
+# through the Go module proxy: redis-server and redis-cli (Debian packages),
+# Node.js with the pinned npm packages of test/parquetcheck (DuckDB, the
+# independent Parquet reader of the e2e tests), promtool (the alert rules'
+# tests), and SeaweedFS (below).
 #
 # `deps.sh dev` installs only what `clickagg dev` needs (redis-server): a new
 # user's first `make dev` should not wait for the test servers to build.
@@ -32,6 +32,14 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
 fi
 
 [ -n "$only_dev" ] && exit 0
+
+# redis-cli joins the Redis Cluster that the Cluster tests start
+# (localserver.StartRedisCluster); Debian's redis-server pulls it in, a
+# redis-server from elsewhere may not.
+if ! command -v redis-cli >/dev/null 2>&1 && [ -z "${REDIS_CLI:-}" ]; then
+  echo "redis-cli not found: installing the Debian package redis-tools" >&2
+  apt_install redis-tools
+fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node or npm not found: installing the Debian packages" >&2

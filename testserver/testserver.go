@@ -136,3 +136,38 @@ func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
 	})
 	return addr
 }
+
+// RedisCluster starts a Redis Cluster of primaries primaries with
+// replicasPerPrimary replicas each, every node with AOF fsynced on every
+// write as in production, and returns it once every node reports
+// cluster_state:ok. The test fails when redis-server or redis-cli is
+// missing.
+func RedisCluster(t testing.TB, primaries, replicasPerPrimary int) *localserver.RedisCluster {
+	t.Helper()
+	c, err := localserver.StartRedisCluster(context.Background(), localserver.RedisClusterConfig{
+		Dir:                t.TempDir(),
+		Primaries:          primaries,
+		ReplicasPerPrimary: replicasPerPrimary,
+		AppendFsync:        "always",
+	})
+	if err != nil {
+		t.Fatalf("start redis cluster: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
+}
+
+// RedisClusterClient starts a Redis Cluster of 3 primaries with one
+// replica each and returns a client to it.
+func RedisClusterClient(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	c := redis.NewClusterClient(RedisClusterOptions(RedisCluster(t, 3, 1)))
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// RedisClusterOptions are the client options that reach c: its nodes as
+// seeds and its password.
+func RedisClusterOptions(c *localserver.RedisCluster) *redis.ClusterOptions {
+	return &redis.ClusterOptions{Addrs: c.Addrs(), Password: c.Password}
+}
