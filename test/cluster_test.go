@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,7 +23,8 @@ import (
 type testCluster struct {
 	t          *testing.T
 	dir        string
-	redis      *localserver.Redis
+	redis      *localserver.Redis        // nil on a Redis Cluster
+	rcluster   *localserver.RedisCluster // set when spec.redisCluster is
 	etcd       *localserver.Etcd
 	partitions int
 	common     []string
@@ -43,28 +45,38 @@ type clusterSpec struct {
 	coordinatorFlags, routerFlags, aggregatorFlags []string
 	// commonFlags go to every process.
 	commonFlags []string
+	// redisCluster, when its primaries are set, runs the cluster on a
+	// Redis Cluster of that many primaries with that many replicas each
+	// instead of one redis-server.
+	redisCluster struct{ primaries, replicas int }
 }
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	rs, err := localserver.StartRedis(context.Background(), localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
-	if err != nil {
-		t.Fatal(err)
+	c := &testCluster{t: t, dir: dir, partitions: spec.partitions}
+	if spec.redisCluster.primaries > 0 {
+		c.rcluster = testserver.RedisCluster(t, spec.redisCluster.primaries, spec.redisCluster.replicas)
+		c.common = append(c.common,
+			"-redis.cluster-addrs="+strings.Join(c.rcluster.Addrs(), ","),
+			"-redis.password-file="+c.rcluster.Nodes[0].PasswordFile)
+	} else {
+		rs, err := localserver.StartRedis(context.Background(), localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rs.Stop() })
+		c.redis = rs
+		c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
 	}
-	t.Cleanup(func() { rs.Stop() })
 	etcd := testserver.Etcd(t)
-	c := &testCluster{
-		t: t, dir: dir, redis: rs, etcd: etcd, partitions: spec.partitions,
-		common: []string{
-			"-redis.addr=" + rs.Addr,
-			"-redis.password-file=" + rs.PasswordFile,
-			"-etcd.endpoints=" + etcd.Endpoint,
-			fmt.Sprintf("-cluster.partitions=%d", spec.partitions),
-			"-etcd.lease-ttl=5s",
-			"-log.level=info",
-		},
-	}
+	c.etcd = etcd
+	c.common = append(c.common,
+		"-etcd.endpoints="+etcd.Endpoint,
+		fmt.Sprintf("-cluster.partitions=%d", spec.partitions),
+		"-etcd.lease-ttl=5s",
+		"-log.level=info",
+	)
 	c.common = append(c.common, spec.commonFlags...)
 	for i := range spec.coordinators {
 		c.coordinators = append(c.coordinators, startProc(t, dir, fmt.Sprintf("coordinator-%d", i+1), c.flags("-target=coordinator", spec.coordinatorFlags)...))
@@ -94,10 +106,15 @@ func (c *testCluster) flags(target string, extra []string) []string {
 	return append(append(append([]string{}, c.common...), target), extra...)
 }
 
-// redisClient returns a client to the cluster's redis-server, closed by
-// the test's cleanup.
-func (c *testCluster) redisClient() *redis.Client {
-	rdb := redis.NewClient(testserver.RedisOptions(c.redis))
+// redisClient returns a client to the cluster's Redis (one server or a
+// Redis Cluster), closed by the test's cleanup.
+func (c *testCluster) redisClient() redis.UniversalClient {
+	var rdb redis.UniversalClient
+	if c.rcluster != nil {
+		rdb = redis.NewClusterClient(testserver.RedisClusterOptions(c.rcluster))
+	} else {
+		rdb = redis.NewClient(testserver.RedisOptions(c.redis))
+	}
 	c.t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }

@@ -59,7 +59,7 @@ func metricSum(addr, name, label string) (float64, error) {
 }
 
 // archivedOffsets returns every partition's archived offset.
-func archivedOffsets(ctx context.Context, rdb *redis.Client, partitions int) (map[int]string, error) {
+func archivedOffsets(ctx context.Context, rdb redis.UniversalClient, partitions int) (map[int]string, error) {
 	out := map[int]string{}
 	for p := range partitions {
 		id, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:archived", p)).Result()

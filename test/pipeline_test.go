@@ -137,7 +137,7 @@ func watchTop(t *testing.T, qc clickaggv1.QueryServiceClient) *topWatch {
 // checkPublished compares each completed minute's published top 100, in
 // Redis and on the WatchPopularAds stream, with the ground truth. Late
 // events correct a published minute, so this waits for the corrections.
-func checkPublished(t *testing.T, rdb *redis.Client, watched *topWatch, tr *truth, w *workload) {
+func checkPublished(t *testing.T, rdb redis.UniversalClient, watched *topWatch, tr *truth, w *workload) {
 	t.Helper()
 	defer rdb.Close()
 	f0 := w.firstMin
