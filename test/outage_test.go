@@ -161,11 +161,11 @@ func TestArchiveStoreOutage(t *testing.T) {
 	// fraction 0.3 of a maxmemory well above it, so that Redis itself
 	// refuses nothing). The clients send their clicks again, as after
 	// lost answers: the logs grow and the counts do not.
-	used, _, err := partlog.New(rdb, "clickagg").Memory(ctx)
+	nodes, err := partlog.New(rdb, "clickagg").Memory(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := used + 1<<20
+	bound := nodes[0].Used + 1<<20
 	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(int64(float64(bound)/0.3), 10)).Err(); err != nil {
 		t.Fatal(err)
 	}
