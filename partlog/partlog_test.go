@@ -439,3 +439,19 @@ func TestMemoryCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestMemorySentinel: behind Sentinel the client has no address of its
+// own; the primary is named by the address the connection reaches.
+func TestMemorySentinel(t *testing.T) {
+	master := testserver.Redis(t)
+	sentinel := testserver.Sentinel(t, "mymaster", master)
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: []string{sentinel}, Password: master.Password})
+	t.Cleanup(func() { _ = rdb.Close() })
+	nodes, err := partlog.New(rdb, prefix).Memory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].Node != master.Addr || nodes[0].Used <= 0 {
+		t.Fatalf("Memory() = %+v, want one node %s", nodes, master.Addr)
+	}
+}
