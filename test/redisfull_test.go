@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/localserver"
@@ -22,8 +23,8 @@ import (
 // noeviction, set by CONFIG SET as an operator or a growing log would) and
 // checks what the design promises: clients get UNAVAILABLE saying it is
 // Redis memory, from a router bounding memory (naming the server) and from
-// one that lets Redis refuse its appends; the routers export the server's
-// memory; no snapshot changes, a byte, while saves are refused, and a dead
+// one that lets Redis refuse its appends, and both stay ready; the routers
+// export the server's memory; no snapshot changes, a byte, while saves are refused, and a dead
 // aggregator's partitions are claimed and restored from them meanwhile;
 // once maxmemory is raised, ingest resumes by itself, and every
 // acknowledged click is counted exactly once. (The bound on one full
@@ -156,6 +157,14 @@ func TestRedisFull(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+
+	// The routers stayed ready all along: behind a Service, clients still
+	// reach them and hear why.
+	for _, r := range c.routers {
+		if st, err := r.health(""); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("%s: readiness %v (%v) while Redis is full, want SERVING", r.name, st, err)
+		}
 	}
 
 	// Memory raised: ingest resumes by itself.
