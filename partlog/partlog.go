@@ -43,40 +43,6 @@ func full(err error) error {
 	return err
 }
 
-// Memory returns the memory Redis counts against its maxmemory and
-// maxmemory itself (0: no limit), from INFO memory, which costs O(1) on
-// the server whatever the size of the logs. used is used_memory less
-// mem_not_counted_for_evict (replication and AOF buffers), the number
-// Redis compares with maxmemory when it decides to refuse a write.
-//
-// On a Redis Cluster client it is one node's answer; clickagg runs one
-// Redis server.
-func (l *Log) Memory(ctx context.Context) (used, limit int64, err error) {
-	info, err := l.rdb.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0, 0, fmt.Errorf("redis memory: %w", err)
-	}
-	fields := map[string]int64{}
-	for line := range strings.Lines(info) {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			fields[k] = n
-		}
-	}
-	used, ok := fields["used_memory"]
-	if !ok {
-		return 0, 0, fmt.Errorf("redis memory: no used_memory in INFO memory")
-	}
-	limit, ok = fields["maxmemory"]
-	if !ok {
-		return 0, 0, fmt.Errorf("redis memory: no maxmemory in INFO memory")
-	}
-	return max(used-fields["mem_not_counted_for_evict"], 0), limit, nil
-}
-
 // Append is one item to append to partition Partition's stream.
 type Append struct {
 	Partition int
