@@ -29,7 +29,10 @@
 //
 // Key layout: partition p's stream is prefix + ":{p<p>}:log". The hash tag
 // {p<p>} is shared with the partition's snapshot and fence keys, so the Lua
-// script that writes them together also works on Redis Cluster. Read issues
-// one XREAD over several partitions, which on Redis Cluster requires them to
-// hash to the same slot; on a single Redis server (or a proxy) any set works.
+// script that writes them together also works on Redis Cluster. Every
+// partition has its own slot, so no command names two partitions: Append
+// pipelines one XADD per item, and on Redis Cluster Read pipelines one XREAD
+// per partition (a cluster client splits a pipeline per node), polling while
+// all are caught up, where a single server gets one blocking XREAD over all
+// of them (see Read).
 package partlog
