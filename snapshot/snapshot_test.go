@@ -86,9 +86,10 @@ func dump(t *testing.T, rdb redis.UniversalClient, keys ...string) map[string]st
 	return out
 }
 
-func TestSaveLoadRoundTrip(t *testing.T) {
+func TestSaveLoadRoundTrip(t *testing.T) { testSaveLoadRoundTrip(t, testserver.RedisClient(t)) }
+
+func testSaveLoadRoundTrip(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 
 	if _, err := st.Load(ctx, 1); !errors.Is(err, snapshot.ErrNotFound) {
@@ -205,9 +206,10 @@ func TestLateParts(t *testing.T) {
 	check("m5", map[int64][]byte{})
 }
 
-func TestFencing(t *testing.T) {
+func TestFencing(t *testing.T) { testFencing(t, testserver.RedisClient(t)) }
+
+func testFencing(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 3
@@ -504,9 +506,10 @@ func TestSurvivesRestart(t *testing.T) {
 // TestTrimKeepsUnarchived checks that a save with KeepUnarchived trims the
 // log no lower than the archived offset (nothing while there is none), and
 // that the archived offset is fenced and only moves forward.
-func TestTrimKeepsUnarchived(t *testing.T) {
+func TestTrimKeepsUnarchived(t *testing.T) { testTrimKeepsUnarchived(t, testserver.RedisClient(t)) }
+
+func testTrimKeepsUnarchived(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 5
@@ -595,9 +598,11 @@ func logIDs(t *testing.T, log *partlog.Log, p int) []string {
 
 // TestHistoryMark: the history mark (an end minute) is fenced and only
 // moves forward.
-func TestHistoryMark(t *testing.T) {
+func TestHistoryMark(t *testing.T) { testHistoryMark(t, testserver.RedisClient(t)) }
+
+func testHistoryMark(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
+	st := snapshot.New(rdb, prefix)
 	const p = 6
 	if _, ok, err := st.History(ctx, p); ok || err != nil {
 		t.Fatalf("mark before any: %v %v", ok, err)
@@ -621,5 +626,24 @@ func TestHistoryMark(t *testing.T) {
 	}
 	if h, _, _ := st.History(ctx, p); h != 500_000 {
 		t.Fatalf("a deposed owner moved the mark to %d", h)
+	}
+}
+
+// TestOnCluster runs the store on a Redis Cluster of 3 primaries with a
+// replica each: every script names only keys of its partition's hash
+// slot, and Load's MULTI stays within it. The cases use different
+// partitions, so they share the cluster.
+func TestOnCluster(t *testing.T) {
+	rdb := testserver.RedisClusterClient(t)
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, redis.UniversalClient)
+	}{
+		{"save and load", testSaveLoadRoundTrip},
+		{"fencing", testFencing},
+		{"trim keeps unarchived", testTrimKeepsUnarchived},
+		{"history mark", testHistoryMark},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, rdb) })
 	}
 }
