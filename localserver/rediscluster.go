@@ -42,6 +42,8 @@ type RedisCluster struct {
 	// first assigned them (a failover may swap roles later).
 	Nodes    []*Redis
 	Password string
+	// cli is the redis-cli that created the cluster; Reshard uses it too.
+	cli string
 }
 
 // Addrs returns every node's address, usable as the seeds of a client.
@@ -93,7 +95,7 @@ func StartRedisCluster(ctx context.Context, cfg RedisClusterConfig) (c *RedisClu
 	if err != nil {
 		return nil, err
 	}
-	c = &RedisCluster{Password: pw}
+	c = &RedisCluster{Password: pw, cli: cli}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -115,11 +117,8 @@ func StartRedisCluster(ctx context.Context, cfg RedisClusterConfig) (c *RedisClu
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(cfg.ReplicasPerPrimary), "--cluster-yes")
-	cmd := exec.CommandContext(ctx, cli, args...)
-	// REDISCLI_AUTH, not -a: ps would show the password to every user.
-	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	if _, err := c.redisCLI(ctx, args...); err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, r := range c.Nodes {
@@ -227,4 +226,59 @@ func clusterInfo(addr, password string) (map[string]string, error) {
 		}
 	}
 	return info, nil
+}
+
+// redisCLI runs redis-cli with args against the cluster and returns its
+// output.
+func (c *RedisCluster) redisCLI(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.cli, args...)
+	// REDISCLI_AUTH, not -a: ps would show the password to every user.
+	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+c.Password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("redis-cli %s: %w: %s", strings.Join(args[:min(len(args), 2)], " "), err, out)
+	}
+	return string(out), nil
+}
+
+// NodeID returns the cluster node ID of the node at addr (CLUSTER MYID).
+func (c *RedisCluster) NodeID(ctx context.Context, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.redisCLI(ctx, "-h", host, "-p", port, "--no-auth-warning", "CLUSTER", "MYID")
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(out)
+	if len(id) != 40 {
+		return "", fmt.Errorf("CLUSTER MYID of %s: unexpected reply %q", addr, id)
+	}
+	return id, nil
+}
+
+// Reshard moves slots hash slots from the primary at from to the primary
+// at to while the cluster serves, as an operator does: `redis-cli
+// --cluster reshard --cluster-yes`, which takes from's lowest-numbered
+// slots, and for each marks it migrating and importing, MIGRATEs its keys
+// (clients meanwhile get ASK for the keys already moved, and TRYAGAIN for
+// a multi-key command over keys on both sides), then gives it to to on
+// every node. It returns once redis-cli has moved them all.
+func (c *RedisCluster) Reshard(ctx context.Context, from, to string, slots int) error {
+	fromID, err := c.NodeID(ctx, from)
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	toID, err := c.NodeID(ctx, to)
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	_, err = c.redisCLI(ctx, "--cluster", "reshard", from,
+		"--cluster-from", fromID, "--cluster-to", toID,
+		"--cluster-slots", strconv.Itoa(slots), "--cluster-yes")
+	if err != nil {
+		return fmt.Errorf("reshard %d slots from %s to %s: %w", slots, from, to, err)
+	}
+	return nil
 }
