@@ -70,8 +70,8 @@ func ownerOf(t *testing.T, rdb *redis.ClusterClient, slot int64) string {
 }
 
 // reshardBusiest moves, from 25% of the requests on, the slots from the
-// start of a primary's range up to that of one of the 4 busiest
-// partitions to the primary of the next range, and from 55% on moves the
+// start of a primary's range up to those of one of the 4 busiest
+// partitions and the two after it to the primary of the next range, and from 55% on moves the
 // same slots on to the third primary. `redis-cli --cluster reshard`
 // takes a primary's lowest slots, which is why the partition is the one
 // of the 4 nearest the start of its primary's range (the fewest other
@@ -116,15 +116,25 @@ func reshardBusiest(t *testing.T, c *testCluster, w *workload) (func(int, *inges
 		t.Fatalf("none of the 4 busiest partitions %v is on the first two primaries %v", busiest[:4], ranges[:2])
 	}
 	src, dst, third := ranges[from], ranges[from+1], ranges[(from+2)%3]
-	slots := int(slotOf[target] - src.first + 1)
+	// Up to the slot of the second partition after it on its primary, so
+	// that several partitions move, the busy one first among them.
+	var after []int64
+	for _, s := range slotOf {
+		if s >= slotOf[target] && s <= src.last {
+			after = append(after, s)
+		}
+	}
+	slices.Sort(after)
+	end := after[min(2, len(after)-1)]
+	slots := int(end - src.first + 1)
 	var moved []string
 	for p, s := range slotOf {
-		if src.first <= s && s <= slotOf[target] {
+		if src.first <= s && s <= end {
 			moved = append(moved, fmt.Sprintf("%d (%d clicks)", p, clicks[p]))
 		}
 	}
 	t.Logf("busiest partitions %v; moving slots %d..%d, partitions %v, from %s to %s, then to %s",
-		busiest[:4], src.first, slotOf[target], moved, src.addr, dst.addr, third.addr)
+		busiest[:4], src.first, end, moved, src.addr, dst.addr, third.addr)
 
 	var sent atomic.Int64
 	move := func(from, to string, want string) chan struct{} {
