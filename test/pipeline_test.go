@@ -179,6 +179,18 @@ func watchTop(t *testing.T, qc clickaggv1.QueryServiceClient) *topWatch {
 			w.mu.Unlock()
 		}
 	}()
+	// A watch starts with the newest minute complete at queryd's first
+	// poll after it: wait for that answer, or a poll that comes only once
+	// the test's clicks have completed their first minute would start the
+	// watch after it, and it would never get that minute.
+	testserver.Eventually(t, time.Minute, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.err != nil || len(w.got) > 0 {
+			return nil
+		}
+		return fmt.Errorf("no answer on the watch yet")
+	})
 	return w
 }
 
