@@ -263,9 +263,16 @@ func (c *RedisCluster) NodeID(ctx context.Context, addr string) (string, error) 
 // --cluster reshard --cluster-yes`, which takes from's lowest-numbered
 // slots, and for each marks it migrating and importing, MIGRATEs its keys
 // (clients meanwhile get ASK for the keys already moved, and TRYAGAIN for
-// a multi-key command over keys on both sides), then gives it to to on
-// every node. It returns once redis-cli has moved them all.
+// a multi-key command over keys on both sides), then gives it to to.
+//
+// redis-cli refuses to start while the nodes disagree about the slot map,
+// as they do for a moment after a reshard while the other nodes learn it
+// by gossip; so Reshard first waits, up to a minute, for `redis-cli
+// --cluster check` to pass, and waits for it again after moving the slots.
 func (c *RedisCluster) Reshard(ctx context.Context, from, to string, slots int) error {
+	if err := c.waitAgreed(ctx, from); err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
 	fromID, err := c.NodeID(ctx, from)
 	if err != nil {
 		return fmt.Errorf("reshard: %w", err)
@@ -280,5 +287,29 @@ func (c *RedisCluster) Reshard(ctx context.Context, from, to string, slots int) 
 	if err != nil {
 		return fmt.Errorf("reshard %d slots from %s to %s: %w", slots, from, to, err)
 	}
+	if err := c.waitAgreed(ctx, from); err != nil {
+		return fmt.Errorf("after resharding: %w", err)
+	}
 	return nil
+}
+
+// waitAgreed waits, up to a minute, until `redis-cli --cluster check`
+// through the node at addr passes: every node agrees about the slot map,
+// no slot is open (migrating or importing), and every slot is served.
+func (c *RedisCluster) waitAgreed(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.redisCLI(ctx, "--cluster", "check", addr)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not settled within a minute: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
