@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +28,7 @@ func TestPipelineExactThroughReshard(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test on a Redis Cluster being resharded")
 	}
-	pipelineExact(t, onRedisCluster(pipelineSpec()), 300_000, reshardBusiest)
+	pipelineExact(t, onRedisCluster(pipelineSpec()), 500_000, reshardBusiest)
 }
 
 // primaryRange is one primary's contiguous range of slots.
@@ -36,11 +39,10 @@ type primaryRange struct {
 
 // primaryRanges returns the slot ranges of the cluster's primaries, in
 // slot order.
-func primaryRanges(t *testing.T, rdb *redis.ClusterClient) []primaryRange {
-	t.Helper()
+func primaryRanges(rdb *redis.ClusterClient) ([]primaryRange, error) {
 	shards, err := rdb.ClusterShards(context.Background()).Result()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []primaryRange
 	for _, s := range shards {
@@ -54,25 +56,27 @@ func primaryRanges(t *testing.T, rdb *redis.ClusterClient) []primaryRange {
 		}
 	}
 	slices.SortFunc(out, func(a, b primaryRange) int { return cmp.Compare(a.first, b.first) })
-	return out
+	return out, nil
 }
 
 // ownerOf returns the primary that serves slot.
-func ownerOf(t *testing.T, rdb *redis.ClusterClient, slot int64) string {
-	t.Helper()
-	for _, r := range primaryRanges(t, rdb) {
+func ownerOf(rdb *redis.ClusterClient, slot int64) (string, error) {
+	ranges, err := primaryRanges(rdb)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range ranges {
 		if r.first <= slot && slot <= r.last {
-			return r.addr
+			return r.addr, nil
 		}
 	}
-	t.Fatalf("no primary serves slot %d", slot)
-	return ""
+	return "", fmt.Errorf("no primary serves slot %d", slot)
 }
 
-// reshardBusiest moves, from 25% of the requests on, the slots from the
+// reshardBusiest moves, from 5% of the requests on, the slots from the
 // start of a primary's range up to those of one of the 4 busiest
-// partitions and the two after it to the primary of the next range, and from 55% on moves the
-// same slots on to the third primary. `redis-cli --cluster reshard`
+// partitions and the two after it to the primary of the next range, and
+// then the same slots on to the third primary. `redis-cli --cluster reshard`
 // takes a primary's lowest slots, which is why the partition is the one
 // of the 4 nearest the start of its primary's range (the fewest other
 // slots move) and why the first move goes to the next range: the moved
@@ -99,7 +103,10 @@ func reshardBusiest(t *testing.T, c *testCluster, w *workload) (func(int, *inges
 	}
 	slices.SortFunc(busiest, func(a, b int) int { return cmp.Compare(clicks[b], clicks[a]) })
 
-	ranges := primaryRanges(t, rdb)
+	ranges, err := primaryRanges(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(ranges) != 3 {
 		t.Fatalf("primaries' slot ranges %v, want 3", ranges)
 	}
@@ -136,34 +143,74 @@ func reshardBusiest(t *testing.T, c *testCluster, w *workload) (func(int, *inges
 	t.Logf("busiest partitions %v; moving slots %d..%d, partitions %v, from %s to %s, then to %s",
 		busiest[:4], src.first, end, moved, src.addr, dst.addr, third.addr)
 
-	var sent atomic.Int64
-	move := func(from, to string, want string) chan struct{} {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			start, at := time.Now(), sent.Load()
-			if err := c.rcluster.Reshard(ctx, from, to, slots); err != nil {
-				t.Errorf("reshard: %v", err)
-				return
-			}
-			if got := ownerOf(t, rdb, slotOf[target]); got != want {
-				t.Errorf("after the reshard partition %d's slot %d is on %s, want %s", target, slotOf[target], got, want)
-			}
-			t.Logf("moved %d slots from %s to %s in %v, from request %d to %d", slots, from, to, time.Since(start).Round(time.Millisecond), at, sent.Load())
-		}()
-		return done
+	// sent reads how many requests ingest has had answered so far.
+	var ingested atomic.Pointer[ingestResult]
+	sent := func() int64 {
+		if r := ingested.Load(); r != nil {
+			return r.sent.Load()
+		}
+		return 0
 	}
-	var first, second chan struct{}
-	n := len(w.batches)
+	move := func(from, to, want string) {
+		start, at := time.Now(), sent()
+		if err := c.rcluster.Reshard(ctx, from, to, slots); err != nil {
+			t.Errorf("reshard: %v", err)
+			return
+		}
+		if got, err := ownerOf(rdb, slotOf[target]); err != nil || got != want {
+			t.Errorf("after the reshard partition %d's slot %d is on %s (%v), want %s", target, slotOf[target], got, err, want)
+		}
+		t.Logf("moved %d slots from %s to %s in %v, from request %d to %d of %d", slots, from, to, time.Since(start).Round(time.Millisecond), at, sent(), len(w.batches))
+	}
+	// Unpaced, ingest outruns a move (a few seconds): while the slots
+	// move, requests are handed out one per 10ms, so that clicks flow
+	// through both moves rather than having ended before them.
+	var moving atomic.Bool
+	done := make(chan struct{})
 	hook := func(i int, res *ingestResult) {
-		sent.Store(res.sent.Load())
-		switch i {
-		case n / 4:
-			first = move(src.addr, dst.addr, dst.addr)
-		case n * 55 / 100:
-			<-first
-			second = move(dst.addr, third.addr, third.addr)
+		ingested.Store(res)
+		if i == len(w.batches)/20 {
+			moving.Store(true)
+			go func() {
+				defer close(done)
+				defer moving.Store(false)
+				move(src.addr, dst.addr, dst.addr)
+				move(dst.addr, third.addr, third.addr)
+			}()
+		}
+		if moving.Load() {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	return hook, func() { <-second }
+	return hook, func() {
+		<-done
+		logRedisWarnings(t, c)
+	}
+}
+
+// logRedisWarnings logs how many warnings each process logged during the
+// reshards, and the distinct Redis errors among them (TRYAGAIN, ASK,
+// MOVED, CLUSTERDOWN): what the client did not absorb by itself, and the
+// processes retried.
+func logRedisWarnings(t *testing.T, c *testCluster) {
+	t.Helper()
+	redisErr := regexp.MustCompile(`TRYAGAIN|ASK|MOVED|CLUSTERDOWN|CROSSSLOT`)
+	for _, p := range slices.Concat(c.aggregators, c.routers, []*proc{c.queryd}) {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		warns, kinds, last := 0, map[string]int{}, ""
+		for line := range strings.Lines(string(b)) {
+			if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+				continue
+			}
+			warns++
+			_, last, _ = strings.Cut(strings.TrimSpace(line), "msg=")
+			for _, k := range redisErr.FindAllString(line, 1) {
+				kinds[k]++
+			}
+		}
+		t.Logf("%s: %d warnings, Redis errors among them %v; the last: %.200s", p.name, warns, kinds, last)
+	}
 }
