@@ -430,12 +430,14 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 		}
 		old, had := decodeStored(stored[i])
 		fix := i < len(fixes)
+		// A list Redis holds but nobody heard of is no correction.
+		correction := had && !q.unannounced[m]
 		if (!had && !(fix && m < pub.start)) || (had && (!slices.Equal(old, ads) || q.unannounced[m])) {
 			if err := q.publishMinute(ctx, m, ads); err != nil {
 				return err
 			}
 			q.m.published.Inc()
-			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", had)
+			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", correction)
 		}
 		// The list just computed reflects the revisions read before.
 		pub.revs.handled(m)

@@ -411,3 +411,60 @@ func TestRecheckOnNewMinute(t *testing.T) {
 		t.Fatalf("corrected minute %d stored as %v", late, got)
 	}
 }
+
+// TestAnnounceAfterFailedPublish: on a Redis Cluster a minute's list is
+// stored and then announced in a second command. When the announcement
+// fails (here the publisher's Redis user may SET but not PUBLISH, on every
+// primary), Redis holds the lists and nobody heard of them; once PUBLISH
+// works again, the publisher announces them, in order, although Redis
+// already holds exactly those lists.
+func TestAnnounceAfterFailedPublish(t *testing.T) {
+	c := testserver.RedisCluster(t, 3, 1)
+	admin := redis.NewClusterClient(testserver.RedisClusterOptions(c))
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	setUser := func(rules ...any) {
+		t.Helper()
+		args := append([]any{"ACL", "SETUSER", "publisher"}, rules...)
+		if err := admin.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			return m.Do(ctx, args...).Err()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUser("on", ">publisher-pw", "~*", "&*", "+@all", "-publish")
+	opts := testserver.RedisClusterOptions(c)
+	opts.Username, opts.Password = "publisher", "publisher-pw"
+	rdb := redis.NewClusterClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	cfg := testConfig()
+	cfg.PublishCount = 5
+	cfg.RepublishMinutes = 3
+	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
+	tr.setAllWatermarks((base + 4) * minuteMs)
+	e := newEnvOn(t, tr, cfg, rdb)
+	pubsub := subscribe(t, ctx, admin)
+	e.start()
+	// The first minute is stored, its announcement refused, and every poll
+	// tries again.
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if _, ok := stored(t, ctx, admin, base+1); !ok {
+			return fmt.Errorf("minute %d not stored yet", base+1)
+		}
+		return nil
+	})
+	waitPolls(t, tr)
+	select {
+	case m := <-pubsub.ch:
+		t.Fatalf("announced %s although PUBLISH is refused", m.Payload)
+	default:
+	}
+
+	setUser("+publish")
+	for m := base + 1; m <= base+3; m++ {
+		expect(t, "after PUBLISH works again", pubsub.next(), tr, m, 5, Filter{})
+	}
+	tr.setAllWatermarks((base + 5) * minuteMs)
+	expect(t, "next minute", pubsub.next(), tr, base+4, 5, Filter{})
+}
