@@ -222,8 +222,10 @@ func (l *Log) readEach(ctx context.Context, after map[int]string, count int64) (
 		if err != nil {
 			return nil, fmt.Errorf("read partition %d: %w", p, err)
 		}
-		if err := collect(out, res, map[string]int{Key(l.prefix, p): p}); err != nil {
-			return nil, err
+		for _, st := range res {
+			if err := add(out, p, st.Messages); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
@@ -261,32 +263,32 @@ func (l *Log) readBlocking(ctx context.Context, after map[int]string, count int6
 	if err != nil {
 		return nil, fmt.Errorf("read %d partitions: %w", len(after), err)
 	}
-	if err := collect(out, res, keys); err != nil {
-		return nil, err
+	for _, st := range res {
+		p, ok := keys[st.Stream]
+		if !ok {
+			return nil, fmt.Errorf("read: unexpected stream %q in reply", st.Stream)
+		}
+		if err := add(out, p, st.Messages); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
 
-// collect adds to out the entries of an XREAD reply, by the partition
-// keys maps their stream to.
-func collect(out map[int][]Entry, res []redis.XStream, keys map[string]int) error {
-	for _, s := range res {
-		p, ok := keys[s.Stream]
-		if !ok {
-			return fmt.Errorf("read: unexpected stream %q in reply", s.Stream)
-		}
-		entries := make([]Entry, 0, len(s.Messages))
-		for _, m := range s.Messages {
-			e, err := entry(m)
-			if err != nil {
-				return fmt.Errorf("read partition %d: %w", p, err)
-			}
-			entries = append(entries, e)
-		}
-		if len(entries) > 0 {
-			out[p] = entries
-		}
+// add adds to out partition p's entries of an XREAD reply, if any.
+func add(out map[int][]Entry, p int, msgs []redis.XMessage) error {
+	if len(msgs) == 0 {
+		return nil
 	}
+	entries := make([]Entry, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := entry(m)
+		if err != nil {
+			return fmt.Errorf("read partition %d: %w", p, err)
+		}
+		entries = append(entries, e)
+	}
+	out[p] = entries
 	return nil
 }
 
