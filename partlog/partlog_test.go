@@ -117,19 +117,9 @@ func TestReadBlocksUntilAppend(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	l := partlog.New(rdb, prefix)
 	before := appendN(t, l, 4, 2)
-
-	type result struct {
-		got map[int][]partlog.Entry
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		got, err := l.Read(ctx, map[int]string{4: before[1].ID, 5: "0"}, 10, time.Minute)
-		done <- result{got, err}
-	}()
 	// Append only once Redis reports the XREAD as blocked, so the test
 	// proves the wake-up rather than a read of data that was already there.
-	testserver.Eventually(t, 20*time.Second, func() error {
+	readsAppendAfterWait(t, l, before, func() error {
 		info, err := rdb.Info(ctx, "clients").Result()
 		if err != nil {
 			return err
@@ -139,13 +129,31 @@ func TestReadBlocksUntilAppend(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// readsAppendAfterWait starts a Read of partition 4 after before, its
+// entries, and of the empty partition 5, with a long block; once waiting
+// reports the reader waits, it appends one entry to partition 5 and checks
+// that Read returns just that entry.
+func readsAppendAfterWait(t *testing.T, l *partlog.Log, before []partlog.Entry, waiting func() error) {
+	t.Helper()
+	type result struct {
+		got map[int][]partlog.Entry
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := l.Read(context.Background(), map[int]string{4: before[len(before)-1].ID, 5: "0"}, 10, time.Minute)
+		done <- result{got, err}
+	}()
+	testserver.Eventually(t, 20*time.Second, waiting)
 	added := appendN(t, l, 5, 1)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("read: %v", r.err)
 	}
 	if len(r.got) != 1 || !equalEntries(r.got[5], added) {
-		t.Fatalf("blocked read returned %v, want partition 5: %v", r.got, added)
+		t.Fatalf("waiting read returned %v, want partition 5: %v", r.got, added)
 	}
 }
 
