@@ -3,12 +3,7 @@ package testserver
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,31 +93,14 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 // under name, and returns its address once it names the master.
 func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s, err := localserver.StartSentinel(context.Background(), localserver.SentinelConfig{
+		Dir: t.TempDir(), MasterName: name, MasterAddr: master.Addr, MasterPassword: master.Password,
+	})
 	if err != nil {
-		t.Fatal(localserver.ErrNoRedisServer)
+		t.Fatalf("start sentinel: %v", err)
 	}
-	dir := t.TempDir()
-	port, err := localserver.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, mport, _ := strings.Cut(master.Addr, ":")
-	conf := filepath.Join(dir, "sentinel.conf")
-	// Sentinel rewrites its config file, so it gets one of its own.
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\nsentinel auth-pass %s %s\n",
-		port, dir, name, host, mport, name, master.Password)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	t.Cleanup(s.Kill)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
 	defer sc.Close()
 	Eventually(t, 30*time.Second, func() error {
 		got, err := sc.GetMasterAddrByName(context.Background(), name).Result()
@@ -134,7 +112,39 @@ func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
 		}
 		return nil
 	})
-	return addr
+	return s.Addr
+}
+
+// RedisSentinel starts a primary with cfg.Replicas replicas under
+// cfg.Sentinels sentinels, in a directory of the test's, every server
+// with AOF fsynced on every write as in production. Unless cfg says
+// otherwise, a sentinel thinks the primary down after 1s without an
+// answer and a failover may take 5s, so that a test sees one within
+// seconds (Redis's defaults: 30s and 3m).
+func RedisSentinel(t testing.TB, cfg localserver.RedisSentinelConfig) *localserver.RedisSentinel {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	if cfg.DownAfter == 0 {
+		cfg.DownAfter = time.Second
+	}
+	if cfg.FailoverTimeout == 0 {
+		cfg.FailoverTimeout = 5 * time.Second
+	}
+	if cfg.AppendFsync == "" {
+		cfg.AppendFsync = "always"
+	}
+	r, err := localserver.StartRedisSentinel(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start redis sentinel: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// RedisSentinelOptions are the client options that reach r's primary
+// through its sentinels.
+func RedisSentinelOptions(r *localserver.RedisSentinel) *redis.FailoverOptions {
+	return &redis.FailoverOptions{MasterName: r.MasterName, SentinelAddrs: r.SentinelAddrs(), SentinelPassword: r.SentinelPassword, Password: r.Password}
 }
 
 // RedisCluster starts a Redis Cluster of primaries primaries with
