@@ -279,7 +279,8 @@ func usesRedis(roles []string) bool {
 // cluster's Redis (health.VerifyRedis), retrying while Redis cannot be
 // reached: until then the aggregator does not register and ingest and
 // queries are refused; a wrong Redis ends Run
-// with health.ErrWrongRedis. Readiness (gRPC health, /readyz) is checked
+// with health.ErrWrongRedis, and a Redis that refuses the password with
+// redisconf.ErrCredentials, naming -redis.password-file. Readiness (gRPC health, /readyz) is checked
 // all along (see readiness). Run shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
 //  2. the aggregator leaves: the coordinator hands its partitions over live
@@ -379,7 +380,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.usesRedis() {
 		g.Go(func() error {
 			return gate.Run(gctx, func(ctx context.Context) error {
-				return clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.Redis.String())
+				err := clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.Redis.String())
+				// A wrong password is no Redis still starting: stop,
+				// naming the flag.
+				if cerr := cfg.Redis.CredentialsError(err); cerr != nil {
+					return cerr
+				}
+				return err
 			}, lg)
 		})
 	}
