@@ -156,10 +156,6 @@ func TestWrongPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrong := writeFile(t, "wrong", "not the password\n")
-	port, err := localserver.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -174,7 +170,7 @@ func TestWrongPassword(t *testing.T) {
 		{"a user without the permissions", []string{"-redis.addr=" + srv.Addr, "-redis.username=pinger", "-redis.password-file=" + writeFile(t, "pinger", "pinger pass")},
 			`-redis.username "pinger": the user may not run a command clickagg needs`},
 		{"right password", []string{"-redis.addr=" + srv.Addr, "-redis.password-file=" + srv.PasswordFile}, ""},
-		{"nobody listening", []string{fmt.Sprintf("-redis.addr=127.0.0.1:%d", port), "-redis.password-file=" + wrong}, ""},
+		{"nobody listening", []string{"-redis.addr=" + testserver.DeadAddr(t), "-redis.password-file=" + wrong}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := parse(t, tc.args...)
@@ -207,38 +203,6 @@ func newClientErr(t *testing.T, args ...string) error {
 	return err
 }
 
-// clusterNode starts a one-node Redis Cluster that assigns itself the
-// hash slots from to through; with fewer than all, its cluster_state is
-// fail.
-func clusterNode(t *testing.T, from, through int) *localserver.Redis {
-	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	node, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: dir, AppendFsync: "no",
-		Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Stop() })
-	admin := redis.NewClient(testserver.RedisOptions(node))
-	defer admin.Close()
-	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", from, through).Err(); err != nil {
-		t.Fatal(err)
-	}
-	want := "cluster_state:ok"
-	if through-from+1 < 16384 {
-		want = "cluster_state:fail"
-	}
-	testserver.Eventually(t, 30*time.Second, func() error {
-		info, err := admin.ClusterInfo(ctx).Result()
-		if err != nil || !strings.Contains(info, want) || !strings.Contains(info, fmt.Sprintf("cluster_slots_assigned:%d", through-from+1)) {
-			return fmt.Errorf("cluster not settled: %v %q", err, info)
-		}
-		return nil
-	})
-	return node
-}
-
 // TestClusterSeeds: a start against seeds nobody listens on, one that is
 // no cluster node, a wrong password, or a cluster that leaves hash slots
 // unassigned fails naming the flag to fix; a dead seed beside a live one
@@ -246,17 +210,10 @@ func clusterNode(t *testing.T, from, through int) *localserver.Redis {
 // client that works.
 func TestClusterSeeds(t *testing.T) {
 	ctx := context.Background()
-	var dead []string
-	for range 2 {
-		port, err := localserver.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead = append(dead, fmt.Sprintf("127.0.0.1:%d", port))
-	}
+	dead := []string{testserver.DeadAddr(t), testserver.DeadAddr(t)}
 	plain := testserver.Redis(t)
-	node := clusterNode(t, 0, 16383)
-	half := clusterNode(t, 0, 8191)
+	node := testserver.RedisClusterNode(t, 0, 16383)
+	half := testserver.RedisClusterNode(t, 0, 8191)
 	wrong := writeFile(t, "wrong", "not the password\n")
 	for _, tc := range []struct{ name, seeds, pwFile, want string }{
 		{"unreachable", dead[0], "", "-redis.cluster-addrs " + dead[0] + ": no seed answered as a Redis Cluster node"},

@@ -3,6 +3,8 @@ package testserver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +72,17 @@ func NewEtcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// DeadAddr returns a loopback address that nobody listens on: a port
+// that was free a moment ago, which FreePort hands out to nobody else.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	port, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // Eventually polls cond every 10ms until it returns nil or timeout passes,
@@ -165,6 +178,39 @@ func RedisCluster(t testing.TB, primaries, replicasPerPrimary int) *localserver.
 	}
 	t.Cleanup(func() { _ = c.Stop() })
 	return c
+}
+
+// RedisClusterNode starts a Redis Cluster of one node that assigns itself
+// the hash slots from through through, and returns it once its CLUSTER
+// INFO says so. With fewer than all 16384 slots, its cluster_state is
+// fail: a cluster with uncovered slots, for tests of what refuses one.
+func RedisClusterNode(t testing.TB, from, through int) *localserver.Redis {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	node, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: dir, AppendFsync: "no",
+		Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")}})
+	if err != nil {
+		t.Fatalf("start redis cluster node: %v", err)
+	}
+	t.Cleanup(func() { _ = node.Stop() })
+	admin := redis.NewClient(RedisOptions(node))
+	defer admin.Close()
+	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", from, through).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := "cluster_state:ok"
+	if through-from+1 < 16384 {
+		want = "cluster_state:fail"
+	}
+	Eventually(t, 30*time.Second, func() error {
+		info, err := admin.ClusterInfo(ctx).Result()
+		if err != nil || !strings.Contains(info, want) || !strings.Contains(info, fmt.Sprintf("cluster_slots_assigned:%d", through-from+1)) {
+			return fmt.Errorf("cluster not settled: %v %q", err, info)
+		}
+		return nil
+	})
+	return node
 }
 
 // RedisClusterClient starts a Redis Cluster of 3 primaries with one
