@@ -161,8 +161,11 @@ func checkPublished(t *testing.T, rdb redis.UniversalClient, watched *topWatch, 
 			if err != nil {
 				return fmt.Errorf("watch stream ended: %w", err)
 			}
-			if got == nil || !sameTop(got.Ads, want) {
-				return fmt.Errorf("watched minute %d: %v", m, got)
+			if got == nil {
+				return fmt.Errorf("watched minute %d: nothing", m)
+			}
+			if !sameTop(got.Ads, want) {
+				return fmt.Errorf("watched minute %d: first difference %s", m, firstDiff(got.Ads, want))
 			}
 		}
 		return nil
