@@ -29,6 +29,12 @@
 // seeds beside a live one do not matter: the client loads the slot map
 // from any seed that answers.
 //
+// A Sentinel client dials a primary only when a sentinel of
+// -redis.sentinel-addrs names it and none names another: sentinels learn
+// of a failover from each other, and an old primary that comes back
+// before they all have is a master again for a few seconds, whose writes
+// are lost when it is made a replica (see agreement).
+//
 // A single server is not checked there: a process may start before its
 // Redis (a pod beside a Redis pod that is still starting), and the caller
 // waits for it (health.VerifyRedis). A Redis that answers but refuses the

@@ -71,7 +71,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(addrValue{c}, "redis.addr", "`host:port` of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
 	fs.StringVar(&c.ClusterAddrs, "redis.cluster-addrs", "", "Redis Cluster seed addresses, comma-separated host:port; the client learns the other nodes from them")
 	fs.StringVar(&c.SentinelMaster, "redis.sentinel-master", "", "name of the Redis primary that the sentinels of -redis.sentinel-addrs watch")
-	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master")
+	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master; list them all: a primary is dialled only when none of them names another")
 	fs.StringVar(&c.SentinelPasswordFile, "redis.sentinel-password-file", "", "file holding the sentinels' own password (their requirepass; may be the same file as -redis.password-file), read at start; empty: the sentinels need none")
 	fs.StringVar(&c.Username, "redis.username", "", "Redis ACL user; empty is the default user (needs -redis.password-file)")
 	fs.StringVar(&c.PasswordFile, "redis.password-file", "", "file holding the Redis password (a mounted Kubernetes Secret), read at start; a trailing newline is ignored; empty: no password")
@@ -199,7 +199,9 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 // Sentinel modes it first checks, within CheckTimeout, that a seed answers
 // as a cluster node and that the cluster assigns every hash slot, or that
 // a sentinel knows the master and the master answers; its error names the
-// flag to fix. A single server is not contacted.
+// flag to fix. A single server is not contacted. A Sentinel client dials
+// only a primary that most sentinels name and none contradicts (see
+// agreement).
 func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	o, err := c.Options()
 	if err != nil {
@@ -223,9 +225,15 @@ func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 		if err := c.checkSentinels(cctx, o); err != nil {
 			return nil, err
 		}
-		rdb := redis.NewFailoverClient(o.Failover())
+		agree := newAgreement(o)
+		fo := o.Failover()
+		fo.Dialer = agree.dial
+		rdb := &failoverClient{Client: redis.NewFailoverClient(fo), agreement: agree}
 		if err := rdb.Ping(cctx).Err(); err != nil {
 			_ = rdb.Close()
+			if errors.Is(err, ErrSentinelsDisagree) {
+				return nil, fmt.Errorf("-redis.sentinel-addrs %s: %w", c.SentinelAddrs, err)
+			}
 			if cerr := c.CredentialsError(err); cerr != nil {
 				return nil, fmt.Errorf("-redis.sentinel-master %s: %w", c.SentinelMaster, cerr)
 			}

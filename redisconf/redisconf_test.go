@@ -343,3 +343,22 @@ func TestSentinelPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSentinelsDisagree: two sentinels name two different primaries for
+// one name, as a sentinel that has not yet heard of a failover does. A
+// client dials neither (either could be an old primary that came back),
+// and NewClient says so naming -redis.sentinel-addrs; with one of the
+// sentinels only, the client works.
+func TestSentinelsDisagree(t *testing.T) {
+	ctx := context.Background()
+	a, b := testserver.Redis(t), testserver.Redis(t)
+	sa, sb := testserver.Sentinel(t, "m", a), testserver.Sentinel(t, "m", b)
+	err := newClientErr(t, "-redis.sentinel-master=m", "-redis.sentinel-addrs="+sa+","+sb, "-redis.password-file="+a.PasswordFile)
+	if !errors.Is(err, redisconf.ErrSentinelsDisagree) || !strings.Contains(err.Error(), "-redis.sentinel-addrs "+sa+","+sb+": ") {
+		t.Fatalf("NewClient: %v, want an ErrSentinelsDisagree naming -redis.sentinel-addrs", err)
+	}
+	rdb := newClient(t, "-redis.sentinel-master=m", "-redis.sentinel-addrs="+sa, "-redis.password-file="+a.PasswordFile)
+	if err := rdb.Set(ctx, "k", "a", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
