@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
@@ -315,6 +316,7 @@ type env struct {
 	owners  []cluster.Owner
 	version uint64
 	rdb     *redis.Client
+	redis   *localserver.Redis
 	cfg     Config
 	q       *Queryd
 	qc      clickaggv1.QueryServiceClient
@@ -371,7 +373,9 @@ func newEnv(t *testing.T, tr *truth, cfg Config, opts ...Option) *env {
 	ctx := ctxT(t)
 	e := &env{t: t, ctx: ctx, tr: tr, parts: tr.parts, cfg: cfg, regs: map[string]*cluster.Registration{}, opts: opts}
 	e.cl = cluster.NewClient(testserver.EtcdClient(t), "/queryd-test")
-	e.rdb = testserver.RedisClient(t)
+	e.redis = testserver.Redis(t)
+	e.rdb = redis.NewClient(testserver.RedisOptions(e.redis))
+	t.Cleanup(func() { _ = e.rdb.Close() })
 
 	var ids []string
 	for i := range 3 {
