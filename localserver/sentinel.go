@@ -38,6 +38,8 @@ type SentinelConfig struct {
 	Password string
 	// Binary is the redis-server path, as RedisConfig.Binary.
 	Binary string
+	// Args are more arguments (e.g. a TLS port), after the config file.
+	Args []string
 }
 
 // Sentinel is a running sentinel child process.
@@ -100,7 +102,8 @@ func startSentinel(ctx context.Context, cfg SentinelConfig) (*Sentinel, error) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	logFile := filepath.Join(dir, "sentinel.log")
-	p, err := startChild(ctx, "sentinel", bin, []string{conf, "--sentinel", "--logfile", logFile}, addr, cfg.Password, logFile)
+	args := append([]string{conf, "--sentinel", "--logfile", logFile}, cfg.Args...)
+	p, err := startChild(ctx, "sentinel", bin, args, addr, cfg.Password, logFile)
 	if err != nil {
 		return nil, err
 	}
