@@ -52,8 +52,8 @@ type clusterSpec struct {
 	redisCluster struct{ primaries, replicas int }
 	// redisSentinel, when its sentinels are set, runs the cluster on a
 	// primary with that many replicas under that many sentinels (quorum a
-	// majority, failover within seconds), which have a password of their
-	// own; clickagg finds the primary through the sentinels.
+	// majority, down after 5s), which have a password of their own;
+	// clickagg finds the primary through the sentinels.
 	redisSentinel struct{ replicas, sentinels int }
 }
 
@@ -69,6 +69,10 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	} else if spec.redisSentinel.sentinels > 0 {
 		c.rsentinel = testserver.RedisSentinel(t, localserver.RedisSentinelConfig{
 			Replicas: spec.redisSentinel.replicas, Sentinels: spec.redisSentinel.sentinels, SentinelPassword: true,
+			// Not 1s: a primary that stalls longer on an fsync (2 shared
+			// cores, a busy disk) was failed over a second time, back to
+			// the old primary, losing what the first promotion took.
+			DownAfter: 5 * time.Second,
 		})
 		c.common = append(c.common,
 			"-redis.sentinel-master="+c.rsentinel.MasterName,
