@@ -2,14 +2,17 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -35,25 +38,53 @@ func TestServerRefusesABadRedisAtStart(t *testing.T) {
 			`-redis.sentinel-master "other"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs, cfg := newFlags()
 			// etcd is never reached: Redis is checked first.
-			args := append([]string{"-target=router", "-grpc.addr=127.0.0.1:0", "-http.addr=", "-etcd.endpoints=" + nobody}, tc.args...)
-			if err := parse(fs, args); err != nil {
-				t.Fatal(err)
-			}
-			srv, err := NewServer(*cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			err = srv.Run(ctx)
-			t.Log(err)
+			err := runRouter(t, append([]string{"-etcd.endpoints=" + nobody}, tc.args...))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Run: %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}
+}
+
+// TestServerStopsOnAWrongPassword: a single Redis is not contacted
+// before Run starts its roles (it may still be starting, and is waited
+// for), but one that answers and refuses the password ends Run at once
+// with an error naming -redis.password-file, instead of being retried
+// for ever.
+func TestServerStopsOnAWrongPassword(t *testing.T) {
+	rs := testserver.Redis(t)
+	etcd := testserver.Etcd(t)
+	wrong := t.TempDir() + "/wrong"
+	if err := os.WriteFile(wrong, []byte("not the password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := runRouter(t, []string{"-etcd.endpoints=" + etcd.Endpoint, "-redis.addr=" + rs.Addr, "-redis.password-file=" + wrong})
+	if want := "-redis.password-file " + wrong + ": Redis refused this password"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, redisconf.ErrCredentials) {
+		t.Fatalf("Run: %v, want an ErrCredentials containing %q", err, want)
+	}
+}
+
+// runRouter runs a router with args until Run returns, which must be
+// before a minute has passed.
+func runRouter(t *testing.T, args []string) error {
+	t.Helper()
+	fs, cfg := newFlags()
+	if err := parse(fs, append([]string{"-target=router", "-grpc.addr=127.0.0.1:0", "-http.addr="}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(*cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = srv.Run(ctx)
+	t.Log(err)
+	if ctx.Err() != nil {
+		t.Fatal("Run ran until its context ended: a bad Redis setting was retried")
+	}
+	return err
 }
 
 // TestRedisSettingsOnlyForRedisRoles: a bad -redis.* setting stops the

@@ -278,9 +278,10 @@ func usesRedis(roles []string) bool {
 // flag, when they are wrong (see redisconf). It then checks that it is its
 // cluster's Redis (health.VerifyRedis), retrying while Redis cannot be
 // reached: until then the aggregator does not register and ingest and
-// queries are refused; a wrong Redis ends Run
-// with health.ErrWrongRedis. Readiness (gRPC health, /readyz) is checked
-// all along (see readiness). Run shuts down in this order:
+// queries are refused; a wrong Redis ends Run with health.ErrWrongRedis,
+// and a Redis that refuses the password with redisconf.ErrCredentials,
+// naming -redis.password-file. Readiness (gRPC health, /readyz) is
+// checked all along (see readiness). Run shuts down in this order:
 //  1. health reports NOT_SERVING, so probes and balancers stop sending;
 //  2. the aggregator leaves: the coordinator hands its partitions over live
 //     while the gRPC server still answers (bounded by
@@ -379,7 +380,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.usesRedis() {
 		g.Go(func() error {
 			return gate.Run(gctx, func(ctx context.Context) error {
-				return clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.Redis.String())
+				err := clickhealth.VerifyRedis(ctx, cl, rdb, cfg.RedisPrefix, cfg.Redis.String())
+				// A wrong password is no Redis still starting: stop,
+				// naming the flag.
+				if cerr := cfg.Redis.CredentialsError(err); cerr != nil {
+					return cerr
+				}
+				return err
 			}, lg)
 		})
 	}
@@ -583,7 +590,7 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = fmt.Errorf("serve: %w", err)
 	case <-gctx.Done():
 		// A role ended on its own: that is an error, the process must exit.
-		runErr = errors.New("a role stopped")
+		runErr = errRoleStopped
 	}
 
 	lg.Info("shutting down")
@@ -613,10 +620,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopRoles()
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		runErr = errors.Join(runErr, err)
+		if runErr == errRoleStopped {
+			// One line that says why, for the exit message.
+			runErr = fmt.Errorf("%w: %w", errRoleStopped, err)
+		} else {
+			runErr = errors.Join(runErr, err)
+		}
 	}
 	return runErr
 }
+
+// errRoleStopped is Run's error when a role ended on its own.
+var errRoleStopped = errors.New("a role stopped")
 
 // closeMembership stops registering again and revokes the current lease,
 // bounded in time.

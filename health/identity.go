@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/redisconf"
 )
 
 // ErrWrongRedis means the member's Redis is not its cluster's Redis:
@@ -115,8 +117,10 @@ const (
 )
 
 // Run calls verify until it succeeds, then passes the gate and returns
-// nil. An ErrWrongRedis is final and returned; any other error is retried
-// with jittered backoff until ctx ends (then Run returns nil).
+// nil. An ErrWrongRedis, or a redisconf.ErrCredentials (Redis answers but
+// refuses the password), is final and returned: no retry fixes either.
+// Any other error is retried with jittered backoff until ctx ends (then
+// Run returns nil).
 func (g *Gate) Run(ctx context.Context, verify func(ctx context.Context) error, lg *slog.Logger) error {
 	delay := minRetry
 	for {
@@ -132,6 +136,9 @@ func (g *Gate) Run(ctx context.Context, verify func(ctx context.Context) error, 
 			return nil
 		case errors.Is(err, ErrWrongRedis):
 			lg.Error("refusing to join: wrong redis", "err", err)
+			return err
+		case errors.Is(err, redisconf.ErrCredentials):
+			lg.Error("refusing to join: redis refused the credentials", "err", err)
 			return err
 		}
 		// Half to all of delay, so that a cluster restarted at once does

@@ -52,9 +52,8 @@ type Redis struct {
 	// (mode 0600), for -redis.password-file.
 	Password     string
 	PasswordFile string
-	cmd          *exec.Cmd
-	done         chan struct{}
-	err          error
+	cfg          RedisConfig // as started, with its port: Restart's
+	p            *child
 }
 
 // redisPort picks the port StartRedis was not given; tests take one.
@@ -68,16 +67,9 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 }
 
 func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
-	bin := cfg.Binary
-	if bin == "" {
-		bin = os.Getenv("REDIS_SERVER")
-	}
-	if bin == "" {
-		p, err := exec.LookPath("redis-server")
-		if err != nil {
-			return nil, ErrNoRedisServer
-		}
-		bin = p
+	bin, err := redisBinary(cfg.Binary)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.AppendFsync == "" {
 		cfg.AppendFsync = "everysec"
@@ -100,13 +92,7 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 			return nil, err
 		}
 	}
-	// What this server logs starts where the log ends now: a restarted
-	// server appends to its predecessor's.
 	logFile := filepath.Join(dir, "redis.log")
-	var logStart int64
-	if fi, err := os.Stat(logFile); err == nil {
-		logStart = fi.Size()
-	}
 	// The password goes in a config file, not on the command line, where
 	// ps would show it to every user of the machine. masterauth is the
 	// same password: a server that is made a replica (Redis Cluster, or a
@@ -135,41 +121,103 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		"--daemonize", "no",
 		"--logfile", logFile,
 	}
-	cmd := exec.Command(bin, append(args, cfg.Args...)...)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p, err := startChild(ctx, "redis-server", bin, append(args, cfg.Args...), addr, pw, logFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Port = port
+	return &Redis{Addr: addr, Password: pw, PasswordFile: pwFile, cfg: cfg, p: p}, nil
+}
+
+// child is a redis-server child process: a server or a sentinel.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
+	err  error         // its exit, set before done is closed
+}
+
+// startChild starts bin with args, logging to logFile, and waits until
+// the server on addr answers, after AUTH with password, as this very
+// process: another one may hold the port, and this one then exits with
+// EADDRINUSE.
+func startChild(ctx context.Context, what, bin string, args []string, addr, password, logFile string) (*child, error) {
+	// What this process logs starts where the log ends now: a restarted
+	// one appends to its predecessor's.
+	var logStart int64
+	if fi, err := os.Stat(logFile); err == nil {
+		logStart = fi.Size()
+	}
+	cmd := exec.Command(bin, args...)
 	// Own process group, and die with the parent: a test or `clickagg dev`
 	// that is killed must not leave a server behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
+		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Password: pw, PasswordFile: pwFile, cmd: cmd, done: make(chan struct{})}
+	p := &child{cmd: cmd, done: make(chan struct{})}
 	go func() {
-		r.err = cmd.Wait()
-		close(r.done)
+		p.err = cmd.Wait()
+		close(p.done)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		// The server that answers must be ours: another one may hold the
-		// port, and ours then exits.
-		if pid, err := ready(r.Addr, pw); err == nil && pid == cmd.Process.Pid {
-			return r, nil
+		if pid, err := ready(addr, password); err == nil && pid == cmd.Process.Pid {
+			return p, nil
 		}
 		select {
-		case <-r.done:
+		case <-p.done:
 			if b, err := os.ReadFile(logFile); err == nil && int64(len(b)) >= logStart && strings.Contains(string(b[logStart:]), "already in use") {
-				return nil, fmt.Errorf("redis-server on %s: %w", r.Addr, syscall.EADDRINUSE)
+				return nil, fmt.Errorf("%s on %s: %w", what, addr, syscall.EADDRINUSE)
 			}
-			return nil, fmt.Errorf("redis-server exited: %v (log: %s)", r.err, logFile)
+			return nil, fmt.Errorf("%s exited: %v (log: %s)", what, p.err, logFile)
 		case <-ctx.Done():
-			r.Stop()
+			p.stop()
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			r.Stop()
-			return nil, fmt.Errorf("redis-server on %s did not answer within 30s", r.Addr)
+			p.stop()
+			return nil, fmt.Errorf("%s on %s did not answer within 30s", what, addr)
 		}
 	}
+}
+
+// stop stops the process with SIGTERM (a server flushes its AOF) and
+// waits, killing it after 10 seconds.
+func (p *child) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+// kill stops the process with SIGKILL.
+func (p *child) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// redisBinary returns bin, else $REDIS_SERVER, else redis-server in PATH.
+func redisBinary(bin string) (string, error) {
+	if bin == "" {
+		bin = os.Getenv("REDIS_SERVER")
+	}
+	if bin == "" {
+		p, err := exec.LookPath("redis-server")
+		if err != nil {
+			return "", ErrNoRedisServer
+		}
+		bin = p
+	}
+	return bin, nil
 }
 
 // PasswordFileName is the file under a server's Dir holding its password.
@@ -210,19 +258,14 @@ func ready(addr, password string) (pid int, err error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
-	if _, err := c.Write([]byte(auth + "PING\r\nINFO server\r\n")); err != nil {
+	if _, err := c.Write([]byte(authCommand(password) + "PING\r\nINFO server\r\n")); err != nil {
 		return 0, err
 	}
 	rd := bufio.NewReader(c)
-	line, err := rd.ReadString('\n')
-	if err != nil {
+	if err := readAuth(rd, password); err != nil {
 		return 0, err
 	}
-	if !strings.HasPrefix(line, "+OK") {
-		return 0, fmt.Errorf("redis auth: %q", strings.TrimSpace(line))
-	}
-	line, err = rd.ReadString('\n')
+	line, err := rd.ReadString('\n')
 	if err != nil {
 		return 0, err
 	}
@@ -249,28 +292,55 @@ func ready(addr, password string) (pid int, err error) {
 	return 0, errors.New("INFO server has no process_id")
 }
 
-// Stop shuts the server down with SIGTERM (it flushes its AOF) and waits,
-// killing it after 10 seconds.
-func (r *Redis) Stop() error {
-	select {
-	case <-r.done:
-		return nil
-	default:
+// authCommand is the AUTH command for password in RESP, empty for no
+// password (a sentinel may have none).
+func authCommand(password string) string {
+	if password == "" {
+		return ""
 	}
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
+	return fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
+}
+
+// readAuth reads the reply to authCommand(password), if it sent one.
+func readAuth(rd *bufio.Reader, password string) error {
+	if password == "" {
+		return nil
+	}
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return fmt.Errorf("redis auth: %q", strings.TrimSpace(line))
 	}
 	return nil
 }
 
+// Stop shuts the server down with SIGTERM (it flushes its AOF) and waits,
+// killing it after 10 seconds.
+func (r *Redis) Stop() error {
+	r.p.stop()
+	return nil
+}
+
 // Kill stops the server with SIGKILL, as a crash would.
-func (r *Redis) Kill() {
-	_ = r.cmd.Process.Kill()
-	<-r.done
+func (r *Redis) Kill() { r.p.kill() }
+
+// Restart starts a stopped or killed server again on its address and Dir,
+// with its data and password, as a restarted machine would. Another
+// process may have taken its port meanwhile: Restart then fails.
+func (r *Redis) Restart(ctx context.Context) error {
+	select {
+	case <-r.p.done:
+	default:
+		return fmt.Errorf("redis-server on %s: still running", r.Addr)
+	}
+	n, err := startRedis(ctx, r.cfg)
+	if err != nil {
+		return err
+	}
+	r.p = n.p
+	return nil
 }
 
 // pickAgain calls start, which picks the free ports it binds when picked

@@ -47,9 +47,12 @@ type RedisCluster struct {
 }
 
 // Addrs returns every node's address, usable as the seeds of a client.
-func (c *RedisCluster) Addrs() []string {
-	addrs := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
+func (c *RedisCluster) Addrs() []string { return addrsOf(c.Nodes) }
+
+// addrsOf returns the servers' addresses.
+func addrsOf(nodes []*Redis) []string {
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
 		addrs[i] = n.Addr
 	}
 	return addrs
@@ -186,26 +189,27 @@ func clusterReady(addr, password string, nodes int) error {
 	return nil
 }
 
-// clusterInfo returns the fields of CLUSTER INFO of the node at addr,
-// speaking RESP itself as ready does.
+// clusterInfo returns the fields of CLUSTER INFO of the node at addr.
 func clusterInfo(addr, password string) (map[string]string, error) {
+	return info(addr, password, "CLUSTER INFO")
+}
+
+// info returns the fields of the reply to cmd (INFO, INFO replication,
+// CLUSTER INFO: a bulk string of key:value lines) of the server at addr,
+// speaking RESP itself as ready does.
+func info(addr, password, cmd string) (map[string]string, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
-	if _, err := c.Write([]byte(auth + "CLUSTER INFO\r\n")); err != nil {
+	if _, err := c.Write([]byte(authCommand(password) + cmd + "\r\n")); err != nil {
 		return nil, err
 	}
 	rd := bufio.NewReader(c)
-	line, err := rd.ReadString('\n')
-	if err != nil {
+	if err := readAuth(rd, password); err != nil {
 		return nil, err
-	}
-	if !strings.HasPrefix(line, "+OK") {
-		return nil, fmt.Errorf("redis auth: %q", strings.TrimSpace(line))
 	}
 	head, err := rd.ReadString('\n')
 	if err != nil {
@@ -213,19 +217,19 @@ func clusterInfo(addr, password string) (map[string]string, error) {
 	}
 	size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
 	if err != nil || !strings.HasPrefix(head, "$") {
-		return nil, fmt.Errorf("unexpected CLUSTER INFO reply %q", strings.TrimSpace(head))
+		return nil, fmt.Errorf("unexpected %s reply %q", cmd, strings.TrimSpace(head))
 	}
 	body := make([]byte, size)
 	if _, err := io.ReadFull(rd, body); err != nil {
 		return nil, err
 	}
-	info := map[string]string{}
+	fields := map[string]string{}
 	for line := range strings.Lines(string(body)) {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-			info[k] = v
+			fields[k] = v
 		}
 	}
-	return info, nil
+	return fields, nil
 }
 
 // redisCLI runs redis-cli with args against the cluster and returns its

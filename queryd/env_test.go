@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
@@ -315,6 +316,7 @@ type env struct {
 	owners  []cluster.Owner
 	version uint64
 	rdb     redis.UniversalClient
+	redis   *localserver.Redis // the redis-server of newEnv, nil with newEnvOn
 	cfg     Config
 	q       *Queryd
 	qc      clickaggv1.QueryServiceClient
@@ -368,7 +370,12 @@ func (w testWriter) Write(b []byte) (int, error) {
 // call start. Every Queryd of the env gets opts.
 func newEnv(t *testing.T, tr *truth, cfg Config, opts ...Option) *env {
 	t.Helper()
-	return newEnvOn(t, tr, cfg, testserver.RedisClient(t), opts...)
+	r := testserver.Redis(t)
+	rdb := redis.NewClient(testserver.RedisOptions(r))
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnvOn(t, tr, cfg, rdb, opts...)
+	e.redis = r
+	return e
 }
 
 // newEnvOn is newEnv on rdb.

@@ -317,12 +317,22 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	for _, m := range fixes {
 		need[minuteKey{pubQ, m}] = struct{}{}
 	}
+	// What watchers that hold a minute get again when its list changed:
+	// the fixes, and the minutes the publisher hands out now. A watcher
+	// may hold one of those already: a poll that delivered it and then
+	// failed to publish (Redis down, a failover). Publishing it now marks
+	// its revisions handled, so it would never be a fix, and the watcher
+	// would keep that poll's list while Redis gets a newer one.
+	recheck := slices.Clone(fixes)
+	for m := lo; m <= hi; m++ {
+		recheck = append(recheck, m)
+	}
 	for _, s := range subs {
 		lo, hi := s.newMinutes(upto)
 		for m := lo; m <= hi; m++ {
 			need[minuteKey{s.q, m}] = struct{}{}
 		}
-		for _, m := range fixes {
+		for _, m := range recheck {
 			if _, ok := s.sent[m]; ok {
 				need[minuteKey{s.q, m}] = struct{}{}
 			}
@@ -334,7 +344,7 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	}
 	keep := pub.revs.oldest(horizon)
 	for _, s := range subs {
-		q.deliver(s, upto, fixes, keep, tops)
+		q.deliver(s, upto, recheck, keep, tops)
 	}
 	if err := q.publishRedis(ctx, pub, upto, fixes, tops); err != nil {
 		return err
@@ -533,11 +543,11 @@ func decodeStored(v any) ([]AdCount, bool) {
 	return fromProtoAds(resp.GetAds()), true
 }
 
-// deliver hands s the changed minutes fixes that it was handed before
-// when their list for it changed, then its new minutes, in minute order,
+// deliver hands s the minutes of recheck that it was handed before when
+// their list for it changed, then its new minutes, in minute order,
 // without ever blocking: a watcher whose buffer is full is dropped. It
 // forgets the minutes before keep, which can no longer change.
-func (q *Queryd) deliver(s *subscriber, upto int64, fixes []int64, keep int64, tops map[minuteKey][]AdCount) {
+func (q *Queryd) deliver(s *subscriber, upto int64, recheck []int64, keep int64, tops map[minuteKey][]AdCount) {
 	send := func(m int64, ads []AdCount, h uint64) bool {
 		select {
 		case s.ch <- TopResult{Ads: ads, From: m, To: m + 1, Complete: true}:
@@ -548,7 +558,7 @@ func (q *Queryd) deliver(s *subscriber, upto int64, fixes []int64, keep int64, t
 		s.sent[m] = h
 		return true
 	}
-	for _, m := range fixes {
+	for _, m := range recheck {
 		old, ok := s.sent[m]
 		if !ok {
 			continue

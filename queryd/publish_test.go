@@ -468,3 +468,49 @@ func TestAnnounceAfterFailedPublish(t *testing.T) {
 	tr.setAllWatermarks((base + 5) * minuteMs)
 	expect(t, "next minute", pubsub.next(), tr, base+4, 5, Filter{})
 }
+
+// TestWatcherCorrectedAfterRedisOutage: a poll hands a new minute to a
+// watcher and then cannot publish it, Redis being down (a failover). Late
+// events change the minute before Redis is back; the poll that then
+// publishes it must give the watcher the new list too, though the minute
+// is no correction to the publisher (it never published it). Before, the
+// watcher kept the list of the failed poll for good.
+func TestWatcherCorrectedAfterRedisOutage(t *testing.T) {
+	r := testserver.Redis(t)
+	rdb := redis.NewClient(testserver.RedisOptions(r))
+	t.Cleanup(func() { _ = rdb.Close() })
+	tr, e, _ := startPublishing(t, testConfig(), rdb)
+	e.redis = r
+	ctx := e.ctx
+	w := watch(t, ctx, e.qc, &clickaggv1.WatchPopularAdsRequest{})
+	expect(t, "watch start", w.next(), tr, base+3, 100, Filter{})
+
+	e.redis.Kill()
+	m := base + 4
+	tr.setAllWatermarks((m + 1) * minuteMs)
+	expect(t, "new minute, redis down", w.next(), tr, m, 100, Filter{})
+	waitPolls(t, tr)
+	if _, err := e.rdb.Get(ctx, TopKey("clickagg", m)).Result(); err == nil {
+		t.Fatal("redis answers while killed")
+	}
+	var late []click
+	for i := range 15 {
+		late = append(late, click{ad: "ad-late", minute: m, country: "US", ip: "10.0.0.3", userID: fmt.Sprintf("late%d", i)})
+	}
+	tr.add(late...)
+	if err := e.redis.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := w.next()
+	expect(t, "watch after redis is back", got, tr, m, 100, Filter{})
+	if got.ads[0] != (AdCount{AdID: "ad-late", Count: 15}) {
+		t.Fatalf("minute %d on the watch after redis is back: %v, want ad-late first", m, got)
+	}
+	testserver.Eventually(t, 30*time.Second, func() error {
+		p, ok := stored(t, ctx, e.rdb, m)
+		if !ok || p.ads[0] != (AdCount{AdID: "ad-late", Count: 15}) {
+			return fmt.Errorf("minute %d stored as %v", m, p)
+		}
+		return nil
+	})
+}

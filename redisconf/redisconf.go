@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,9 +27,12 @@ type Config struct {
 	SentinelAddrs  string
 	Username       string
 	PasswordFile   string
-	TLS            bool
-	TLSCAFile      string
-	TLSServerName  string
+	// SentinelPasswordFile holds the sentinels' own password (their
+	// requirepass), which need not be the data nodes'.
+	SentinelPasswordFile string
+	TLS                  bool
+	TLSCAFile            string
+	TLSServerName        string
 	// PoolSize is the connection pool per server; 0 is go-redis's default.
 	// No flag sets it: the server sizes it for its own concurrency.
 	PoolSize int
@@ -67,7 +71,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(addrValue{c}, "redis.addr", "`host:port` of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
 	fs.StringVar(&c.ClusterAddrs, "redis.cluster-addrs", "", "Redis Cluster seed addresses, comma-separated host:port; the client learns the other nodes from them")
 	fs.StringVar(&c.SentinelMaster, "redis.sentinel-master", "", "name of the Redis primary that the sentinels of -redis.sentinel-addrs watch")
-	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master")
+	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master; list them all: a primary is dialled only when none of them names another")
+	fs.StringVar(&c.SentinelPasswordFile, "redis.sentinel-password-file", "", "file holding the sentinels' own password (their requirepass; may be the same file as -redis.password-file), read at start; empty: the sentinels need none")
 	fs.StringVar(&c.Username, "redis.username", "", "Redis ACL user; empty is the default user (needs -redis.password-file)")
 	fs.StringVar(&c.PasswordFile, "redis.password-file", "", "file holding the Redis password (a mounted Kubernetes Secret), read at start; a trailing newline is ignored; empty: no password")
 	fs.BoolVar(&c.TLS, "redis.tls", false, "connect to Redis over TLS")
@@ -111,12 +116,19 @@ func (c *Config) Validate() error {
 		}
 	} else if c.SentinelAddrs != "" {
 		return errors.New("-redis.sentinel-addrs: set without -redis.sentinel-master, the primary's name to ask them for")
+	} else if c.SentinelPasswordFile != "" {
+		return errors.New("-redis.sentinel-password-file: set without -redis.sentinel-master")
 	}
 	if c.Username != "" && c.PasswordFile == "" {
 		return fmt.Errorf("-redis.username %q: needs -redis.password-file", c.Username)
 	}
 	if c.PasswordFile != "" {
 		if _, err := readPassword(c.PasswordFile); err != nil {
+			return err
+		}
+	}
+	if c.SentinelPasswordFile != "" {
+		if _, err := ReadPasswordFile(c.SentinelPasswordFile, "-redis.sentinel-password-file"); err != nil {
 			return err
 		}
 	}
@@ -172,6 +184,11 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 	case c.SentinelMaster != "":
 		o.MasterName = c.SentinelMaster
 		o.Addrs, _ = addrList("-redis.sentinel-addrs", c.SentinelAddrs)
+		if c.SentinelPasswordFile != "" {
+			if o.SentinelPassword, err = ReadPasswordFile(c.SentinelPasswordFile, "-redis.sentinel-password-file"); err != nil {
+				return nil, err
+			}
+		}
 	default:
 		o.Addrs = []string{c.addr()}
 	}
@@ -180,9 +197,11 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 
 // NewClient returns a client for the configuration. In Cluster and
 // Sentinel modes it first checks, within CheckTimeout, that a seed answers
-// as a cluster node or that a sentinel knows the master and the master
-// answers; its error names the flag to fix. A single server is not
-// contacted.
+// as a cluster node and that the cluster assigns every hash slot, or that
+// a sentinel knows the master and the master answers; its error names the
+// flag to fix. A single server is not contacted. A Sentinel client dials
+// only a primary that most sentinels name and none contradicts (see
+// agreement).
 func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	o, err := c.Options()
 	if err != nil {
@@ -197,21 +216,27 @@ func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	switch {
 	case c.ClusterAddrs != "":
 		rdb := redis.NewClusterClient(o.Cluster())
-		// The PING goes to a node of the slot map, which the client first
-		// loads from a seed: it fails when no seed answers as a cluster
-		// node.
-		if err := rdb.Ping(cctx).Err(); err != nil {
+		if err := c.checkCluster(cctx, rdb); err != nil {
 			_ = rdb.Close()
-			return nil, fmt.Errorf("-redis.cluster-addrs %s: no seed answered as a Redis Cluster node: %w", c.ClusterAddrs, err)
+			return nil, err
 		}
 		return rdb, nil
 	case c.SentinelMaster != "":
 		if err := c.checkSentinels(cctx, o); err != nil {
 			return nil, err
 		}
-		rdb := redis.NewFailoverClient(o.Failover())
+		agree := newAgreement(o)
+		fo := o.Failover()
+		fo.Dialer = agree.dial
+		rdb := &failoverClient{Client: redis.NewFailoverClient(fo), agreement: agree}
 		if err := rdb.Ping(cctx).Err(); err != nil {
 			_ = rdb.Close()
+			if errors.Is(err, ErrSentinelsDisagree) {
+				return nil, fmt.Errorf("-redis.sentinel-addrs %s: %w", c.SentinelAddrs, err)
+			}
+			if cerr := c.CredentialsError(err); cerr != nil {
+				return nil, fmt.Errorf("-redis.sentinel-master %s: %w", c.SentinelMaster, cerr)
+			}
 			return nil, fmt.Errorf("-redis.sentinel-master %s: the primary the sentinels name does not answer: %w", c.SentinelMaster, err)
 		}
 		return rdb, nil
@@ -220,12 +245,75 @@ func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	}
 }
 
+// checkCluster checks that a seed answers as a cluster node and that the
+// cluster serves every hash slot: clickagg's keys hash to any slot, and a
+// slot that no node holds would fail every write to it with CLUSTERDOWN
+// until someone assigns it (a cluster half created, a node removed with
+// its slots). A slot whose primary is down but assigned passes: failover
+// brings it back without anyone's help.
+func (c *Config) checkCluster(ctx context.Context, rdb *redis.ClusterClient) error {
+	// The PING goes to a node of the slot map, which the client first
+	// loads from a seed, trying each in turn: it fails when no seed
+	// answers as a cluster node.
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		if cerr := c.CredentialsError(err); cerr != nil {
+			return fmt.Errorf("-redis.cluster-addrs %s: %w", c.ClusterAddrs, cerr)
+		}
+		return fmt.Errorf("-redis.cluster-addrs %s: no seed answered as a Redis Cluster node: %w", c.ClusterAddrs, err)
+	}
+	//lint:ignore SA1019 CLUSTER SHARDS needs Redis 7; SLOTS answers on 6 and 7, and is what the client itself loads its slot map with.
+	slots, err := rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("-redis.cluster-addrs %s: CLUSTER SLOTS: %w", c.ClusterAddrs, err)
+	}
+	if missing, n := uncovered(slots); n > 0 {
+		return fmt.Errorf("-redis.cluster-addrs %s: the Redis Cluster assigns hash slots %s (%d of %d) to no node: assign them (redis-cli --cluster fix, or CLUSTER ADDSLOTSRANGE) and start again",
+			c.ClusterAddrs, missing, n, clusterSlots)
+	}
+	return nil
+}
+
+// clusterSlots is the number of hash slots of a Redis Cluster.
+const clusterSlots = 16384
+
+// uncovered returns the hash slots that no range of slots names, as
+// comma-separated ranges, and how many they are.
+func uncovered(slots []redis.ClusterSlot) (string, int) {
+	var covered [clusterSlots]bool
+	for _, s := range slots {
+		for i := max(s.Start, 0); i <= min(s.End, clusterSlots-1); i++ {
+			covered[i] = true
+		}
+	}
+	var ranges []string
+	n := 0
+	for i := 0; i < clusterSlots; {
+		if covered[i] {
+			i++
+			continue
+		}
+		j := i
+		for j+1 < clusterSlots && !covered[j+1] {
+			j++
+		}
+		n += j - i + 1
+		if i == j {
+			ranges = append(ranges, strconv.Itoa(i))
+		} else {
+			ranges = append(ranges, fmt.Sprintf("%d-%d", i, j))
+		}
+		i = j + 1
+	}
+	return strings.Join(ranges, ","), n
+}
+
 // checkSentinels asks each sentinel for the master, so that a wrong name
-// is told apart from sentinels that cannot be reached.
+// is told apart from sentinels that cannot be reached, and a sentinel
+// that refuses clickagg's sentinel password from one that is down.
 func (c *Config) checkSentinels(ctx context.Context, o *redis.UniversalOptions) error {
 	var errs []error
 	for _, addr := range o.Addrs {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, TLSConfig: o.TLSConfig, MaxRetries: -1})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: o.SentinelPassword, TLSConfig: o.TLSConfig, MaxRetries: -1})
 		_, err := sc.GetMasterAddrByName(ctx, c.SentinelMaster).Result()
 		_ = sc.Close()
 		if err == nil {
@@ -234,9 +322,52 @@ func (c *Config) checkSentinels(ctx context.Context, o *redis.UniversalOptions) 
 		if errors.Is(err, redis.Nil) {
 			return fmt.Errorf("-redis.sentinel-master %q: sentinel %s knows no master by that name", c.SentinelMaster, addr)
 		}
+		if refused(err) {
+			if c.SentinelPasswordFile == "" {
+				return fmt.Errorf("-redis.sentinel-password-file: empty, and sentinel %s requires a password: %w: %w", addr, ErrCredentials, err)
+			}
+			return fmt.Errorf("-redis.sentinel-password-file %s: sentinel %s refused it: %w: %w", c.SentinelPasswordFile, addr, ErrCredentials, err)
+		}
 		errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
 	}
 	return fmt.Errorf("-redis.sentinel-addrs %s: no sentinel answered: %w", c.SentinelAddrs, errors.Join(errs...))
+}
+
+// ErrCredentials means that Redis refused clickagg's user or password, or
+// the user may not run a command clickagg needs: configuration that
+// retrying cannot fix.
+var ErrCredentials = errors.New("redis refused the credentials")
+
+// CredentialsError returns err wrapped with ErrCredentials and naming the
+// flag to fix when it is Redis refusing the configured user or password
+// (WRONGPASS, NOAUTH, NOPERM, or a password given to a Redis that has
+// none); otherwise nil. A client reports these on the first command of a
+// connection, so callers that wait for Redis with retries (a single server
+// is not contacted by NewClient) ask this of their errors and stop.
+func (c *Config) CredentialsError(err error) error {
+	if err == nil || errors.Is(err, ErrCredentials) || !refused(err) {
+		return nil
+	}
+	who := "the default user"
+	if c.Username != "" {
+		who = fmt.Sprintf("user %q (-redis.username)", c.Username)
+	}
+	switch {
+	case redis.IsPermissionError(err):
+		return fmt.Errorf("-redis.username %q: the user may not run a command clickagg needs (give it ~* +@all): %w: %w", c.Username, ErrCredentials, err)
+	case c.PasswordFile == "":
+		return fmt.Errorf("-redis.password-file: empty, and Redis requires a password for %s: %w: %w", who, ErrCredentials, err)
+	default:
+		return fmt.Errorf("-redis.password-file %s: Redis refused this password for %s: %w: %w", c.PasswordFile, who, ErrCredentials, err)
+	}
+}
+
+// refused reports whether err is a server refusing a client's
+// credentials.
+func refused(err error) bool {
+	return redis.IsAuthError(err) || redis.IsPermissionError(err) ||
+		// AUTH with a password to a server that has none.
+		strings.Contains(err.Error(), "called without any password configured")
 }
 
 func (c *Config) tlsConfig() (*tls.Config, error) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/testserver"
 )
 
 // TestTLS starts a redis-server with a TLS port whose certificate a CA of
@@ -26,15 +27,7 @@ import (
 // it is refused; plain text on the TLS port fails.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey := newCert(t, nil, nil, "test ca")
-	cert, key := newCert(t, ca, caKey, "redis.test")
-	caFile := writePEM(t, dir, "ca.pem", "CERTIFICATE", ca.Raw)
-	certFile := writePEM(t, dir, "redis.pem", "CERTIFICATE", cert.Raw)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := writePEM(t, dir, "redis.key", "EC PRIVATE KEY", keyDER)
+	caFile, certFile, keyFile := serverCert(t, dir)
 	otherCA, _ := newCert(t, nil, nil, "other ca")
 	otherCAFile := writePEM(t, dir, "other-ca.pem", "CERTIFICATE", otherCA.Raw)
 
@@ -77,6 +70,65 @@ func TestTLS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSentinelTLS: a primary and its sentinel both speak TLS only to
+// clients (the sentinel reaches the primary over TLS too): a client with
+// -redis.tls asks the sentinel over TLS and dials the primary it names
+// over TLS (redisconf's own dialer, which replaces go-redis's).
+func TestSentinelTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := serverCert(t, dir)
+	tlsArgs := []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", "no"}
+
+	ctx := context.Background()
+	tlsAddr := testserver.DeadAddr(t)
+	_, port, _ := net.SplitHostPort(tlsAddr)
+	srv, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "no",
+		Args: append([]string{"--tls-port", port}, tlsArgs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	sentinelTLS := testserver.DeadAddr(t)
+	_, sport, _ := net.SplitHostPort(sentinelTLS)
+	s, err := localserver.StartSentinel(ctx, localserver.SentinelConfig{
+		Dir: filepath.Join(dir, "sentinel"), MasterName: "m", MasterAddr: tlsAddr, MasterPassword: srv.Password,
+		Args: append([]string{"--tls-port", sport, "--tls-replication", "yes"}, tlsArgs...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+
+	args := []string{"-redis.sentinel-master=m", "-redis.sentinel-addrs=" + sentinelTLS, "-redis.password-file=" + srv.PasswordFile,
+		"-redis.tls", "-redis.tls-ca-file=" + caFile, "-redis.tls-server-name=redis.test"}
+	// The sentinel names the primary once it has reached it, over TLS.
+	testserver.Eventually(t, 30*time.Second, func() error {
+		c := parse(t, args...)
+		c.CheckTimeout = 5 * time.Second
+		client, err := c.NewClient(ctx)
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		return client.Set(ctx, "sentinel-over-tls", "1", 0).Err()
+	})
+}
+
+// serverCert writes, under dir, a test CA and a certificate and key it
+// signed for the name redis.test, and returns their files.
+func serverCert(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	ca, caKey := newCert(t, nil, nil, "test ca")
+	cert, key := newCert(t, ca, caKey, "redis.test")
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, dir, "ca.pem", "CERTIFICATE", ca.Raw),
+		writePEM(t, dir, "redis.pem", "CERTIFICATE", cert.Raw),
+		writePEM(t, dir, "redis.key", "EC PRIVATE KEY", keyDER)
 }
 
 // newCert returns a certificate for name signed by parent (self-signed, a

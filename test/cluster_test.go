@@ -23,8 +23,9 @@ import (
 type testCluster struct {
 	t          *testing.T
 	dir        string
-	redis      *localserver.Redis        // nil on a Redis Cluster
-	rcluster   *localserver.RedisCluster // set when spec.redisCluster is
+	redis      *localserver.Redis         // nil on a Redis Cluster or under Sentinel
+	rcluster   *localserver.RedisCluster  // set when spec.redisCluster is
+	rsentinel  *localserver.RedisSentinel // set when spec.redisSentinel is
 	etcd       *localserver.Etcd
 	partitions int
 	common     []string
@@ -49,6 +50,11 @@ type clusterSpec struct {
 	// Redis Cluster of that many primaries with that many replicas each
 	// instead of one redis-server.
 	redisCluster struct{ primaries, replicas int }
+	// redisSentinel, when its sentinels are set, runs the cluster on a
+	// primary with that many replicas under that many sentinels (quorum a
+	// majority, down after 5s), which have a password of their own;
+	// clickagg finds the primary through the sentinels.
+	redisSentinel struct{ replicas, sentinels int }
 }
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
@@ -60,6 +66,19 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		c.common = append(c.common,
 			"-redis.cluster-addrs="+strings.Join(c.rcluster.Addrs(), ","),
 			"-redis.password-file="+c.rcluster.Nodes[0].PasswordFile)
+	} else if spec.redisSentinel.sentinels > 0 {
+		c.rsentinel = testserver.RedisSentinel(t, localserver.RedisSentinelConfig{
+			Replicas: spec.redisSentinel.replicas, Sentinels: spec.redisSentinel.sentinels, SentinelPassword: true,
+			// Not 1s: a primary that stalls longer on an fsync (2 shared
+			// cores, a busy disk) was failed over a second time, back to
+			// the old primary, losing what the first promotion took.
+			DownAfter: 5 * time.Second,
+		})
+		c.common = append(c.common,
+			"-redis.sentinel-master="+c.rsentinel.MasterName,
+			"-redis.sentinel-addrs="+strings.Join(c.rsentinel.SentinelAddrs(), ","),
+			"-redis.sentinel-password-file="+c.rsentinel.SentinelPasswordFile,
+			"-redis.password-file="+c.rsentinel.Nodes[0].PasswordFile)
 	} else {
 		rs, err := localserver.StartRedis(context.Background(), localserver.RedisConfig{Dir: filepath.Join(dir, "redis"), AppendFsync: "everysec"})
 		if err != nil {
@@ -106,13 +125,17 @@ func (c *testCluster) flags(target string, extra []string) []string {
 	return append(append(append([]string{}, c.common...), target), extra...)
 }
 
-// redisClient returns a client to the cluster's Redis (one server or a
-// Redis Cluster), closed by the test's cleanup.
+// redisClient returns a client to the cluster's Redis (one server, a
+// Redis Cluster, or the primary the sentinels name), closed by the test's
+// cleanup.
 func (c *testCluster) redisClient() redis.UniversalClient {
 	var rdb redis.UniversalClient
-	if c.rcluster != nil {
+	switch {
+	case c.rcluster != nil:
 		rdb = redis.NewClusterClient(testserver.RedisClusterOptions(c.rcluster))
-	} else {
+	case c.rsentinel != nil:
+		rdb = redis.NewFailoverClient(testserver.RedisSentinelOptions(c.rsentinel))
+	default:
 		rdb = redis.NewClient(testserver.RedisOptions(c.redis))
 	}
 	c.t.Cleanup(func() { _ = rdb.Close() })

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -138,26 +137,12 @@ func TestWrongRedisIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := append(c.flags("-target="+role, nil), "-redis.addr="+other.Addr, "-redis.password-file="+other.PasswordFile, fmt.Sprintf("-grpc.addr=127.0.0.1:%d", port), "-http.addr=", "-id=wrong-"+role)
-		cmd := exec.Command(binary, args...)
-		var out lockedBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		code, out := runToExit(t, time.Minute, args...)
+		if code == 0 {
+			t.Errorf("%s exited with status 0, want a non-zero status", role)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err = <-done:
-		case <-time.After(time.Minute):
-			_ = cmd.Process.Kill()
-			t.Fatalf("%s with the wrong redis still runs after a minute:\n%s", role, out.String())
-		}
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
-			t.Errorf("%s exited with %v, want a non-zero status", role, err)
-		}
-		if !strings.Contains(out.String(), "not the cluster's redis") {
-			t.Errorf("%s output does not say why:\n%s", role, out.String())
+		if !strings.Contains(out, "not the cluster's redis") {
+			t.Errorf("%s output does not say why:\n%s", role, out)
 		}
 	}
 	if got := owners(t, c); got["wrong-aggregator"] != 0 || got["aggregator-1"] != 4 {

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +74,17 @@ func NewEtcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	return c
 }
 
+// DeadAddr returns a loopback address that nobody listens on: a port
+// that was free a moment ago, which FreePort hands out to nobody else.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	port, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
 // Eventually polls cond every 10ms until it returns nil or timeout passes,
 // then fails the test with cond's last error.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
@@ -98,31 +106,14 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 // under name, and returns its address once it names the master.
 func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s, err := localserver.StartSentinel(context.Background(), localserver.SentinelConfig{
+		Dir: t.TempDir(), MasterName: name, MasterAddr: master.Addr, MasterPassword: master.Password,
+	})
 	if err != nil {
-		t.Fatal(localserver.ErrNoRedisServer)
+		t.Fatalf("start sentinel: %v", err)
 	}
-	dir := t.TempDir()
-	port, err := localserver.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, mport, _ := strings.Cut(master.Addr, ":")
-	conf := filepath.Join(dir, "sentinel.conf")
-	// Sentinel rewrites its config file, so it gets one of its own.
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\nsentinel auth-pass %s %s\n",
-		port, dir, name, host, mport, name, master.Password)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, conf, "--sentinel", "--logfile", filepath.Join(dir, "sentinel.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	t.Cleanup(s.Kill)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
 	defer sc.Close()
 	Eventually(t, 30*time.Second, func() error {
 		got, err := sc.GetMasterAddrByName(context.Background(), name).Result()
@@ -134,7 +125,39 @@ func Sentinel(t testing.TB, name string, master *localserver.Redis) string {
 		}
 		return nil
 	})
-	return addr
+	return s.Addr
+}
+
+// RedisSentinel starts a primary with cfg.Replicas replicas under
+// cfg.Sentinels sentinels, in a directory of the test's, every server
+// with AOF fsynced on every write as in production. Unless cfg says
+// otherwise, a sentinel thinks the primary down after 1s without an
+// answer and a failover may take 5s, so that a test sees one within
+// seconds (Redis's defaults: 30s and 3m).
+func RedisSentinel(t testing.TB, cfg localserver.RedisSentinelConfig) *localserver.RedisSentinel {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	if cfg.DownAfter == 0 {
+		cfg.DownAfter = time.Second
+	}
+	if cfg.FailoverTimeout == 0 {
+		cfg.FailoverTimeout = 5 * time.Second
+	}
+	if cfg.AppendFsync == "" {
+		cfg.AppendFsync = "always"
+	}
+	r, err := localserver.StartRedisSentinel(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start redis sentinel: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// RedisSentinelOptions are the client options that reach r's primary
+// through its sentinels.
+func RedisSentinelOptions(r *localserver.RedisSentinel) *redis.FailoverOptions {
+	return &redis.FailoverOptions{MasterName: r.MasterName, SentinelAddrs: r.SentinelAddrs(), SentinelPassword: r.SentinelPassword, Password: r.Password}
 }
 
 // RedisCluster starts a Redis Cluster of primaries primaries with
@@ -155,6 +178,39 @@ func RedisCluster(t testing.TB, primaries, replicasPerPrimary int) *localserver.
 	}
 	t.Cleanup(func() { _ = c.Stop() })
 	return c
+}
+
+// RedisClusterNode starts a Redis Cluster of one node that assigns itself
+// the hash slots from through through, and returns it once its CLUSTER
+// INFO says so. With fewer than all 16384 slots, its cluster_state is
+// fail: a cluster with uncovered slots, for tests of what refuses one.
+func RedisClusterNode(t testing.TB, from, through int) *localserver.Redis {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	node, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: dir, AppendFsync: "no",
+		Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")}})
+	if err != nil {
+		t.Fatalf("start redis cluster node: %v", err)
+	}
+	t.Cleanup(func() { _ = node.Stop() })
+	admin := redis.NewClient(RedisOptions(node))
+	defer admin.Close()
+	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", from, through).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := "cluster_state:ok"
+	if through-from+1 < 16384 {
+		want = "cluster_state:fail"
+	}
+	Eventually(t, 30*time.Second, func() error {
+		info, err := admin.ClusterInfo(ctx).Result()
+		if err != nil || !strings.Contains(info, want) || !strings.Contains(info, fmt.Sprintf("cluster_slots_assigned:%d", through-from+1)) {
+			return fmt.Errorf("cluster not settled: %v %q", err, info)
+		}
+		return nil
+	})
+	return node
 }
 
 // RedisClusterClient starts a Redis Cluster of 3 primaries with one

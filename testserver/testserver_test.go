@@ -3,11 +3,14 @@ package testserver_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -121,5 +124,62 @@ func TestRedisCluster(t *testing.T) {
 		if v, err := rdb.Get(ctx, k).Int(); err != nil || v != s {
 			t.Fatalf("GET %s after reshard = %d, %v; want %d", k, v, err, s)
 		}
+	}
+}
+
+// TestRedisSentinelFailover starts a primary, a replica and three
+// sentinels with a password of their own: a client through the sentinels
+// writes to the primary; once the primary is SIGKILLed the sentinels
+// promote the replica, the same client writes again without being told,
+// the write acknowledged by the replica before the kill is there, and the
+// old primary, restarted, comes back as the new primary's replica.
+func TestRedisSentinelFailover(t *testing.T) {
+	ctx := context.Background()
+	rs := testserver.RedisSentinel(t, localserver.RedisSentinelConfig{Replicas: 1, Sentinels: 3, SentinelPassword: true})
+	rdb := redis.NewFailoverClient(testserver.RedisSentinelOptions(rs))
+	defer rdb.Close()
+	if err := rdb.Set(ctx, "before", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1 = %d, %v; want 1 replica", n, err)
+	}
+	old, replica := rs.Nodes[0], rs.Nodes[1]
+	old.Kill()
+
+	sc := redis.NewSentinelClient(&redis.Options{Addr: rs.Sentinels[0].Addr, Password: rs.SentinelPassword})
+	defer sc.Close()
+	testserver.Eventually(t, 60*time.Second, func() error {
+		got, err := sc.GetMasterAddrByName(ctx, rs.MasterName).Result()
+		if err != nil {
+			return err
+		}
+		if a := strings.Join(got, ":"); a != replica.Addr {
+			return fmt.Errorf("sentinel names %s, want the replica %s", a, replica.Addr)
+		}
+		return nil
+	})
+	testserver.Eventually(t, 30*time.Second, func() error { return rdb.Set(ctx, "after", "2", 0).Err() })
+	if got, err := rdb.Get(ctx, "before").Result(); err != nil || got != "1" {
+		t.Fatalf("GET before = %q, %v; want 1", got, err)
+	}
+
+	if err := old.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	direct := redis.NewClient(testserver.RedisOptions(old))
+	defer direct.Close()
+	testserver.Eventually(t, 60*time.Second, func() error {
+		info, err := direct.Info(ctx, "replication").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") {
+			return fmt.Errorf("old primary: %q", info)
+		}
+		return nil
+	})
+	if got, err := direct.Get(ctx, "after").Result(); err != nil || got != "2" {
+		t.Fatalf("old primary as replica: GET after = %q, %v; want 2", got, err)
 	}
 }

@@ -1,0 +1,4 @@
+package redisconf
+
+// Uncovered is uncovered, for tests.
+var Uncovered = uncovered
