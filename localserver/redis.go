@@ -55,6 +55,9 @@ type Redis struct {
 	cmd          *exec.Cmd
 	done         chan struct{}
 	err          error
+	// cfg started it, with the port it listens on: Restart starts it
+	// again so.
+	cfg RedisConfig
 }
 
 // redisPort picks the port StartRedis was not given; tests take one.
@@ -142,7 +145,8 @@ func startRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Password: pw, PasswordFile: pwFile, cmd: cmd, done: make(chan struct{})}
+	cfg.Port = port
+	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Password: pw, PasswordFile: pwFile, cmd: cmd, done: make(chan struct{}), cfg: cfg}
 	go func() {
 		r.err = cmd.Wait()
 		close(r.done)
@@ -271,6 +275,42 @@ func (r *Redis) Stop() error {
 func (r *Redis) Kill() {
 	_ = r.cmd.Process.Kill()
 	<-r.done
+}
+
+// Signal sends sig to the server: SIGSTOP freezes it (a hung server, or
+// a replica that stops acknowledging), SIGCONT lets it go on.
+func (r *Redis) Signal(sig syscall.Signal) error {
+	return r.cmd.Process.Signal(sig)
+}
+
+// Restart starts a stopped or killed server again on the same port and
+// directory with the same arguments, as its supervisor would: it keeps
+// its data and its password, and a cluster node its nodes.conf, so it
+// rejoins its cluster.
+func (r *Redis) Restart(ctx context.Context) (*Redis, error) {
+	select {
+	case <-r.done:
+	default:
+		return nil, fmt.Errorf("restart redis-server on %s: it is still running", r.Addr)
+	}
+	return startRedis(ctx, r.cfg)
+}
+
+// StartReplica starts a redis-server that replicates primary (replicaof),
+// in cfg.Dir, with primary's password: it authenticates to primary with
+// its own (masterauth = requirepass), and a client of the primary reaches
+// it too. It returns once the server answers; the first sync may still
+// be running.
+func StartReplica(ctx context.Context, primary *Redis, cfg RedisConfig) (*Redis, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("redis data dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, PasswordFileName), []byte(primary.Password+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("redis password: %w", err)
+	}
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	cfg.Args = append([]string{"--replicaof", host, port}, cfg.Args...)
+	return StartRedis(ctx, cfg)
 }
 
 // pickAgain calls start, which picks the free ports it binds when picked
