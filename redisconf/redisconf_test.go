@@ -71,6 +71,9 @@ func TestValidate(t *testing.T) {
 		{name: "unreadable ca", args: []string{"-redis.tls", "-redis.tls-ca-file=" + missing}, wantErr: "-redis.tls-ca-file: open " + missing},
 		{name: "invalid ca", args: []string{"-redis.tls", "-redis.tls-ca-file=" + notPEM}, wantErr: "-redis.tls-ca-file " + notPEM + ": no PEM certificate"},
 		{name: "tls with system roots", args: []string{"-redis.tls", "-redis.tls-server-name=r"}, want: "127.0.0.1:6379"},
+		{name: "wait for a replica", args: []string{"-redis.wait-replicas=1"}, want: "127.0.0.1:6379"},
+		{name: "negative replicas", args: []string{"-redis.wait-replicas=-1"}, wantErr: "-redis.wait-replicas -1: must be 0"},
+		{name: "wait without timeout", args: []string{"-redis.wait-replicas=1", "-redis.wait-timeout=0s"}, wantErr: "-redis.wait-timeout 0s: must be positive with -redis.wait-replicas 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := parse(t, tc.args...)
