@@ -14,8 +14,9 @@ import (
 )
 
 // TestServerRefusesABadRedisAtStart: a router whose Redis Cluster seed
-// does not answer, or whose sentinel knows no master by the name given,
-// stops at start with an error naming the flag to fix, instead of waiting
+// does not answer, whose sentinel knows no master by the name given, or
+// whose primary has fewer replicas than -redis.wait-replicas, stops at
+// start with an error naming the flag to fix, instead of waiting
 // for a Redis that configuration will never bring.
 func TestServerRefusesABadRedisAtStart(t *testing.T) {
 	port, err := localserver.FreePort()
@@ -33,6 +34,10 @@ func TestServerRefusesABadRedisAtStart(t *testing.T) {
 		{"unreachable seed", []string{"-redis.cluster-addrs=" + nobody}, "-redis.cluster-addrs " + nobody},
 		{"wrong master name", []string{"-redis.sentinel-master=other", "-redis.sentinel-addrs=" + sentinel, "-redis.password-file=" + master.PasswordFile},
 			`-redis.sentinel-master "other"`},
+		{"replicas that one server lacks", []string{"-redis.addr=" + master.Addr, "-redis.password-file=" + master.PasswordFile, "-redis.wait-replicas=1"},
+			"redis " + master.Addr + " has 0 replicas connected, -redis.wait-replicas asks every write to reach 1"},
+		{"replicas that the sentinel's primary lacks", []string{"-redis.sentinel-master=mymaster", "-redis.sentinel-addrs=" + sentinel, "-redis.password-file=" + master.PasswordFile, "-redis.wait-replicas=1"},
+			"the redis primary has 0 replicas connected, -redis.wait-replicas asks every write to reach 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, cfg := newFlags()

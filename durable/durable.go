@@ -370,10 +370,10 @@ func (w *Writer) Check(ctx context.Context) error {
 	if w.opt.Replicas == 0 {
 		return nil
 	}
-	check := func(ctx context.Context, c redis.Cmdable, addr string) error {
+	check := func(ctx context.Context, c redis.Cmdable, who string) error {
 		info, err := c.Info(ctx, "replication").Result()
 		if err != nil {
-			return fmt.Errorf("redis %s: replication info: %w", addr, err)
+			return fmt.Errorf("%s: replication info: %w", who, err)
 		}
 		n := -1
 		for line := range strings.Lines(info) {
@@ -382,21 +382,23 @@ func (w *Writer) Check(ctx context.Context) error {
 			}
 		}
 		if n < 0 {
-			return fmt.Errorf("redis %s: no connected_slaves in INFO replication", addr)
+			return fmt.Errorf("%s: no connected_slaves in INFO replication", who)
 		}
 		if n < w.opt.Replicas {
-			return fmt.Errorf("redis %s has %d replicas connected, -redis.wait-replicas asks every write to reach %d: %w", addr, n, w.opt.Replicas, ErrTooFewReplicas)
+			return fmt.Errorf("%s has %d replicas connected, -redis.wait-replicas asks every write to reach %d: %w", who, n, w.opt.Replicas, ErrTooFewReplicas)
 		}
 		return nil
 	}
 	if cc, ok := w.rdb.(*redis.ClusterClient); ok {
 		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return check(ctx, c, c.Options().Addr)
+			return check(ctx, c, "redis primary "+c.Options().Addr)
 		})
 	}
-	addr := "redis"
-	if c, ok := w.rdb.(*redis.Client); ok {
-		addr = c.Options().Addr
+	who := "the redis primary"
+	// A Sentinel's client is a *redis.Client too, whose Addr is a
+	// placeholder: the primary's address is its own business.
+	if c, ok := w.rdb.(*redis.Client); ok && c.Options().Addr != "FailoverClient" {
+		who = "redis " + c.Options().Addr
 	}
-	return check(ctx, w.rdb, addr)
+	return check(ctx, w.rdb, who)
 }
