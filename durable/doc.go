@@ -33,9 +33,11 @@
 // MOVED (the slot moved, or a failover made another node its primary),
 // ASK (the slot is being migrated and the key is already on the target)
 // or TRYAGAIN (a multi-key command during a migration). Such a write was
-// not applied, so Do sends it again, by the same path, to the node the
-// answer names, with ASKING before it for ASK, after a short jittered
-// pause and a reload of the slot map, a few times at most. The redirected
+// not applied, so Do sends it again, by the same path, after a short
+// jittered pause and a reload of the slot map, a few times at most: to
+// the node the answer names when the slot map knows it by that address
+// (with ASKING before it for ASK), else to the slot's primary in the
+// reloaded map. The redirected
 // write must still be waited for on the connection that ran it, which the
 // ClusterClient's own redirection would not allow. A write that meets any
 // other error, a connection that breaks or a WAIT that comes back short

@@ -260,7 +260,12 @@ func TestTooFewReplicas(t *testing.T) {
 func TestClusterFollowsMoved(t *testing.T) {
 	ctx := context.Background()
 	be := cluster(t)
-	w := durable.New(be.rdb, durable.Options{Replicas: 1, Timeout: 2 * time.Second})
+	// A client made just before the failover does not reload its slot
+	// map for 10s unless a command is redirected.
+	o := be.rdb.(*redis.ClusterClient).Options()
+	stale := redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.Addrs, Password: o.Password})
+	defer stale.Close()
+	w := durable.New(stale, durable.Options{Replicas: 1, Timeout: 2 * time.Second})
 	ks := keys(32)
 	if _, _, err := appendAll(ctx, w, ks, "a"); err != nil {
 		t.Fatalf("Do: %v", err)
@@ -282,6 +287,9 @@ func TestClusterFollowsMoved(t *testing.T) {
 		}
 		return nil
 	})
+	if p, err := stale.MasterForKey(ctx, k); err != nil || p.Options().Addr == r.Addr {
+		t.Fatalf("the stale client names %v (%v) the primary of %s: the writes would not be redirected", p, err, k)
+	}
 	adds, sets, err := appendAll(ctx, w, ks, "b")
 	if err != nil {
 		t.Fatalf("Do after the failover: %v", err)
