@@ -128,10 +128,10 @@ type pipeliner interface {
 
 // run sends writes in one pipeline of c, with a WAIT after them when
 // Replicas is set, then the scripts c did not have by EVAL in a second
-// one. asking puts ASKING before each
-// write (they follow an ASK redirection to c). It returns an error for
-// what failed the pipeline as a whole: a WAIT that fell short, or no
-// answer; each write's own error is on its command.
+// one. asking puts ASKING before each write (they follow an ASK
+// redirection to c). It returns an error when a write failed for another
+// reason than a redirection, or the WAIT fell short; each write's own
+// reply is on its command.
 func (w *Writer) run(ctx context.Context, c pipeliner, writes []Write, asking bool) error {
 	sent, err := w.exec(ctx, c, writes, func(pipe redis.Pipeliner, wr Write) redis.Cmder {
 		if wr.script != nil {
@@ -141,14 +141,12 @@ func (w *Writer) run(ctx context.Context, c pipeliner, writes []Write, asking bo
 	}, asking)
 	var again []Write
 	for i, wr := range writes {
-		if wr.script == nil {
-			continue
+		if wr.script != nil {
+			copyReply(wr.cmd, sent[i])
+			if noScript(sent[i].Err()) {
+				again = append(again, wr)
+			}
 		}
-		if errors.Is(sent[i].Err(), redis.ErrNoScript) || redis.HasErrorPrefix(sent[i].Err(), "NOSCRIPT") {
-			again = append(again, wr)
-			continue
-		}
-		copyReply(wr.cmd, sent[i])
 	}
 	if err != nil || len(again) == 0 {
 		return err
@@ -187,11 +185,19 @@ func (w *Writer) exec(ctx context.Context, c pipeliner, writes []Write, cmd func
 	}
 	// Each command's error is on it; Exec's is the first of them.
 	_, _ = pipe.Exec(ctx)
-	if wait == nil {
-		return sent, nil
+	wrote := false
+	for _, c := range sent {
+		switch err := c.Err(); {
+		case err == nil:
+			wrote = true
+		case redirected(err) || noScript(err):
+			// Refused before it ran: sent again by the caller.
+		default:
+			// Failed, or its connection did (and WAIT's with it).
+			return sent, err
+		}
 	}
-	if !applied(sent) {
-		// Nothing was written that the WAIT could cover.
+	if wait == nil || !wrote {
 		return sent, nil
 	}
 	n, err := wait.Result()
@@ -204,16 +210,10 @@ func (w *Writer) exec(ctx context.Context, c pipeliner, writes []Write, cmd func
 	return sent, nil
 }
 
-// applied reports whether any command may have written: one that
-// answered, or one that failed for a reason other than a redirection or
-// a missing script, which are refused before anything runs.
-func applied(cmds []redis.Cmder) bool {
-	for _, c := range cmds {
-		if err := c.Err(); err == nil || !(redirected(err) || redis.HasErrorPrefix(err, "NOSCRIPT") || errors.Is(err, redis.ErrNoScript)) {
-			return true
-		}
-	}
-	return false
+// noScript reports whether err is a server's NOSCRIPT: the script did
+// not run.
+func noScript(err error) bool {
+	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // cluster runs writes on a Redis Cluster: grouped by the primary of
@@ -231,7 +231,6 @@ func (w *Writer) cluster(ctx context.Context, cc *redis.ClusterClient, writes []
 	// via holds the node an ASK or MOVED named for a write, for its next
 	// attempt; writes without one go to MasterForKey.
 	via := map[int]target{}
-	var failed error
 	redirects := 0
 	err := retry.Do(ctx, redirectPause, nil, func() error {
 		groups := map[target][]int{}
@@ -276,10 +275,10 @@ func (w *Writer) cluster(ctx context.Context, cc *redis.ClusterClient, writes []
 			})
 		}
 		if err := g.Wait(); err != nil {
-			// The group's writes are not acknowledged, whatever the
-			// other groups did.
+			// A group's writes are not acknowledged, so neither is Do,
+			// whatever the other groups did. The failure may be the
+			// primary's death: the next Do should find its successor.
 			cc.ReloadState(ctx)
-			failed = err
 			return retry.Permanent(err)
 		}
 		if len(again) == 0 {
@@ -294,10 +293,7 @@ func (w *Writer) cluster(ctx context.Context, cc *redis.ClusterClient, writes []
 		return fmt.Errorf("%d writes redirected", len(again))
 	})
 	if err != nil {
-		if failed == nil {
-			failed = err
-		}
-		return failed
+		return err
 	}
 	return firstErr(writes)
 }
