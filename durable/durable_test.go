@@ -204,9 +204,13 @@ func TestDoFailsWithoutReplica(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			be := b.start(t)
+			// A generous wait while the replica is up (the machine may
+			// be busy), a short one while it is frozen and cannot
+			// answer anyway.
+			up := durable.New(be.rdb, durable.Options{Replicas: 1, Timeout: 2 * time.Second})
 			w := durable.New(be.rdb, durable.Options{Replicas: 1, Timeout: 300 * time.Millisecond})
 			ks := keys(32)
-			if _, _, err := appendAll(ctx, w, ks, "a"); err != nil {
+			if _, _, err := appendAll(ctx, up, ks, "a"); err != nil {
 				t.Fatalf("Do: %v", err)
 			}
 			// A frozen replica stays connected and acknowledges nothing.
@@ -229,7 +233,7 @@ func TestDoFailsWithoutReplica(t *testing.T) {
 			}
 			cont()
 			testserver.Eventually(t, 30*time.Second, func() error {
-				_, _, err := appendAll(ctx, w, []string{k}, "c")
+				_, _, err := appendAll(ctx, up, []string{k}, "c")
 				return err
 			})
 		})

@@ -254,21 +254,31 @@ func ready(addr, password string) (pid int, err error) {
 }
 
 // Stop shuts the server down with SIGTERM (it flushes its AOF) and waits,
-// killing it after 10 seconds.
+// killing it after 10 seconds. SIGTERM is sent again every 200ms: a
+// server refuses to shut down while it writes its first AOF (a replica
+// just after its first sync logs "Writing initial AOF, can't exit") and
+// then runs on, and a repeated SIGTERM only asks again.
 func (r *Redis) Stop() error {
 	select {
 	case <-r.done:
 		return nil
 	default:
 	}
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
+	kill := time.After(10 * time.Second)
+	again := time.NewTicker(200 * time.Millisecond)
+	defer again.Stop()
+	for {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.done:
+			return nil
+		case <-again.C:
+		case <-kill:
+			_ = r.cmd.Process.Kill()
+			<-r.done
+			return nil
+		}
 	}
-	return nil
 }
 
 // Kill stops the server with SIGKILL, as a crash would.

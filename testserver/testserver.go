@@ -37,13 +37,17 @@ func Redis(t testing.TB) *localserver.Redis {
 // once primary counts it as an online replica (the first sync done).
 func RedisReplica(t testing.TB, primary *localserver.Redis) *localserver.Redis {
 	t.Helper()
+	c := redis.NewClient(RedisOptions(primary))
+	defer c.Close()
+	// The primary would wait 5s for more replicas before a diskless sync.
+	if err := c.ConfigSet(context.Background(), "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("redis replica: %v", err)
+	}
 	r, err := localserver.StartReplica(context.Background(), primary, localserver.RedisConfig{Dir: t.TempDir(), AppendFsync: "no"})
 	if err != nil {
 		t.Fatalf("start redis replica: %v", err)
 	}
 	t.Cleanup(func() { _ = r.Stop() })
-	c := redis.NewClient(RedisOptions(primary))
-	defer c.Close()
 	_, port, _ := strings.Cut(r.Addr, ":")
 	Eventually(t, 30*time.Second, func() error {
 		info, err := c.Info(context.Background(), "replication").Result()
