@@ -35,10 +35,7 @@ type backend struct {
 
 // single is one primary with one replica.
 func single(t *testing.T) backend {
-	p := testserver.Redis(t)
-	r := testserver.RedisReplica(t, p)
-	c := redis.NewClient(testserver.RedisOptions(p))
-	t.Cleanup(func() { _ = c.Close() })
+	c, r := testserver.RedisClientWithReplica(t)
 	return backend{
 		rdb:     c,
 		replica: func(*testing.T, string) *localserver.Redis { return r },

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/clickagg/clickagg/durable"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/testserver"
@@ -20,10 +18,7 @@ import (
 // naming the setting, while it does not.
 func TestAppendWaitsForReplica(t *testing.T) {
 	ctx := context.Background()
-	p := testserver.Redis(t)
-	r := testserver.RedisReplica(t, p)
-	rdb := redis.NewClient(testserver.RedisOptions(p))
-	defer rdb.Close()
+	rdb, r := testserver.RedisClientWithReplica(t)
 	// A generous wait while the replica is up (the machine may be busy),
 	// a short one while it is frozen and cannot answer anyway.
 	l := partlog.New(rdb, prefix, partlog.WithWriter(durable.New(rdb, durable.Options{Replicas: 1, Timeout: 2 * time.Second})))

@@ -62,6 +62,17 @@ func RedisReplica(t testing.TB, primary *localserver.Redis) *localserver.Redis {
 	return r
 }
 
+// RedisClientWithReplica starts a redis-server with one replica and
+// returns a client to the primary, and the replica.
+func RedisClientWithReplica(t testing.TB) (*redis.Client, *localserver.Redis) {
+	t.Helper()
+	p := Redis(t)
+	r := RedisReplica(t, p)
+	c := redis.NewClient(RedisOptions(p))
+	t.Cleanup(func() { _ = c.Close() })
+	return c, r
+}
+
 // RedisClient starts a redis-server and returns a client to it.
 func RedisClient(t testing.TB) *redis.Client {
 	t.Helper()
