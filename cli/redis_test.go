@@ -79,3 +79,25 @@ func TestRedisSettingsOnlyForRedisRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitShorterThanAppend: a router would give up on every append
+// before a wait for replicas as long as its append timeout ends.
+func TestWaitShorterThanAppend(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-redis.wait-replicas=1", "-redis.wait-timeout=2s", "-router.append-timeout=3s"}, ""},
+		{[]string{"-redis.wait-replicas=0", "-redis.wait-timeout=10s", "-router.append-timeout=3s"}, ""},
+		{[]string{"-redis.wait-replicas=1", "-redis.wait-timeout=3s", "-router.append-timeout=3s"}, "router: -redis.wait-timeout 3s: must be shorter than -router.append-timeout=3s"},
+	} {
+		fs, cfg := newFlags()
+		if err := parse(fs, append([]string{"-target=router"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: Validate = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

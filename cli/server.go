@@ -201,6 +201,11 @@ func (c *ServerConfig) Validate() error {
 		switch r {
 		case RoleRouter:
 			err = c.Router.Validate()
+			// The router gives up on an append after its timeout, so a
+			// wait as long never acknowledges anything.
+			if w := c.Redis.WaitTimeout; err == nil && c.Redis.WaitReplicas > 0 && w >= c.Router.AppendTimeout {
+				err = fmt.Errorf("-redis.wait-timeout %v: must be shorter than -router.append-timeout=%v", w, c.Router.AppendTimeout)
+			}
 		case RoleAggregator:
 			err = c.Aggregator.Validate()
 			if err == nil && c.ArchiveBucket != "" {
