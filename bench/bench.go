@@ -37,6 +37,9 @@ type Targets struct {
 	ClusterRedis string
 	// ClusterRedisPassword is its default user's password, if any.
 	ClusterRedisPassword string
+	// RedisNodes are every server of the cluster's Redis (primaries and
+	// replicas), all with ClusterRedisPassword, for RunTopology.
+	RedisNodes []string
 	// Redis serves the naive baseline and the snapshot measurement. Every
 	// key they write has a prefix of its own and is deleted afterwards.
 	Redis string

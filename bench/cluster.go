@@ -126,6 +126,7 @@ type ingestResult struct {
 	freshPaced  float64 // rate the freshness window was paced at
 	freshness   Latencies
 	saturated   Latencies // freshness probes during the measured window
+	probeAck    Latencies // the probes' Ingest calls
 	timeouts    int64
 	late        int64 // late events the cluster counted
 	duplicates  int64

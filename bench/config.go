@@ -58,6 +58,12 @@ type Config struct {
 	SteadyRate   int
 	SteadyWarmup time.Duration
 
+	// Topologies, when set, runs only the topology measurement
+	// (RunTopology) on each Redis setup, with freshness probes at
+	// TopologyRate events per second.
+	Topologies   bool
+	TopologyRate int
+
 	// PprofDir, when set, receives the raw profiles for go tool pprof.
 	PprofDir string
 
@@ -121,6 +127,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Steady, "bench.steady", 0, "instead of the cluster run, pace the workload at -bench.steady-rate for this long with click times at the clock, sample the cluster Redis's memory each second, and write the report's steady-ingest section: the partition logs must level off, trimmed once archived and snapshotted (0: no steady run)")
 	fs.IntVar(&c.SteadyRate, "bench.steady-rate", 100_000, "events per second of the -bench.steady run, below what the cluster sustains so that the logs measure the archive's lag rather than a queue")
 	fs.DurationVar(&c.SteadyWarmup, "bench.steady-warmup", 2*time.Minute, "the start of the -bench.steady run left out of its verdict, while the logs fill to their level (one to two -archive.interval)")
+	fs.BoolVar(&c.Topologies, "bench.redis-topologies", false, "instead of the cluster run, run the same load on a new local cluster for each Redis setup in turn (one redis-server; a Redis Cluster of 3 primaries; 3 primaries with a replica each, without and with -redis.wait-replicas=1): -bench.duration as fast as acknowledged after -bench.warmup, with each Redis server's CPU and memory, then -bench.freshness-duration paced at -bench.topology-rate with freshness probes; writes the report's topology section")
+	fs.IntVar(&c.TopologyRate, "bench.topology-rate", 20_000, "events per second of the -bench.redis-topologies freshness window, the same for every setup: below what the slowest setup sustains, so that freshness measures the pipeline rather than a queue")
 	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
 	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
 	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
@@ -167,6 +175,10 @@ func (c *Config) Validate() error {
 		// The minutes are the clock's, so a run starting mid-minute
 		// covers one fewer whole minute than its length.
 		return errors.New("-bench.steady: must be at least -bench.steady-warmup plus 3m, so that two whole clock minutes give a trend")
+	case c.TopologyRate < 1:
+		return errors.New("-bench.topology-rate: must be at least 1")
+	case c.Topologies && c.Steady > 0:
+		return errors.New("-bench.redis-topologies and -bench.steady: choose one")
 	case c.View != "auto" && c.View != "on" && c.View != "off":
 		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
 	}

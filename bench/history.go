@@ -176,6 +176,13 @@ func (res *HistoryResult) Markdown() string {
 // at mdPath, replacing the one there, or before the notes if there is
 // none; the rest of the file is kept.
 func (res *HistoryResult) WriteHistorySection(mdPath string) error {
+	return writeSection(mdPath, historyBegin, historyEnd, res.Markdown())
+}
+
+// writeSection puts section, which has the markers begin and end, into
+// the Markdown report at mdPath, replacing the one there, or before the
+// notes if there is none; the rest of the file is kept.
+func writeSection(mdPath, begin, end, section string) error {
 	old, err := os.ReadFile(mdPath)
 	if err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("read old report: %w", err)
@@ -183,7 +190,7 @@ func (res *HistoryResult) WriteHistorySection(mdPath string) error {
 	if err := os.MkdirAll(filepath.Dir(mdPath), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(mdPath, []byte(withSection(string(old), historyBegin, historyEnd, res.Markdown())), 0o644); err != nil {
+	if err := os.WriteFile(mdPath, []byte(withSection(string(old), begin, end, section)), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil

@@ -51,6 +51,7 @@ func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func() int6
 			cancel()
 			if err == nil && resp.Accepted == 1 {
 				ackAt = time.Now()
+				res.probeAck.Add(ackAt.Sub(start))
 				break
 			}
 			if err == nil {

@@ -416,7 +416,7 @@ func (r *Report) WriteFiles(mdPath, svg string) error {
 	}
 	md := r.Markdown(keptNotes(string(old)))
 	// The sections that -bench.history and -bench.steady write are kept.
-	for _, m := range [][2]string{{historyBegin, historyEnd}, {steadyBegin, steadyEnd}} {
+	for _, m := range [][2]string{{historyBegin, historyEnd}, {steadyBegin, steadyEnd}, {topologyBegin, topologyEnd}} {
 		if kept := keptSection(string(old), m[0], m[1]); kept != "" {
 			md = withSection(md, m[0], m[1], kept)
 		}

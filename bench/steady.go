@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -372,16 +370,5 @@ func (res *SteadyResult) Markdown() string {
 // WriteSteadySection puts the steady section into the Markdown report at
 // mdPath, replacing the one there, or before the notes if there is none.
 func (res *SteadyResult) WriteSteadySection(mdPath string) error {
-	old, err := os.ReadFile(mdPath)
-	if err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("read old report: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(mdPath), 0o755); err != nil {
-		return err
-	}
-	report := withSection(string(old), steadyBegin, steadyEnd, res.Markdown())
-	if err := os.WriteFile(mdPath, []byte(report), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
+	return writeSection(mdPath, steadyBegin, steadyEnd, res.Markdown())
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,6 +144,12 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		defer os.RemoveAll(dir)
 	}
 	steady := bc.Steady > 0
+	if bc.Topologies {
+		if t.Router != "" {
+			return nil, errors.New("-bench.redis-topologies starts its own clusters: it cannot measure -bench.router's")
+		}
+		return nil, benchTopologies(ctx, cfg, bc, dir, *appendFsync, commandLine(args), logger, out)
+	}
 	if t.Redis == "" && !steady {
 		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})
 		if err != nil {
@@ -169,23 +176,11 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 			return nil, err
 		}
 		defer deps.Close()
-		srv, err := NewServer(cfg, logger)
+		srv, stopSrv, done, err := startReady(ctx, cfg, logger)
 		if err != nil {
 			return nil, err
 		}
-		sctx, stopSrv := context.WithCancel(ctx)
 		defer stopSrv()
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(sctx) }()
-		select {
-		case <-srv.Ready():
-		case err := <-done:
-			return nil, fmt.Errorf("local cluster: %w", err)
-		case <-ctx.Done():
-			stopSrv()
-			<-done
-			return nil, ctx.Err()
-		}
 		// The cluster stops when the bench is done with it, or when the
 		// bench ends; if it stops on its own first, the bench is cancelled.
 		var once sync.Once
@@ -314,4 +309,26 @@ func optionalPassword(path, flagName string) (string, error) {
 		return "", nil
 	}
 	return redisconf.ReadPasswordFile(path, flagName)
+}
+
+// startReady runs a Server of cfg until stop is called, and returns once
+// it is ready; done receives what its Run returned.
+func startReady(ctx context.Context, cfg ServerConfig, lg *slog.Logger) (srv *Server, stop func(), done chan error, err error) {
+	if srv, err = NewServer(cfg, lg); err != nil {
+		return nil, nil, nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done = make(chan error, 1)
+	go func() { done <- srv.Run(sctx) }()
+	select {
+	case <-srv.Ready():
+		return srv, stop, done, nil
+	case err := <-done:
+		stop()
+		return nil, nil, nil, fmt.Errorf("local cluster: %w", err)
+	case <-ctx.Done():
+		stop()
+		<-done
+		return nil, nil, nil, ctx.Err()
+	}
 }

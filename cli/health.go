@@ -19,8 +19,9 @@ import (
 // readiness adds what each role needs to be ready:
 //
 //	every role:  etcd answers
-//	router:      its Redis is the cluster's and accepts writes (appends);
-//	             the split table is confirmed current
+//	router:      its Redis is the cluster's and accepts writes (appends),
+//	             or refuses them only for memory (the router says so to
+//	             every client); the split table is confirmed current
 //	aggregator:  its Redis is the cluster's and accepts writes
 //	             (snapshots); registered, and every partition it is
 //	             assigned serves; not giving its partitions back
@@ -32,13 +33,14 @@ func (s *Server) readiness(c *clickhealth.Checker, gate *clickhealth.Gate, etcd 
 	c.Add("etcd", etcd)
 	if s.usesRedis() {
 		c.Add("redis identity", gate.Check)
-		if s.has(RoleRouter) || s.has(RoleAggregator) {
-			role := RoleAggregator
-			if s.has(RoleRouter) {
-				role = RoleRouter
-			}
-			c.Add("redis", clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(s.cfg.RedisPrefix, role, s.cfg.ID)))
-		} else {
+		switch {
+		case s.has(RoleAggregator):
+			c.Add("redis", clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(s.cfg.RedisPrefix, RoleAggregator, s.cfg.ID)))
+		case s.has(RoleRouter):
+			// A full Redis leaves a router ready: it answers clicks with
+			// UNAVAILABLE naming Redis memory (RedisWritableOrFull).
+			c.Add("redis", clickhealth.RedisWritableOrFull(rdb, clickhealth.ProbeKey(s.cfg.RedisPrefix, RoleRouter, s.cfg.ID)))
+		default:
 			c.Add("redis", clickhealth.RedisReachable(rdb))
 		}
 	}

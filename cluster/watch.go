@@ -11,6 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/clickagg/clickagg/retry"
 )
 
 // state is the watched keys' current values by key.
@@ -46,7 +48,7 @@ func (c *Client) watch(ctx context.Context, key string, prefix bool, emit func(s
 		opts = append(opts, clientv3.WithPrefix())
 	}
 	var last state
-	retry := minRetry
+	pause := minRetry
 	for {
 		resp, err := c.cli.Get(ctx, key, opts...)
 		if err != nil {
@@ -56,13 +58,13 @@ func (c *Client) watch(ctx context.Context, key string, prefix bool, emit func(s
 			if !c.retryable(err) {
 				return fmt.Errorf("get %s: %w", key, err)
 			}
-			if err := sleep(ctx, retry); err != nil {
+			if err := retry.Sleep(ctx, pause); err != nil {
 				return err
 			}
-			retry = min(2*retry, maxRetry)
+			pause = min(2*pause, maxRetry)
 			continue
 		}
-		retry = minRetry
+		pause = minRetry
 		st := make(state, len(resp.Kvs))
 		for _, kv := range resp.Kvs {
 			st[string(kv.Key)] = kv
@@ -142,15 +144,4 @@ func (c *Client) retryable(err error) bool {
 		return true
 	}
 	return false
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

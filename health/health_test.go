@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,5 +117,40 @@ func TestVerifyRedis(t *testing.T) {
 	mine.Close()
 	if err := VerifyRedis(ctx, cl, mine, "p", "mine"); err == nil || errors.Is(err, ErrWrongRedis) {
 		t.Fatalf("unreachable redis: %v, want a transient error", err)
+	}
+}
+
+// TestRedisWritable fills a real Redis (maxmemory 1, noeviction): the
+// write probe fails saying Redis is full, the router's passes; once
+// maxmemory is raised both pass, and an unreachable Redis fails both.
+func TestRedisWritable(t *testing.T) {
+	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
+	writable, orFull := RedisWritable(rdb, ProbeKey("p", "aggregator", "a")), RedisWritableOrFull(rdb, ProbeKey("p", "router", "r"))
+	set := func(k, v string) {
+		t.Helper()
+		if err := rdb.ConfigSet(ctx, k, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("maxmemory-policy", "noeviction")
+	set("maxmemory", "1")
+	if err := writable(ctx); err == nil || !strings.Contains(err.Error(), "redis is full and refuses writes") {
+		t.Errorf("RedisWritable on a full Redis: %v, want it full", err)
+	}
+	if err := orFull(ctx); err != nil {
+		t.Errorf("RedisWritableOrFull on a full Redis: %v, want nil", err)
+	}
+	set("maxmemory", "0")
+	for name, check := range map[string]func(context.Context) error{"RedisWritable": writable, "RedisWritableOrFull": orFull} {
+		if err := check(ctx); err != nil {
+			t.Errorf("%s once maxmemory is raised: %v", name, err)
+		}
+	}
+	rdb.Close()
+	for name, check := range map[string]func(context.Context) error{"RedisWritable": writable, "RedisWritableOrFull": orFull} {
+		if err := check(ctx); err == nil {
+			t.Errorf("%s on a closed client: nil, want an error", name)
+		}
 	}
 }

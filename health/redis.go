@@ -25,6 +25,23 @@ func RedisWritable(rdb redis.Cmdable, key string) func(ctx context.Context) erro
 	}
 }
 
+// RedisWritableOrFull returns a check like RedisWritable that also passes
+// when Redis refuses the write only for lack of memory: for a router,
+// which answers every click with UNAVAILABLE naming Redis memory while
+// Redis is full, and resumes by itself when it is not. Taking every
+// router out of its Service would replace that answer with a bare
+// connection failure, and steer clients nowhere: all routers share the
+// full Redis.
+func RedisWritableOrFull(rdb redis.Cmdable, key string) func(ctx context.Context) error {
+	writable := RedisWritable(rdb, key)
+	return func(ctx context.Context) error {
+		if err := writable(ctx); err != nil && !redis.IsOOMError(err) {
+			return err
+		}
+		return nil
+	}
+}
+
 // RedisReachable returns a check that Redis answers PING.
 func RedisReachable(rdb redis.Cmdable) func(ctx context.Context) error {
 	return func(ctx context.Context) error { return rdb.Ping(ctx).Err() }

@@ -40,6 +40,9 @@ func check(m *manifest) []string {
 	for _, cj := range m.cronJobs {
 		c.cronJob(cj)
 	}
+	for _, j := range m.jobs {
+		c.job(j)
+	}
 	c.services()
 	c.pdbs()
 	c.hpas()
@@ -70,7 +73,7 @@ func (c *checker) selectsIn(ns string, sel *metav1.LabelSelector) []*workload {
 		return nil
 	}
 	var ws []*workload
-	for _, w := range c.m.workloads {
+	for _, w := range append(slices.Clone(c.m.workloads), c.m.jobWorkloads()...) {
 		if w.namespace == ns && s.Matches(labels.Set(w.template.Labels)) {
 			ws = append(ws, w)
 		}
@@ -836,6 +839,9 @@ func (c *checker) redis() {
 	}
 	if !mounted {
 		c.addf("%s: Redis's dir %q is not a persistent volume", w, conf["dir"])
+	}
+	if conf["cluster-enabled"] == "yes" {
+		c.redisCluster(w, conf)
 	}
 }
 

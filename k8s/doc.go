@@ -1,8 +1,10 @@
 // Package k8s holds the Kubernetes manifests of clickagg and their test.
 //
 // The manifests are a Kustomize base (base/) with the overlays dev and
-// production, a component that swaps the in-cluster Redis for an external
-// one (components/external-redis), an overlay that uses it
+// production, a component that makes the in-cluster Redis a Redis Cluster
+// of three primaries with a replica each (components/redis-cluster, used by
+// production), a component that swaps it for an external one
+// (components/external-redis), an overlay that uses it
 // (examples/external-redis), and an overlay that adds a DaemonSet of log
 // shippers in a namespace of its own (examples/shipper). This is a Go module of its own so that the
 // test's kustomize and Kubernetes API libraries stay out of clickagg's
@@ -21,6 +23,14 @@
 // their own privileged namespace; the reconcile CronJob runs `clickagg
 // reconcile` with its flags (`clickagg reconcile -help`) over a range,
 // once at a time, and fails its Job at once on the exit codes of
-// findings. It then plants mistakes in a copy of the
-// manifests and checks that each one is reported.
+// findings. On a Redis Cluster, the Job that creates it names exactly the
+// StatefulSet's pods with at least three primaries, node config lives on
+// the persistent volume, the Service is headless, the nodes and the Job
+// authenticate with the Secret that the Redis clients mount where
+// -redis.password-file points, and the clients get every pod in
+// -redis.cluster-addrs and no -redis.addr. In production builds nothing is
+// single: every Deployment and StatefulSet runs at least two pods (at its
+// autoscaler's minimum) and a PodDisruptionBudget selects it. It then
+// plants mistakes in a copy of the manifests and checks that each one is
+// reported.
 package k8s

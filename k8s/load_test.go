@@ -25,6 +25,7 @@ type manifest struct {
 	services   []*corev1.Service
 	workloads  []*workload
 	cronJobs   []*batchv1.CronJob
+	jobs       []*batchv1.Job
 	hpas       []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs       []*policyv1.PodDisruptionBudget
 	netpols    []*networkingv1.NetworkPolicy
@@ -114,6 +115,9 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 			obj, add = o, func() {
 				m.workloads = append(m.workloads, &workload{kind: "DaemonSet", name: o.Name, namespace: o.Namespace, selector: o.Spec.Selector, template: &o.Spec.Template})
 			}
+		case "batch/v1 Job":
+			o := &batchv1.Job{}
+			obj, add = o, func() { m.jobs = append(m.jobs, o) }
 		case "batch/v1 CronJob":
 			o := &batchv1.CronJob{}
 			obj, add = o, func() { m.cronJobs = append(m.cronJobs, o) }

@@ -74,6 +74,8 @@ type want struct {
 	// credentials they and the reconcile CronJob may take from the Secret
 	// clickagg-archive.
 	archive bool
+	// ha: nothing is single (checkHA).
+	ha bool
 }
 
 var builds = map[string]want{
@@ -87,18 +89,21 @@ var builds = map[string]want{
 	},
 	"overlays/production": {
 		archive:  true,
-		replicas: map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
+		ha:       true,
+		replicas: map[string]int32{"etcd": 3, "redis": 6, "coordinator": 2, "aggregator": 4},
 		hpa:      map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 	},
 	"examples/external-redis": {
 		archive:       true,
+		ha:            true,
 		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
 		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		externalRedis: true,
 	},
 	"examples/shipper": {
 		archive:   true,
-		replicas:  map[string]int32{"etcd": 3, "redis": 1, "coordinator": 2, "aggregator": 4},
+		ha:        true,
+		replicas:  map[string]int32{"etcd": 3, "redis": 6, "coordinator": 2, "aggregator": 4},
 		hpa:       map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		daemonSet: "shipper",
 	},
@@ -147,14 +152,21 @@ func TestManifests(t *testing.T) {
 					t.Error(p)
 				}
 			}
+			if w.ha {
+				for _, p := range checkHA(m) {
+					t.Error(p)
+				}
+			}
 			if w.daemonSet != "" {
 				if wl := m.workload(w.daemonSet); wl == nil || wl.kind != "DaemonSet" {
 					t.Errorf("no DaemonSet %s", w.daemonSet)
 				}
 			}
 			if w.externalRedis {
-				if addr := m.configMaps["clickagg"].Data["CLICKAGG_REDIS_ADDR"]; addr == "" || strings.Contains(addr, ".invalid") {
-					t.Errorf("external Redis: CLICKAGG_REDIS_ADDR is %q", addr)
+				data := m.configMaps["clickagg"].Data
+				addr := data["CLICKAGG_REDIS_ADDR"] + data["CLICKAGG_REDIS_CLUSTER_ADDRS"]
+				if addr == "" || strings.Contains(addr, ".invalid") {
+					t.Errorf("external Redis: CLICKAGG_REDIS_ADDR %q, CLICKAGG_REDIS_CLUSTER_ADDRS %q", data["CLICKAGG_REDIS_ADDR"], data["CLICKAGG_REDIS_CLUSTER_ADDRS"])
 				}
 			}
 		})
@@ -362,6 +374,62 @@ var mistakes = []struct {
 		want:  "StatefulSet etcd: ETCD_INITIAL_CLUSTER names [etcd-0 etcd-1 etcd-2], want the 5 pods [etcd-0 etcd-1 etcd-2 etcd-3 etcd-4]",
 	},
 	{
+		name:  "Redis Cluster pods out of step with the create Job and the seeds",
+		file:  "components/redis-cluster/redis.yaml",
+		old:   "  replicas: 6\n",
+		new:   "  replicas: 8\n",
+		build: "overlays/production",
+		want:  "Job redis-cluster-create: NODES names [redis-0.redis redis-1.redis redis-2.redis redis-3.redis redis-4.redis redis-5.redis], want the 8 pods of StatefulSet redis",
+	},
+	{
+		name:  "Redis Cluster with fewer than three primaries",
+		file:  "components/redis-cluster/create.yaml",
+		old:   "          value: \"1\"\n",
+		new:   "          value: \"2\"\n",
+		build: "overlays/production",
+		want:  "Job redis-cluster-create: 6 pods with 2 replicas per primary: want a multiple of 3 with at least 3 primaries",
+	},
+	{
+		name:  "Redis Cluster node config off the volume",
+		file:  "components/redis-cluster/redis.yaml",
+		old:   "    cluster-config-file /data/nodes.conf\n",
+		new:   "    cluster-config-file /tmp/nodes.conf\n",
+		build: "overlays/production",
+		want:  `ConfigMap redis: cluster-config-file "/tmp/nodes.conf" is not under dir "/data"`,
+	},
+	{
+		name:  "single Redis address on a Redis Cluster",
+		file:  "components/redis-cluster/kustomization.yaml",
+		old:   "    - op: remove\n      path: /data/CLICKAGG_REDIS_ADDR\n",
+		new:   "",
+		build: "overlays/production",
+		want:  `ConfigMap clickagg: CLICKAGG_REDIS_ADDR is "redis:6379" on a Redis Cluster`,
+	},
+	{
+		name:  "Redis password not mounted where the clients read it",
+		file:  "components/redis-cluster/clients.yaml",
+		old:   "  name: queryd\nspec:\n  template:\n    spec:\n      securityContext:\n        fsGroup: 65532\n      containers:\n      - name: clickagg\n        volumeMounts:\n        - name: redis-auth\n          mountPath: /etc/clickagg/redis\n",
+		new:   "  name: queryd\nspec:\n  template:\n    spec:\n      securityContext:\n        fsGroup: 65532\n      containers:\n      - name: clickagg\n        volumeMounts:\n        - name: redis-auth\n          mountPath: /etc/redis\n",
+		build: "overlays/production",
+		want:  `Deployment queryd: container clickagg: the Secret "redis-auth" is not mounted at /etc/clickagg/redis`,
+	},
+	{
+		name:  "a single router in production",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "      path: /spec/minReplicas\n      value: 3\n",
+		new:   "      path: /spec/minReplicas\n      value: 1\n",
+		build: "overlays/production",
+		want:  "Deployment router: 1 replica(s): nothing in production may be single",
+	},
+	{
+		name:  "routers without a PodDisruptionBudget",
+		file:  "base/router.yaml",
+		old:   "  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: router\n",
+		new:   "  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: clickagg\n      app.kubernetes.io/component: routers\n",
+		build: "overlays/production",
+		want:  "Deployment router: no PodDisruptionBudget selects it",
+	},
+	{
 		name: "Redis without fsync on every write",
 		file: "base/redis.yaml",
 		old:  "    appendfsync always\n",
@@ -437,6 +505,9 @@ func TestMistakes(t *testing.T) {
 			m, problems := load(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
 			if m != nil {
 				problems = append(problems, check(m)...)
+				if builds[dir].ha {
+					problems = append(problems, checkHA(m)...)
+				}
 			}
 			for _, p := range problems {
 				if strings.Contains(p, tc.want) {

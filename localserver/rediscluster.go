@@ -42,6 +42,8 @@ type RedisCluster struct {
 	// first assigned them (a failover may swap roles later).
 	Nodes    []*Redis
 	Password string
+	// cli is the redis-cli that created the cluster; Reshard uses it too.
+	cli string
 }
 
 // Addrs returns every node's address, usable as the seeds of a client.
@@ -93,7 +95,7 @@ func StartRedisCluster(ctx context.Context, cfg RedisClusterConfig) (c *RedisClu
 	if err != nil {
 		return nil, err
 	}
-	c = &RedisCluster{Password: pw}
+	c = &RedisCluster{Password: pw, cli: cli}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -115,11 +117,8 @@ func StartRedisCluster(ctx context.Context, cfg RedisClusterConfig) (c *RedisClu
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(cfg.ReplicasPerPrimary), "--cluster-yes")
-	cmd := exec.CommandContext(ctx, cli, args...)
-	// REDISCLI_AUTH, not -a: ps would show the password to every user.
-	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	if _, err := c.redisCLI(ctx, args...); err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, r := range c.Nodes {
@@ -227,4 +226,90 @@ func clusterInfo(addr, password string) (map[string]string, error) {
 		}
 	}
 	return info, nil
+}
+
+// redisCLI runs redis-cli with args against the cluster and returns its
+// output.
+func (c *RedisCluster) redisCLI(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.cli, args...)
+	// REDISCLI_AUTH, not -a: ps would show the password to every user.
+	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+c.Password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("redis-cli %s: %w: %s", strings.Join(args[:min(len(args), 2)], " "), err, out)
+	}
+	return string(out), nil
+}
+
+// NodeID returns the cluster node ID of the node at addr (CLUSTER MYID).
+func (c *RedisCluster) NodeID(ctx context.Context, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.redisCLI(ctx, "-h", host, "-p", port, "--no-auth-warning", "CLUSTER", "MYID")
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(out)
+	if len(id) != 40 {
+		return "", fmt.Errorf("CLUSTER MYID of %s: unexpected reply %q", addr, id)
+	}
+	return id, nil
+}
+
+// Reshard moves slots hash slots from the primary at from to the primary
+// at to while the cluster serves, as an operator does: `redis-cli
+// --cluster reshard --cluster-yes`, which takes from's lowest-numbered
+// slots, and for each marks it migrating and importing, MIGRATEs its keys
+// (clients meanwhile get ASK for the keys already moved, and TRYAGAIN for
+// a multi-key command over keys on both sides), then gives it to to.
+//
+// redis-cli refuses to start while the nodes disagree about the slot map,
+// as they do for a moment after a reshard while the other nodes learn it
+// by gossip; so Reshard first waits, up to a minute, for `redis-cli
+// --cluster check` to pass, and waits for it again after moving the slots.
+func (c *RedisCluster) Reshard(ctx context.Context, from, to string, slots int) error {
+	if err := c.waitAgreed(ctx, from); err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	fromID, err := c.NodeID(ctx, from)
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	toID, err := c.NodeID(ctx, to)
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	_, err = c.redisCLI(ctx, "--cluster", "reshard", from,
+		"--cluster-from", fromID, "--cluster-to", toID,
+		"--cluster-slots", strconv.Itoa(slots), "--cluster-yes")
+	if err != nil {
+		return fmt.Errorf("reshard %d slots from %s to %s: %w", slots, from, to, err)
+	}
+	if err := c.waitAgreed(ctx, from); err != nil {
+		return fmt.Errorf("after resharding: %w", err)
+	}
+	return nil
+}
+
+// waitAgreed waits, up to a minute, until `redis-cli --cluster check`
+// through the node at addr passes: every node agrees about the slot map,
+// no slot is open (migrating or importing), and every slot is served.
+func (c *RedisCluster) waitAgreed(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.redisCLI(ctx, "--cluster", "check", addr)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not settled within a minute: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

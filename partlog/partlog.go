@@ -45,40 +45,6 @@ func full(err error) error {
 	return err
 }
 
-// Memory returns the memory Redis counts against its maxmemory and
-// maxmemory itself (0: no limit), from INFO memory, which costs O(1) on
-// the server whatever the size of the logs. used is used_memory less
-// mem_not_counted_for_evict (replication and AOF buffers), the number
-// Redis compares with maxmemory when it decides to refuse a write.
-//
-// On a Redis Cluster client it is one node's answer; clickagg runs one
-// Redis server.
-func (l *Log) Memory(ctx context.Context) (used, limit int64, err error) {
-	info, err := l.rdb.Info(ctx, "memory").Result()
-	if err != nil {
-		return 0, 0, fmt.Errorf("redis memory: %w", err)
-	}
-	fields := map[string]int64{}
-	for line := range strings.Lines(info) {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			fields[k] = n
-		}
-	}
-	used, ok := fields["used_memory"]
-	if !ok {
-		return 0, 0, fmt.Errorf("redis memory: no used_memory in INFO memory")
-	}
-	limit, ok = fields["maxmemory"]
-	if !ok {
-		return 0, 0, fmt.Errorf("redis memory: no maxmemory in INFO memory")
-	}
-	return max(used-fields["mem_not_counted_for_evict"], 0), limit, nil
-}
-
 // Append is one item to append to partition Partition's stream.
 type Append struct {
 	Partition int
@@ -90,6 +56,10 @@ type Append struct {
 type Log struct {
 	rdb    redis.UniversalClient
 	prefix string
+	// poll is how often Read looks again at partitions that were all
+	// caught up; 0 makes it block in one XREAD over all of them instead
+	// (see Read).
+	poll time.Duration
 	// w runs appends: with replicas to wait for, an append is
 	// acknowledged only once they have it.
 	w *durable.Writer
@@ -105,9 +75,19 @@ func WithWriter(w *durable.Writer) Option {
 	return func(l *Log) { l.w = w }
 }
 
+// ClusterPoll is how often Read, on a Redis Cluster, reads again
+// partitions that were all caught up. It bounds the extra delay of an
+// entry appended while a reader waits (half of it on average), and costs
+// each primary one pipelined round trip per reader per ClusterPoll while
+// nothing is appended: see Read.
+const ClusterPoll = 5 * time.Millisecond
+
 // New returns a Log over rdb whose stream keys start with prefix. It does no I/O.
 func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Log {
 	l := &Log{rdb: rdb, prefix: prefix}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		l.poll = ClusterPoll
+	}
 	for _, o := range opts {
 		o(l)
 	}
@@ -153,14 +133,92 @@ func (l *Log) Append(ctx context.Context, items []Append) ([]string, error) {
 	return ids, nil
 }
 
-// Read reads, in one blocking XREAD over several streams, entries after the
-// given IDs ("0" = from the start), at most count per stream (count <= 0: no
-// limit), blocking up to block (0 = don't block). Returns an empty map on
-// timeout.
+// Read reads entries after the given IDs ("0" = from the start), at most
+// count per stream (count <= 0: no limit), waiting up to block (0 = don't
+// wait) when there are none yet. Returns an empty map on timeout.
 //
-// Cancelling ctx does not interrupt a blocked XREAD (the client only honours
-// deadlines set before the call); keep block short enough for shutdown.
+// On one Redis server it is one XREAD over all the streams, which blocks
+// in Redis and returns as soon as any of them gets an entry: nothing is
+// fresher, and a waiting reader costs Redis nothing. Cancelling ctx does
+// not interrupt that XREAD (the client only honours deadlines set before
+// the call); keep block short enough for shutdown.
+//
+// A Redis Cluster refuses an XREAD over keys of different hash slots
+// (CROSSSLOT), and every partition has its own. There Read sends one
+// non-blocking XREAD per partition in one pipeline (one round trip per
+// primary, in parallel) and, only when all came back empty, reads them
+// again every ClusterPoll until block has passed or ctx is done. Blocking
+// instead is worse: a blocking XREAD names one stream, so it would wake
+// up for one partition only and leave the others' entries waiting up to
+// block (100ms by default) — or take one connection per partition for the
+// whole block. Polling delays an entry appended to an idle log by at most
+// ClusterPoll; an entry appended to a busy log waits for no poll at all,
+// since Read then returns at once with the entries already there.
 func (l *Log) Read(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]Entry, error) {
+	if l.poll == 0 {
+		return l.readBlocking(ctx, after, count, block)
+	}
+	if len(after) == 0 {
+		return map[int][]Entry{}, nil
+	}
+	var deadline time.Time
+	if block > 0 {
+		deadline = time.Now().Add(block)
+	}
+	for {
+		out, err := l.readEach(ctx, after, count)
+		if err != nil || len(out) > 0 {
+			return out, err
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return out, nil
+		}
+		t := time.NewTimer(min(wait, l.poll))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("read %d partitions: %w", len(after), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// readEach reads each partition with its own non-blocking XREAD, all in
+// one pipeline, which a cluster client splits per node.
+func (l *Log) readEach(ctx context.Context, after map[int]string, count int64) (map[int][]Entry, error) {
+	out := make(map[int][]Entry)
+	cmds := make(map[int]*redis.XStreamSliceCmd, len(after))
+	// The pipeline's own error is that of its first failed command, which
+	// may be a caught-up stream's redis.Nil: each command is checked below.
+	_, _ = l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p, id := range after {
+			if id == "" {
+				id = "0"
+			}
+			cmds[p] = pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{Key(l.prefix, p), id}, Count: max(count, 0), Block: -1})
+		}
+		return nil
+	})
+	for p, c := range cmds {
+		res, err := c.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read partition %d: %w", p, err)
+		}
+		for _, st := range res {
+			if err := add(out, p, st.Messages); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// readBlocking reads all partitions in one XREAD, blocking up to block.
+func (l *Log) readBlocking(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]Entry, error) {
 	out := make(map[int][]Entry)
 	if len(after) == 0 {
 		return out, nil
@@ -191,24 +249,33 @@ func (l *Log) Read(ctx context.Context, after map[int]string, count int64, block
 	if err != nil {
 		return nil, fmt.Errorf("read %d partitions: %w", len(after), err)
 	}
-	for _, s := range res {
-		p, ok := keys[s.Stream]
+	for _, st := range res {
+		p, ok := keys[st.Stream]
 		if !ok {
-			return nil, fmt.Errorf("read: unexpected stream %q in reply", s.Stream)
+			return nil, fmt.Errorf("read: unexpected stream %q in reply", st.Stream)
 		}
-		entries := make([]Entry, 0, len(s.Messages))
-		for _, m := range s.Messages {
-			e, err := entry(m)
-			if err != nil {
-				return nil, fmt.Errorf("read partition %d: %w", p, err)
-			}
-			entries = append(entries, e)
-		}
-		if len(entries) > 0 {
-			out[p] = entries
+		if err := add(out, p, st.Messages); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// add adds to out partition p's entries of an XREAD reply, if any.
+func add(out map[int][]Entry, p int, msgs []redis.XMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	entries := make([]Entry, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := entry(m)
+		if err != nil {
+			return fmt.Errorf("read partition %d: %w", p, err)
+		}
+		entries = append(entries, e)
+	}
+	out[p] = entries
+	return nil
 }
 
 // Range returns up to count entries of partition p's stream after the ID

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/clickagg/clickagg/partlog"
@@ -116,19 +117,9 @@ func TestReadBlocksUntilAppend(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	l := partlog.New(rdb, prefix)
 	before := appendN(t, l, 4, 2)
-
-	type result struct {
-		got map[int][]partlog.Entry
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		got, err := l.Read(ctx, map[int]string{4: before[1].ID, 5: "0"}, 10, time.Minute)
-		done <- result{got, err}
-	}()
 	// Append only once Redis reports the XREAD as blocked, so the test
 	// proves the wake-up rather than a read of data that was already there.
-	testserver.Eventually(t, 20*time.Second, func() error {
+	readsAppendAfterWait(t, l, before, func() error {
 		info, err := rdb.Info(ctx, "clients").Result()
 		if err != nil {
 			return err
@@ -138,13 +129,31 @@ func TestReadBlocksUntilAppend(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// readsAppendAfterWait starts a Read of partition 4 after before, its
+// entries, and of the empty partition 5, with a long block; once waiting
+// reports the reader waits, it appends one entry to partition 5 and checks
+// that Read returns just that entry.
+func readsAppendAfterWait(t *testing.T, l *partlog.Log, before []partlog.Entry, waiting func() error) {
+	t.Helper()
+	type result struct {
+		got map[int][]partlog.Entry
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := l.Read(context.Background(), map[int]string{4: before[len(before)-1].ID, 5: "0"}, 10, time.Minute)
+		done <- result{got, err}
+	}()
+	testserver.Eventually(t, 20*time.Second, waiting)
 	added := appendN(t, l, 5, 1)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("read: %v", r.err)
 	}
 	if len(r.got) != 1 || !equalEntries(r.got[5], added) {
-		t.Fatalf("blocked read returned %v, want partition 5: %v", r.got, added)
+		t.Fatalf("waiting read returned %v, want partition 5: %v", r.got, added)
 	}
 }
 
@@ -345,12 +354,20 @@ func TestMemory(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	l := partlog.New(rdb, prefix)
-	used0, limit, err := l.Memory(ctx)
-	if err != nil {
-		t.Fatal(err)
+	one := func() partlog.NodeMemory {
+		t.Helper()
+		nodes, err := l.Memory(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes) != 1 || nodes[0].Node != rdb.Options().Addr {
+			t.Fatalf("Memory() = %+v, want one node %s", nodes, rdb.Options().Addr)
+		}
+		return nodes[0]
 	}
-	if used0 <= 0 || limit != 0 {
-		t.Fatalf("Memory() = %d, %d; want used > 0 and no limit", used0, limit)
+	m0 := one()
+	if m0.Used <= 0 || m0.Limit != 0 {
+		t.Fatalf("Memory() = %+v; want used > 0 and no limit", m0)
 	}
 	if err := rdb.ConfigSet(ctx, "maxmemory", "64mb").Err(); err != nil {
 		t.Fatal(err)
@@ -361,17 +378,88 @@ func TestMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	used, limit, err := l.Memory(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if limit != 64<<20 || used < used0+4<<20 {
-		t.Fatalf("Memory() after 4 MiB appended = %d, %d; want at least %d and limit %d", used, limit, used0+4<<20, 64<<20)
+	m := one()
+	if m.Limit != 64<<20 || m.Used < m0.Used+4<<20 {
+		t.Fatalf("Memory() after 4 MiB appended = %+v; want used at least %d and limit %d", m, m0.Used+4<<20, 64<<20)
 	}
 	if err := rdb.XTrimMaxLen(ctx, partlog.Key(prefix, 0), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if after, _, err := l.Memory(ctx); err != nil || after > used-4<<20 {
-		t.Fatalf("Memory() after the trim = %d, %v; want at most %d", after, err, used-4<<20)
+	if after := one(); after.Used > m.Used-4<<20 {
+		t.Fatalf("Memory() after the trim = %+v; want used at most %d", after, m.Used-4<<20)
+	}
+}
+
+// TestMemoryCluster reads every primary of a real Redis Cluster: one entry
+// per primary, named by its address, each with its own maxmemory, and the
+// memory of the logs on the primary that holds their partition only.
+func TestMemoryCluster(t *testing.T) {
+	ctx := context.Background()
+	rc := testserver.RedisCluster(t, 3, 0)
+	rdb := redis.NewClusterClient(testserver.RedisClusterOptions(rc))
+	t.Cleanup(func() { _ = rdb.Close() })
+	l := partlog.New(rdb, prefix)
+	// Partition 0's primary gets a maxmemory of its own.
+	owner, err := rdb.MasterForKey(ctx, partlog.Key(prefix, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := owner.Options().Addr
+	if err := owner.ConfigSet(ctx, "maxmemory", "64mb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]partlog.NodeMemory {
+		t.Helper()
+		nodes, err := l.Memory(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]partlog.NodeMemory{}
+		for _, n := range nodes {
+			got[n.Node] = n
+		}
+		want := slices.Sorted(slices.Values(rc.Addrs()))
+		if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, want) || len(nodes) != len(want) {
+			t.Fatalf("Memory() = %+v, want one entry per primary %v", nodes, want)
+		}
+		for _, n := range nodes {
+			if wantLimit := map[bool]int64{true: 64 << 20}[n.Node == host]; n.Limit != wantLimit || n.Used <= 0 {
+				t.Fatalf("Memory() of %s = %+v, want used > 0 and limit %d", n.Node, n, wantLimit)
+			}
+		}
+		return got
+	}
+	before := read()
+	data := []byte(strings.Repeat("x", 64<<10))
+	for range 64 {
+		if _, err := l.Append(ctx, []partlog.Append{{Partition: 0, Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := read()
+	for node, m := range after {
+		grew := m.Used - before[node].Used
+		if node == host && grew < 4<<20 {
+			t.Errorf("%s holds partition 0: used grew by %d after 4 MiB appended, want at least %d", node, grew, 4<<20)
+		}
+		if node != host && grew > 1<<20 {
+			t.Errorf("%s does not hold partition 0: used grew by %d, want less than 1 MiB", node, grew)
+		}
+	}
+}
+
+// TestMemorySentinel: behind Sentinel the client has no address of its
+// own; the primary is named by the address the connection reaches.
+func TestMemorySentinel(t *testing.T) {
+	master := testserver.Redis(t)
+	sentinel := testserver.Sentinel(t, "mymaster", master)
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: []string{sentinel}, Password: master.Password})
+	t.Cleanup(func() { _ = rdb.Close() })
+	nodes, err := partlog.New(rdb, prefix).Memory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].Node != master.Addr || nodes[0].Used <= 0 {
+		t.Fatalf("Memory() = %+v, want one node %s", nodes, master.Addr)
 	}
 }

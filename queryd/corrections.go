@@ -90,11 +90,11 @@ func (q *Queryd) republishCorrected(ctx context.Context) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	keys := make([]string, len(cs))
+	minutes := make([]int64, len(cs))
 	for i, c := range cs {
-		keys[i] = TopKey(q.cfg.RedisPrefix, c.from)
+		minutes[i] = c.from
 	}
-	stored, err := q.rdb.MGet(ctx, keys...).Result()
+	stored, err := q.storedTops(ctx, minutes)
 	if err != nil {
 		q.corr.requeue(cs)
 		return fmt.Errorf("read corrected minutes: %w", err)
@@ -112,7 +112,7 @@ func (q *Queryd) republishCorrected(ctx context.Context) error {
 			q.corr.requeue(cs[i:])
 			return fmt.Errorf("top of corrected minute %d (revision %d): %w", c.from, c.revision, err)
 		}
-		if slices.Equal(old, ads) {
+		if slices.Equal(old, ads) && !q.unannounced[c.from] {
 			continue
 		}
 		if err := q.publishMinute(ctx, c.from, ads); err != nil {

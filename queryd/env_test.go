@@ -314,7 +314,7 @@ type env struct {
 	regs    map[string]*cluster.Registration
 	owners  []cluster.Owner
 	version uint64
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	cfg     Config
 	q       *Queryd
 	qc      clickaggv1.QueryServiceClient
@@ -364,14 +364,20 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// newEnv starts everything but q's Run; call start. Every Queryd of the
-// env gets opts.
+// newEnv starts everything but q's Run, with a redis-server of its own;
+// call start. Every Queryd of the env gets opts.
 func newEnv(t *testing.T, tr *truth, cfg Config, opts ...Option) *env {
+	t.Helper()
+	return newEnvOn(t, tr, cfg, testserver.RedisClient(t), opts...)
+}
+
+// newEnvOn is newEnv on rdb.
+func newEnvOn(t *testing.T, tr *truth, cfg Config, rdb redis.UniversalClient, opts ...Option) *env {
 	t.Helper()
 	ctx := ctxT(t)
 	e := &env{t: t, ctx: ctx, tr: tr, parts: tr.parts, cfg: cfg, regs: map[string]*cluster.Registration{}, opts: opts}
 	e.cl = cluster.NewClient(testserver.EtcdClient(t), "/queryd-test")
-	e.rdb = testserver.RedisClient(t)
+	e.rdb = rdb
 
 	var ids []string
 	for i := range 3 {

@@ -415,11 +415,7 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 	if len(minutes) == 0 {
 		return nil
 	}
-	keys := make([]string, len(minutes))
-	for i, m := range minutes {
-		keys[i] = TopKey(q.cfg.RedisPrefix, m)
-	}
-	stored, err := q.rdb.MGet(ctx, keys...).Result()
+	stored, err := q.storedTops(ctx, minutes)
 	if err != nil {
 		return fmt.Errorf("read published minutes %d..%d: %w", minutes[0], minutes[len(minutes)-1], err)
 	}
@@ -434,12 +430,14 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 		}
 		old, had := decodeStored(stored[i])
 		fix := i < len(fixes)
-		if (!had && !(fix && m < pub.start)) || (had && !slices.Equal(old, ads)) {
+		// A list Redis holds but nobody heard of is no correction.
+		correction := had && !q.unannounced[m]
+		if (!had && !(fix && m < pub.start)) || (had && (!slices.Equal(old, ads) || q.unannounced[m])) {
 			if err := q.publishMinute(ctx, m, ads); err != nil {
 				return err
 			}
 			q.m.published.Inc()
-			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", had)
+			q.lg.Info("published top list", "minute", m, "ads", len(ads), "correction", correction)
 		}
 		// The list just computed reflects the revisions read before.
 		pub.revs.handled(m)
@@ -448,16 +446,43 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 	return nil
 }
 
+// publishMinute stores minute m's list and announces it.
+//
+// On one Redis server (or Sentinel's primary) both go in one MULTI, so
+// that a listener never sees an announcement whose key holds something
+// else, and announcements come in the order they were made.
+//
+// A Redis Cluster forwards a PUBLISH from the node that received it to
+// every other node, but the forwards of two nodes race: minutes announced
+// through their keys' nodes (one MULTI each) reached a listener out of
+// order. So there the list is SET first, and then announced through one
+// node, the primary of the channel's slot, whose forwards are in order.
+// An announcement that fails after its SET leaves m in unannounced, so
+// the next poll announces it although Redis holds its list.
 func (q *Queryd) publishMinute(ctx context.Context, m int64, ads []AdCount) error {
 	payload, err := protojson.Marshal(topResponse(TopResult{Ads: ads, From: m, To: m + 1, Complete: true}))
 	if err != nil {
 		return fmt.Errorf("encode top of minute %d: %w", m, err)
 	}
-	// One MULTI, so that a listener never sees an announcement whose key
-	// holds something else.
+	key, channel := TopKey(q.cfg.RedisPrefix, m), TopChannel(q.cfg.RedisPrefix)
+	if cc, ok := q.rdb.(*redis.ClusterClient); ok {
+		if err := cc.Set(ctx, key, payload, q.cfg.PublishTTL).Err(); err != nil {
+			return fmt.Errorf("publish top of minute %d: %w", m, err)
+		}
+		q.unannounced[m] = true
+		node, err := cc.MasterForKey(ctx, channel)
+		if err == nil {
+			err = node.Publish(ctx, channel, payload).Err()
+		}
+		if err != nil {
+			return fmt.Errorf("announce top of minute %d: %w", m, err)
+		}
+		delete(q.unannounced, m)
+		return nil
+	}
 	_, err = q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, TopKey(q.cfg.RedisPrefix, m), payload, q.cfg.PublishTTL)
-		p.Publish(ctx, TopChannel(q.cfg.RedisPrefix), payload)
+		p.Set(ctx, key, payload, q.cfg.PublishTTL)
+		p.Publish(ctx, channel, payload)
 		return nil
 	})
 	if err != nil {
@@ -466,8 +491,36 @@ func (q *Queryd) publishMinute(ctx context.Context, m int64, ads []AdCount) erro
 	return nil
 }
 
-// decodeStored decodes an MGET value; a value that does not decode counts
-// as missing, so it is overwritten.
+// storedTops reads the published lists of minutes, nil for a missing
+// one. Each minute's key is in a hash slot of its own, and a Redis Cluster
+// refuses one MGET over several slots (CROSSSLOT): it is one GET per key,
+// in one pipeline, which a cluster client splits per node.
+func (q *Queryd) storedTops(ctx context.Context, minutes []int64) ([]any, error) {
+	cmds := make([]*redis.StringCmd, len(minutes))
+	// The pipeline's own error may be a missing key's redis.Nil: each
+	// command is checked below.
+	_, _ = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range minutes {
+			cmds[i] = p.Get(ctx, TopKey(q.cfg.RedisPrefix, m))
+		}
+		return nil
+	})
+	out := make([]any, len(minutes))
+	for i, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("minute %d: %w", minutes[i], err)
+		default:
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+// decodeStored decodes a storedTops value; a value that does not decode
+// counts as missing, so it is overwritten.
 func decodeStored(v any) ([]AdCount, bool) {
 	s, ok := v.(string)
 	if !ok {

@@ -51,7 +51,7 @@ type channelReader struct {
 	ch <-chan *redis.Message
 }
 
-func subscribe(t *testing.T, ctx context.Context, rdb *redis.Client) *channelReader {
+func subscribe(t *testing.T, ctx context.Context, rdb redis.UniversalClient) *channelReader {
 	ps := rdb.Subscribe(ctx, TopChannel("clickagg"))
 	t.Cleanup(func() { _ = ps.Close() })
 	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
@@ -115,7 +115,7 @@ func (w *watcher) next() published {
 }
 
 // stored reads minute m's key.
-func stored(t *testing.T, ctx context.Context, rdb *redis.Client, m int64) (published, bool) {
+func stored(t *testing.T, ctx context.Context, rdb redis.UniversalClient, m int64) (published, bool) {
 	t.Helper()
 	v, err := rdb.Get(ctx, TopKey("clickagg", m)).Result()
 	if errors.Is(err, redis.Nil) {
@@ -146,22 +146,17 @@ func waitPolls(t *testing.T, tr *truth) {
 	})
 }
 
-// TestPublish follows the publisher as the aggregators' watermark advances:
-// each completed minute is stored and announced in Redis and pushed to
-// watchers, in order and exact; a lagging partition holds publication back;
-// a late event republishes its minute; a restarted queryd republishes a
-// minute changed while it was down, and nothing that Redis already holds.
 // startPublishing starts a queryd that publishes top-5 lists and starts
 // with the last 3 minutes, over 60 ads of about 150 clicks a minute (top-5 lists
 // are cut inside ties), with the minutes up to base+3 complete; it checks
 // that the startup publishes those last 3 minutes, oldest first.
-func startPublishing(t *testing.T, cfg Config) (*truth, *env, *channelReader) {
+func startPublishing(t *testing.T, cfg Config, rdb redis.UniversalClient) (*truth, *env, *channelReader) {
 	t.Helper()
 	cfg.PublishCount = 5
 	cfg.RepublishMinutes = 3
 	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
 	tr.setAllWatermarks((base + 4) * minuteMs)
-	e := newEnv(t, tr, cfg)
+	e := newEnvOn(t, tr, cfg, rdb)
 	pubsub := subscribe(t, e.ctx, e.rdb)
 	e.start()
 	for m := base + 1; m <= base+3; m++ {
@@ -170,10 +165,30 @@ func startPublishing(t *testing.T, cfg Config) (*truth, *env, *channelReader) {
 	return tr, e, pubsub
 }
 
+// TestPublish follows the publisher as the aggregators' watermark advances:
+// each completed minute is stored and announced in Redis and pushed to
+// watchers, in order and exact; a lagging partition holds publication back;
+// a late event republishes its minute; a restarted queryd republishes a
+// minute changed while it was down, and nothing that Redis already holds.
+// On a Redis Cluster too, where the minutes' keys are in different hash
+// slots: the publisher reads them without a cross-slot command, and the
+// announcements still come in order.
 func TestPublish(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rdb  func(testing.TB) redis.UniversalClient
+	}{
+		{"redis", func(t testing.TB) redis.UniversalClient { return testserver.RedisClient(t) }},
+		{"redis cluster", func(t testing.TB) redis.UniversalClient { return testserver.RedisClusterClient(t) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPublish(t, tc.rdb(t)) })
+	}
+}
+
+func testPublish(t *testing.T, rdb redis.UniversalClient) {
 	cfg := testConfig()
 	cfg.PublishTTL = time.Hour
-	tr, e, pubsub := startPublishing(t, cfg)
+	tr, e, pubsub := startPublishing(t, cfg, rdb)
 	ctx := e.ctx
 
 	// The startup published the last RepublishMinutes completed minutes,
@@ -377,7 +392,7 @@ func TestSlowWatcherDropped(t *testing.T) {
 func TestRecheckOnNewMinute(t *testing.T) {
 	cfg := testConfig()
 	cfg.RecheckInterval = time.Hour
-	tr, e, pubsub := startPublishing(t, cfg)
+	tr, e, pubsub := startPublishing(t, cfg, testserver.RedisClient(t))
 
 	late := base + 1
 	var lateClicks []click
@@ -395,4 +410,61 @@ func TestRecheckOnNewMinute(t *testing.T) {
 	if got, _ := stored(t, e.ctx, e.rdb, late); got.ads[0] != (AdCount{AdID: "ad-late", Count: 10}) {
 		t.Fatalf("corrected minute %d stored as %v", late, got)
 	}
+}
+
+// TestAnnounceAfterFailedPublish: on a Redis Cluster a minute's list is
+// stored and then announced in a second command. When the announcement
+// fails (here the publisher's Redis user may SET but not PUBLISH, on every
+// primary), Redis holds the lists and nobody heard of them; once PUBLISH
+// works again, the publisher announces them, in order, although Redis
+// already holds exactly those lists.
+func TestAnnounceAfterFailedPublish(t *testing.T) {
+	c := testserver.RedisCluster(t, 3, 1)
+	admin := redis.NewClusterClient(testserver.RedisClusterOptions(c))
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	setUser := func(rules ...any) {
+		t.Helper()
+		args := append([]any{"ACL", "SETUSER", "publisher"}, rules...)
+		if err := admin.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			return m.Do(ctx, args...).Err()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUser("on", ">publisher-pw", "~*", "&*", "+@all", "-publish")
+	opts := testserver.RedisClusterOptions(c)
+	opts.Username, opts.Password = "publisher", "publisher-pw"
+	rdb := redis.NewClusterClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	cfg := testConfig()
+	cfg.PublishCount = 5
+	cfg.RepublishMinutes = 3
+	tr := newTruth(newPartitioner(t), 4, 3000, 60, 20)
+	tr.setAllWatermarks((base + 4) * minuteMs)
+	e := newEnvOn(t, tr, cfg, rdb)
+	pubsub := subscribe(t, ctx, admin)
+	e.start()
+	// The first minute is stored, its announcement refused, and every poll
+	// tries again.
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if _, ok := stored(t, ctx, admin, base+1); !ok {
+			return fmt.Errorf("minute %d not stored yet", base+1)
+		}
+		return nil
+	})
+	waitPolls(t, tr)
+	select {
+	case m := <-pubsub.ch:
+		t.Fatalf("announced %s although PUBLISH is refused", m.Payload)
+	default:
+	}
+
+	setUser("+publish")
+	for m := base + 1; m <= base+3; m++ {
+		expect(t, "after PUBLISH works again", pubsub.next(), tr, m, 5, Filter{})
+	}
+	tr.setAllWatermarks((base + 5) * minuteMs)
+	expect(t, "next minute", pubsub.next(), tr, base+4, 5, Filter{})
 }

@@ -145,6 +145,11 @@ type Queryd struct {
 
 	// corr holds the minutes recounts corrected, to publish again.
 	corr corrections
+	// unannounced holds the minutes whose list was stored in Redis but not
+	// announced (on a Redis Cluster, where the two are separate commands;
+	// see publishMinute): they are published again even though Redis holds
+	// their list. Only the publish loop's goroutine touches it.
+	unannounced map[int64]bool
 
 	// stopped is closed when Run returns, to end the watches.
 	stopped  chan struct{}
@@ -160,19 +165,20 @@ type Queryd struct {
 // current minute. New does no I/O.
 func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.UniversalClient, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
 	q := &Queryd{
-		cfg:     cfg,
-		parts:   parts,
-		cl:      cl,
-		rdb:     rdb,
-		dial:    dial,
-		lg:      lg,
-		now:     now,
-		members: map[string]cluster.Member{},
-		clients: map[string]clickaggv1.AggregatorServiceClient{},
-		subs:    map[*subscriber]struct{}{},
-		stopped: make(chan struct{}),
-		ready:   make(chan struct{}),
-		m:       newMetrics(),
+		cfg:         cfg,
+		parts:       parts,
+		cl:          cl,
+		rdb:         rdb,
+		dial:        dial,
+		lg:          lg,
+		now:         now,
+		members:     map[string]cluster.Member{},
+		clients:     map[string]clickaggv1.AggregatorServiceClient{},
+		subs:        map[*subscriber]struct{}{},
+		stopped:     make(chan struct{}),
+		unannounced: map[int64]bool{},
+		ready:       make(chan struct{}),
+		m:           newMetrics(),
 	}
 	for _, o := range opts {
 		o(q)

@@ -39,3 +39,19 @@ func Do(ctx context.Context, p Policy, notify func(failures int, err error), f f
 		}))
 	return err
 }
+
+// Sleep waits d, or until ctx ends (ctx's error): the pause of a loop
+// that retries on its own schedule, such as a poll.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -16,6 +17,25 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
 )
+
+// startBounded starts a router over plog bounded at half of Redis's
+// maxmemory, read every 20ms, and returns it with a function that sends
+// it one new click over gRPC.
+func startBounded(t *testing.T, plog *partlog.Log, partitions int, lg *slog.Logger) (*Router, func() error) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.MaxRedisMemoryFraction = 0.5
+	cfg.MemoryCheckInterval = 20 * time.Millisecond
+	r := New(cfg, partitioner(t, partitions), plog, lg, fixedClock(t0), WithMemoryBound(plog))
+	c := startGRPC(t, r)
+	runRouter(t, r)
+	n := 0
+	return r, func() error {
+		n++
+		_, err := c.Ingest(context.Background(), &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{click(fmt.Sprintf("e-%d", n), "ad-1", t0)}})
+		return err
+	}
+}
 
 // TestIngestOverMemoryBound grows the partition logs of a real Redis past
 // a router's bound (half of maxmemory), as logs that cannot be trimmed
@@ -29,19 +49,8 @@ func TestIngestOverMemoryBound(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	plog := partlog.New(rdb, testPrefix)
 	logs := &syncBuffer{}
-	cfg := testConfig(t)
-	cfg.MaxRedisMemoryFraction = 0.5
-	cfg.MemoryCheckInterval = 20 * time.Millisecond
 	const partitions = 4
-	r := New(cfg, partitioner(t, partitions), plog, slog.New(slog.NewTextHandler(logs, nil)), fixedClock(t0), WithMemoryBound(plog))
-	c := startGRPC(t, r)
-	runRouter(t, r)
-	n := 0
-	ingest := func() error {
-		n++
-		_, err := c.Ingest(ctx, &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{click(fmt.Sprintf("e-%d", n), "ad-1", t0)}})
-		return err
-	}
+	r, ingest := startBounded(t, plog, partitions, slog.New(slog.NewTextHandler(logs, nil)))
 	refused := func() error {
 		err := ingest()
 		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), ErrLogOverBound.Error()+": ") {
@@ -62,12 +71,16 @@ func TestIngestOverMemoryBound(t *testing.T) {
 		t.Fatalf("Ingest into a Redis without maxmemory: %v", err)
 	}
 
-	used0, _, err := plog.Memory(ctx)
-	if err != nil {
-		t.Fatal(err)
+	used := func() int64 {
+		t.Helper()
+		nodes, err := plog.Memory(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nodes[0].Used
 	}
 	// The bound, half of maxmemory, lies 4 MiB above what Redis uses now.
-	limit := 2 * (used0 + 4<<20)
+	limit := 2 * (used() + 4<<20)
 	if err := rdb.ConfigSet(ctx, "maxmemory", fmt.Sprint(limit)).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,14 +89,7 @@ func TestIngestOverMemoryBound(t *testing.T) {
 	}
 	// Grow the logs past the bound, still short of maxmemory.
 	data := []byte(strings.Repeat("x", 64<<10))
-	for i := 0; ; i++ {
-		used, _, err := plog.Memory(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if used > limit/2+(1<<20) {
-			break
-		}
+	for i := 0; used() <= limit/2+(1<<20); i++ {
 		if _, err := plog.Append(ctx, []partlog.Append{{Partition: i % partitions, Data: data}}); err != nil {
 			t.Fatal(err)
 		}
@@ -102,6 +108,13 @@ func TestIngestOverMemoryBound(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(r.m.redisUsed); v <= float64(limit/2) {
 		t.Errorf("clickagg_router_redis_used_memory_bytes = %v over the bound, want more than %d", v, limit/2)
+	}
+	node := rdb.Options().Addr
+	if v := testutil.ToFloat64(r.m.redisNodeLimit.WithLabelValues(node)); v != float64(limit) {
+		t.Errorf("clickagg_redis_maxmemory_bytes{node=%q} = %v, want %d", node, v, limit)
+	}
+	if v := testutil.ToFloat64(r.m.redisNodeUsed.WithLabelValues(node)); v <= float64(limit/2) {
+		t.Errorf("clickagg_redis_used_memory_bytes{node=%q} = %v over the bound, want more than %d", node, v, limit/2)
 	}
 	// Ticks still go in: watermarks move and minutes complete meanwhile.
 	if _, err := r.tick(ctx, 0); err != nil {
@@ -122,5 +135,74 @@ func TestIngestOverMemoryBound(t *testing.T) {
 		if k := strings.Count(logs.String(), line); k != 1 {
 			t.Errorf("%d log lines %q, want 1:\n%s", k, line, logs)
 		}
+	}
+}
+
+// TestIngestOverMemoryBoundCluster runs the bound on a real Redis Cluster
+// of three primaries, each with its own maxmemory: the router exports
+// every primary's memory and limit, refuses clicks while one primary is
+// over the bound even though the others have room, naming that primary,
+// and accepts them again once its maxmemory is raised.
+func TestIngestOverMemoryBoundCluster(t *testing.T) {
+	ctx := context.Background()
+	rc := testserver.RedisCluster(t, 3, 0)
+	rdb := redis.NewClusterClient(testserver.RedisClusterOptions(rc))
+	t.Cleanup(func() { _ = rdb.Close() })
+	plog := partlog.New(rdb, testPrefix)
+	r, ingest := startBounded(t, plog, 4, nil)
+
+	// Every primary gets its own maxmemory; one of them, far above the
+	// others' share, sits at about 2/3 of it: over the bound, short of
+	// what Redis itself refuses.
+	full, err := rdb.MasterForKey(ctx, partlog.Key(testPrefix, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fullNode := full.Options().Addr
+	nodes, err := plog.Memory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := map[string]int64{}
+	for _, m := range nodes {
+		limits[m.Node] = 1 << 30
+		if m.Node == fullNode {
+			limits[m.Node] = m.Used * 3 / 2
+		}
+	}
+	err = rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.ConfigSet(ctx, "maxmemory", fmt.Sprint(limits[node.Options().Addr])).Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 10*time.Second, func() error {
+		err := ingest()
+		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), ErrLogOverBound.Error()+": Redis "+fullNode+" uses ") {
+			return fmt.Errorf("Ingest: %v, want Unavailable %q naming %s", err, ErrLogOverBound, fullNode)
+		}
+		return nil
+	})
+	if got := testutil.CollectAndCount(r.m.redisNodeLimit); got != 3 {
+		t.Errorf("clickagg_redis_maxmemory_bytes has %d series, want one per primary (3)", got)
+	}
+	for node, limit := range limits {
+		if v := testutil.ToFloat64(r.m.redisNodeLimit.WithLabelValues(node)); v != float64(limit) {
+			t.Errorf("clickagg_redis_maxmemory_bytes{node=%q} = %v, want %d", node, v, limit)
+		}
+		if v := testutil.ToFloat64(r.m.redisNodeUsed.WithLabelValues(node)); v <= 0 {
+			t.Errorf("clickagg_redis_used_memory_bytes{node=%q} = %v, want > 0", node, v)
+		}
+	}
+	if v := testutil.ToFloat64(r.m.redisBound); v != float64(limits[fullNode]/2) {
+		t.Errorf("clickagg_router_redis_memory_bound_bytes = %v, want the full primary's %d", v, limits[fullNode]/2)
+	}
+
+	if err := full.ConfigSet(ctx, "maxmemory", "1gb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 10*time.Second, ingest)
+	if v := testutil.ToFloat64(r.m.logOverBound); v != 0 {
+		t.Errorf("clickagg_router_log_over_bound = %v after maxmemory was raised, want 0", v)
 	}
 }

@@ -41,8 +41,9 @@ type Config struct {
 	// StreamWindow bounds the requests of one IngestStream ingested at
 	// once.
 	StreamWindow int
-	// MaxRedisMemoryFraction is the share of Redis's maxmemory at which
-	// clicks are refused (WithMemoryBound); 0 turns the bound off.
+	// MaxRedisMemoryFraction is the share of a Redis primary's maxmemory
+	// at which clicks are refused (WithMemoryBound); 0 turns the bound
+	// off (the memory is still read and exported).
 	MaxRedisMemoryFraction float64
 	// MemoryCheckInterval is how often Redis's memory is read for the
 	// bound.
@@ -95,9 +96,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
 		"Longest time an ingest request waits for its events to be appended to the partition log, waiting behind other appends included, whether Redis refuses connections or does not answer; then the request fails with UNAVAILABLE and the client retries (its events may be in the log anyway: the aggregators count a retried event once).")
 	fs.Float64Var(&c.MaxRedisMemoryFraction, "router.max-redis-memory-fraction", DefaultMaxRedisMemoryFraction,
-		"Share of Redis's maxmemory at which this router refuses clicks with UNAVAILABLE (ticks are still appended), so that logs that cannot be trimmed (archive or snapshots behind) never fill Redis: the rest stays free for snapshots and the archived offsets, whose writes let the logs be trimmed again. 0 turns it off; Redis without maxmemory is not bounded.")
+		"Share of Redis's maxmemory (on a Redis Cluster, of any one primary's) at which this router refuses clicks with UNAVAILABLE (ticks are still appended), so that logs that cannot be trimmed (archive or snapshots behind) never fill Redis: the rest stays free for snapshots and the archived offsets, whose writes let the logs be trimmed again. 0 turns it off; Redis without maxmemory is not bounded.")
 	fs.DurationVar(&c.MemoryCheckInterval, "router.redis-memory-check-interval", DefaultMemoryCheckInterval,
-		"How often this router reads Redis's memory (INFO memory) for -router.max-redis-memory-fraction; Redis may grow by this long's ingest past the bound.")
+		"How often this router reads the memory of every Redis primary (INFO memory) for -router.max-redis-memory-fraction and clickagg_redis_used_memory_bytes; Redis may grow by this long's ingest past the bound.")
 }
 
 // Validate reports the first setting that cannot work.

@@ -49,10 +49,12 @@
 //
 // The logs live in Redis's memory and are trimmed only below what is
 // snapshotted and archived, so while the object store is unreachable they
-// grow. With WithMemoryBound, Run reads Redis's memory (INFO memory) every
-// -router.redis-memory-check-interval, and while Redis uses at least
-// -router.max-redis-memory-fraction of its maxmemory, Ingest refuses every
-// request with UNAVAILABLE (ErrLogOverBound) before appending anything.
+// grow. With WithMemoryBound, Run reads the memory of every Redis primary
+// (INFO memory; each primary of a Redis Cluster) every
+// -router.redis-memory-check-interval and exports it per node, and while
+// any primary uses at least -router.max-redis-memory-fraction of its
+// maxmemory, Ingest refuses every request with UNAVAILABLE
+// (ErrLogOverBound, naming the primary) before appending anything.
 // The rest of maxmemory stays free for what makes room again: snapshots
 // and archived offsets, whose writes let the logs be trimmed. Without the
 // bound Redis would fill up and refuse those writes too (ErrLogFull),

@@ -37,6 +37,8 @@ type metrics struct {
 	logOverBound   prometheus.Gauge
 	redisUsed      prometheus.Gauge
 	redisBound     prometheus.Gauge
+	redisNodeUsed  *prometheus.GaugeVec
+	redisNodeLimit *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -85,12 +87,20 @@ func newMetrics() *metrics {
 		}),
 		redisUsed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "clickagg_router_redis_used_memory_bytes",
-			Help: "Memory Redis counts against its maxmemory, as this router last read it (INFO memory, every -router.redis-memory-check-interval).",
+			Help: "Memory the fullest Redis primary (the largest share of its maxmemory) counts against its maxmemory, as this router last read it (INFO memory, every -router.redis-memory-check-interval).",
 		}),
 		redisBound: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "clickagg_router_redis_memory_bound_bytes",
-			Help: "Redis memory at which this router refuses clicks: -router.max-redis-memory-fraction of Redis's maxmemory; 0 when Redis has no maxmemory or the bound is off.",
+			Help: "Memory of the fullest Redis primary at which this router refuses clicks: -router.max-redis-memory-fraction of its maxmemory; 0 when no primary has a maxmemory or the bound is off.",
 		}),
+		redisNodeUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "clickagg_redis_used_memory_bytes",
+			Help: "Memory each Redis primary that holds partition logs counts against its maxmemory (used_memory less replication and AOF buffers), as this router last read it (INFO memory, every -router.redis-memory-check-interval).",
+		}, []string{"node"}),
+		redisNodeLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "clickagg_redis_maxmemory_bytes",
+			Help: "maxmemory of each Redis primary that holds partition logs, as this router last read it; 0: no limit.",
+		}, []string{"node"}),
 		rejected: make(map[string]prometheus.Counter, len(rejectReasons)),
 	}
 	for _, r := range rejectReasons {
@@ -101,7 +111,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.accepted, m.rejectedVec, m.appends, m.entryEvents, m.appendDuration, m.appendFailures, m.tickFailures, m.logFull,
-		m.logOverBound, m.redisUsed, m.redisBound}
+		m.logOverBound, m.redisUsed, m.redisBound, m.redisNodeUsed, m.redisNodeLimit}
 }
 
 // WithMetrics registers the router's metrics (clickagg_router_*) with reg.

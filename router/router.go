@@ -148,7 +148,7 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	for _, o := range opts {
 		o(r)
 	}
-	if r.mem != nil && cfg.MaxRedisMemoryFraction > 0 {
+	if r.mem != nil {
 		interval := cfg.MemoryCheckInterval
 		if interval == 0 {
 			interval = DefaultMemoryCheckInterval

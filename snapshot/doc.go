@@ -41,6 +41,19 @@
 // Minute values are absolute, so a replayed save rewrites identical values
 // (invariant 7).
 //
+// # When Redis is full
+//
+// A Redis at its maxmemory under noeviction refuses writes that may grow
+// memory, and Redis 7 refuses them in a script only while the script has
+// written nothing yet: once one write went in, the script runs to its end.
+// The first write of every save is the fence's SET or a minute's HSET
+// (only a save that merely drops minutes starts with an HDEL, which is
+// never refused), so a save is stored whole or refused whole (an OOM
+// error), never half, and the previous snapshot stays as it was. Load
+// reads without MULTI, which a full Redis refuses even for reads, and the
+// claim script is allow-oom, so partitions still move and restore while
+// Redis is full (TestSaveWhenRedisFull).
+//
 // # Incremental snapshots
 //
 // Most minutes of a partition stop changing once they complete, and a

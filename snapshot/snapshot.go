@@ -172,7 +172,15 @@ end
 
 // claimScript: KEYS[1] fence; ARGV[1] epoch. Replies {1, fence} when the
 // fence is now ARGV[1], {0, fence} when the fence is higher.
-var claimScript = redis.NewScript(luaOlder + `
+//
+// allow-oom: a Redis over maxmemory (noeviction) refuses every write that
+// may grow memory, and without this flag the fence too. But raising a
+// fence rewrites one small string, and refusing it would strand a dead
+// owner's partitions until memory is freed; with it, partitions still
+// move while Redis is full and their new owners load their snapshots
+// (Load reads nothing through MULTI for the same reason). Saves stay
+// refused.
+var claimScript = redis.NewScript("#!lua flags=allow-oom\n" + luaOlder + `
 local fence = redis.call('GET', KEYS[1])
 if fence and older(ARGV[1], fence) then
   return {0, fence}
@@ -450,8 +458,13 @@ func validID(id string) bool {
 func (s *Store) Load(ctx context.Context, p int) (Loaded, error) {
 	var hash *redis.MapStringStringCmd
 	var fence *redis.StringCmd
-	// MULTI so that the fence read belongs to the same moment as the hash.
-	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+	// The fence is read after the hash, in order on one connection (both
+	// keys are on one node): it only grows and is raised before any save
+	// of its epoch, so it is at least the epoch of whoever wrote the hash
+	// read, and an owner older than that sees Epoch above its own. Not
+	// MULTI: a Redis over maxmemory refuses every command queued in a
+	// transaction, reads too, and a snapshot must load while Redis is full.
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		hash = pipe.HGetAll(ctx, s.snapKey(p))
 		fence = pipe.Get(ctx, s.fenceKey(p))
 		return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -86,9 +87,10 @@ func dump(t *testing.T, rdb redis.UniversalClient, keys ...string) map[string]st
 	return out
 }
 
-func TestSaveLoadRoundTrip(t *testing.T) {
+func TestSaveLoadRoundTrip(t *testing.T) { testSaveLoadRoundTrip(t, testserver.RedisClient(t)) }
+
+func testSaveLoadRoundTrip(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 
 	if _, err := st.Load(ctx, 1); !errors.Is(err, snapshot.ErrNotFound) {
@@ -205,9 +207,10 @@ func TestLateParts(t *testing.T) {
 	check("m5", map[int64][]byte{})
 }
 
-func TestFencing(t *testing.T) {
+func TestFencing(t *testing.T) { testFencing(t, testserver.RedisClient(t)) }
+
+func testFencing(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 3
@@ -504,9 +507,10 @@ func TestSurvivesRestart(t *testing.T) {
 // TestTrimKeepsUnarchived checks that a save with KeepUnarchived trims the
 // log no lower than the archived offset (nothing while there is none), and
 // that the archived offset is fenced and only moves forward.
-func TestTrimKeepsUnarchived(t *testing.T) {
+func TestTrimKeepsUnarchived(t *testing.T) { testTrimKeepsUnarchived(t, testserver.RedisClient(t)) }
+
+func testTrimKeepsUnarchived(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 5
@@ -595,9 +599,11 @@ func logIDs(t *testing.T, log *partlog.Log, p int) []string {
 
 // TestHistoryMark: the history mark (an end minute) is fenced and only
 // moves forward.
-func TestHistoryMark(t *testing.T) {
+func TestHistoryMark(t *testing.T) { testHistoryMark(t, testserver.RedisClient(t)) }
+
+func testHistoryMark(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
+	st := snapshot.New(rdb, prefix)
 	const p = 6
 	if _, ok, err := st.History(ctx, p); ok || err != nil {
 		t.Fatalf("mark before any: %v %v", ok, err)
@@ -622,4 +628,94 @@ func TestHistoryMark(t *testing.T) {
 	if h, _, _ := st.History(ctx, p); h != 500_000 {
 		t.Fatalf("a deposed owner moved the mark to %d", h)
 	}
+}
+
+// TestOnCluster runs the store on a Redis Cluster of 3 primaries with a
+// replica each: every script names only keys of its partition's hash
+// slot, and Load's MULTI stays within it. The cases use different
+// partitions, so they share the cluster.
+func TestOnCluster(t *testing.T) {
+	rdb := testserver.RedisClusterClient(t)
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, redis.UniversalClient)
+	}{
+		{"save and load", testSaveLoadRoundTrip},
+		{"fencing", testFencing},
+		{"trim keeps unarchived", testTrimKeepsUnarchived},
+		{"history mark", testHistoryMark},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, rdb) })
+	}
+	t.Run("slot being migrated", func(t *testing.T) { testMigratingSlot(t, rdb) })
+}
+
+// testMigratingSlot saves a partition while its slot is being migrated
+// to another primary and only its fence has moved yet, as happens for a
+// moment to every slot that `redis-cli --cluster reshard` moves. Redis
+// answers the save's script, over keys on both sides, with TRYAGAIN:
+// the save fails with that error, never ErrStaleEpoch, writes nothing,
+// and succeeds once the slot has moved. (go-redis follows the ASK and
+// retries the TRYAGAIN a few times first; the aggregator retries a
+// failed save at its next interval.)
+func testMigratingSlot(t *testing.T, rdb *redis.ClusterClient) {
+	ctx := context.Background()
+	st := snapshot.New(rdb, prefix)
+	const p = 7
+	fence := "clickagg:{p7}:epoch"
+	if err := st.Claim(ctx, p, 1); err != nil {
+		t.Fatal(err)
+	}
+	src, err := rdb.MasterForKey(ctx, fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dst *redis.Client
+	var nodes []*redis.Client
+	var mu sync.Mutex
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		nodes = append(nodes, m)
+		if m.Options().Addr != src.Options().Addr && dst == nil {
+			dst = m
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slot, err := rdb.ClusterKeySlot(ctx, fence).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcID, dstID := src.ClusterMyID(ctx).Val(), dst.ClusterMyID(ctx).Val()
+	must := func(c *redis.Client, args ...any) {
+		t.Helper()
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%s %v: %v", c.Options().Addr, args, err)
+		}
+	}
+	must(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+	must(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+	host, port, _ := net.SplitHostPort(dst.Options().Addr)
+	must(src, "MIGRATE", host, port, "", 0, 5000, "AUTH", rdb.Options().Password, "KEYS", fence)
+
+	err = st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{1: []byte("x")}})
+	if !redis.IsTryAgainError(err) || errors.Is(err, snapshot.ErrStaleEpoch) {
+		t.Fatalf("save during the migration = %v, want TRYAGAIN", err)
+	}
+	// Only the fence is in the slot, on the primary it moved to.
+	for c, want := range map[*redis.Client]int64{src: 0, dst: 1} {
+		if n, err := c.ClusterCountKeysInSlot(ctx, int(slot)).Result(); err != nil || n != want {
+			t.Fatalf("%s holds %d keys (%v) of the slot after a refused save, want %d", c.Options().Addr, n, err, want)
+		}
+	}
+
+	for _, c := range append([]*redis.Client{dst, src}, nodes...) {
+		must(c, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	}
+	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{1: []byte("x")}}); err != nil {
+		t.Fatalf("save after the migration: %v", err)
+	}
+	checkLoaded(t, mustLoad(t, st, p), "m", map[int64][]byte{1: []byte("x")}, 1)
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/router"
@@ -86,14 +85,7 @@ func TestArchiveStoreOutage(t *testing.T) {
 	const partitions = 4
 	dir := t.TempDir()
 	bucketDir := filepath.Join(dir, "archive")
-	var aggHTTP, routerHTTP string
-	for _, a := range []*string{&aggHTTP, &routerHTTP} {
-		port, err := localserver.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		*a = fmt.Sprintf("127.0.0.1:%d", port)
-	}
+	aggHTTP, routerHTTP := freeAddr(t), freeAddr(t)
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 1, aggregators: 1,
 		aggregatorFlags: []string{"-http.addr=" + aggHTTP, "-aggregator.snapshot-interval=1s", "-archive.bucket=" + bucketDir, "-archive.interval=2s"},
@@ -161,11 +153,11 @@ func TestArchiveStoreOutage(t *testing.T) {
 	// fraction 0.3 of a maxmemory well above it, so that Redis itself
 	// refuses nothing). The clients send their clicks again, as after
 	// lost answers: the logs grow and the counts do not.
-	used, _, err := partlog.New(rdb, "clickagg").Memory(ctx)
+	nodes, err := partlog.New(rdb, "clickagg").Memory(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := used + 1<<20
+	bound := nodes[0].Used + 1<<20
 	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(int64(float64(bound)/0.3), 10)).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package testserver_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -84,16 +85,41 @@ func TestRedisCluster(t *testing.T) {
 		}
 	}
 	// Each primary holds its third of the slots, so of the keys.
-	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-		n, err := m.DBSize(ctx).Result()
-		if err != nil {
+	held := func() map[string]int64 {
+		t.Helper()
+		var mu sync.Mutex
+		out := map[string]int64{}
+		if err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			n, err := m.DBSize(ctx).Result()
+			mu.Lock()
+			out[m.Options().Addr] = n
+			mu.Unlock()
 			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
+		return out
+	}
+	before := held()
+	for addr, n := range before {
 		if n < slots/3-1 || n > slots/3+1 {
-			return fmt.Errorf("primary %s holds %d keys, want about %d", m.Options().Addr, n, slots/3)
+			t.Fatalf("primary %s holds %d keys, want about %d", addr, n, slots/3)
 		}
-		return nil
-	}); err != nil {
+	}
+
+	// Resharding moves 1000 slots, with their keys, to another primary;
+	// the client follows, and every key still reads back.
+	from, to := c.Nodes[0].Addr, c.Nodes[1].Addr
+	if err := c.Reshard(ctx, from, to, 1000); err != nil {
 		t.Fatal(err)
+	}
+	after := held()
+	if after[from] != before[from]-1000 || after[to] != before[to]+1000 {
+		t.Fatalf("after moving 1000 slots from %s to %s, the primaries hold %v keys; before %v", from, to, after, before)
+	}
+	for s, k := range keys {
+		if v, err := rdb.Get(ctx, k).Int(); err != nil || v != s {
+			t.Fatalf("GET %s after reshard = %d, %v; want %d", k, v, err, s)
+		}
 	}
 }

@@ -1,0 +1,291 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
+)
+
+// TopologyResult is one cluster measured by RunTopology: the same load on
+// whichever Redis the cluster runs on, so that runs on different Redis
+// setups compare.
+type TopologyResult struct {
+	// Name says which Redis the cluster ran on.
+	Name    string
+	Machine Machine
+	// Acked events were acknowledged in Window of load as fast as the
+	// cluster acknowledged; Retries counts the streams that broke and were
+	// sent again.
+	Acked   int64
+	Window  time.Duration
+	Retries int64
+	// ProcCPU is the cores this process (every clickagg role) used in
+	// Window.
+	ProcCPU float64
+	// Nodes are the Redis servers, each with its CPU in Window and memory
+	// at its end.
+	Nodes []NodeUsage
+	// FreshRate is the pace of the freshness window, the same for every
+	// topology; Freshness is the probes' ack-to-visible time in it and Ack
+	// their acknowledgement time (one click per request: the append, its
+	// fsync and, with -redis.wait-replicas, the replicas' acknowledgement).
+	FreshRate float64
+	Freshness *Latencies
+	Ack       *Latencies
+	Timeouts  int64
+}
+
+// Rate is the events acknowledged per second of Window.
+func (t *TopologyResult) Rate() float64 { return float64(t.Acked) / t.Window.Seconds() }
+
+// NodeUsage is one Redis server of a measured cluster.
+type NodeUsage struct {
+	Addr, Role string
+	// CPU is the cores it used in the window; UsedMemory its used_memory
+	// at the end of the window, in bytes.
+	CPU, UsedMemory float64
+}
+
+// RunTopology measures the cluster at t, whose Redis servers are
+// t.RedisNodes (each with the password t.ClusterRedisPassword): after
+// cfg.Warmup, cfg.Duration of the workload as fast as the cluster
+// acknowledges, with the CPU of every Redis server and of this process;
+// then cfg.FreshnessDuration paced at freshRate events per second while
+// probes measure ack-to-visible time. Click times are at the clock.
+func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshRate int, out io.Writer) (*TopologyResult, error) {
+	if len(t.RedisNodes) == 0 {
+		return nil, errors.New("bench: the topology run needs the cluster's Redis servers")
+	}
+	res := &TopologyResult{Name: name, FreshRate: float64(freshRate)}
+	nodes := make([]*redis.Client, len(t.RedisNodes))
+	for i, addr := range t.RedisNodes {
+		nodes[i] = redis.NewClient(&redis.Options{Addr: addr, Password: t.ClusterRedisPassword})
+		defer nodes[i].Close()
+	}
+	res.Machine = machine(ctx, nodes[0], nil)
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	cconn, err := dial(t.Coordinator)
+	if err != nil {
+		return nil, fmt.Errorf("dial coordinator: %w", err)
+	}
+	defer cconn.Close()
+	qconn, err := dial(t.Queryd)
+	if err != nil {
+		return nil, fmt.Errorf("dial queryd: %w", err)
+	}
+	defer qconn.Close()
+	iconn, err := dial(t.Router)
+	if err != nil {
+		return nil, fmt.Errorf("dial router: %w", err)
+	}
+	defer iconn.Close()
+	names := Names{Tag: "topo"}
+	r := &run{cfg: cfg, names: names, coord: clickaggv1.NewCoordinatorServiceClient(cconn),
+		query: clickaggv1.NewQueryServiceClient(qconn), ingest: clickaggv1.NewIngestServiceClient(iconn)}
+	fmt.Fprintf(out, "%s: waiting for every partition to be served\n", name)
+	if _, err := r.waitServing(ctx); err != nil {
+		return nil, err
+	}
+	conns := make([]*grpc.ClientConn, cfg.Streams)
+	for i := range conns {
+		if conns[i], err = dial(t.Router); err != nil {
+			return nil, fmt.Errorf("dial router: %w", err)
+		}
+		defer conns[i].Close()
+	}
+	start := time.Now()
+	gen := NewGenerator(cfg.Workload, start.Add(-LateMax*time.Millisecond-time.Minute).UnixMilli())
+
+	// As fast as acknowledged: the generator fills the senders' queue.
+	var acked, retries atomic.Int64
+	defer func() { res.Retries = retries.Load() }()
+	if err := load(ctx, cfg, conns, &acked, &retries, func(evs []Event) bool {
+		now := time.Now().UnixMilli()
+		for i := range evs {
+			evs[i] = gen.Next(now)
+		}
+		return true
+	}, func(ctx context.Context, stop func()) error {
+		if err := retry.Sleep(ctx, cfg.Warmup); err != nil {
+			return err
+		}
+		a0, p0, t0 := acked.Load(), processCPU(), time.Now()
+		cpu0 := make([]float64, len(nodes))
+		for i, n := range nodes {
+			cpu0[i] = redisCPUOf(ctx, n)
+		}
+		for s := 1; s <= int(cfg.Duration/time.Second); s++ {
+			if err := retry.Sleep(ctx, time.Second); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "[%3ds] %s: %s acknowledged/s\n", s, name, si(float64(acked.Load()-a0)/time.Since(t0).Seconds()))
+		}
+		res.Acked, res.Window = acked.Load()-a0, time.Since(t0)
+		res.ProcCPU = (processCPU() - p0) / res.Window.Seconds()
+		for i, n := range nodes {
+			u := NodeUsage{Addr: t.RedisNodes[i], CPU: (redisCPUOf(ctx, n) - cpu0[i]) / res.Window.Seconds()}
+			u.Role, _ = infoField(ctx, n, "replication", "role")
+			if v, err := infoField(ctx, n, "memory", "used_memory"); err == nil {
+				_, _ = fmt.Sscan(v, &u.UsedMemory)
+			}
+			res.Nodes = append(res.Nodes, u)
+		}
+		stop()
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// Paced, with probes.
+	fmt.Fprintf(out, "%s: %s of load paced at %s/s, with freshness probes\n", name, cfg.FreshnessDuration, si(float64(freshRate)))
+	pacedStart := time.Now()
+	r.spanStart = pacedStart.Truncate(time.Minute).Add(-time.Minute).UnixMilli()
+	r.spanEnd = pacedStart.Add(cfg.FreshnessDuration + 10*time.Minute).Truncate(time.Minute).UnixMilli()
+	sent := int64(0)
+	ir := &ingestResult{}
+	var window atomic.Int32
+	window.Store(windowFreshness)
+	probeStop := make(chan struct{})
+	probeDone := make(chan error, 1)
+	go func() {
+		probeDone <- r.probe(ctx, probeStop, func() int64 { return time.Now().UnixMilli() },
+			func(at time.Time) float64 { return at.Sub(pacedStart).Seconds() }, ir, &window)
+	}()
+	err = load(ctx, cfg, conns, &acked, &retries, func(evs []Event) bool {
+		due := pacedStart.Add(time.Duration(float64(sent) * float64(time.Second) / float64(freshRate)))
+		if !due.Before(pacedStart.Add(cfg.FreshnessDuration)) {
+			return false
+		}
+		if retry.Sleep(ctx, time.Until(due)) != nil {
+			return false
+		}
+		now := time.Now().UnixMilli()
+		for i := range evs {
+			evs[i] = gen.Next(now)
+		}
+		sent += int64(len(evs))
+		return true
+	}, nil)
+	close(probeStop)
+	if perr := <-probeDone; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Freshness, res.Ack = &ir.freshness, &ir.probeAck
+	res.Timeouts = ir.timeouts
+	return res, nil
+}
+
+// load sends batches that next fills (until it returns false, or until
+// measure calls stop) over conns, cfg.Inflight ahead on each, and waits
+// until all are acknowledged. measure, when set, runs beside the load.
+func load(ctx context.Context, cfg Config, conns []*grpc.ClientConn, acked, retries *atomic.Int64, next func([]Event) bool, measure func(ctx context.Context, stop func()) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	batches := make(chan *batch, len(conns))
+	var stopped atomic.Bool
+	g.Go(func() error {
+		defer close(batches)
+		enc := &Encoder{Names: Names{Tag: "topo"}}
+		evs := make([]Event, cfg.Batch)
+		for !stopped.Load() && next(evs) {
+			select {
+			case batches <- &batch{data: enc.AppendRequest(make([]byte, 0, 96*len(evs)), evs), n: len(evs)}:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	for _, c := range conns {
+		s := &sender{conn: c, inflight: cfg.Inflight, acked: acked, retries: retries}
+		g.Go(func() error { return s.run(gctx, batches) })
+	}
+	if measure != nil {
+		g.Go(func() error { return measure(gctx, func() { stopped.Store(true) }) })
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("bench: load: %w", err)
+	}
+	return nil
+}
+
+// TopologyReport is the runs of one `clickagg bench -bench.redis-topologies`,
+// in the order they ran.
+type TopologyReport struct {
+	Started  time.Time
+	Command  string
+	Settings []Setting
+	Machine  Machine
+	Config   Config
+	Runs     []*TopologyResult
+}
+
+// Markdown is the report's section.
+func (rep *TopologyReport) Markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("%s\n## Ingest by Redis topology\n\n", topologyBegin)
+	p("Measured %s on the machine above (%s, %d cores): each setup is a new cluster in the bench's process under the same load, one after the other.\n\n",
+		rep.Started.UTC().Format("2006-01-02 15:04 MST"), mdEscape(rep.Machine.CPU), rep.Machine.Cores)
+	p("```sh\n%s\n```\n\n", rep.Command)
+	for _, s := range rep.Settings {
+		p("- %s: %s\n", s.Name, mdEscape(s.Value))
+	}
+	p("\n| Redis | acknowledged/s | vs the first | clickagg CPU, cores | Redis CPU, cores: primaries; replicas | used_memory of each primary | probe ack p50 / p99 | ack-to-visible p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rep.Runs {
+		var pcpu, rcpu, pmem []string
+		for _, n := range r.Nodes {
+			if n.Role == "slave" {
+				rcpu = append(rcpu, fmt.Sprintf("%.2f", n.CPU))
+				continue
+			}
+			pcpu = append(pcpu, fmt.Sprintf("%.2f", n.CPU))
+			pmem = append(pmem, formatBytes(n.UsedMemory))
+		}
+		cpu := strings.Join(pcpu, " + ")
+		if len(rcpu) > 0 {
+			cpu += "; " + strings.Join(rcpu, " + ")
+		}
+		p("| %s | %s | %.2f× | %.2f | %s | %s | %s / %s | %s / %s |\n", mdEscape(r.Name), si(r.Rate()), r.Rate()/rep.Runs[0].Rate(), r.ProcCPU, cpu, strings.Join(pmem, ", "),
+			ms(r.Ack.Seconds(50)), ms(r.Ack.Seconds(99)), ms(r.Freshness.Seconds(50)), ms(r.Freshness.Seconds(99)))
+	}
+	c := rep.Config
+	p("\n- acknowledged/s: the workload (-bench.* workload flags, click times at the clock) in %d-event requests on %d streams, %d in flight each, as fast as the cluster acknowledged, for %s after %s of warm-up. CPU is over the same window: clickagg's is this process's, Redis's each server's used_cpu_user + used_cpu_sys.\n",
+		c.Batch, c.Streams, c.Inflight, c.Duration, c.Warmup)
+	if len(rep.Runs) > 0 {
+		p("- Probes: one click per request every %s, while the workload is paced at %s/s for %s; probe ack is the Ingest call (the append, its fsync and any replica acknowledgement), ack-to-visible the time until GetAggregatedCount counts it (polled every %s).\n",
+			c.ProbeInterval, si(rep.Runs[0].FreshRate), c.FreshnessDuration, c.ProbePoll)
+	}
+	p("%s\n", topologyEnd)
+	return b.String()
+}
+
+// WriteSection writes the report's section into the Markdown report at
+// mdPath, keeping the rest of it.
+func (rep *TopologyReport) WriteSection(mdPath string) error {
+	return writeSection(mdPath, topologyBegin, topologyEnd, rep.Markdown())
+}
+
+// ms formats seconds as milliseconds.
+func ms(s float64) string { return fmt.Sprintf("%.1f ms", s*1000) }
+
+const (
+	topologyBegin = "<!-- topology: written by `clickagg bench -bench.redis-topologies` -->"
+	topologyEnd   = "<!-- end of topology -->"
+)
