@@ -275,9 +275,10 @@ func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 func (s *Server) usesRedis() bool { return usesRedis(s.roles) }
 
 // checkReplicas refuses to start when -redis.wait-replicas asks more
-// replicas than a primary has connected: every append and snapshot would
-// fail. A single server that does not answer yet is not checked (see
-// Run); its writes fail with the same setting named until it has them.
+// replicas than a primary has (durable.Writer.Check): every append and
+// snapshot would fail. A single server that does not answer yet is not
+// checked (see Run); its writes fail with the same setting named until it
+// has them.
 func checkReplicas(ctx context.Context, rc redisconf.Config, w *durable.Writer) error {
 	if rc.WaitReplicas == 0 {
 		return nil
@@ -299,7 +300,7 @@ func usesRedis(roles []string) bool {
 // connects to it as -redis.* say: a Redis Cluster's seeds and a
 // Sentinel's master are checked there, and Run fails at once, naming the
 // flag, when they are wrong (see redisconf), as when a primary has fewer
-// replicas connected than -redis.wait-replicas asks (checkReplicas). Every
+// replicas than -redis.wait-replicas asks (checkReplicas). Every
 // append and snapshot write then waits for them (package durable). It
 // then checks that it is its
 // cluster's Redis (health.VerifyRedis), retrying while Redis cannot be

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,9 +358,17 @@ func firstErr(writes []Write) error {
 }
 
 // Check returns an error wrapping ErrTooFewReplicas, naming
-// -redis.wait-replicas, when a primary has fewer replicas connected than
-// Options.Replicas (INFO replication, connected_slaves): every write
-// would fail. On Redis Cluster every primary is asked.
+// -redis.wait-replicas, when a primary has fewer replicas than
+// Options.Replicas: every write to it would fail.
+//
+// On Redis Cluster it counts the replicas the cluster knows for each
+// primary that holds slots (CLUSTER NODES), up or down: one that is down
+// may come back, a count that the cluster's shape cannot meet is a
+// configuration error. A process must not refuse to start because one
+// replica is restarting, which would take all its partitions down for
+// the sake of a third of them. One server, or the primary Sentinel
+// names, is asked how many replicas are connected (INFO replication,
+// connected_slaves): it knows of no other.
 func (w *Writer) Check(ctx context.Context) error {
 	if err := w.opt.Validate(); err != nil {
 		return err
@@ -386,9 +396,7 @@ func (w *Writer) Check(ctx context.Context) error {
 		return nil
 	}
 	if cc, ok := w.rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return check(ctx, c, "redis primary "+c.Options().Addr)
-		})
+		return w.checkCluster(ctx, cc)
 	}
 	who := "the redis primary"
 	// A Sentinel's client is a *redis.Client too, whose Addr is a
@@ -397,4 +405,38 @@ func (w *Writer) Check(ctx context.Context) error {
 		who = "redis " + c.Options().Addr
 	}
 	return check(ctx, w.rdb, who)
+}
+
+// checkCluster is Check on Redis Cluster.
+func (w *Writer) checkCluster(ctx context.Context, cc *redis.ClusterClient) error {
+	nodes, err := cc.ClusterNodes(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redis cluster nodes: %w", err)
+	}
+	// A line is: id addr flags master-id ping pong epoch link slot...
+	addrs := map[string]string{}
+	replicas := map[string]int{}
+	for line := range strings.Lines(nodes) {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		flags := strings.Split(f[2], ",")
+		switch {
+		case slices.Contains(flags, "master") && len(f) > 8:
+			addr, _, _ := strings.Cut(f[1], "@")
+			addrs[f[0]] = addr
+		case slices.Contains(flags, "slave"):
+			replicas[f[3]]++
+		}
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("redis cluster nodes: no primary holds slots: %q", nodes)
+	}
+	for _, id := range slices.Sorted(maps.Keys(addrs)) {
+		if n := replicas[id]; n < w.opt.Replicas {
+			return fmt.Errorf("redis primary %s has %d replicas in the cluster, -redis.wait-replicas asks every write to reach %d: %w", addrs[id], n, w.opt.Replicas, ErrTooFewReplicas)
+		}
+	}
+	return nil
 }
