@@ -37,15 +37,21 @@
 // jittered pause and a reload of the slot map, a few times at most: to
 // the node the answer names when the slot map knows it by that address
 // (with ASKING before it for ASK), else to the slot's primary in the
-// reloaded map. The redirected
-// write must still be waited for on the connection that ran it, which the
-// ClusterClient's own redirection would not allow. A write that meets any
-// other error, a connection that breaks or a WAIT that comes back short
-// is not retried here: it fails Do at once and the slot map is reloaded
-// for the next call. A primary that died is only replaced after the
-// cluster's node timeout and an election, seconds in which retrying here
-// would only hold the caller; the caller's own retry (a client's, through
-// another router) meets the new primary.
+// reloaded map. Do follows them itself because the redirected write must
+// still be waited for on the connection that ran it, which the
+// ClusterClient's own redirection would not allow; and because a
+// redirection is cheap and certain to succeed soon (the answer says
+// where), while failing would turn every reshard into client retries.
+//
+// A write that meets any other error, a connection that breaks or a WAIT
+// that comes back short is not retried here: it fails Do at once and the
+// slot map is reloaded for the next call. Failing is always safe, since
+// nothing unacknowledged is ever counted on, and here it is also right: a
+// primary that died is only replaced after the cluster's node timeout and
+// an election, and a primary without its replica waits for one to sync,
+// seconds in which retrying here would only hold the caller past its own
+// deadline; the caller's retry (a client's, through another router; an
+// aggregator's next save) meets the new primary.
 //
 // # Scripts
 //
