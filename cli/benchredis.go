@@ -20,12 +20,15 @@ type redisTopology struct {
 	// primaries is 0 for one redis-server, else the primaries of a Redis
 	// Cluster, each with replicas replicas.
 	primaries, replicas int
+	// waitReplicas is -redis.wait-replicas.
+	waitReplicas int
 }
 
 var redisTopologies = []redisTopology{
 	{name: "one redis-server"},
 	{name: "Redis Cluster, 3 primaries", primaries: 3},
 	{name: "Redis Cluster, 3 primaries with a replica each", primaries: 3, replicas: 1},
+	{name: "Redis Cluster, 3 primaries with a replica each, -redis.wait-replicas=1", primaries: 3, replicas: 1, waitReplicas: 1},
 }
 
 // benchTopologies runs clickagg bench -bench.redis-topologies: a new local
@@ -57,6 +60,7 @@ func benchTopologies(ctx context.Context, cfg ServerConfig, bc bench.Config, dir
 func benchTopology(ctx context.Context, cfg ServerConfig, bc bench.Config, top redisTopology, dir, appendFsync string, lg *slog.Logger, out io.Writer) (*bench.TopologyResult, error) {
 	cfg.ArchiveBucket = filepath.Join(dir, "archive")
 	cfg.Redis.Addr = ""
+	cfg.Redis.WaitReplicas = top.waitReplicas
 	t := bench.Targets{}
 	if top.primaries > 0 {
 		rc, err := localserver.StartRedisCluster(ctx, localserver.RedisClusterConfig{Dir: filepath.Join(dir, "redis"),

@@ -17,8 +17,9 @@ import (
 )
 
 // TestServerRefusesABadRedisAtStart: a router whose Redis Cluster seed
-// does not answer, or whose sentinel knows no master by the name given,
-// stops at start with an error naming the flag to fix, instead of waiting
+// does not answer, whose sentinel knows no master by the name given, or
+// whose primary has fewer replicas than -redis.wait-replicas, stops at
+// start with an error naming the flag to fix, instead of waiting
 // for a Redis that configuration will never bring.
 func TestServerRefusesABadRedisAtStart(t *testing.T) {
 	port, err := localserver.FreePort()
@@ -36,6 +37,10 @@ func TestServerRefusesABadRedisAtStart(t *testing.T) {
 		{"unreachable seed", []string{"-redis.cluster-addrs=" + nobody}, "-redis.cluster-addrs " + nobody},
 		{"wrong master name", []string{"-redis.sentinel-master=other", "-redis.sentinel-addrs=" + sentinel, "-redis.password-file=" + master.PasswordFile},
 			`-redis.sentinel-master "other"`},
+		{"replicas that one server lacks", []string{"-redis.addr=" + master.Addr, "-redis.password-file=" + master.PasswordFile, "-redis.wait-replicas=1"},
+			"redis " + master.Addr + " has 0 replicas connected, -redis.wait-replicas asks every write to reach 1"},
+		{"replicas that the sentinel's primary lacks", []string{"-redis.sentinel-master=mymaster", "-redis.sentinel-addrs=" + sentinel, "-redis.password-file=" + master.PasswordFile, "-redis.wait-replicas=1"},
+			"the redis primary has 0 replicas connected, -redis.wait-replicas asks every write to reach 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// etcd is never reached: Redis is checked first.
@@ -102,6 +107,28 @@ func TestRedisSettingsOnlyForRedisRoles(t *testing.T) {
 		}
 		if target != "coordinator" && (err == nil || !strings.Contains(err.Error(), "-redis.password-file")) {
 			t.Errorf("%s: %v, want an error naming -redis.password-file", target, err)
+		}
+	}
+}
+
+// TestWaitShorterThanAppend: a router would give up on every append
+// before a wait for replicas as long as its append timeout ends.
+func TestWaitShorterThanAppend(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-redis.wait-replicas=1", "-redis.wait-timeout=2s", "-router.append-timeout=3s"}, ""},
+		{[]string{"-redis.wait-replicas=0", "-redis.wait-timeout=10s", "-router.append-timeout=3s"}, ""},
+		{[]string{"-redis.wait-replicas=1", "-redis.wait-timeout=3s", "-router.append-timeout=3s"}, "router: -redis.wait-timeout 3s: must be shorter than -router.append-timeout=3s"},
+	} {
+		fs, cfg := newFlags()
+		if err := parse(fs, append([]string{"-target=router"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: Validate = %v, want %q", tc.args, err, tc.want)
 		}
 	}
 }

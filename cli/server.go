@@ -30,6 +30,7 @@ import (
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/durable"
 	"github.com/clickagg/clickagg/grpcserver"
 	clickhealth "github.com/clickagg/clickagg/health"
 	"github.com/clickagg/clickagg/history"
@@ -200,6 +201,11 @@ func (c *ServerConfig) Validate() error {
 		switch r {
 		case RoleRouter:
 			err = c.Router.Validate()
+			// The router gives up on an append after its timeout, so a
+			// wait as long never acknowledges anything.
+			if w := c.Redis.WaitTimeout; err == nil && c.Redis.WaitReplicas > 0 && w >= c.Router.AppendTimeout {
+				err = fmt.Errorf("-redis.wait-timeout %v: must be shorter than -router.append-timeout=%v", w, c.Router.AppendTimeout)
+			}
 		case RoleAggregator:
 			err = c.Aggregator.Validate()
 			if err == nil && c.ArchiveBucket != "" {
@@ -268,6 +274,24 @@ func (s *Server) has(role string) bool { return slices.Contains(s.roles, role) }
 // only the coordinator does not.
 func (s *Server) usesRedis() bool { return usesRedis(s.roles) }
 
+// checkReplicas refuses to start when -redis.wait-replicas asks more
+// replicas than a primary has (durable.Writer.Check): every append and
+// snapshot would fail. A single server that does not answer yet is not
+// checked (see Run); its writes fail with the same setting named until it
+// has them.
+func checkReplicas(ctx context.Context, rc redisconf.Config, w *durable.Writer) error {
+	if rc.WaitReplicas == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := w.Check(cctx)
+	if err == nil || (!errors.Is(err, durable.ErrTooFewReplicas) && rc.ClusterAddrs == "" && rc.SentinelMaster == "") {
+		return nil
+	}
+	return fmt.Errorf("redis: %w", err)
+}
+
 func usesRedis(roles []string) bool {
 	return slices.Contains(roles, RoleRouter) || slices.Contains(roles, RoleAggregator) || slices.Contains(roles, RoleQueryd)
 }
@@ -275,7 +299,10 @@ func usesRedis(roles []string) bool {
 // Run runs the roles until ctx ends. A process whose roles use Redis
 // connects to it as -redis.* say: a Redis Cluster's seeds and a
 // Sentinel's master are checked there, and Run fails at once, naming the
-// flag, when they are wrong (see redisconf). It then checks that it is its
+// flag, when they are wrong (see redisconf), as when a primary has fewer
+// replicas than -redis.wait-replicas asks (checkReplicas). Every
+// append and snapshot write then waits for them (package durable). It
+// then checks that it is its
 // cluster's Redis (health.VerifyRedis), retrying while Redis cannot be
 // reached: until then the aggregator does not register and ingest and
 // queries are refused; a wrong Redis ends Run with health.ErrWrongRedis,
@@ -294,6 +321,7 @@ func usesRedis(roles []string) bool {
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
 	var rdb redis.UniversalClient
+	var w *durable.Writer // runs the writes that are acknowledged
 	if s.usesRedis() {
 		rc := cfg.Redis
 		rc.PoolSize = 64
@@ -302,7 +330,11 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("redis: %w", err)
 		}
 		defer rdb.Close()
-		s.lg.Info("using redis", "redis", rc.String())
+		s.lg.Info("using redis", "redis", rc.String(), "wait_replicas", rc.WaitReplicas)
+		w = durable.New(rdb, rc.Durability())
+		if err := checkReplicas(ctx, rc, w); err != nil {
+			return err
+		}
 	}
 	etcd, err := cluster.Dial(cfg.Cluster)
 	if err != nil {
@@ -366,7 +398,7 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	plog := partlog.New(rdb, cfg.RedisPrefix)
+	plog := partlog.New(rdb, cfg.RedisPrefix, partlog.WithWriter(w))
 	dial := newDialer()
 	defer dial.Close()
 	mux := http.NewServeMux()
@@ -440,7 +472,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
 		ac.SketchCapacity = hk.SketchCapacity
-		store := snapshot.New(rdb, cfg.RedisPrefix)
+		store := snapshot.New(rdb, cfg.RedisPrefix, snapshot.WithWriter(w))
 		opts := []aggregator.Option{aggregator.WithMetrics(reg),
 			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID)))}
 		var revisionsKnown chan struct{} // closed once the applied history revisions are read

@@ -406,6 +406,14 @@ var mistakes = []struct {
 		want:  `ConfigMap clickagg: CLICKAGG_REDIS_ADDR is "redis:6379" on a Redis Cluster`,
 	},
 	{
+		name:  "writes on a Redis Cluster that wait for no replica",
+		file:  "components/redis-cluster/kustomization.yaml",
+		old:   "    - op: add\n      path: /data/CLICKAGG_REDIS_WAIT_REPLICAS\n      value: \"1\"\n",
+		new:   "",
+		build: "overlays/production",
+		want:  `ConfigMap clickagg: CLICKAGG_REDIS_WAIT_REPLICAS is "": want 1 to 1, the replicas of each primary`,
+	},
+	{
 		name:  "Redis password not mounted where the clients read it",
 		file:  "components/redis-cluster/clients.yaml",
 		old:   "  name: queryd\nspec:\n  template:\n    spec:\n      securityContext:\n        fsGroup: 65532\n      containers:\n      - name: clickagg\n        volumeMounts:\n        - name: redis-auth\n          mountPath: /etc/clickagg/redis\n",

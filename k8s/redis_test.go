@@ -63,8 +63,8 @@ func envSecret(ct *corev1.Container, name string) (secret, key string) {
 // creates the cluster names exactly the StatefulSet's pods, in a shape
 // redis-cli accepts (at least three primaries, each with the same number
 // of replicas); every node and the Job authenticate with the Secret the
-// clickagg clients mount; and the clients are given the pods as Cluster
-// seeds, not -redis.addr.
+// clickagg clients mount; the clients are given the pods as Cluster
+// seeds, not -redis.addr; and their writes wait for a replica.
 func (c *checker) redisCluster(w *workload, conf map[string]string) {
 	if f := conf["cluster-config-file"]; !strings.HasPrefix(f, conf["dir"]+"/") {
 		c.addf("ConfigMap redis: cluster-config-file %q is not under dir %q (the persistent volume): a restarted node would forget its id and slots", f, conf["dir"])
@@ -96,6 +96,7 @@ func (c *checker) redisCluster(w *workload, conf map[string]string) {
 		c.addf("%s: the Secret %q of REDISCLI_AUTH is not mounted (requirepass is read from it)", w, secret)
 	}
 
+	perPrimary := 0
 	var create *workload
 	for _, j := range c.m.jobWorkloads() {
 		for _, ct := range j.template.Spec.Containers {
@@ -119,6 +120,8 @@ func (c *checker) redisCluster(w *workload, conf map[string]string) {
 			c.addf("%s: REPLICAS %q: want at least 1 replica per primary", create, r)
 		case n%(replicas+1) != 0 || n/(replicas+1) < 3:
 			c.addf("%s: %d pods with %d replicas per primary: want a multiple of %d with at least 3 primaries", create, n, replicas, replicas+1)
+		default:
+			perPrimary = replicas
 		}
 		for _, rc := range w.template.Spec.Containers {
 			if ct.Image != rc.Image {
@@ -139,6 +142,14 @@ func (c *checker) redisCluster(w *workload, conf map[string]string) {
 	}
 	if a, ok := cm.Data[envName("redis.addr")]; ok {
 		c.addf("ConfigMap clickagg: %s is %q on a Redis Cluster: set only %s", envName("redis.addr"), a, envName("redis.cluster-addrs"))
+	}
+	// Without a wait for replicas, a failover loses what the primary had
+	// acknowledged and not yet replicated; a wait for more replicas than
+	// there are refuses everything.
+	if v := cm.Data[envName("redis.wait-replicas")]; perPrimary > 0 {
+		if k, err := strconv.Atoi(v); err != nil || k < 1 || k > perPrimary {
+			c.addf("ConfigMap clickagg: %s is %q: want 1 to %d, the replicas of each primary", envName("redis.wait-replicas"), v, perPrimary)
+		}
 	}
 	pw := cm.Data[envName("redis.password-file")]
 	if pw == "" {

@@ -184,18 +184,29 @@ func startChild(ctx context.Context, what, bin string, args []string, addr, pass
 }
 
 // stop stops the process with SIGTERM (a server flushes its AOF) and
-// waits, killing it after 10 seconds.
+// waits, killing it after 10 seconds. SIGTERM is sent again every 200ms:
+// a server refuses to shut down while it writes its first AOF (a replica
+// just after its first sync logs "Writing initial AOF, can't exit") and
+// then runs on, and a repeated SIGTERM only asks again.
 func (p *child) stop() {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.kill()
+	kill := time.After(10 * time.Second)
+	again := time.NewTicker(200 * time.Millisecond)
+	defer again.Stop()
+	for {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			return
+		case <-again.C:
+		case <-kill:
+			p.kill()
+			return
+		}
 	}
 }
 
@@ -325,6 +336,29 @@ func (r *Redis) Stop() error {
 
 // Kill stops the server with SIGKILL, as a crash would.
 func (r *Redis) Kill() { r.p.kill() }
+
+// Signal sends sig to the server: SIGSTOP freezes it (a hung server, or
+// a replica that stops acknowledging), SIGCONT lets it go on.
+func (r *Redis) Signal(sig syscall.Signal) error {
+	return r.p.cmd.Process.Signal(sig)
+}
+
+// StartReplica starts a redis-server that replicates primary (replicaof),
+// in cfg.Dir, with primary's password: it authenticates to primary with
+// its own (masterauth = requirepass), and a client of the primary reaches
+// it too. It returns once the server answers; the first sync may still
+// be running.
+func StartReplica(ctx context.Context, primary *Redis, cfg RedisConfig) (*Redis, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("redis data dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, PasswordFileName), []byte(primary.Password+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("redis password: %w", err)
+	}
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	cfg.Args = append([]string{"--replicaof", host, port}, cfg.Args...)
+	return StartRedis(ctx, cfg)
+}
 
 // Restart starts a stopped or killed server again on its address and Dir,
 // with its data and password, as a restarted machine would. Another

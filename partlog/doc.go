@@ -5,7 +5,9 @@
 // The log is what makes counting exact across crashes. The router acknowledges
 // a client only after Append has returned, that is after Redis answered every
 // XADD of the batch, so an acknowledged event is in the log (as durable as the
-// server's AOF policy makes it). An aggregator's state is a deterministic
+// server's AOF policy makes it) and, with WithWriter, on as many replicas
+// as -redis.wait-replicas asks (package durable): the failover of its
+// primary cannot lose it. An aggregator's state is a deterministic
 // function of the log prefix it has applied, so a new owner that loads the
 // last snapshot and replays the log from the snapshot's offset reaches the
 // same state the old owner had. Appending an event twice (a retry after an

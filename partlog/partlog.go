@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/durable"
 )
 
 // dataField is the one field of every stream entry.
@@ -58,6 +60,19 @@ type Log struct {
 	// caught up; 0 makes it block in one XREAD over all of them instead
 	// (see Read).
 	poll time.Duration
+	// w runs appends: with replicas to wait for, an append is
+	// acknowledged only once they have it.
+	w *durable.Writer
+}
+
+// Option configures a Log.
+type Option func(*Log)
+
+// WithWriter makes Append write through w, which waits for replicas as
+// the operator asks (-redis.wait-replicas). Without it, an append is
+// acknowledged once the primary has it.
+func WithWriter(w *durable.Writer) Option {
+	return func(l *Log) { l.w = w }
 }
 
 // ClusterPoll is how often Read, on a Redis Cluster, reads again
@@ -68,47 +83,52 @@ type Log struct {
 const ClusterPoll = 5 * time.Millisecond
 
 // New returns a Log over rdb whose stream keys start with prefix. It does no I/O.
-func New(rdb redis.UniversalClient, prefix string) *Log {
+func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Log {
 	l := &Log{rdb: rdb, prefix: prefix}
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		l.poll = ClusterPoll
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	if l.w == nil {
+		l.w = durable.New(rdb, durable.Options{})
 	}
 	return l
 }
 
 // Append appends each item to its partition's stream (XADD, pipelined, field
 // "d") and returns the entry IDs in order.
-// It returns only after Redis answered every XADD; any error means the caller
-// must treat all items as not acknowledged (retrying may duplicate, which
-// dedup absorbs).
+// It returns only after Redis answered every XADD and, with WithWriter,
+// after the replicas asked for have every entry; any error means the
+// caller must treat all items as not acknowledged (retrying may
+// duplicate, which dedup absorbs).
 func (l *Log) Append(ctx context.Context, items []Append) ([]string, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
 	cmds := make([]*redis.StringCmd, len(items))
+	writes := make([]durable.Write, len(items))
 	// A plain pipeline, not MULTI: the items usually belong to different
 	// partitions (different slots on Redis Cluster), and atomicity buys
 	// nothing since a partial failure is answered with a retry of the whole
 	// batch anyway.
-	_, err := l.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, it := range items {
-			cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: Key(l.prefix, it.Partition),
-				Values: []any{dataField, it.Data},
-			})
+	for i, it := range items {
+		k := Key(l.prefix, it.Partition)
+		cmds[i] = redis.NewStringCmd(ctx, "xadd", k, "*", dataField, it.Data)
+		writes[i] = durable.Command(k, cmds[i])
+	}
+	if err := l.w.Do(ctx, writes...); err != nil {
+		for i, c := range cmds {
+			if c.Err() != nil {
+				return nil, fmt.Errorf("append to partition %d: %w", items[i].Partition, full(c.Err()))
+			}
 		}
-		return nil
-	})
-	if err != nil {
 		return nil, fmt.Errorf("append %d entries: %w", len(items), full(err))
 	}
 	ids := make([]string, len(items))
 	for i, c := range cmds {
-		id, err := c.Result()
-		if err != nil {
-			return nil, fmt.Errorf("append to partition %d: %w", items[i].Partition, full(err))
-		}
-		ids[i] = id
+		ids[i] = c.Val()
 	}
 	return ids, nil
 }

@@ -13,10 +13,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/clickagg/clickagg/durable"
 )
 
 // DefaultAddr is -redis.addr's default.
 const DefaultAddr = "127.0.0.1:6379"
+
+// DefaultWaitTimeout is -redis.wait-timeout's default.
+const DefaultWaitTimeout = time.Second
 
 // Config says how to reach Redis. The zero value names no Redis:
 // RegisterFlags sets -redis.addr's default.
@@ -33,6 +38,10 @@ type Config struct {
 	TLS                  bool
 	TLSCAFile            string
 	TLSServerName        string
+	// WaitReplicas is how many replicas each acknowledged write must
+	// reach within WaitTimeout (package durable); 0 does not wait.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// PoolSize is the connection pool per server; 0 is go-redis's default.
 	// No flag sets it: the server sizes it for its own concurrency.
 	PoolSize int
@@ -78,6 +87,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.TLS, "redis.tls", false, "connect to Redis over TLS")
 	fs.StringVar(&c.TLSCAFile, "redis.tls-ca-file", "", "PEM file of the CA certificates that Redis's certificate must chain to (needs -redis.tls); empty: the system's roots")
 	fs.StringVar(&c.TLSServerName, "redis.tls-server-name", "", "name Redis's certificate must hold (needs -redis.tls); empty: the host of each address dialled")
+	fs.IntVar(&c.WaitReplicas, "redis.wait-replicas", 0, "replicas of its primary that each click append and snapshot write must reach (Redis WAIT) before it is acknowledged; a write that does not is refused and retried; 0: acknowledge once the primary has it")
+	fs.DurationVar(&c.WaitTimeout, "redis.wait-timeout", DefaultWaitTimeout, "how long a write waits for -redis.wait-replicas replicas before it is refused")
+}
+
+// Durability returns the options of package durable's writer that
+// -redis.wait-replicas and -redis.wait-timeout give.
+func (c *Config) Durability() durable.Options {
+	return durable.Options{Replicas: c.WaitReplicas, Timeout: c.WaitTimeout}
 }
 
 // Validate checks that exactly one mode is chosen and that the password
@@ -143,7 +160,7 @@ func (c *Config) Validate() error {
 	if _, err := c.tlsConfig(); err != nil {
 		return err
 	}
-	return nil
+	return c.Durability().Validate()
 }
 
 // String describes where Redis is, for logs and errors; it holds no secret.
@@ -165,6 +182,11 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 		return nil, err
 	}
 	o := &redis.UniversalOptions{Username: c.Username, PoolSize: c.PoolSize}
+	if c.WaitReplicas > 0 {
+		// A pipeline reads every reply, WAIT's too, within the read
+		// timeout (go-redis's default 3s): it must outlast the wait.
+		o.ReadTimeout = max(3*time.Second, c.WaitTimeout+3*time.Second)
+	}
 	if c.PasswordFile != "" {
 		pw, err := readPassword(c.PasswordFile)
 		if err != nil {

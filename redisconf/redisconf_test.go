@@ -75,6 +75,9 @@ func TestValidate(t *testing.T) {
 		{name: "unreadable sentinel password", args: []string{"-redis.sentinel-master=m", "-redis.sentinel-addrs=s:1", "-redis.sentinel-password-file=" + missing}, wantErr: "-redis.sentinel-password-file: open " + missing},
 		{name: "sentinel password", args: []string{"-redis.sentinel-master=m", "-redis.sentinel-addrs=s:1", "-redis.sentinel-password-file=" + pw}, want: "sentinel master m (via s:1)"},
 		{name: "tls with system roots", args: []string{"-redis.tls", "-redis.tls-server-name=r"}, want: "127.0.0.1:6379"},
+		{name: "wait for a replica", args: []string{"-redis.wait-replicas=1"}, want: "127.0.0.1:6379"},
+		{name: "negative replicas", args: []string{"-redis.wait-replicas=-1"}, wantErr: "-redis.wait-replicas -1: must be 0"},
+		{name: "wait without timeout", args: []string{"-redis.wait-replicas=1", "-redis.wait-timeout=0s"}, wantErr: "-redis.wait-timeout 0s: must be positive with -redis.wait-replicas 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := parse(t, tc.args...)

@@ -80,4 +80,13 @@
 // recorded: an entry leaves the log only once both the snapshot and the
 // archive have it. SaveArchived moves that offset, fenced like a save and
 // only forward.
+//
+// # Replicas
+//
+// With WithWriter, every write (Claim, Save, SaveArchived, SaveHistory)
+// succeeds only once as many replicas as -redis.wait-replicas asks have it
+// (package durable). A failover then cannot take back a fence (an older
+// owner could save again) or a snapshot whose log entries were trimmed;
+// and since a replica applies writes in order, a snapshot it has implies
+// every log entry appended before it on that primary.
 package snapshot

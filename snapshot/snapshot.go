@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/clickagg/clickagg/durable"
 	"github.com/clickagg/clickagg/partlog"
 )
 
@@ -71,6 +72,21 @@ type Store struct {
 	// inFlight bounds the bytes of the saves this Store has sent to Redis
 	// and not yet seen answered (see saveBudget).
 	inFlight *semaphore.Weighted
+	// w runs every write (claims, saves, archived offsets, history
+	// marks): with replicas to wait for, a write succeeds only once they
+	// have it, so a failover cannot undo a fence, or a snapshot whose
+	// log entries were trimmed.
+	w *durable.Writer
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithWriter makes every write go through w, which waits for replicas as
+// the operator asks (-redis.wait-replicas). Without it, a write succeeds
+// once the primary has it.
+func WithWriter(w *durable.Writer) Option {
+	return func(s *Store) { s.w = w }
 }
 
 // saveBudget is how many bytes of saves a Store lets be in flight at once;
@@ -84,8 +100,15 @@ type Store struct {
 const saveBudget = 4 << 20
 
 // New returns a Store over rdb whose keys start with prefix. It does no I/O.
-func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix, inFlight: semaphore.NewWeighted(saveBudget)}
+func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Store {
+	s := &Store{rdb: rdb, prefix: prefix, inFlight: semaphore.NewWeighted(saveBudget)}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.w == nil {
+		s.w = durable.New(rdb, durable.Options{})
+	}
+	return s
 }
 
 const metaField = "meta"
@@ -253,7 +276,11 @@ return {1, ARGV[1]}
 
 // runFenced runs a fencing script and maps its reply.
 func (s *Store) runFenced(ctx context.Context, script *redis.Script, keys []string, args ...any) error {
-	res, err := script.Run(ctx, s.rdb, keys, args...).Slice()
+	wr, cmd := durable.Script(ctx, script, keys, args...)
+	if err := s.w.Do(ctx, wr); err != nil {
+		return err
+	}
+	res, err := cmd.Slice()
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,46 @@ func Redis(t testing.TB) *localserver.Redis {
 	return r
 }
 
+// RedisReplica starts a redis-server replicating primary and returns it
+// once primary counts it as an online replica (the first sync done).
+func RedisReplica(t testing.TB, primary *localserver.Redis) *localserver.Redis {
+	t.Helper()
+	c := redis.NewClient(RedisOptions(primary))
+	defer c.Close()
+	// The primary would wait 5s for more replicas before a diskless sync.
+	if err := c.ConfigSet(context.Background(), "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("redis replica: %v", err)
+	}
+	r, err := localserver.StartReplica(context.Background(), primary, localserver.RedisConfig{Dir: t.TempDir(), AppendFsync: "no"})
+	if err != nil {
+		t.Fatalf("start redis replica: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	_, port, _ := strings.Cut(r.Addr, ":")
+	Eventually(t, 30*time.Second, func() error {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "port="+port+",state=online") {
+			return fmt.Errorf("replica %s not online in INFO replication: %q", r.Addr, info)
+		}
+		return nil
+	})
+	return r
+}
+
+// RedisClientWithReplica starts a redis-server with one replica and
+// returns a client to the primary, and the replica.
+func RedisClientWithReplica(t testing.TB) (*redis.Client, *localserver.Redis) {
+	t.Helper()
+	p := Redis(t)
+	r := RedisReplica(t, p)
+	c := redis.NewClient(RedisOptions(p))
+	t.Cleanup(func() { _ = c.Close() })
+	return c, r
+}
+
 // RedisClient starts a redis-server and returns a client to it.
 func RedisClient(t testing.TB) *redis.Client {
 	t.Helper()
@@ -177,6 +217,22 @@ func RedisCluster(t testing.TB, primaries, replicasPerPrimary int) *localserver.
 		t.Fatalf("start redis cluster: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Stop() })
+	// cluster_state:ok comes before the replicas' first sync ends, and
+	// until it does a write waited for (WAIT) reaches no replica.
+	for _, n := range c.Nodes {
+		rc := redis.NewClient(RedisOptions(n))
+		Eventually(t, 60*time.Second, func() error {
+			info, err := rc.Info(context.Background(), "replication").Result()
+			if err != nil {
+				return err
+			}
+			if strings.Contains(info, "role:master") && strings.Count(info, ",state=online,") != replicasPerPrimary {
+				return fmt.Errorf("primary %s: not every replica online: %q", n.Addr, info)
+			}
+			return nil
+		})
+		_ = rc.Close()
+	}
 	return c
 }
 
