@@ -13,13 +13,12 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-// TestBadRedisSettingsExit is issue 14's test 6 (but for the replica
-// count) on the binary: a router started with Redis settings that no
+// TestBadRedisSettingsExit is issue 14's test 6 on the binary: a router started with Redis settings that no
 // retry can fix exits with a non-zero status, within seconds, and says
 // which flag to fix: Cluster seeds that all are dead, a Redis Cluster
 // that leaves hash slots unassigned, a Sentinel master name the sentinels
-// do not know, a sentinel password they refuse, and a single Redis that
-// refuses the password.
+// do not know, a sentinel password they refuse, a single Redis that
+// refuses the password, and a replica count its primary cannot meet.
 func TestBadRedisSettingsExit(t *testing.T) {
 	dir := t.TempDir()
 	etcd := testserver.Etcd(t)
@@ -49,6 +48,8 @@ func TestBadRedisSettingsExit(t *testing.T) {
 			"-redis.sentinel-password-file " + wrong + ": sentinel " + sentinel + " refused it"},
 		{"wrong password", []string{"-redis.addr=" + single.Addr, "-redis.password-file=" + wrong},
 			"-redis.password-file " + wrong + ": Redis refused this password for the default user"},
+		{"replicas that cannot be met", []string{"-redis.addr=" + single.Addr, "-redis.password-file=" + single.PasswordFile, "-redis.wait-replicas=1"},
+			"redis " + single.Addr + " has 0 replicas connected, -redis.wait-replicas asks every write to reach 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"-target=router", "-grpc.addr=127.0.0.1:0", "-http.addr=", "-etcd.endpoints=" + etcd.Endpoint}, tc.args...)

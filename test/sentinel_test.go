@@ -19,9 +19,8 @@ import (
 // be on no replica: the test then pauses ingest for a moment before the
 // kill, until the replica holds every acknowledged write. At 1 every
 // acknowledged write is on the replica already, and the kill comes in the
-// middle of traffic. Set it to 1 once the flag exists: nothing else
-// changes.
-const waitReplicas = 0
+// middle of traffic, as the issue asks.
+const waitReplicas = 1
 
 // TestSentinelFailoverExact is issue 14's test 4: a clickagg cluster on a
 // primary with one replica under three sentinels (quorum 2) ingests 300k
