@@ -126,7 +126,7 @@ func StartRedisCluster(ctx context.Context, cfg RedisClusterConfig) (c *RedisClu
 	deadline := time.Now().Add(60 * time.Second)
 	for _, r := range c.Nodes {
 		for {
-			err := clusterReady(r.Addr, pw, n)
+			err := clusterReady(r.Addr, pw, n, cfg.Primaries, cfg.ReplicasPerPrimary)
 			if err == nil {
 				break
 			}
@@ -175,16 +175,50 @@ func startClusterNode(ctx context.Context, cfg RedisClusterConfig, dir string) (
 // that the cluster is ok and that it knows all nodes: a client that learns
 // the slot map from a node that has not yet met every other would be sent
 // back and forth with MOVED.
-func clusterReady(addr, password string, nodes int) error {
-	info, err := clusterInfo(addr, password)
+func clusterReady(addr, password string, nodes, primaries, replicas int) error {
+	ci, err := clusterInfo(addr, password)
 	if err != nil {
 		return err
 	}
-	if info["cluster_state"] != "ok" {
-		return fmt.Errorf("cluster_state:%s", info["cluster_state"])
+	if ci["cluster_state"] != "ok" {
+		return fmt.Errorf("cluster_state:%s", ci["cluster_state"])
 	}
-	if info["cluster_known_nodes"] != strconv.Itoa(nodes) {
-		return fmt.Errorf("cluster_known_nodes:%s, want %d", info["cluster_known_nodes"], nodes)
+	if ci["cluster_known_nodes"] != strconv.Itoa(nodes) {
+		return fmt.Errorf("cluster_known_nodes:%s, want %d", ci["cluster_known_nodes"], nodes)
+	}
+	// Every node must know every replica as one, as clients count a
+	// primary's replicas (-redis.wait-replicas) from any node's view.
+	table, err := bulk(addr, password, "CLUSTER NODES")
+	if err != nil {
+		return err
+	}
+	known := 0
+	for line := range strings.Lines(table) {
+		if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "slave") {
+			known++
+		}
+	}
+	if known != primaries*replicas {
+		return fmt.Errorf("CLUSTER NODES lists %d replicas, want %d", known, primaries*replicas)
+	}
+	// cluster_state:ok comes before the replicas' first sync ends; until
+	// then a write that waits for a replica (WAIT, -redis.wait-replicas)
+	// reaches none.
+	repl, err := info(addr, password, "INFO replication")
+	if err != nil {
+		return err
+	}
+	if repl["role"] != "master" {
+		return nil
+	}
+	online := 0
+	for k, v := range repl {
+		if strings.HasPrefix(k, "slave") && strings.Contains(v, "state=online") {
+			online++
+		}
+	}
+	if online != replicas {
+		return fmt.Errorf("primary: %d of %d replicas online", online, replicas)
 	}
 	return nil
 }
@@ -195,41 +229,50 @@ func clusterInfo(addr, password string) (map[string]string, error) {
 }
 
 // info returns the fields of the reply to cmd (INFO, INFO replication,
-// CLUSTER INFO: a bulk string of key:value lines) of the server at addr,
-// speaking RESP itself as ready does.
+// CLUSTER INFO: a bulk string of key:value lines) of the server at addr.
 func info(addr, password, cmd string) (map[string]string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	body, err := bulk(addr, password, cmd)
 	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte(authCommand(password) + cmd + "\r\n")); err != nil {
-		return nil, err
-	}
-	rd := bufio.NewReader(c)
-	if err := readAuth(rd, password); err != nil {
-		return nil, err
-	}
-	head, err := rd.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
-	if err != nil || !strings.HasPrefix(head, "$") {
-		return nil, fmt.Errorf("unexpected %s reply %q", cmd, strings.TrimSpace(head))
-	}
-	body := make([]byte, size)
-	if _, err := io.ReadFull(rd, body); err != nil {
 		return nil, err
 	}
 	fields := map[string]string{}
-	for line := range strings.Lines(string(body)) {
+	for line := range strings.Lines(body) {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
 			fields[k] = v
 		}
 	}
 	return fields, nil
+}
+
+// bulk returns the reply to cmd, a bulk string, of the server at addr,
+// speaking RESP itself as ready does.
+func bulk(addr, password, cmd string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte(authCommand(password) + cmd + "\r\n")); err != nil {
+		return "", err
+	}
+	rd := bufio.NewReader(c)
+	if err := readAuth(rd, password); err != nil {
+		return "", err
+	}
+	head, err := rd.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return "", fmt.Errorf("unexpected %s reply %q", cmd, strings.TrimSpace(head))
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return "", err
+	}
+	return string(body), nil
 }
 
 // redisCLI runs redis-cli with args against the cluster and returns its
