@@ -1,0 +1,47 @@
+// Package tlsconf is the TLS every clickagg listener and client will use:
+// a certificate and key, a CA that verifies the other side, and whether a
+// server asks its clients for certificates (mutual TLS between cluster
+// members). It is configured by -tls.* flags and builds *tls.Config values
+// and gRPC transport credentials; it does not decide who may call what,
+// it only reports who the verified peer is (PeerIdentity) for the
+// authorization that will.
+//
+// # Reloading
+//
+// Certificates are files, as Kubernetes Secrets and cert-manager mount
+// them, and they are rotated in place. Every handshake, server or client,
+// first stats the certificate, key and CA files (three stat calls, a few
+// microseconds beside a handshake's signature): a file whose inode, size
+// and modification time are unchanged is trusted, any other is read again
+// and, when its content differs, the whole set is parsed and swapped in.
+// Checking at the handshake rather than polling on a timer means no
+// goroutine to own and no window in which a new connection gets a
+// certificate the files no longer hold; gRPC connections are long-lived,
+// so handshakes are rare. No fsnotify: a Secret update is a symlink swap
+// in a parent directory, which watches see badly, and a stat sees at once.
+//
+// A modification time is only as fine as the file system's clock tick,
+// so a rewrite within the tick after a read could keep the same size and
+// time. As git does for its racily clean index, a file whose modification
+// time is within RacyWindow of the moment it was read is not trusted and
+// is read again (not parsed again unless its bytes changed) until it is
+// older.
+//
+// A set that does not load (a key half-written by a non-atomic rotation,
+// a certificate that does not match its key, a missing file) leaves the
+// last good set in use: handshakes go on with the old certificate, the
+// error is logged once per distinct error, and the next handshake tries
+// again. At start (Load) the same errors are final and name the flag.
+//
+// # Server, client, CA
+//
+// A server presents -tls.cert-file and, with -tls.client-auth, verifies
+// client certificates against -tls.ca-file; its per-handshake config
+// comes from tls.Config.GetConfigForClient so that a new CA applies to
+// the next handshake. A client verifies the server against -tls.ca-file
+// (the system's roots when empty) and presents -tls.cert-file when the
+// server asks; its gRPC credentials build a fresh config per handshake
+// for the same reason. -tls.client-auth "verify-if-given" lets clients
+// without certificates in (they will carry bearer tokens) while still
+// verifying those that present one.
+package tlsconf

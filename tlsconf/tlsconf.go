@@ -1,0 +1,185 @@
+package tlsconf
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// TLS holds the loaded certificate and CA, reloaded as the files change,
+// and makes the configs and credentials that use them.
+type TLS struct {
+	cfg        Config
+	clientAuth tls.ClientAuthType
+	log        *slog.Logger
+
+	mu      sync.Mutex // serializes reloads
+	files   *fileSet
+	cur     *material
+	lastErr string // the last reload error logged, to log each once
+}
+
+// Load validates c and loads its files; errors name the flag. c must be
+// Enabled.
+func Load(c Config, log *slog.Logger) (*TLS, error) {
+	if !c.Enabled() {
+		return nil, errors.New("tls: neither -tls.cert-file nor -tls.ca-file is set")
+	}
+	if err := c.validateFlags(); err != nil {
+		return nil, err
+	}
+	auth, _ := c.clientAuth()
+	t := &TLS{cfg: c, clientAuth: auth, log: log, files: newFileSet(&c)}
+	m, err := t.files.load()
+	if err != nil {
+		return nil, err
+	}
+	t.cur = m
+	return t, nil
+}
+
+// Reload checks the files now, as every handshake does, and returns why
+// a changed set could not be loaded (the last good set stays in use).
+func (t *TLS) Reload() error {
+	_, err := t.refresh()
+	return err
+}
+
+// current is the set a handshake uses: the files' set if it loads, else
+// the last good one (the error is logged).
+func (t *TLS) current() *material {
+	m, _ := t.refresh()
+	return m
+}
+
+func (t *TLS) refresh() (*material, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next, differ, err := t.files.changed()
+	if err == nil && differ {
+		var m *material
+		if m, err = parse(next); err == nil {
+			t.cur = m
+			t.logLoaded(m)
+		}
+	}
+	if err != nil {
+		if msg := err.Error(); msg != t.lastErr {
+			t.lastErr = msg
+			t.log.Error("tls files not reloaded; keeping the last good certificate", "err", err)
+		}
+		return t.cur, err
+	}
+	t.files.commit(next)
+	t.lastErr = ""
+	return t.cur, nil
+}
+
+func (t *TLS) logLoaded(m *material) {
+	args := []any{"ca_file", t.cfg.CAFile}
+	if m.cert != nil && m.cert.Leaf != nil {
+		l := m.cert.Leaf
+		args = append(args, "cert_file", t.cfg.CertFile, "serial", l.SerialNumber.String(), "not_after", l.NotAfter)
+	}
+	t.log.Info("tls files reloaded", args...)
+}
+
+// Certificate returns the certificate in use now, for tests and metrics
+// (its expiry); nil without -tls.cert-file.
+func (t *TLS) Certificate() *x509.Certificate {
+	m := t.current()
+	if m.cert == nil {
+		return nil
+	}
+	return m.cert.Leaf
+}
+
+// ServerConfig returns the config of a TLS listener. Each handshake gets
+// a config built from the files as they are then (GetConfigForClient),
+// so a new certificate or CA applies to new connections while existing
+// ones go on. It needs -tls.cert-file.
+func (t *TLS) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return t.serverConfig(t.current())
+		},
+	}
+}
+
+func (t *TLS) serverConfig(m *material) (*tls.Config, error) {
+	if m.cert == nil {
+		return nil, errors.New("tls: a server needs -tls.cert-file")
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{*m.cert},
+		ClientAuth:   t.clientAuth,
+		ClientCAs:    m.pool,
+		// The returned config replaces the listener's whole config,
+		// ALPN included: gRPC adds h2, net/http would not.
+		NextProtos: []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// ClientConfig returns a client config built from the files as they are
+// now: the CA that verifies the server, -tls.server-name, and the
+// certificate presented when the server asks (reloaded at each
+// handshake). Call it per connection, not once: a config keeps the CA it
+// was made with. gRPC clients use ClientCredentials, which does so.
+func (t *TLS) ClientConfig() *tls.Config {
+	return t.clientConfig(t.current())
+}
+
+func (t *TLS) clientConfig(m *material) *tls.Config {
+	c := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    m.pool,
+		ServerName: t.cfg.ServerName,
+	}
+	if m.cert != nil {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return t.current().cert, nil
+		}
+	}
+	return c
+}
+
+// ServerCredentials returns gRPC server credentials over ServerConfig.
+func (t *TLS) ServerCredentials() credentials.TransportCredentials {
+	return credentials.NewTLS(t.ServerConfig())
+}
+
+// ClientCredentials returns gRPC client credentials that build a new
+// ClientConfig for each handshake, so a reconnect sees a rotated CA.
+func (t *TLS) ClientCredentials() credentials.TransportCredentials {
+	return &clientCreds{t: t, TransportCredentials: credentials.NewTLS(t.ClientConfig())}
+}
+
+// clientCreds is credentials.NewTLS whose config is made per handshake.
+// The embedded credentials answer Info and ServerHandshake.
+type clientCreds struct {
+	credentials.TransportCredentials
+	t *TLS
+}
+
+func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return credentials.NewTLS(c.t.ClientConfig()).ClientHandshake(ctx, authority, conn)
+}
+
+func (c *clientCreds) Clone() credentials.TransportCredentials {
+	return &clientCreds{t: c.t, TransportCredentials: c.TransportCredentials.Clone()}
+}
+
+// OverrideServerName is deprecated in gRPC and unused; -tls.server-name
+// is the override.
+func (c *clientCreds) OverrideServerName(string) error {
+	return fmt.Errorf("tls: set -tls.server-name instead")
+}
