@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -422,5 +424,64 @@ func TestRegisterFlags(t *testing.T) {
 	want := tlsconf.Config{CertFile: "c", KeyFile: "k", CAFile: "ca", ClientAuth: "require", ServerName: "agg"}
 	if c != want {
 		t.Fatalf("parsed %+v, want %+v", c, want)
+	}
+}
+
+// TestClientRotation replaces a client's own certificate: its next
+// handshake presents the new one.
+func TestClientRotation(t *testing.T) {
+	ca := tlstest.NewCA(t, "clickagg")
+	srv := serve(t, load(t, files(t, ca.Issue(t, tlstest.Options{}), ca, tlsconf.ClientAuthRequire)))
+	cc := files(t, ca.Issue(t, tlstest.Options{CommonName: "router-1"}), ca, "")
+	cli := load(t, cc)
+	if _, err := check(t.Context(), dial(t, srv.addr, cli)); err != nil {
+		t.Fatal(err)
+	}
+	if id := srv.last.Load(); id == nil || id.CommonName != "router-1" {
+		t.Fatalf("identity %+v, want CN router-1", id)
+	}
+	next := ca.Issue(t, tlstest.Options{CommonName: "router-2"})
+	tlstest.ReplaceFile(t, cc.CertFile, next.CertPEM)
+	tlstest.ReplaceFile(t, cc.KeyFile, next.KeyPEM)
+	if _, err := check(t.Context(), dial(t, srv.addr, cli)); err != nil {
+		t.Fatal(err)
+	}
+	if id := srv.last.Load(); id == nil || id.CommonName != "router-2" {
+		t.Fatalf("identity %+v after rotation, want CN router-2", id)
+	}
+}
+
+// TestHTTPS serves HTTP/2 over ServerConfig, as the HTTP API will: the
+// per-handshake config must keep ALPN.
+func TestHTTPS(t *testing.T) {
+	ca := tlstest.NewCA(t, "clickagg")
+	srvTLS := load(t, files(t, ca.Issue(t, tlstest.Options{}), ca, tlsconf.ClientAuthRequire))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{
+		TLSConfig: srvTLS.ServerConfig(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s", r.Proto, r.TLS.VerifiedChains[0][0].Subject.CommonName)
+		}),
+	}
+	go func() { _ = hs.ServeTLS(lis, "", "") }()
+	t.Cleanup(func() { _ = hs.Close() })
+
+	cli := load(t, files(t, ca.Issue(t, tlstest.Options{CommonName: "ship"}), ca, ""))
+	tr := &http.Transport{TLSClientConfig: cli.ClientConfig(), ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + lis.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != "HTTP/2.0 ship" {
+		t.Fatalf("body %q, want %q", body, "HTTP/2.0 ship")
 	}
 }
