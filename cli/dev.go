@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/clickagg/clickagg/loadgen"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/tlsconf"
 )
 
 const devSynopsis = `clickagg dev runs the whole cluster on this machine: an embedded etcd, a
@@ -238,9 +240,16 @@ func runLoadgen(ctx context.Context, args []string) error {
 	setUsage(fs, "clickagg loadgen sends synthetic clicks (Zipf-distributed ads) to a router.\n\nUsage:\n  clickagg loadgen [flags]")
 	var lg loadgen.Config
 	lg.RegisterFlags(fs)
+	var tc tlsconf.Config
+	tc.RegisterFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	creds, err := clientCreds(tc, slog.Default())
+	if err != nil {
+		return err
+	}
+	lg.Creds = creds
 	var st loadgen.Stats
 	done := make(chan error, 1)
 	go func() { done <- loadgen.Run(ctx, lg, &st) }()

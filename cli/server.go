@@ -21,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -42,6 +43,7 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/router"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tlsconf"
 )
 
 // Roles a process can run.
@@ -70,7 +72,10 @@ type ServerConfig struct {
 	ShutdownTimeout time.Duration
 
 	// Redis is where the routers, aggregators and queryds find Redis.
-	Redis      redisconf.Config
+	Redis redisconf.Config
+	// TLS secures the gRPC server and the members' calls to each other;
+	// off without -tls.cert-file or -tls.ca-file.
+	TLS        tlsconf.Config
 	GRPC       grpcserver.Config
 	HTTP       HTTPConfig
 	Cluster    cluster.Config
@@ -107,6 +112,7 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainDelay, "shutdown.drain-delay", 0, "on SIGTERM, time between reporting NOT_SERVING and stopping the gRPC server, so load balancers stop sending first")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
 	c.Redis.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	c.GRPC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	c.Cluster.RegisterFlags(fs)
@@ -168,6 +174,9 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("-log.format %q: want text or json", c.LogFormat)
 	}
 	if err := c.GRPC.Validate(); err != nil {
+		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
 	if err := c.HTTP.Validate(); err != nil {
@@ -385,11 +394,22 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// The metrics interceptors come first, so that they count the
 	// refusals of the gate's and grpcserver's.
-	gs := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+	// With TLS the server and every call to another member use the
+	// same certificate: members are each other's clients.
+	creds := insecure.NewCredentials()
+	srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize)}
+	if cfg.TLS.Enabled() {
+		t, err := tlsconf.Load(cfg.TLS, s.lg.With("component", "tls"))
+		if err != nil {
+			return err
+		}
+		creds = t.ClientCredentials()
+		srvOpts = append(srvOpts, grpc.Creds(t.ServerCredentials()))
+	}
+	gs := grpc.NewServer(append(append(srvOpts,
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
 		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), gateStream(gate)),
-	}, grpcserver.Options(cfg.GRPC)...)...)
+	), grpcserver.Options(cfg.GRPC)...)...)
 	hs := health.NewServer()
 	// Not ready until the first round of checks says so; live from the
 	// start.
@@ -399,7 +419,7 @@ func (s *Server) Run(ctx context.Context) error {
 	reflection.Register(gs)
 
 	plog := partlog.New(rdb, cfg.RedisPrefix, partlog.WithWriter(w))
-	dial := newDialer()
+	dial := newDialer(creds)
 	defer dial.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", allow(metricsHandler(reg), http.MethodGet, http.MethodHead))
@@ -724,11 +744,14 @@ func advertiseAddr(a *net.TCPAddr) string {
 
 // dialer keeps one client connection per aggregator address.
 type dialer struct {
+	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newDialer() *dialer { return &dialer{conns: map[string]*grpc.ClientConn{}} }
+func newDialer(creds credentials.TransportCredentials) *dialer {
+	return &dialer{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (d *dialer) Aggregator(addr string) (clickaggv1.AggregatorServiceClient, error) {
 	c, err := d.Conn(addr)
@@ -745,7 +768,7 @@ func (d *dialer) Conn(addr string) (grpc.ClientConnInterface, error) {
 	if c, ok := d.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(d.creds))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

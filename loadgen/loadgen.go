@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,9 @@ type Config struct {
 	Users     int
 	Duration  time.Duration
 	Countries int
+	// Creds secure the connection to the router (the command builds them
+	// from its -tls.* flags); nil is plaintext, as clickagg dev uses.
+	Creds credentials.TransportCredentials
 }
 
 // RegisterFlags registers the loadgen flags under -loadgen.
@@ -109,7 +113,11 @@ func Run(ctx context.Context, cfg Config, st *Stats) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("dial router %s: %w", cfg.Target, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Formats of log lines.
@@ -41,6 +43,9 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// RequestTimeout bounds one Ingest call.
 	RequestTimeout time.Duration
+	// Creds secure the connections to the routers (the command builds
+	// them from its -tls.* flags); nil is plaintext.
+	Creds credentials.TransportCredentials
 }
 
 // Defaults used by RegisterFlags.

@@ -81,9 +81,13 @@ func (s *Shipper) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	creds := s.cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	var clients []clickaggv1.IngestServiceClient
 	for _, addr := range s.cfg.Routers {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return fmt.Errorf("router %s: %w", addr, err)
 		}
