@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,10 +13,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/tlsconf"
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
 // testCluster is a multi-process clickagg cluster on loopback: a real
@@ -35,6 +40,11 @@ type testCluster struct {
 	aggregators  []*proc
 	queryd       *proc
 	httpAddr     string
+
+	// ca, when spec.tls, issued every process's certificate and the
+	// harness's client certificate; creds are the harness's credentials.
+	ca    *tlstest.CA
+	creds credentials.TransportCredentials
 }
 
 type clusterSpec struct {
@@ -55,12 +65,23 @@ type clusterSpec struct {
 	// majority, down after 5s), which have a password of their own;
 	// clickagg finds the primary through the sentinels.
 	redisSentinel struct{ replicas, sentinels int }
+	// tls runs every process with a certificate of its own from one CA
+	// and -tls.client-auth=require: members and the harness talk over
+	// mutual TLS.
+	tls bool
 }
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir, partitions: spec.partitions}
+	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials()}
+	if spec.tls {
+		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
+		caFile := c.ca.WriteCA(t, c.tlsDir(""))
+		c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
+		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
+		c.creds = tlsCreds(t, tlsconf.Config{CertFile: cert, KeyFile: key, CAFile: caFile})
+	}
 	if spec.redisCluster.primaries > 0 {
 		c.rcluster = testserver.RedisCluster(t, spec.redisCluster.primaries, spec.redisCluster.replicas)
 		c.common = append(c.common,
@@ -98,13 +119,16 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	)
 	c.common = append(c.common, spec.commonFlags...)
 	for i := range spec.coordinators {
-		c.coordinators = append(c.coordinators, startProc(t, dir, fmt.Sprintf("coordinator-%d", i+1), c.flags("-target=coordinator", spec.coordinatorFlags)...))
+		name := fmt.Sprintf("coordinator-%d", i+1)
+		c.coordinators = append(c.coordinators, startProc(t, dir, name, c.flags("-target=coordinator", append(c.tlsFlags(name), spec.coordinatorFlags...))...))
 	}
 	for i := range spec.aggregators {
-		c.aggregators = append(c.aggregators, startProc(t, dir, fmt.Sprintf("aggregator-%d", i+1), c.flags("-target=aggregator", spec.aggregatorFlags)...))
+		name := fmt.Sprintf("aggregator-%d", i+1)
+		c.aggregators = append(c.aggregators, startProc(t, dir, name, c.flags("-target=aggregator", append(c.tlsFlags(name), spec.aggregatorFlags...))...))
 	}
 	for i := range spec.routers {
-		c.routers = append(c.routers, startProc(t, dir, fmt.Sprintf("router-%d", i+1), c.flags("-target=router", spec.routerFlags)...))
+		name := fmt.Sprintf("router-%d", i+1)
+		c.routers = append(c.routers, startProc(t, dir, name, c.flags("-target=router", append(c.tlsFlags(name), spec.routerFlags...))...))
 	}
 	port, err := localserver.FreePort()
 	if err != nil {
@@ -117,8 +141,27 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		// no owner to ask (see cli's readiness).
 		start = startLive
 	}
-	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", []string{"-http.addr=" + c.httpAddr})...)
+	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", append(c.tlsFlags("queryd-1"), "-http.addr="+c.httpAddr))...)
 	return c
+}
+
+// tlsFlags returns the certificate flags of process name, issued for
+// it by the cluster's CA; none without spec.tls.
+func (c *testCluster) tlsFlags(name string) []string {
+	if c.ca == nil {
+		return nil
+	}
+	cert, key := c.ca.Issue(c.t, tlstest.Options{CommonName: name}).WriteFiles(c.t, c.tlsDir(name))
+	return []string{"-tls.cert-file=" + cert, "-tls.key-file=" + key}
+}
+
+// tlsDir makes and returns the directory of name's certificate.
+func (c *testCluster) tlsDir(name string) string {
+	d := filepath.Join(c.dir, "tls", name)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	return d
 }
 
 func (c *testCluster) flags(target string, extra []string) []string {
@@ -143,17 +186,17 @@ func (c *testCluster) redisClient() redis.UniversalClient {
 }
 
 func (c *testCluster) coordinatorClient() clickaggv1.CoordinatorServiceClient {
-	return clickaggv1.NewCoordinatorServiceClient(dial(c.t, c.coordinators[0].addr))
+	return clickaggv1.NewCoordinatorServiceClient(dialWith(c.t, c.coordinators[0].addr, c.creds))
 }
 
 func (c *testCluster) queryClient() clickaggv1.QueryServiceClient {
-	return clickaggv1.NewQueryServiceClient(dial(c.t, c.queryd.addr))
+	return clickaggv1.NewQueryServiceClient(dialWith(c.t, c.queryd.addr, c.creds))
 }
 
 func (c *testCluster) ingestClients() []clickaggv1.IngestServiceClient {
 	var out []clickaggv1.IngestServiceClient
 	for _, r := range c.routers {
-		out = append(out, clickaggv1.NewIngestServiceClient(dial(c.t, r.addr)))
+		out = append(out, clickaggv1.NewIngestServiceClient(dialWith(c.t, r.addr, c.creds)))
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +15,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/tlsconf"
 )
 
 // binary is the clickagg binary built once by TestMain.
@@ -52,6 +55,9 @@ type proc struct {
 	// service is the health service whose SERVING start waits for: ""
 	// (ready) or "liveness".
 	service string
+	// creds are how the harness reaches the process: with its own
+	// -tls.* files when it has them, as another member would.
+	creds credentials.TransportCredentials
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -84,6 +90,7 @@ func startProcFor(t testing.TB, dir, name, service string, args ...string) *proc
 		service: service,
 		addr:    fmt.Sprintf("127.0.0.1:%d", port),
 		log:     filepath.Join(dir, name+".log"),
+		creds:   memberCreds(t, args),
 	}
 	base := []string{"-grpc.addr=" + p.addr, "-http.addr=", "-id=" + name}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -125,7 +132,7 @@ func (p *proc) start() {
 
 // health returns the status of the process's gRPC health service.
 func (p *proc) health(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
 		return 0, err
 	}
@@ -141,7 +148,7 @@ func (p *proc) health(service string) (healthpb.HealthCheckResponse_ServingStatu
 
 func (p *proc) waitHealthy(timeout time.Duration) {
 	p.t.Helper()
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -218,10 +225,50 @@ func (p *proc) dumpLog(lines int) {
 
 func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	return dialWith(t, addr, insecure.NewCredentials())
+}
+
+// dialWith is dial with creds, for a cluster over TLS.
+func dialWith(t testing.TB, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// memberCreds returns the client credentials of a process started with
+// args: its own certificate and CA when it has -tls.* flags, plaintext
+// otherwise.
+func memberCreds(t testing.TB, args []string) credentials.TransportCredentials {
+	t.Helper()
+	var c tlsconf.Config
+	for _, a := range args {
+		name, v, _ := strings.Cut(a, "=")
+		switch name {
+		case "-tls.cert-file":
+			c.CertFile = v
+		case "-tls.key-file":
+			c.KeyFile = v
+		case "-tls.ca-file":
+			c.CAFile = v
+		}
+	}
+	return tlsCreds(t, c)
+}
+
+// tlsCreds returns the client credentials of c, plaintext when c is not
+// Enabled.
+func tlsCreds(t testing.TB, c tlsconf.Config) credentials.TransportCredentials {
+	t.Helper()
+	if !c.Enabled() {
+		return insecure.NewCredentials()
+	}
+	tc, err := tlsconf.Load(c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc.ClientCredentials()
 }
