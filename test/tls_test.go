@@ -2,8 +2,11 @@ package test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,13 +15,15 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/tlsconf"
 )
 
 // TestPipelineExactOverMutualTLS runs a small cluster whose members and
 // clients all talk over mutual TLS (-tls.client-auth=require): counts
 // and top-N are exact, and a client that trusts the CA but has no
-// certificate of its own is refused before anything it sends is counted.
+// certificate of its own is refused before anything it sends is counted;
+// clickagg ship with a certificate reaches the routers.
 func TestPipelineExactOverMutualTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of 100k events over mutual TLS")
@@ -75,4 +80,31 @@ func TestPipelineExactOverMutualTLS(t *testing.T) {
 	if resp.Count != 0 {
 		t.Errorf("%s counted %d clicks sent without a certificate, want 0", refusedAd, resp.Count)
 	}
+
+	// clickagg ship with a certificate of its own reaches the routers.
+	const shipped, shippedAd = 1000, "ad-shipped"
+	var log strings.Builder
+	for i := range shipped {
+		ts := start.Add(2*time.Minute + time.Duration(i)*time.Millisecond)
+		fmt.Fprintf(&log, "%s,%d,user-%d,10.0.0.2,US\n", shippedAd, ts.UnixMilli(), i)
+	}
+	path := filepath.Join(c.dir, "clicks.log")
+	if err := os.WriteFile(path, []byte(log.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, c.dir, "shipper-1", append([]string{"ship", "-ship.files=" + path, "-ship.format=csv",
+		"-ship.routers=" + c.routers[0].addr + "," + c.routers[1].addr,
+		"-tls.ca-file=" + filepath.Join(c.tlsDir(""), "ca.pem")}, c.tlsFlags("shipper-1")...)...)
+	testserver.Eventually(t, time.Minute, func() error {
+		resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{
+			AdId: shippedAd, From: minuteTS(start.Unix() / 60), To: minuteTS(start.Unix()/60 + 12),
+		})
+		if err != nil {
+			return err
+		}
+		if resp.Count != shipped {
+			return fmt.Errorf("%s counted %d, want %d", shippedAd, resp.Count, shipped)
+		}
+		return nil
+	})
 }
