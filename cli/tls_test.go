@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
+)
+
+// TestTLSFlags: every role validates the -tls.* flags and their files at
+// start, naming the flag; a good set validates.
+func TestTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "cli-test-ca")
+	caFile := ca.WriteCA(t, dir)
+	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tc := range []struct {
+		args []string
+		want string // "" for no error
+	}{
+		{[]string{"-tls.cert-file=" + cert, "-tls.key-file=" + key, "-tls.ca-file=" + caFile, "-tls.client-auth=require"}, ""},
+		{[]string{"-tls.ca-file=" + caFile}, ""},
+		{[]string{"-tls.cert-file=" + cert}, "-tls.cert-file"},
+		{[]string{"-tls.ca-file=" + caFile, "-tls.client-auth=require"}, "-tls.client-auth"},
+		{[]string{"-tls.ca-file=" + missing}, "-tls.ca-file"},
+		{[]string{"-tls.client-auth=sometimes"}, "-tls.client-auth"},
+	} {
+		for _, target := range allRoles {
+			fs, cfg := newFlags()
+			if err := parse(fs, append([]string{"-target=" + target}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			if tc.want == "" && err != nil {
+				t.Errorf("%s %v: %v, want no error", target, tc.args, err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("%s %v: %v, want an error naming %s", target, tc.args, err, tc.want)
+			}
+		}
+	}
+	// The clients refuse a CA file that does not load before they send.
+	if err := runLoadgen(context.Background(), []string{"-tls.ca-file=" + missing, "-loadgen.duration=1s"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
+		t.Errorf("loadgen with a missing CA: %v, want an error naming -tls.ca-file", err)
+	}
+	if err := runShip(context.Background(), []string{"-tls.ca-file=" + missing, "-ship.files=" + filepath.Join(dir, "clicks.log"), "-ship.routers=127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
+		t.Errorf("ship with a missing CA: %v, want an error naming -tls.ca-file", err)
+	}
+}
