@@ -2,7 +2,6 @@ package tlsconf
 
 import (
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 )
@@ -21,6 +20,18 @@ type Config struct {
 	CAFile     string
 	ClientAuth string
 	ServerName string
+	// FlagPrefix is the prefix of the flags that errors name: "tls" when
+	// empty (-tls.cert-file); the etcd client's files are -etcd.cert-file.
+	FlagPrefix string
+}
+
+// flag returns the flag of the setting name, e.g. "-tls.cert-file".
+func (c *Config) flag(name string) string {
+	p := c.FlagPrefix
+	if p == "" {
+		p = "tls"
+	}
+	return "-" + p + "." + name
 }
 
 // RegisterFlags registers the -tls.* flags.
@@ -50,9 +61,9 @@ func (c *Config) Validate() error {
 func (c *Config) validateFlags() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		if c.CertFile == "" {
-			return errors.New("-tls.key-file: set without -tls.cert-file")
+			return fmt.Errorf("%s: set without %s", c.flag("key-file"), c.flag("cert-file"))
 		}
-		return errors.New("-tls.cert-file: set without -tls.key-file")
+		return fmt.Errorf("%s: set without %s", c.flag("cert-file"), c.flag("key-file"))
 	}
 	auth, err := c.clientAuth()
 	if err != nil {
@@ -60,14 +71,14 @@ func (c *Config) validateFlags() error {
 	}
 	if auth != tls.NoClientCert {
 		if c.CertFile == "" {
-			return fmt.Errorf("-tls.client-auth %s: needs -tls.cert-file, the server's certificate", c.ClientAuth)
+			return fmt.Errorf("%s %s: needs %s, the server's certificate", c.flag("client-auth"), c.ClientAuth, c.flag("cert-file"))
 		}
 		if c.CAFile == "" {
-			return fmt.Errorf("-tls.client-auth %s: needs -tls.ca-file, the CA client certificates must chain to", c.ClientAuth)
+			return fmt.Errorf("%s %s: needs %s, the CA client certificates must chain to", c.flag("client-auth"), c.ClientAuth, c.flag("ca-file"))
 		}
 	}
 	if c.ServerName != "" && !c.Enabled() {
-		return errors.New("-tls.server-name: set without -tls.ca-file or -tls.cert-file")
+		return fmt.Errorf("%s: set without %s or %s", c.flag("server-name"), c.flag("ca-file"), c.flag("cert-file"))
 	}
 	return nil
 }
@@ -81,5 +92,5 @@ func (c *Config) clientAuth() (tls.ClientAuthType, error) {
 	case ClientAuthRequire:
 		return tls.RequireAndVerifyClientCert, nil
 	}
-	return 0, fmt.Errorf("-tls.client-auth %q: want none, verify-if-given or require", c.ClientAuth)
+	return 0, fmt.Errorf("%s %q: want none, verify-if-given or require", c.flag("client-auth"), c.ClientAuth)
 }

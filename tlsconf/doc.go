@@ -4,7 +4,9 @@
 // members). It is configured by -tls.* flags and builds *tls.Config values
 // and gRPC transport credentials; it does not decide who may call what,
 // it only reports who the verified peer is (PeerIdentity) for the
-// authorization that will.
+// authorization that will. The etcd client loads its own files the same
+// way, from -etcd.cert-file, -etcd.key-file and -etcd.ca-file
+// (Config.FlagPrefix), so that its errors name those flags.
 //
 // # Reloading
 //

@@ -23,7 +23,10 @@ type material struct {
 
 // file is one watched file: what was read, and the stat it was read under.
 type file struct {
+	// flag names the file in errors; cert says it is the certificate
+	// (followed by its key) rather than the CA.
 	flag, path string
+	cert       bool
 	info       os.FileInfo
 	readAt     time.Time
 	data       []byte
@@ -44,10 +47,10 @@ type fileSet struct {
 func newFileSet(c *Config) *fileSet {
 	s := &fileSet{}
 	if c.CertFile != "" {
-		s.files = append(s.files, &file{flag: "-tls.cert-file", path: c.CertFile}, &file{flag: "-tls.key-file", path: c.KeyFile})
+		s.files = append(s.files, &file{flag: c.flag("cert-file"), path: c.CertFile, cert: true}, &file{flag: c.flag("key-file"), path: c.KeyFile})
 	}
 	if c.CAFile != "" {
-		s.files = append(s.files, &file{flag: "-tls.ca-file", path: c.CAFile})
+		s.files = append(s.files, &file{flag: c.flag("ca-file"), path: c.CAFile})
 	}
 	return s
 }
@@ -102,10 +105,10 @@ func (s *fileSet) load() (*material, error) {
 func parse(files []file) (*material, error) {
 	m := &material{}
 	rest := files
-	if len(rest) >= 2 && rest[0].flag == "-tls.cert-file" {
+	if len(rest) >= 2 && rest[0].cert {
 		cert, err := tls.X509KeyPair(rest[0].data, rest[1].data)
 		if err != nil {
-			return nil, fmt.Errorf("-tls.cert-file %s with -tls.key-file %s: %w", rest[0].path, rest[1].path, err)
+			return nil, fmt.Errorf("%s %s with %s %s: %w", rest[0].flag, rest[0].path, rest[1].flag, rest[1].path, err)
 		}
 		m.cert = &cert
 		rest = rest[2:]
@@ -113,7 +116,7 @@ func parse(files []file) (*material, error) {
 	if len(rest) == 1 {
 		m.pool = x509.NewCertPool()
 		if !m.pool.AppendCertsFromPEM(rest[0].data) {
-			return nil, fmt.Errorf("-tls.ca-file %s: %w", rest[0].path, errNoCA)
+			return nil, fmt.Errorf("%s %s: %w", rest[0].flag, rest[0].path, errNoCA)
 		}
 	}
 	return m, nil

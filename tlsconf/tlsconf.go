@@ -30,7 +30,7 @@ type TLS struct {
 // Enabled.
 func Load(c Config, log *slog.Logger) (*TLS, error) {
 	if !c.Enabled() {
-		return nil, errors.New("tls: neither -tls.cert-file nor -tls.ca-file is set")
+		return nil, fmt.Errorf("tls: neither %s nor %s is set", c.flag("cert-file"), c.flag("ca-file"))
 	}
 	if err := c.validateFlags(); err != nil {
 		return nil, err

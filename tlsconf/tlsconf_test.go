@@ -206,6 +206,11 @@ func TestConfigErrors(t *testing.T) {
 		{"client auth without certificate", tlsconf.Config{CAFile: caFile, ClientAuth: "verify-if-given"}, "-tls.client-auth verify-if-given: needs -tls.cert-file"},
 		{"unknown client auth", tlsconf.Config{CAFile: caFile, ClientAuth: "yes"}, `-tls.client-auth "yes": want none, verify-if-given or require`},
 		{"server name without TLS", tlsconf.Config{ServerName: "x"}, "-tls.server-name: set without"},
+		// The etcd client's files are named by its own flags.
+		{"etcd: mismatched key", tlsconf.Config{CertFile: certA, KeyFile: keyB, FlagPrefix: "etcd"}, "-etcd.cert-file " + certA + " with -etcd.key-file " + keyB + ": tls: private key does not match public key"},
+		{"etcd: certificate without key", tlsconf.Config{CertFile: certA, FlagPrefix: "etcd"}, "-etcd.cert-file: set without -etcd.key-file"},
+		{"etcd: missing CA", tlsconf.Config{CAFile: filepath.Join(dir, "none.pem"), FlagPrefix: "etcd"}, "-etcd.ca-file: stat " + filepath.Join(dir, "none.pem")},
+		{"etcd: CA without certificates", tlsconf.Config{CAFile: keyA, FlagPrefix: "etcd"}, "-etcd.ca-file " + keyA + ": no PEM certificate in it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.c.Validate()
