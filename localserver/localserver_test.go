@@ -35,6 +35,15 @@ func TestEtcdStarts(t *testing.T) {
 	if e.Endpoint == "" {
 		t.Fatal("no endpoint")
 	}
+	addrs := e.ListenAddrs()
+	if len(addrs) != 2 {
+		t.Fatalf("listeners %v, want a client and a peer listener", addrs)
+	}
+	for _, a := range addrs {
+		if ip := a.(*net.TCPAddr).IP; !ip.IsLoopback() {
+			t.Errorf("etcd listens on %v, not loopback", a)
+		}
+	}
 }
 
 // TestEtcdPicksAgainWhenAPortIsTaken gives StartEtcd, as its first pick, a

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/clickagg/clickagg/localserver"
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
 // Redis starts a redis-server for the test and returns it. The test fails
@@ -88,12 +89,31 @@ func RedisOptions(r *localserver.Redis) *redis.Options {
 // Etcd starts an embedded etcd for the test and returns it.
 func Etcd(t testing.TB) *localserver.Etcd {
 	t.Helper()
-	e, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: t.TempDir()})
+	return EtcdWith(t, localserver.EtcdConfig{})
+}
+
+// EtcdWith starts an embedded etcd configured by cfg, in a directory of
+// the test's, and returns it.
+func EtcdWith(t testing.TB, cfg localserver.EtcdConfig) *localserver.Etcd {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	e, err := localserver.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
 	t.Cleanup(e.Close)
 	return e
+}
+
+// EtcdTLS starts an embedded etcd that serves https with a certificate
+// of ca and requires client certificates of ca (etcd's
+// --client-cert-auth), and returns it with the path of ca's certificate.
+func EtcdTLS(t testing.TB, ca *tlstest.CA) (*localserver.Etcd, string) {
+	t.Helper()
+	dir := t.TempDir()
+	caFile := ca.WriteCA(t, dir)
+	cert, key := ca.Issue(t, tlstest.Options{CommonName: "etcd"}).WriteFiles(t, dir)
+	return EtcdWith(t, localserver.EtcdConfig{CertFile: cert, KeyFile: key, ClientCAFile: caFile}), caFile
 }
 
 // EtcdClient starts an embedded etcd and returns a client to it.
