@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -118,7 +119,7 @@ func (f *recountFlags) resolve(ctx context.Context, now time.Time) (*recountJob,
 	if j.bucket, err = archive.OpenBucket(ctx, f.bucket); err != nil {
 		return nil, err
 	}
-	if j.etcd, err = cluster.Dial(f.cluster); err != nil {
+	if j.etcd, err = cluster.Dial(ctx, f.cluster, slog.Default()); err != nil {
 		j.bucket.Close()
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}

@@ -345,7 +345,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	etcd, err := cluster.Dial(cfg.Cluster)
+	etcd, err := cluster.Dial(ctx, cfg.Cluster, s.lg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
 	"sync"
@@ -76,11 +77,13 @@ func TestConfigFlags(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	err := fs.Parse([]string{"-etcd.endpoints", "http://127.0.0.1:1, http://127.0.0.1:2", "-etcd.prefix", "/other", "-etcd.lease-ttl", "3s", "-etcd.dial-timeout", "1s"})
+	err := fs.Parse([]string{"-etcd.endpoints", "https://127.0.0.1:1, https://127.0.0.1:2", "-etcd.prefix", "/other", "-etcd.lease-ttl", "3s", "-etcd.dial-timeout", "1s",
+		"-etcd.cert-file", "c.pem", "-etcd.key-file", "k.pem", "-etcd.ca-file", "ca.pem", "-etcd.username", "u", "-etcd.password-file", "pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Endpoints: []string{"http://127.0.0.1:1", "http://127.0.0.1:2"}, Prefix: "/other", DialTimeout: time.Second, LeaseTTL: 3 * time.Second}
+	want := Config{Endpoints: []string{"https://127.0.0.1:1", "https://127.0.0.1:2"}, Prefix: "/other", DialTimeout: time.Second, LeaseTTL: 3 * time.Second,
+		CertFile: "c.pem", KeyFile: "k.pem", CAFile: "ca.pem", Username: "u", PasswordFile: "pw"}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("parsed %+v, want %+v", c, want)
 	}
@@ -93,7 +96,7 @@ func TestConfigFlags(t *testing.T) {
 
 func TestDial(t *testing.T) {
 	e := testserver.Etcd(t)
-	cli, err := Dial(Config{Endpoints: []string{e.Endpoint}, Prefix: DefaultPrefix, DialTimeout: 5 * time.Second, LeaseTTL: ttl})
+	cli, err := Dial(ctxT(t), Config{Endpoints: []string{e.Endpoint}, Prefix: DefaultPrefix, DialTimeout: 5 * time.Second, LeaseTTL: ttl}, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,13 @@
 // as soon as it runs again, and must stop acting as the member at once,
 // before its keepalive has even failed.
 //
+// Dial secures the connection with -etcd.cert-file, -etcd.key-file and
+// -etcd.ca-file (TLS, and a client certificate for etcd's
+// --client-cert-auth; the files are reloaded per handshake by tlsconf)
+// and -etcd.username with -etcd.password-file (etcd's authentication).
+// It makes one read before returning, so that a refused certificate or
+// password is an error at start that names the flag to fix.
+//
 // Watchers follow the dskit pattern: a Get, then a watch from the revision
 // after it; when etcd cancels the watch (compaction, lost leader) they Get
 // again and resume, so a callback always sees a consistent full state.
