@@ -103,24 +103,11 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg, lg := o.cfg, o.lg
-	cfg.GRPCAddr = freeIfBusy(cfg.GRPCAddr)
-	if cfg.HTTPAddr != "" {
-		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
-	}
-
-	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: o.dataDir, EtcdPort: o.etcdPort, EtcdLog: o.etcdLog, AppendFsync: o.appendFsync})
+	deps, srv, err := startDev(ctx, &cfg, o)
 	if err != nil {
 		return err
 	}
 	defer deps.Close()
-	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		return err
-	}
-	srv, err := NewServer(cfg, logger)
-	if err != nil {
-		return err
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	select {
@@ -158,6 +145,31 @@ func runDev(ctx context.Context, args []string) error {
 		return nil
 	}
 	return err
+}
+
+// startDev starts dev's etcd and redis-server, pointing cfg at them, and
+// makes the server of every role on the addresses of cfg (its ports
+// moved when taken); running it is the caller's. Everything listens on
+// loopback (TestDevListensOnLoopbackOnly) unless -grpc.addr or -http.addr
+// say otherwise.
+func startDev(ctx context.Context, cfg *ServerConfig, o *devOptions) (*localDeps, *Server, error) {
+	cfg.GRPCAddr = freeIfBusy(cfg.GRPCAddr)
+	if cfg.HTTPAddr != "" {
+		cfg.HTTPAddr = freeIfBusy(cfg.HTTPAddr)
+	}
+	deps, err := startLocalDeps(ctx, cfg, localDepsConfig{Dir: o.dataDir, EtcdPort: o.etcdPort, EtcdLog: o.etcdLog, AppendFsync: o.appendFsync})
+	if err != nil {
+		return nil, nil, err
+	}
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	if err == nil {
+		var srv *Server
+		if srv, err = NewServer(*cfg, logger); err == nil {
+			return deps, srv, nil
+		}
+	}
+	deps.Close()
+	return nil, nil, err
 }
 
 // freeIfBusy returns addr when its port can be bound, else the same host

@@ -3,11 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDevLogLevel: -help says what level dev logs at, and -view=off, where
@@ -104,4 +108,56 @@ func defaultInHelp(t *testing.T, help, name string) string {
 	}
 	def, _, _ = strings.Cut(def, `")`)
 	return def
+}
+
+// TestDevListensOnLoopbackOnly starts dev's etcd, redis-server and server
+// as clickagg dev does, with its defaults, and checks that every socket
+// they listen on is bound to a loopback address: dev has no TLS and no
+// auth, so nothing of it may be reachable from another machine.
+func TestDevListensOnLoopbackOnly(t *testing.T) {
+	o, err := parseDev([]string{"-data-dir=" + t.TempDir(), "-redis.appendfsync=no"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := o.cfg
+	deps, srv, err := startDev(context.Background(), &cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deps.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("dev's server stopped before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev's server not ready within 60s")
+	}
+
+	listeners := map[string]string{"gRPC": srv.GRPCAddr(), "HTTP": srv.HTTPAddr(), "redis-server": deps.redis.Addr}
+	for i, a := range deps.etcd.ListenAddrs() {
+		listeners[fmt.Sprintf("etcd listener %d", i)] = a.String()
+	}
+	if len(listeners) != 5 {
+		t.Fatalf("listeners %v, want gRPC, HTTP, redis-server and etcd's client and peer", listeners)
+	}
+	for name, addr := range listeners {
+		host, _, err := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			t.Errorf("%s listens on %q, not on a loopback address", name, addr)
+		}
+	}
+	for _, u := range []string{deps.etcd.Endpoint, deps.etcd.PeerURL} {
+		if !strings.HasPrefix(u, "http://127.0.0.1:") {
+			t.Errorf("etcd advertises %s, want a loopback URL", u)
+		}
+	}
 }

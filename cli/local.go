@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 
+	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/localserver"
 )
 
@@ -30,6 +32,9 @@ type localDepsConfig struct {
 // empty (and no other Redis mode is set), and points cfg at them: its
 // address and its password file. On error nothing is left running.
 func startLocalDeps(ctx context.Context, cfg *ServerConfig, dc localDepsConfig) (*localDeps, error) {
+	if err := localEtcdOnly(cfg.Cluster); err != nil {
+		return nil, err
+	}
 	etcd, err := localserver.StartEtcd(localserver.EtcdConfig{Dir: filepath.Join(dc.Dir, "etcd"), ClientPort: dc.EtcdPort, LogLevel: dc.EtcdLog})
 	if err != nil {
 		return nil, err
@@ -46,6 +51,20 @@ func startLocalDeps(ctx context.Context, cfg *ServerConfig, dc localDepsConfig) 
 		cfg.Redis.Addr, cfg.Redis.PasswordFile = r.Addr, r.PasswordFile
 	}
 	return d, nil
+}
+
+// localEtcdOnly refuses -etcd.* flags that only make sense for another
+// etcd: the embedded one serves plaintext on loopback, without auth.
+func localEtcdOnly(c cluster.Config) error {
+	for _, f := range []struct{ name, value string }{
+		{"cert-file", c.CertFile}, {"key-file", c.KeyFile}, {"ca-file", c.CAFile},
+		{"username", c.Username}, {"password-file", c.PasswordFile},
+	} {
+		if f.value != "" {
+			return fmt.Errorf("-etcd.%s: the embedded etcd serves plaintext on loopback, without auth; leave it unset", f.name)
+		}
+	}
+	return nil
 }
 
 // Close stops redis-server (which flushes its AOF), then etcd. Calls after

@@ -28,19 +28,7 @@ func TestTLSFlags(t *testing.T) {
 		{[]string{"-tls.ca-file=" + missing}, "-tls.ca-file"},
 		{[]string{"-tls.client-auth=sometimes"}, "-tls.client-auth"},
 	} {
-		for _, target := range allRoles {
-			fs, cfg := newFlags()
-			if err := parse(fs, append([]string{"-target=" + target}, tc.args...)); err != nil {
-				t.Fatal(err)
-			}
-			err := cfg.Validate()
-			if tc.want == "" && err != nil {
-				t.Errorf("%s %v: %v, want no error", target, tc.args, err)
-			}
-			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-				t.Errorf("%s %v: %v, want an error naming %s", target, tc.args, err, tc.want)
-			}
-		}
+		validateInEveryRole(t, tc.args, tc.want)
 	}
 	// The clients refuse a CA file that does not load before they send.
 	if err := runLoadgen(context.Background(), []string{"-tls.ca-file=" + missing, "-loadgen.duration=1s"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
@@ -48,5 +36,24 @@ func TestTLSFlags(t *testing.T) {
 	}
 	if err := runShip(context.Background(), []string{"-tls.ca-file=" + missing, "-ship.files=" + filepath.Join(dir, "clicks.log"), "-ship.routers=127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
 		t.Errorf("ship with a missing CA: %v, want an error naming -tls.ca-file", err)
+	}
+}
+
+// validateInEveryRole checks that every role's Validate accepts args
+// (want empty) or refuses them with an error containing want.
+func validateInEveryRole(t *testing.T, args []string, want string) {
+	t.Helper()
+	for _, target := range allRoles {
+		fs, cfg := newFlags()
+		if err := parse(fs, append([]string{"-target=" + target}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if want == "" && err != nil {
+			t.Errorf("%s %v: %v, want no error", target, args, err)
+		}
+		if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s %v: %v, want an error containing %q", target, args, err, want)
+		}
 	}
 }
