@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
@@ -32,6 +35,7 @@ type testCluster struct {
 	rcluster   *localserver.RedisCluster  // set when spec.redisCluster is
 	rsentinel  *localserver.RedisSentinel // set when spec.redisSentinel is
 	etcd       *localserver.Etcd
+	etcdCfg    cluster.Config // how the harness and every process reach etcd
 	partitions int
 	common     []string
 
@@ -69,6 +73,10 @@ type clusterSpec struct {
 	// and -tls.client-auth=require: members and the harness talk over
 	// mutual TLS.
 	tls bool
+	// etcdTLS runs etcd over TLS with client certificates required
+	// (--client-cert-auth), from a CA of its own; every process gets
+	// -etcd.ca-file, -etcd.cert-file and -etcd.key-file.
+	etcdTLS bool
 }
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
@@ -109,10 +117,9 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		c.redis = rs
 		c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
 	}
-	etcd := testserver.Etcd(t)
-	c.etcd = etcd
+	c.startEtcd(spec.etcdTLS)
+	c.common = append(c.common, c.etcdFlags()...)
 	c.common = append(c.common,
-		"-etcd.endpoints="+etcd.Endpoint,
 		fmt.Sprintf("-cluster.partitions=%d", spec.partitions),
 		"-etcd.lease-ttl=5s",
 		"-log.level=info",
@@ -143,6 +150,43 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	}
 	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", append(c.tlsFlags("queryd-1"), "-http.addr="+c.httpAddr))...)
 	return c
+}
+
+// startEtcd starts the cluster's etcd, over TLS with client certificates
+// required when withTLS; one client certificate serves every process.
+func (c *testCluster) startEtcd(withTLS bool) {
+	c.etcdCfg = cluster.Config{Prefix: cluster.DefaultPrefix, DialTimeout: 5 * time.Second, LeaseTTL: 5 * time.Second}
+	if !withTLS {
+		c.etcd = testserver.Etcd(c.t)
+		c.etcdCfg.Endpoints = []string{c.etcd.Endpoint}
+		return
+	}
+	ca := tlstest.NewCA(c.t, "clickagg-e2e-etcd-ca")
+	c.etcd, c.etcdCfg.CAFile = testserver.EtcdTLS(c.t, ca)
+	c.etcdCfg.Endpoints = []string{c.etcd.Endpoint}
+	c.etcdCfg.CertFile, c.etcdCfg.KeyFile = ca.Issue(c.t, tlstest.Options{CommonName: "clickagg"}).WriteFiles(c.t, c.tlsDir("etcd-client"))
+}
+
+// etcdFlags are the flags that reach the cluster's etcd: its endpoint
+// and, with spec.etcdTLS, its CA and the client certificate.
+func (c *testCluster) etcdFlags() []string {
+	f := []string{"-etcd.endpoints=" + strings.Join(c.etcdCfg.Endpoints, ",")}
+	if c.etcdCfg.CertFile != "" {
+		f = append(f, "-etcd.ca-file="+c.etcdCfg.CAFile, "-etcd.cert-file="+c.etcdCfg.CertFile, "-etcd.key-file="+c.etcdCfg.KeyFile)
+	}
+	return f
+}
+
+// etcdClient returns a client to the cluster's etcd, dialled as the
+// processes dial it, closed by the test's cleanup.
+func (c *testCluster) etcdClient() *clientv3.Client {
+	c.t.Helper()
+	cli, err := cluster.Dial(context.Background(), c.etcdCfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // tlsFlags returns the certificate flags of process name, issued for

@@ -47,7 +47,7 @@ func smallWorkload(t *testing.T, c *testCluster, seed uint64) *truth {
 // owners returns the members that own partitions, by partition count.
 func owners(t *testing.T, c *testCluster) map[string]int {
 	t.Helper()
-	cli := testserver.NewEtcdClient(t, c.etcd.Endpoint)
+	cli := c.etcdClient()
 	a, err := cluster.NewClient(cli, cluster.DefaultPrefix).Assignment(context.Background())
 	if err != nil {
 		t.Fatal(err)

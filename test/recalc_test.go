@@ -97,8 +97,8 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	time.Sleep(time.Until(time.Unix(to*60, 0).Add(2*time.Minute + 20*time.Second)))
 
 	tool := func(cmd string, extra ...string) (string, int) {
-		args := append([]string{cmd, "-archive.bucket=" + bucketDir, "-etcd.endpoints=" + c.etcd.Endpoint,
-			"-from=" + minuteArg(from), "-to=" + minuteArg(to), "-recount.margin=1m"}, rules...)
+		args := append(append([]string{cmd, "-archive.bucket=" + bucketDir,
+			"-from=" + minuteArg(from), "-to=" + minuteArg(to), "-recount.margin=1m"}, c.etcdFlags()...), rules...)
 		return runTool(t, append(args, extra...)...)
 	}
 	// A recount of the untouched history differs in nothing.

@@ -21,7 +21,7 @@ import (
 // before a split takes effect.
 func TestLostLeasesAreRegisteredAgain(t *testing.T) {
 	c := newTestCluster(t, clusterSpec{partitions: 4, coordinators: 1, routers: 1, aggregators: 1})
-	cli := testserver.NewEtcdClient(t, c.etcd.Endpoint)
+	cli := c.etcdClient()
 	cl := cluster.NewClient(cli, cluster.DefaultPrefix)
 	store := hotkey.NewStore(cli, cluster.DefaultPrefix, c.partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
