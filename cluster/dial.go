@@ -97,6 +97,10 @@ func explain(ctx context.Context, cfg Config, t *tlsconf.TLS, err error) error {
 		return fmt.Errorf("-etcd.password-file %s: etcd refused the password of -etcd.username %s: %w", cfg.PasswordFile, cfg.Username, err)
 	case errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrInvalidAuthToken) && cfg.Username == "":
 		return fmt.Errorf("-etcd.username: etcd has authentication enabled; set -etcd.username and -etcd.password-file: %w", err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied) && cfg.Username == "":
+		// With auth on and no token, etcd takes the user from the
+		// client certificate's common name.
+		return fmt.Errorf("-etcd.username: not set, and etcd denies reading %s to the user named by -etcd.cert-file's common name: %w", cfg.Prefix, err)
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
 		return fmt.Errorf("-etcd.username %s: etcd denies reading %s: %w", cfg.Username, cfg.Prefix, err)
 	}

@@ -119,6 +119,25 @@ func TestDialAuth(t *testing.T) {
 	dialFails(t, c, "-etcd.username: etcd has authentication enabled")
 }
 
+// TestDialAuthByCertificate: with auth and --client-cert-auth on, etcd
+// takes the user from the client certificate's common name when no
+// -etcd.username is given; a name that is no user is denied, naming the
+// flags to fix.
+func TestDialAuthByCertificate(t *testing.T) {
+	ca := tlstest.NewCA(t, "etcd-ca")
+	dir := t.TempDir()
+	caFile := ca.WriteCA(t, dir)
+	srvCert, srvKey := ca.Issue(t, tlstest.Options{CommonName: "etcd"}).WriteFiles(t, dir)
+	e := testserver.EtcdWith(t, localserver.EtcdConfig{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: caFile, Username: "clickagg", Password: "s3cret"})
+
+	c := etcdConfig(e.Endpoint)
+	c.CAFile = caFile
+	c.CertFile, c.KeyFile = ca.Issue(t, tlstest.Options{CommonName: "clickagg"}).WriteFiles(t, t.TempDir())
+	roundTrip(t, c)
+	c.CertFile, c.KeyFile = ca.Issue(t, tlstest.Options{CommonName: "nobody"}).WriteFiles(t, t.TempDir())
+	dialFails(t, c, "-etcd.username: not set, and etcd denies reading /t to the user named by -etcd.cert-file's common name")
+}
+
 // TestDialReloadsTLSFiles rotates etcd's CA under a running client: etcd
 // restarts with a certificate of a new CA that it also requires of
 // clients, the client's files are replaced, and the same client reaches
