@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,7 +70,29 @@ type clusterSpec struct {
 	// and -tls.client-auth=require: members and the harness talk over
 	// mutual TLS.
 	tls bool
+	// auth, with tls, turns authorization on: members hold internal and
+	// query, the harness's certificate ingest, query and admin, and the
+	// tokens of c.tokens what authPolicy says. Clients without a
+	// certificate are let in (-tls.client-auth=verify-if-given) to be
+	// refused by authorization.
+	auth bool
 }
+
+// authPolicy is the -auth.policy-file of clusterSpec.auth.
+const authPolicy = `# members
+cert:coordinator-*  internal,query
+cert:aggregator-*   internal,query
+cert:router-*       internal,query
+cert:queryd-*       internal,query
+# the test itself, and clickagg ship
+cert:e2e-harness    ingest,query,admin
+cert:shipper-*      ingest
+token:loader        ingest
+token:billing       query
+`
+
+// authTokens are the bearer tokens of clusterSpec.auth, by name.
+var authTokens = map[string]string{"loader": "loader-token-4f1c", "billing": "billing-token-9a2e"}
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
@@ -78,7 +101,20 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	if spec.tls {
 		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
 		caFile := c.ca.WriteCA(t, c.tlsDir(""))
-		c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
+		if spec.auth {
+			policy, tokens := filepath.Join(c.tlsDir(""), "policy"), filepath.Join(c.tlsDir(""), "tokens")
+			tlstest.WriteFile(t, policy, []byte(authPolicy))
+			var lines strings.Builder
+			for name, tok := range authTokens {
+				sum := sha256.Sum256([]byte(tok))
+				fmt.Fprintf(&lines, "%s sha256:%x\n", name, sum)
+			}
+			tlstest.WriteFile(t, tokens, []byte(lines.String()))
+			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=verify-if-given",
+				"-auth.policy-file="+policy, "-auth.tokens-file="+tokens)
+		} else {
+			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
+		}
 		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
 		c.creds = tlsCreds(t, tlsconf.Config{CertFile: cert, KeyFile: key, CAFile: caFile})
 	}
