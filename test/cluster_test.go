@@ -76,7 +76,14 @@ type clusterSpec struct {
 	// certificate are let in (-tls.client-auth=verify-if-given) to be
 	// refused by authorization.
 	auth bool
+	// redisACL runs clickagg on one Redis as an ACL user of its own that
+	// may touch only the cluster's keys and not run admin or dangerous
+	// commands but INFO, as the production overlay's user.
+	redisACL bool
 }
+
+// redisACLRules are the rules of clusterSpec.redisACL's user.
+var redisACLRules = []any{"on", "resetkeys", "~clickagg*", "resetchannels", "+@all", "-@admin", "-@dangerous", "+info"}
 
 // authPolicy is the -auth.policy-file of clusterSpec.auth.
 const authPolicy = `# members
@@ -143,7 +150,19 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		}
 		t.Cleanup(func() { rs.Stop() })
 		c.redis = rs
-		c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
+		if spec.redisACL {
+			pwFile := filepath.Join(dir, "redis-clickagg.password")
+			tlstest.WriteFile(t, pwFile, []byte("acl-user-password\n"))
+			admin := redis.NewClient(testserver.RedisOptions(rs))
+			err := admin.Do(context.Background(), append([]any{"ACL", "SETUSER", "clickagg", ">acl-user-password"}, redisACLRules...)...).Err()
+			admin.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.username=clickagg", "-redis.password-file="+pwFile)
+		} else {
+			c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
+		}
 	}
 	etcd := testserver.Etcd(t)
 	c.etcd = etcd

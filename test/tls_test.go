@@ -31,7 +31,8 @@ import (
 
 // TestPipelineExactWithAuthorization runs a cluster of separate
 // processes with TLS and authorization on, members calling each other
-// with client certificates: counts and top-N are exact; callers without
+// with client certificates, on Redis as an ACL user confined to the
+// cluster's keys: counts and top-N are exact; callers without
 // a valid identity or without the permission are refused with the right
 // code and a reason, and nothing they sent is counted; a router's
 // certificate is rotated while clients keep opening connections, none
@@ -42,7 +43,7 @@ func TestPipelineExactWithAuthorization(t *testing.T) {
 		t.Skip("end-to-end test of 100k events with TLS and authorization")
 	}
 	spec := clusterSpec{
-		partitions: 16, coordinators: 1, routers: 2, aggregators: 2, tls: true, auth: true,
+		partitions: 16, coordinators: 1, routers: 2, aggregators: 2, tls: true, auth: true, redisACL: true,
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	}
@@ -151,6 +152,13 @@ func TestPipelineExactWithAuthorization(t *testing.T) {
 	}
 	if resp.Count != 0 {
 		t.Errorf("%s counted %d clicks of refused callers, want 0", refusedAd, resp.Count)
+	}
+
+	// The ACL user was enough for everything clickagg does.
+	for _, p := range append(append(append([]*proc{c.queryd}, c.routers...), c.aggregators...), c.coordinators...) {
+		if n := p.logCount("NOPERM"); n != 0 {
+			t.Errorf("%s logged %d NOPERM refusals of the Redis ACL user", p.name, n)
+		}
 	}
 
 	// The audit line of the harness's drain names its certificate.
