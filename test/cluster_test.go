@@ -93,6 +93,7 @@ cert:router-*       internal,query
 cert:queryd-*       internal,query
 # the test itself, and clickagg ship
 cert:e2e-harness    ingest,query,admin
+cert:operator       admin,query
 cert:shipper-*      ingest
 token:loader        ingest
 token:billing       query
