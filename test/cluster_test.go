@@ -95,12 +95,12 @@ cert:queryd-*       internal,query
 cert:e2e-harness    ingest,query,admin
 cert:operator       admin,query
 cert:shipper-*      ingest
-token:loader        ingest
+token:shipper       ingest
 token:billing       query
 `
 
 // authTokens are the bearer tokens of clusterSpec.auth, by name.
-var authTokens = map[string]string{"loader": "loader-token-4f1c", "billing": "billing-token-9a2e"}
+var authTokens = map[string]string{"shipper": "shipper-token-4f1c", "billing": "billing-token-9a2e"}
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()

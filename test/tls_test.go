@@ -247,7 +247,7 @@ func (c *testCluster) routerCert(i int) *x509.Certificate {
 }
 
 // rotationClient sends requests of 20 unique clicks of ad-rotation, each
-// on a new connection, with the loader token, and records the serial of
+// on a new connection, with the shipper token, and records the serial of
 // the certificate each handshake saw.
 type rotationClient struct {
 	c     *testCluster
@@ -263,7 +263,7 @@ type rotationClient struct {
 // run starts sending; the function it returns stops, fails the test on
 // any call that failed, and returns the clicks sent.
 func (r *rotationClient) run(t *testing.T) func() []click {
-	opts := r.c.clientOptions(t, "loader", nil, authTokens["loader"])
+	opts := r.c.clientOptions(t, "rotation", nil, authTokens["shipper"])
 	// Stopped between requests, never in one: a request cut short might
 	// have been counted without being in the truth.
 	var stop atomic.Bool
