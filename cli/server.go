@@ -433,6 +433,9 @@ func (s *Server) Run(ctx context.Context) error {
 		creds = t.ClientCredentials()
 		srvOpts = append(srvOpts, grpc.Creds(t.ServerCredentials()))
 	}
+	if az == nil {
+		unary = append(unary, authz.AuditInterceptor(s.lg.With("component", "auth")))
+	}
 	gs := grpc.NewServer(append(append(srvOpts,
 		grpc.ChainUnaryInterceptor(append(unary, gateUnary(gate))...),
 		grpc.ChainStreamInterceptor(append(stream, gateStream(gate))...),
