@@ -20,7 +20,6 @@ import (
 
 	"github.com/clickagg/clickagg/loadgen"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
-	"github.com/clickagg/clickagg/tlsconf"
 )
 
 const devSynopsis = `clickagg dev runs the whole cluster on this machine: an embedded etcd, a
@@ -252,16 +251,16 @@ func runLoadgen(ctx context.Context, args []string) error {
 	setUsage(fs, "clickagg loadgen sends synthetic clicks (Zipf-distributed ads) to a router.\n\nUsage:\n  clickagg loadgen [flags]")
 	var lg loadgen.Config
 	lg.RegisterFlags(fs)
-	var tc tlsconf.Config
-	tc.RegisterFlags(fs)
+	var cf clientFlags
+	cf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	creds, err := clientCreds(tc, slog.Default())
+	opts, err := cf.dialOptions(slog.Default())
 	if err != nil {
 		return err
 	}
-	lg.Creds = creds
+	lg.Dial = opts
 	var st loadgen.Stats
 	done := make(chan error, 1)
 	go func() { done <- loadgen.Run(ctx, lg, &st) }()

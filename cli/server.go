@@ -29,6 +29,7 @@ import (
 
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/authz"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
 	"github.com/clickagg/clickagg/durable"
@@ -75,7 +76,10 @@ type ServerConfig struct {
 	Redis redisconf.Config
 	// TLS secures the gRPC server and the members' calls to each other;
 	// off without -tls.cert-file or -tls.ca-file.
-	TLS        tlsconf.Config
+	TLS tlsconf.Config
+	// Auth says who may call what; off without -auth.policy-file.
+	Auth       authz.Config
+	Reflection bool
 	GRPC       grpcserver.Config
 	HTTP       HTTPConfig
 	Cluster    cluster.Config
@@ -113,6 +117,8 @@ func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown.timeout", 20*time.Second, "longest wait for in-flight RPCs on shutdown before they are cut")
 	c.Redis.RegisterFlags(fs)
 	c.TLS.RegisterFlags(fs)
+	c.Auth.RegisterFlags(fs)
+	fs.BoolVar(&c.Reflection, "grpc.reflection", true, "serve gRPC reflection (grpcurl list, describe) to any caller; it reveals the API, not data")
 	c.GRPC.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs)
 	c.Cluster.RegisterFlags(fs)
@@ -178,6 +184,12 @@ func (c *ServerConfig) Validate() error {
 	}
 	if err := c.TLS.Validate(); err != nil {
 		return err
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	if c.Auth.Enabled() && c.TLS.CertFile == "" {
+		return errors.New("-auth.policy-file: needs -tls.cert-file: certificates and bearer tokens identify callers only over TLS")
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return err
@@ -398,17 +410,35 @@ func (s *Server) Run(ctx context.Context) error {
 	// same certificate: members are each other's clients.
 	creds := insecure.NewCredentials()
 	srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize)}
+	unary := []grpc.UnaryServerInterceptor{gm.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{gm.StreamServerInterceptor()}
+	var az *authz.Authorizer
 	if cfg.TLS.Enabled() {
 		t, err := tlsconf.Load(cfg.TLS, s.lg.With("component", "tls"))
 		if err != nil {
 			return err
 		}
+		if cfg.Auth.Enabled() {
+			// Client certificates are verified by the authorizer, which
+			// answers a bad one with why (see authz).
+			t.DeferClientVerification()
+			if az, err = authz.New(cfg.Auth, t, s.lg.With("component", "auth"), reg); err != nil {
+				return err
+			}
+			// Authorization before the gate and the codec's checks: a
+			// caller who may not call learns nothing else.
+			unary = append(unary, az.UnaryInterceptor)
+			stream = append(stream, az.StreamInterceptor)
+		}
 		creds = t.ClientCredentials()
 		srvOpts = append(srvOpts, grpc.Creds(t.ServerCredentials()))
 	}
+	if az == nil {
+		unary = append(unary, authz.AuditInterceptor(s.lg.With("component", "auth")))
+	}
 	gs := grpc.NewServer(append(append(srvOpts,
-		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
-		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), gateStream(gate)),
+		grpc.ChainUnaryInterceptor(append(unary, gateUnary(gate))...),
+		grpc.ChainStreamInterceptor(append(stream, gateStream(gate))...),
 	), grpcserver.Options(cfg.GRPC)...)...)
 	hs := health.NewServer()
 	// Not ready until the first round of checks says so; live from the
@@ -416,7 +446,9 @@ func (s *Server) Run(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(clickhealth.LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
+	if cfg.Reflection {
+		reflection.Register(gs)
+	}
 
 	plog := partlog.New(rdb, cfg.RedisPrefix, partlog.WithWriter(w))
 	dial := newDialer(creds)
@@ -577,8 +609,12 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("queryd http: %w", err)
 		}
+		h = gateHTTP(gate, h)
+		if az != nil {
+			h = az.HTTP(authz.Query, h)
+		}
 		// The gateway answers a wrong method with 501.
-		mux.Handle("/v1/", allow(gateHTTP(gate, h), http.MethodGet))
+		mux.Handle("/v1/", allow(h, http.MethodGet))
 		g.Go(func() error { return q.Run(gctx) })
 	}
 	// Queryds and coordinators register so that operators can list them,

@@ -19,7 +19,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/clickagg/clickagg/shipper"
-	"github.com/clickagg/clickagg/tlsconf"
 )
 
 const shipSynopsis = `clickagg ship tails click log files (JSON lines or CSV), sends their clicks to
@@ -36,13 +35,13 @@ type shipFlags struct {
 	id, grpcAddr, httpAddr string
 	logFormat, logLevel    string
 	progress               string
-	// tls secures the calls to the routers.
-	tls tlsconf.Config
+	// client secures the calls to the routers: TLS and a bearer token.
+	client clientFlags
 }
 
 func registerShipFlags(fs *flag.FlagSet, cfg *shipper.Config, sf *shipFlags) {
 	cfg.RegisterFlags(fs)
-	sf.tls.RegisterFlags(fs)
+	sf.client.register(fs)
 	host, _ := os.Hostname()
 	fs.StringVar(&sf.id, "id", host, "host part of every derived event_id (<id>:<dev>:<inode>:<head>:<gen>:<offset>); unique per shipper and stable across its restarts")
 	fs.StringVar(&sf.grpcAddr, "grpc.addr", "", "address of a gRPC health service (SERVING once shipping); empty: none")
@@ -72,7 +71,7 @@ func runShip(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Creds, err = clientCreds(sf.tls, lg); err != nil {
+	if cfg.Dial, err = sf.client.dialOptions(lg); err != nil {
 		return err
 	}
 	s, err := shipper.New(cfg, lg)

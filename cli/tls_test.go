@@ -17,6 +17,10 @@ func TestTLSFlags(t *testing.T) {
 	caFile := ca.WriteCA(t, dir)
 	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
 	missing := filepath.Join(dir, "missing.pem")
+	policy := filepath.Join(dir, "policy")
+	tlstest.WriteFile(t, policy, []byte("cert:member internal\n"))
+	badPolicy := filepath.Join(dir, "bad-policy")
+	tlstest.WriteFile(t, badPolicy, []byte("cert:member everything\n"))
 	for _, tc := range []struct {
 		args []string
 		want string // "" for no error
@@ -27,12 +31,19 @@ func TestTLSFlags(t *testing.T) {
 		{[]string{"-tls.ca-file=" + caFile, "-tls.client-auth=require"}, "-tls.client-auth"},
 		{[]string{"-tls.ca-file=" + missing}, "-tls.ca-file"},
 		{[]string{"-tls.client-auth=sometimes"}, "-tls.client-auth"},
+		{[]string{"-tls.cert-file=" + cert, "-tls.key-file=" + key, "-tls.ca-file=" + caFile, "-tls.client-auth=verify-if-given", "-auth.policy-file=" + policy}, ""},
+		{[]string{"-auth.policy-file=" + policy}, "-auth.policy-file: needs -tls.cert-file"},
+		{[]string{"-tls.cert-file=" + cert, "-tls.key-file=" + key, "-auth.policy-file=" + badPolicy}, `unknown permission "everything"`},
+		{[]string{"-auth.tokens-file=" + policy}, "-auth.tokens-file: set without -auth.policy-file"},
 	} {
 		validateInEveryRole(t, tc.args, tc.want)
 	}
 	// The clients refuse a CA file that does not load before they send.
 	if err := runLoadgen(context.Background(), []string{"-tls.ca-file=" + missing, "-loadgen.duration=1s"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
 		t.Errorf("loadgen with a missing CA: %v, want an error naming -tls.ca-file", err)
+	}
+	if err := runLoadgen(context.Background(), []string{"-auth.token-file=" + policy, "-loadgen.duration=1s"}); err == nil || !strings.Contains(err.Error(), "-auth.token-file: needs TLS") {
+		t.Errorf("loadgen with a token over plaintext: %v, want an error naming -auth.token-file", err)
 	}
 	if err := runShip(context.Background(), []string{"-tls.ca-file=" + missing, "-ship.files=" + filepath.Join(dir, "clicks.log"), "-ship.routers=127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
 		t.Errorf("ship with a missing CA: %v, want an error naming -tls.ca-file", err)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -28,9 +27,10 @@ type Config struct {
 	Users     int
 	Duration  time.Duration
 	Countries int
-	// Creds secure the connection to the router (the command builds them
-	// from its -tls.* flags); nil is plaintext, as clickagg dev uses.
-	Creds credentials.TransportCredentials
+	// Dial holds how the connection to the router is secured: TLS and
+	// a bearer token (the command builds them from its -tls.* and
+	// -auth.token-file flags); none is plaintext, as clickagg dev uses.
+	Dial []grpc.DialOption
 }
 
 // RegisterFlags registers the loadgen flags under -loadgen.
@@ -113,11 +113,11 @@ func Run(ctx context.Context, cfg Config, st *Stats) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	creds := cfg.Creds
-	if creds == nil {
-		creds = insecure.NewCredentials()
+	opts := cfg.Dial
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(cfg.Target, opts...)
 	if err != nil {
 		return fmt.Errorf("dial router %s: %w", cfg.Target, err)
 	}

@@ -48,7 +48,7 @@ func TestIngestOverMemoryBound(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	plog := partlog.New(rdb, testPrefix)
-	logs := &syncBuffer{}
+	logs := &testserver.SyncBuffer{}
 	const partitions = 4
 	r, ingest := startBounded(t, plog, partitions, slog.New(slog.NewTextHandler(logs, nil)))
 	refused := func() error {

@@ -436,7 +436,7 @@ func runRouter(t *testing.T, r *Router) (stop func()) {
 func TestIngestLogFull(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
-	logs := &syncBuffer{}
+	logs := &testserver.SyncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, nil))
 	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), lg, fixedClock(t0))
 	c := startGRPC(t, r)

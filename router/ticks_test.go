@@ -1,12 +1,10 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -217,24 +215,6 @@ func TestTickBeforeAnyData(t *testing.T) {
 	lastTicksAre(t, rdb, n, old)
 }
 
-// syncBuffer is a log sink the test reads while Run writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunSurvivesLogOutage kills Redis under a running router: Run logs the
 // failed ticks, keeps running, and ticks again once Redis is back.
 func TestRunSurvivesLogOutage(t *testing.T) {
@@ -257,7 +237,7 @@ func TestRunSurvivesLogOutage(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.TickInterval = 10 * time.Millisecond
 	clk := &clock{t: t0}
-	logs := &syncBuffer{}
+	logs := &testserver.SyncBuffer{}
 	r := New(cfg, partitioner(t, n), partlog.New(rdb, testPrefix), slog.New(slog.NewTextHandler(logs, nil)), clk.Now)
 	stop := runRouter(t, r)
 	lastTicksAre(t, rdb, n, t0.Add(-time.Minute))

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc"
 )
 
 // Formats of log lines.
@@ -43,9 +43,10 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// RequestTimeout bounds one Ingest call.
 	RequestTimeout time.Duration
-	// Creds secure the connections to the routers (the command builds
-	// them from its -tls.* flags); nil is plaintext.
-	Creds credentials.TransportCredentials
+	// Dial holds how the connections to the routers are secured: TLS and
+	// a bearer token (the command builds them from its -tls.* and
+	// -auth.token-file flags); none is plaintext.
+	Dial []grpc.DialOption
 }
 
 // Defaults used by RegisterFlags.

@@ -81,13 +81,13 @@ func (s *Shipper) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	creds := s.cfg.Creds
-	if creds == nil {
-		creds = insecure.NewCredentials()
+	opts := s.cfg.Dial
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	var clients []clickaggv1.IngestServiceClient
 	for _, addr := range s.cfg.Routers {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		conn, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			return fmt.Errorf("router %s: %w", addr, err)
 		}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -383,7 +384,7 @@ func TestRetriesUntilARouterAcceptsAndReportsRejections(t *testing.T) {
 	f.WriteString("garbage\nad-1,1,u-x,10.0.0.1,ZZ\n")
 	f.Close()
 	appendLines(t, path, FormatCSV, 50, 60)
-	var logs syncBuffer
+	var logs testserver.SyncBuffer
 	ru := startShipper(t, r, path, FormatCSV, slog.New(slog.NewTextHandler(&logs, nil)))
 	checkExactlyOnce(t, r, 60)
 	eventually(t, func() error {
@@ -402,23 +403,6 @@ func TestRetriesUntilARouterAcceptsAndReportsRejections(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestCheckpointIsAtomic(t *testing.T) {

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"os"
@@ -73,11 +74,41 @@ type clusterSpec struct {
 	// and -tls.client-auth=require: members and the harness talk over
 	// mutual TLS.
 	tls bool
+	// auth, with tls, turns authorization on: members hold internal and
+	// query, the harness's certificate ingest, query and admin, and the
+	// tokens of c.tokens what authPolicy says. Clients without a
+	// certificate are let in (-tls.client-auth=verify-if-given) to be
+	// refused by authorization.
+	auth bool
+	// redisACL runs clickagg on one Redis as an ACL user of its own that
+	// may touch only the cluster's keys and not run admin or dangerous
+	// commands but INFO, as the production overlay's user.
+	redisACL bool
 	// etcdTLS runs etcd over TLS with client certificates required
 	// (--client-cert-auth), from a CA of its own; every process gets
 	// -etcd.ca-file, -etcd.cert-file and -etcd.key-file.
 	etcdTLS bool
 }
+
+// redisACLRules are the rules of clusterSpec.redisACL's user.
+var redisACLRules = []any{"on", "resetkeys", "~clickagg*", "resetchannels", "+@all", "-@admin", "-@dangerous", "+info"}
+
+// authPolicy is the -auth.policy-file of clusterSpec.auth.
+const authPolicy = `# members
+cert:coordinator-*  internal,query
+cert:aggregator-*   internal,query
+cert:router-*       internal,query
+cert:queryd-*       internal,query
+# the test itself, and clickagg ship
+cert:e2e-harness    ingest,query,admin
+cert:operator       admin,query
+cert:shipper-*      ingest
+token:shipper       ingest
+token:billing       query
+`
+
+// authTokens are the bearer tokens of clusterSpec.auth, by name.
+var authTokens = map[string]string{"shipper": "shipper-token-4f1c", "billing": "billing-token-9a2e"}
 
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
@@ -86,7 +117,20 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	if spec.tls {
 		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
 		caFile := c.ca.WriteCA(t, c.tlsDir(""))
-		c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
+		if spec.auth {
+			policy, tokens := filepath.Join(c.tlsDir(""), "policy"), filepath.Join(c.tlsDir(""), "tokens")
+			tlstest.WriteFile(t, policy, []byte(authPolicy))
+			var lines strings.Builder
+			for name, tok := range authTokens {
+				sum := sha256.Sum256([]byte(tok))
+				fmt.Fprintf(&lines, "%s sha256:%x\n", name, sum)
+			}
+			tlstest.WriteFile(t, tokens, []byte(lines.String()))
+			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=verify-if-given",
+				"-auth.policy-file="+policy, "-auth.tokens-file="+tokens)
+		} else {
+			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
+		}
 		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
 		c.creds = tlsCreds(t, tlsconf.Config{CertFile: cert, KeyFile: key, CAFile: caFile})
 	}
@@ -115,7 +159,19 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		}
 		t.Cleanup(func() { rs.Stop() })
 		c.redis = rs
-		c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
+		if spec.redisACL {
+			pwFile := filepath.Join(dir, "redis-clickagg.password")
+			tlstest.WriteFile(t, pwFile, []byte("acl-user-password\n"))
+			admin := redis.NewClient(testserver.RedisOptions(rs))
+			err := admin.Do(context.Background(), append([]any{"ACL", "SETUSER", "clickagg", ">acl-user-password"}, redisACLRules...)...).Err()
+			admin.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.username=clickagg", "-redis.password-file="+pwFile)
+		} else {
+			c.common = append(c.common, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile)
+		}
 	}
 	c.startEtcd(spec.etcdTLS)
 	c.common = append(c.common, c.etcdFlags()...)

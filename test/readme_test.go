@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 	"unicode"
+
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
 // readmeBlock returns the lines of the shell block that follows marker in
@@ -201,4 +203,65 @@ func hasAnchor(t *testing.T, file, anchor string) bool {
 		}
 	}
 	return false
+}
+
+// TestReadmeGrpcurlAuthCommands runs the README's grpcurl commands for a
+// cluster with TLS and authorization, exactly as written but for the
+// addresses, from a directory holding the files they name.
+func TestReadmeGrpcurlAuthCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	root := buildGrpcurl(t)
+	c := newTestCluster(t, clusterSpec{partitions: 4, coordinators: 1, routers: 1, aggregators: 1, tls: true, auth: true})
+	waitCaughtUp(t, c.coordinatorClient(), 4, 2*time.Minute)
+	dir := c.tlsDir("readme")
+	op := c.ca.Issue(t, tlstest.Options{CommonName: "operator"})
+	for name, data := range map[string][]byte{"ca.crt": c.ca.CertPEM, "operator.crt": op.CertPEM, "operator.key": op.KeyPEM,
+		"shipper.token": []byte(authTokens["shipper"] + "\n"), "billing.token": []byte(authTokens["billing"] + "\n")} {
+		tlstest.WriteFile(t, filepath.Join(dir, name), data)
+	}
+	if err := os.Symlink(filepath.Join(root, "bin"), filepath.Join(dir, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	addrs := strings.NewReplacer("router:9090", c.routers[0].addr, "queryd:9090", c.queryd.addr, "coordinator:9090", c.coordinators[0].addr)
+	checks := []struct {
+		contains []string
+		refused  bool
+		eventual bool
+	}{
+		{contains: []string{`"status": "SERVING"`}},
+		{contains: []string{`"accepted": "1"`}},
+		{contains: []string{`"adId": "ad-readme"`, `"count": "1"`}, eventual: true},
+		{contains: []string{`"role": "aggregator"`, `"role": "router"`, `"role": "queryd"`, `"role": "coordinator"`}},
+		{contains: []string{"Code: PermissionDenied", `needs permission "ingest"; token:billing holds query`}, refused: true},
+		{contains: []string{"Code: Unauthenticated", "no client certificate or bearer token"}, refused: true},
+	}
+	cmds := readmeBlock(t, "<!-- readme-test: grpcurl-auth -->")
+	if len(cmds) != len(checks) {
+		t.Fatalf("README block has %d commands, the test checks %d", len(cmds), len(checks))
+	}
+	for i, line := range cmds {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cmd := exec.Command("bash", "-c", addrs.Replace(line))
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			missing := ""
+			for _, want := range checks[i].contains {
+				if !strings.Contains(string(out), want) {
+					missing = want
+					break
+				}
+			}
+			if (err != nil) == checks[i].refused && missing == "" {
+				t.Logf("%s\n%s", line, firstLines(string(out), 6))
+				break
+			}
+			if !checks[i].eventual || time.Now().After(deadline) {
+				t.Fatalf("%s\nerror: %v (refusal expected: %v), missing %q in output:\n%s", line, err, checks[i].refused, missing, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }

@@ -70,7 +70,7 @@ func TestBadRedisSettingsExit(t *testing.T) {
 func runToExit(t *testing.T, timeout time.Duration, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	var out lockedBuffer
+	var out testserver.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

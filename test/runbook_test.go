@@ -22,6 +22,7 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
 var update = flag.Bool("update", false, "TestRunbook: write the actual outputs into docs/runbook.md")
@@ -277,6 +278,7 @@ func TestRunbook(t *testing.T) {
 			}
 			return nil
 		})},
+		{id: "drain-without-admin", refusal: true, after: unchanged},
 		{id: "drain-dry-run", after: unchanged},
 		{id: "drain", after: ownsNone(agg3)},
 		{id: "drain-load", read: true, ready: decoded(func(r *clickaggv1.GetLoadResponse) error {
@@ -336,8 +338,14 @@ func TestRunbook(t *testing.T) {
 	}
 
 	root := buildGrpcurl(t)
-	c := newTestCluster(t, clusterSpec{partitions: partitions, coordinators: 0, routers: 1, aggregators: 3})
-	c.coordinators = append(c.coordinators, startProc(t, c.dir, "coordinator-1", c.flags("-target=coordinator", nil)...))
+	c := newTestCluster(t, clusterSpec{partitions: partitions, coordinators: 0, routers: 1, aggregators: 3, tls: true, auth: true})
+	c.coordinators = append(c.coordinators, startProc(t, c.dir, "coordinator-1", c.flags("-target=coordinator", c.tlsFlags("coordinator-1"))...))
+	// The files the commands name, in the directory they run in.
+	creds := c.tlsDir("runbook")
+	op := c.ca.Issue(t, tlstest.Options{CommonName: "operator"})
+	for name, data := range map[string][]byte{"ca.crt": c.ca.CertPEM, "operator.crt": op.CertPEM, "operator.key": op.KeyPEM, "billing.token": []byte(authTokens["billing"] + "\n")} {
+		tlstest.WriteFile(t, filepath.Join(creds, name), data)
+	}
 	cc = c.coordinatorClient()
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)
 	a, err := assignment()
@@ -361,7 +369,7 @@ func TestRunbook(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(line, "localhost:9090", c.coordinators[0].addr))
-		cmd.Dir, cmd.Env = root, env
+		cmd.Dir, cmd.Env = creds, env
 		out, err := cmd.CombinedOutput()
 		return strings.TrimRight(string(out), "\n"), err
 	}

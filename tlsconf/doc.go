@@ -12,22 +12,12 @@
 //
 // Certificates are files, as Kubernetes Secrets and cert-manager mount
 // them, and they are rotated in place. Every handshake, server or client,
-// first stats the certificate, key and CA files (three stat calls, a few
-// microseconds beside a handshake's signature): a file whose inode, size
-// and modification time are unchanged is trusted, any other is read again
-// and, when its content differs, the whole set is parsed and swapped in.
+// first checks the certificate, key and CA files (package watchfile:
+// three stat calls, a few microseconds beside a handshake's signature)
+// and, when a content differs, parses the whole set and swaps it in.
 // Checking at the handshake rather than polling on a timer means no
-// goroutine to own and no window in which a new connection gets a
-// certificate the files no longer hold; gRPC connections are long-lived,
-// so handshakes are rare. No fsnotify: a Secret update is a symlink swap
-// in a parent directory, which watches see badly, and a stat sees at once.
-//
-// A modification time is only as fine as the file system's clock tick,
-// so a rewrite within the tick after a read could keep the same size and
-// time. As git does for its racily clean index, a file whose modification
-// time is within RacyWindow of the moment it was read is not trusted and
-// is read again (not parsed again unless its bytes changed) until it is
-// older.
+// window in which a new connection gets a certificate the files no
+// longer hold; gRPC connections are long-lived, so handshakes are rare.
 //
 // A set that does not load (a key half-written by a non-atomic rotation,
 // a certificate that does not match its key, a missing file) leaves the

@@ -1,19 +1,13 @@
 package tlsconf
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"time"
-)
 
-// RacyWindow is how long after its modification time a file's stat is
-// not trusted to show a rewrite (see the package doc): wider than any
-// file system's timestamp tick that Kubernetes volumes use.
-const RacyWindow = 2 * time.Second
+	"github.com/clickagg/clickagg/watchfile"
+)
 
 // material is one loaded, consistent set: what handshakes use.
 type material struct {
@@ -21,70 +15,53 @@ type material struct {
 	pool *x509.CertPool   // nil without -tls.ca-file: the system's roots
 }
 
-// file is one watched file: what was read, and the stat it was read under.
-type file struct {
-	// flag names the file in errors; cert says it is the certificate
-	// (followed by its key) rather than the CA.
-	flag, path string
-	cert       bool
-	info       os.FileInfo
-	readAt     time.Time
-	data       []byte
-}
-
-// trusted reports whether fi shows the file unchanged since it was read.
-func (f *file) trusted(fi os.FileInfo) bool {
-	return f.info != nil && os.SameFile(f.info, fi) && f.info.Size() == fi.Size() &&
-		f.info.ModTime().Equal(fi.ModTime()) && f.readAt.Sub(fi.ModTime()) > RacyWindow
-}
-
 // fileSet is the certificate, key and CA files. It is not safe for
 // concurrent use: the reloader serializes it.
 type fileSet struct {
-	files []*file // cert, key (both or neither), then the CA if any
+	files []*watchfile.File // cert, key (both or neither), then the CA if any
+	cert  bool              // files begin with the cert and key
 }
 
 func newFileSet(c *Config) *fileSet {
 	s := &fileSet{}
 	if c.CertFile != "" {
-		s.files = append(s.files, &file{flag: c.flag("cert-file"), path: c.CertFile, cert: true}, &file{flag: c.flag("key-file"), path: c.KeyFile})
+		s.files = append(s.files, &watchfile.File{Flag: c.flag("cert-file"), Path: c.CertFile}, &watchfile.File{Flag: c.flag("key-file"), Path: c.KeyFile})
+		s.cert = true
 	}
 	if c.CAFile != "" {
-		s.files = append(s.files, &file{flag: c.flag("ca-file"), path: c.CAFile})
+		s.files = append(s.files, &watchfile.File{Flag: c.flag("ca-file"), Path: c.CAFile})
 	}
 	return s
 }
 
-// changed stats every file and reads again those not trusted. It reports
-// whether any content differs from the last set loaded; the new stats and
-// contents are staged and only committed by commit.
-func (s *fileSet) changed() ([]file, bool, error) {
-	next := make([]file, len(s.files))
+// staged is a file's path and flag with the state a check saw; cert
+// marks the certificate, which its key follows.
+type staged struct {
+	flag, path string
+	cert       bool
+	watchfile.State
+}
+
+// changed checks every file (see watchfile). It reports whether any
+// content differs from the last set loaded; the new states are staged
+// and only committed by commit.
+func (s *fileSet) changed() ([]staged, bool, error) {
+	next := make([]staged, len(s.files))
 	differ := false
 	for i, f := range s.files {
-		next[i] = *f
-		fi, err := os.Stat(f.path)
+		st, d, err := f.Check()
 		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", f.flag, err)
+			return nil, false, err
 		}
-		if f.trusted(fi) {
-			continue
-		}
-		data, err := os.ReadFile(f.path)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", f.flag, err)
-		}
-		next[i].info, next[i].readAt = fi, time.Now()
-		if !bytes.Equal(data, f.data) {
-			next[i].data, differ = data, true
-		}
+		next[i] = staged{flag: f.Flag, path: f.Path, cert: s.cert && i == 0, State: st}
+		differ = differ || d
 	}
 	return next, differ, nil
 }
 
-func (s *fileSet) commit(next []file) {
-	for i := range s.files {
-		*s.files[i] = next[i]
+func (s *fileSet) commit(next []staged) {
+	for i, f := range s.files {
+		f.Commit(next[i].State)
 	}
 }
 
@@ -102,11 +79,11 @@ func (s *fileSet) load() (*material, error) {
 	return m, nil
 }
 
-func parse(files []file) (*material, error) {
+func parse(files []staged) (*material, error) {
 	m := &material{}
 	rest := files
 	if len(rest) >= 2 && rest[0].cert {
-		cert, err := tls.X509KeyPair(rest[0].data, rest[1].data)
+		cert, err := tls.X509KeyPair(rest[0].Data, rest[1].Data)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s with %s %s: %w", rest[0].flag, rest[0].path, rest[1].flag, rest[1].path, err)
 		}
@@ -115,7 +92,7 @@ func parse(files []file) (*material, error) {
 	}
 	if len(rest) == 1 {
 		m.pool = x509.NewCertPool()
-		if !m.pool.AppendCertsFromPEM(rest[0].data) {
+		if !m.pool.AppendCertsFromPEM(rest[0].Data) {
 			return nil, fmt.Errorf("%s %s: %w", rest[0].flag, rest[0].path, errNoCA)
 		}
 	}

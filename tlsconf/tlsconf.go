@@ -19,6 +19,9 @@ type TLS struct {
 	cfg        Config
 	clientAuth tls.ClientAuthType
 	log        *slog.Logger
+	// verifyLater: servers ask for client certificates but leave their
+	// verification to VerifyClient (DeferClientVerification).
+	verifyLater bool
 
 	mu      sync.Mutex // serializes reloads
 	files   *fileSet
@@ -121,12 +124,65 @@ func (t *TLS) serverConfig(m *material) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*m.cert},
-		ClientAuth:   t.clientAuth,
+		ClientAuth:   t.serverClientAuth(),
 		ClientCAs:    m.pool,
 		// The returned config replaces the listener's whole config,
 		// ALPN included: gRPC adds h2, net/http would not.
 		NextProtos: []string{"h2", "http/1.1"},
 	}, nil
+}
+
+// DeferClientVerification makes servers ask for client certificates in
+// the handshake without verifying them there: VerifyClient does, when a
+// call is authorized. A certificate that expired or chains to another CA
+// then gets an answer that says so (UNAUTHENTICATED with the reason),
+// where a failed handshake ends in a TLS alert that clients report as a
+// closed connection, and that the server cannot count per caller.
+// -tls.client-auth=require still makes a certificate mandatory in the
+// handshake. Call it before serving.
+func (t *TLS) DeferClientVerification() { t.verifyLater = true }
+
+func (t *TLS) serverClientAuth() tls.ClientAuthType {
+	if !t.verifyLater {
+		return t.clientAuth
+	}
+	switch t.clientAuth {
+	case tls.RequireAndVerifyClientCert:
+		return tls.RequireAnyClientCert
+	case tls.VerifyClientCertIfGiven:
+		return tls.RequestClientCert
+	}
+	return t.clientAuth
+}
+
+// ErrNoClientCert is VerifyClient's error for a client that presented no
+// certificate.
+var ErrNoClientCert = errors.New("no client certificate")
+
+// VerifyClient checks the certificate chain a client presented against
+// -tls.ca-file as it is now, for client authentication, and returns the
+// client's certificate. A chain the handshake verified already is
+// trusted as it is.
+func (t *TLS) VerifyClient(state *tls.ConnectionState) (*x509.Certificate, error) {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return nil, ErrNoClientCert
+	}
+	leaf := state.PeerCertificates[0]
+	if len(state.VerifiedChains) > 0 {
+		return leaf, nil
+	}
+	m := t.current()
+	if m.pool == nil {
+		return nil, errors.New("client certificates are not accepted: no -tls.ca-file to verify them against")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range state.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, err
+	}
+	return leaf, nil
 }
 
 // ClientConfig returns a client config built from the files as they are

@@ -1,0 +1,68 @@
+package authz
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+)
+
+// Config names the policy and token files. The zero value is
+// authorization off: every caller may call every method.
+type Config struct {
+	PolicyFile string
+	TokensFile string
+}
+
+// RegisterFlags registers -auth.policy-file and -auth.tokens-file.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.PolicyFile, "auth.policy-file", "", "file of lines \"cert:<name> <permissions>\" or \"token:<name> <permissions>\" granting ingest, query, admin and internal to callers (see docs/security.md); reloaded when it changes; empty: authorization off, every caller may call everything")
+	fs.StringVar(&c.TokensFile, "auth.tokens-file", "", "file of lines \"<name> sha256:<hex>\", the SHA-256 of each bearer token a client may send (authorization: Bearer <token>); reloaded when it changes; needs -auth.policy-file")
+}
+
+// Enabled reports whether calls are authorized.
+func (c *Config) Enabled() bool { return c.PolicyFile != "" }
+
+// Validate checks the flags and that the files parse; errors name the
+// flag and the line.
+func (c *Config) Validate() error {
+	if c.TokensFile != "" && c.PolicyFile == "" {
+		return errors.New("-auth.tokens-file: set without -auth.policy-file, which says what the tokens may do")
+	}
+	if !c.Enabled() {
+		return nil
+	}
+	if _, err := readPolicy(c.PolicyFile); err != nil {
+		return err
+	}
+	if c.TokensFile != "" {
+		if _, err := readTokens(c.TokensFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readPolicy(name string) (policy, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("-auth.policy-file: %w", err)
+	}
+	p, err := parsePolicy(data)
+	if err != nil {
+		return nil, fmt.Errorf("-auth.policy-file %s: %w", name, err)
+	}
+	return p, nil
+}
+
+func readTokens(name string) (tokens, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("-auth.tokens-file: %w", err)
+	}
+	t, err := parseTokens(data)
+	if err != nil {
+		return nil, fmt.Errorf("-auth.tokens-file %s: %w", name, err)
+	}
+	return t, nil
+}
