@@ -51,6 +51,7 @@ func check(m *manifest) []string {
 	c.redis()
 	c.prometheus()
 	c.certificates()
+	c.lockdown()
 	return c.problems
 }
 

@@ -637,6 +637,28 @@ var mistakes = []struct {
 		build: "examples/shipper",
 		want:  "DaemonSet shipper: neither -auth.token-file nor -tls.cert-file",
 	},
+	{
+		name: "routers may call the aggregators",
+		file: "base/networkpolicies.yaml",
+		old:  "          - coordinator\n          - queryd\n    ports:\n    - port: grpc\n",
+		new:  "          - coordinator\n          - queryd\n          - router\n    ports:\n    - port: grpc\n",
+		want: "NetworkPolicy aggregator admits Deployment router to aggregators port 9090: only coordinators and queryds may",
+	},
+	{
+		name: "etcd open to every source",
+		file: "base/networkpolicies.yaml",
+		old:  "  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: clickagg\n    ports:\n    - port: client\n",
+		new:  "  ingress:\n  - ports:\n    - port: client\n",
+		want: "NetworkPolicy etcd admits every source to etcd port 2379: only clickagg pods may",
+	},
+	{
+		name:  "Redis open to the coordinator",
+		file:  "base/networkpolicies.yaml",
+		old:   "          - aggregator\n          - queryd\n    ports:\n    - port: redis\n",
+		new:   "          - aggregator\n          - queryd\n          - coordinator\n    ports:\n    - port: redis\n",
+		build: "overlays/production",
+		want:  "NetworkPolicy redis admits Deployment coordinator to redis port 6379",
+	},
 }
 
 // TestMistakes plants each mistake in a copy of k8s/ and checks that it
