@@ -659,6 +659,14 @@ var mistakes = []struct {
 		build: "overlays/production",
 		want:  "NetworkPolicy redis admits Deployment coordinator to redis port 6379",
 	},
+	{
+		name:  "tokens in the policy, no tokens file",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "  - CLICKAGG_AUTH_TOKENS_FILE=/etc/clickagg/tokens/tokens\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Deployment router: the policy grants tokens, but there is no -auth.tokens-file",
+	},
 }
 
 // TestMistakes plants each mistake in a copy of k8s/ and checks that it

@@ -199,9 +199,11 @@ func (c *checker) secretFile(w *workload, ct *corev1.Container, what, file strin
 	}
 }
 
-// policy is a parsed -auth.policy-file: each line's kind:glob and its
-// permissions.
-type policy []struct {
+// policy is a parsed -auth.policy-file.
+type policy []policyLine
+
+// policyLine is one line of a policy: kind:glob and its permissions.
+type policyLine struct {
 	kind, glob string
 	perms      []string
 }
@@ -243,10 +245,7 @@ func (c *checker) policyFile(w *workload, ct *corev1.Container, file string) pol
 				c.addf("ConfigMap %s: policy line %q: permission %q is not one of %v", v.ConfigMap.Name, line, pm, permissions)
 			}
 		}
-		p = append(p, struct {
-			kind, glob string
-			perms      []string
-		}{kind, glob, perms})
+		p = append(p, policyLine{kind, glob, perms})
 	}
 	return p
 }
@@ -324,8 +323,12 @@ func checkSecurity(m *manifest) []string {
 				member := slices.Contains(roles, strings.TrimPrefix(id, "clickagg-"))
 				adminGranted = adminGranted || (p != nil && !member && p.grants("cert", id, "admin"))
 			}
-			if f := eff["auth.tokens-file"].value; f != "" {
+			tokens := p != nil && slices.ContainsFunc(p, func(l policyLine) bool { return l.kind == "token" })
+			switch f := eff["auth.tokens-file"].value; {
+			case f != "":
 				c.secretFile(w, ct, "-auth.tokens-file", f)
+			case tokens:
+				c.addf("%s: the policy grants tokens, but there is no -auth.tokens-file to know them by", w)
 			}
 			c.etcdClient(w, ct, eff)
 			if slices.Contains([]string{"router", "aggregator", "queryd"}, role) {
