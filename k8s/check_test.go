@@ -50,6 +50,8 @@ func check(m *manifest) []string {
 	c.etcd()
 	c.redis()
 	c.prometheus()
+	c.certificates()
+	c.lockdown()
 	return c.problems
 }
 
@@ -470,12 +472,18 @@ func (c *checker) clickagg(w *workload, ct *corev1.Container) {
 	// Liveness and startup ask only whether the process is stuck; readiness
 	// whether it can work now. A liveness probe of readiness would restart
 	// every pod whenever Redis is down.
+	// Under TLS the probes are HTTPS (serving checks how), and /healthz
+	// and /readyz stand for the services "liveness" and "".
 	for _, p := range namedProbes(ct) {
-		want := "liveness"
+		want, wantPath := "liveness", "/healthz"
 		if p.name == "readinessProbe" {
-			want = ""
+			want, wantPath = "", "/readyz"
 		}
 		switch {
+		case p.probe.HTTPGet != nil:
+			if p.probe.HTTPGet.Path != wantPath {
+				c.addf("%s: container %s: %s asks %s, want %s", w, ct.Name, p.name, p.probe.HTTPGet.Path, wantPath)
+			}
 		case p.probe.GRPC == nil:
 			c.addf("%s: container %s: %s is not a gRPC health probe", w, ct.Name, p.name)
 		case p.probe.GRPC.Service == nil && want != "":
@@ -495,7 +503,7 @@ func (c *checker) clickagg(w *workload, ct *corev1.Container) {
 		c.addf("%s: -grpc.advertise-addr must be %s with POD_IP from status.podIP (is %q, %s)", w, wantAdv, adv.value, adv.source)
 	}
 
-	c.scrape(w, ports["http"])
+	c.scrape(w, ports["http"], eff["tls.cert-file"].value != "")
 
 	if role == "aggregator" {
 		c.aggregator(w, eff)
@@ -534,10 +542,21 @@ func (c *checker) serving(w *workload, ct *corev1.Container, eff map[string]sett
 		}
 	}
 
-	// Probes: the gRPC health service on the gRPC port.
+	// Probes: the gRPC health service on the gRPC port; under TLS, which
+	// the kubelet's gRPC probe does not speak, HTTPS on the HTTP port
+	// (it serves TLS with the same certificate and never requires a
+	// client certificate).
 	grpcAddr := eff["grpc.addr"].value
+	tlsOn := eff["tls.cert-file"].value != ""
 	for _, p := range namedProbes(ct) {
 		switch {
+		case tlsOn && p.probe.HTTPGet == nil:
+			c.addf("%s: %s: not an HTTPS httpGet probe, but -tls.cert-file is set and the kubelet's gRPC probe cannot speak TLS", w, p.name)
+		case tlsOn && p.probe.HTTPGet.Scheme != corev1.URISchemeHTTPS:
+			c.addf("%s: %s: httpGet scheme %q, but -tls.cert-file is set: the HTTP port serves HTTPS", w, p.name, p.probe.HTTPGet.Scheme)
+		case tlsOn && !portIs(ct, p.probe.HTTPGet.Port, ports["http"]):
+			c.addf("%s: %s: httpGet port %s, but -http.addr=%s listens on %d", w, p.name, p.probe.HTTPGet.Port.String(), eff["http.addr"].value, ports["http"])
+		case tlsOn:
 		case p.probe.GRPC == nil:
 			c.addf("%s: %s: not a gRPC probe (clickagg serves grpc.health.v1 on -grpc.addr)", w, p.name)
 		case p.probe.GRPC.Port != ports["grpc"]:
@@ -547,9 +566,27 @@ func (c *checker) serving(w *workload, ct *corev1.Container, eff map[string]sett
 	return ports
 }
 
-// scrape checks that the scrape annotations name the HTTP port and /metrics.
-func (c *checker) scrape(w *workload, http int32) {
+// portIs reports whether port, a number or the name of a port of ct, is
+// n.
+func portIs(ct *corev1.Container, port intstr.IntOrString, n int32) bool {
+	if port.Type == intstr.Int {
+		return port.IntVal == n
+	}
+	for _, p := range ct.Ports {
+		if p.Name == port.StrVal {
+			return p.ContainerPort == n
+		}
+	}
+	return false
+}
+
+// scrape checks that the scrape annotations name the HTTP port, /metrics
+// and, when it serves TLS, https.
+func (c *checker) scrape(w *workload, http int32, tlsOn bool) {
 	ann := w.template.Annotations
+	if want := map[bool]string{true: "https"}[tlsOn]; ann["prometheus.io/scheme"] != want && (want != "" || ann["prometheus.io/scheme"] != "http") {
+		c.addf("%s: annotation prometheus.io/scheme is %q, want %q (-tls.cert-file %v)", w, ann["prometheus.io/scheme"], want, map[bool]string{true: "set", false: "unset"}[tlsOn])
+	}
 	if ann["prometheus.io/scrape"] != "true" {
 		c.addf("%s: annotation prometheus.io/scrape is %q, want \"true\"", w, ann["prometheus.io/scrape"])
 	}
@@ -796,7 +833,7 @@ func (c *checker) etcd() {
 	var endpoints []string
 	if cm := c.m.configMaps["clickagg"]; cm != nil {
 		for _, e := range strings.Split(cm.Data[envName("etcd.endpoints")], ",") {
-			host := strings.TrimPrefix(e, "http://")
+			host := strings.TrimPrefix(strings.TrimPrefix(e, "http://"), "https://")
 			host, _, _ = strings.Cut(host, ".")
 			endpoints = append(endpoints, host)
 		}
@@ -863,6 +900,10 @@ func (c *checker) prometheus() {
 					Names []string `json:"names"`
 				} `json:"namespaces"`
 			} `json:"kubernetes_sd_configs"`
+			TLSConfig *struct {
+				CAFile     string `json:"ca_file"`
+				ServerName string `json:"server_name"`
+			} `json:"tls_config"`
 			RelabelConfigs []struct {
 				SourceLabels []string `json:"source_labels"`
 				Action       string   `json:"action"`
@@ -877,10 +918,16 @@ func (c *checker) prometheus() {
 		return
 	}
 	nss := []string{c.mainNamespace()}
+	https := false
 	for _, w := range c.m.workloads {
 		if w.template.Annotations["prometheus.io/scrape"] == "true" && !slices.Contains(nss, w.namespace) {
 			nss = append(nss, w.namespace)
 		}
+		https = https || w.template.Annotations["prometheus.io/scheme"] == "https"
+	}
+	serverName := ""
+	if cm := c.m.configMaps["clickagg"]; cm != nil {
+		serverName = cm.Data[envName("tls.server-name")]
 	}
 	for _, sc := range cfg.ScrapeConfigs {
 		for _, ns := range nss {
@@ -894,6 +941,22 @@ func (c *checker) prometheus() {
 		}
 		if !keeps {
 			c.addf("ConfigMap prometheus-scrape: job %s does not keep pods by the prometheus.io/scrape annotation", sc.JobName)
+		}
+		if !https {
+			continue
+		}
+		// Pods that serve /metrics over HTTPS: the scheme from their
+		// annotation, checked against the cluster's CA and the name
+		// every member certificate holds (they are scraped at pod IPs).
+		scheme := false
+		for _, r := range sc.RelabelConfigs {
+			scheme = scheme || (r.TargetLabel == "__scheme__" && slices.Equal(r.SourceLabels, []string{"__meta_kubernetes_pod_annotation_prometheus_io_scheme"}))
+		}
+		if !scheme {
+			c.addf("ConfigMap prometheus-scrape: job %s does not take __scheme__ from the prometheus.io/scheme annotation, and pods serve https", sc.JobName)
+		}
+		if t := sc.TLSConfig; t == nil || t.CAFile == "" || t.ServerName != serverName {
+			c.addf("ConfigMap prometheus-scrape: job %s: want a tls_config with the cluster's ca_file and server_name %q (-tls.server-name), pods serve https", sc.JobName, serverName)
 		}
 	}
 	if len(cfg.ScrapeConfigs) == 0 {
@@ -982,7 +1045,9 @@ func (c *checker) shipper(w *workload, ct *corev1.Container) {
 		}
 	}
 
-	c.scrape(w, ports["http"])
+	// The shipper's HTTP listener is plaintext: its -tls.* flags are for
+	// its calls to the routers.
+	c.scrape(w, ports["http"], false)
 }
 
 // mountOf returns the container's volume mount that holds dir, and whether

@@ -30,7 +30,18 @@
 // -redis.password-file points, and the clients get every pod in
 // -redis.cluster-addrs and no -redis.addr. In production builds nothing is
 // single: every Deployment and StatefulSet runs at least two pods (at its
-// autoscaler's minimum) and a PodDisruptionBudget selects it. It then
-// plants mistakes in a copy of the manifests and checks that each one is
-// reported.
+// autoscaler's minimum) and a PodDisruptionBudget selects it; and
+// everything is TLS and authorized (security_test.go): each clickagg
+// container takes -tls.* and -auth.policy-file from read-only mounts of
+// its role's cert-manager Certificate (CN clickagg-<role>, holding the
+// name members check each other by) and of a policy granting that
+// identity internal, probes HTTPS on the HTTP port, reaches etcd over TLS
+// with a client certificate and Redis over TLS as an ACL user; etcd
+// requires client and peer certificates, Redis serves TLS only (cluster
+// bus and replication too) and defines the user, and their certificates
+// name every address clickagg dials; cert-manager's Certificates chain to
+// a CA Issuer and renew before they expire. It then plants mistakes in a
+// copy of the manifests and checks that each one is reported. Flags of
+// issue 15 that the binary does not have yet are taken as known
+// (pendingFlags).
 package k8s

@@ -29,6 +29,9 @@ type manifest struct {
 	hpas       []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs       []*policyv1.PodDisruptionBudget
 	netpols    []*networkingv1.NetworkPolicy
+	// cert-manager's, decoded into the fields this test knows.
+	issuers      []*issuer
+	certificates []*certificate
 	// objects are every object's kind, name and namespace.
 	objects []metav1.Object
 	kinds   []string
@@ -130,6 +133,12 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 		case "networking.k8s.io/v1 NetworkPolicy":
 			o := &networkingv1.NetworkPolicy{}
 			obj, add = o, func() { m.netpols = append(m.netpols, o) }
+		case "cert-manager.io/v1 Issuer":
+			o := &issuer{}
+			obj, add = o, func() { m.issuers = append(m.issuers, o) }
+		case "cert-manager.io/v1 Certificate":
+			o := &certificate{}
+			obj, add = o, func() { m.certificates = append(m.certificates, o) }
 		default:
 			problems = append(problems, fmt.Sprintf("%s: apiVersion %s kind %s is not one this test decodes (add it, or use a current API version)", what, apiVersion, gvk.Kind))
 			continue

@@ -39,13 +39,15 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	for _, h := range []struct {
-		args  []string
-		need  []string
-		flags *map[string]flagInfo
+		args    []string
+		need    []string
+		pending []string
+		flags   *map[string]flagInfo
 	}{
-		{[]string{"-help"}, []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout"}, &flags},
-		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers"}, &shipFlags},
-		{[]string{"reconcile", "-help"}, []string{"previous-day", "from", "to", "archive.bucket", "etcd.endpoints"}, &reconcileFlags},
+		{[]string{"-help"}, []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout",
+			"tls.cert-file", "tls.key-file", "tls.ca-file", "tls.client-auth", "tls.server-name", "redis.tls", "redis.tls-ca-file", "redis.username"}, pendingFlags.server, &flags},
+		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers", "tls.ca-file"}, pendingFlags.ship, &shipFlags},
+		{[]string{"reconcile", "-help"}, []string{"previous-day", "from", "to", "archive.bucket", "etcd.endpoints"}, pendingFlags.reconcile, &reconcileFlags},
 	} {
 		var out bytes.Buffer
 		help := exec.Command(bin, h.args...)
@@ -59,8 +61,30 @@ func runMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
 			return 1
 		}
+		for _, name := range h.pending {
+			if _, ok := (*h.flags)[name]; !ok {
+				(*h.flags)[name] = flagInfo{}
+				fmt.Fprintf(os.Stderr, "%s: no -%s yet; taken as known (issue 15, pendingFlags)\n", what, name)
+			}
+		}
 	}
 	return m.Run()
+}
+
+// pendingFlags are the flags of issue 15 (authorization, etcd TLS,
+// per-caller rate limits) that are being added to the binary while the
+// production overlay already uses them, under their final names. A
+// binary without one is taken to have it (with no default) so that the
+// manifests can be checked now; once every binary has them, this list is
+// dead and goes.
+var pendingFlags = struct{ server, ship, reconcile []string }{
+	server: []string{
+		"auth.policy-file", "auth.tokens-file",
+		"etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file",
+		"router.caller-rate", "router.caller-burst",
+	},
+	ship:      []string{"auth.token-file"},
+	reconcile: []string{"etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file"},
 }
 
 // want is what one kustomization must deploy, beyond the invariants that
@@ -76,6 +100,8 @@ type want struct {
 	archive bool
 	// ha: nothing is single (checkHA).
 	ha bool
+	// secure: TLS and authorization everywhere (checkSecurity).
+	secure bool
 }
 
 var builds = map[string]want{
@@ -90,12 +116,14 @@ var builds = map[string]want{
 	"overlays/production": {
 		archive:  true,
 		ha:       true,
+		secure:   true,
 		replicas: map[string]int32{"etcd": 3, "redis": 6, "coordinator": 2, "aggregator": 4},
 		hpa:      map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 	},
 	"examples/external-redis": {
 		archive:       true,
 		ha:            true,
+		secure:        true,
 		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
 		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		externalRedis: true,
@@ -103,6 +131,7 @@ var builds = map[string]want{
 	"examples/shipper": {
 		archive:   true,
 		ha:        true,
+		secure:    true,
 		replicas:  map[string]int32{"etcd": 3, "redis": 6, "coordinator": 2, "aggregator": 4},
 		hpa:       map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		daemonSet: "shipper",
@@ -154,6 +183,11 @@ func TestManifests(t *testing.T) {
 			}
 			if w.ha {
 				for _, p := range checkHA(m) {
+					t.Error(p)
+				}
+			}
+			if w.secure {
+				for _, p := range checkSecurity(m) {
 					t.Error(p)
 				}
 			}
@@ -483,6 +517,156 @@ var mistakes = []struct {
 		build: "examples/shipper",
 		want:  "DaemonSet shipper: hostPath volume logs",
 	},
+	{
+		name:  "no TLS certificate",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "  - CLICKAGG_TLS_CERT_FILE=/etc/clickagg/tls/tls.crt\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Deployment router: container clickagg: no -tls.cert-file",
+	},
+	{
+		name:  "gRPC probes under TLS",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "- target:\n    kind: Deployment\n    labelSelector: app.kubernetes.io/name=clickagg\n  path: probes.yaml\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Deployment router: readinessProbe: not an HTTPS httpGet probe, but -tls.cert-file is set",
+	},
+	{
+		name:  "plain HTTP probe under TLS",
+		file:  "overlays/production/probes.yaml",
+		old:   "      scheme: HTTPS\n    periodSeconds: 5\n",
+		new:   "      scheme: HTTP\n    periodSeconds: 5\n",
+		build: "overlays/production",
+		want:  `StatefulSet aggregator: readinessProbe: httpGet scheme "HTTP", but -tls.cert-file is set`,
+	},
+	{
+		name:  "policy forgets a member",
+		file:  "overlays/production/auth.yaml",
+		old:   "    cert:clickagg-queryd internal\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Deployment queryd: -auth.policy-file does not grant cert:clickagg-queryd internal",
+	},
+	{
+		name:  "another role's certificate",
+		file:  "overlays/production/tls.yaml",
+		old:   "          secretName: clickagg-queryd-tls\n",
+		new:   "          secretName: clickagg-router-tls\n",
+		build: "overlays/production",
+		want:  `Deployment queryd: its certificate clickagg-router names "clickagg-router", want clickagg-queryd`,
+	},
+	{
+		name:  "member certificate without the members' name",
+		file:  "overlays/production/certificates.yaml",
+		old:   "  - member.clickagg.internal\n  - aggregator\n",
+		new:   "  - aggregator\n",
+		build: "overlays/production",
+		want:  `StatefulSet aggregator: its certificate clickagg-aggregator does not hold -tls.server-name "member.clickagg.internal"`,
+	},
+	{
+		name:  "etcd without client certificates",
+		file:  "overlays/production/etcd.yaml",
+		old:   "        - --client-cert-auth=true\n",
+		new:   "",
+		build: "overlays/production",
+		want:  `StatefulSet etcd: --client-cert-auth is "", want true`,
+	},
+	{
+		name:  "etcd endpoint in plaintext",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "CLICKAGG_ETCD_ENDPOINTS=https://etcd-0.etcd:2379,",
+		new:   "CLICKAGG_ETCD_ENDPOINTS=http://etcd-0.etcd:2379,",
+		build: "overlays/production",
+		want:  `Deployment coordinator: -etcd.endpoints "http://etcd-0.etcd:2379"`,
+	},
+	{
+		name:  "etcd certificate misses a member",
+		file:  "overlays/production/certificates.yaml",
+		old:   "  - etcd-2.etcd\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Certificate etcd does not name etcd-2.etcd, an etcd endpoint",
+	},
+	{
+		name:  "reconcile without the etcd client certificate",
+		file:  "overlays/production/tls.yaml",
+		old:   "            - name: etcd-tls\n              mountPath: /etc/clickagg/etcd\n",
+		new:   "            - name: etcd-tls\n              mountPath: /etc/etcd\n",
+		build: "overlays/production",
+		want:  "CronJob reconcile: container clickagg: -etcd.cert-file=/etc/clickagg/etcd/tls.crt: no volume is mounted at /etc/clickagg/etcd",
+	},
+	{
+		name:  "Redis with a plaintext port",
+		file:  "components/redis-cluster/redis.yaml",
+		old:   "    port 0\n",
+		new:   "    port 6380\n",
+		build: "overlays/production",
+		want:  `ConfigMap redis: port "6380", tls-port "6379": want port 0`,
+	},
+	{
+		name:  "Redis cluster bus in plaintext",
+		file:  "components/redis-cluster/redis.yaml",
+		old:   "    tls-cluster yes\n",
+		new:   "    tls-cluster no\n",
+		build: "overlays/production",
+		want:  `ConfigMap redis: tls-cluster is "no", want yes`,
+	},
+	{
+		name:  "Redis user that no node defines",
+		file:  "components/redis-cluster/kustomization.yaml",
+		old:   "      value: clickagg\n",
+		new:   "      value: ingest\n",
+		build: "overlays/production",
+		want:  `StatefulSet redis: container redis: no ACL user ingest`,
+	},
+	{
+		name:  "Prometheus without the cluster's CA",
+		file:  "overlays/production/prometheus.yaml",
+		old:   "        ca_file: /etc/prometheus/clickagg/ca.crt\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "ConfigMap prometheus-scrape: job clickagg: want a tls_config",
+	},
+	{
+		name:  "shipper without an identity",
+		file:  "examples/shipper/shipper.yaml",
+		old:   "        - -auth.token-file=/etc/clickagg/token/token\n",
+		new:   "",
+		build: "examples/shipper",
+		want:  "DaemonSet shipper: neither -auth.token-file nor -tls.cert-file",
+	},
+	{
+		name: "routers may call the aggregators",
+		file: "base/networkpolicies.yaml",
+		old:  "          - coordinator\n          - queryd\n    ports:\n    - port: grpc\n",
+		new:  "          - coordinator\n          - queryd\n          - router\n    ports:\n    - port: grpc\n",
+		want: "NetworkPolicy aggregator admits Deployment router to aggregators port 9090: only coordinators and queryds may",
+	},
+	{
+		name: "etcd open to every source",
+		file: "base/networkpolicies.yaml",
+		old:  "  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: clickagg\n    ports:\n    - port: client\n",
+		new:  "  ingress:\n  - ports:\n    - port: client\n",
+		want: "NetworkPolicy etcd admits every source to etcd port 2379: only clickagg pods may",
+	},
+	{
+		name:  "Redis open to the coordinator",
+		file:  "base/networkpolicies.yaml",
+		old:   "          - aggregator\n          - queryd\n    ports:\n    - port: redis\n",
+		new:   "          - aggregator\n          - queryd\n          - coordinator\n    ports:\n    - port: redis\n",
+		build: "overlays/production",
+		want:  "NetworkPolicy redis admits Deployment coordinator to redis port 6379",
+	},
+	{
+		name:  "tokens in the policy, no tokens file",
+		file:  "overlays/production/kustomization.yaml",
+		old:   "  - CLICKAGG_AUTH_TOKENS_FILE=/etc/clickagg/tokens/tokens\n",
+		new:   "",
+		build: "overlays/production",
+		want:  "Deployment router: the policy grants tokens, but there is no -auth.tokens-file",
+	},
 }
 
 // TestMistakes plants each mistake in a copy of k8s/ and checks that it
@@ -515,6 +699,9 @@ func TestMistakes(t *testing.T) {
 				problems = append(problems, check(m)...)
 				if builds[dir].ha {
 					problems = append(problems, checkHA(m)...)
+				}
+				if builds[dir].secure {
+					problems = append(problems, checkSecurity(m)...)
 				}
 			}
 			for _, p := range problems {

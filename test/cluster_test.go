@@ -95,7 +95,7 @@ var redisACLRules = []any{"on", "resetkeys", "~clickagg*", "resetchannels", "+@a
 
 // authPolicy is the -auth.policy-file of clusterSpec.auth.
 const authPolicy = `# members
-cert:coordinator-*  internal,query
+cert:coordinator-*  internal,query,admin
 cert:aggregator-*   internal,query
 cert:router-*       internal,query
 cert:queryd-*       internal,query
