@@ -3,6 +3,7 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -398,6 +399,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// same certificate: members are each other's clients.
 	creds := insecure.NewCredentials()
 	srvOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize)}
+	var httpTLS *tls.Config // nil: the HTTP server is plaintext
 	if cfg.TLS.Enabled() {
 		t, err := tlsconf.Load(cfg.TLS, s.lg.With("component", "tls"))
 		if err != nil {
@@ -405,6 +407,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		creds = t.ClientCredentials()
 		srvOpts = append(srvOpts, grpc.Creds(t.ServerCredentials()))
+		if cfg.TLS.CertFile != "" {
+			httpTLS = t.HTTPServerConfig()
+		}
 	}
 	gs := grpc.NewServer(append(append(srvOpts,
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
@@ -619,9 +624,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { serveErr <- gs.Serve(lis) }()
 	var hsrv *http.Server
 	if httpLis != nil {
-		hsrv = cfg.HTTP.server(mux)
+		hsrv = cfg.HTTP.server(mux, httpTLS)
 		go func() {
-			if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			if err := runHTTP(hsrv, httpLis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}()
