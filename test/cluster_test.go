@@ -2,7 +2,10 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +43,9 @@ type testCluster struct {
 	aggregators  []*proc
 	queryd       *proc
 	httpAddr     string
+	// http is the client of queryd's HTTP port: over TLS with spec.tls,
+	// trusting the CA and without a certificate, as a probe or a scrape.
+	http *http.Client
 
 	// ca, when spec.tls, issued every process's certificate and the
 	// harness's client certificate; creds are the harness's credentials.
@@ -74,9 +80,14 @@ type clusterSpec struct {
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials()}
+	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials(), http: &http.Client{}}
 	if spec.tls {
 		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
+		roots := x509.NewCertPool()
+		roots.AddCert(c.ca.Cert)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+		t.Cleanup(tr.CloseIdleConnections)
+		c.http = &http.Client{Transport: tr}
 		caFile := c.ca.WriteCA(t, c.tlsDir(""))
 		c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
 		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
@@ -143,6 +154,14 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	}
 	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", append(c.tlsFlags("queryd-1"), "-http.addr="+c.httpAddr))...)
 	return c
+}
+
+// httpBase is the URL of queryd's HTTP port: https:// with spec.tls.
+func (c *testCluster) httpBase() string {
+	if c.ca != nil {
+		return "https://" + c.httpAddr
+	}
+	return "http://" + c.httpAddr
 }
 
 // tlsFlags returns the certificate flags of process name, issued for

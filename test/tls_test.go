@@ -23,7 +23,8 @@ import (
 // clients all talk over mutual TLS (-tls.client-auth=require): counts
 // and top-N are exact, and a client that trusts the CA but has no
 // certificate of its own is refused before anything it sends is counted;
-// clickagg ship with a certificate reaches the routers.
+// queryd's HTTP API answers the same over HTTPS to a client without a
+// certificate; clickagg ship with a certificate reaches the routers.
 func TestPipelineExactOverMutualTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of 100k events over mutual TLS")
@@ -71,6 +72,9 @@ func TestPipelineExactOverMutualTLS(t *testing.T) {
 	tr := &truth{clicks: w.unique}
 	checkEveryAdMinute(t, qc, tr)
 	checkTopN(t, qc, tr, w)
+	// queryd's HTTP API answers over HTTPS to a client without a
+	// certificate, under -tls.client-auth=require.
+	checkHTTP(t, c, qc, tr, w)
 	resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{
 		AdId: refusedAd, From: minuteTS(start.Unix() / 60), To: minuteTS(start.Unix()/60 + 12),
 	})
