@@ -23,24 +23,12 @@ import (
 	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
-// TestHTTPSListener runs every role in one process with
-// -tls.client-auth=require: the HTTP listener serves HTTPS with the
-// process's certificate to clients that have no certificate of their
-// own (probes, scrapes): /metrics, /readyz and queryd's /v1/ answer,
-// /v1/ with the exact count of clicks ingested over mutual TLS, and a
-// plain HTTP request gets nothing it asked for.
-func TestHTTPSListener(t *testing.T) {
-	rs := testserver.Redis(t)
-	etcd := testserver.Etcd(t)
-	dir := t.TempDir()
-	ca := tlstest.NewCA(t, "cli-https-ca")
-	caFile := ca.WriteCA(t, dir)
-	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+// startServer runs a Server with args and -grpc.addr on a free loopback
+// port until the test ends, and returns it once it is Ready.
+func startServer(t *testing.T, args ...string) *Server {
+	t.Helper()
 	fs, cfg := newFlags()
-	if err := parse(fs, []string{"-target=all", "-grpc.addr=127.0.0.1:0", "-http.addr=127.0.0.1:0", "-id=https-1",
-		"-etcd.endpoints=" + etcd.Endpoint, "-redis.addr=" + rs.Addr, "-redis.password-file=" + rs.PasswordFile,
-		"-cluster.partitions=4", "-aggregator.snapshot-interval=1s",
-		"-tls.cert-file=" + cert, "-tls.key-file=" + key, "-tls.ca-file=" + caFile, "-tls.client-auth=require"}); err != nil {
+	if err := parse(fs, append([]string{"-grpc.addr=127.0.0.1:0"}, args...)); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := NewServer(*cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -61,6 +49,26 @@ func TestHTTPSListener(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("Run ended before ready: %v", err)
 	}
+	return srv
+}
+
+// TestHTTPSListener runs every role in one process with
+// -tls.client-auth=require: the HTTP listener serves HTTPS with the
+// process's certificate to clients that have no certificate of their
+// own (probes, scrapes): /metrics, /readyz and queryd's /v1/ answer,
+// /v1/ with the exact count of clicks ingested over mutual TLS, and a
+// plain HTTP request gets nothing it asked for.
+func TestHTTPSListener(t *testing.T) {
+	rs := testserver.Redis(t)
+	etcd := testserver.Etcd(t)
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "cli-https-ca")
+	caFile := ca.WriteCA(t, dir)
+	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+	srv := startServer(t, "-target=all", "-http.addr=127.0.0.1:0", "-id=https-1",
+		"-etcd.endpoints="+etcd.Endpoint, "-redis.addr="+rs.Addr, "-redis.password-file="+rs.PasswordFile,
+		"-cluster.partitions=4", "-aggregator.snapshot-interval=1s",
+		"-tls.cert-file="+cert, "-tls.key-file="+key, "-tls.ca-file="+caFile, "-tls.client-auth=require")
 	base := "https://" + srv.HTTPAddr()
 
 	// A probe's or a scrape's client: it trusts the CA, has no certificate.

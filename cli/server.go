@@ -40,6 +40,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/queryd"
+	"github.com/clickagg/clickagg/ratelimit"
 	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/router"
@@ -411,10 +412,18 @@ func (s *Server) Run(ctx context.Context) error {
 			httpTLS = t.HTTPServerConfig()
 		}
 	}
+	// The per-caller ingest limit (-router.caller-rate) is innermost: only
+	// requests that decoded and got past the gate are charged. Callers are
+	// named by their IP address until authorization names them.
+	var callerLimit []grpc.ServerOption
+	if rc := cfg.Router; s.has(RoleRouter) && rc.CallerRate > 0 {
+		callerLimit = ratelimit.New(rc.CallerRate, rc.CallerBurstOrDefault(), ratelimit.PeerIP, time.Now).ServerOptions()
+		s.lg.Info("per-caller ingest limit", "clicks_per_second", rc.CallerRate, "burst", rc.CallerBurstOrDefault())
+	}
 	gs := grpc.NewServer(append(append(srvOpts,
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), gateUnary(gate)),
 		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), gateStream(gate)),
-	), grpcserver.Options(cfg.GRPC)...)...)
+	), append(grpcserver.Options(cfg.GRPC), callerLimit...)...)...)
 	hs := health.NewServer()
 	// Not ready until the first round of checks says so; live from the
 	// start.
