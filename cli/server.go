@@ -417,7 +417,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// named by their IP address until authorization names them.
 	var callerLimit []grpc.ServerOption
 	if rc := cfg.Router; s.has(RoleRouter) && rc.CallerRate > 0 {
-		callerLimit = ratelimit.New(rc.CallerRate, rc.CallerBurstOrDefault(), ratelimit.PeerIP, time.Now).ServerOptions()
+		callerLimit = ratelimit.New(rc.CallerRate, rc.CallerBurstOrDefault(), ratelimit.PeerIP, time.Now, ratelimit.WithMetrics(reg)).ServerOptions()
 		s.lg.Info("per-caller ingest limit", "clicks_per_second", rc.CallerRate, "burst", rc.CallerBurstOrDefault())
 	}
 	gs := grpc.NewServer(append(append(srvOpts,

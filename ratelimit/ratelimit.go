@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -42,6 +43,23 @@ type Limiter struct {
 	callers   map[string]*bucket
 	lastSweep time.Time
 	nextSweep int // sweep for size when the map reaches it
+
+	refusedRequests, refusedClicks prometheus.Counter
+}
+
+// Option configures a Limiter.
+type Option func(*Limiter)
+
+// WithMetrics registers the limiter's metrics on reg: the requests and
+// clicks refused, and the callers' buckets kept. No caller label: callers
+// are unbounded; the refused client reads its name in the status.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(l *Limiter) {
+		reg.MustRegister(l.refusedRequests, l.refusedClicks, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "clickagg_router_caller_buckets",
+			Help: "Callers whose -router.caller-rate bucket is kept: those seen lately.",
+		}, func() float64 { return float64(l.Callers()) }))
+	}
 }
 
 type bucket struct {
@@ -52,12 +70,24 @@ type bucket struct {
 // New returns a limiter of perSecond clicks per caller, at most burst at
 // once, the caller of a call named by key. perSecond must be positive and
 // burst at least 1.
-func New(perSecond float64, burst int, key func(context.Context) string, now func() time.Time) *Limiter {
+func New(perSecond float64, burst int, key func(context.Context) string, now func() time.Time, opts ...Option) *Limiter {
 	fill := time.Duration(math.Min(float64(burst)/perSecond*float64(time.Second), math.MaxInt64))
-	return &Limiter{
+	l := &Limiter{
 		rate: rate.Limit(perSecond), burst: burst, fill: fill, key: key, now: now,
 		callers: map[string]*bucket{}, lastSweep: now(), nextSweep: minSweepSize,
+		refusedRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "clickagg_router_caller_refused_requests_total",
+			Help: "Ingest requests (unary calls and stream messages) refused for their caller's -router.caller-rate.",
+		}),
+		refusedClicks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "clickagg_router_caller_refused_clicks_total",
+			Help: "Clicks of the requests refused for their caller's -router.caller-rate.",
+		}),
 	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 // PeerIP names the caller by the IP address of the call's peer: every
@@ -90,10 +120,12 @@ func (l *Limiter) Allow(ctx context.Context, n int) error {
 		return nil
 	}
 	r.CancelAt(now)
+	l.refusedRequests.Inc()
+	l.refusedClicks.Add(float64(n))
 	d = retryAfter(d)
 	st := status.New(codes.ResourceExhausted, fmt.Sprintf(
 		"caller %s sends more than -router.caller-rate=%s clicks/s (bursts of up to -router.caller-burst=%d): this request of %s is refused, none of it counted; retry in %v",
-		caller, strconv.FormatFloat(float64(l.rate), 'g', -1, 64), l.burst, clicks(n), d))
+		caller, strconv.FormatFloat(float64(l.rate), 'f', -1, 64), l.burst, clicks(n), d))
 	if ds, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); err == nil {
 		st = ds
 	}

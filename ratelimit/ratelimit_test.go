@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -31,7 +34,8 @@ func from(ip string) context.Context {
 // charged, and an empty or oversized request is left to the router.
 func TestAllow(t *testing.T) {
 	c := &clock{now: t0}
-	l := ratelimit.New(10, 10, ratelimit.PeerIP, c.Now)
+	reg := prometheus.NewRegistry()
+	l := ratelimit.New(10, 10, ratelimit.PeerIP, c.Now, ratelimit.WithMetrics(reg))
 	a := from("10.0.0.1")
 	steps := []struct {
 		advance time.Duration
@@ -65,6 +69,29 @@ func TestAllow(t *testing.T) {
 	// Another caller has a bucket of its own.
 	if err := l.Allow(from("10.0.0.2"), 10); err != nil {
 		t.Fatalf("second caller: %v", err)
+	}
+	want := `
+# HELP clickagg_router_caller_buckets Callers whose -router.caller-rate bucket is kept: those seen lately.
+# TYPE clickagg_router_caller_buckets gauge
+clickagg_router_caller_buckets 2
+# HELP clickagg_router_caller_refused_clicks_total Clicks of the requests refused for their caller's -router.caller-rate.
+# TYPE clickagg_router_caller_refused_clicks_total counter
+clickagg_router_caller_refused_clicks_total 9
+# HELP clickagg_router_caller_refused_requests_total Ingest requests (unary calls and stream messages) refused for their caller's -router.caller-rate.
+# TYPE clickagg_router_caller_refused_requests_total counter
+clickagg_router_caller_refused_requests_total 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+	// A large rate is written as the flag takes it, not as 1e+06.
+	big := ratelimit.New(1e6, 1e6, ratelimit.PeerIP, c.Now)
+	if err := big.Allow(a, 1e6); err != nil {
+		t.Fatal(err)
+	}
+	const wantBig = "caller 10.0.0.1 sends more than -router.caller-rate=1000000 clicks/s (bursts of up to -router.caller-burst=1000000): this request of 2 clicks is refused, none of it counted; retry in 100ms"
+	if err := big.Allow(a, 2); status.Convert(err).Message() != wantBig {
+		t.Fatalf("over a rate of 1e6: %v, want %q", err, wantBig)
 	}
 }
 
