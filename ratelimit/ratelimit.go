@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -22,10 +21,13 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
-// minSweepEvery is the shortest time between two sweeps by age; with a
-// fill time shorter than it, buckets idle for longer than the fill time
-// but less than it wait for the next sweep.
+// minSweepEvery is the least time between two sweeps by age, so that a
+// short fill time does not make every new caller sweep the whole map.
 const minSweepEvery = time.Minute
+
+// maxFill caps the fill time and the retry delay of a tiny rate, where
+// burst/rate would overflow a Duration.
+const maxFill = 100 * 365 * 24 * time.Hour
 
 // minSweepSize is the least size of the map that makes it swept for its
 // size.
@@ -64,14 +66,17 @@ func WithMetrics(reg prometheus.Registerer) Option {
 
 type bucket struct {
 	lim  *rate.Limiter
-	last time.Time // when it was last charged
+	last time.Time // when it was last asked: it is full fill after it
 }
 
 // New returns a limiter of perSecond clicks per caller, at most burst at
 // once, the caller of a call named by key. perSecond must be positive and
 // burst at least 1.
 func New(perSecond float64, burst int, key func(context.Context) string, now func() time.Time, opts ...Option) *Limiter {
-	fill := time.Duration(math.Min(float64(burst)/perSecond*float64(time.Second), math.MaxInt64))
+	fill := maxFill
+	if f := float64(burst) / perSecond * float64(time.Second); f < float64(maxFill) {
+		fill = time.Duration(f)
+	}
 	l := &Limiter{
 		rate: rate.Limit(perSecond), burst: burst, fill: fill, key: key, now: now,
 		callers: map[string]*bucket{}, lastSweep: now(), nextSweep: minSweepSize,
@@ -143,7 +148,7 @@ func clicks(n int) string {
 // read; the request passes then if the caller sends nothing meanwhile.
 func retryAfter(d time.Duration) time.Duration {
 	const step = 100 * time.Millisecond
-	return (d + step - 1).Truncate(step)
+	return (min(d, maxFill) + step - 1).Truncate(step)
 }
 
 // bucket returns caller's bucket, marked used at now, and sweeps the map

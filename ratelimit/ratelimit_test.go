@@ -93,6 +93,14 @@ clickagg_router_caller_refused_requests_total 3
 	if err := big.Allow(a, 2); status.Convert(err).Message() != wantBig {
 		t.Fatalf("over a rate of 1e6: %v, want %q", err, wantBig)
 	}
+	// A rate so small that its delays overflow a Duration: capped.
+	tiny := ratelimit.New(1e-300, 1, ratelimit.PeerIP, c.Now)
+	if err := tiny.Allow(a, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := tiny.Allow(a, 1); status.Code(err) != codes.ResourceExhausted || !strings.HasSuffix(status.Convert(err).Message(), "retry in 876000h0m0s") {
+		t.Fatalf("over a rate of 1e-300: %v, want ResourceExhausted, retry in 876000h0m0s", err)
+	}
 }
 
 // TestSweep: buckets idle for their fill time (here 1 s) are dropped
