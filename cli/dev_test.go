@@ -105,3 +105,14 @@ func defaultInHelp(t *testing.T, help, name string) string {
 	def, _, _ = strings.Cut(def, `")`)
 	return def
 }
+
+// TestDevPlaintext: dev refuses the -tls.* flags, whose certificate its
+// own load generator and view (plaintext on loopback) could not use.
+func TestDevPlaintext(t *testing.T) {
+	for _, args := range [][]string{{"-tls.cert-file=c.pem", "-tls.key-file=k.pem"}, {"-tls.ca-file=ca.pem"}} {
+		_, err := parseDev(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "clickagg dev runs plaintext") {
+			t.Errorf("dev %v: %v, want an error saying dev runs plaintext", args, err)
+		}
+	}
+}

@@ -3,7 +3,10 @@ package test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +44,9 @@ type testCluster struct {
 	aggregators  []*proc
 	queryd       *proc
 	httpAddr     string
+	// http is the client of queryd's HTTP port: over TLS with spec.tls,
+	// trusting the CA and without a certificate, as a probe or a scrape.
+	http *http.Client
 
 	// ca, when spec.tls, issued every process's certificate and the
 	// harness's client certificate; creds are the harness's credentials.
@@ -105,7 +111,7 @@ var authTokens = map[string]string{"shipper": "shipper-token-4f1c", "billing": "
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials()}
+	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials(), http: &http.Client{}}
 	if spec.tls {
 		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
 		caFile := c.ca.WriteCA(t, c.tlsDir(""))
@@ -123,8 +129,20 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		} else {
 			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
 		}
-		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
+		leaf := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"})
+		cert, key := leaf.WriteFiles(t, c.tlsDir("harness"))
 		c.creds = tlsCreds(t, tlsconf.Config{CertFile: cert, KeyFile: key, CAFile: caFile})
+		// The HTTP client trusts the CA and, as the gRPC one, presents the
+		// harness's certificate (queryd's /v1/ wants it under spec.auth).
+		pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(c.ca.Cert)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}
+		t.Cleanup(tr.CloseIdleConnections)
+		c.http = &http.Client{Transport: tr}
 	}
 	if spec.redisCluster.primaries > 0 {
 		c.rcluster = testserver.RedisCluster(t, spec.redisCluster.primaries, spec.redisCluster.replicas)
@@ -199,6 +217,14 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	}
 	c.queryd = start(t, dir, "queryd-1", c.flags("-target=queryd", append(c.tlsFlags("queryd-1"), "-http.addr="+c.httpAddr))...)
 	return c
+}
+
+// httpBase is the URL of queryd's HTTP port: https:// with spec.tls.
+func (c *testCluster) httpBase() string {
+	if c.ca != nil {
+		return "https://" + c.httpAddr
+	}
+	return "http://" + c.httpAddr
 }
 
 // tlsFlags returns the certificate flags of process name, issued for
