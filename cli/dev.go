@@ -71,6 +71,11 @@ func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	if err := parse(fs, args); err != nil {
 		return nil, err
 	}
+	// dev's load generator and view dial its gRPC port without TLS, and
+	// it prints an http:// address: with a certificate none would work.
+	if o.cfg.TLS.Enabled() {
+		return nil, errors.New("-tls.cert-file, -tls.ca-file: clickagg dev runs plaintext on loopback; for TLS run clickagg -target=all with the -tls.* flags")
+	}
 	if o.cfg.ArchiveBucket == devArchive {
 		o.cfg.ArchiveBucket = filepath.Join(o.dataDir, "archive")
 	}

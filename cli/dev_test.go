@@ -161,3 +161,14 @@ func TestDevListensOnLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestDevPlaintext: dev refuses the -tls.* flags, whose certificate its
+// own load generator and view (plaintext on loopback) could not use.
+func TestDevPlaintext(t *testing.T) {
+	for _, args := range [][]string{{"-tls.cert-file=c.pem", "-tls.key-file=k.pem"}, {"-tls.ca-file=ca.pem"}} {
+		_, err := parseDev(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "clickagg dev runs plaintext") {
+			t.Errorf("dev %v: %v, want an error saying dev runs plaintext", args, err)
+		}
+	}
+}

@@ -14,5 +14,8 @@
 // Each process serves Prometheus metrics on -http.addr at /metrics from a
 // registry of its own: the Go and process collectors, the gRPC server
 // metrics of go-grpc-middleware, and the metrics each role registers
-// through its WithMetrics option (README.md, Monitoring).
+// through its WithMetrics option (README.md, Monitoring). With
+// -tls.cert-file that HTTP server (metrics, probes, queryd's JSON API)
+// serves HTTPS only, asking clients for a certificate but never requiring
+// one (tlsconf.HTTPServerConfig): probes and scrapes have none.
 package cli

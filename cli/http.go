@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -44,15 +46,30 @@ func (c *HTTPConfig) Validate() error {
 	return nil
 }
 
-// server returns an HTTP server of h with c's limits.
-func (c *HTTPConfig) server(h http.Handler) *http.Server {
+// server returns an HTTP server of h with c's limits, serving TLS with
+// tc when it is not nil (see runHTTP).
+func (c *HTTPConfig) server(h http.Handler, tc *tls.Config) *http.Server {
 	return &http.Server{
 		Handler:           h,
+		TLSConfig:         tc,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		ReadTimeout:       c.ReadTimeout,
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    c.MaxHeaderBytes,
 	}
+}
+
+// runHTTP serves srv on lis until srv shuts down: HTTPS when srv has a
+// TLS config (the process's -tls.cert-file, from
+// tlsconf.HTTPServerConfig, which reloads it at each handshake and never
+// requires a client certificate), else plain HTTP. A plain HTTP request
+// to the HTTPS listener gets 400 and nothing it asked for.
+func runHTTP(srv *http.Server, lis net.Listener) error {
+	if srv.TLSConfig != nil {
+		// The certificate comes from the config, per handshake.
+		return srv.ServeTLS(lis, "", "")
+	}
+	return srv.Serve(lis)
 }
 
 // allow serves h only to the given methods and answers any other with

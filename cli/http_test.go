@@ -59,8 +59,8 @@ func serveHTTP(t *testing.T, h http.Handler, args ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := cfg.HTTP.server(h)
-	go func() { _ = srv.Serve(lis) }()
+	srv := cfg.HTTP.server(h, nil)
+	go func() { _ = runHTTP(srv, lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return lis.Addr().String()
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +41,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/queryd"
+	"github.com/clickagg/clickagg/ratelimit"
 	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/router"
@@ -413,6 +415,7 @@ func (s *Server) Run(ctx context.Context) error {
 	unary := []grpc.UnaryServerInterceptor{gm.UnaryServerInterceptor()}
 	stream := []grpc.StreamServerInterceptor{gm.StreamServerInterceptor()}
 	var az *authz.Authorizer
+	var httpTLS *tls.Config // nil: the HTTP server is plaintext
 	if cfg.TLS.Enabled() {
 		t, err := tlsconf.Load(cfg.TLS, s.lg.With("component", "tls"))
 		if err != nil {
@@ -432,6 +435,17 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		creds = t.ClientCredentials()
 		srvOpts = append(srvOpts, grpc.Creds(t.ServerCredentials()))
+		if cfg.TLS.CertFile != "" {
+			httpTLS = t.HTTPServerConfig()
+		}
+	}
+	// The per-caller ingest limit (-router.caller-rate) is innermost: only
+	// requests that decoded and got past the gate are charged. Callers are
+	// who authorization says they are, else their IP address.
+	var callerLimit []grpc.ServerOption
+	if rc := cfg.Router; s.has(RoleRouter) && rc.CallerRate > 0 {
+		callerLimit = ratelimit.New(rc.CallerRate, rc.CallerBurstOrDefault(), callerKey, time.Now, ratelimit.WithMetrics(reg)).ServerOptions()
+		s.lg.Info("per-caller ingest limit", "clicks_per_second", rc.CallerRate, "burst", rc.CallerBurstOrDefault())
 	}
 	if az == nil {
 		unary = append(unary, authz.AuditInterceptor(s.lg.With("component", "auth")))
@@ -439,7 +453,7 @@ func (s *Server) Run(ctx context.Context) error {
 	gs := grpc.NewServer(append(append(srvOpts,
 		grpc.ChainUnaryInterceptor(append(unary, gateUnary(gate))...),
 		grpc.ChainStreamInterceptor(append(stream, gateStream(gate))...),
-	), grpcserver.Options(cfg.GRPC)...)...)
+	), append(grpcserver.Options(cfg.GRPC), callerLimit...)...)...)
 	hs := health.NewServer()
 	// Not ready until the first round of checks says so; live from the
 	// start.
@@ -655,9 +669,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { serveErr <- gs.Serve(lis) }()
 	var hsrv *http.Server
 	if httpLis != nil {
-		hsrv = cfg.HTTP.server(mux)
+		hsrv = cfg.HTTP.server(mux, httpTLS)
 		go func() {
-			if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			if err := runHTTP(hsrv, httpLis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}()
@@ -716,6 +730,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	return runErr
+}
+
+// callerKey names the caller of an ingest call for its rate limit: its
+// identity when authorization is on, else its IP address.
+func callerKey(ctx context.Context) string {
+	if c, ok := authz.CallerFrom(ctx); ok {
+		return c.String()
+	}
+	return ratelimit.PeerIP(ctx)
 }
 
 // errRoleStopped is Run's error when a role ended on its own.

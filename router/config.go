@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -48,6 +49,13 @@ type Config struct {
 	// MemoryCheckInterval is how often Redis's memory is read for the
 	// bound.
 	MemoryCheckInterval time.Duration
+	// CallerRate is the clicks per second each caller may send; 0 is no
+	// limit. The server enforces it in front of the router (package
+	// ratelimit), with bursts of CallerBurstOrDefault.
+	CallerRate float64
+	// CallerBurst is the most clicks a caller may send at once; 0 means
+	// CallerBurstOrDefault's default.
+	CallerBurst int
 }
 
 // Defaults used by RegisterFlags.
@@ -99,6 +107,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"Share of Redis's maxmemory (on a Redis Cluster, of any one primary's) at which this router refuses clicks with UNAVAILABLE (ticks are still appended), so that logs that cannot be trimmed (archive or snapshots behind) never fill Redis: the rest stays free for snapshots and the archived offsets, whose writes let the logs be trimmed again. 0 turns it off; Redis without maxmemory is not bounded.")
 	fs.DurationVar(&c.MemoryCheckInterval, "router.redis-memory-check-interval", DefaultMemoryCheckInterval,
 		"How often this router reads the memory of every Redis primary (INFO memory) for -router.max-redis-memory-fraction and clickagg_redis_used_memory_bytes; Redis may grow by this long's ingest past the bound.")
+	fs.Float64Var(&c.CallerRate, "router.caller-rate", 0,
+		"Clicks per second each caller may send (its authenticated identity, else its IP address); a request or stream message over it is refused whole with RESOURCE_EXHAUSTED and a retry delay, nothing of it counted. 0: no limit.")
+	fs.IntVar(&c.CallerBurst, "router.caller-burst", 0,
+		"Most clicks a caller may send at once, beyond -router.caller-rate, after a pause; at least -router.max-events-per-request. 0: the larger of -router.max-events-per-request and one second of -router.caller-rate.")
+}
+
+// CallerBurstOrDefault is the burst of the per-caller limit: CallerBurst,
+// or by default the larger of MaxEvents (a request of the largest size
+// must be able to pass) and one second of CallerRate.
+func (c *Config) CallerBurstOrDefault() int {
+	if c.CallerBurst > 0 {
+		return c.CallerBurst
+	}
+	return max(c.MaxEvents, int(min(math.Ceil(c.CallerRate), math.MaxInt32)))
 }
 
 // Validate reports the first setting that cannot work.
@@ -132,6 +154,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("router.max-redis-memory-fraction %v: must be between 0 and 1", c.MaxRedisMemoryFraction)
 	case c.MemoryCheckInterval <= 0:
 		return fmt.Errorf("router.redis-memory-check-interval %v: must be positive", c.MemoryCheckInterval)
+	case !(c.CallerRate >= 0 && c.CallerRate <= math.MaxFloat64):
+		return fmt.Errorf("router.caller-rate %v: must be a number of clicks per second, at least 0", c.CallerRate)
+	case c.CallerBurst < 0:
+		return fmt.Errorf("router.caller-burst %d: must not be negative", c.CallerBurst)
+	case c.CallerBurst > 0 && c.CallerBurst < c.MaxEvents:
+		return fmt.Errorf("router.caller-burst %d: must be at least router.max-events-per-request=%d, or a request that large would never pass", c.CallerBurst, c.MaxEvents)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -31,7 +32,7 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	for _, name := range []string{"router.id", "router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
 		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length",
 		"router.append-concurrency", "router.max-batch-events", "router.append-timeout", "router.stream-window",
-		"router.max-redis-memory-fraction", "router.redis-memory-check-interval"} {
+		"router.max-redis-memory-fraction", "router.redis-memory-check-interval", "router.caller-rate", "router.caller-burst"} {
 		f := fs.Lookup(name)
 		if f == nil || f.Usage == "" {
 			t.Errorf("flag -%s missing or without help", name)
@@ -76,6 +77,11 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 		{"memory_fraction_above_1", func(c *Config) { c.MaxRedisMemoryFraction = 1.5 }, "router.max-redis-memory-fraction 1.5: must be between 0 and 1"},
 		{"negative_memory_fraction", func(c *Config) { c.MaxRedisMemoryFraction = -0.1 }, "router.max-redis-memory-fraction -0.1: must be between 0 and 1"},
 		{"zero_memory_check_interval", func(c *Config) { c.MemoryCheckInterval = 0 }, "router.redis-memory-check-interval 0s: must be positive"},
+		{"negative_caller_rate", func(c *Config) { c.CallerRate = -1 }, "router.caller-rate -1: must be a number of clicks per second, at least 0"},
+		{"nan_caller_rate", func(c *Config) { c.CallerRate = math.NaN() }, "router.caller-rate NaN: must be a number of clicks per second, at least 0"},
+		{"negative_caller_burst", func(c *Config) { c.CallerBurst = -1 }, "router.caller-burst -1: must not be negative"},
+		{"caller_burst_below_max_events", func(c *Config) { c.CallerRate, c.CallerBurst = 10, 9999 },
+			"router.caller-burst 9999: must be at least router.max-events-per-request=10000, or a request that large would never pass"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig(t)

@@ -33,6 +33,13 @@ func startGRPC(t *testing.T, r *Router, opts ...grpc.ServerOption) clickaggv1.In
 
 func dialGRPC(t *testing.T, r *Router, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
+	return dialFrom(t, serveGRPC(t, r, opts...), nil)
+}
+
+// serveGRPC serves r on a real grpc.Server on 127.0.0.1, stopped by the
+// test's cleanup, and returns its address.
+func serveGRPC(t *testing.T, r *Router, opts ...grpc.ServerOption) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,17 +48,32 @@ func dialGRPC(t *testing.T, r *Router, opts ...grpc.ServerOption) *grpc.ClientCo
 	clickaggv1.RegisterIngestServiceServer(srv, NewServer(r))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		_ = conn.Close()
 		srv.Stop()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	return lis.Addr().String()
+}
+
+// dialFrom dials addr from the local IP from (any loopback address on
+// Linux), or from the system's choice when nil; the connection is closed
+// by the test's cleanup, before the server stops.
+func dialFrom(t *testing.T, addr string, from net.IP) *grpc.ClientConn {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if from != nil {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", a)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
 

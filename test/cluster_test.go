@@ -3,8 +3,11 @@ package test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +48,9 @@ type testCluster struct {
 	aggregators  []*proc
 	queryd       *proc
 	httpAddr     string
+	// http is the client of queryd's HTTP port: over TLS with spec.tls,
+	// trusting the CA and without a certificate, as a probe or a scrape.
+	http *http.Client
 
 	// ca, when spec.tls, issued every process's certificate and the
 	// harness's client certificate; creds are the harness's credentials.
@@ -113,7 +119,7 @@ var authTokens = map[string]string{"shipper": "shipper-token-4f1c", "billing": "
 func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials()}
+	c := &testCluster{t: t, dir: dir, partitions: spec.partitions, creds: insecure.NewCredentials(), http: &http.Client{}}
 	if spec.tls {
 		c.ca = tlstest.NewCA(t, "clickagg-e2e-ca")
 		caFile := c.ca.WriteCA(t, c.tlsDir(""))
@@ -131,8 +137,20 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		} else {
 			c.common = append(c.common, "-tls.ca-file="+caFile, "-tls.client-auth=require")
 		}
-		cert, key := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"}).WriteFiles(t, c.tlsDir("harness"))
+		leaf := c.ca.Issue(t, tlstest.Options{CommonName: "e2e-harness"})
+		cert, key := leaf.WriteFiles(t, c.tlsDir("harness"))
 		c.creds = tlsCreds(t, tlsconf.Config{CertFile: cert, KeyFile: key, CAFile: caFile})
+		// The HTTP client trusts the CA and, as the gRPC one, presents the
+		// harness's certificate (queryd's /v1/ wants it under spec.auth).
+		pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(c.ca.Cert)
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}
+		t.Cleanup(tr.CloseIdleConnections)
+		c.http = &http.Client{Transport: tr}
 	}
 	if spec.redisCluster.primaries > 0 {
 		c.rcluster = testserver.RedisCluster(t, spec.redisCluster.primaries, spec.redisCluster.replicas)
@@ -243,6 +261,14 @@ func (c *testCluster) etcdClient() *clientv3.Client {
 	}
 	c.t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// httpBase is the URL of queryd's HTTP port: https:// with spec.tls.
+func (c *testCluster) httpBase() string {
+	if c.ca != nil {
+		return "https://" + c.httpAddr
+	}
+	return "http://" + c.httpAddr
 }
 
 // tlsFlags returns the certificate flags of process name, issued for

@@ -119,7 +119,7 @@ func pipelineExact(t *testing.T, spec clusterSpec, events int, disturb chaos) {
 	checkEveryAdMinute(t, qc, tr)
 	checkTopN(t, qc, tr, w)
 	checkFilteredCounts(t, qc, tr, w)
-	checkHTTP(t, c.httpAddr, qc, tr, w)
+	checkHTTP(t, c, qc, tr, w)
 	checkPublished(t, c.redisClient(), watched, tr, w)
 }
 
@@ -475,9 +475,11 @@ func checkFilteredCounts(t *testing.T, qc clickaggv1.QueryServiceClient, tr *tru
 	t.Logf("checked %d filtered multi-minute counts", checked+1)
 }
 
-// checkHTTP asks the same questions over queryd's HTTP API.
-func checkHTTP(t *testing.T, addr string, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
+// checkHTTP asks the same questions over queryd's HTTP API (HTTPS on a
+// cluster with TLS).
+func checkHTTP(t *testing.T, cl *testCluster, qc clickaggv1.QueryServiceClient, tr *truth, w *workload) {
 	t.Helper()
+	base := cl.httpBase()
 	f0 := w.firstMin
 	top := tr.top(f0, f0+int64(w.minutes), 3, nil)
 	from, to := time.Unix(f0*60, 0).UTC().Format(time.RFC3339), time.Unix((f0+10)*60, 0).UTC().Format(time.RFC3339)
@@ -486,7 +488,7 @@ func checkHTTP(t *testing.T, addr string, qc clickaggv1.QueryServiceClient, tr *
 		Count    string `json:"count"`
 		Complete bool   `json:"complete"`
 	}
-	getJSON(t, fmt.Sprintf("http://%s/v1/ads/%s/aggregated_count?from=%s&to=%s&filter.country=US", addr, top[0].AdId, url.QueryEscape(from), url.QueryEscape(to)), &c)
+	getJSON(t, cl.http, fmt.Sprintf("%s/v1/ads/%s/aggregated_count?from=%s&to=%s&filter.country=US", base, top[0].AdId, url.QueryEscape(from), url.QueryEscape(to)), &c)
 	if want := tr.count(top[0].AdId, f0, f0+10, &clickaggv1.Filter{Country: "US"}); c.Count != fmt.Sprint(want) {
 		t.Errorf("HTTP count of %s = %s, want %d", top[0].AdId, c.Count, want)
 	}
@@ -497,7 +499,7 @@ func checkHTTP(t *testing.T, addr string, qc clickaggv1.QueryServiceClient, tr *
 		} `json:"ads"`
 	}
 	end := time.Unix((f0+22)*60, 0).UTC().Format(time.RFC3339)
-	getJSON(t, fmt.Sprintf("http://%s/v1/ads/popular_ads?count=3&window_minutes=22&end=%s", addr, url.QueryEscape(end)), &p)
+	getJSON(t, cl.http, fmt.Sprintf("%s/v1/ads/popular_ads?count=3&window_minutes=22&end=%s", base, url.QueryEscape(end)), &p)
 	if len(p.Ads) != 3 {
 		t.Fatalf("HTTP popular_ads returned %d ads, want 3", len(p.Ads))
 	}
@@ -508,9 +510,9 @@ func checkHTTP(t *testing.T, addr string, qc clickaggv1.QueryServiceClient, tr *
 	}
 }
 
-func getJSON(t *testing.T, u string, v any) {
+func getJSON(t *testing.T, hc *http.Client, u string, v any) {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := hc.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,12 +32,12 @@ import (
 // TestPipelineExactWithAuthorization runs a cluster of separate
 // processes with TLS and authorization on, members calling each other
 // with client certificates, on Redis as an ACL user confined to the
-// cluster's keys: counts and top-N are exact; callers without
-// a valid identity or without the permission are refused with the right
-// code and a reason, and nothing they sent is counted; a router's
-// certificate is rotated while clients keep opening connections, none
-// of whose calls fails; clickagg ship with a certificate reaches the
-// routers.
+// cluster's keys: counts and top-N are exact, over gRPC and over queryd's
+// HTTPS API; callers without a valid identity or without the permission
+// are refused with the right code and a reason, and nothing they sent is
+// counted; a router's certificate is rotated while clients keep opening
+// connections, none of whose calls fails; clickagg ship with a
+// certificate reaches the routers.
 func TestPipelineExactWithAuthorization(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of 100k events with TLS and authorization")
@@ -144,6 +144,9 @@ func TestPipelineExactWithAuthorization(t *testing.T) {
 	qc := c.queryClient()
 	checkEveryAdMinute(t, qc, tr)
 	checkTopN(t, qc, tr, w)
+	// queryd's HTTP API answers the same over HTTPS, to the harness's
+	// certificate.
+	checkHTTP(t, c, qc, tr, w)
 	resp, err := qc.GetAggregatedCount(context.Background(), &clickaggv1.GetAggregatedCountRequest{
 		AdId: refusedAd, From: minuteTS(start.Unix() / 60), To: minuteTS(start.Unix()/60 + 12),
 	})

@@ -36,4 +36,9 @@
 // for the same reason. -tls.client-auth "verify-if-given" lets clients
 // without certificates in (they will carry bearer tokens) while still
 // verifying those that present one.
+//
+// The HTTP listener (/metrics, probes, queryd's JSON API) takes the same
+// certificate from HTTPServerConfig, which asks for client certificates
+// and verifies those given but never requires one: the kubelet's probes
+// and Prometheus's scrapes have none.
 package tlsconf

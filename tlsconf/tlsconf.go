@@ -109,22 +109,52 @@ func (t *TLS) Certificate() *x509.Certificate {
 // so a new certificate or CA applies to new connections while existing
 // ones go on. It needs -tls.cert-file.
 func (t *TLS) ServerConfig() *tls.Config {
+	return t.listenerConfig(func(*material) tls.ClientAuthType { return t.serverClientAuth() })
+}
+
+// HTTPServerConfig is ServerConfig for the HTTP listener (/metrics,
+// /healthz, /readyz, queryd's /v1/): the same certificate, reloaded the
+// same way, but it never requires a client certificate, whatever
+// -tls.client-auth says, because the kubelet's probes and Prometheus's
+// scrapes come without one and must still get in. It asks for one, and
+// verifies a certificate given against -tls.ca-file (a foreign or expired
+// one fails the handshake), so that what is served under /v1/ can trust
+// the verified chain of a client that has one; after
+// DeferClientVerification the authorizer verifies it instead, and
+// answers 401 with why. Without -tls.ca-file it does not ask: there would
+// be nothing to verify against.
+func (t *TLS) HTTPServerConfig() *tls.Config {
+	return t.listenerConfig(func(m *material) tls.ClientAuthType {
+		switch {
+		case m.pool == nil:
+			return tls.NoClientCert
+		case t.verifyLater:
+			return tls.RequestClientCert
+		}
+		return tls.VerifyClientCertIfGiven
+	})
+}
+
+// listenerConfig returns a listener config whose handshakes use the files
+// as they are then, asking client certificates as auth says of them.
+func (t *TLS) listenerConfig(auth func(*material) tls.ClientAuthType) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return t.serverConfig(t.current())
+			m := t.current()
+			return serverConfig(m, auth(m))
 		},
 	}
 }
 
-func (t *TLS) serverConfig(m *material) (*tls.Config, error) {
+func serverConfig(m *material, auth tls.ClientAuthType) (*tls.Config, error) {
 	if m.cert == nil {
 		return nil, errors.New("tls: a server needs -tls.cert-file")
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*m.cert},
-		ClientAuth:   t.serverClientAuth(),
+		ClientAuth:   auth,
 		ClientCAs:    m.pool,
 		// The returned config replaces the listener's whole config,
 		// ALPN included: gRPC adds h2, net/http would not.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -488,5 +489,76 @@ func TestHTTPS(t *testing.T) {
 	}
 	if string(body) != "HTTP/2.0 ship" {
 		t.Fatalf("body %q, want %q", body, "HTTP/2.0 ship")
+	}
+}
+
+// TestHTTPServerConfig: the HTTP listener's config never requires a
+// client certificate, even under -tls.client-auth=require, verifies one
+// that is given against -tls.ca-file, and refuses one of another CA at
+// the handshake; without -tls.ca-file it asks for none.
+func TestHTTPServerConfig(t *testing.T) {
+	ca, other := tlstest.NewCA(t, "clickagg"), tlstest.NewCA(t, "other")
+	srvLeaf := ca.Issue(t, tlstest.Options{})
+	// get serves HTTPS with srv's HTTPServerConfig and returns the
+	// verified client name the handler saw ("-" for none), or the error.
+	get := func(t *testing.T, srv *tlsconf.TLS, client tlsconf.Config) (string, error) {
+		t.Helper()
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{
+			TLSConfig: srv.HTTPServerConfig(),
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				name := "-"
+				if len(r.TLS.VerifiedChains) > 0 {
+					name = r.TLS.VerifiedChains[0][0].Subject.CommonName
+				} else if len(r.TLS.PeerCertificates) > 0 {
+					name = "unverified"
+				}
+				fmt.Fprint(w, name)
+			}),
+			ErrorLog: log.New(t.Output(), "", 0),
+		}
+		go func() { _ = hs.ServeTLS(lis, "", "") }()
+		defer hs.Close()
+		tr := &http.Transport{TLSClientConfig: load(t, client).ClientConfig()}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get("https://" + lis.Addr().String() + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
+	withCA := load(t, files(t, srvLeaf, ca, tlsconf.ClientAuthRequire))
+	for _, tc := range []struct {
+		name   string
+		client tlsconf.Config
+		want   string // "" for a refused handshake
+	}{
+		{"no_certificate", files(t, nil, ca, ""), "-"},
+		{"certificate_of_the_ca", files(t, ca.Issue(t, tlstest.Options{CommonName: "prometheus"}), ca, ""), "prometheus"},
+		{"certificate_of_another_ca", files(t, other.Issue(t, tlstest.Options{CommonName: "stranger"}), ca, ""), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := get(t, withCA, tc.client)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("request with a certificate of another CA: answered %q, want a refused handshake", got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("request: %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+	// Without -tls.ca-file the server asks for no certificate: a client
+	// that has one does not send it.
+	noCA := load(t, files(t, srvLeaf, nil, ""))
+	if got, err := get(t, noCA, files(t, ca.Issue(t, tlstest.Options{CommonName: "x"}), ca, "")); err != nil || got != "-" {
+		t.Fatalf("without -tls.ca-file: %q, %v; want %q", got, err, "-")
 	}
 }
