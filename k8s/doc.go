@@ -41,7 +41,5 @@
 // bus and replication too) and defines the user, and their certificates
 // name every address clickagg dials; cert-manager's Certificates chain to
 // a CA Issuer and renew before they expire. It then plants mistakes in a
-// copy of the manifests and checks that each one is reported. Flags of
-// issue 15 that the binary does not have yet are taken as known
-// (pendingFlags).
+// copy of the manifests and checks that each one is reported.
 package k8s

@@ -39,15 +39,17 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	for _, h := range []struct {
-		args    []string
-		need    []string
-		pending []string
-		flags   *map[string]flagInfo
+		args  []string
+		need  []string
+		flags *map[string]flagInfo
 	}{
 		{[]string{"-help"}, []string{"target", "id", "grpc.addr", "grpc.advertise-addr", "http.addr", "aggregator.leave-timeout", "aggregator.release-timeout", "shutdown.drain-delay", "shutdown.timeout",
-			"tls.cert-file", "tls.key-file", "tls.ca-file", "tls.client-auth", "tls.server-name", "redis.tls", "redis.tls-ca-file", "redis.username"}, pendingFlags.server, &flags},
-		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers", "tls.ca-file"}, pendingFlags.ship, &shipFlags},
-		{[]string{"reconcile", "-help"}, []string{"previous-day", "from", "to", "archive.bucket", "etcd.endpoints"}, pendingFlags.reconcile, &reconcileFlags},
+			"tls.cert-file", "tls.key-file", "tls.ca-file", "tls.client-auth", "tls.server-name", "redis.tls", "redis.tls-ca-file", "redis.username",
+			"auth.policy-file", "auth.tokens-file", "etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file",
+			"router.caller-rate", "router.caller-burst"}, &flags},
+		{[]string{"ship", "-help"}, []string{"id", "grpc.addr", "http.addr", "ship.files", "ship.checkpoint", "ship.routers", "tls.ca-file", "auth.token-file"}, &shipFlags},
+		{[]string{"reconcile", "-help"}, []string{"previous-day", "from", "to", "archive.bucket", "etcd.endpoints",
+			"etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file"}, &reconcileFlags},
 	} {
 		var out bytes.Buffer
 		help := exec.Command(bin, h.args...)
@@ -61,30 +63,8 @@ func runMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
 			return 1
 		}
-		for _, name := range h.pending {
-			if _, ok := (*h.flags)[name]; !ok {
-				(*h.flags)[name] = flagInfo{}
-				fmt.Fprintf(os.Stderr, "%s: no -%s yet; taken as known (issue 15, pendingFlags)\n", what, name)
-			}
-		}
 	}
 	return m.Run()
-}
-
-// pendingFlags are the flags of issue 15 (authorization, etcd TLS,
-// per-caller rate limits) that are being added to the binary while the
-// production overlay already uses them, under their final names. A
-// binary without one is taken to have it (with no default) so that the
-// manifests can be checked now; once every binary has them, this list is
-// dead and goes.
-var pendingFlags = struct{ server, ship, reconcile []string }{
-	server: []string{
-		"auth.policy-file", "auth.tokens-file",
-		"etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file",
-		"router.caller-rate", "router.caller-burst",
-	},
-	ship:      []string{"auth.token-file"},
-	reconcile: []string{"etcd.cert-file", "etcd.key-file", "etcd.ca-file", "etcd.username", "etcd.password-file"},
 }
 
 // want is what one kustomization must deploy, beyond the invariants that

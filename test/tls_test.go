@@ -32,7 +32,7 @@ import (
 // TestPipelineExactWithAuthorization runs a cluster of separate
 // processes with TLS and authorization on, members calling each other
 // with client certificates, on Redis as an ACL user confined to the
-// cluster's keys: counts and top-N are exact, over gRPC and over queryd's
+// cluster's keys and on etcd over TLS with client certificates: counts and top-N are exact, over gRPC and over queryd's
 // HTTPS API; callers without a valid identity or without the permission
 // are refused with the right code and a reason, and nothing they sent is
 // counted; a router's certificate is rotated while clients keep opening
@@ -43,7 +43,7 @@ func TestPipelineExactWithAuthorization(t *testing.T) {
 		t.Skip("end-to-end test of 100k events with TLS and authorization")
 	}
 	spec := clusterSpec{
-		partitions: 16, coordinators: 1, routers: 2, aggregators: 2, tls: true, auth: true, redisACL: true,
+		partitions: 16, coordinators: 1, routers: 2, aggregators: 2, tls: true, auth: true, redisACL: true, etcdTLS: true,
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s"},
 		routerFlags:     []string{"-router.idle-watermark-lag=1h"},
 	}
