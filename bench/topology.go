@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/retry"
@@ -78,9 +77,7 @@ func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshR
 		defer nodes[i].Close()
 	}
 	res.Machine = machine(ctx, nodes[0], nil)
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
+	dial := t.dial
 	cconn, err := dial(t.Coordinator)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator: %w", err)
