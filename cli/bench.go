@@ -148,7 +148,7 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		if t.Router != "" {
 			return nil, errors.New("-bench.redis-topologies starts its own clusters: it cannot measure -bench.router's")
 		}
-		return nil, benchTopologies(ctx, cfg, bc, dir, *appendFsync, commandLine(args), logger, out)
+		return nil, benchComparison(ctx, cfg, bc, redisComparison, dir, *appendFsync, commandLine(args), logger, out)
 	}
 	if t.Redis == "" && !steady {
 		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})
