@@ -57,6 +57,18 @@ type Targets struct {
 	Command string
 	// Settings describe the cluster for the report.
 	Settings []Setting
+	// DialOptions are how every connection of the bench to the cluster
+	// is made (TLS, a bearer token); none is plaintext.
+	DialOptions []grpc.DialOption
+}
+
+// dial connects to the cluster member at addr with t.DialOptions.
+func (t *Targets) dial(addr string) (*grpc.ClientConn, error) {
+	opts := t.DialOptions
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return grpc.NewClient(addr, opts...)
 }
 
 // run is one benchmark run.
@@ -232,7 +244,7 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 	r.progress = newProgress(out, live, cfg.View != "off")
 	defer r.progress.stop()
 
-	conn, err := grpc.NewClient(t.Queryd, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := t.dial(t.Queryd)
 	if err != nil {
 		return nil, fmt.Errorf("dial queryd: %w", err)
 	}
@@ -240,14 +252,14 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 	r.query = clickaggv1.NewQueryServiceClient(conn)
 	cconn := conn
 	if t.Coordinator != t.Queryd {
-		if cconn, err = grpc.NewClient(t.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		if cconn, err = t.dial(t.Coordinator); err != nil {
 			return nil, fmt.Errorf("dial coordinator: %w", err)
 		}
 		defer cconn.Close()
 	}
 	r.coord = clickaggv1.NewCoordinatorServiceClient(cconn)
 	// Probes use a connection of their own, not one of the loaded streams'.
-	pconn, err := grpc.NewClient(t.Router, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	pconn, err := t.dial(t.Router)
 	if err != nil {
 		return nil, fmt.Errorf("dial router: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -167,7 +166,7 @@ func (r *run) runCluster(ctx context.Context) (*ingestResult, error) {
 
 	conns := make([]*grpc.ClientConn, cfg.Streams)
 	for i := range conns {
-		c, err := grpc.NewClient(r.targets.Router, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := r.targets.dial(r.targets.Router)
 		if err != nil {
 			return nil, fmt.Errorf("dial router: %w", err)
 		}

@@ -63,6 +63,9 @@ type Config struct {
 	// TopologyRate events per second.
 	Topologies   bool
 	TopologyRate int
+	// Security, when set, runs RunTopology and RunTopologyQueries on a
+	// plaintext cluster, one with TLS, one with TLS and authorization.
+	Security bool
 
 	// PprofDir, when set, receives the raw profiles for go tool pprof.
 	PprofDir string
@@ -128,7 +131,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SteadyRate, "bench.steady-rate", 100_000, "events per second of the -bench.steady run, below what the cluster sustains so that the logs measure the archive's lag rather than a queue")
 	fs.DurationVar(&c.SteadyWarmup, "bench.steady-warmup", 2*time.Minute, "the start of the -bench.steady run left out of its verdict, while the logs fill to their level (one to two -archive.interval)")
 	fs.BoolVar(&c.Topologies, "bench.redis-topologies", false, "instead of the cluster run, run the same load on a new local cluster for each Redis setup in turn (one redis-server; a Redis Cluster of 3 primaries; 3 primaries with a replica each, without and with -redis.wait-replicas=1): -bench.duration as fast as acknowledged after -bench.warmup, with each Redis server's CPU and memory, then -bench.freshness-duration paced at -bench.topology-rate with freshness probes; writes the report's topology section")
-	fs.IntVar(&c.TopologyRate, "bench.topology-rate", 20_000, "events per second of the -bench.redis-topologies freshness window, the same for every setup: below what the slowest setup sustains, so that freshness measures the pipeline rather than a queue")
+	fs.IntVar(&c.TopologyRate, "bench.topology-rate", 20_000, "events per second of the -bench.redis-topologies and -bench.security freshness window, the same for every setup: below what the slowest setup sustains, so that freshness measures the pipeline rather than a queue")
+	fs.BoolVar(&c.Security, "bench.security", false, "instead of the cluster run, run the same load on a new local cluster (one redis-server) plaintext, with mutual TLS, and with TLS and authorization (a bearer token), with certificates made for the run: -bench.duration as fast as acknowledged after -bench.warmup with clickagg's CPU, -bench.freshness-duration paced at -bench.topology-rate with probes, then query latency (-bench.query-time of GetAggregatedCount and of GetPopularAds(100) over -bench.span); writes the report's security section")
 	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
 	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
 	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
@@ -179,6 +183,8 @@ func (c *Config) Validate() error {
 		return errors.New("-bench.topology-rate: must be at least 1")
 	case c.Topologies && c.Steady > 0:
 		return errors.New("-bench.redis-topologies and -bench.steady: choose one")
+	case c.Security && (c.Topologies || c.Steady > 0):
+		return errors.New("-bench.security with -bench.redis-topologies or -bench.steady: choose one")
 	case c.View != "auto" && c.View != "on" && c.View != "off":
 		return fmt.Errorf("-bench.view %q: want auto, on or off", c.View)
 	}

@@ -415,8 +415,10 @@ func (r *Report) WriteFiles(mdPath, svg string) error {
 		}
 	}
 	md := r.Markdown(keptNotes(string(old)))
-	// The sections that -bench.history and -bench.steady write are kept.
-	for _, m := range [][2]string{{historyBegin, historyEnd}, {steadyBegin, steadyEnd}, {topologyBegin, topologyEnd}} {
+	// The sections that -bench.history, -bench.steady,
+	// -bench.redis-topologies and -bench.security write are kept.
+	for _, m := range [][2]string{{historyBegin, historyEnd}, {steadyBegin, steadyEnd},
+		{RedisTopologies.begin, RedisTopologies.end}, {Security.begin, Security.end}} {
 		if kept := keptSection(string(old), m[0], m[1]); kept != "" {
 			md = withSection(md, m[0], m[1], kept)
 		}

@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -84,7 +83,7 @@ func RunSteady(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Stea
 	res := &SteadyResult{Started: time.Now(), Command: t.Command, Settings: t.Settings, Machine: machine(ctx, rdb, nil),
 		Rate: float64(cfg.SteadyRate), Duration: cfg.Steady, Warmup: cfg.SteadyWarmup}
 
-	cconn, err := grpc.NewClient(t.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cconn, err := t.dial(t.Coordinator)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator: %w", err)
 	}
@@ -104,7 +103,7 @@ func RunSteady(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Stea
 
 	conns := make([]*grpc.ClientConn, cfg.Streams)
 	for i := range conns {
-		c, err := grpc.NewClient(t.Router, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := t.dial(t.Router)
 		if err != nil {
 			return nil, fmt.Errorf("dial router: %w", err)
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/retry"
@@ -48,6 +47,10 @@ type TopologyResult struct {
 	Freshness *Latencies
 	Ack       *Latencies
 	Timeouts  int64
+	// Count and Top are the latencies of GetAggregatedCount and
+	// GetPopularAds(100) after the load (RunTopologyQueries); nil when
+	// not measured.
+	Count, Top *Latencies
 }
 
 // Rate is the events acknowledged per second of Window.
@@ -78,9 +81,7 @@ func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshR
 		defer nodes[i].Close()
 	}
 	res.Machine = machine(ctx, nodes[0], nil)
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
+	dial := t.dial
 	cconn, err := dial(t.Coordinator)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator: %w", err)
@@ -212,6 +213,35 @@ func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshR
 	return res, nil
 }
 
+// RunTopologyQueries measures, on the cluster RunTopology measured into
+// res, the latency of GetAggregatedCount of one ad and of
+// GetPopularAds(100), both over the cfg.Span that ends at the next whole
+// minute (so that it holds every click of the run, whatever the
+// durations), one query at a time as Run measures them.
+func RunTopologyQueries(ctx context.Context, cfg Config, t Targets, res *TopologyResult, out io.Writer) error {
+	conn, err := t.dial(t.Queryd)
+	if err != nil {
+		return fmt.Errorf("dial queryd: %w", err)
+	}
+	defer conn.Close()
+	r := &run{cfg: cfg, targets: t, names: Names{Tag: "topo"}, query: clickaggv1.NewQueryServiceClient(conn)}
+	r.spanEnd = time.Now().Truncate(time.Minute).Add(time.Minute).UnixMilli()
+	r.spanStart = r.spanEnd - cfg.Span.Milliseconds()
+	for _, k := range queryKinds(int64(cfg.Span / time.Minute)) {
+		if k.id == "count" || k.id == "top" {
+			r.kinds = append(r.kinds, k)
+		}
+	}
+	r.progress = newProgress(out, false, cfg.View != "off")
+	defer r.progress.stop()
+	got, err := r.runClusterQueries(ctx)
+	if err != nil {
+		return err
+	}
+	res.Count, res.Top = got["count"].lat, got["top"].lat
+	return nil
+}
+
 // load sends batches that next fills (until it returns false, or until
 // measure calls stop) over conns, cfg.Inflight ahead on each, and waits
 // until all are acknowledged. measure, when set, runs beside the load.
@@ -245,67 +275,181 @@ func load(ctx context.Context, cfg Config, conns []*grpc.ClientConn, acked, retr
 	return nil
 }
 
-// TopologyReport is the runs of one `clickagg bench -bench.redis-topologies`,
-// in the order they ran.
+// TopologyReport is the runs of one comparison, in the order they ran.
 type TopologyReport struct {
-	Started  time.Time
-	Command  string
-	Settings []Setting
-	Machine  Machine
-	Config   Config
-	Runs     []*TopologyResult
+	Comparison Comparison
+	Started    time.Time
+	Command    string
+	Settings   []Setting
+	Machine    Machine
+	Config     Config
+	Runs       []*TopologyResult
+}
+
+// A Comparison is what a TopologyReport compares, and so its section of
+// the report: the markers around it, its heading and its columns.
+type Comparison struct {
+	begin, end, heading string
+	// setup heads the column that names each run.
+	setup   string
+	columns []column
+}
+
+// column is one figure of each run, and the sentence under the table
+// that explains it ("" when another column's covers it).
+type column struct {
+	head string
+	cell func(r, first *TopologyResult) string
+	note func(c Config, rep *TopologyReport) string
+}
+
+var (
+	// RedisTopologies compares Redis setups (-bench.redis-topologies).
+	RedisTopologies = Comparison{
+		begin:   "<!-- topology: written by `clickagg bench -bench.redis-topologies` -->",
+		end:     "<!-- end of topology -->",
+		heading: "Ingest by Redis topology",
+		setup:   "Redis",
+		columns: []column{colAcked, colVsFirst("vs the first", ""), colProcCPU, colRedisCPU, colRedisMemory, colDrain, colProbeAck, colFreshness},
+	}
+	// Security compares plaintext, TLS and TLS with authorization
+	// (-bench.security): the runs must have measured queries
+	// (RunTopologyQueries).
+	Security = Comparison{
+		begin:   "<!-- security: written by `clickagg bench -bench.security` -->",
+		end:     "<!-- end of security -->",
+		heading: "Cost of TLS and authorization",
+		setup:   "setup",
+		columns: []column{colAcked, colVsFirst("vs plaintext", securityNote), colProcCPU, colProbeAck, colCountQuery, colTopQuery},
+	}
+)
+
+var (
+	colAcked = column{head: "acknowledged/s",
+		cell: func(r, _ *TopologyResult) string { return si(r.Rate()) },
+		note: func(c Config, _ *TopologyReport) string {
+			return fmt.Sprintf("acknowledged/s: the workload (-bench.* workload flags, click times at the clock) in %d-event requests on %d streams, %d in flight each, as fast as the cluster acknowledged, for %s after %s of warm-up. CPU is over the same window: clickagg's is this process's.",
+				c.Batch, c.Streams, c.Inflight, c.Duration, c.Warmup)
+		}}
+	colProcCPU = column{head: "clickagg CPU, cores",
+		cell: func(r, _ *TopologyResult) string { return fmt.Sprintf("%.2f", r.ProcCPU) }}
+	colRedisCPU = column{head: "Redis CPU, cores: primaries; replicas",
+		cell: func(r, _ *TopologyResult) string {
+			var pcpu, rcpu []string
+			for _, n := range r.Nodes {
+				if n.Role == "slave" {
+					rcpu = append(rcpu, fmt.Sprintf("%.2f", n.CPU))
+				} else {
+					pcpu = append(pcpu, fmt.Sprintf("%.2f", n.CPU))
+				}
+			}
+			cpu := strings.Join(pcpu, " + ")
+			if len(rcpu) > 0 {
+				cpu += "; " + strings.Join(rcpu, " + ")
+			}
+			return cpu
+		},
+		note: func(Config, *TopologyReport) string {
+			return "Redis CPU: each server's used_cpu_user + used_cpu_sys over the same window."
+		}}
+	colRedisMemory = column{head: "used_memory of each primary",
+		cell: func(r, _ *TopologyResult) string {
+			var pmem []string
+			for _, n := range r.Nodes {
+				if n.Role != "slave" {
+					pmem = append(pmem, formatBytes(n.UsedMemory))
+				}
+			}
+			return strings.Join(pmem, ", ")
+		}}
+	colDrain = column{head: "caught up after",
+		cell: func(r, _ *TopologyResult) string { return r.Drain.Round(100 * time.Millisecond).String() },
+		note: func(Config, *TopologyReport) string {
+			return "Caught up after: from the end of that load until no partition has entries left to apply."
+		}}
+	colProbeAck = column{head: "probe ack p50 / p99",
+		cell: func(r, _ *TopologyResult) string { return percentiles(r.Ack) },
+		note: func(c Config, rep *TopologyReport) string {
+			return fmt.Sprintf("Probes: one click per request every %s, while the workload is paced at %s/s for %s; probe ack is the Ingest call (the append, its fsync and any replica acknowledgement).",
+				c.ProbeInterval, si(rep.Runs[0].FreshRate), c.FreshnessDuration)
+		}}
+	colFreshness = column{head: "ack-to-visible p50 / p99",
+		cell: func(r, _ *TopologyResult) string { return percentiles(r.Freshness) },
+		note: func(c Config, _ *TopologyReport) string {
+			return fmt.Sprintf("Ack-to-visible: from a probe's acknowledgement until GetAggregatedCount counts it (polled every %s).", c.ProbePoll)
+		}}
+	colCountQuery = column{head: "count query p50 / p99",
+		cell: func(r, _ *TopologyResult) string { return percentiles(r.Count) },
+		note: func(c Config, _ *TopologyReport) string {
+			return fmt.Sprintf("Queries: after the paced load, one client, one at a time, each kind for %s (at least %d and at most %d times): count is GetAggregatedCount of one ad (drawn with the workload's popularity) over the %d minutes that end at the next whole minute, top-100 is GetPopularAds(100) over the same minutes.",
+				c.QueryTime, c.QueryMinSamples, c.QueryMaxSamples, int64(c.Span/time.Minute))
+		}}
+	colTopQuery = column{head: "top-100 query p50 / p99",
+		cell: func(r, _ *TopologyResult) string { return percentiles(r.Top) }}
+)
+
+// colVsFirst is each run's acknowledged/s over the first run's, with
+// note (if any) under the table.
+func colVsFirst(head, note string) column {
+	c := column{head: head, cell: func(r, first *TopologyResult) string { return fmt.Sprintf("%.2f×", r.Rate()/first.Rate()) }}
+	if note != "" {
+		c.note = func(Config, *TopologyReport) string { return note }
+	}
+	return c
+}
+
+// securityNote says what the Security comparison's ratios hold.
+const securityNote = "What the rows differ by: gRPC connections are long-lived, so a connection's handshake happens once, at its first call, in the warm-up; what the windows measure is the encryption of every message and, with authorization, the check of every call (the SHA-256 of its token, looked up in -auth.tokens-file's, and the policy). The bench's clients run in the same process, so clickagg's CPU includes their side of TLS."
+
+// percentiles formats the p50 and p99 of l, "–" when it was not measured.
+func percentiles(l *Latencies) string {
+	if l == nil || l.N() == 0 {
+		return "–"
+	}
+	return ms(l.Seconds(50)) + " / " + ms(l.Seconds(99))
 }
 
 // Markdown is the report's section.
 func (rep *TopologyReport) Markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("%s\n## Ingest by Redis topology\n\n", topologyBegin)
+	cmp := rep.Comparison
+	p("%s\n## %s\n\n", cmp.begin, cmp.heading)
 	p("Measured %s on the machine above (%s, %d cores): each setup is a new cluster in the bench's process under the same load, one after the other.\n\n",
 		rep.Started.UTC().Format("2006-01-02 15:04 MST"), mdEscape(rep.Machine.CPU), rep.Machine.Cores)
 	p("```sh\n%s\n```\n\n", rep.Command)
 	for _, s := range rep.Settings {
 		p("- %s: %s\n", s.Name, mdEscape(s.Value))
 	}
-	p("\n| Redis | acknowledged/s | vs the first | clickagg CPU, cores | Redis CPU, cores: primaries; replicas | used_memory of each primary | caught up after | probe ack p50 / p99 | ack-to-visible p50 / p99 |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("\n| %s |", cmp.setup)
+	for _, c := range cmp.columns {
+		p(" %s |", c.head)
+	}
+	p("\n|---|%s\n", strings.Repeat("---|", len(cmp.columns)))
 	for _, r := range rep.Runs {
-		var pcpu, rcpu, pmem []string
-		for _, n := range r.Nodes {
-			if n.Role == "slave" {
-				rcpu = append(rcpu, fmt.Sprintf("%.2f", n.CPU))
-				continue
-			}
-			pcpu = append(pcpu, fmt.Sprintf("%.2f", n.CPU))
-			pmem = append(pmem, formatBytes(n.UsedMemory))
+		p("| %s |", mdEscape(r.Name))
+		for _, c := range cmp.columns {
+			p(" %s |", c.cell(r, rep.Runs[0]))
 		}
-		cpu := strings.Join(pcpu, " + ")
-		if len(rcpu) > 0 {
-			cpu += "; " + strings.Join(rcpu, " + ")
-		}
-		p("| %s | %s | %.2f× | %.2f | %s | %s | %s | %s / %s | %s / %s |\n", mdEscape(r.Name), si(r.Rate()), r.Rate()/rep.Runs[0].Rate(), r.ProcCPU, cpu, strings.Join(pmem, ", "), r.Drain.Round(100*time.Millisecond),
-			ms(r.Ack.Seconds(50)), ms(r.Ack.Seconds(99)), ms(r.Freshness.Seconds(50)), ms(r.Freshness.Seconds(99)))
+		p("\n")
 	}
-	c := rep.Config
-	p("\n- acknowledged/s: the workload (-bench.* workload flags, click times at the clock) in %d-event requests on %d streams, %d in flight each, as fast as the cluster acknowledged, for %s after %s of warm-up. CPU is over the same window: clickagg's is this process's, Redis's each server's used_cpu_user + used_cpu_sys. Caught up after: from the end of that load until no partition has entries left to apply.\n",
-		c.Batch, c.Streams, c.Inflight, c.Duration, c.Warmup)
 	if len(rep.Runs) > 0 {
-		p("- Probes: one click per request every %s, while the workload is paced at %s/s for %s; probe ack is the Ingest call (the append, its fsync and any replica acknowledgement), ack-to-visible the time until GetAggregatedCount counts it (polled every %s).\n",
-			c.ProbeInterval, si(rep.Runs[0].FreshRate), c.FreshnessDuration, c.ProbePoll)
+		p("\n")
+		for _, c := range cmp.columns {
+			if c.note != nil {
+				p("- %s\n", c.note(rep.Config, rep))
+			}
+		}
 	}
-	p("%s\n", topologyEnd)
+	p("%s\n", cmp.end)
 	return b.String()
 }
 
 // WriteSection writes the report's section into the Markdown report at
 // mdPath, keeping the rest of it.
 func (rep *TopologyReport) WriteSection(mdPath string) error {
-	return writeSection(mdPath, topologyBegin, topologyEnd, rep.Markdown())
+	return writeSection(mdPath, rep.Comparison.begin, rep.Comparison.end, rep.Markdown())
 }
 
 // ms formats seconds as milliseconds.
 func ms(s float64) string { return fmt.Sprintf("%.1f ms", s*1000) }
-
-const (
-	topologyBegin = "<!-- topology: written by `clickagg bench -bench.redis-topologies` -->"
-	topologyEnd   = "<!-- end of topology -->"
-)

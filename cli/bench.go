@@ -144,11 +144,20 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 		defer os.RemoveAll(dir)
 	}
 	steady := bc.Steady > 0
-	if bc.Topologies {
+	if bc.Topologies || bc.Security {
 		if t.Router != "" {
-			return nil, errors.New("-bench.redis-topologies starts its own clusters: it cannot measure -bench.router's")
+			return nil, errors.New("-bench.redis-topologies and -bench.security start their own clusters: they cannot measure -bench.router's")
 		}
-		return nil, benchTopologies(ctx, cfg, bc, dir, *appendFsync, commandLine(args), logger, out)
+		cmp := redisComparison
+		if bc.Security {
+			if cfg.TLS.Enabled() || cfg.Auth.Enabled() {
+				return nil, errors.New("-bench.security: makes its own certificates, token and policy; drop the -tls.* and -auth.* flags")
+			}
+			if cmp, err = securityComparison(filepath.Join(dir, "tls")); err != nil {
+				return nil, fmt.Errorf("-bench.security: %w", err)
+			}
+		}
+		return nil, benchComparison(ctx, cfg, bc, cmp, dir, *appendFsync, commandLine(args), logger, out)
 	}
 	if t.Redis == "" && !steady {
 		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})

@@ -17,11 +17,7 @@ import (
 // row, that the cluster's answers equal the in-process ground truth, and
 // that the Markdown report and the chart are written.
 func TestBenchEndToEnd(t *testing.T) {
-	defer goleak.VerifyNone(t,
-		goleak.IgnoreCurrent(),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-	)
+	defer goleak.VerifyNone(t, benchLeakOptions()...)
 	dir := t.TempDir()
 	md := filepath.Join(dir, "docs", "benchmarks.md")
 	args := []string{
@@ -93,6 +89,17 @@ func TestBenchEndToEnd(t *testing.T) {
 	}
 }
 
+// benchLeakOptions are what goleak ignores after a bench test: what ran
+// before it, and the goroutines that embedded etcd's libraries leave for
+// the life of the process.
+func benchLeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreCurrent(),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
+	}
+}
+
 func TestBenchRefusesAUsedDataDir(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "left-over"), nil, 0o644); err != nil {
@@ -101,5 +108,62 @@ func TestBenchRefusesAUsedDataDir(t *testing.T) {
 	_, err := benchMain(context.Background(), []string{"-bench.data-dir=" + dir, "-bench.view=off"}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("err = %v, want one saying the data dir is not empty", err)
+	}
+}
+
+// TestBenchSecurity runs clickagg bench -bench.security with tiny
+// durations: three clusters, plaintext, mutual TLS, and TLS with
+// authorization, each measured end to end (a client that dialled one of
+// them wrongly would be refused and fail the run), and checks the
+// section it writes: a row for each, with a rate and query latencies.
+func TestBenchSecurity(t *testing.T) {
+	defer goleak.VerifyNone(t, benchLeakOptions()...)
+	dir := t.TempDir()
+	md := filepath.Join(dir, "benchmarks.md")
+	args := []string{
+		"-bench.security", "-bench.warmup=0", "-bench.duration=1s", "-bench.freshness-duration=1s", "-bench.topology-rate=2000",
+		"-bench.ads=2000", "-bench.users=5000", "-bench.ips=3000", "-bench.batch=100",
+		"-bench.streams=2", "-bench.inflight=2", "-bench.probe-interval=20ms",
+		"-bench.query-time=0", "-bench.query-min=3", "-bench.query-max=3",
+		"-bench.out=" + md, "-bench.view=off", "-bench.data-dir=" + filepath.Join(dir, "data"),
+		"-cluster.partitions=8",
+	}
+	var out bytes.Buffer
+	if _, err := benchMain(context.Background(), args, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := string(b)
+	if !strings.Contains(report, "## Cost of TLS and authorization") || !strings.Contains(report, "clickagg bench -bench.security") {
+		t.Errorf("report:\n%s", report)
+	}
+	rows := map[string][]string{}
+	for line := range strings.Lines(report) {
+		cells := strings.Split(strings.TrimSpace(line), " | ")
+		if len(cells) == 7 && strings.HasPrefix(cells[0], "| ") {
+			rows[strings.TrimPrefix(cells[0], "| ")] = cells[1:]
+		}
+	}
+	for _, name := range []string{"plaintext", "TLS", "TLS + authorization"} {
+		cells, ok := rows[name]
+		switch {
+		case !ok:
+			t.Errorf("no row %q in:\n%s", name, report)
+			continue
+		case strings.HasPrefix(cells[0], "0") || cells[0] == "NaN":
+			t.Errorf("%s: acknowledged/s %q", name, cells[0])
+		}
+		for i, c := range cells[3:] {
+			if !strings.Contains(c, " ms / ") {
+				t.Errorf("%s: column %d is %q, want p50 / p99", name, 4+i, c)
+			}
+		}
+	}
+	t.Logf("report:\n%s\noutput:\n%s", report, out.String())
+	if want := "| plaintext | "; !strings.Contains(report, want) || !strings.Contains(report, "| 1.00× |") {
+		t.Errorf("report lacks the plaintext row at 1.00×:\n%s", report)
 	}
 }
