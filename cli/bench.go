@@ -55,6 +55,12 @@ D, with click times at the clock, samples the cluster Redis's memory every
 second, and writes only that section of the report: with the raw archive on,
 the partition logs must level off rather than grow with the clicks.
 
+With -bench.redis-topologies or -bench.security it instead runs a new
+cluster per setup under the same load, one after the other, and writes
+only that section: Redis setups (one server, Redis Clusters with and
+without replicas and -redis.wait-replicas) or security setups
+(plaintext, mutual TLS, TLS with authorization and a bearer token).
+
 The defaults finish in under ten minutes on two cores; -bench.keys,
 -bench.duration and the other -bench.* flags change the scale. With -bench.router (and
 -bench.queryd, -bench.coordinator) it measures a running cluster instead:
