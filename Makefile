@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build tools proto proto-check lint deps deps-dev test test-unit test-e2e k8s-test dev clean
+.PHONY: all build tools proto proto-check lint subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
 
 all: build
 
@@ -29,11 +29,29 @@ proto-check: tools
 	$(BIN)/buf generate -o $(BIN)/_gen
 	diff -r $(BIN)/_gen/proto/clickagg proto/clickagg -x '*.proto' || { echo "generated code is stale: run make proto" >&2; exit 1; }
 
-lint: tools
+lint: tools subjects
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad" >&2; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
+
+# subjects fails when a commit subject is over 72 characters (CONTRIBUTING.md).
+# The rule starts at SUBJECTS_SINCE: the history before it has long subjects
+# that cannot change, and CI's clean clone holds all of that history, so only
+# the commits HEAD has and SUBJECTS_SINCE has not are read (merged branches
+# too). A fixed commit, not origin/main..HEAD: on main, and in a CI checkout
+# without remote branches, that range is empty or undefined. A shallow clone
+# without SUBJECTS_SINCE checks HEAD's subject alone. Lengths are in
+# characters (subjects hold × and →), hence LC_ALL=C.UTF-8.
+SUBJECTS_SINCE := 7a70c1d87947d026ee32a62e32361e25c13f8042
+subjects:
+	@export LC_ALL=C.UTF-8; \
+	if ! git rev-parse -q --verify HEAD >/dev/null; then echo "subjects: not a git checkout, not checked" >&2; exit 0; fi; \
+	if git cat-file -e $(SUBJECTS_SINCE)^{commit} 2>/dev/null; then range=$(SUBJECTS_SINCE)..HEAD; \
+	else echo "subjects: $(SUBJECTS_SINCE) not in this clone (shallow?): checking HEAD only" >&2; range="-1 HEAD"; fi; \
+	bad=0; while IFS= read -r line; do s=$${line#* }; \
+		if [ $${#s} -gt 72 ]; then echo "commit $${line%% *}: subject is $${#s} characters, at most 72: $$s" >&2; bad=1; fi; \
+	done < <(git log --format='%h %s' $$range); exit $$bad
 
 # deps installs what the tests start or run when missing: redis-server,
 # node and test/parquetcheck's pinned npm packages (DuckDB), and SeaweedFS's

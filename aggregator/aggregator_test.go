@@ -20,6 +20,7 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 const lateness = 10 * time.Second
@@ -332,9 +333,9 @@ func TestCorruptEntry(t *testing.T) {
 
 // startCrashing starts aggregator agg-0 owning all 4 partitions at epoch 1,
 // snapshotting every minute of a fake clock, for a test that crashes it.
-func startCrashing(t *testing.T) (*env, *fakeClock, Config, *node, cluster.Member) {
+func startCrashing(t *testing.T) (*env, *testsupport.Clock, Config, *node, cluster.Member) {
 	e := newEnv(t, 4)
-	clock := &fakeClock{t: time.Now()}
+	clock := testsupport.NewClock(time.Now())
 	cfg := testConfig("agg-0")
 	cfg.SnapshotInterval = time.Minute // by the fake clock
 	a := e.start(cfg, e.cl, clock.Now)
@@ -345,7 +346,7 @@ func startCrashing(t *testing.T) (*env, *fakeClock, Config, *node, cluster.Membe
 
 // succeed starts the successor of the crashed agg-0 (m1) and gives it all
 // 4 partitions at epoch 2, once they serve.
-func (e *env) succeed(cfg Config, clock *fakeClock, m1 cluster.Member) *node {
+func (e *env) succeed(cfg Config, clock *testsupport.Clock, m1 cluster.Member) *node {
 	b := e.start(cfg, e.cl, clock.Now)
 	m2 := member(e.t, e.cl, "agg-0", m1.Incarnation)
 	e.assign(owners(4, m2, 2))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,18 +29,11 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 	"github.com/clickagg/clickagg/topn"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by etcd's and grpc's packages.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-	)
-}
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 const (
 	redisPrefix = "clickagg"
@@ -446,26 +439,21 @@ func (g *truth) top(ps []int, w Window, n int, f *clickaggv1.Filter) []topn.AdCo
 // gen makes click events with skewed ads and few distinct attributes, so
 // that filters and rankings have something to tell apart.
 type gen struct {
-	next  int
-	ads   []string
-	state uint64
+	next int
+	ads  []string
+	rng  *rand.Rand
 }
 
 func newGen(ads int) *gen {
-	g := &gen{state: 0x9e3779b97f4a7c15}
+	g := &gen{rng: testsupport.NewRand(1)}
 	for i := range ads {
 		g.ads = append(g.ads, "ad-"+strconv.Itoa(i))
 	}
 	return g
 }
 
-// rnd is a small deterministic generator (xorshift), so failures replay.
-func (g *gen) rnd(n int) int {
-	g.state ^= g.state << 13
-	g.state ^= g.state >> 7
-	g.state ^= g.state << 17
-	return int(g.state % uint64(n))
-}
+// rnd is seeded, so failures replay.
+func (g *gen) rnd(n int) int { return g.rng.IntN(n) }
 
 var (
 	countries = []string{"US", "DE", "FR"}
@@ -500,23 +488,4 @@ func (g *gen) pick(evs []*clickaggv1.LogEvent, n int) []*clickaggv1.LogEvent {
 		out[i] = proto.Clone(evs[g.rnd(len(evs))]).(*clickaggv1.LogEvent)
 	}
 	return out
-}
-
-// fakeClock is the injected clock of tests that decide when snapshots are
-// due.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

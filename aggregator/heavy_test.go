@@ -11,6 +11,7 @@ import (
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // TestPartitionStatusHeavy: PartitionStatus.heavy reports a serving
@@ -23,7 +24,7 @@ func TestPartitionStatusHeavy(t *testing.T) {
 	// On a 10s boundary, so that the sketch's window is exactly the time
 	// since the partition's first event.
 	t0 := time.Unix(1_800_000_000, 0)
-	clk := &fakeClock{t: t0}
+	clk := testsupport.NewClock(t0)
 	// Ads whose own partition is 0 (ad-hot, ad-cold) and 1 (ad-old).
 	var hot, cold, old string
 	for i := 0; hot == "" || cold == "" || old == ""; i++ {

@@ -15,6 +15,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 func (n *node) release(p int, epoch uint64) (*clickaggv1.ReleaseResponse, error) {
@@ -41,7 +42,7 @@ func (n *node) status(p int) *clickaggv1.PartitionStatus {
 // back after the release timeout, exactly as well.
 func TestRelease(t *testing.T) {
 	e := newEnv(t, 4)
-	clock := &fakeClock{t: time.Now()}
+	clock := testsupport.NewClock(time.Now())
 	cfg := testConfig("agg-a")
 	a := e.start(cfg, e.cl, clock.Now)
 	ma := member(t, e.cl, "agg-a", 0)
@@ -152,7 +153,7 @@ func TestRelease(t *testing.T) {
 func TestLoadReport(t *testing.T) {
 	e := newEnv(t, 2)
 	t0 := time.Unix(time.Now().Unix(), 0)
-	clock := &fakeClock{t: t0}
+	clock := testsupport.NewClock(t0)
 	n := e.start(testConfig("agg-0"), e.cl, clock.Now)
 	e.assign(owners(2, member(t, e.cl, "agg-0", 0), 1))
 

@@ -29,6 +29,7 @@ import (
 	"github.com/clickagg/clickagg/authz"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 	"github.com/clickagg/clickagg/tlsconf"
 	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
@@ -71,7 +72,7 @@ type env struct {
 	h          *handlers
 	a          *authz.Authorizer
 	reg        *prometheus.Registry
-	log        *testserver.SyncBuffer
+	log        *testsupport.SyncBuffer
 	tokensFile string
 	srvTLS     *tlsconf.TLS
 }
@@ -93,7 +94,7 @@ token:billing          query
 // -auth.policy-file.
 func start(t *testing.T) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), ca: tlstest.NewCA(t, "clickagg-ca"), h: &handlers{}, reg: prometheus.NewRegistry(), log: &testserver.SyncBuffer{}}
+	e := &env{dir: t.TempDir(), ca: tlstest.NewCA(t, "clickagg-ca"), h: &handlers{}, reg: prometheus.NewRegistry(), log: &testsupport.SyncBuffer{}}
 	srvDir := filepath.Join(e.dir, "server")
 	mkdir(t, srvDir)
 	cert, key := e.ca.Issue(t, tlstest.Options{CommonName: "server"}).WriteFiles(t, srvDir)
@@ -389,7 +390,7 @@ func TestHTTP(t *testing.T) {
 // TestAuditWithoutAuthorization: with authorization off, admin calls are
 // still written to the audit log, with the caller's address.
 func TestAuditWithoutAuthorization(t *testing.T) {
-	buf := &testserver.SyncBuffer{}
+	buf := &testsupport.SyncBuffer{}
 	h := &handlers{}
 	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(authz.AuditInterceptor(slog.New(slog.NewTextHandler(buf, nil)))))
 	clickaggv1.RegisterIngestServiceServer(gs, h)

@@ -17,6 +17,7 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // movesOfProto returns the moves of an admin response as Moves.
@@ -533,7 +534,7 @@ func TestGetLoad(t *testing.T) {
 
 	// Clicks, all applied at t0 by the fixed clocks: each partition's rate
 	// is its number of events (over the one second it has been held).
-	r := &router{w: w, stop: make(chan struct{}), done: make(chan struct{}), events: map[string]*clickaggv1.LogEvent{}, last: map[int]string{}, state: 7, base: t0.Unix()/60 - 120}
+	r := &router{w: w, stop: make(chan struct{}), done: make(chan struct{}), events: map[string]*clickaggv1.LogEvent{}, last: map[int]string{}, rng: testsupport.NewRand(7), base: t0.Unix()/60 - 120}
 	sent := map[int]float64{}
 	for i := range 30 {
 		var evs []*clickaggv1.LogEvent

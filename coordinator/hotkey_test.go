@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,31 +23,13 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // This file runs coordinators with hot-key splitting against a real etcd,
 // fake aggregators (real gRPC servers reporting what the test sets) and a
 // router's real hotkey.Follower, which acknowledges every table version on
 // its membership lease as routers do.
-
-// clock is the coordinators' injected clock for effective minutes and
-// split ages; it moves only when the test sets it.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // hkConfig is a hot-key configuration with short intervals; change adjusts
 // it before it is validated.
@@ -78,7 +59,7 @@ type hkWorld struct {
 	parts int
 	part  *ring.Partitioner
 	cfg   hotkey.Config
-	clk   *clock
+	clk   *testsupport.Clock
 	store *hotkey.Store
 	aggs  map[string]*fakeAggregator
 	asg   cluster.Assignment
@@ -96,7 +77,7 @@ func newHKWorld(t *testing.T, parts int, cfg hotkey.Config, aggs ...string) *hkW
 		parts: parts,
 		part:  part,
 		cfg:   cfg,
-		clk:   &clock{t: time.Date(2026, 3, 1, 12, 0, 5, 0, time.UTC)},
+		clk:   testsupport.NewClock(time.Date(2026, 3, 1, 12, 0, 5, 0, time.UTC)),
 		store: hotkey.NewStore(e.etcd(), "/t", parts),
 		aggs:  map[string]*fakeAggregator{},
 	}
@@ -466,13 +447,13 @@ func TestControllerSplitsAndUnsplitsHotAd(t *testing.T) {
 		cool[p] = []*clickaggv1.AdCount{{AdId: hot, Count: 60}}
 	}
 	w.report(cool)
-	w.clk.set(iv.From().Add(w.cfg.MinSplit - time.Second))
+	w.clk.Set(iv.From().Add(w.cfg.MinSplit - time.Second))
 	time.Sleep(5 * w.cfg.CheckInterval)
 	if tab, _ := w.table(); tab.Version() != 1 {
 		t.Fatalf("split table version %d before the split lasted MinSplit, want 1: %+v", tab.Version(), tab.Splits())
 	}
 	now := iv.From().Add(w.cfg.MinSplit)
-	w.clk.set(now)
+	w.clk.Set(now)
 	end := hotkey.EffectiveMinute(now, w.cfg.MaxSkew, w.cfg.LeadTime)
 	testserver.Eventually(t, wait, func() error {
 		tab, _, err := w.store.Load(ctxT(t))

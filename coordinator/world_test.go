@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
@@ -27,6 +28,7 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // This file is a whole cluster in one test process: the real etcd of env,
@@ -316,7 +318,7 @@ type router struct {
 	last   map[int]string
 	sent   int // events appended, retries included
 	err    error
-	state  uint64
+	rng    *rand.Rand
 	base   int64 // first Unix minute of the clicks
 }
 
@@ -332,7 +334,7 @@ func (w *world) startRouter() *router {
 		done:   make(chan struct{}),
 		events: map[string]*clickaggv1.LogEvent{},
 		last:   map[int]string{},
-		state:  0x9e3779b97f4a7c15,
+		rng:    testsupport.NewRand(1),
 		base:   time.Now().Add(-2*time.Hour).Unix() / 60,
 	}
 	go r.run()
@@ -340,12 +342,7 @@ func (w *world) startRouter() *router {
 	return r
 }
 
-func (r *router) rnd(n int) int {
-	r.state ^= r.state << 13
-	r.state ^= r.state >> 7
-	r.state ^= r.state << 17
-	return int(r.state % uint64(n))
-}
+func (r *router) rnd(n int) int { return r.rng.IntN(n) }
 
 func (r *router) run() {
 	defer close(r.done)

@@ -11,16 +11,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/clickagg/clickagg/durable"
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 // backend is a Redis whose every primary has one replica.
 type backend struct {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,9 +20,10 @@ import (
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 func testConfig() Config {
 	return Config{

@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,17 +24,10 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/router"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by etcd's and grpc's packages.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-	)
-}
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 const (
 	etcdPrefix  = "/hk"
@@ -43,33 +35,6 @@ const (
 	wait        = 30 * time.Second
 	leaseTTL    = 10 * time.Second
 )
-
-// clock is the injected clock of routers, followers, queryd and the
-// publisher; tests move it by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
@@ -119,7 +84,7 @@ type env struct {
 	parts *ring.Partitioner
 	store *hotkey.Store
 	cfg   hotkey.Config
-	clk   *clock
+	clk   *testsupport.Clock
 }
 
 func newEnv(t *testing.T, partitions int, start time.Time) *env {
@@ -142,7 +107,7 @@ func newEnvOn(t *testing.T, etcd *clientv3.Client, partitions int, start time.Ti
 		parts: parts,
 		store: hotkey.NewStore(etcd, etcdPrefix, partitions),
 		cfg:   hotkeyConfig(t),
-		clk:   newClock(start),
+		clk:   testsupport.NewClock(start),
 	}
 }
 

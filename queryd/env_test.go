@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -28,17 +26,10 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by etcd's and grpc's packages.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-	)
-}
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 // base is the first minute of the generated clicks; now() is inside
 // minute base+nowOffset.
@@ -89,7 +80,7 @@ var (
 // newTruth generates n random clicks over ads ads and minutes minutes from
 // base. Few ads and small per-minute counts make ties common.
 func newTruth(parts *ring.Partitioner, seed uint64, n, ads, minutes int) *truth {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng := testsupport.NewRand(seed)
 	tr := &truth{parts: parts, wm: make([]int64, parts.Partitions()), revs: make([]map[int64]int64, parts.Partitions())}
 	for p := range tr.revs {
 		tr.revs[p] = map[int64]int64{}

@@ -15,15 +15,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/ratelimit"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-
-// clock is a test's time, moved by the test only.
-type clock struct{ now time.Time }
-
-func (c *clock) Now() time.Time          { return c.now }
-func (c *clock) advance(d time.Duration) { c.now = c.now.Add(d) }
 
 func from(ip string) context.Context {
 	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
@@ -33,7 +28,7 @@ func from(ip string) context.Context {
 // which the request would pass, and passes after it; nothing refused is
 // charged, and an empty or oversized request is left to the router.
 func TestAllow(t *testing.T) {
-	c := &clock{now: t0}
+	c := testsupport.NewClock(t0)
 	reg := prometheus.NewRegistry()
 	l := ratelimit.New(10, 10, ratelimit.PeerIP, c.Now, ratelimit.WithMetrics(reg))
 	a := from("10.0.0.1")
@@ -52,7 +47,7 @@ func TestAllow(t *testing.T) {
 		{time.Hour, 10, ""},
 	}
 	for i, s := range steps {
-		c.advance(s.advance)
+		c.Advance(s.advance)
 		err := l.Allow(a, s.n)
 		if s.retry == "" {
 			if err != nil {
@@ -108,7 +103,7 @@ clickagg_router_caller_refused_requests_total 3
 // size (1024 callers), and a dropped caller is answered as before: its
 // bucket would have been full.
 func TestSweep(t *testing.T) {
-	c := &clock{now: t0}
+	c := testsupport.NewClock(t0)
 	l := ratelimit.New(10, 10, ratelimit.PeerIP, c.Now)
 	for i := range 1023 {
 		if err := l.Allow(from(fmt.Sprintf("10.0.%d.%d", i/256, i%256)), 10); err != nil {
@@ -120,7 +115,7 @@ func TestSweep(t *testing.T) {
 	}
 	// Half a second on, the buckets are not full: the 1024th caller
 	// sweeps for size and drops none of them.
-	c.advance(500 * time.Millisecond)
+	c.Advance(500 * time.Millisecond)
 	if err := l.Allow(from("10.1.0.0"), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +127,7 @@ func TestSweep(t *testing.T) {
 	}
 	// A minute on, a new caller sweeps for age: every idle bucket is full
 	// and dropped.
-	c.advance(time.Minute)
+	c.Advance(time.Minute)
 	if err := l.Allow(from("10.2.0.0"), 1); err != nil {
 		t.Fatal(err)
 	}

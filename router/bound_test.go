@@ -16,6 +16,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // startBounded starts a router over plog bounded at half of Redis's
@@ -48,7 +49,7 @@ func TestIngestOverMemoryBound(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	plog := partlog.New(rdb, testPrefix)
-	logs := &testserver.SyncBuffer{}
+	logs := &testsupport.SyncBuffer{}
 	const partitions = 4
 	r, ingest := startBounded(t, plog, partitions, slog.New(slog.NewTextHandler(logs, nil)))
 	refused := func() error {

@@ -23,6 +23,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 func TestConfigFlagsAndValidate(t *testing.T) {
@@ -397,24 +398,6 @@ func TestFrontier(t *testing.T) {
 	}
 }
 
-// clock is a settable clock for the router.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // runRouter runs r.Run until the test ends, failing the test if Run returns
 // an error; stop ends it early and waits.
 func runRouter(t *testing.T, r *Router) (stop func()) {
@@ -442,7 +425,7 @@ func runRouter(t *testing.T, r *Router) (stop func()) {
 func TestIngestLogFull(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
-	logs := &testserver.SyncBuffer{}
+	logs := &testsupport.SyncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, nil))
 	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), lg, fixedClock(t0))
 	c := startGRPC(t, r)

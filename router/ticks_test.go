@@ -14,6 +14,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 func newClient(t *testing.T, srv *localserver.Redis) *redis.Client {
@@ -72,7 +73,7 @@ func TestRunTicks(t *testing.T) {
 	parts := partitioner(t, n)
 	cfg := testConfig(t)
 	cfg.TickInterval = 10 * time.Millisecond
-	clk := &clock{t: t0}
+	clk := testsupport.NewClock(t0)
 	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, clk.Now)
 
 	// A click 50s ahead of the clock is accepted (skew 1m); then the clock
@@ -236,8 +237,8 @@ func TestRunSurvivesLogOutage(t *testing.T) {
 	const n = 2
 	cfg := testConfig(t)
 	cfg.TickInterval = 10 * time.Millisecond
-	clk := &clock{t: t0}
-	logs := &testserver.SyncBuffer{}
+	clk := testsupport.NewClock(t0)
+	logs := &testsupport.SyncBuffer{}
 	r := New(cfg, partitioner(t, n), partlog.New(rdb, testPrefix), slog.New(slog.NewTextHandler(logs, nil)), clk.Now)
 	stop := runRouter(t, r)
 	lastTicksAre(t, rdb, n, t0.Add(-time.Minute))

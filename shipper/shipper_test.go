@@ -14,17 +14,16 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
-	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 // fakeRouter is an IngestService on loopback that records events by id,
 // rejects country "ZZ", and fails the first failFirst calls.
@@ -384,7 +383,7 @@ func TestRetriesUntilARouterAcceptsAndReportsRejections(t *testing.T) {
 	f.WriteString("garbage\nad-1,1,u-x,10.0.0.1,ZZ\n")
 	f.Close()
 	appendLines(t, path, FormatCSV, 50, 60)
-	var logs testserver.SyncBuffer
+	var logs testsupport.SyncBuffer
 	ru := startShipper(t, r, path, FormatCSV, slog.New(slog.NewTextHandler(&logs, nil)))
 	checkExactlyOnce(t, r, 60)
 	eventually(t, func() error {

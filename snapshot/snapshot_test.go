@@ -16,17 +16,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 const prefix = "clickagg"
 

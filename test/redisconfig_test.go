@@ -11,6 +11,7 @@ import (
 
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // TestBadRedisSettingsExit is issue 14's test 6 on the binary: a router started with Redis settings that no
@@ -70,7 +71,7 @@ func TestBadRedisSettingsExit(t *testing.T) {
 func runToExit(t *testing.T, timeout time.Duration, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	var out testserver.SyncBuffer
+	var out testsupport.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
