@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // TestBenchEndToEnd runs clickagg bench with tiny parameters against a
@@ -93,11 +95,7 @@ func TestBenchEndToEnd(t *testing.T) {
 // before it, and the goroutines that embedded etcd's libraries leave for
 // the life of the process.
 func benchLeakOptions() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreCurrent(),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-	}
+	return append(testsupport.IgnoreDaemons(), goleak.IgnoreCurrent())
 }
 
 func TestBenchRefusesAUsedDataDir(t *testing.T) {
