@@ -290,7 +290,7 @@ func (w *Writer) sleep(ctx context.Context) bool {
 // retry runs f until it succeeds, returns a retry.Permanent error, or
 // ctx ends, counting and logging the failures.
 func (w *Writer) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
-	return retry.Do(ctx, retry.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}, func(failures int, err error) {
+	return retry.Do(ctx, retry.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}, func(failures int, err error, _ time.Duration) {
 		w.m.errors.Inc()
 		if failures == 1 || failures%10 == 0 {
 			logger.Warn("history step failed, retrying", "step", what, "failures", failures, "err", err)
