@@ -145,10 +145,8 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 			return err
 		}
 		if len(got) == 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(a.cfg.Poll):
+			if err := retry.Sleep(ctx, a.cfg.Poll); err != nil {
+				return err
 			}
 			continue
 		}
