@@ -14,6 +14,7 @@ import (
 
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/partlog"
+	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
 )
@@ -46,12 +47,14 @@ const (
 	revokeTimeout        = 5 * time.Second
 )
 
-// Backoff between attempts to register, and to take a partition after an
-// error that may pass (Redis unreachable).
-const (
-	minRetry = 100 * time.Millisecond
-	maxRetry = 5 * time.Second
-)
+// retryPause paces the attempts to register, and to take a partition
+// after an error that may pass (Redis unreachable).
+var retryPause = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// watchFailedPause is the pause before registering again after the
+// assignment watch failed: etcd, which the watch needs, is likely in
+// trouble, and the registration is retried with retryPause after it.
+const watchFailedPause = 5 * time.Second
 
 // Stats counts the aggregator's exceptional events since it started.
 type Stats struct {
@@ -208,24 +211,14 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	lg := a.lg.With("member", id)
 
-	delay := minRetry
 	for {
-		reg, err := a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.cfg.AdvertiseAddr}, a.cfg.LeaseTTL)
+		reg, err := a.register(ctx, id, lg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, cluster.ErrInvalid) {
-				return fmt.Errorf("register aggregator %s: %w", id, err)
-			}
-			lg.Warn("register", "err", err, "retry_in", delay)
-			if !sleep(ctx, delay) {
-				return nil
-			}
-			delay = min(2*delay, maxRetry)
-			continue
+			return err
 		}
-		delay = minRetry
 		inc := reg.Member().Incarnation
 		lg.Info("registered", "incarnation", inc, "addr", a.cfg.AdvertiseAddr, "redis_prefix", a.cfg.RedisPrefix)
 		a.mu.Lock()
@@ -244,10 +237,28 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			lg.Info("stopped")
 			return nil
 		}
-		if end == endWatchFailed && !sleep(ctx, maxRetry) {
+		if end == endWatchFailed && retry.Sleep(ctx, watchFailedPause) != nil {
 			return nil
 		}
 	}
+}
+
+// register registers the aggregator as a new incarnation, retrying with
+// retryPause until it succeeds or ctx ends. Only an invalid member (a
+// configuration that cannot work) is not retried.
+func (a *Aggregator) register(ctx context.Context, id string, lg *slog.Logger) (*cluster.Registration, error) {
+	var reg *cluster.Registration
+	err := retry.Do(ctx, retryPause, func(_ int, err error, next time.Duration) {
+		lg.Warn("register", "err", err, "retry_in", next)
+	}, func() error {
+		var err error
+		reg, err = a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.cfg.AdvertiseAddr}, a.cfg.LeaseTTL)
+		if errors.Is(err, cluster.ErrInvalid) {
+			return retry.Permanent(fmt.Errorf("register aggregator %s: %w", id, err))
+		}
+		return err
+	})
+	return reg, err
 }
 
 // sessionEnd says why a session ended.
@@ -283,7 +294,8 @@ func (a *Aggregator) session(ctx context.Context, reg *cluster.Registration, lg 
 			a.mu.Unlock()
 		})
 	})
-	c := &consumer{a: a, inc: inc, reg: reg, lg: lg, box: box, refused: make(map[int]uint64)}
+	c := &consumer{a: a, inc: inc, reg: reg, lg: lg, box: box, refused: make(map[int]uint64),
+		takePause: retryPause.Backoff(), readPause: readPause.Backoff()}
 	wg.Go(func() { c.run(sctx) })
 	wg.Go(func() { a.runPartitionJobs(sctx, lg) })
 
@@ -356,18 +368,6 @@ func (a *Aggregator) stopServing() {
 		if p.state == stateRestoring || p.state == stateServing {
 			p.state = stateStopped
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

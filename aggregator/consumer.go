@@ -21,6 +21,7 @@ import (
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
 )
@@ -102,8 +103,9 @@ type released struct {
 // partition again would fail the same way.
 var errBadSnapshot = errors.New("snapshot cannot be restored")
 
-// readRetry is the pause after a failed XREAD.
-const readRetry = time.Second
+// readPause paces the XREADs after one failed: about a second, jittered
+// so that the aggregators of a Redis that fails do not retry it in step.
+var readPause = retry.Policy{Min: time.Second, Max: time.Second}
 
 // consumer is the one goroutine of an incarnation that writes partition
 // state: it follows the assignment, takes and releases partitions, reads
@@ -121,7 +123,9 @@ type consumer struct {
 	handed  map[int]string // partition → offset its previous owner released it at
 	refused map[int]uint64 // partition → epoch we must not try again
 	retryAt time.Time      // wall clock: next attempt after a transient error
-	delay   time.Duration
+	// takePause paces the takes after a transient error, readPause the
+	// reads after a failed one.
+	takePause, readPause *retry.Backoff
 
 	// pending is the XREAD in flight, issued before the previous one is
 	// applied so that Redis and the network work while we apply; nil when
@@ -233,10 +237,11 @@ func (c *consumer) run(ctx context.Context) {
 			}
 			c.lg.Warn("read partition logs", "partitions", len(r.after), "err", r.err)
 			c.trouble.readFailing = since(c.trouble.readFailing, time.Now())
-			sleep(ctx, readRetry)
+			_ = retry.Sleep(ctx, c.readPause.Next()) // the loop checks ctx
 			continue
 		}
 		c.trouble.readFailing = time.Time{}
+		c.readPause.Reset()
 		if len(r.res) > 0 && ctx.Err() == nil {
 			// The next read goes out before this one is applied. An empty
 			// read does not start one: the control steps above run first,
@@ -373,7 +378,7 @@ func (c *consumer) takeMissing(ctx context.Context) {
 		})
 	}
 	_ = g.Wait() // the takes report through errs
-	retry := false
+	again := false
 	for i, p := range todo {
 		e, err := c.want[p], errs[i]
 		switch {
@@ -388,19 +393,19 @@ func (c *consumer) takeMissing(ctx context.Context) {
 			c.refused[p] = e
 			c.lg.Error("cannot take partition: its snapshot does not restore", "partition", p, "epoch", e, "err", err)
 		default:
-			retry = true
+			again = true
 			c.lg.Warn("take partition", "partition", p, "epoch", e, "err", err)
 		}
 	}
-	if retry {
+	if again {
 		c.trouble.takeFailing = since(c.trouble.takeFailing, time.Now())
-		c.delay = min(max(2*c.delay, minRetry), maxRetry)
-		c.retryAt = time.Now().Add(c.delay)
-		c.lg.Warn("retrying the partitions not taken", "retry_in", c.delay)
+		d := c.takePause.Next()
+		c.retryAt = time.Now().Add(d)
+		c.lg.Warn("retrying the partitions not taken", "retry_in", d)
 		return
 	}
 	c.trouble.takeFailing = time.Time{}
-	c.delay = 0
+	c.takePause.Reset()
 }
 
 // apply applies r's entries of partition p in order, if they follow its

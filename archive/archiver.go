@@ -145,10 +145,8 @@ func (a *Archiver) Run(ctx context.Context, p int, epoch uint64) error {
 			return err
 		}
 		if len(got) == 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(a.cfg.Poll):
+			if err := retry.Sleep(ctx, a.cfg.Poll); err != nil {
+				return err
 			}
 			continue
 		}
@@ -228,7 +226,7 @@ func (a *Archiver) write(ctx context.Context, logger *slog.Logger, enc *encoder,
 // retry runs f until it succeeds, returns a retry.Permanent error, or
 // ctx ends, counting and logging the failures.
 func (a *Archiver) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
-	return retry.Do(ctx, retry.Policy{Min: a.cfg.RetryMin, Max: a.cfg.RetryMax}, func(failures int, err error) {
+	return retry.Do(ctx, retry.Policy{Min: a.cfg.RetryMin, Max: a.cfg.RetryMax}, func(failures int, err error, _ time.Duration) {
 		a.m.errors.WithLabelValues(opLabel(what)).Inc()
 		if failures == 1 || failures%10 == 0 {
 			logger.Warn("archive step failed, retrying", "step", what, "failures", failures, "err", err)

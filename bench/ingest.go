@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // batch is one encoded IngestStreamRequest.
@@ -75,28 +76,27 @@ type sender struct {
 func (s *sender) run(ctx context.Context, in <-chan *batch) error {
 	var unacked []*batch
 	failures := 0
-	for {
+	return retry.Do(ctx, streamPause, nil, func() error {
 		var err error
 		var done bool
 		unacked, done, err = s.stream(ctx, in, unacked)
-		if done {
+		switch {
+		case done:
 			return nil
-		}
-		if errors.Is(err, errRejected) || ctx.Err() != nil {
-			return err
+		case errors.Is(err, errRejected) || ctx.Err() != nil:
+			return retry.Permanent(err)
 		}
 		failures++
 		if failures > 20 {
-			return fmt.Errorf("ingest stream: %d failures in a row, last: %w", failures, err)
+			return retry.Permanent(fmt.Errorf("ingest stream: %d failures in a row, last: %w", failures, err))
 		}
 		s.retries.Add(1)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(failures) * 100 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
+
+// streamPause paces the streams that follow a failed one.
+var streamPause = retry.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // stream runs one IngestStream: it resends resend, then sends from in. It
 // returns done when in is closed and all was acknowledged; otherwise the

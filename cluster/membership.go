@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/clickagg/clickagg/retry"
 )
 
-// reRegisterRetry is the pause between failed registrations of a member
-// whose lease was lost.
-const reRegisterRetry = time.Second
+// reRegisterPause paces the registrations of a member whose lease was
+// lost: all the routers and queryds of a cluster lose theirs together
+// when etcd is away for longer than the TTL.
+var reRegisterPause = retry.Policy{Min: 100 * time.Millisecond, Max: time.Second}
 
 // Membership keeps a process registered for as long as it runs, for the
 // roles whose registration is only a listing: routers, queryds and
@@ -68,27 +71,26 @@ func (k *Membership) run(ctx context.Context) {
 		case <-r.Done():
 		}
 		k.lg.Warn("registration lease lost; registering again", "member", k.m.ID, "role", k.m.Role, "incarnation", r.Member().Incarnation)
-		for {
+		var next *Registration
+		err := retry.Do(ctx, reRegisterPause, func(_ int, err error, d time.Duration) {
+			k.lg.Warn("register again", "member", k.m.ID, "role", k.m.Role, "err", err, "retry_in", d)
+		}, func() error {
 			rctx, cancel := context.WithTimeout(ctx, k.ttl)
-			next, err := k.c.Register(rctx, k.m, k.ttl)
-			cancel()
-			if err == nil {
-				k.mu.Lock()
-				k.cur = next
-				k.mu.Unlock()
-				if k.onNew != nil {
-					k.onNew(next.Member())
-				}
-				k.lg.Info("registered again", "member", k.m.ID, "role", k.m.Role, "incarnation", next.Member().Incarnation)
-				break
-			}
-			k.lg.Warn("register again", "member", k.m.ID, "role", k.m.Role, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(reRegisterRetry):
-			}
+			defer cancel()
+			var err error
+			next, err = k.c.Register(rctx, k.m, k.ttl)
+			return err
+		})
+		if err != nil {
+			return // ctx ended: nothing else stops Do
 		}
+		k.mu.Lock()
+		k.cur = next
+		k.mu.Unlock()
+		if k.onNew != nil {
+			k.onNew(next.Member())
+		}
+		k.lg.Info("registered again", "member", k.m.ID, "role", k.m.Role, "incarnation", next.Member().Incarnation)
 	}
 }
 

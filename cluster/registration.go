@@ -18,7 +18,11 @@ import (
 var ErrLeaseLost = errors.New("cluster: registration lease lost")
 
 // keepAliveRetry is the pause between failed lease refreshes; several fit
-// in the smallest TTL, so a short etcd hiccup does not cost the lease.
+// in the smallest TTL, so a short etcd hiccup does not cost the lease. It
+// is fixed on purpose, not package retry's growing pauses: a pause that
+// grew could outlast the lease, and each member refreshes only its own
+// lease, on a schedule set by when it registered, so members do not
+// refresh in step.
 const keepAliveRetry = 200 * time.Millisecond
 
 // Registration is one life of a member: its key exists while its lease does.

@@ -32,10 +32,8 @@ func (s state) sameAs(o state) bool {
 	return true
 }
 
-const (
-	minRetry = 50 * time.Millisecond
-	maxRetry = 5 * time.Second
-)
+// getPause paces the Gets of a watch's resync while etcd is unavailable.
+var getPause = retry.Policy{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 
 // watch keeps a copy of key (of every key under it when prefix is set) and
 // calls emit with the full copy after the initial Get and after each change.
@@ -48,23 +46,22 @@ func (c *Client) watch(ctx context.Context, key string, prefix bool, emit func(s
 		opts = append(opts, clientv3.WithPrefix())
 	}
 	var last state
-	pause := minRetry
 	for {
-		resp, err := c.cli.Get(ctx, key, opts...)
+		var resp *clientv3.GetResponse
+		err := retry.Do(ctx, getPause, nil, func() error {
+			var err error
+			resp, err = c.cli.Get(ctx, key, opts...)
+			if err != nil && !c.retryable(err) {
+				return retry.Permanent(fmt.Errorf("get %s: %w", key, err))
+			}
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !c.retryable(err) {
-				return fmt.Errorf("get %s: %w", key, err)
-			}
-			if err := retry.Sleep(ctx, pause); err != nil {
-				return err
-			}
-			pause = min(2*pause, maxRetry)
-			continue
+			return err
 		}
-		pause = minRetry
 		st := make(state, len(resp.Kvs))
 		for _, kv := range resp.Kvs {
 			st[string(kv.Key)] = kv

@@ -18,15 +18,18 @@ import (
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/ring"
 )
 
 // joinDelayCap bounds how long joins wait, in JoinDelays after the first.
 const joinDelayCap = 5
 
+// retryPause paces the campaigns after a term ended, and the attempts to
+// assign after one failed.
+var retryPause = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
 const (
-	minBackoff    = 100 * time.Millisecond
-	maxBackoff    = 5 * time.Second
 	resignTimeout = 5 * time.Second
 	// commitTimeout bounds a leader write that must be attempted even
 	// though the term is ending (see term.execute).
@@ -179,7 +182,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 	}
-	backoff := minBackoff
+	// Not retry.Do: a term never ends well, and one that lasted a while
+	// starts the pauses again.
+	pause := retryPause.Backoff()
 	for {
 		start := time.Now()
 		err := c.lead(ctx)
@@ -190,13 +195,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return fmt.Errorf("coordinator: %w", err)
 		}
 		if time.Since(start) > time.Minute {
-			backoff = minBackoff
+			pause.Reset()
 		}
-		c.log.Warn("leadership ended, campaigning again", "member", c.cfg.ID, "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		d := pause.Next()
+		c.log.Warn("leadership ended, campaigning again", "member", c.cfg.ID, "err", err, "retry_in", d)
+		if retry.Sleep(ctx, d) != nil {
 			return nil
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -390,9 +395,9 @@ func (t *term) setMembers(ms []cluster.Member) {
 // waiting).
 func (t *term) run(ctx context.Context, updates <-chan []cluster.Member, reqs <-chan *request) error {
 	var (
-		pending   = true // members not yet reflected in a written assignment
-		retry     <-chan time.Time
-		backoff   = minBackoff
+		pending   = true           // members not yet reflected in a written assignment
+		again     <-chan time.Time // set while a failed assign waits to retry
+		pause     = retryPause.Backoff()
 		joining   <-chan time.Time // set while additions wait for JoinDelay
 		firstJoin time.Time        // when the waiting additions started
 	)
@@ -431,10 +436,10 @@ func (t *term) run(ctx context.Context, updates <-chan []cluster.Member, reqs <-
 				pending, joining = false, nil
 			}
 			continue
-		case <-retry:
-			retry = nil
+		case <-again:
+			again = nil
 		}
-		if !pending || retry != nil {
+		if !pending || again != nil {
 			continue
 		}
 		var err error
@@ -446,14 +451,18 @@ func (t *term) run(ctx context.Context, updates <-chan []cluster.Member, reqs <-
 		}
 		switch {
 		case err == nil:
-			pending, backoff = false, minBackoff
+			pending = false
+			pause.Reset()
 		case errors.Is(err, cluster.ErrNotLeader), fatal(err):
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
 		default:
-			t.c.log.Warn("assign", "err", err, "retry_in", backoff)
-			retry, backoff = time.After(backoff), min(2*backoff, maxBackoff)
+			// Not retry.Do: the term keeps serving membership changes and
+			// admin requests while it waits.
+			d := pause.Next()
+			t.c.log.Warn("assign", "err", err, "retry_in", d)
+			again = time.After(d)
 		}
 	}
 }
@@ -614,7 +623,7 @@ func (t *term) awaitServing(ctx context.Context, a cluster.Assignment, parts []i
 				}
 			}
 		}
-		if len(waiting) > 0 && !sleep(ctx, wavePoll) {
+		if len(waiting) > 0 && retry.Sleep(ctx, wavePoll) != nil {
 			return
 		}
 	}
@@ -625,18 +634,6 @@ func (t *term) awaitServing(ctx context.Context, a cluster.Assignment, parts []i
 
 // wavePoll is how often awaitServing asks the new owners.
 const wavePoll = 50 * time.Millisecond
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // conn returns the connection to the server at addr.
 func (c *Coordinator) conn(addr string) (grpc.ClientConnInterface, error) {

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -117,6 +119,38 @@ func TestVerifyRedis(t *testing.T) {
 	mine.Close()
 	if err := VerifyRedis(ctx, cl, mine, "p", "mine"); err == nil || errors.Is(err, ErrWrongRedis) {
 		t.Fatalf("unreachable redis: %v, want a transient error", err)
+	}
+}
+
+// TestGateRun runs the gate against a real etcd and real Redis servers: a
+// Redis that is not reachable is retried until ctx ends, without passing;
+// another cluster's Redis is refused at once; the cluster's own passes.
+func TestGateRun(t *testing.T) {
+	ctx := context.Background()
+	cl := cluster.NewClient(testserver.EtcdClient(t), "/test")
+	mine, other, gone := testserver.RedisClient(t), testserver.RedisClient(t), testserver.RedisClient(t)
+	gone.Close()
+	run := func(ctx context.Context, rdb redis.Cmdable) (*Gate, int, error) {
+		g, attempts := NewGate(), 0
+		err := g.Run(ctx, func(ctx context.Context) error {
+			attempts++
+			return VerifyRedis(ctx, cl, rdb, "p", "addr")
+		}, slog.New(slog.DiscardHandler))
+		return g, attempts, err
+	}
+	passed := func(g *Gate) bool { return g.Check(ctx) == nil }
+
+	if g, n, err := run(ctx, mine); err != nil || n != 1 || !passed(g) {
+		t.Fatalf("the cluster's redis: %v after %d attempts, passed %v; want nil after 1, passed", err, n, passed(g))
+	}
+	if g, n, err := run(ctx, other); !errors.Is(err, ErrWrongRedis) || n != 1 || passed(g) {
+		t.Fatalf("another redis: %v after %d attempts, passed %v; want ErrWrongRedis after 1, not passed", err, n, passed(g))
+	}
+	// verifyPause starts at 100ms: a second is several attempts.
+	tctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if g, n, err := run(tctx, gone); err != nil || n < 2 || passed(g) {
+		t.Fatalf("unreachable redis: %v after %d attempts, passed %v; want nil after several, not passed", err, n, passed(g))
 	}
 }
 

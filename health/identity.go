@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/redisconf"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // ErrWrongRedis means the member's Redis is not its cluster's Redis:
@@ -107,14 +107,12 @@ func (g *Gate) Wait(ctx context.Context) error {
 	}
 }
 
-// Backoff between attempts to verify a Redis that cannot be reached.
-const (
-	minRetry = 100 * time.Millisecond
-	maxRetry = 5 * time.Second
-	// attemptTimeout bounds one verification, so that a Redis that does
-	// not answer is reported and retried rather than waited on.
-	attemptTimeout = 5 * time.Second
-)
+// verifyPause paces the attempts to verify a Redis that cannot be reached.
+var verifyPause = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// attemptTimeout bounds one verification, so that a Redis that does not
+// answer is reported and retried rather than waited on.
+const attemptTimeout = 5 * time.Second
 
 // Run calls verify until it succeeds, then passes the gate and returns
 // nil. An ErrWrongRedis, or a redisconf.ErrCredentials (Redis answers but
@@ -122,36 +120,31 @@ const (
 // Any other error is retried with jittered backoff until ctx ends (then
 // Run returns nil).
 func (g *Gate) Run(ctx context.Context, verify func(ctx context.Context) error, lg *slog.Logger) error {
-	delay := minRetry
-	for {
+	err := retry.Do(ctx, verifyPause, func(_ int, err error, next time.Duration) {
+		lg.Warn("verify redis identity", "err", err, "retry_in", next)
+	}, func() error {
 		vctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		err := verify(vctx)
-		cancel()
 		switch {
-		case err == nil:
-			g.Pass()
-			lg.Info("redis identity verified")
-			return nil
-		case ctx.Err() != nil:
-			return nil
+		case err == nil || ctx.Err() != nil:
+			return err
 		case errors.Is(err, ErrWrongRedis):
 			lg.Error("refusing to join: wrong redis", "err", err)
-			return err
+			return retry.Permanent(err)
 		case errors.Is(err, redisconf.ErrCredentials):
 			lg.Error("refusing to join: redis refused the credentials", "err", err)
-			return err
+			return retry.Permanent(err)
 		}
-		// Half to all of delay, so that a cluster restarted at once does
-		// not retry in step.
-		wait := delay/2 + rand.N(delay/2+1)
-		lg.Warn("verify redis identity", "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(2*delay, maxRetry)
+		return err
+	})
+	switch {
+	case err == nil:
+		g.Pass()
+		lg.Info("redis identity verified")
+		return nil
+	case ctx.Err() != nil:
+		return nil
 	}
+	return err
 }

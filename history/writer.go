@@ -136,8 +136,8 @@ func (w *Writer) Run(ctx context.Context, p int, epoch uint64, src Source) error
 			// whose minutes are all in memory.
 			first, ok := src.FirstMinute()
 			if !ok {
-				if !w.sleep(ctx) {
-					return ctx.Err()
+				if err := retry.Sleep(ctx, w.cfg.Poll); err != nil {
+					return err
 				}
 				continue
 			}
@@ -150,8 +150,8 @@ func (w *Writer) Run(ctx context.Context, p int, epoch uint64, src Source) error
 		rows, err := src.Final(next, end)
 		switch {
 		case errors.Is(err, tally.ErrNotFinal):
-			if !w.sleep(ctx) {
-				return ctx.Err()
+			if err := retry.Sleep(ctx, w.cfg.Poll); err != nil {
+				return err
 			}
 			continue
 		case errors.Is(err, tally.ErrGone) && !started:
@@ -278,19 +278,10 @@ func permanentIfBad(err error) error {
 	return err
 }
 
-func (w *Writer) sleep(ctx context.Context) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(w.cfg.Poll):
-		return true
-	}
-}
-
 // retry runs f until it succeeds, returns a retry.Permanent error, or
 // ctx ends, counting and logging the failures.
 func (w *Writer) retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
-	return retry.Do(ctx, retry.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}, func(failures int, err error) {
+	return retry.Do(ctx, retry.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}, func(failures int, err error, _ time.Duration) {
 		w.m.errors.Inc()
 		if failures == 1 || failures%10 == 0 {
 			logger.Warn("history step failed, retrying", "step", what, "failures", failures, "err", err)

@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/clickagg/clickagg/retry"
 )
 
 // ErrStale is returned by Follower.Table when the copy of the table was not
@@ -214,12 +216,7 @@ func (f *Follower) watchLoop(ctx context.Context) {
 		// The watch ended (compaction, lost leader, etcd gone): the
 		// confirmations keep the copy current; watch again after a pause,
 		// from what they have read by then.
-		t := time.NewTimer(f.cfg.ConfirmInterval)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		_ = retry.Sleep(ctx, f.cfg.ConfirmInterval) // the loop checks ctx
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // Config is the shape and rate of the synthetic load.
@@ -103,6 +104,9 @@ func (g *Generator) Next(t time.Time) *clickaggv1.ClickEvent {
 	}
 }
 
+// ingestPause paces the resends of a batch the router did not take.
+var ingestPause = retry.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+
 // Run sends clicks at cfg.Rate until ctx ends or cfg.Duration passes.
 func Run(ctx context.Context, cfg Config, st *Stats) error {
 	if err := cfg.Validate(); err != nil {
@@ -140,22 +144,15 @@ func Run(ctx context.Context, cfg Config, st *Stats) error {
 		}
 		// Plain Ingest retried on failure: the same events (same ids) are
 		// sent again, which the cluster counts once.
-		for attempt := 0; ; attempt++ {
-			resp, err := client.Ingest(ctx, req)
-			if err == nil {
-				st.Sent.Add(int64(len(req.Events)))
-				st.Accepted.Add(resp.Accepted)
-				st.Rejected.Add(int64(len(resp.Rejected)))
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, 2*time.Second)):
-			}
+		var resp *clickaggv1.IngestResponse
+		if retry.Do(ctx, ingestPause, nil, func() (err error) {
+			resp, err = client.Ingest(ctx, req)
+			return err
+		}) != nil {
+			return nil // only ctx ends Do
 		}
+		st.Sent.Add(int64(len(req.Events)))
+		st.Accepted.Add(resp.Accepted)
+		st.Rejected.Add(int64(len(resp.Rejected)))
 	}
 }

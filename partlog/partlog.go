@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/durable"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // dataField is the one field of every stream entry.
@@ -174,12 +175,8 @@ func (l *Log) Read(ctx context.Context, after map[int]string, count int64, block
 		if wait <= 0 {
 			return out, nil
 		}
-		t := time.NewTimer(min(wait, l.poll))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("read %d partitions: %w", len(after), ctx.Err())
-		case <-t.C:
+		if err := retry.Sleep(ctx, min(wait, l.poll)); err != nil {
+			return nil, fmt.Errorf("read %d partitions: %w", len(after), err)
 		}
 	}
 }

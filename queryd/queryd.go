@@ -20,6 +20,7 @@ import (
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/topn"
 )
@@ -351,6 +352,9 @@ func (q *Queryd) client(addr string) (clickaggv1.AggregatorServiceClient, error)
 	return c, nil
 }
 
+// movePause paces withRetry's calls while the directory stays the same.
+var movePause = retry.Policy{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
+
 // withRetry runs call against the current directory and, while it fails
 // for unavailability, again (at once when the directory changed, else after
 // a short backoff) until MoveWait has passed: a partition in a live handoff
@@ -361,7 +365,9 @@ func (q *Queryd) withRetry(ctx context.Context, call func(*directory) error) err
 	// Wall clock, not q.now: the wait is real time whatever clock defines
 	// minutes.
 	deadline := time.Now().Add(q.cfg.MoveWait)
-	backoff := 20 * time.Millisecond
+	// Not retry.Do: a new directory is asked at once, and no pause may
+	// end past the deadline.
+	pause := movePause.Backoff()
 	d := q.dir.Load()
 	err := call(d)
 	for tries := 0; err != nil && errors.Is(err, ErrUnavailable) && ctx.Err() == nil; tries++ {
@@ -369,17 +375,14 @@ func (q *Queryd) withRetry(ctx context.Context, call func(*directory) error) err
 		switch {
 		case d2.gen != d.gen && (tries == 0 || time.Now().Before(deadline)):
 			// The directory moved on: ask the new owners at once.
-		case time.Now().Add(backoff).After(deadline):
-			return err
 		default:
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			wait := pause.Next()
+			if time.Now().Add(wait).After(deadline) {
+				return err
 			}
-			backoff = min(2*backoff, 250*time.Millisecond)
+			if err := retry.Sleep(ctx, wait); err != nil {
+				return err
+			}
 			d2 = q.dir.Load()
 		}
 		d = d2

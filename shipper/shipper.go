@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // Stats are the shipper's counters, safe to read while it runs.
@@ -123,36 +123,46 @@ type sender struct {
 // ended. Rejection indexes are those of events. A request too large for
 // the router (RESOURCE_EXHAUSTED) is split in halves.
 func (s *sender) send(ctx context.Context, events []*clickaggv1.ClickEvent) (*clickaggv1.IngestResponse, error) {
-	backoff := s.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
+	var (
+		resp   *clickaggv1.IngestResponse
+		failed int  // the router of the last failure
+		split  bool // too large for the router: send it in halves
+	)
+	err := retry.Do(ctx, retry.Policy{Min: s.cfg.RetryMin, Max: s.cfg.RetryMax}, func(attempt int, err error, next time.Duration) {
+		s.lg.Warn("ingest failed, retrying", "router", s.cfg.Routers[failed], "attempt", attempt, "events", len(events), "retry_in", next, "err", err)
+	}, func() error {
 		i := s.next
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		resp, err := s.clients[i].Ingest(cctx, &clickaggv1.IngestRequest{Events: events})
-		cancel()
-		if err == nil {
-			return resp, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if status.Code(err) == codes.ResourceExhausted && len(events) > 1 {
-			return s.sendHalves(ctx, events)
+		defer cancel()
+		var err error
+		resp, err = s.clients[i].Ingest(cctx, &clickaggv1.IngestRequest{Events: events})
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return retry.Permanent(ctx.Err())
+		case status.Code(err) == codes.ResourceExhausted && len(events) > 1:
+			split = true
+			return retry.Permanent(err)
 		}
 		// Every other failure may be transient, and an event is never
 		// dropped: try the next router after a capped, jittered backoff.
 		// The router may have appended part of the batch; the retry
 		// carries the same event_ids and the aggregators drop duplicates.
 		s.stats.Retries.Add(1)
-		s.next = (s.next + 1) % len(s.clients)
-		wait := backoff/2 + rand.N(backoff/2+1)
-		s.lg.Warn("ingest failed, retrying", "router", s.cfg.Routers[i], "attempt", attempt, "events", len(events), "retry_in", wait, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, s.cfg.RetryMax)
+		failed, s.next = i, (i+1)%len(s.clients)
+		return err
+	})
+	switch {
+	case err == nil:
+		return resp, nil
+	case split:
+		return s.sendHalves(ctx, events)
 	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, err // not reached: only ctx ends Do otherwise
 }
 
 func (s *sender) sendHalves(ctx context.Context, events []*clickaggv1.ClickEvent) (*clickaggv1.IngestResponse, error) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // maxLine bounds a line; a longer one is reported as malformed.
@@ -65,10 +66,8 @@ func (t *tailer) run(ctx context.Context) error {
 		if moved {
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(t.s.cfg.PollInterval):
+		if err := retry.Sleep(ctx, t.s.cfg.PollInterval); err != nil {
+			return err
 		}
 	}
 }
@@ -156,10 +155,8 @@ func (t *tailer) resume(ctx context.Context) error {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(t.s.cfg.PollInterval):
+		if err := retry.Sleep(ctx, t.s.cfg.PollInterval); err != nil {
+			return err
 		}
 	}
 }
@@ -433,10 +430,8 @@ func (t *tailer) successor(ctx context.Context, cur os.FileInfo) (*os.File, os.F
 			}
 			f.Close()
 		}
-		select {
-		case <-ctx.Done():
-			return nil, nil, "", ctx.Err()
-		case <-time.After(t.s.cfg.PollInterval):
+		if err := retry.Sleep(ctx, t.s.cfg.PollInterval); err != nil {
+			return nil, nil, "", err
 		}
 	}
 }
