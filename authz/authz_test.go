@@ -92,7 +92,7 @@ token:billing          query
 // start runs a gRPC server with TLS that asks for client certificates
 // and leaves them to the authorizer, as cli.Server does with
 // -auth.policy-file.
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	e := &env{dir: t.TempDir(), ca: tlstest.NewCA(t, "clickagg-ca"), h: &handlers{}, reg: prometheus.NewRegistry(), log: &testsupport.SyncBuffer{}}
 	srvDir := filepath.Join(e.dir, "server")
@@ -133,7 +133,7 @@ func start(t *testing.T) *env {
 	return e
 }
 
-func mkdir(t *testing.T, dir string) {
+func mkdir(t testing.TB, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func mkdir(t *testing.T, dir string) {
 
 // client dials the server verifying it against the CA, presenting leaf
 // (if any) and sending token (if any).
-func (e *env) client(t *testing.T, name string, leaf *tlstest.Leaf, token string) *grpc.ClientConn {
+func (e *env) client(t testing.TB, name string, leaf *tlstest.Leaf, token string) *grpc.ClientConn {
 	t.Helper()
 	dir := filepath.Join(e.dir, "client-"+name)
 	mkdir(t, dir)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -22,6 +23,10 @@ type TLS struct {
 	// verifyLater: servers ask for client certificates but leave their
 	// verification to VerifyClient (DeferClientVerification).
 	verifyLater bool
+	// verified remembers the client certificates VerifyClient accepted
+	// (see there).
+	vmu      sync.Mutex
+	verified map[*x509.Certificate]verdict
 
 	mu      sync.Mutex // serializes reloads
 	files   *fileSet
@@ -201,19 +206,59 @@ func (t *TLS) VerifyClient(state *tls.ConnectionState) (*x509.Certificate, error
 	if len(state.VerifiedChains) > 0 {
 		return leaf, nil
 	}
-	m := t.current()
+	// The set loaded now, not checked against the files: that is done
+	// at every handshake, and a stat per call would cost more than the
+	// rest of the call's authorization.
+	t.mu.Lock()
+	m := t.cur
+	t.mu.Unlock()
 	if m.pool == nil {
 		return nil, errors.New("client certificates are not accepted: no -tls.ca-file to verify them against")
+	}
+	now := time.Now()
+	t.vmu.Lock()
+	v, ok := t.verified[leaf]
+	t.vmu.Unlock()
+	if ok && v.m == m && now.Before(v.until) {
+		return leaf, nil
 	}
 	inter := x509.NewCertPool()
 	for _, c := range state.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
 		return nil, err
 	}
+	until := leaf.NotAfter
+	for _, c := range chains[0] {
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	t.vmu.Lock()
+	if len(t.verified) >= maxVerified || t.verified == nil {
+		t.verified = make(map[*x509.Certificate]verdict)
+	}
+	t.verified[leaf] = verdict{m: m, until: until}
+	t.vmu.Unlock()
 	return leaf, nil
 }
+
+// verdict is a client certificate VerifyClient accepted: under which CA
+// set, and until when its chain is valid.
+type verdict struct {
+	m     *material
+	until time.Time
+}
+
+// maxVerified bounds the remembered verdicts. A connection's calls share
+// its certificate (the same *x509.Certificate, parsed once at its
+// handshake), so the chain of a long-lived connection is verified once,
+// not per call (an ECDSA chain costs about 100µs); a verdict holds while
+// the CA set is the same and the chain unexpired. Past the bound the
+// verdicts are dropped together, and each connection verifies once more.
+const maxVerified = 4096
 
 // ClientConfig returns a client config built from the files as they are
 // now: the CA that verifies the server, -tls.server-name, and the
