@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -488,11 +489,11 @@ func profileShares(cpu []byte) string {
 	if len(cpu) == 0 {
 		return ""
 	}
-	p, err := ParseProfile(cpu)
+	p, err := profile.ParseData(cpu)
 	if err != nil {
 		return ""
 	}
-	shares, err := p.Share("cpu", profileGroups)
+	shares, err := groupShares(p, "cpu", profileGroups)
 	if err != nil {
 		return ""
 	}
@@ -522,8 +523,8 @@ func profiles(cpu, queries, heap, recovery []byte) []ProfileTop {
 	out = append(out, cpuTops(queries, "CPU profile of the cluster's query phase (in-process cluster", 15)...)
 	out = append(out, cpuTops(recovery, "CPU profile of the recovery of the snapshotted partitions (claim, load, restore", 15)...)
 	if len(heap) > 0 {
-		if p, err := ParseProfile(heap); err == nil {
-			if stats, total, err := p.Top("inuse_space"); err == nil {
+		if p, err := profile.ParseData(heap); err == nil {
+			if stats, total, err := funcTop(p, "inuse_space"); err == nil {
 				out = append(out, ProfileTop{
 					Title: "Heap profile after ingest (in use, top 15 by flat)",
 					Text:  FormatTop(stats, total, 15, func(v int64) string { return formatBytes(float64(v)) }),
@@ -557,11 +558,11 @@ func cpuTops(cpu []byte, title string, n int) []ProfileTop {
 	if len(cpu) == 0 {
 		return nil
 	}
-	p, err := ParseProfile(cpu)
+	p, err := profile.ParseData(cpu)
 	if err != nil {
 		return nil
 	}
-	stats, total, err := p.Top("cpu")
+	stats, total, err := funcTop(p, "cpu")
 	if err != nil {
 		return nil
 	}

@@ -2,128 +2,63 @@ package bench
 
 import (
 	"bytes"
-	"compress/gzip"
 	"runtime"
 	"runtime/pprof"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"github.com/google/pprof/profile"
 )
 
-// profileBuilder writes a pprof profile by hand, so that the test knows
-// every value in it.
-type profileBuilder struct {
-	b    []byte
-	strs map[string]uint64
-	list []string
-}
-
-func (p *profileBuilder) str(s string) uint64 {
-	if p.strs == nil {
-		p.strs = map[string]uint64{"": 0}
-		p.list = []string{""}
+// testProfile is a CPU profile whose every value the test knows.
+func testProfile() *profile.Profile {
+	fns := []*profile.Function{
+		{ID: 1, Name: "main.main"},
+		{ID: 2, Name: "pkg.work"},
+		{ID: 3, Name: "pkg.inlined"},
+		{ID: 4, Name: "runtime.mallocgc"},
 	}
-	if i, ok := p.strs[s]; ok {
-		return i
-	}
-	p.strs[s] = uint64(len(p.list))
-	p.list = append(p.list, s)
-	return p.strs[s]
-}
-
-func (p *profileBuilder) msg(n protowire.Number, body []byte) {
-	p.b = protowire.AppendTag(p.b, n, protowire.BytesType)
-	p.b = protowire.AppendBytes(p.b, body)
-}
-
-func varintField(b []byte, n protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, n, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-func (p *profileBuilder) sampleType(typ string) {
-	p.msg(profSampleType, varintField(varintField(nil, valueTypeType, p.str(typ)), 2, p.str("unit")))
-}
-
-// sample adds a stack (leaf first) with values; packed chooses the
-// encoding of the repeated fields.
-func (p *profileBuilder) sample(locs []uint64, vals []int64, packed bool) {
-	var b []byte
-	if packed {
-		var l, v []byte
-		for _, x := range locs {
-			l = protowire.AppendVarint(l, x)
+	// location returns a location whose lines call funcs (innermost first).
+	location := func(id uint64, funcs ...*profile.Function) *profile.Location {
+		l := &profile.Location{ID: id}
+		for _, f := range funcs {
+			l.Line = append(l.Line, profile.Line{Function: f})
 		}
-		for _, x := range vals {
-			v = protowire.AppendVarint(v, uint64(x))
-		}
-		b = protowire.AppendTag(b, sampleLocation, protowire.BytesType)
-		b = protowire.AppendBytes(b, l)
-		b = protowire.AppendTag(b, sampleValue, protowire.BytesType)
-		b = protowire.AppendBytes(b, v)
-	} else {
-		for _, x := range locs {
-			b = varintField(b, sampleLocation, x)
-		}
-		for _, x := range vals {
-			b = varintField(b, sampleValue, uint64(x))
-		}
+		return l
 	}
-	p.msg(profSample, b)
-}
-
-// location adds location id whose lines call funcs (innermost first).
-func (p *profileBuilder) location(id uint64, funcs ...uint64) {
-	b := varintField(nil, locationID, id)
-	for _, f := range funcs {
-		b = protowire.AppendTag(b, locationLine, protowire.BytesType)
-		b = protowire.AppendBytes(b, varintField(nil, lineFunction, f))
+	mainLoc := location(10, fns[0])
+	workLoc := location(20, fns[2], fns[1]) // pkg.inlined inlined into pkg.work
+	mallocLoc := location(30, fns[3])
+	type locs = []*profile.Location
+	return &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		Sample: []*profile.Sample{ // stacks leaf first
+			{Location: locs{workLoc, mainLoc}, Value: []int64{1, 100}},             // main → work → inlined
+			{Location: locs{mallocLoc, workLoc, mainLoc}, Value: []int64{1, 40}},   // ... → mallocgc
+			{Location: locs{mainLoc}, Value: []int64{1, 10}},                       // main itself
+			{Location: locs{mallocLoc, mallocLoc, mainLoc}, Value: []int64{1, 50}}, // recursion counts once in cum
+		},
+		Location: locs{mainLoc, workLoc, mallocLoc},
+		Function: fns,
 	}
-	p.msg(profLocation, b)
-}
-
-func (p *profileBuilder) function(id uint64, name string) {
-	p.msg(profFunction, varintField(varintField(nil, functionID, id), functionName, p.str(name)))
-}
-
-func (p *profileBuilder) bytes(gz bool) []byte {
-	out := p.b
-	for _, s := range p.list {
-		out = protowire.AppendTag(out, profStringTable, protowire.BytesType)
-		out = protowire.AppendString(out, s)
-	}
-	if !gz {
-		return out
-	}
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	w.Write(out)
-	w.Close()
-	return buf.Bytes()
 }
 
 func TestProfileTopFlatAndCum(t *testing.T) {
-	var p profileBuilder
-	p.sampleType("samples")
-	p.sampleType("cpu")
-	p.function(1, "main.main")
-	p.function(2, "pkg.work")
-	p.function(3, "pkg.inlined")
-	p.function(4, "runtime.mallocgc")
-	p.location(10, 1)
-	p.location(20, 3, 2) // pkg.inlined inlined into pkg.work
-	p.location(30, 4)
-	p.sample([]uint64{20, 10}, []int64{1, 100}, true)     // main → work → inlined
-	p.sample([]uint64{30, 20, 10}, []int64{1, 40}, false) // ... → mallocgc
-	p.sample([]uint64{10}, []int64{1, 10}, true)          // main itself
-	p.sample([]uint64{30, 30, 10}, []int64{1, 50}, false) // recursion counts once in cum
 	for _, gz := range []bool{false, true} {
-		prof, err := ParseProfile(p.bytes(gz))
+		// Through the encoding, as the bench reads the profiler's output.
+		var buf bytes.Buffer
+		write := testProfile().WriteUncompressed
+		if gz {
+			write = testProfile().Write
+		}
+		if err := write(&buf); err != nil {
+			t.Fatal(err)
+		}
+		prof, err := profile.ParseData(buf.Bytes())
 		if err != nil {
 			t.Fatal(err)
 		}
-		stats, total, err := prof.Top("cpu")
+		stats, total, err := funcTop(prof, "cpu")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +79,7 @@ func TestProfileTopFlatAndCum(t *testing.T) {
 				t.Errorf("stats[%d] = %+v, want %+v", i, stats[i], want[i])
 			}
 		}
-		shares, err := prof.Share("cpu", map[string][]string{"pkg": {"pkg."}, "gc": {"runtime.malloc"}, "none": {"nothing"}})
+		shares, err := groupShares(prof, "cpu", map[string][]string{"pkg": {"pkg."}, "gc": {"runtime.malloc"}, "none": {"nothing"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +91,7 @@ func TestProfileTopFlatAndCum(t *testing.T) {
 			t.Errorf("FormatTop:\n%s", text)
 		}
 	}
-	if _, _, err := (&Profile{SampleTypes: []string{"cpu"}}).Top("inuse_space"); err == nil {
+	if _, _, err := funcTop(&profile.Profile{SampleType: []*profile.ValueType{{Type: "cpu"}}}, "inuse_space"); err == nil {
 		t.Error("Top of a missing sample type did not fail")
 	}
 }
@@ -171,11 +106,11 @@ func TestParseRealHeapProfile(t *testing.T) {
 	if err := pprof.Lookup("heap").WriteTo(&buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	prof, err := ParseProfile(buf.Bytes())
+	prof, err := profile.ParseData(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	stats, total, err := prof.Top("inuse_space")
+	stats, total, err := funcTop(prof, "inuse_space")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +125,7 @@ func TestParseRealHeapProfile(t *testing.T) {
 		t.Errorf("profile attributes %d of %d bytes to this test, want about 64 MiB", mine, total)
 	}
 	runtime.KeepAlive(keep)
-	if _, err := ParseProfile([]byte{0xff, 0xff}); err == nil {
+	if _, err := profile.ParseData([]byte{0xff, 0xff}); err == nil {
 		t.Error("garbage parsed as a profile")
 	}
 }
