@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build tools proto proto-check lint subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
+.PHONY: all build tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
 
 all: build
 
@@ -34,6 +34,15 @@ lint: tools subjects
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
+	$(MAKE) --no-print-directory nobench-check
+
+# nobench-check: the release image's build (-tags nobench, Dockerfile)
+# compiles and links neither the bench nor its pprof reader.
+nobench-check:
+	$(GO) vet -tags nobench ./cli/ ./cmd/clickagg
+	$(BIN)/staticcheck -tags nobench ./cli/ ./cmd/clickagg
+	@if $(GO) list -deps -tags nobench ./cmd/clickagg | grep -E '^github.com/(clickagg/clickagg/bench|google/pprof)'; then \
+		echo "the nobench build (the release image) links the packages above" >&2; exit 1; fi
 
 # subjects fails when a commit subject is over 72 characters (CONTRIBUTING.md).
 # The rule starts at SUBJECTS_SINCE: the history before it has long subjects

@@ -6,6 +6,13 @@
 //	                                         a redis-server child, all roles, synthetic clicks
 //	clickagg loadgen                         send synthetic clicks to a router
 //	clickagg ship                            tail click log files, send them to routers exactly once
+//	clickagg bench                           measure a cluster and two baselines (package bench)
+//
+// The bench is a developer's tool: the files of clickagg bench are built
+// unless the tag nobench is set, and the release image sets it
+// (Dockerfile), so that the server binary carries neither package bench
+// nor its pprof reader; there, nobench.go answers clickagg bench with an
+// error.
 //
 // Every flag can also be set from the environment as CLICKAGG_ followed by
 // the flag name upper-cased with dots and dashes turned into underscores
