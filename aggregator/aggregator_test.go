@@ -333,7 +333,7 @@ func TestCorruptEntry(t *testing.T) {
 
 // startCrashing starts aggregator agg-0 owning all 4 partitions at epoch 1,
 // snapshotting every minute of a fake clock, for a test that crashes it.
-func startCrashing(t *testing.T) (*env, *testsupport.Clock, Config, *node, cluster.Member) {
+func startCrashing(t *testing.T) (*env, *testsupport.Clock, nodeConfig, *node, cluster.Member) {
 	e := newEnv(t, 4)
 	clock := testsupport.NewClock(time.Now())
 	cfg := testConfig("agg-0")
@@ -346,7 +346,7 @@ func startCrashing(t *testing.T) (*env, *testsupport.Clock, Config, *node, clust
 
 // succeed starts the successor of the crashed agg-0 (m1) and gives it all
 // 4 partitions at epoch 2, once they serve.
-func (e *env) succeed(cfg Config, clock *testsupport.Clock, m1 cluster.Member) *node {
+func (e *env) succeed(cfg nodeConfig, clock *testsupport.Clock, m1 cluster.Member) *node {
 	b := e.start(cfg, e.cl, clock.Now)
 	m2 := member(e.t, e.cl, "agg-0", m1.Incarnation)
 	e.assign(owners(4, m2, 2))
@@ -776,14 +776,14 @@ func TestConfig(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	cfg := testConfig("agg-0")
 	cfg.ReadCount = 0
-	a := New(cfg, nil, nil, nil, nil, time.Now)
+	a := New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := a.Run(ctx); err == nil {
 		t.Fatal("Run with read count 0 returned nil")
 	}
 	cfg = testConfig("agg-0")
-	a = New(cfg, nil, nil, nil, nil, time.Now) // no advertise address
+	a = New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now) // no advertise address
 	if err := a.Run(ctx); err == nil {
 		t.Fatal("Run without advertise address returned nil")
 	}

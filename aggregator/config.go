@@ -12,9 +12,6 @@ import (
 
 // Config configures an Aggregator.
 type Config struct {
-	// ID is the member ID in etcd. It must be stable across restarts of the
-	// same aggregator (a StatefulSet pod name); empty means the hostname.
-	ID string
 	// AdvertiseAddr is the gRPC address queryd and the coordinator dial; the
 	// process that runs the aggregator sets it.
 	AdvertiseAddr string
@@ -82,8 +79,6 @@ const maxReadBlock = 10 * time.Second
 // RegisterFlags registers the aggregator's flags on fs with their defaults.
 // AdvertiseAddr has no flag: the process sets it from its listen address.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "aggregator.id", "",
-		"Member ID of this aggregator in etcd; empty means the process's -id, or the hostname. Keep it stable across restarts (a StatefulSet pod name) so that operators can follow a member.")
 	c.RedisPrefix = DefaultRedisPrefix
 	// The lease TTL comes from -etcd.lease-ttl, which the process sets here:
 	// one knob for how soon any dead member is noticed.

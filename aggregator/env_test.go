@@ -258,9 +258,14 @@ type node struct {
 	once   sync.Once
 }
 
-func testConfig(id string) Config {
-	return Config{
-		ID:               id,
+// nodeConfig is an aggregator's configuration and its member ID.
+type nodeConfig struct {
+	Config
+	id string
+}
+
+func testConfig(id string) nodeConfig {
+	return nodeConfig{id: id, Config: Config{
 		RedisPrefix:      redisPrefix,
 		LeaseTTL:         leaseTTL,
 		SnapshotInterval: 50 * time.Millisecond,
@@ -272,12 +277,12 @@ func testConfig(id string) Config {
 		RawRetention:     DefaultRawRetention,
 		ReleaseTimeout:   DefaultReleaseTimeout,
 		LeaveTimeout:     DefaultLeaveTimeout,
-	}
+	}}
 }
 
 // start runs an aggregator against cl (the env's cluster, or another
 // view of it) with its own Redis client, so that a test can cut it off.
-func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts ...Option) *node {
+func (e *env) start(cfg nodeConfig, cl *cluster.Client, now func() time.Time, opts ...Option) *node {
 	t := e.t
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -286,8 +291,8 @@ func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts .
 	}
 	cfg.AdvertiseAddr = lis.Addr().String()
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, Password: e.rdb.Options().Password})
-	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.ID)
-	a := New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
+	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.id)
+	a := New(cfg.Config, cfg.id, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, NewServer(a))
 	go func() { _ = gs.Serve(lis) }()

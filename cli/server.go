@@ -106,7 +106,7 @@ type ServerConfig struct {
 func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.Target, "target", "all", "roles to run, comma-separated: router, aggregator, coordinator, queryd, or all")
-	fs.StringVar(&c.ID, "id", host, "member id of this process in etcd; must be unique per role and stable across restarts of the same aggregator (a StatefulSet pod name)")
+	fs.StringVar(&c.ID, "id", host, "name of this process: its member ID in etcd, the coordinator's in the election, the router's in every log entry; unique per role, stable across an aggregator's restarts (a StatefulSet pod name)")
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
 	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz (liveness), /readyz (readiness), and queryd's JSON API under /v1/; empty disables it")
@@ -223,7 +223,7 @@ func (c *ServerConfig) Validate() error {
 		var err error
 		switch r {
 		case RoleRouter:
-			err = c.Router.Validate()
+			err = cmp.Or(c.Router.Validate(), router.ValidateID(c.ID))
 			// The router gives up on an append after its timeout, so a
 			// wait as long never acknowledges anything.
 			if w := c.Redis.WaitTimeout; err == nil && c.Redis.WaitReplicas > 0 && w >= c.Router.AppendTimeout {
@@ -519,11 +519,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	if s.has(RoleRouter) {
-		rc := cfg.Router
-		if rc.ID == "" {
-			rc.ID = cfg.ID
-		}
-		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg), router.WithMemoryBound(plog))
+		r := router.New(cfg.Router, cfg.ID, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg), router.WithMemoryBound(plog))
 		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
 		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 		s.router = r
@@ -531,9 +527,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.has(RoleAggregator) {
 		ac := cfg.Aggregator
-		if ac.ID == "" {
-			ac.ID = cfg.ID
-		}
 		ac.AdvertiseAddr = advertise
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
@@ -578,7 +571,7 @@ func (s *Server) Run(ctx context.Context) error {
 				aggregator.WithHistoryReader(hr, aggregator.HistoryMarks{Store: store}))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
-		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
+		a := aggregator.New(ac, cfg.ID, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a
@@ -600,12 +593,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.has(RoleCoordinator) {
 		cc := cfg.Coordinator
-		if cc.ID == "" {
-			cc.ID = cfg.ID
-		}
 		cc.AdvertiseAddr = advertise
 		cc.MaxIDLength = cfg.Router.MaxIDLength
-		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
+		c := coordinator.New(cc, cfg.ID, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
