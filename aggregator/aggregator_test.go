@@ -763,6 +763,13 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
+	// The lease TTL has no aggregator flag: the error names the one that
+	// sets it.
+	short := def
+	short.LeaseTTL = time.Second
+	if err := short.Validate(); err == nil || !strings.HasPrefix(err.Error(), "-etcd.lease-ttl 1s: ") {
+		t.Errorf("Validate(lease TTL 1s) = %v, want an error naming -etcd.lease-ttl", err)
+	}
 	if err := fs.Parse([]string{"-aggregator.snapshot-interval=2s", "-aggregator.dedup-horizon=7h"}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,8 @@ type Config struct {
 	AdvertiseAddr string
 	// RedisPrefix is the key prefix of the partition logs and snapshots.
 	RedisPrefix string
-	// LeaseTTL is how long the membership lease outlives this process.
+	// LeaseTTL is how long the membership lease outlives this process
+	// (-etcd.lease-ttl).
 	LeaseTTL time.Duration
 	// SnapshotInterval is how often each partition is snapshotted.
 	SnapshotInterval time.Duration
@@ -111,7 +112,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c *Config) Validate() error {
 	switch {
 	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
-		return fmt.Errorf("-aggregator.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
+		return fmt.Errorf("-etcd.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
 	case c.SnapshotInterval <= 0:
 		return fmt.Errorf("-aggregator.snapshot-interval %v: must be positive", c.SnapshotInterval)
 	case c.ReadCount < 1:
