@@ -689,10 +689,7 @@ func TestWindowBeyondRetention(t *testing.T) {
 		}
 	}
 	// The minute must be seen stored before it can be seen to go.
-	testserver.Eventually(t, wait, func() error {
-		_, err := e.store.LoadMinute(ctxT(t), 0, w.base)
-		return err
-	})
+	testserver.Eventually(t, wait, func() error { return e.storedMinute(0, w.base) })
 
 	w.tickAt(30) // watermark base+30m-10s: memory keeps minutes from base+19 on
 	n.waitServing(e.last)
@@ -719,8 +716,7 @@ func TestWindowBeyondRetention(t *testing.T) {
 		})
 	}
 	testserver.Eventually(t, wait, func() error {
-		_, err := e.store.LoadMinute(ctxT(t), 0, w.base)
-		if !errors.Is(err, snapshot.ErrNotFound) {
+		if err := e.storedMinute(0, w.base); !errors.Is(err, snapshot.ErrNotFound) {
 			return fmt.Errorf("evicted minute still stored: %v", err)
 		}
 		return nil

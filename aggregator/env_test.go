@@ -127,7 +127,7 @@ func member(t *testing.T, cl *cluster.Client, id string, not int64) cluster.Memb
 func assign(t *testing.T, lead *cluster.Leadership, version *uint64, owners []cluster.Owner) {
 	t.Helper()
 	*version++
-	if err := lead.WriteAssignment(ctxT(t), cluster.Assignment{Version: *version, Owners: owners}); err != nil {
+	if err := lead.Commit(ctxT(t), cluster.Update{Assignment: &cluster.Assignment{Version: *version, Owners: owners}}); err != nil {
 		t.Fatalf("write assignment: %v", err)
 	}
 }
@@ -229,6 +229,19 @@ func (e *env) waitStored(offsets map[int]string) {
 		}
 		return nil
 	})
+}
+
+// storedMinute returns nil if partition p's snapshot holds minute m,
+// else an error (snapshot.ErrNotFound if it does not).
+func (e *env) storedMinute(p int, m int64) error {
+	ld, err := e.store.Load(ctxT(e.t), p)
+	if err != nil {
+		return err
+	}
+	if _, ok := ld.Minutes[m]; !ok {
+		return fmt.Errorf("minute %d of partition %d: %w", m, p, snapshot.ErrNotFound)
+	}
+	return nil
 }
 
 func (e *env) storedMeta(p int) (*clickaggv1.SnapshotMeta, uint64) {
