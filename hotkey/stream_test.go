@@ -103,7 +103,7 @@ func (e *env) assign(ids []string) []string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lead.Resign(context.Background()) })
-	if err := lead.WriteAssignment(ctx, a); err != nil {
+	if err := lead.Commit(ctx, cluster.Update{Assignment: &a}); err != nil {
 		t.Fatal(err)
 	}
 	return owners

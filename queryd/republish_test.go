@@ -129,7 +129,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 	for p, id := range owners {
 		a.Owners[p] = cluster.Owner{Member: id, Incarnation: byID[id].Incarnation, Epoch: 1}
 	}
-	if err := lead.WriteAssignment(ctx, a); err != nil {
+	if err := lead.Commit(ctx, cluster.Update{Assignment: &a}); err != nil {
 		t.Fatalf("write assignment: %v", err)
 	}
 	return c, dial
