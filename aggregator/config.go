@@ -97,7 +97,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
 		"How long after a minute is complete it still accepts events and remembers their event_ids. Must exceed the routers' -router.acceptance-horizon plus clock skew, or a retried old event could be counted twice. Must be the same on every aggregator.")
 	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
-		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. Older minutes are dropped from memory and the snapshots: with -archive.bucket, counts and popular-ads queries read them from the history files; without, a query reaching them fails with OUT_OF_RANGE.")
+		"How long a complete minute stays in memory and the snapshots; at least -aggregator.dedup-horizon. Queries over older minutes read the history files (-archive.bucket), or without them fail with OUT_OF_RANGE.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
 		"Raw log entries stay in Redis at least this long. The log is trimmed below the last snapshot's offset and, with -archive.bucket, the archived offset; 0 keeps nothing more than those need. Without an archive, Redis holds the only copy of the raw clicks, for this long.")
 	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,
