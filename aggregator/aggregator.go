@@ -76,7 +76,10 @@ type Stats struct {
 // incarnation, keeps their state from their logs, snapshots it, and answers
 // queries about it.
 type Aggregator struct {
-	cfg   Config
+	cfg Config
+	// id is the member ID in etcd (the process's -id), stable across
+	// restarts of the same aggregator; empty means the hostname.
+	id    string
 	opts  tally.Options
 	log   partLog
 	store snapshotStore
@@ -114,11 +117,12 @@ type Aggregator struct {
 	m       *metrics
 }
 
-// New returns an aggregator; it does no I/O. now is the clock used for
-// snapshot scheduling, raw-retention trimming and status times; event time
-// comes from the log only.
-func New(cfg Config, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time, opts ...Option) *Aggregator {
-	a := newAggregator(cfg, log, store, cl, lg, now)
+// New returns the aggregator that registers as member id (empty: the
+// hostname); it does no I/O. now is the clock used for snapshot
+// scheduling, raw-retention trimming and status times; event time comes
+// from the log only.
+func New(cfg Config, id string, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time, opts ...Option) *Aggregator {
+	a := newAggregator(cfg, id, log, store, cl, lg, now)
 	for _, o := range opts {
 		o(a)
 	}
@@ -133,7 +137,7 @@ func New(cfg Config, log *partlog.Log, store *snapshot.Store, cl *cluster.Client
 	return a
 }
 
-func newAggregator(cfg Config, log partLog, store snapshotStore, cl membership, lg *slog.Logger, now func() time.Time) *Aggregator {
+func newAggregator(cfg Config, id string, log partLog, store snapshotStore, cl membership, lg *slog.Logger, now func() time.Time) *Aggregator {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -142,6 +146,7 @@ func newAggregator(cfg Config, log partLog, store snapshotStore, cl membership, 
 	}
 	return &Aggregator{
 		cfg:   cfg,
+		id:    id,
 		opts:  cfg.tallyOptions(),
 		log:   log,
 		store: store,
@@ -195,7 +200,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err := a.cfg.Validate(); err != nil {
 		return err
 	}
-	id := a.cfg.ID
+	id := a.id
 	if id == "" {
 		host, err := os.Hostname()
 		if err != nil {

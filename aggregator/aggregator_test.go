@@ -333,7 +333,7 @@ func TestCorruptEntry(t *testing.T) {
 
 // startCrashing starts aggregator agg-0 owning all 4 partitions at epoch 1,
 // snapshotting every minute of a fake clock, for a test that crashes it.
-func startCrashing(t *testing.T) (*env, *testsupport.Clock, Config, *node, cluster.Member) {
+func startCrashing(t *testing.T) (*env, *testsupport.Clock, nodeConfig, *node, cluster.Member) {
 	e := newEnv(t, 4)
 	clock := testsupport.NewClock(time.Now())
 	cfg := testConfig("agg-0")
@@ -346,7 +346,7 @@ func startCrashing(t *testing.T) (*env, *testsupport.Clock, Config, *node, clust
 
 // succeed starts the successor of the crashed agg-0 (m1) and gives it all
 // 4 partitions at epoch 2, once they serve.
-func (e *env) succeed(cfg Config, clock *testsupport.Clock, m1 cluster.Member) *node {
+func (e *env) succeed(cfg nodeConfig, clock *testsupport.Clock, m1 cluster.Member) *node {
 	b := e.start(cfg, e.cl, clock.Now)
 	m2 := member(e.t, e.cl, "agg-0", m1.Incarnation)
 	e.assign(owners(4, m2, 2))
@@ -689,10 +689,7 @@ func TestWindowBeyondRetention(t *testing.T) {
 		}
 	}
 	// The minute must be seen stored before it can be seen to go.
-	testserver.Eventually(t, wait, func() error {
-		_, err := e.store.LoadMinute(ctxT(t), 0, w.base)
-		return err
-	})
+	testserver.Eventually(t, wait, func() error { return e.storedMinute(0, w.base) })
 
 	w.tickAt(30) // watermark base+30m-10s: memory keeps minutes from base+19 on
 	n.waitServing(e.last)
@@ -719,8 +716,7 @@ func TestWindowBeyondRetention(t *testing.T) {
 		})
 	}
 	testserver.Eventually(t, wait, func() error {
-		_, err := e.store.LoadMinute(ctxT(t), 0, w.base)
-		if !errors.Is(err, snapshot.ErrNotFound) {
+		if err := e.storedMinute(0, w.base); !errors.Is(err, snapshot.ErrNotFound) {
 			return fmt.Errorf("evicted minute still stored: %v", err)
 		}
 		return nil
@@ -763,6 +759,13 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
+	// The lease TTL has no aggregator flag: the error names the one that
+	// sets it.
+	short := def
+	short.LeaseTTL = time.Second
+	if err := short.Validate(); err == nil || !strings.HasPrefix(err.Error(), "-etcd.lease-ttl 1s: ") {
+		t.Errorf("Validate(lease TTL 1s) = %v, want an error naming -etcd.lease-ttl", err)
+	}
 	if err := fs.Parse([]string{"-aggregator.snapshot-interval=2s", "-aggregator.dedup-horizon=7h"}); err != nil {
 		t.Fatal(err)
 	}
@@ -776,14 +779,14 @@ func TestConfig(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	cfg := testConfig("agg-0")
 	cfg.ReadCount = 0
-	a := New(cfg, nil, nil, nil, nil, time.Now)
+	a := New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := a.Run(ctx); err == nil {
 		t.Fatal("Run with read count 0 returned nil")
 	}
 	cfg = testConfig("agg-0")
-	a = New(cfg, nil, nil, nil, nil, time.Now) // no advertise address
+	a = New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now) // no advertise address
 	if err := a.Run(ctx); err == nil {
 		t.Fatal("Run without advertise address returned nil")
 	}

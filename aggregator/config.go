@@ -12,15 +12,13 @@ import (
 
 // Config configures an Aggregator.
 type Config struct {
-	// ID is the member ID in etcd. It must be stable across restarts of the
-	// same aggregator (a StatefulSet pod name); empty means the hostname.
-	ID string
 	// AdvertiseAddr is the gRPC address queryd and the coordinator dial; the
 	// process that runs the aggregator sets it.
 	AdvertiseAddr string
 	// RedisPrefix is the key prefix of the partition logs and snapshots.
 	RedisPrefix string
-	// LeaseTTL is how long the membership lease outlives this process.
+	// LeaseTTL is how long the membership lease outlives this process
+	// (-etcd.lease-ttl).
 	LeaseTTL time.Duration
 	// SnapshotInterval is how often each partition is snapshotted.
 	SnapshotInterval time.Duration
@@ -82,8 +80,6 @@ const maxReadBlock = 10 * time.Second
 // RegisterFlags registers the aggregator's flags on fs with their defaults.
 // AdvertiseAddr has no flag: the process sets it from its listen address.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "aggregator.id", "",
-		"Member ID of this aggregator in etcd; empty means the process's -id, or the hostname. Keep it stable across restarts (a StatefulSet pod name) so that operators can follow a member.")
 	c.RedisPrefix = DefaultRedisPrefix
 	// The lease TTL comes from -etcd.lease-ttl, which the process sets here:
 	// one knob for how soon any dead member is noticed.
@@ -101,7 +97,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
 		"How long after a minute is complete it still accepts events and remembers their event_ids. Must exceed the routers' -router.acceptance-horizon plus clock skew, or a retried old event could be counted twice. Must be the same on every aggregator.")
 	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
-		"How long after a minute is complete it stays in memory for queries; at least -aggregator.dedup-horizon. Older minutes are dropped from memory and the snapshots: with -archive.bucket, counts and popular-ads queries read them from the history files; without, a query reaching them fails with OUT_OF_RANGE.")
+		"How long a complete minute stays in memory and the snapshots; at least -aggregator.dedup-horizon. Queries over older minutes read the history files (-archive.bucket), or without them fail with OUT_OF_RANGE.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
 		"Raw log entries stay in Redis at least this long. The log is trimmed below the last snapshot's offset and, with -archive.bucket, the archived offset; 0 keeps nothing more than those need. Without an archive, Redis holds the only copy of the raw clicks, for this long.")
 	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,
@@ -116,7 +112,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 func (c *Config) Validate() error {
 	switch {
 	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
-		return fmt.Errorf("-aggregator.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
+		return fmt.Errorf("-etcd.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
 	case c.SnapshotInterval <= 0:
 		return fmt.Errorf("-aggregator.snapshot-interval %v: must be positive", c.SnapshotInterval)
 	case c.ReadCount < 1:

@@ -127,7 +127,7 @@ func member(t *testing.T, cl *cluster.Client, id string, not int64) cluster.Memb
 func assign(t *testing.T, lead *cluster.Leadership, version *uint64, owners []cluster.Owner) {
 	t.Helper()
 	*version++
-	if err := lead.WriteAssignment(ctxT(t), cluster.Assignment{Version: *version, Owners: owners}); err != nil {
+	if err := lead.Commit(ctxT(t), cluster.Update{Assignment: &cluster.Assignment{Version: *version, Owners: owners}}); err != nil {
 		t.Fatalf("write assignment: %v", err)
 	}
 }
@@ -231,6 +231,19 @@ func (e *env) waitStored(offsets map[int]string) {
 	})
 }
 
+// storedMinute returns nil if partition p's snapshot holds minute m,
+// else an error (snapshot.ErrNotFound if it does not).
+func (e *env) storedMinute(p int, m int64) error {
+	ld, err := e.store.Load(ctxT(e.t), p)
+	if err != nil {
+		return err
+	}
+	if _, ok := ld.Minutes[m]; !ok {
+		return fmt.Errorf("minute %d of partition %d: %w", m, p, snapshot.ErrNotFound)
+	}
+	return nil
+}
+
 func (e *env) storedMeta(p int) (*clickaggv1.SnapshotMeta, uint64) {
 	e.t.Helper()
 	ld, err := e.store.Load(ctxT(e.t), p)
@@ -258,9 +271,14 @@ type node struct {
 	once   sync.Once
 }
 
-func testConfig(id string) Config {
-	return Config{
-		ID:               id,
+// nodeConfig is an aggregator's configuration and its member ID.
+type nodeConfig struct {
+	Config
+	id string
+}
+
+func testConfig(id string) nodeConfig {
+	return nodeConfig{id: id, Config: Config{
 		RedisPrefix:      redisPrefix,
 		LeaseTTL:         leaseTTL,
 		SnapshotInterval: 50 * time.Millisecond,
@@ -272,12 +290,12 @@ func testConfig(id string) Config {
 		RawRetention:     DefaultRawRetention,
 		ReleaseTimeout:   DefaultReleaseTimeout,
 		LeaveTimeout:     DefaultLeaveTimeout,
-	}
+	}}
 }
 
 // start runs an aggregator against cl (the env's cluster, or another
 // view of it) with its own Redis client, so that a test can cut it off.
-func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts ...Option) *node {
+func (e *env) start(cfg nodeConfig, cl *cluster.Client, now func() time.Time, opts ...Option) *node {
 	t := e.t
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -286,8 +304,8 @@ func (e *env) start(cfg Config, cl *cluster.Client, now func() time.Time, opts .
 	}
 	cfg.AdvertiseAddr = lis.Addr().String()
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, Password: e.rdb.Options().Password})
-	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.ID)
-	a := New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
+	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.id)
+	a := New(cfg.Config, cfg.id, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, NewServer(a))
 	go func() { _ = gs.Serve(lis) }()

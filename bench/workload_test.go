@@ -190,7 +190,7 @@ func TestRouterAcceptsTheWorkload(t *testing.T) {
 	now := time.UnixMilli(testSpanStart + 61*60_000)
 	var cfg router.Config
 	cfg.MaxSkew, cfg.Horizon, cfg.TickInterval, cfg.MaxEvents, cfg.MaxIDLength = time.Minute, 6*time.Hour, time.Second, 10_000, 128
-	rt := router.New(cfg, parts, acceptAll{}, nil, func() time.Time { return now })
+	rt := router.New(cfg, "", parts, acceptAll{}, nil, func() time.Time { return now })
 	names := Names{Tag: "t3st"}
 	enc := &Encoder{Names: names}
 	g := NewGenerator(testWorkload(), testSpanStart)

@@ -59,14 +59,6 @@ func runServer(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "cluster.partitions" {
-			cfg.partitionsSet = true
-		}
-	})
-	if _, ok := os.LookupEnv(EnvName("cluster.partitions")); ok {
-		cfg.partitionsSet = true
-	}
 	lg, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -165,5 +166,36 @@ func TestRedisFlagsFromEnv(t *testing.T) {
 	}
 	if err := cfg.Redis.Validate(); err == nil || !strings.Contains(err.Error(), "-redis.addr") {
 		t.Fatalf("Validate with CLICKAGG_REDIS_ADDR and CLICKAGG_REDIS_CLUSTER_ADDRS: %v, want an error naming -redis.addr", err)
+	}
+}
+
+// TestOneIDFlag: -id names the process in every role; the roles have no
+// ID flags of their own, and a router checks -id as it writes it into
+// every log entry.
+func TestOneIDFlag(t *testing.T) {
+	fs, _ := newFlags()
+	for _, name := range []string{"router.id", "aggregator.id", "coordinator.id"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("flag -%s exists; -id is the only ID flag", name)
+		}
+	}
+	long := "-id=" + strings.Repeat("r", 129)
+	for _, tc := range []struct {
+		args []string
+		want string // "" for valid
+	}{
+		{[]string{"-target=all", "-id=node-1"}, ""},
+		{[]string{"-target=aggregator,coordinator,queryd", long}, ""},
+		{[]string{"-target=router", long}, "router: -id is 129 bytes long, at most 128 allowed for a router"},
+		{[]string{"-target=router", "-id=r\xff"}, "router: -id is not valid UTF-8"},
+		{[]string{"-target=router", "-id="}, "-id: must not be empty"},
+	} {
+		fs, cfg := newFlags()
+		if err := parse(fs, tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); fmt.Sprint(err) != tc.want && !(err == nil && tc.want == "") {
+			t.Errorf("Validate(%q) = %v, want %q", tc.args, err, tc.want)
+		}
 	}
 }

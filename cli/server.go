@@ -98,20 +98,22 @@ type ServerConfig struct {
 	// HotKey is shared by every role: routers' and queryds' copy of the
 	// split table, the coordinator's splits, the aggregators' sketches.
 	HotKey hotkey.Config
-
-	partitionsSet bool
 }
+
+// DefaultPartitions is the partition count of a cluster created without
+// -cluster.partitions.
+const DefaultPartitions = 64
 
 // RegisterFlags registers the server's flags and those of every component.
 func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.Target, "target", "all", "roles to run, comma-separated: router, aggregator, coordinator, queryd, or all")
-	fs.StringVar(&c.ID, "id", host, "member id of this process in etcd; must be unique per role and stable across restarts of the same aggregator (a StatefulSet pod name)")
+	fs.StringVar(&c.ID, "id", host, "name of this process: its member ID in etcd, the coordinator's in the election, the router's in every log entry; unique per role, stable across an aggregator's restarts (a StatefulSet pod name)")
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
 	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz (liveness), /readyz (readiness), and queryd's JSON API under /v1/; empty disables it")
 	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
-	fs.IntVar(&c.Partitions, "cluster.partitions", 64, "number of partitions, fixed when the cluster is first created in etcd; a process given a different explicit value refuses to start")
+	fs.IntVar(&c.Partitions, "cluster.partitions", 0, "number of partitions, fixed when the cluster is created in etcd; 0: what the cluster already has, else 64; another count than the cluster's refuses to start")
 	fs.IntVar(&c.MaxRecvMsgSize, "grpc.max-recv-msg-size", 16<<20, "largest gRPC request in bytes; larger ones fail with RESOURCE_EXHAUSTED")
 	fs.StringVar(&c.LogFormat, "log.format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log.level", "info", "log level: debug, info, warn or error")
@@ -170,8 +172,10 @@ func (c *ServerConfig) Validate() error {
 	if c.ID == "" {
 		return errors.New("-id: must not be empty")
 	}
-	if _, err := ring.NewPartitioner(c.Partitions); err != nil {
-		return fmt.Errorf("-cluster.partitions: %w", err)
+	if c.Partitions != 0 {
+		if _, err := ring.NewPartitioner(c.Partitions); err != nil {
+			return fmt.Errorf("-cluster.partitions: %w", err)
+		}
 	}
 	if c.AdvertiseAddr != "" {
 		if _, err := canonicalAdvertise(c.AdvertiseAddr); err != nil {
@@ -223,7 +227,7 @@ func (c *ServerConfig) Validate() error {
 		var err error
 		switch r {
 		case RoleRouter:
-			err = c.Router.Validate()
+			err = cmp.Or(c.Router.Validate(), router.ValidateID(c.ID))
 			// The router gives up on an append after its timeout, so a
 			// wait as long never acknowledges anything.
 			if w := c.Redis.WaitTimeout; err == nil && c.Redis.WaitReplicas > 0 && w >= c.Router.AppendTimeout {
@@ -366,13 +370,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer etcd.Close()
 	cl := cluster.NewClient(etcd, cfg.Cluster.Prefix)
 
-	want := cfg.Partitions
-	if !cfg.partitionsSet {
-		// Not given explicitly: take the stored count if the cluster exists,
-		// else create it with the default.
-		want = -cfg.Partitions
-	}
-	partitions, err := ensurePartitions(ctx, cl, want)
+	partitions, err := ensurePartitions(ctx, cl, cfg.Partitions)
 	if err != nil {
 		return err
 	}
@@ -519,11 +517,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	if s.has(RoleRouter) {
-		rc := cfg.Router
-		if rc.ID == "" {
-			rc.ID = cfg.ID
-		}
-		r := router.New(rc, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg), router.WithMemoryBound(plog))
+		r := router.New(cfg.Router, cfg.ID, parts, plog, lg.With("role", RoleRouter), time.Now, router.WithSplits(follower), router.WithMetrics(reg), router.WithMemoryBound(plog))
 		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
 		services = append(services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 		s.router = r
@@ -531,9 +525,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.has(RoleAggregator) {
 		ac := cfg.Aggregator
-		if ac.ID == "" {
-			ac.ID = cfg.ID
-		}
 		ac.AdvertiseAddr = advertise
 		ac.LeaseTTL = cfg.Cluster.LeaseTTL
 		ac.RedisPrefix = cfg.RedisPrefix
@@ -578,7 +569,7 @@ func (s *Server) Run(ctx context.Context) error {
 				aggregator.WithHistoryReader(hr, aggregator.HistoryMarks{Store: store}))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
-		a := aggregator.New(ac, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
+		a := aggregator.New(ac, cfg.ID, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a
@@ -600,12 +591,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.has(RoleCoordinator) {
 		cc := cfg.Coordinator
-		if cc.ID == "" {
-			cc.ID = cfg.ID
-		}
 		cc.AdvertiseAddr = advertise
 		cc.MaxIDLength = cfg.Router.MaxIDLength
-		c := coordinator.New(cc, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
+		c := coordinator.New(cc, cfg.ID, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
@@ -752,16 +740,28 @@ func closeMembership(reg *cluster.Membership) {
 	_ = reg.Close(cctx)
 }
 
-// ensurePartitions reads or creates the cluster's partition count. want < 0
-// means "not given explicitly": use the stored count, or create -want.
+// ensurePartitions reads or creates the cluster's partition count: want,
+// which another stored count refuses (cluster.ErrPartitionsMismatch), or
+// for 0 the stored count, else DefaultPartitions.
 func ensurePartitions(ctx context.Context, cl *cluster.Client, want int) (int, error) {
-	if want > 0 {
-		return cl.EnsurePartitions(ctx, want)
+	if want != 0 {
+		n, err := cl.EnsurePartitions(ctx, want)
+		if errors.Is(err, cluster.ErrPartitionsMismatch) {
+			return n, fmt.Errorf("-cluster.partitions %d: %w; give the cluster's count, or 0", want, err)
+		}
+		return n, err
 	}
-	if n, err := cl.EnsurePartitions(ctx, 0); err == nil {
+	n, err := cl.EnsurePartitions(ctx, 0)
+	if !errors.Is(err, cluster.ErrNoPartitions) {
+		return n, err
+	}
+	n, err = cl.EnsurePartitions(ctx, DefaultPartitions)
+	if errors.Is(err, cluster.ErrPartitionsMismatch) {
+		// Another process created the cluster meanwhile, with its count:
+		// that is the count the cluster has.
 		return n, nil
 	}
-	return cl.EnsurePartitions(ctx, -want)
+	return n, err
 }
 
 // canonicalAdvertise checks -grpc.advertise-addr and returns it as gRPC

@@ -122,18 +122,6 @@ func (l *Leadership) Commit(ctx context.Context, u Update) error {
 	return l.txn(ctx, ops, "commit")
 }
 
-// WriteAssignment stores a if this leadership still holds its election key
-// with the revision it won with; otherwise it returns ErrNotLeader and
-// stores nothing. The condition is checked by etcd in the same transaction
-// as the write, so no deposed leader can slip a write in after its
-// successor was elected.
-func (l *Leadership) WriteAssignment(ctx context.Context, a Assignment) error {
-	if err := l.Commit(ctx, Update{Assignment: &a}); err != nil {
-		return fmt.Errorf("write assignment %d: %w", a.Version, err)
-	}
-	return nil
-}
-
 // Check returns ErrNotLeader unless this leadership still holds its
 // election key. A leader checks before it acts on other processes (asks an
 // aggregator to release a partition), so that one that was paused past its

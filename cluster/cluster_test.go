@@ -431,7 +431,7 @@ func TestWatchAssignment(t *testing.T) {
 		{Version: 2, Owners: []Owner{{Member: "a", Incarnation: 7, Epoch: 1}, {Member: "b", Incarnation: 9, Epoch: 2}}},
 	}
 	for _, a := range writes {
-		if err := l.WriteAssignment(ctxT(t), a); err != nil {
+		if err := l.Commit(ctxT(t), Update{Assignment: &a}); err != nil {
 			t.Fatal(err)
 		}
 		testserver.Eventually(t, 10*time.Second, func() error {
@@ -483,7 +483,7 @@ func TestDeposedLeaderIsRefused(t *testing.T) {
 			}
 			first := campaign(t, c1, "first")
 			v1 := Assignment{Version: 1, Owners: []Owner{{Member: "a", Incarnation: 1, Epoch: 1}}}
-			if err := first.WriteAssignment(ctxT(t), v1); err != nil {
+			if err := first.Commit(ctxT(t), Update{Assignment: &v1}); err != nil {
 				t.Fatal(err)
 			}
 			second := make(chan *Leadership, 1)
@@ -509,7 +509,7 @@ func TestDeposedLeaderIsRefused(t *testing.T) {
 			if err := first.Check(ctxT(t)); !errors.Is(err, ErrNotLeader) {
 				t.Fatalf("deposed leader's Check = %v, want ErrNotLeader", err)
 			}
-			if err := first.WriteAssignment(ctxT(t), Assignment{Version: 99}); !errors.Is(err, ErrNotLeader) {
+			if err := first.Commit(ctxT(t), Update{Assignment: &Assignment{Version: 99}}); !errors.Is(err, ErrNotLeader) {
 				t.Fatalf("deposed leader's write = %v, want ErrNotLeader", err)
 			}
 			if got, err := c1.Assignment(ctxT(t)); err != nil || !reflect.DeepEqual(got, v1) {
@@ -521,7 +521,7 @@ func TestDeposedLeaderIsRefused(t *testing.T) {
 				t.Fatal("deposed leadership's Done not closed")
 			}
 			v2 := Assignment{Version: 2, Owners: []Owner{{Member: "b", Incarnation: 2, Epoch: 2}}}
-			if err := l2.WriteAssignment(ctxT(t), v2); err != nil {
+			if err := l2.Commit(ctxT(t), Update{Assignment: &v2}); err != nil {
 				t.Fatalf("new leader's write: %v", err)
 			}
 			if got, err := c1.Assignment(ctxT(t)); err != nil || !reflect.DeepEqual(got, v2) {

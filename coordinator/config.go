@@ -11,9 +11,6 @@ import (
 
 // Config configures a coordinator.
 type Config struct {
-	// ID is the coordinator's name in the election; empty means the
-	// process's member ID, which the caller fills in before New.
-	ID string
 	// AdvertiseAddr is this coordinator's gRPC address, published with its
 	// candidacy so that followers can forward admin mutations to the
 	// leader; the process that runs the coordinator sets it.
@@ -41,7 +38,6 @@ type Config struct {
 
 // RegisterFlags registers the coordinator's flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "coordinator.id", "", "name of this coordinator in the leader election; empty uses the process's -id")
 	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions; lower balances better, higher moves fewer partitions when aggregators come and go")
 	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
 	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
@@ -49,7 +45,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner to release a partition (final snapshot) before moving it anyway, as if the owner had died; keep it well below -aggregator.release-timeout")
 }
 
-// Validate checks c. An empty ID is allowed: the caller fills it in.
+// Validate checks c.
 func (c *Config) Validate() error {
 	// Load 1 would only work when the partitions divide evenly among the
 	// aggregators, which membership changes break at any time.

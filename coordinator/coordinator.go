@@ -78,7 +78,9 @@ type Stats struct {
 // carries out the operators' moves, drains and rebalances, and answers the
 // admin API.
 type Coordinator struct {
-	cfg        Config
+	cfg Config
+	// id is this coordinator's name in the election (the process's -id).
+	id         string
 	cl         *cluster.Client
 	partitions int
 	dial       func(addr string) (grpc.ClientConnInterface, error)
@@ -109,17 +111,19 @@ type Coordinator struct {
 	hk *hotKeys
 }
 
-// New returns a coordinator of a cluster of partitions partitions. dial
+// New returns the coordinator named id in the election, of a cluster of
+// partitions partitions. dial
 // returns a connection to the gRPC server at addr (aggregators, and the
 // leader when this coordinator forwards to it); it is called once per
 // address and its result reused, and the caller owns (and closes) the
 // connections. New does no I/O.
-func New(cfg Config, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger, opts ...Option) *Coordinator {
+func New(cfg Config, id string, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger, opts ...Option) *Coordinator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Coordinator{
 		cfg:        cfg,
+		id:         id,
 		cl:         cl,
 		partitions: partitions,
 		dial:       dial,
@@ -168,7 +172,7 @@ func (c *Coordinator) Stats() Stats {
 // again cannot fix (an invalid configuration, a stored assignment of another
 // partition count).
 func (c *Coordinator) Run(ctx context.Context) error {
-	if c.cfg.ID == "" {
+	if c.id == "" {
 		return errors.New("coordinator: empty ID")
 	}
 	if c.partitions < 1 || c.partitions > ring.MaxPartitions {
@@ -198,7 +202,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			pause.Reset()
 		}
 		d := pause.Next()
-		c.log.Warn("leadership ended, campaigning again", "member", c.cfg.ID, "err", err, "retry_in", d)
+		c.log.Warn("leadership ended, campaigning again", "member", c.id, "err", err, "retry_in", d)
 		if retry.Sleep(ctx, d) != nil {
 			return nil
 		}
@@ -208,7 +212,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // lead runs one term: campaign, read the state the previous leader left,
 // then plan and execute until the term ends.
 func (c *Coordinator) lead(ctx context.Context) error {
-	l, err := c.cl.CampaignAt(ctx, cluster.Candidate{ID: c.cfg.ID, Addr: c.cfg.AdvertiseAddr}, c.cfg.SessionTTL)
+	l, err := c.cl.CampaignAt(ctx, cluster.Candidate{ID: c.id, Addr: c.cfg.AdvertiseAddr}, c.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
@@ -216,7 +220,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
 		defer cancel()
 		if err := l.Resign(rctx); err != nil {
-			c.log.Warn("resign", "member", c.cfg.ID, "err", err)
+			c.log.Warn("resign", "member", c.id, "err", err)
 		}
 	}()
 	// Elected after the previous leader's key was deleted, so these reads
@@ -231,7 +235,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	if t.members, err = c.cl.Members(ctx, cluster.RoleAggregator); err != nil {
 		return fmt.Errorf("read members: %w", err)
 	}
-	c.log.Info("elected leader", "member", c.cfg.ID, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
+	c.log.Info("elected leader", "member", c.id, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
 
 	g, gctx := errgroup.WithContext(ctx)
 	h := &termHandle{reqs: make(chan *request), done: make(chan struct{}), ctx: gctx}

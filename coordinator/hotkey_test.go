@@ -120,10 +120,10 @@ func (w *hkWorld) startCoordinator(id string) (*Coordinator, clickaggv1.Coordina
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ID: id, AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
+	cfg := Config{AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
 	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
 	etcd := w.etcd()
-	c := New(cfg, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg, WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
+	c := New(cfg, id, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg, WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
 	gs := grpc.NewServer()
 	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
 	served := make(chan struct{})

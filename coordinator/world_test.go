@@ -114,7 +114,6 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 		t.Fatal(err)
 	}
 	cfg := w.aggCfg
-	cfg.ID = id
 	cfg.AdvertiseAddr = lis.Addr().String()
 	etcd := w.etcd()
 	if o.etcd != "" {
@@ -129,7 +128,7 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 	if now == nil {
 		now = time.Now
 	}
-	a := aggregator.New(cfg, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cluster.NewClient(etcd, "/t"), lg, now)
+	a := aggregator.New(cfg, id, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cluster.NewClient(etcd, "/t"), lg, now)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 	served := make(chan struct{})
@@ -199,9 +198,9 @@ func (w *world) startCoordinator(id string, etcdEndpoint string, sessionTTL time
 	if etcdEndpoint != "" {
 		etcd = testserver.NewEtcdClient(t, etcdEndpoint)
 	}
-	cfg := Config{ID: id, AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: sessionTTL, StatusTimeout: 2 * time.Second, ReleaseTimeout: 10 * time.Second, JoinDelay: 500 * time.Millisecond}
+	cfg := Config{AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: sessionTTL, StatusTimeout: 2 * time.Second, ReleaseTimeout: 10 * time.Second, JoinDelay: 500 * time.Millisecond}
 	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg)
+	c := New(cfg, id, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
 	served := make(chan struct{})

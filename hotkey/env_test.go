@@ -184,13 +184,12 @@ func (e *env) startRouter(id string) *routerNode {
 	fol := e.follower(&hotkey.Acker{ID: id, Lease: clientv3.LeaseID(reg.Member().Incarnation)}, id)
 	var rc router.Config
 	rc.RegisterFlags(flag.NewFlagSet(id, flag.ContinueOnError))
-	rc.ID = id
 	rc.MaxSkew = e.cfg.MaxSkew
 	rc.TickInterval = 50 * time.Millisecond
 	if err := rc.Validate(); err != nil {
 		e.t.Fatal(err)
 	}
-	r := router.New(rc, e.parts, partlog.New(e.rdb, redisPrefix), testLogger(e.t).With("router", id), e.clk.Now, router.WithSplits(fol))
+	r := router.New(rc, id, e.parts, partlog.New(e.rdb, redisPrefix), testLogger(e.t).With("router", id), e.clk.Now, router.WithSplits(fol))
 	n := &routerNode{id: id, reg: reg, fol: fol, r: r}
 	n.stopTick = run(e.t, "router "+id, r.Run)
 	return n

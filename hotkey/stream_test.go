@@ -36,7 +36,6 @@ func (e *env) startAggregator(id string) clickaggv1.AggregatorServiceClient {
 	t.Helper()
 	var ac aggregator.Config
 	ac.RegisterFlags(flag.NewFlagSet(id, flag.ContinueOnError))
-	ac.ID = id
 	ac.RedisPrefix = redisPrefix
 	ac.LeaseTTL = leaseTTL
 	ac.SnapshotInterval = 200 * time.Millisecond
@@ -50,7 +49,7 @@ func (e *env) startAggregator(id string) clickaggv1.AggregatorServiceClient {
 		t.Fatal(err)
 	}
 	ac.AdvertiseAddr = lis.Addr().String()
-	a := aggregator.New(ac, partlog.New(e.rdb, redisPrefix), snapshot.New(e.rdb, redisPrefix), e.cl, testLogger(t).With("aggregator", id), time.Now)
+	a := aggregator.New(ac, id, partlog.New(e.rdb, redisPrefix), snapshot.New(e.rdb, redisPrefix), e.cl, testLogger(t).With("aggregator", id), time.Now)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 	done := make(chan struct{})
@@ -104,7 +103,7 @@ func (e *env) assign(ids []string) []string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lead.Resign(context.Background()) })
-	if err := lead.WriteAssignment(ctx, a); err != nil {
+	if err := lead.Commit(ctx, cluster.Update{Assignment: &a}); err != nil {
 		t.Fatal(err)
 	}
 	return owners

@@ -222,18 +222,6 @@ func (t *Table) SplitAds(from, to int64) []string {
 	return out
 }
 
-// Active returns the interval of adID that contains minute m, if any.
-func (t *Table) Active(adID string, m int64) (Interval, bool) {
-	if t != nil {
-		for _, iv := range t.byAd[adID] {
-			if iv.contains(m) {
-				return iv.clone(), true
-			}
-		}
-	}
-	return Interval{}, false
-}
-
 // Open returns adID's open interval, if any.
 func (t *Table) Open(adID string) (Interval, bool) {
 	if t != nil {

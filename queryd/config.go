@@ -60,7 +60,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxCount, "queryd.max-count", 1000, "largest number of ads a popular-ads query may ask for")
 	fs.IntVar(&c.DefaultCount, "queryd.default-count", 100, "number of ads a popular-ads query returns when it does not say")
-	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, a whole number of minutes, that a count or popular-ads query may cover. Minutes older than the aggregators' -aggregator.retention are read from the history files when the aggregators write them (-archive.bucket), so a longer window reads more files; without a history, queries reaching those minutes fail with OUT_OF_RANGE")
+	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, in whole minutes, of a count or popular-ads query; minutes older than -aggregator.retention are read from the history files (-archive.bucket), or without them the query fails with OUT_OF_RANGE")
 	fs.DurationVar(&c.CallTimeout, "queryd.call-timeout", 5*time.Second, "deadline of each call to an aggregator; an owner that does not answer in time makes the query fail with UNAVAILABLE")
 	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits, retrying, for a partition with no serving owner (a live handoff pauses a partition for well under a second; a lost aggregator's partitions move after its lease expires) before it fails with UNAVAILABLE naming the partitions; 0 fails at once")
 	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish")

@@ -483,7 +483,7 @@ func (e *env) partitionsOf(id string) []int {
 func (e *env) writeAssignment() {
 	e.t.Helper()
 	e.version++
-	if err := e.lead.WriteAssignment(e.ctx, cluster.Assignment{Version: e.version, Owners: slices.Clone(e.owners)}); err != nil {
+	if err := e.lead.Commit(e.ctx, cluster.Update{Assignment: &cluster.Assignment{Version: e.version, Owners: slices.Clone(e.owners)}}); err != nil {
 		e.t.Fatalf("write assignment: %v", err)
 	}
 	if e.q != nil {

@@ -68,7 +68,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 	for i := range 2 {
 		var cfg aggregator.Config
 		cfg.RegisterFlags(flag.NewFlagSet("aggregator", flag.ContinueOnError))
-		cfg.ID = fmt.Sprintf("agg-%d", i)
+		id := fmt.Sprintf("agg-%d", i)
 		cfg.SnapshotInterval = 200 * time.Millisecond
 		cfg.ReadBlock = 20 * time.Millisecond
 		cfg.AllowedLateness = realLateness
@@ -78,7 +78,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 			t.Fatal(err)
 		}
 		cfg.AdvertiseAddr = lis.Addr().String()
-		a := aggregator.New(cfg, c.plog, snapshot.New(rdb, "clickagg"), c.cl, testLogger(t).With("node", cfg.ID), time.Now)
+		a := aggregator.New(cfg, id, c.plog, snapshot.New(rdb, "clickagg"), c.cl, testLogger(t).With("node", id), time.Now)
 		gs := grpc.NewServer()
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		served := make(chan struct{})
@@ -89,7 +89,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 		t.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil {
-				t.Errorf("aggregator %s: %v", cfg.ID, err)
+				t.Errorf("aggregator %s: %v", id, err)
 			}
 			gs.Stop()
 			<-served
@@ -129,7 +129,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 	for p, id := range owners {
 		a.Owners[p] = cluster.Owner{Member: id, Incarnation: byID[id].Incarnation, Epoch: 1}
 	}
-	if err := lead.WriteAssignment(ctx, a); err != nil {
+	if err := lead.Commit(ctx, cluster.Update{Assignment: &a}); err != nil {
 		t.Fatalf("write assignment: %v", err)
 	}
 	return c, dial

@@ -82,7 +82,7 @@ func TestGroupCommit(t *testing.T) {
 			cfg.AppendConcurrency = 1
 			cfg.MaxEvents = 10
 			cfg.MaxBatchEvents = tc.maxBatch
-			r := New(cfg, parts, gl, nil, fixedClock(t0))
+			r := New(cfg, testID, parts, gl, nil, fixedClock(t0))
 
 			// The first request takes the only slot and blocks in Append.
 			type result struct {
@@ -193,7 +193,7 @@ func TestStreamRequestsAppendTogether(t *testing.T) {
 	gl := &gatedLog{log: partlog.New(rdb, "gc-stream"), gate: make(chan struct{}), entered: make(chan struct{})}
 	cfg := testConfig(t)
 	cfg.AppendConcurrency = 1
-	r := New(cfg, parts, gl, nil, fixedClock(t0))
+	r := New(cfg, testID, parts, gl, nil, fixedClock(t0))
 	c := startGRPC(t, r)
 	stream, err := c.IngestStream(context.Background())
 	if err != nil {

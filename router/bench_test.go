@@ -60,7 +60,7 @@ func BenchmarkIngest(b *testing.B) {
 	log := &discardLog{}
 	parts := partitioner(b, 64)
 	cfg := testConfig(b)
-	r := New(cfg, parts, log, nil, fixedClock(t0))
+	r := New(cfg, testID, parts, log, nil, fixedClock(t0))
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -85,7 +85,7 @@ func BenchmarkIngest(b *testing.B) {
 func BenchmarkValidate(b *testing.B) {
 	evs := benchRequests(1, 4096)[0]
 	cfg := testConfig(b)
-	r := New(cfg, partitioner(b, 64), &discardLog{}, nil, fixedClock(t0))
+	r := New(cfg, testID, partitioner(b, 64), &discardLog{}, nil, fixedClock(t0))
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -27,7 +27,7 @@ func startBounded(t *testing.T, plog *partlog.Log, partitions int, lg *slog.Logg
 	cfg := testConfig(t)
 	cfg.MaxRedisMemoryFraction = 0.5
 	cfg.MemoryCheckInterval = 20 * time.Millisecond
-	r := New(cfg, partitioner(t, partitions), plog, lg, fixedClock(t0), WithMemoryBound(plog))
+	r := New(cfg, testID, partitioner(t, partitions), plog, lg, fixedClock(t0), WithMemoryBound(plog))
 	c := startGRPC(t, r)
 	runRouter(t, r)
 	n := 0

@@ -13,9 +13,6 @@ import (
 
 // Config configures a Router.
 type Config struct {
-	// ID is written into every log entry so that an entry can be traced back
-	// to the router that appended it. Empty means hostname-pid.
-	ID string
 	// MaxSkew bounds how far in the future a click_time may be.
 	MaxSkew time.Duration
 	// Horizon bounds how old a click_time may be. The aggregators' dedup
@@ -76,13 +73,12 @@ const (
 	DefaultMemoryCheckInterval    = time.Second
 )
 
-// maxRouterIDLength bounds ID: it is repeated in every log entry.
+// maxRouterIDLength bounds a router's ID: it is repeated in every log
+// entry.
 const maxRouterIDLength = 128
 
 // RegisterFlags registers the router's flags on fs with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ID, "router.id", "",
-		"Name of this router, written into every partition log entry it appends so that entries can be traced back to it. Must be unique among routers. Empty means the process's hostname-pid.")
 	fs.DurationVar(&c.MaxSkew, "router.max-clock-skew", DefaultMaxSkew,
 		"Largest amount by which a click_time may be ahead of this router's clock; clicks further in the future are rejected. Also caps how far ahead of the clock a tick may move event time.")
 	fs.DurationVar(&c.Horizon, "router.acceptance-horizon", DefaultHorizon,
@@ -126,10 +122,6 @@ func (c *Config) CallerBurstOrDefault() int {
 // Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	switch {
-	case len(c.ID) > maxRouterIDLength:
-		return fmt.Errorf("router.id is %d bytes long, at most %d allowed", len(c.ID), maxRouterIDLength)
-	case !utf8.ValidString(c.ID):
-		return errors.New("router.id is not valid UTF-8")
 	case c.MaxSkew < 0:
 		return fmt.Errorf("router.max-clock-skew %v: must not be negative", c.MaxSkew)
 	case c.Horizon <= 0:
@@ -160,6 +152,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("router.caller-burst %d: must not be negative", c.CallerBurst)
 	case c.CallerBurst > 0 && c.CallerBurst < c.MaxEvents:
 		return fmt.Errorf("router.caller-burst %d: must be at least router.max-events-per-request=%d, or a request that large would never pass", c.CallerBurst, c.MaxEvents)
+	}
+	return nil
+}
+
+// ValidateID reports why id cannot name a router (the process's -id): it
+// is written into every log entry the router appends.
+func ValidateID(id string) error {
+	switch {
+	case len(id) > maxRouterIDLength:
+		return fmt.Errorf("-id is %d bytes long, at most %d allowed for a router", len(id), maxRouterIDLength)
+	case !utf8.ValidString(id):
+		return errors.New("-id is not valid UTF-8")
 	}
 	return nil
 }

@@ -24,12 +24,14 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 const testPrefix = "clickagg"
 
-// testConfig is the flag defaults with a fixed ID.
+// testID names the router in most tests.
+const testID = "router-test"
+
+// testConfig is the flag defaults.
 func testConfig(t testing.TB) Config {
 	t.Helper()
 	var c Config
 	c.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
-	c.ID = "router-test"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func (failingLog) Append(context.Context, []partlog.Append) ([]string, error) {
 func TestMetrics(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	reg := prometheus.NewPedanticRegistry()
-	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0), WithMetrics(reg))
+	r := New(testConfig(t), testID, partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0), WithMetrics(reg))
 	bad := click("e-bad", "", t0)
 	bad.Country = ""
 	events := []*clickaggv1.ClickEvent{
@@ -60,7 +60,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("Ingest(nil) = %v", err)
 	}
 	// The same router on a log that fails.
-	rf := New(testConfig(t), partitioner(t, 4), failingLog{}, nil, fixedClock(t0))
+	rf := New(testConfig(t), testID, partitioner(t, 4), failingLog{}, nil, fixedClock(t0))
 	if _, _, err := rf.Ingest(context.Background(), events[:1]); !errors.Is(err, ErrLogUnavailable) {
 		t.Fatalf("Ingest on a failing log = %v", err)
 	}
@@ -105,5 +105,5 @@ clickagg_router_events_rejected_total{reason="user_id"} 0
 		t.Error(err)
 	}
 	// Registering twice is reported, not a panic.
-	_ = New(testConfig(t), partitioner(t, 4), failingLog{}, nil, fixedClock(t0), WithMetrics(reg))
+	_ = New(testConfig(t), testID, partitioner(t, 4), failingLog{}, nil, fixedClock(t0), WithMetrics(reg))
 }

@@ -41,7 +41,7 @@ func TestGRPCCallerRate(t *testing.T) {
 	if burst != 5 {
 		t.Fatalf("default burst %d, want -router.max-events-per-request=5", burst)
 	}
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	lim := ratelimit.New(cfg.CallerRate, burst, ratelimit.PeerIP, func() time.Time { return t0 })
 	var gc grpcserver.Config
 	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))

@@ -62,7 +62,10 @@ func WithSplits(s Splits) Option {
 
 // Router validates click events and appends them to their partitions' logs.
 type Router struct {
-	cfg   Config
+	cfg Config
+	// id is written into every log entry so that an entry can be traced
+	// back to the router that appended it.
+	id    string
 	parts *ring.Partitioner
 	log   Log
 	lg    *slog.Logger
@@ -113,12 +116,12 @@ func (f *logFull) note(err error) {
 	}
 }
 
-// New returns a router that appends to log. now is the clock (nil means
-// time.Now); lg nil discards logs. cfg must have passed Validate; an empty
-// cfg.ID becomes hostname-pid.
-func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func() time.Time, opts ...Option) *Router {
-	if cfg.ID == "" {
-		cfg.ID = defaultID()
+// New returns a router named id that appends to log. now is the clock (nil
+// means time.Now); lg nil discards logs. cfg must have passed Validate, and
+// id ValidateID; an empty id becomes hostname-pid.
+func New(cfg Config, id string, parts *ring.Partitioner, log Log, lg *slog.Logger, now func() time.Time, opts ...Option) *Router {
+	if id == "" {
+		id = defaultID()
 	}
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -140,9 +143,9 @@ func New(cfg Config, parts *ring.Partitioner, log Log, lg *slog.Logger, now func
 	if cfg.StreamWindow == 0 {
 		cfg.StreamWindow = DefaultStreamWindow
 	}
-	r := &Router{cfg: cfg, parts: parts, log: log, lg: lg.With("router", cfg.ID), now: now, m: newMetrics()}
+	r := &Router{cfg: cfg, id: id, parts: parts, log: log, lg: lg.With("router", id), now: now, m: newMetrics()}
 	r.full = &logFull{gauge: r.m.logFull, lg: r.lg}
-	r.batches = newBatcher(log, cfg.ID, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
+	r.batches = newBatcher(log, id, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
 	r.batches.m = r.m
 	r.batches.full = r.full
 	for _, o := range opts {
@@ -308,7 +311,7 @@ func (r *Router) tick(ctx context.Context, last int64) (int64, error) {
 		// before 1970 is worth saying: a huge IdleLag right after start.
 		return last, nil
 	}
-	data, err := proto.Marshal(&clickaggv1.LogEntry{RouterId: r.cfg.ID, TickMs: f})
+	data, err := proto.Marshal(&clickaggv1.LogEntry{RouterId: r.id, TickMs: f})
 	if err != nil {
 		return last, fmt.Errorf("encode tick: %w", err)
 	}

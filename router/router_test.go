@@ -30,7 +30,10 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	c.RegisterFlags(fs)
-	for _, name := range []string{"router.id", "router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
+	if fs.Lookup("router.id") != nil {
+		t.Error("flag -router.id exists; the router's ID is the process's -id")
+	}
+	for _, name := range []string{"router.max-clock-skew", "router.acceptance-horizon", "router.tick-interval",
 		"router.idle-watermark-lag", "router.max-events-per-request", "router.max-id-length",
 		"router.append-concurrency", "router.max-batch-events", "router.append-timeout", "router.stream-window",
 		"router.max-redis-memory-fraction", "router.redis-memory-check-interval", "router.caller-rate", "router.caller-burst"} {
@@ -49,13 +52,13 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate(defaults): %v", err)
 	}
-	if id := New(c, partitioner(t, 1), nil, nil, nil).cfg.ID; id != defaultID() || !strings.Contains(id, "-") {
+	if id := New(c, "", partitioner(t, 1), nil, nil, nil).id; id != defaultID() || !strings.Contains(id, "-") {
 		t.Fatalf("router with an empty ID is named %q, want hostname-pid %q", id, defaultID())
 	}
-	if err := fs.Parse([]string{"-router.id=r1", "-router.idle-watermark-lag=24h", "-router.max-events-per-request=5"}); err != nil {
+	if err := fs.Parse([]string{"-router.idle-watermark-lag=24h", "-router.max-events-per-request=5"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.ID != "r1" || c.IdleLag != 24*time.Hour || c.MaxEvents != 5 {
+	if c.IdleLag != 24*time.Hour || c.MaxEvents != 5 {
 		t.Fatalf("parsed %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -67,8 +70,6 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 		mod  func(c *Config)
 		want string
 	}{
-		{"long_id", func(c *Config) { c.ID = strings.Repeat("r", 129) }, "router.id is 129 bytes long, at most 128 allowed"},
-		{"invalid_utf8_id", func(c *Config) { c.ID = "r\xff" }, "router.id is not valid UTF-8"},
 		{"negative_skew", func(c *Config) { c.MaxSkew = -time.Second }, "router.max-clock-skew -1s: must not be negative"},
 		{"zero_horizon", func(c *Config) { c.Horizon = 0 }, "router.acceptance-horizon 0s: must be positive"},
 		{"zero_tick_interval", func(c *Config) { c.TickInterval = 0 }, "router.tick-interval 0s: must be positive"},
@@ -94,13 +95,31 @@ func TestConfigFlagsAndValidate(t *testing.T) {
 	}
 }
 
+func TestValidateID(t *testing.T) {
+	for _, tc := range []struct {
+		name, id, want string
+	}{
+		{"ok", testID, ""},
+		{"max_length", strings.Repeat("r", 128), ""},
+		{"long_id", strings.Repeat("r", 129), "-id is 129 bytes long, at most 128 allowed for a router"},
+		{"invalid_utf8_id", "r\xff", "-id is not valid UTF-8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateID(tc.id)
+			if got := fmt.Sprint(err); (err == nil) != (tc.want == "") || err != nil && got != tc.want {
+				t.Fatalf("ValidateID(%q) = %v, want %q", tc.id, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestRequestErrors covers the requests that fail as a whole.
 func TestRequestErrors(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	cfg := testConfig(t)
 	cfg.MaxEvents = 5
 	parts := partitioner(t, 4)
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	batch := func(n int) []*clickaggv1.ClickEvent {
 		var out []*clickaggv1.ClickEvent
 		for i := range n {
@@ -146,7 +165,7 @@ func TestIngestAppendsValidEventsByPartition(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 8)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 
 	var events []*clickaggv1.ClickEvent
 	var wantRejected []*clickaggv1.Rejection
@@ -228,7 +247,7 @@ func TestIngestConcurrent(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 8)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 
 	const workers, requests, perRequest = 8, 10, 50
 	var wg sync.WaitGroup
@@ -292,7 +311,7 @@ func TestIngestLogUnavailable(t *testing.T) {
 	srv := testserver.Redis(t)
 	rdb := newClient(t, srv)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	batch := []*clickaggv1.ClickEvent{click("e-1", "ad-1", t0), click("e-2", "ad-2", t0), {EventId: "bad"}}
 	if accepted, _, err := r.Ingest(context.Background(), batch[:1]); err != nil || accepted != 1 {
 		t.Fatalf("Ingest before the kill = %d, %v", accepted, err)
@@ -325,7 +344,7 @@ func TestIngestLogUnavailable(t *testing.T) {
 func TestIngestContextEnded(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
@@ -427,7 +446,7 @@ func TestIngestLogFull(t *testing.T) {
 	rdb := testserver.RedisClient(t)
 	logs := &testsupport.SyncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, nil))
-	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), lg, fixedClock(t0))
+	r := New(testConfig(t), testID, partitioner(t, 4), partlog.New(rdb, testPrefix), lg, fixedClock(t0))
 	c := startGRPC(t, r)
 	ingest := func(id string) error {
 		_, err := c.Ingest(ctx, &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{click(id, "ad-1", t0)}})

@@ -106,7 +106,7 @@ func TestGRPCIngest(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxEvents = 20
 	parts := partitioner(t, 4)
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	c := startGRPC(t, r)
 
 	events, wantAccepted, wantRejected := mixed("u", 20)
@@ -166,7 +166,7 @@ func TestGRPCIngestStream(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxEvents = 20
 	parts := partitioner(t, 4)
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	c := startGRPC(t, r)
 
 	t.Run("in_order", func(t *testing.T) {
@@ -248,7 +248,7 @@ func TestGRPCMessageTooLarge(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	const limit = 16 << 10
 	c := startGRPC(t, r, grpc.MaxRecvMsgSize(limit))
 
@@ -290,7 +290,7 @@ func TestGRPCInvalidUTF8(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	var gc grpcserver.Config
 	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
 	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
@@ -336,7 +336,7 @@ func TestGRPCInvalidUTF8(t *testing.T) {
 func TestGRPCMalformedRequest(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
-	r := New(testConfig(t), partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, partitioner(t, 4), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	var gc grpcserver.Config
 	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
 	conn := dialGRPC(t, r, grpcserver.Options(gc)...)
@@ -359,7 +359,7 @@ func TestGRPCStreamCap(t *testing.T) {
 	ctx := grpcCtx(t)
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	var gc grpcserver.Config
 	gc.RegisterFlags(flag.NewFlagSet("grpc", flag.ContinueOnError))
 	gc.MaxStreamsPerConn = 3

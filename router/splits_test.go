@@ -38,7 +38,7 @@ func TestIngestRoutesSplitAds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0.Add(30*time.Second)), WithSplits(splits{t: tab}))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0.Add(30*time.Second)), WithSplits(splits{t: tab}))
 
 	var evs []*clickaggv1.ClickEvent
 	want := map[string]int{}
@@ -97,7 +97,7 @@ func TestIngestRoutesSplitAds(t *testing.T) {
 		return n
 	}
 	before := entries()
-	stale := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0), WithSplits(splits{err: hotkey.ErrStale}))
+	stale := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0), WithSplits(splits{err: hotkey.ErrStale}))
 	acc, rej, err := stale.Ingest(ctx, []*clickaggv1.ClickEvent{click("e-stale", "ad-cold", t0)})
 	if !errors.Is(err, ErrSplitsUnavailable) || !errors.Is(err, hotkey.ErrStale) || acc != 0 || rej != nil {
 		t.Fatalf("Ingest with a stale table = %d, %v, %v; want ErrSplitsUnavailable", acc, rej, err)

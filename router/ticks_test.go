@@ -74,7 +74,7 @@ func TestRunTicks(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.TickInterval = 10 * time.Millisecond
 	clk := testsupport.NewClock(t0)
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, clk.Now)
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, clk.Now)
 
 	// A click 50s ahead of the clock is accepted (skew 1m); then the clock
 	// steps back 30s, so the first tick is capped at now+skew = t0+30s.
@@ -166,7 +166,7 @@ func TestRunTicksAtStart(t *testing.T) {
 	const n = 3
 	cfg := testConfig(t)
 	cfg.TickInterval = time.Hour
-	r := New(cfg, partitioner(t, n), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, partitioner(t, n), partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	stop := runRouter(t, r)
 	lastTicksAre(t, rdb, n, t0.Add(-time.Minute))
 	stop()
@@ -192,7 +192,7 @@ func TestTickBeforeAnyData(t *testing.T) {
 	cfg.IdleLag = 100 * 365 * 24 * time.Hour
 	cfg.Horizon = 24 * time.Hour
 	parts := partitioner(t, n)
-	r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 	last, err := r.tick(ctx, 0)
 	if err != nil || last != 0 {
 		t.Fatalf("tick = %d, %v; want 0, nil", last, err)
@@ -239,7 +239,7 @@ func TestRunSurvivesLogOutage(t *testing.T) {
 	cfg.TickInterval = 10 * time.Millisecond
 	clk := testsupport.NewClock(t0)
 	logs := &testsupport.SyncBuffer{}
-	r := New(cfg, partitioner(t, n), partlog.New(rdb, testPrefix), slog.New(slog.NewTextHandler(logs, nil)), clk.Now)
+	r := New(cfg, testID, partitioner(t, n), partlog.New(rdb, testPrefix), slog.New(slog.NewTextHandler(logs, nil)), clk.Now)
 	stop := runRouter(t, r)
 	lastTicksAre(t, rdb, n, t0.Add(-time.Minute))
 

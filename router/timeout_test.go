@@ -41,7 +41,7 @@ func TestIngestFailsWithinAppendTimeout(t *testing.T) {
 			cfg.AppendTimeout = timeout
 			cfg.AppendConcurrency = 1
 			parts := partitioner(t, 4)
-			r := New(cfg, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+			r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 			c := startGRPC(t, r)
 			ctx := grpcCtx(t)
 			if _, err := c.Ingest(ctx, &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{click("acked-0", "ad-0", t0)}}); err != nil {

@@ -121,7 +121,7 @@ func TestIngestValidation(t *testing.T) {
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	parts := partitioner(t, 4)
-	r := New(testConfig(t), parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
+	r := New(testConfig(t), testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
 
 	total := func() int64 {
 		var n int64

@@ -527,16 +527,3 @@ func replyBytes(s string) []byte {
 	}
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
-
-// LoadMinute returns one stored minute of p (for minutes no longer in
-// memory), or ErrNotFound.
-func (s *Store) LoadMinute(ctx context.Context, p int, minute int64) ([]byte, error) {
-	v, err := s.rdb.HGet(ctx, s.snapKey(p), minuteField(minute)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("load minute %d of partition %d: %w", minute, p, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load minute %d of partition %d: %w", minute, p, err)
-	}
-	return v, nil
-}
