@@ -293,8 +293,29 @@ func TestSplitAndUnsplitMidStreamStayExact(t *testing.T) {
 	m2 := unsplit.ToMinute
 	stepTo(minuteTime(m2), 4)
 	retry(len(order) / 20)
-	stepTo(minuteTime(m2+1).Add(30*time.Second), 4)
+	// Well past minute m2 and its lateness, so that the ticks of more
+	// than one step complete it: the routers tick every 50ms of real
+	// time, and a loaded machine may not tick at every step.
+	stepTo(minuteTime(m2+1).Add(50*time.Second), 4)
 	t.Logf("%d clicks, %d retries; split of %s over %v from minute %d to %d", len(truth), retries, hot, split.Partitions, m, m2)
+	// Ticks stop only once every partition's watermark is past minute m2
+	// and the lateness after it: until then its top list may never be
+	// published.
+	done := minuteTime(m2 + 1).Add(30 * time.Second).UnixMilli()
+	testserver.Eventually(t, wait, func() error {
+		for _, a := range aggs {
+			st, err := a.PartitionStatus(ctxT(t), &clickaggv1.PartitionStatusRequest{})
+			if err != nil {
+				return err
+			}
+			for _, p := range st.GetPartitions() {
+				if p.GetWatermark().AsTime().UnixMilli() < done {
+					return fmt.Errorf("partition %d: watermark %v, want at least %v", p.GetPartition(), p.GetWatermark().AsTime(), time.UnixMilli(done).UTC())
+				}
+			}
+		}
+		return nil
+	})
 
 	// Every click is in the partition the rule names, and in that one only.
 	ra.stopTick()
