@@ -44,25 +44,24 @@ func (c *Config) Validate() error {
 }
 
 func readPolicy(name string) (policy, error) {
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return nil, fmt.Errorf("-auth.policy-file: %w", err)
-	}
-	p, err := parsePolicy(data)
-	if err != nil {
-		return nil, fmt.Errorf("-auth.policy-file %s: %w", name, err)
-	}
-	return p, nil
+	return readParsed("-auth.policy-file", name, parsePolicy)
 }
 
 func readTokens(name string) (tokens, error) {
+	return readParsed("-auth.tokens-file", name, parseTokens)
+}
+
+// readParsed reads the file name that flag gave and parses it; errors
+// name the flag, and the file when it does not parse.
+func readParsed[T any](flag, name string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("-auth.tokens-file: %w", err)
+		return zero, fmt.Errorf("%s: %w", flag, err)
 	}
-	t, err := parseTokens(data)
+	v, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("-auth.tokens-file %s: %w", name, err)
+		return zero, fmt.Errorf("%s %s: %w", flag, name, err)
 	}
-	return t, nil
+	return v, nil
 }

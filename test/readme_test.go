@@ -51,10 +51,7 @@ func TestReadmeGrpcurlCommands(t *testing.T) {
 	dir := t.TempDir()
 	dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen")
 
-	checks := []struct {
-		contains []string
-		eventual bool
-	}{
+	checks := []readmeCheck{
 		{contains: []string{"clickagg.v1.IngestService", "clickagg.v1.QueryService", "clickagg.v1.CoordinatorService", "grpc.health.v1.Health", "grpc.reflection"}},
 		{contains: []string{`"status": "SERVING"`}},
 		{contains: []string{`"accepted": "1"`}},
@@ -63,34 +60,9 @@ func TestReadmeGrpcurlCommands(t *testing.T) {
 		{contains: []string{`"role": "aggregator"`, `"role": "router"`, `"role": "queryd"`, `"role": "coordinator"`}},
 		{contains: []string{`"state": "serving"`}, eventual: true},
 	}
-	cmds := readmeBlock(t, "<!-- readme-test: grpcurl -->")
-	if len(cmds) != len(checks) {
-		t.Fatalf("README block has %d commands, the test checks %d", len(cmds), len(checks))
-	}
-	for i, line := range cmds {
-		cmdline := strings.ReplaceAll(line, "localhost:9090", dev.addr)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c := exec.Command("bash", "-c", cmdline)
-			c.Dir = root
-			out, err := c.CombinedOutput()
-			missing := ""
-			for _, want := range checks[i].contains {
-				if !strings.Contains(string(out), want) {
-					missing = want
-					break
-				}
-			}
-			if err == nil && missing == "" {
-				t.Logf("%s\n%s", line, firstLines(string(out), 6))
-				break
-			}
-			if !checks[i].eventual || time.Now().After(deadline) {
-				t.Fatalf("%s\nerror: %v, missing %q in output:\n%s", line, err, missing, out)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	runReadmeBlock(t, "<!-- readme-test: grpcurl -->", root, checks, func(line string) string {
+		return strings.ReplaceAll(line, "localhost:9090", dev.addr)
+	})
 	fmt.Fprintln(os.Stderr, "README grpcurl commands ok")
 }
 
@@ -225,11 +197,7 @@ func TestReadmeGrpcurlAuthCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrs := strings.NewReplacer("router:9090", c.routers[0].addr, "queryd:9090", c.queryd.addr, "coordinator:9090", c.coordinators[0].addr)
-	checks := []struct {
-		contains []string
-		refused  bool
-		eventual bool
-	}{
+	checks := []readmeCheck{
 		{contains: []string{`"status": "SERVING"`}},
 		{contains: []string{`"accepted": "1"`}},
 		{contains: []string{`"adId": "ad-readme"`, `"count": "1"`}, eventual: true},
@@ -237,14 +205,30 @@ func TestReadmeGrpcurlAuthCommands(t *testing.T) {
 		{contains: []string{"Code: PermissionDenied", `needs permission "ingest"; token:billing holds query`}, refused: true},
 		{contains: []string{"Code: Unauthenticated", "no client certificate or bearer token"}, refused: true},
 	}
-	cmds := readmeBlock(t, "<!-- readme-test: grpcurl-auth -->")
+	runReadmeBlock(t, "<!-- readme-test: grpcurl-auth -->", dir, checks, addrs.Replace)
+}
+
+// readmeCheck is what one README command must print: every string of
+// contains; refused, that it fails; eventual, that it may take retries
+// (for 30s) until the cluster has caught up.
+type readmeCheck struct {
+	contains []string
+	refused  bool
+	eventual bool
+}
+
+// runReadmeBlock runs the commands of the README block after marker, in
+// dir and with addresses rewritten by addr, one check each.
+func runReadmeBlock(t *testing.T, marker, dir string, checks []readmeCheck, addr func(string) string) {
+	t.Helper()
+	cmds := readmeBlock(t, marker)
 	if len(cmds) != len(checks) {
 		t.Fatalf("README block has %d commands, the test checks %d", len(cmds), len(checks))
 	}
 	for i, line := range cmds {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			cmd := exec.Command("bash", "-c", addrs.Replace(line))
+			cmd := exec.Command("bash", "-c", addr(line))
 			cmd.Dir = dir
 			out, err := cmd.CombinedOutput()
 			missing := ""
