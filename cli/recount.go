@@ -103,8 +103,6 @@ func (f *recountFlags) resolve(ctx context.Context, now time.Time) (*recountJob,
 	}
 	period := int64(f.period / time.Minute)
 	j := &recountJob{
-		from: floorDivMinutes(from.Unix()/60, period) * period,
-		to:   -floorDivMinutes(-((to.Unix()+59)/60), period) * period,
 		cfg: recount.Config{
 			Options: tally.Options{AllowedLateness: f.lateness, DedupHorizon: f.horizon, Retention: f.horizon},
 			Margin:  f.margin, Period: period, Now: time.Now,
@@ -113,6 +111,8 @@ func (f *recountFlags) resolve(ctx context.Context, now time.Time) (*recountJob,
 	if err := j.cfg.Validate(); err != nil {
 		return nil, err
 	}
+	span := j.cfg.Covering(from, to)
+	j.from, j.to = span.From, span.To
 	if err := f.cluster.Validate(); err != nil {
 		return nil, err
 	}
@@ -166,15 +166,6 @@ func (j *recountJob) load(ctx context.Context, list string) error {
 	r.SetApplied(applied)
 	j.view = r.View()
 	return nil
-}
-
-// floorDivMinutes is a/b rounded down.
-func floorDivMinutes(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
 }
 
 // minuteString formats a Unix minute for reports.

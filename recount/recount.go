@@ -61,6 +61,17 @@ func (c Config) Validate() error {
 // Span is the Unix minutes [From, To).
 type Span struct{ From, To int64 }
 
+// Covering returns the whole periods that cover [from, to): from rounded
+// down and to rounded up (to whole seconds) to a multiple of c.Period
+// minutes.
+func (c Config) Covering(from, to time.Time) Span {
+	first, end := floorDiv(from.Unix(), 60), floorDiv(to.Unix()+59, 60)
+	return Span{
+		From: floorDiv(first, c.Period) * c.Period,
+		To:   -floorDiv(-end, c.Period) * c.Period,
+	}
+}
+
 // Hole is a break in the chain of a partition's archive files: a file
 // names as the entry before it one that no file ends with, so the files
 // between are missing (or were never written).

@@ -114,19 +114,14 @@ func (b *batcher) wait(ctx context.Context, bt *batch) error {
 	timer := time.NewTimer(b.timeout)
 	defer timer.Stop()
 	for {
+		// Once bt is taken, only its append is waited for: a nil channel
+		// disables the case that takes a slot.
+		slots := b.slots
 		b.mu.Lock()
-		taken := bt.taken
-		b.mu.Unlock()
-		if taken {
-			select {
-			case <-bt.done:
-				return bt.err
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-timer.C:
-				return errAppendTimeout(b.timeout)
-			}
+		if bt.taken {
+			slots = nil
 		}
+		b.mu.Unlock()
 		select {
 		case <-bt.done:
 			return bt.err
@@ -134,7 +129,7 @@ func (b *batcher) wait(ctx context.Context, bt *batch) error {
 			return ctx.Err()
 		case <-timer.C:
 			return errAppendTimeout(b.timeout)
-		case b.slots <- struct{}{}:
+		case slots <- struct{}{}:
 			if next := b.takeNext(); next != nil {
 				b.inflight.Add(1)
 				go b.appendBatch(next)

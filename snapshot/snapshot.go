@@ -151,6 +151,15 @@ local function older(a, b)
 end
 `
 
+// luaFenced refuses, with {0, fence}, a write whose epoch ARGV[1] is
+// older than the fence at KEYS[1]; every fenced script starts with it.
+const luaFenced = luaOlder + `
+local fence = redis.call('GET', KEYS[1])
+if fence and older(ARGV[1], fence) then
+  return {0, fence}
+end
+`
+
 // idLess compares stream IDs ("ms-seq" or "ms"): the two parts are below
 // 2^53 in practice (milliseconds and a per-millisecond sequence), so
 // doubles hold them exactly.
@@ -180,11 +189,7 @@ end
 // move while Redis is full and their new owners load their snapshots
 // (Load reads nothing through MULTI for the same reason). Saves stay
 // refused.
-var claimScript = redis.NewScript("#!lua flags=allow-oom\n" + luaOlder + `
-local fence = redis.call('GET', KEYS[1])
-if fence and older(ARGV[1], fence) then
-  return {0, fence}
-end
+var claimScript = redis.NewScript("#!lua flags=allow-oom\n" + luaFenced + `
 if fence ~= ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1])
 end
@@ -206,11 +211,7 @@ return {1, ARGV[1]}
 // written one HSET each rather than unpacked into one call: unpack is
 // limited to a few thousand values, and a call per minute copies nothing
 // more.
-var saveScript = redis.NewScript(luaOlder + luaIDLess + `
-local fence = redis.call('GET', KEYS[1])
-if fence and older(ARGV[1], fence) then
-  return {0, fence}
-end
+var saveScript = redis.NewScript(luaIDLess + luaFenced + `
 if fence ~= ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1])
 end
@@ -243,11 +244,7 @@ return {1, ARGV[1]}
 // archivedScript: KEYS[1] fence, KEYS[2] archived offset; ARGV[1] epoch,
 // ARGV[2] offset. Moves the offset forward only, and only for an epoch
 // the fence allows; replies like saveScript.
-var archivedScript = redis.NewScript(luaOlder + luaIDLess + `
-local fence = redis.call('GET', KEYS[1])
-if fence and older(ARGV[1], fence) then
-  return {0, fence}
-end
+var archivedScript = redis.NewScript(luaIDLess + luaFenced + `
 local cur = redis.call('GET', KEYS[2])
 if not cur or idless(cur, ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
@@ -259,11 +256,7 @@ return {1, ARGV[1]}
 // start; ARGV[1] epoch, ARGV[2] end minute (decimal, no leading zeros, so
 // older compares it too), ARGV[3] start minute or -1. Moves the mark
 // forward only, for an epoch the fence allows, and records the start once.
-var historyScript = redis.NewScript(luaOlder + `
-local fence = redis.call('GET', KEYS[1])
-if fence and older(ARGV[1], fence) then
-  return {0, fence}
-end
+var historyScript = redis.NewScript(luaFenced + `
 local cur = redis.call('GET', KEYS[2])
 if not cur or older(cur, ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[2])
