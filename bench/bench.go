@@ -72,6 +72,23 @@ func (t *Targets) dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, opts...)
 }
 
+// dialStreams connects n times to the router, a connection per
+// IngestStream.
+func (t *Targets) dialStreams(n int) ([]*grpc.ClientConn, error) {
+	conns := make([]*grpc.ClientConn, n)
+	for i := range conns {
+		c, err := t.dial(t.Router)
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return nil, fmt.Errorf("dial router: %w", err)
+		}
+		conns[i] = c
+	}
+	return conns, nil
+}
+
 // run is one benchmark run.
 type run struct {
 	cfg        Config
@@ -82,7 +99,10 @@ type run struct {
 	spanEnd    int64
 	partitions int
 	ingestMid  int64 // a minute of the measured window, for 1-minute queries
-	runStart   time.Time
+	// started is when Run started, runStart when the load did: the
+	// timeline counts from it.
+	started  time.Time
+	runStart time.Time
 	// loadAtStart is the 1-minute load average when the run started.
 	loadAtStart float64
 
@@ -231,121 +251,23 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 	if !t.InProcess {
 		cfg.ProfileDuration = 0
 	}
-	started := time.Now()
-	r := &run{
-		loadAtStart: loadAverage(),
-		cfg:         cfg,
-		targets:     t,
-		names:       Names{Tag: strconv.FormatUint(rand.Uint64()%(36*36*36*36*36), 36)},
-	}
-	r.spanEnd = started.UnixMilli() / 60_000 * 60_000
-	r.spanStart = r.spanEnd - cfg.Span.Milliseconds()
-	r.kinds = queryKinds(int64(cfg.Span / time.Minute))
-	live := cfg.View == "on" || (cfg.View == "auto" && isTerminal(out))
-	r.progress = newProgress(out, live, cfg.View != "off")
+	r := newRun(cfg, t, out)
 	defer r.progress.stop()
-
-	conn, err := t.dial(t.Queryd)
+	rdb, closeClients, err := r.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dial queryd: %w", err)
+		return nil, err
 	}
-	defer conn.Close()
-	r.query = clickaggv1.NewQueryServiceClient(conn)
-	cconn := conn
-	if t.Coordinator != t.Queryd {
-		if cconn, err = t.dial(t.Coordinator); err != nil {
-			return nil, fmt.Errorf("dial coordinator: %w", err)
-		}
-		defer cconn.Close()
-	}
-	r.coord = clickaggv1.NewCoordinatorServiceClient(cconn)
-	// Probes use a connection of their own, not one of the loaded streams'.
-	pconn, err := t.dial(t.Router)
-	if err != nil {
-		return nil, fmt.Errorf("dial router: %w", err)
-	}
-	defer pconn.Close()
-	r.ingest = clickaggv1.NewIngestServiceClient(pconn)
-	if t.ClusterRedis != "" {
-		r.clusterRdb = redis.NewClient(&redis.Options{Addr: t.ClusterRedis, Password: t.ClusterRedisPassword})
-		defer r.clusterRdb.Close()
-	}
-	var rdb *redis.Client
-	if t.Redis != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: t.Redis, Password: t.RedisPassword, PoolSize: 2 * cfg.Streams * cfg.Inflight, ReadTimeout: 2 * time.Minute})
-		defer rdb.Close()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return nil, fmt.Errorf("baseline redis %s: %w", t.Redis, err)
-		}
-	}
-
+	defer closeClients()
 	mach := machine(ctx, r.clusterRdb, rdb)
-	r.progress.set("cluster", "waiting for every partition to be served")
-	st, err := r.waitServing(ctx)
+	m, err := r.measureAll(ctx, rdb)
 	if err != nil {
 		return nil, err
-	}
-	r.partitions = st.partitions
-
-	var heapBefore uint64
-	if t.InProcess {
-		heapBefore = liveHeap()
-	}
-	ing, err := r.runCluster(ctx)
-	if err != nil {
-		return nil, err
-	}
-	r.ingestMid = ing.ingestMid
-	var heapAfter uint64
-	var heapProfile []byte
-	if t.InProcess {
-		r.progress.set("cluster", "measuring the heap")
-		heapAfter = liveHeap()
-		var buf bytes.Buffer
-		if err := pprof.Lookup("heap").WriteTo(&buf, 0); err == nil {
-			heapProfile = buf.Bytes()
-		}
-	}
-	cq, err := r.runClusterQueries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if t.StopCluster != nil {
-		r.progress.set("cluster", "stopping")
-		t.StopCluster()
-	}
-
-	var ip *inprocResult
-	if cfg.Inproc {
-		if ip, err = r.runInproc(ctx, rdb, ing.rate); err != nil {
-			return nil, fmt.Errorf("in-process limit: %w", err)
-		}
-	}
-	var nv *naiveResult
-	if cfg.Naive && rdb != nil {
-		if nv, err = r.runNaive(ctx, rdb); err != nil {
-			return nil, fmt.Errorf("naive baseline: %w", err)
-		}
 	}
 	r.progress.stop()
-
-	rep := r.report(started, ing, cq, ip, nv, heapBefore, heapAfter)
+	rep := r.report(m)
 	rep.Machine = mach
-	var recoveryProfile []byte
-	if ip != nil {
-		recoveryProfile = ip.recoveryProfile
-	}
-	rep.Profiles = profiles(ing.cpuProfile, r.queryProfile, heapProfile, recoveryProfile)
-	if cfg.PprofDir != "" {
-		if err := writeProfiles(cfg.PprofDir, map[string][]byte{"ingest.pprof": ing.cpuProfile, "queries.pprof": r.queryProfile, "heap.pprof": heapProfile, "recovery.pprof": recoveryProfile}); err != nil {
-			return nil, err
-		}
-	}
-	if share := profileShares(ing.cpuProfile); share != "" {
-		rep.Notes = append(rep.Notes, "CPU of this process while the load added keys (profiled, the pipeline saturated at the targets' scale), by the part of the pipeline on the stack (parts overlap): "+share+".")
-	}
-	if share := profileShares(r.queryProfile); share != "" {
-		rep.Notes = append(rep.Notes, "CPU of this process while the cluster's queries were measured (profiled; nothing else ran but the cluster's own background work), by the part of the pipeline on the stack (parts overlap): "+share+".")
+	if err := r.addProfiles(rep, m); err != nil {
+		return nil, err
 	}
 	if err := rep.WriteText(out); err != nil {
 		return rep, err
@@ -359,6 +281,152 @@ func Run(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Report, er
 		fmt.Fprintf(out, "\nreport written to %s, chart to %s\n", cfg.Out, cfg.Chart)
 	}
 	return rep, nil
+}
+
+// newRun is a run of cfg on t, starting now, showing its progress on out.
+func newRun(cfg Config, t Targets, out io.Writer) *run {
+	r := &run{
+		started:     time.Now(),
+		loadAtStart: loadAverage(),
+		cfg:         cfg,
+		targets:     t,
+		names:       Names{Tag: strconv.FormatUint(rand.Uint64()%(36*36*36*36*36), 36)},
+	}
+	r.spanEnd = r.started.UnixMilli() / 60_000 * 60_000
+	r.spanStart = r.spanEnd - cfg.Span.Milliseconds()
+	r.kinds = queryKinds(int64(cfg.Span / time.Minute))
+	live := cfg.View == "on" || (cfg.View == "auto" && isTerminal(out))
+	r.progress = newProgress(out, live, cfg.View != "off")
+	return r
+}
+
+// connect makes the run's clients of the cluster and of its Redis, and
+// returns the baseline Redis's (nil without t.Redis); closeClients closes
+// them all.
+func (r *run) connect(ctx context.Context) (rdb *redis.Client, closeClients func(), err error) {
+	t := r.targets
+	var closers []func() error
+	closeClients = func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeClients()
+		}
+	}()
+	conn, err := t.dial(t.Queryd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial queryd: %w", err)
+	}
+	closers = append(closers, conn.Close)
+	r.query = clickaggv1.NewQueryServiceClient(conn)
+	cconn := conn
+	if t.Coordinator != t.Queryd {
+		if cconn, err = t.dial(t.Coordinator); err != nil {
+			return nil, nil, fmt.Errorf("dial coordinator: %w", err)
+		}
+		closers = append(closers, cconn.Close)
+	}
+	r.coord = clickaggv1.NewCoordinatorServiceClient(cconn)
+	// Probes use a connection of their own, not one of the loaded streams'.
+	pconn, err := t.dial(t.Router)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial router: %w", err)
+	}
+	closers = append(closers, pconn.Close)
+	r.ingest = clickaggv1.NewIngestServiceClient(pconn)
+	if t.ClusterRedis != "" {
+		r.clusterRdb = redis.NewClient(&redis.Options{Addr: t.ClusterRedis, Password: t.ClusterRedisPassword})
+		closers = append(closers, r.clusterRdb.Close)
+	}
+	if t.Redis != "" {
+		rdb = redis.NewClient(&redis.Options{Addr: t.Redis, Password: t.RedisPassword, PoolSize: 2 * r.cfg.Streams * r.cfg.Inflight, ReadTimeout: 2 * time.Minute})
+		closers = append(closers, rdb.Close)
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, nil, fmt.Errorf("baseline redis %s: %w", t.Redis, err)
+		}
+	}
+	return rdb, closeClients, nil
+}
+
+// measurements are what a run measured; a baseline's is nil when it did
+// not run.
+type measurements struct {
+	ing                   *ingestResult
+	cq                    map[string]*queryResult
+	ip                    *inprocResult
+	nv                    *naiveResult
+	heapBefore, heapAfter uint64
+	heapProfile           []byte
+}
+
+// measureAll measures the cluster, its heap and its queries, stops it,
+// and measures the baselines, rdb serving the naive one.
+func (r *run) measureAll(ctx context.Context, rdb *redis.Client) (*measurements, error) {
+	r.progress.set("cluster", "waiting for every partition to be served")
+	st, err := r.waitServing(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.partitions = st.partitions
+	m := &measurements{}
+	if r.targets.InProcess {
+		m.heapBefore = liveHeap()
+	}
+	if m.ing, err = r.runCluster(ctx); err != nil {
+		return nil, err
+	}
+	r.ingestMid = m.ing.ingestMid
+	if r.targets.InProcess {
+		r.progress.set("cluster", "measuring the heap")
+		m.heapAfter = liveHeap()
+		var buf bytes.Buffer
+		if err := pprof.Lookup("heap").WriteTo(&buf, 0); err == nil {
+			m.heapProfile = buf.Bytes()
+		}
+	}
+	if m.cq, err = r.runClusterQueries(ctx); err != nil {
+		return nil, err
+	}
+	if r.targets.StopCluster != nil {
+		r.progress.set("cluster", "stopping")
+		r.targets.StopCluster()
+	}
+	if r.cfg.Inproc {
+		if m.ip, err = r.runInproc(ctx, rdb, m.ing.rate); err != nil {
+			return nil, fmt.Errorf("in-process limit: %w", err)
+		}
+	}
+	if r.cfg.Naive && rdb != nil {
+		if m.nv, err = r.runNaive(ctx, rdb); err != nil {
+			return nil, fmt.Errorf("naive baseline: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// addProfiles adds the profiles' tops and shares to rep, and writes the
+// raw profiles to cfg.PprofDir.
+func (r *run) addProfiles(rep *Report, m *measurements) error {
+	var recoveryProfile []byte
+	if m.ip != nil {
+		recoveryProfile = m.ip.recoveryProfile
+	}
+	rep.Profiles = profiles(m.ing.cpuProfile, r.queryProfile, m.heapProfile, recoveryProfile)
+	if r.cfg.PprofDir != "" {
+		if err := writeProfiles(r.cfg.PprofDir, map[string][]byte{"ingest.pprof": m.ing.cpuProfile, "queries.pprof": r.queryProfile, "heap.pprof": m.heapProfile, "recovery.pprof": recoveryProfile}); err != nil {
+			return err
+		}
+	}
+	if share := profileShares(m.ing.cpuProfile); share != "" {
+		rep.Notes = append(rep.Notes, "CPU of this process while the load added keys (profiled, the pipeline saturated at the targets' scale), by the part of the pipeline on the stack (parts overlap): "+share+".")
+	}
+	if share := profileShares(r.queryProfile); share != "" {
+		rep.Notes = append(rep.Notes, "CPU of this process while the cluster's queries were measured (profiled; nothing else ran but the cluster's own background work), by the part of the pipeline on the stack (parts overlap): "+share+".")
+	}
+	return nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -13,6 +13,25 @@ import (
 type Config struct {
 	Workload Workload
 
+	// Router, Queryd and Coordinator are the gRPC addresses of a running
+	// cluster to measure; with Router empty, clickagg bench starts a
+	// cluster in its own process. ClusterRedis is that running cluster's
+	// Redis, read only for its CPU time and memory.
+	Router, Queryd, Coordinator            string
+	ClusterRedis, ClusterRedisPasswordFile string
+	// Redis serves the baselines; empty starts a redis-server child.
+	Redis, RedisPasswordFile string
+	// DataDir holds the local cluster's and the baseline's data, kept
+	// afterwards; empty is a temporary directory, removed afterwards.
+	DataDir string
+	// AppendFsync is the AOF fsync policy of the redis-server children.
+	AppendFsync string
+
+	// History, when set, runs only the history measurement (RunHistory),
+	// HistoryRuns times.
+	History     bool
+	HistoryRuns int
+
 	// Span is how much event time the run's clicks cover: the sweep moves
 	// through it over the whole cluster run, so that queries over Span
 	// minutes find every minute filled.
@@ -79,35 +98,61 @@ type Config struct {
 	View string
 }
 
-// RegisterFlags registers the flags under -bench.
+// RegisterFlags registers the flags under -bench. Their help says what
+// each does; why the defaults are what they are is in the comments here
+// and in the package documentation.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.registerTargetFlags(fs)
+	c.registerWorkloadFlags(fs)
+	c.registerPhaseFlags(fs)
+	c.registerModeFlags(fs)
+	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles (ingest, queries, heap, recovery) there for go tool pprof; in-process cluster only")
+	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write, keeping its hand-written notes; empty writes no files")
+	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
+	fs.StringVar(&c.View, "bench.view", "auto", "progress display: auto (a live line on a terminal), on or off")
+}
+
+// registerTargetFlags registers what the bench measures and where its data
+// goes.
+func (c *Config) registerTargetFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Router, "bench.router", "", "gRPC address of a running cluster's router to measure; empty starts a cluster in this process")
+	fs.StringVar(&c.Queryd, "bench.queryd", "", "gRPC address of the running cluster's queryd; default: -bench.router")
+	fs.StringVar(&c.Coordinator, "bench.coordinator", "", "gRPC address of the running cluster's coordinator, for lag; default: -bench.queryd")
+	fs.StringVar(&c.ClusterRedis, "bench.cluster-redis", "", "the running cluster's Redis, read only for its CPU time (optional)")
+	fs.StringVar(&c.ClusterRedisPasswordFile, "bench.cluster-redis-password-file", "", "file holding -bench.cluster-redis's password, if it has one")
+	// The baselines delete the keys they write afterwards.
+	fs.StringVar(&c.Redis, "bench.redis", "", "Redis for the naive baseline and the snapshot measurement; empty starts a redis-server child")
+	fs.StringVar(&c.RedisPasswordFile, "bench.redis-password-file", "", "file holding -bench.redis's password, if it has one")
+	fs.StringVar(&c.DataDir, "bench.data-dir", "", "empty or new directory for the local cluster's and the baseline's data, kept afterwards; default: a temporary one")
+	// always: an acknowledged click is on disk, as in production.
+	fs.StringVar(&c.AppendFsync, "bench.appendfsync", "always", "AOF fsync policy of the redis-server children: always, everysec or no")
+}
+
+// registerWorkloadFlags registers the clicks the bench sends.
+func (c *Config) registerWorkloadFlags(fs *flag.FlagSet) {
 	w := &c.Workload
 	fs.IntVar(&w.Ads, "bench.ads", 2_000_000, "distinct ads; popularity is Zipf-distributed")
-	fs.Float64Var(&w.ZipfS, "bench.zipf-s", 1.1, "Zipf exponent of ad popularity (> 1; 1.1 gives the top ad about 12% of the clicks of 2M ads)")
-	fs.IntVar(&w.Countries, "bench.countries", len(Countries), fmt.Sprintf("distinct countries (real ISO codes, largest internet populations first, share falling as 1/rank), at most %d", len(Countries)))
+	// 1.1 gives the top ad about 12% of the clicks of 2M ads.
+	fs.Float64Var(&w.ZipfS, "bench.zipf-s", 1.1, "Zipf exponent of ad popularity (> 1)")
+	// Real ISO codes, largest internet populations first, share falling as
+	// 1/rank.
+	fs.IntVar(&w.Countries, "bench.countries", len(Countries), fmt.Sprintf("distinct countries, at most %d", len(Countries)))
 	fs.IntVar(&w.Users, "bench.users", 4_000_000, "distinct user_ids (uniform)")
-	fs.IntVar(&w.IPs, "bench.ips", 2_000_000, "distinct IP addresses; each user clicks from one, several users share one")
-	fs.Float64Var(&w.Duplicates, "bench.duplicates", 0.01, "fraction of events that repeat a recent event exactly (same event_id), as client retries do; exact, not random")
-	fs.Float64Var(&w.Late, "bench.late", 0.01, "fraction of events whose click time is 2 to 10 minutes behind the others, in minutes already complete; exact, not random")
+	fs.IntVar(&w.IPs, "bench.ips", 2_000_000, "distinct IP addresses; each user clicks from one")
+	// Exact fractions, not random: as client retries do, a duplicate
+	// repeats a recent event, event_id and all.
+	fs.Float64Var(&w.Duplicates, "bench.duplicates", 0.01, "fraction of events that repeat a recent event exactly")
+	fs.Float64Var(&w.Late, "bench.late", 0.01, "fraction of events 2 to 10 minutes behind the others")
 	fs.Uint64Var(&w.Seed, "bench.seed", 1, "seed of the workload; the same seed gives the same events")
-	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the clicks cover: the click times sweep through the span ending a minute before the run started, so that 60-minute queries find 60 filled minutes; with -bench.ads, it sizes a bitmap of ads × minutes (15 MB for the defaults) that counts keys")
-
-	fs.Int64Var(&c.Keys, "bench.keys", 10_000_000, "distinct (ad, minute) keys the workload puts in the cluster before queries are measured: click times sweep through -bench.span as keys are added, an equal share of them per minute, and after the freshness window the load goes on, as fast as acknowledged, until this many are in")
-	fs.DurationVar(&c.FillTimeout, "bench.fill-timeout", 5*time.Minute, "the longest the load goes on after the freshness window to reach -bench.keys; the report says how many keys the queries then found")
-	fs.DurationVar(&c.Warmup, "bench.warmup", 5*time.Second, "ingest before the measured window starts (not measured)")
-	fs.DurationVar(&c.Duration, "bench.duration", 30*time.Second, "the measured ingest window: as fast as the cluster acknowledges")
-	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "the load that adds keys after the freshness window runs with the CPU profiler on, for at least this long (in-process cluster only; 0 disables the profile): the profile is of the pipeline at the scale of the targets, and does not slow the measured window")
-	fs.DurationVar(&c.FreshnessDuration, "bench.freshness-duration", 20*time.Second, "the freshness window: ingest paced at the freshness rate while probes measure ack-to-visible time")
-	fs.IntVar(&c.FreshnessRate, "bench.freshness-rate", 1_000_000, "events per second during the freshness window; if the cluster sustained less in the measured window, -bench.freshness-load of what it sustained is used instead, and the report says so")
-	// The targets ask for freshness at 1M events/s of a cluster that
-	// sustains 1.5M: at two thirds of its capacity. Where the capacity is
-	// lower, the same fraction of it keeps the comparison fair; queueing
-	// delay grows as 1/(1-load), so at 90% it would measure the queue.
-	fs.Float64Var(&c.FreshnessLoad, "bench.freshness-load", 2.0/3, "fraction of the sustained rate used for the freshness window when -bench.freshness-rate is out of reach; the default is the targets' own ratio, 1M/s of freshness load against 1.5M/s of capacity")
-	fs.DurationVar(&c.ProbeInterval, "bench.probe-interval", 50*time.Millisecond, "how often a probe click is sent (one at a time; each waits until seen)")
-	fs.DurationVar(&c.ProbePoll, "bench.probe-poll", 2*time.Millisecond, "how often GetAggregatedCount is asked whether the probe is visible; freshness is measured to within this")
-	fs.IntVar(&c.ProbeAds, "bench.probe-ads", 8, "distinct ads the probes click, in turn")
-
+	// The click times sweep through the span ending a minute before the
+	// run started, so that 60-minute queries find 60 filled minutes; with
+	// -bench.ads the span sizes a bitmap of ads × minutes (15 MB for the
+	// defaults) that counts the keys.
+	fs.DurationVar(&c.Span, "bench.span", time.Hour, "event time the click times sweep through")
+	// Click times sweep through -bench.span as keys are added, an equal
+	// share per minute; after the freshness window the load goes on, as
+	// fast as acknowledged, until this many are in.
+	fs.Int64Var(&c.Keys, "bench.keys", 10_000_000, "distinct (ad, minute) keys to put in the cluster before the queries")
 	fs.IntVar(&c.Streams, "bench.streams", 4, "concurrent IngestStreams, each on its own connection")
 	// A router acknowledges a request once its log entry is fsynced, and
 	// appends the requests that wait meanwhile together (group commit): a
@@ -116,27 +161,63 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	// acknowledged with 4 in flight, 251k/s with 16, on the same build.
 	fs.IntVar(&c.Inflight, "bench.inflight", 16, "requests sent ahead of their acknowledgement on each stream")
 	fs.IntVar(&c.Batch, "bench.batch", 500, "events per IngestStream request")
+}
+
+// registerPhaseFlags registers how long each phase of a cluster run lasts.
+func (c *Config) registerPhaseFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.FillTimeout, "bench.fill-timeout", 5*time.Minute, "the longest the load goes on after the freshness window to reach -bench.keys")
+	fs.DurationVar(&c.Warmup, "bench.warmup", 5*time.Second, "ingest before the measured window starts (not measured)")
+	fs.DurationVar(&c.Duration, "bench.duration", 30*time.Second, "the measured ingest window, as fast as the cluster acknowledges")
+	// The profile is of the pipeline at the scale of the targets, and does
+	// not slow the measured window.
+	fs.DurationVar(&c.ProfileDuration, "bench.profile", 10*time.Second, "CPU-profile the load that adds keys for at least this long (in-process cluster only; 0: no profile)")
+	fs.DurationVar(&c.FreshnessDuration, "bench.freshness-duration", 20*time.Second, "the freshness window: ingest paced at the freshness rate, with probes")
+	// When the cluster sustained less in the measured window,
+	// -bench.freshness-load of what it sustained is used, and the report
+	// says so.
+	fs.IntVar(&c.FreshnessRate, "bench.freshness-rate", 1_000_000, "events per second during the freshness window, if the cluster sustains it")
+	// The targets ask for freshness at 1M events/s of a cluster that
+	// sustains 1.5M: at two thirds of its capacity. Where the capacity is
+	// lower, the same fraction of it keeps the comparison fair; queueing
+	// delay grows as 1/(1-load), so at 90% it would measure the queue.
+	fs.Float64Var(&c.FreshnessLoad, "bench.freshness-load", 2.0/3, "fraction of the sustained rate the freshness window uses when -bench.freshness-rate is out of reach")
+	fs.DurationVar(&c.ProbeInterval, "bench.probe-interval", 50*time.Millisecond, "how often a probe click is sent (one at a time; each waits until seen)")
+	fs.DurationVar(&c.ProbePoll, "bench.probe-poll", 2*time.Millisecond, "how often a probe's visibility is polled; freshness is measured to within this")
+	fs.IntVar(&c.ProbeAds, "bench.probe-ads", 8, "distinct ads the probes click, in turn")
 
 	fs.DurationVar(&c.QueryTime, "bench.query-time", 2*time.Second, "how long each kind of query is repeated (one client, one at a time)")
 	fs.IntVar(&c.QueryMinSamples, "bench.query-min", 100, "each kind of query runs at least this many times, even past -bench.query-time")
 	fs.IntVar(&c.QueryMaxSamples, "bench.query-max", 5000, "each kind of query runs at most this many times")
 
-	fs.BoolVar(&c.Naive, "bench.naive", true, "run the naive Redis baseline (pipelined HINCRBY per (minute, ad) and ZINCRBY per minute) on the same events")
-	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 30*time.Second, "give up the naive baseline's ingest after this long and report the rate it had (its rate is steady well before; its memory and query figures are then for fewer keys)")
+	fs.BoolVar(&c.Naive, "bench.naive", true, "run the naive Redis baseline (HINCRBY and ZINCRBY per event) on the same events")
+	// Its rate is steady well before; its memory and query figures are
+	// then for fewer keys.
+	fs.DurationVar(&c.NaiveTimeout, "bench.naive-timeout", 30*time.Second, "stop the naive baseline's ingest after this long and report the rate it had")
 	fs.IntVar(&c.NaiveTopRuns, "bench.naive-top-runs", 3, "how many times the naive top-100 over the span (ZUNIONSTORE) is timed")
-	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 10_000_000, "snapshot and recover the first partitions of the in-process state that together hold at least this many (ad, minute) keys (the default, the targets' 10M, takes every partition of a default run); 0 takes every partition. A few partitions are a noisy sample: the hottest ads land in random partitions, and their events per key set the bytes per key")
-	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (the same log entries decoded and counted by package tally in one goroutine) and the snapshot/recovery measurement")
+	// The default, the targets' 10M, takes every partition of a default
+	// run. A few partitions are a noisy sample: the hottest ads land in
+	// random partitions, and their events per key set the bytes per key.
+	fs.Int64Var(&c.SnapshotKeys, "bench.snapshot-keys", 10_000_000, "snapshot and recover the first partitions holding at least this many keys; 0 takes every partition")
+	fs.BoolVar(&c.Inproc, "bench.inproc", true, "run the in-process limit (package tally in one goroutine) and the snapshot/recovery measurement")
+}
 
-	fs.DurationVar(&c.Steady, "bench.steady", 0, "instead of the cluster run, pace the workload at -bench.steady-rate for this long with click times at the clock, sample the cluster Redis's memory each second, and write the report's steady-ingest section: the partition logs must level off, trimmed once archived and snapshotted (0: no steady run)")
-	fs.IntVar(&c.SteadyRate, "bench.steady-rate", 100_000, "events per second of the -bench.steady run, below what the cluster sustains so that the logs measure the archive's lag rather than a queue")
-	fs.DurationVar(&c.SteadyWarmup, "bench.steady-warmup", 2*time.Minute, "the start of the -bench.steady run left out of its verdict, while the logs fill to their level (one to two -archive.interval)")
-	fs.BoolVar(&c.Topologies, "bench.redis-topologies", false, "instead of the cluster run, run the same load on a new local cluster for each Redis setup in turn (one redis-server; a Redis Cluster of 3 primaries; 3 primaries with a replica each, without and with -redis.wait-replicas=1): -bench.duration as fast as acknowledged after -bench.warmup, with each Redis server's CPU and memory, then -bench.freshness-duration paced at -bench.topology-rate with freshness probes; writes the report's topology section")
-	fs.IntVar(&c.TopologyRate, "bench.topology-rate", 20_000, "events per second of the -bench.redis-topologies and -bench.security freshness window, the same for every setup: below what the slowest setup sustains, so that freshness measures the pipeline rather than a queue")
-	fs.BoolVar(&c.Security, "bench.security", false, "instead of the cluster run, run the same load on a new local cluster (one redis-server) plaintext, with mutual TLS, and with TLS and authorization (a bearer token), with certificates made for the run: -bench.duration as fast as acknowledged after -bench.warmup with clickagg's CPU, -bench.freshness-duration paced at -bench.topology-rate with probes, then query latency (-bench.query-time of GetAggregatedCount and of GetPopularAds(100) over -bench.span); writes the report's security section")
-	fs.StringVar(&c.PprofDir, "bench.pprof-dir", "", "also write the raw profiles there, for go tool pprof: ingest.pprof (CPU, while adding keys), queries.pprof (CPU, the cluster's query phase), heap.pprof (after ingest); in-process cluster only")
-	fs.StringVar(&c.Out, "bench.out", "docs/benchmarks.md", "Markdown report to write (its hand-written notes section is kept); empty writes no files")
-	fs.StringVar(&c.Chart, "bench.chart", "benchmarks.svg", "file name of the SVG chart, written next to -bench.out")
-	fs.StringVar(&c.View, "bench.view", "auto", "progress display: auto (a live line on a terminal, one line per second otherwise), on, off")
+// registerModeFlags registers the runs that replace the cluster run.
+func (c *Config) registerModeFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.History, "bench.history", false, "instead, measure the archive and queries over a synthetic 30-day history; no cluster is started")
+	fs.IntVar(&c.HistoryRuns, "bench.history-runs", 3, "with -bench.history: timed runs over the same history, each of 400 counts and 5 tops")
+	// With the raw archive on, the partition logs must level off, trimmed
+	// once archived and snapshotted.
+	fs.DurationVar(&c.Steady, "bench.steady", 0, "instead, pace the workload for this long and sample the cluster Redis's memory (0: no steady run)")
+	// Below what the cluster sustains, so that the logs measure the
+	// archive's lag rather than a queue.
+	fs.IntVar(&c.SteadyRate, "bench.steady-rate", 100_000, "events per second of the -bench.steady run")
+	// While the logs fill to their level (one to two -archive.interval).
+	fs.DurationVar(&c.SteadyWarmup, "bench.steady-warmup", 2*time.Minute, "the start of the -bench.steady run left out of its verdict")
+	fs.BoolVar(&c.Topologies, "bench.redis-topologies", false, "instead, run the same load on a new local cluster for each Redis setup in turn")
+	// The same for every setup: below what the slowest setup sustains, so
+	// that freshness measures the pipeline rather than a queue.
+	fs.IntVar(&c.TopologyRate, "bench.topology-rate", 20_000, "events per second of the freshness window of -bench.redis-topologies and -bench.security")
+	fs.BoolVar(&c.Security, "bench.security", false, "instead, run the same load plaintext, with mutual TLS, and with TLS and authorization")
 }
 
 // Validate checks the configuration.
@@ -179,6 +260,8 @@ func (c *Config) Validate() error {
 		// The minutes are the clock's, so a run starting mid-minute
 		// covers one fewer whole minute than its length.
 		return errors.New("-bench.steady: must be at least -bench.steady-warmup plus 3m, so that two whole clock minutes give a trend")
+	case c.History && c.HistoryRuns < 1:
+		return fmt.Errorf("-bench.history-runs %d: must be at least 1", c.HistoryRuns)
 	case c.TopologyRate < 1:
 		return errors.New("-bench.topology-rate: must be at least 1")
 	case c.Topologies && c.Steady > 0:

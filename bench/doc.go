@@ -62,6 +62,16 @@
 // top N over an hour is a ZUNIONSTORE. It runs on the same events and its
 // memory per key is Redis's used_memory growth divided by its keys.
 //
+// # Changing the bench
+//
+// Config holds every -bench.* flag (RegisterFlags, Validate); cli only
+// starts what the targets need. A cluster run's phases are the methods of
+// clusterRun, called in order by runCluster; a topology run's are those
+// of topologyRun. The report's rows and notes come from reportBuilder,
+// one method per group, in the order they are printed: a new figure is a
+// field of ingestResult (or a baseline's result) set by its phase, and a
+// row or note in its group.
+//
 // # Honesty
 //
 // Everything runs on one machine, so the load generator, the cluster and

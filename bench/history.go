@@ -214,11 +214,7 @@ func withSection(report, begin, end, section string) string {
 // keptSection returns the section between the markers begin and end of an
 // earlier report, markers included, or "".
 func keptSection(old, begin, end string) string {
-	_, rest, ok := strings.Cut(old, begin)
-	if !ok {
-		return ""
-	}
-	section, _, ok := strings.Cut(rest, end)
+	section, ok := between(old, begin, end)
 	if !ok {
 		return ""
 	}

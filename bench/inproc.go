@@ -183,54 +183,9 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 		state[i] = tally.NewPartition(i, opts)
 	}
 	rp := r.newReplayer(parts, sustained)
-	// Another goroutine regenerates and encodes the entries, untimed, on
-	// the other core while this one counts them: the replay then takes
-	// about as long as the counting alone.
-	type chunk struct {
-		entries []entry
-		events  int64
-		batches int
-	}
-	chunks := make(chan chunk, 2)
-	free := make(chan []entry, 3)
-	for range cap(free) {
-		free <- nil
-	}
 	ectx, stopEncoding := context.WithCancel(ctx)
 	defer stopEncoding()
-	go func() {
-		defer close(chunks)
-		for done := false; !done; {
-			var c chunk
-			select {
-			case c.entries = <-free:
-			case <-ectx.Done():
-				return
-			}
-			c.entries = c.entries[:0]
-			for range chunkBatches {
-				evs := rp.events()
-				if evs == nil {
-					done = true
-					break
-				}
-				c.events += int64(len(evs))
-				c.entries = rp.entries(evs, c.entries, nil)
-			}
-			if done {
-				// The probes, which the cluster counted too.
-				c.entries = rp.entries(r.probes, c.entries, nil)
-				c.events += int64(len(r.probes))
-				c.entries = rp.ticks(c.entries)
-			}
-			c.batches = rp.next
-			select {
-			case chunks <- c:
-			case <-ectx.Done():
-				return
-			}
-		}
-	}()
+	chunks, free := r.encodeChunks(ectx, rp)
 	var timed time.Duration
 	total := len(r.batchTimes)
 	for c := range chunks {
@@ -261,6 +216,75 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 	}
 	res.keys = res.mem.Keys
 
+	if err := r.inprocQueries(ctx, state, parts, res); err != nil {
+		return nil, err
+	}
+	if rdb != nil {
+		if err := r.snapshotRecovery(ctx, rdb, rp, state, keysOf, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// replayChunk is entries of chunkBatches batches, encoded ahead of being
+// counted.
+type replayChunk struct {
+	entries []entry
+	events  int64
+	batches int // replayed so far
+}
+
+// encodeChunks regenerates and encodes the run's entries, untimed, in
+// another goroutine, on the other core, while the caller counts them: the
+// replay then takes about as long as the counting alone. The caller hands
+// each chunk's entries back on free for reuse; the goroutine ends when
+// every chunk is sent or ctx is done.
+func (r *run) encodeChunks(ctx context.Context, rp *replayer) (<-chan replayChunk, chan<- []entry) {
+	chunks := make(chan replayChunk, 2)
+	free := make(chan []entry, 3)
+	for range cap(free) {
+		free <- nil
+	}
+	go func() {
+		defer close(chunks)
+		for done := false; !done; {
+			var c replayChunk
+			select {
+			case c.entries = <-free:
+			case <-ctx.Done():
+				return
+			}
+			c.entries = c.entries[:0]
+			for range chunkBatches {
+				evs := rp.events()
+				if evs == nil {
+					done = true
+					break
+				}
+				c.events += int64(len(evs))
+				c.entries = rp.entries(evs, c.entries, nil)
+			}
+			if done {
+				// The probes, which the cluster counted too.
+				c.entries = rp.entries(r.probes, c.entries, nil)
+				c.events += int64(len(r.probes))
+				c.entries = rp.ticks(c.entries)
+			}
+			c.batches = rp.next
+			select {
+			case chunks <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return chunks, free
+}
+
+// inprocQueries measures the cluster's queries on the in-process state,
+// whose answers are the ground truth.
+func (r *run) inprocQueries(ctx context.Context, state []*tally.Partition, parts *ring.Partitioner, res *inprocResult) error {
 	res.queries = map[string]*queryResult{}
 	res.reference = map[string][]answer{}
 	for _, k := range r.kinds {
@@ -270,18 +294,13 @@ func (r *run) runInproc(ctx context.Context, rdb *redis.Client, sustained float6
 			return inprocQuery(state, parts, r.window, k, q), nil
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.queries[k.id] = &queryResult{lat: lat, answers: ans}
 		res.reference[k.id] = ans
 	}
 
-	if rdb != nil {
-		if err := r.snapshotRecovery(ctx, rdb, rp, state, keysOf, res); err != nil {
-			return nil, err
-		}
-	}
-	return res, nil
+	return nil
 }
 
 // inprocQuery answers q from the state directly, as an aggregator and
@@ -370,28 +389,65 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 
 	// What the restored partitions must answer: the state as last saved.
 	from, to := r.spanStart/60_000, r.spanEnd/60_000+1
-	type reference struct {
-		stats       tally.Stats
-		top, topBy  []topn.AdCount
-		country     string
-		offset      string
-		watermarkMs int64
-	}
-	refs := make([]reference, n)
+	refs := make([]partitionRef, n)
 	for i, p := range set {
-		refs[i] = reference{stats: p.Stats(), top: p.Top(from, to, 100, tally.Filter{}), country: Countries[0], offset: p.Offset(), watermarkMs: p.Watermark()}
-		refs[i].topBy = p.Top(from, to, 100, tally.Filter{Country: refs[i].country})
+		refs[i] = refOf(p, from, to)
 	}
 	clear(set)
 	liveHeap()
 
 	r.progress.set("snapshot", fmt.Sprintf("recovering %d partitions, %s keys, %d at once", n, si(float64(res.snapKeys)), takeParallelism))
-	// Profiled, and the CPU of both sides counted, to tell the
-	// decoding here from Redis serving the bytes.
+	if err := r.recoverSet(ctx, rdb, store, set, res); err != nil {
+		return err
+	}
+	res.recoveredSame = true
+	for i, p := range set {
+		if !refs[i].same(p, from, to) {
+			res.recoveredSame = false
+		}
+	}
+	clear(set)
+
+	// Last, so that its bytes do not change what the AOF held (and when
+	// Redis rewrote it) during the timed parts.
+	r.progress.set("snapshot", "probing the Redis write bandwidth")
+	res.redisWriteBps, err = probeRedisWrite(ctx, rdb, prefix+":probe")
+	return err
+}
+
+// partitionRef is what a partition answers, to compare a restored one
+// with.
+type partitionRef struct {
+	stats       tally.Stats
+	top, topBy  []topn.AdCount
+	country     string
+	offset      string
+	watermarkMs int64
+}
+
+// refOf is what p answers, its tops over the minutes [from, to).
+func refOf(p *tally.Partition, from, to int64) partitionRef {
+	ref := partitionRef{stats: p.Stats(), top: p.Top(from, to, 100, tally.Filter{}), country: Countries[0], offset: p.Offset(), watermarkMs: p.Watermark()}
+	ref.topBy = p.Top(from, to, 100, tally.Filter{Country: ref.country})
+	return ref
+}
+
+// same reports whether p answers as ref.
+func (ref partitionRef) same(p *tally.Partition, from, to int64) bool {
+	return p.Stats() == ref.stats && p.Offset() == ref.offset && p.Watermark() == ref.watermarkMs &&
+		slices.Equal(p.Top(from, to, 100, tally.Filter{}), ref.top) &&
+		slices.Equal(p.Top(from, to, 100, tally.Filter{Country: ref.country}), ref.topBy)
+}
+
+// recoverSet recovers every partition of set from store as an aggregator
+// does (claim, load, restore), takeParallelism at once, timed. It is
+// profiled, and the CPU of both sides counted, to tell the decoding here
+// from Redis serving the bytes.
+func (r *run) recoverSet(ctx context.Context, rdb *redis.Client, store *snapshot.Store, set []*tally.Partition, res *inprocResult) error {
 	var prof bytes.Buffer
 	profiling := pprof.StartCPUProfile(&prof) == nil
 	cpu0, redis0 := processCPU(), redisCPUOf(ctx, rdb)
-	t = time.Now()
+	t := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(takeParallelism)
 	for i := range set {
@@ -407,9 +463,7 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
+	err := g.Wait()
 	res.recovery = time.Since(t)
 	res.recoveryCPU, res.recoveryRedisCPU = processCPU()-cpu0, redisCPUOf(ctx, rdb)-redis0
 	if redis0 < 0 {
@@ -419,22 +473,6 @@ func (r *run) snapshotRecovery(ctx context.Context, rdb *redis.Client, rp *repla
 		pprof.StopCPUProfile()
 		res.recoveryProfile = prof.Bytes()
 	}
-
-	res.recoveredSame = true
-	for i, p := range set {
-		ref := refs[i]
-		if p.Stats() != ref.stats || p.Offset() != ref.offset || p.Watermark() != ref.watermarkMs ||
-			!slices.Equal(p.Top(from, to, 100, tally.Filter{}), ref.top) ||
-			!slices.Equal(p.Top(from, to, 100, tally.Filter{Country: ref.country}), ref.topBy) {
-			res.recoveredSame = false
-		}
-	}
-	clear(set)
-
-	// Last, so that its bytes do not change what the AOF held (and when
-	// Redis rewrote it) during the timed parts.
-	r.progress.set("snapshot", "probing the Redis write bandwidth")
-	res.redisWriteBps, err = probeRedisWrite(ctx, rdb, prefix+":probe")
 	return err
 }
 

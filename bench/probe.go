@@ -104,14 +104,8 @@ func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func() int6
 		r.mu.Lock()
 		r.timeline.Freshness = append(r.timeline.Freshness, Sample{T: rel(ackAt), Latency: lat})
 		r.mu.Unlock()
-		if d := cfg.ProbeInterval - time.Since(start); d > 0 {
-			select {
-			case <-stop:
-				return nil
-			case <-ctx.Done():
-				return nil
-			case <-time.After(d):
-			}
+		if !pause(ctx, stop, cfg.ProbeInterval-time.Since(start)) {
+			return nil
 		}
 	}
 }

@@ -387,15 +387,22 @@ func mdEscape(s string) string {
 
 // keptNotes returns the hand-written notes of an earlier report.
 func keptNotes(old string) string {
-	_, after, ok := strings.Cut(old, notesBegin)
-	if !ok {
-		return ""
-	}
-	notes, _, ok := strings.Cut(after, notesEnd)
-	if !ok {
-		return ""
-	}
+	notes, _ := between(old, notesBegin, notesEnd)
 	return notes
+}
+
+// between returns what old holds between the first begin and the end
+// after it, and whether it holds both.
+func between(old, begin, end string) (string, bool) {
+	_, rest, ok := strings.Cut(old, begin)
+	if !ok {
+		return "", false
+	}
+	inner, _, ok := strings.Cut(rest, end)
+	if !ok {
+		return "", false
+	}
+	return inner, true
 }
 
 // WriteFiles writes the Markdown report to mdPath and the chart (if svg is

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -82,7 +80,51 @@ func RunSteady(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Stea
 	}
 	res := &SteadyResult{Started: time.Now(), Command: t.Command, Settings: t.Settings, Machine: machine(ctx, rdb, nil),
 		Rate: float64(cfg.SteadyRate), Duration: cfg.Steady, Warmup: cfg.SteadyWarmup}
+	streams, err := steadyReady(ctx, t, rdb, out)
+	if err != nil {
+		return nil, err
+	}
+	conns, err := t.dialStreams(cfg.Streams)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var acked, retries atomic.Int64
+	start := time.Now()
+	res.LoadStart = start
+	next := pacedAtClock(clockGenerator(cfg.Workload, start), start, cfg.SteadyRate, cfg.Steady)
+	loadDone := make(chan error, 1)
+	go func() { loadDone <- load(ctx, cfg, Names{Tag: "steady"}, conns, &acked, &retries, next, nil) }()
 
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if err := res.sample(ctx, rdb, streams, start, &acked, out); err != nil {
+			return nil, err
+		}
+		select {
+		case err := <-loadDone:
+			if err != nil {
+				return nil, fmt.Errorf("bench: steady load: %w", err)
+			}
+			if want := int64(cfg.Steady.Seconds() * float64(cfg.SteadyRate)); acked.Load() < want*9/10 {
+				return res, fmt.Errorf("bench: %d events acknowledged at the end of the steady run, %d paced: the cluster did not sustain -bench.steady-rate", acked.Load(), want)
+			}
+			return res, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// steadyReady waits until the cluster at t serves every partition, and
+// returns the keys of its partition logs in rdb.
+func steadyReady(ctx context.Context, t Targets, rdb *redis.Client, out io.Writer) ([]string, error) {
 	cconn, err := t.dial(t.Coordinator)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator: %w", err)
@@ -100,87 +142,24 @@ func RunSteady(ctx context.Context, cfg Config, t Targets, out io.Writer) (*Stea
 	if len(streams) == 0 {
 		return nil, errors.New("bench: the cluster's Redis holds no partition log (*}:log)")
 	}
+	return streams, nil
+}
 
-	conns := make([]*grpc.ClientConn, cfg.Streams)
-	for i := range conns {
-		c, err := t.dial(t.Router)
-		if err != nil {
-			return nil, fmt.Errorf("dial router: %w", err)
-		}
-		defer c.Close()
-		conns[i] = c
+// sample adds a sample of the logs' memory and of the events acked has
+// counted since start, and shows it.
+func (res *SteadyResult) sample(ctx context.Context, rdb *redis.Client, streams []string, start time.Time, acked *atomic.Int64, out io.Writer) error {
+	s, err := sampleLogs(ctx, rdb, streams)
+	if err != nil {
+		return err
 	}
-	var acked, retries atomic.Int64
-	batches := make(chan *batch, cfg.Streams)
-	start := time.Now()
-	res.LoadStart = start
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(batches)
-		// Late clicks go back at most LateMax: the generator clamps to
-		// the start of that span.
-		gen := NewGenerator(cfg.Workload, start.Add(-LateMax*time.Millisecond-time.Minute).UnixMilli())
-		enc := &Encoder{Names: Names{Tag: "steady"}}
-		evs := make([]Event, cfg.Batch)
-		end := start.Add(cfg.Steady)
-		for sent := int64(0); ; sent += int64(cfg.Batch) {
-			due := start.Add(time.Duration(float64(sent) * float64(time.Second) / float64(cfg.SteadyRate)))
-			if !due.Before(end) {
-				return nil
-			}
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-gctx.Done():
-					return nil
-				case <-time.After(d):
-				}
-			}
-			now := time.Now().UnixMilli()
-			for i := range evs {
-				evs[i] = gen.Next(now)
-			}
-			select {
-			case batches <- &batch{data: enc.AppendRequest(make([]byte, 0, 96*len(evs)), evs), n: len(evs)}:
-			case <-gctx.Done():
-				return nil
-			}
-		}
-	})
-	for _, c := range conns {
-		s := &sender{conn: c, inflight: cfg.Inflight, acked: &acked, retries: &retries}
-		g.Go(func() error { return s.run(gctx, batches) })
+	s.At, s.Acked = time.Since(start).Seconds(), acked.Load()
+	res.Samples = append(res.Samples, s)
+	if n := len(res.Samples); n > 1 {
+		prev := res.Samples[n-2]
+		fmt.Fprintf(out, "[%4.0fs] steady: acked %s/s, logs %s (oldest entry %.0fs), used_memory %s\n", s.At,
+			si(float64(s.Acked-prev.Acked)/(s.At-prev.At)), formatBytes(s.Logs), s.OldestAge, formatBytes(s.Used))
 	}
-	loadDone := make(chan error, 1)
-	go func() { loadDone <- g.Wait() }()
-
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		s, err := sampleLogs(ctx, rdb, streams)
-		if err != nil {
-			return nil, err
-		}
-		s.At, s.Acked = time.Since(start).Seconds(), acked.Load()
-		res.Samples = append(res.Samples, s)
-		if n := len(res.Samples); n > 1 {
-			prev := res.Samples[n-2]
-			fmt.Fprintf(out, "[%4.0fs] steady: acked %s/s, logs %s (oldest entry %.0fs), used_memory %s\n", s.At,
-				si(float64(s.Acked-prev.Acked)/(s.At-prev.At)), formatBytes(s.Logs), s.OldestAge, formatBytes(s.Used))
-		}
-		select {
-		case err := <-loadDone:
-			if err != nil {
-				return nil, fmt.Errorf("bench: steady load: %w", err)
-			}
-			if want := int64(cfg.Steady.Seconds() * float64(cfg.SteadyRate)); acked.Load() < want*9/10 {
-				return res, fmt.Errorf("bench: %d events acknowledged at the end of the steady run, %d paced: the cluster did not sustain -bench.steady-rate", acked.Load(), want)
-			}
-			return res, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
-	}
+	return nil
 }
 
 // logKeys returns the keys of the partition logs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -74,109 +75,150 @@ func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshR
 	if len(t.RedisNodes) == 0 {
 		return nil, errors.New("bench: the topology run needs the cluster's Redis servers")
 	}
-	res := &TopologyResult{Name: name, FreshRate: float64(freshRate)}
-	nodes := make([]*redis.Client, len(t.RedisNodes))
-	for i, addr := range t.RedisNodes {
-		nodes[i] = redis.NewClient(&redis.Options{Addr: addr, Password: t.ClusterRedisPassword})
-		defer nodes[i].Close()
-	}
-	res.Machine = machine(ctx, nodes[0], nil)
-	dial := t.dial
-	cconn, err := dial(t.Coordinator)
-	if err != nil {
-		return nil, fmt.Errorf("dial coordinator: %w", err)
-	}
-	defer cconn.Close()
-	qconn, err := dial(t.Queryd)
-	if err != nil {
-		return nil, fmt.Errorf("dial queryd: %w", err)
-	}
-	defer qconn.Close()
-	iconn, err := dial(t.Router)
-	if err != nil {
-		return nil, fmt.Errorf("dial router: %w", err)
-	}
-	defer iconn.Close()
-	names := Names{Tag: "topo"}
-	r := &run{cfg: cfg, names: names, coord: clickaggv1.NewCoordinatorServiceClient(cconn),
-		query: clickaggv1.NewQueryServiceClient(qconn), ingest: clickaggv1.NewIngestServiceClient(iconn)}
-	fmt.Fprintf(out, "%s: waiting for every partition to be served\n", name)
-	if _, err := r.waitServing(ctx); err != nil {
+	tr := &topologyRun{cfg: cfg, t: t, out: out, res: &TopologyResult{Name: name, FreshRate: float64(freshRate)}}
+	defer tr.close()
+	if err := tr.connect(ctx); err != nil {
 		return nil, err
 	}
-	conns := make([]*grpc.ClientConn, cfg.Streams)
-	for i := range conns {
-		if conns[i], err = dial(t.Router); err != nil {
-			return nil, fmt.Errorf("dial router: %w", err)
-		}
-		defer conns[i].Close()
+	fmt.Fprintf(out, "%s: waiting for every partition to be served\n", name)
+	if _, err := tr.r.waitServing(ctx); err != nil {
+		return nil, err
 	}
-	start := time.Now()
-	gen := NewGenerator(cfg.Workload, start.Add(-LateMax*time.Millisecond-time.Minute).UnixMilli())
-
-	// As fast as acknowledged: the generator fills the senders' queue.
-	var acked, retries atomic.Int64
-	defer func() { res.Retries = retries.Load() }()
-	if err := load(ctx, cfg, conns, &acked, &retries, func(evs []Event) bool {
-		now := time.Now().UnixMilli()
-		for i := range evs {
-			evs[i] = gen.Next(now)
+	var err error
+	if tr.conns, err = t.dialStreams(cfg.Streams); err != nil {
+		return nil, err
+	}
+	tr.gen = clockGenerator(cfg.Workload, time.Now())
+	defer func() { tr.res.Retries = tr.retries.Load() }()
+	for _, phase := range []func(context.Context) error{tr.saturate, tr.drain, tr.paced} {
+		if err := phase(ctx); err != nil {
+			return nil, err
 		}
+	}
+	return tr.res, nil
+}
+
+// topologyRun is one run of RunTopology.
+type topologyRun struct {
+	cfg     Config
+	t       Targets
+	out     io.Writer
+	res     *TopologyResult
+	nodes   []*redis.Client // t.RedisNodes'
+	r       *run            // the probes' and status calls' clients
+	closers []func() error
+	conns   []*grpc.ClientConn // one per stream
+	gen     *Generator
+
+	acked, retries atomic.Int64
+}
+
+// connect makes the clients of the Redis servers and of the cluster.
+func (tr *topologyRun) connect(ctx context.Context) error {
+	t := tr.t
+	tr.nodes = make([]*redis.Client, len(t.RedisNodes))
+	for i, addr := range t.RedisNodes {
+		tr.nodes[i] = redis.NewClient(&redis.Options{Addr: addr, Password: t.ClusterRedisPassword})
+		tr.closers = append(tr.closers, tr.nodes[i].Close)
+	}
+	tr.res.Machine = machine(ctx, tr.nodes[0], nil)
+	var conns [3]*grpc.ClientConn
+	for i, c := range []struct{ what, addr string }{{"coordinator", t.Coordinator}, {"queryd", t.Queryd}, {"router", t.Router}} {
+		conn, err := t.dial(c.addr)
+		if err != nil {
+			return fmt.Errorf("dial %s: %w", c.what, err)
+		}
+		tr.closers = append(tr.closers, conn.Close)
+		conns[i] = conn
+	}
+	tr.r = &run{cfg: tr.cfg, names: Names{Tag: "topo"}, coord: clickaggv1.NewCoordinatorServiceClient(conns[0]),
+		query: clickaggv1.NewQueryServiceClient(conns[1]), ingest: clickaggv1.NewIngestServiceClient(conns[2])}
+	return nil
+}
+
+// close closes every connection, the last made first.
+func (tr *topologyRun) close() {
+	for _, c := range tr.conns {
+		c.Close()
+	}
+	for _, c := range slices.Backward(tr.closers) {
+		c()
+	}
+}
+
+// saturate is the load as fast as acknowledged: the generator fills the
+// senders' queue; after cfg.Warmup, cfg.Duration is measured.
+func (tr *topologyRun) saturate(ctx context.Context) error {
+	err := load(ctx, tr.cfg, Names{Tag: "topo"}, tr.conns, &tr.acked, &tr.retries, func(_ context.Context, evs []Event) bool {
+		fillAtClock(tr.gen, evs)
 		return true
-	}, func(ctx context.Context, stop func()) error {
-		if err := retry.Sleep(ctx, cfg.Warmup); err != nil {
+	}, tr.measure)
+	if err != nil {
+		return fmt.Errorf("bench: load: %w", err)
+	}
+	return nil
+}
+
+// measure measures the saturated window beside the load, and stops it.
+func (tr *topologyRun) measure(ctx context.Context, stop func()) error {
+	cfg, res := tr.cfg, tr.res
+	if err := retry.Sleep(ctx, cfg.Warmup); err != nil {
+		return err
+	}
+	a0, p0, t0 := tr.acked.Load(), processCPU(), time.Now()
+	cpu0 := make([]float64, len(tr.nodes))
+	for i, n := range tr.nodes {
+		cpu0[i] = redisCPUOf(ctx, n)
+	}
+	for s := 1; s <= int(cfg.Duration/time.Second); s++ {
+		if err := retry.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
-		a0, p0, t0 := acked.Load(), processCPU(), time.Now()
-		cpu0 := make([]float64, len(nodes))
-		for i, n := range nodes {
-			cpu0[i] = redisCPUOf(ctx, n)
-		}
-		for s := 1; s <= int(cfg.Duration/time.Second); s++ {
-			if err := retry.Sleep(ctx, time.Second); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "[%3ds] %s: %s acknowledged/s\n", s, name, si(float64(acked.Load()-a0)/time.Since(t0).Seconds()))
-		}
-		res.Acked, res.Window = acked.Load()-a0, time.Since(t0)
-		res.ProcCPU = (processCPU() - p0) / res.Window.Seconds()
-		for i, n := range nodes {
-			u := NodeUsage{Addr: t.RedisNodes[i], CPU: (redisCPUOf(ctx, n) - cpu0[i]) / res.Window.Seconds()}
-			u.Role, _ = infoField(ctx, n, "replication", "role")
-			if v, err := infoField(ctx, n, "memory", "used_memory"); err == nil {
-				_, _ = fmt.Sscan(v, &u.UsedMemory)
-			}
-			res.Nodes = append(res.Nodes, u)
-		}
-		stop()
-		return nil
-	}); err != nil {
-		return nil, err
+		fmt.Fprintf(tr.out, "[%3ds] %s: %s acknowledged/s\n", s, res.Name, si(float64(tr.acked.Load()-a0)/time.Since(t0).Seconds()))
 	}
+	res.Acked, res.Window = tr.acked.Load()-a0, time.Since(t0)
+	res.ProcCPU = (processCPU() - p0) / res.Window.Seconds()
+	for i, n := range tr.nodes {
+		u := NodeUsage{Addr: tr.t.RedisNodes[i], CPU: (redisCPUOf(ctx, n) - cpu0[i]) / res.Window.Seconds()}
+		u.Role, _ = infoField(ctx, n, "replication", "role")
+		if v, err := infoField(ctx, n, "memory", "used_memory"); err == nil {
+			_, _ = fmt.Sscan(v, &u.UsedMemory)
+		}
+		res.Nodes = append(res.Nodes, u)
+	}
+	stop()
+	return nil
+}
 
-	// The aggregators catch up before freshness is measured: the backlog
-	// of the load as fast as acknowledged would otherwise be measured.
+// drain waits until the aggregators have caught up, before freshness is
+// measured: the backlog of the load as fast as acknowledged would
+// otherwise be measured.
+func (tr *topologyRun) drain(ctx context.Context) error {
 	drainStart := time.Now()
 	for {
-		st, err := r.statusRetry(ctx)
+		st, err := tr.r.statusRetry(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if st.maxLag == 0 {
 			break
 		}
 		if err := retry.Sleep(ctx, 100*time.Millisecond); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	res.Drain = time.Since(drainStart)
+	tr.res.Drain = time.Since(drainStart)
+	return nil
+}
 
-	// Paced, with probes.
-	fmt.Fprintf(out, "%s: %s of load paced at %s/s, with freshness probes\n", name, cfg.FreshnessDuration, si(float64(freshRate)))
+// paced is the freshness window: the load paced at res.FreshRate, with
+// probes.
+func (tr *topologyRun) paced(ctx context.Context) error {
+	cfg, res, r := tr.cfg, tr.res, tr.r
+	fmt.Fprintf(tr.out, "%s: %s of load paced at %s/s, with freshness probes\n", res.Name, cfg.FreshnessDuration, si(res.FreshRate))
 	pacedStart := time.Now()
 	r.spanStart = pacedStart.Truncate(time.Minute).Add(-time.Minute).UnixMilli()
 	r.spanEnd = pacedStart.Add(cfg.FreshnessDuration + 10*time.Minute).Truncate(time.Minute).UnixMilli()
-	sent := int64(0)
 	ir := &ingestResult{}
 	var window atomic.Int32
 	window.Store(windowFreshness)
@@ -186,31 +228,51 @@ func RunTopology(ctx context.Context, cfg Config, t Targets, name string, freshR
 		probeDone <- r.probe(ctx, probeStop, func() int64 { return time.Now().UnixMilli() },
 			func(at time.Time) float64 { return at.Sub(pacedStart).Seconds() }, ir, &window)
 	}()
-	err = load(ctx, cfg, conns, &acked, &retries, func(evs []Event) bool {
-		due := pacedStart.Add(time.Duration(float64(sent) * float64(time.Second) / float64(freshRate)))
-		if !due.Before(pacedStart.Add(cfg.FreshnessDuration)) {
-			return false
-		}
-		if retry.Sleep(ctx, time.Until(due)) != nil {
-			return false
-		}
-		now := time.Now().UnixMilli()
-		for i := range evs {
-			evs[i] = gen.Next(now)
-		}
-		sent += int64(len(evs))
-		return true
-	}, nil)
+	err := load(ctx, cfg, Names{Tag: "topo"}, tr.conns, &tr.acked, &tr.retries, pacedAtClock(tr.gen, pacedStart, int(res.FreshRate), cfg.FreshnessDuration), nil)
+	if err != nil {
+		err = fmt.Errorf("bench: load: %w", err)
+	}
 	close(probeStop)
 	if perr := <-probeDone; err == nil {
 		err = perr
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.Freshness, res.Ack = &ir.freshness, &ir.probeAck
 	res.Timeouts = ir.timeouts
-	return res, nil
+	return nil
+}
+
+// clockGenerator is a generator of clicks at the clock from start on:
+// late clicks go back at most LateMax, and the generator clamps to the
+// start of that span.
+func clockGenerator(w Workload, start time.Time) *Generator {
+	return NewGenerator(w, start.Add(-LateMax*time.Millisecond-time.Minute).UnixMilli())
+}
+
+// fillAtClock fills evs with gen's next events, clicked now.
+func fillAtClock(gen *Generator, evs []Event) {
+	now := time.Now().UnixMilli()
+	for i := range evs {
+		evs[i] = gen.Next(now)
+	}
+}
+
+// pacedAtClock is a load's next that fills batches of gen's events at the
+// clock, paced at rate events per second from start until start+d.
+func pacedAtClock(gen *Generator, start time.Time, rate int, d time.Duration) func(context.Context, []Event) bool {
+	end := start.Add(d)
+	var sent int64
+	return func(ctx context.Context, evs []Event) bool {
+		due := start.Add(time.Duration(float64(sent) * float64(time.Second) / float64(rate)))
+		if !due.Before(end) || retry.Sleep(ctx, time.Until(due)) != nil {
+			return false
+		}
+		fillAtClock(gen, evs)
+		sent += int64(len(evs))
+		return true
+	}
 }
 
 // RunTopologyQueries measures, on the cluster RunTopology measured into
@@ -242,18 +304,20 @@ func RunTopologyQueries(ctx context.Context, cfg Config, t Targets, res *Topolog
 	return nil
 }
 
-// load sends batches that next fills (until it returns false, or until
-// measure calls stop) over conns, cfg.Inflight ahead on each, and waits
-// until all are acknowledged. measure, when set, runs beside the load.
-func load(ctx context.Context, cfg Config, conns []*grpc.ClientConn, acked, retries *atomic.Int64, next func([]Event) bool, measure func(ctx context.Context, stop func()) error) error {
+// load sends batches of names' events that next fills (until it returns
+// false, or until measure calls stop) over conns, cfg.Inflight ahead on
+// each, and waits until all are acknowledged. measure, when set, runs
+// beside the load. next and measure get the load's context, which ends
+// when any of its goroutines fails.
+func load(ctx context.Context, cfg Config, names Names, conns []*grpc.ClientConn, acked, retries *atomic.Int64, next func(context.Context, []Event) bool, measure func(ctx context.Context, stop func()) error) error {
 	g, gctx := errgroup.WithContext(ctx)
 	batches := make(chan *batch, len(conns))
 	var stopped atomic.Bool
 	g.Go(func() error {
 		defer close(batches)
-		enc := &Encoder{Names: Names{Tag: "topo"}}
+		enc := &Encoder{Names: names}
 		evs := make([]Event, cfg.Batch)
-		for !stopped.Load() && next(evs) {
+		for !stopped.Load() && next(gctx, evs) {
 			select {
 			case batches <- &batch{data: enc.AppendRequest(make([]byte, 0, 96*len(evs)), evs), n: len(evs)}:
 			case <-gctx.Done():
@@ -269,10 +333,7 @@ func load(ctx context.Context, cfg Config, conns []*grpc.ClientConn, acked, retr
 	if measure != nil {
 		g.Go(func() error { return measure(gctx, func() { stopped.Store(true) }) })
 	}
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("bench: load: %w", err)
-	}
-	return nil
+	return g.Wait()
 }
 
 // TopologyReport is the runs of one comparison, in the order they ran.

@@ -82,23 +82,25 @@ func runBench(ctx context.Context, args []string) error {
 
 // benchMain runs clickagg bench and returns its report.
 func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report, error) {
+	cfg, bc, err := parseBench(args)
+	if err != nil {
+		return nil, err
+	}
+	if bc.History {
+		return nil, benchHistory(ctx, bc, commandLine(args), out)
+	}
+	return benchCluster(ctx, cfg, bc, commandLine(args), out)
+}
+
+// parseBench parses clickagg bench's flags: the bench's own, and the
+// server's, which configure the local cluster.
+func parseBench(args []string) (ServerConfig, bench.Config, error) {
 	fs := flag.NewFlagSet("clickagg bench", flag.ContinueOnError)
 	setUsage(fs, benchSynopsis)
 	var cfg ServerConfig
 	cfg.RegisterFlags(fs)
 	var bc bench.Config
 	bc.RegisterFlags(fs)
-	routerAddr := fs.String("bench.router", "", "gRPC address of a running cluster's router to measure; empty starts a cluster in this process")
-	querydAddr := fs.String("bench.queryd", "", "gRPC address of the running cluster's queryd; default: -bench.router")
-	coordAddr := fs.String("bench.coordinator", "", "gRPC address of the running cluster's coordinator (GetClusterStatus, for lag); default: -bench.queryd")
-	clusterRedis := fs.String("bench.cluster-redis", "", "the running cluster's Redis, read only for its CPU time (optional)")
-	clusterRedisPw := fs.String("bench.cluster-redis-password-file", "", "file holding -bench.cluster-redis's password, if it has one")
-	baseRedis := fs.String("bench.redis", "", "Redis for the naive baseline and the snapshot measurement (they delete their keys afterwards); empty starts a redis-server child")
-	baseRedisPw := fs.String("bench.redis-password-file", "", "file holding -bench.redis's password, if it has one")
-	dataDir := fs.String("bench.data-dir", "", "empty or new directory for the local cluster's etcd and Redis data and the baseline Redis, kept afterwards; empty uses a temporary directory, removed afterwards")
-	historyOnly := fs.Bool("bench.history", false, "measure only the archive (bytes and encoding time per event) and queries over a synthetic 30-day history of 2M ads in 64 partitions (counts over 30 days, top 100 over 7), and write their section of -bench.out; no cluster is started")
-	historyRuns := fs.Int("bench.history-runs", 3, "with -bench.history: timed runs over the same history, each of 400 counts and 5 tops")
-	appendFsync := fs.String("bench.appendfsync", "always", "AOF fsync policy of the redis-server children, the cluster's and the baseline's: always (an acknowledged click is on disk), everysec or no")
 	// The local cluster: loopback on free ports, no HTTP, errors only in the
 	// log (the progress display is the output), and ticks that follow the
 	// clicks' event time rather than the wall clock, because the sweep sends
@@ -113,183 +115,241 @@ func benchMain(ctx context.Context, args []string, out io.Writer) (*bench.Report
 	// second and would lose its lag readings.
 	setDefault(fs, "coordinator.status-timeout", "10s")
 	if err := parse(fs, args); err != nil {
-		return nil, err
+		return cfg, bc, err
 	}
-	if err := bc.Validate(); err != nil {
-		return nil, err
-	}
-	if *historyOnly {
-		return nil, benchHistory(ctx, bc, *historyRuns, *dataDir, commandLine(args), out)
-	}
+	return cfg, bc, bc.Validate()
+}
+
+// benchCluster runs every bench but -bench.history: on the cluster it
+// starts, or on -bench.router's.
+func benchCluster(ctx context.Context, cfg ServerConfig, bc bench.Config, command string, out io.Writer) (*bench.Report, error) {
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return nil, err
 	}
-	t := bench.Targets{
-		Router:      *routerAddr,
-		Queryd:      *querydAddr,
-		Coordinator: *coordAddr,
-		Redis:       *baseRedis,
-		Command:     commandLine(args),
-		Tally: tally.Options{
-			AllowedLateness: cfg.Aggregator.AllowedLateness,
-			DedupHorizon:    cfg.Aggregator.DedupHorizon,
-			Retention:       cfg.Aggregator.Retention,
-		},
+	dir, cleanup, err := benchDir(bc)
+	if err != nil {
+		return nil, err
 	}
-	dir := *dataDir
+	defer cleanup()
+	if bc.Topologies || bc.Security {
+		return nil, benchCompare(ctx, cfg, bc, dir, command, logger, out)
+	}
+	t := bench.Targets{Redis: bc.Redis, Command: command, Tally: tally.Options{
+		AllowedLateness: cfg.Aggregator.AllowedLateness,
+		DedupHorizon:    cfg.Aggregator.DedupHorizon,
+		Retention:       cfg.Aggregator.Retention,
+	}}
+	stopRedis, err := baselineRedis(ctx, bc, dir, &t)
+	if err != nil {
+		return nil, err
+	}
+	defer stopRedis()
+
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if bc.Router == "" {
+		stop, err := startBenchCluster(ctx, bctx, cancel, cfg, bc, dir, logger, &t)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	} else if err := runningTargets(bc, &t); err != nil {
+		return nil, err
+	}
+	if bc.Steady > 0 {
+		return nil, benchSteady(bctx, bc, t, out)
+	}
+	rep, err := bench.Run(bctx, bc, t, out)
+	return rep, benchErr(bctx, err)
+}
+
+// benchDir returns the directory for the bench's data: -bench.data-dir,
+// which must be empty, or a temporary one that cleanup removes when
+// anything is to be started.
+func benchDir(bc bench.Config) (dir string, cleanup func(), err error) {
+	dir, cleanup = bc.DataDir, func() {}
 	if dir != "" {
 		// The ground truth is this run's events: a cluster holding an
 		// earlier run's would answer differently.
 		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-			return nil, fmt.Errorf("-bench.data-dir %s is not empty: the bench needs a fresh cluster and Redis", dir)
+			return "", nil, fmt.Errorf("-bench.data-dir %s is not empty: the bench needs a fresh cluster and Redis", dir)
 		}
+		return dir, cleanup, nil
 	}
-	if dir == "" && (t.Router == "" || t.Redis == "") {
-		if dir, err = os.MkdirTemp("", "clickagg-bench-"); err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
+	if bc.Router != "" && bc.Redis != "" {
+		return "", cleanup, nil
 	}
-	steady := bc.Steady > 0
-	if bc.Topologies || bc.Security {
-		if t.Router != "" {
-			return nil, errors.New("-bench.redis-topologies and -bench.security start their own clusters: they cannot measure -bench.router's")
-		}
-		cmp := redisComparison
-		if bc.Security {
-			if cfg.TLS.Enabled() || cfg.Auth.Enabled() {
-				return nil, errors.New("-bench.security: makes its own certificates, token and policy; drop the -tls.* and -auth.* flags")
-			}
-			if cmp, err = securityComparison(filepath.Join(dir, "tls")); err != nil {
-				return nil, fmt.Errorf("-bench.security: %w", err)
-			}
-		}
-		return nil, benchComparison(ctx, cfg, bc, cmp, dir, *appendFsync, commandLine(args), logger, out)
+	if dir, err = os.MkdirTemp("", "clickagg-bench-"); err != nil {
+		return "", nil, err
 	}
-	if t.Redis == "" && !steady {
-		r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: *appendFsync})
-		if err != nil {
-			return nil, fmt.Errorf("baseline redis: %w", err)
-		}
-		defer r.Stop()
-		t.Redis, t.RedisPassword = r.Addr, r.Password
-	} else if t.Redis != "" {
-		if t.RedisPassword, err = optionalPassword(*baseRedisPw, "-bench.redis-password-file"); err != nil {
-			return nil, err
-		}
-	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
 
-	bctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	if t.Router == "" {
-		if cfg.ArchiveBucket == "" {
-			// As in production: the logs go to the raw archive and are
-			// trimmed once archived, so Redis's memory stays flat.
-			cfg.ArchiveBucket = filepath.Join(dir, "archive")
-		}
-		deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: *appendFsync})
-		if err != nil {
-			return nil, err
-		}
-		defer deps.Close()
-		srv, stopSrv, done, err := startReady(ctx, cfg, logger)
-		if err != nil {
-			return nil, err
-		}
-		defer stopSrv()
-		// The cluster stops when the bench is done with it, or when the
-		// bench ends; if it stops on its own first, the bench is cancelled.
-		var once sync.Once
-		var stopping sync.Mutex
-		stopped := false
-		stop := func() {
-			once.Do(func() {
-				stopping.Lock()
-				stopped = true
-				stopping.Unlock()
-				stopSrv()
-				<-done
-				deps.Close()
-			})
-		}
-		defer stop()
-		go func() {
-			select {
-			case err := <-done:
-				stopping.Lock()
-				unexpected := !stopped
-				stopping.Unlock()
-				done <- err
-				if unexpected {
-					cancel(fmt.Errorf("local cluster stopped: %w", err))
-				}
-			case <-bctx.Done():
-			}
-		}()
-		t.Router, t.Queryd, t.Coordinator = srv.GRPCAddr(), srv.GRPCAddr(), srv.GRPCAddr()
-		if deps.redis != nil {
-			t.ClusterRedis, t.ClusterRedisPassword = deps.redis.Addr, deps.redis.Password
-		} else if cfg.Redis.ClusterAddrs == "" && cfg.Redis.SentinelMaster == "" {
-			t.ClusterRedis = cfg.Redis.Addr
-			if t.ClusterRedisPassword, err = optionalPassword(cfg.Redis.PasswordFile, "-redis.password-file"); err != nil {
-				return nil, err
-			}
-		}
-		t.InProcess = true
-		t.StopCluster = stop
-		t.Settings = []bench.Setting{
-			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
-			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s -aggregator.raw-retention=%s -archive.bucket=<a directory> -archive.interval=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon, cfg.Aggregator.RawRetention, cfg.Archive.Interval)},
-			{Name: "router", Value: fmt.Sprintf("-router.tick-interval=%s -router.idle-watermark-lag=%s", cfg.Router.TickInterval, cfg.Router.IdleLag)},
-			{Name: "coordinator", Value: fmt.Sprintf("-coordinator.status-timeout=%s", cfg.Coordinator.StatusTimeout)},
-			{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s, auto-aof-rewrite-percentage %d", *appendFsync, localserver.AOFRewritePercentage)},
-		}
-	} else {
-		if t.Queryd == "" {
-			t.Queryd = t.Router
-		}
-		if t.Coordinator == "" {
-			t.Coordinator = t.Queryd
-		}
-		t.ClusterRedis = *clusterRedis
-		if t.ClusterRedisPassword, err = optionalPassword(*clusterRedisPw, "-bench.cluster-redis-password-file"); err != nil {
-			return nil, err
-		}
-		t.Settings = []bench.Setting{{Name: "cluster", Value: fmt.Sprintf("running cluster: router %s, queryd %s, coordinator %s", t.Router, t.Queryd, t.Coordinator)}}
+// benchCompare runs -bench.redis-topologies or -bench.security.
+func benchCompare(ctx context.Context, cfg ServerConfig, bc bench.Config, dir, command string, lg *slog.Logger, out io.Writer) error {
+	if bc.Router != "" {
+		return errors.New("-bench.redis-topologies and -bench.security start their own clusters: they cannot measure -bench.router's")
 	}
-	if steady {
-		if t.ClusterRedis == "" {
-			return nil, errors.New("-bench.steady with -bench.router: name the cluster's Redis with -bench.cluster-redis")
+	cmp := redisComparison
+	if bc.Security {
+		if cfg.TLS.Enabled() || cfg.Auth.Enabled() {
+			return errors.New("-bench.security: makes its own certificates, token and policy; drop the -tls.* and -auth.* flags")
 		}
-		t.Settings = slices.DeleteFunc(t.Settings, func(s bench.Setting) bool { return s.Name == "baseline Redis" })
-		res, err := bench.RunSteady(bctx, bc, t, out)
-		if cause := context.Cause(bctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
-			return nil, cause
+		var err error
+		if cmp, err = securityComparison(filepath.Join(dir, "tls")); err != nil {
+			return fmt.Errorf("-bench.security: %w", err)
 		}
-		if err != nil {
+	}
+	return benchComparison(ctx, cfg, bc, cmp, dir, command, lg, out)
+}
+
+// baselineRedis sets t's Redis for the baselines: -bench.redis, or a
+// redis-server child that stop stops. The steady run has no baselines.
+func baselineRedis(ctx context.Context, bc bench.Config, dir string, t *bench.Targets) (stop func(), err error) {
+	if t.Redis != "" {
+		t.RedisPassword, err = optionalPassword(bc.RedisPasswordFile, "-bench.redis-password-file")
+		return func() {}, err
+	}
+	if bc.Steady > 0 {
+		return func() {}, nil
+	}
+	r, err := localserver.StartRedis(ctx, localserver.RedisConfig{Dir: filepath.Join(dir, "baseline-redis"), AppendFsync: bc.AppendFsync})
+	if err != nil {
+		return nil, fmt.Errorf("baseline redis: %w", err)
+	}
+	t.Redis, t.RedisPassword = r.Addr, r.Password
+	return func() { _ = r.Stop() }, nil
+}
+
+// startBenchCluster starts etcd, Redis and every role in this process
+// under dir, and sets t to measure them. The cluster stops when stop is
+// called (the bench is done with it) or the bench ends; if it stops on its
+// own first, the bench's context, bctx, is cancelled.
+func startBenchCluster(ctx, bctx context.Context, cancel context.CancelCauseFunc, cfg ServerConfig, bc bench.Config, dir string, lg *slog.Logger, t *bench.Targets) (stop func(), err error) {
+	if cfg.ArchiveBucket == "" {
+		// As in production: the logs go to the raw archive and are
+		// trimmed once archived, so Redis's memory stays flat.
+		cfg.ArchiveBucket = filepath.Join(dir, "archive")
+	}
+	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: bc.AppendFsync})
+	if err != nil {
+		return nil, err
+	}
+	srv, stopSrv, done, err := startReady(ctx, cfg, lg)
+	if err != nil {
+		deps.Close()
+		return nil, err
+	}
+	stop = watchCluster(bctx, cancel, stopSrv, done, deps.Close)
+	t.Router, t.Queryd, t.Coordinator = srv.GRPCAddr(), srv.GRPCAddr(), srv.GRPCAddr()
+	if deps.redis != nil {
+		t.ClusterRedis, t.ClusterRedisPassword = deps.redis.Addr, deps.redis.Password
+	} else if cfg.Redis.ClusterAddrs == "" && cfg.Redis.SentinelMaster == "" {
+		t.ClusterRedis = cfg.Redis.Addr
+		if t.ClusterRedisPassword, err = optionalPassword(cfg.Redis.PasswordFile, "-redis.password-file"); err != nil {
+			stop()
 			return nil, err
 		}
-		fmt.Fprint(out, res.Markdown())
-		if bc.Out != "" {
-			return nil, res.WriteSteadySection(bc.Out)
-		}
-		return nil, nil
 	}
-	rep, err := bench.Run(bctx, bc, t, out)
+	t.InProcess = true
+	t.StopCluster = stop
+	t.Settings = localSettings(cfg, bc.AppendFsync)
+	return stop, nil
+}
+
+// watchCluster returns the function that stops the local cluster (its
+// server, whose Run sends to done, then its dependencies) once; if the
+// cluster stops before, it cancels bctx with the reason.
+func watchCluster(bctx context.Context, cancel context.CancelCauseFunc, stopSrv func(), done chan error, closeDeps func()) (stop func()) {
+	var once sync.Once
+	var stopping sync.Mutex
+	stopped := false
+	stop = func() {
+		once.Do(func() {
+			stopping.Lock()
+			stopped = true
+			stopping.Unlock()
+			stopSrv()
+			<-done
+			closeDeps()
+		})
+	}
+	go func() {
+		select {
+		case err := <-done:
+			stopping.Lock()
+			unexpected := !stopped
+			stopping.Unlock()
+			done <- err
+			if unexpected {
+				cancel(fmt.Errorf("local cluster stopped: %w", err))
+			}
+		case <-bctx.Done():
+		}
+	}()
+	return stop
+}
+
+// localSettings describe the local cluster for the report.
+func localSettings(cfg ServerConfig, appendFsync string) []bench.Setting {
+	return []bench.Setting{
+		{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd, one redis-server with AOF appendfsync=%s, auto-aof-rewrite-percentage %d", appendFsync, localserver.AOFRewritePercentage)},
+		{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -aggregator.allowed-lateness=%s -aggregator.dedup-horizon=%s -aggregator.raw-retention=%s -archive.bucket=<a directory> -archive.interval=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Aggregator.AllowedLateness, cfg.Aggregator.DedupHorizon, cfg.Aggregator.RawRetention, cfg.Archive.Interval)},
+		{Name: "router", Value: fmt.Sprintf("-router.tick-interval=%s -router.idle-watermark-lag=%s", cfg.Router.TickInterval, cfg.Router.IdleLag)},
+		{Name: "coordinator", Value: fmt.Sprintf("-coordinator.status-timeout=%s", cfg.Coordinator.StatusTimeout)},
+		{Name: "baseline Redis", Value: fmt.Sprintf("a second redis-server, AOF appendfsync=%s, auto-aof-rewrite-percentage %d", appendFsync, localserver.AOFRewritePercentage)},
+	}
+}
+
+// runningTargets sets t to measure -bench.router's cluster.
+func runningTargets(bc bench.Config, t *bench.Targets) error {
+	t.Router, t.Queryd, t.Coordinator = bc.Router, bc.Queryd, bc.Coordinator
+	if t.Queryd == "" {
+		t.Queryd = t.Router
+	}
+	if t.Coordinator == "" {
+		t.Coordinator = t.Queryd
+	}
+	t.ClusterRedis = bc.ClusterRedis
+	var err error
+	if t.ClusterRedisPassword, err = optionalPassword(bc.ClusterRedisPasswordFile, "-bench.cluster-redis-password-file"); err != nil {
+		return err
+	}
+	t.Settings = []bench.Setting{{Name: "cluster", Value: fmt.Sprintf("running cluster: router %s, queryd %s, coordinator %s", t.Router, t.Queryd, t.Coordinator)}}
+	return nil
+}
+
+// benchSteady runs -bench.steady and writes its section of the report.
+func benchSteady(bctx context.Context, bc bench.Config, t bench.Targets, out io.Writer) error {
+	if t.ClusterRedis == "" {
+		return errors.New("-bench.steady with -bench.router: name the cluster's Redis with -bench.cluster-redis")
+	}
+	t.Settings = slices.DeleteFunc(t.Settings, func(s bench.Setting) bool { return s.Name == "baseline Redis" })
+	res, err := bench.RunSteady(bctx, bc, t, out)
+	if err = benchErr(bctx, err); err != nil {
+		return err
+	}
+	fmt.Fprint(out, res.Markdown())
+	if bc.Out != "" {
+		return res.WriteSteadySection(bc.Out)
+	}
+	return nil
+}
+
+// benchErr is err, or, when the bench failed because the local cluster
+// stopped on its own, why it stopped.
+func benchErr(bctx context.Context, err error) error {
 	if cause := context.Cause(bctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
-		return rep, cause
+		return cause
 	}
-	return rep, err
+	return err
 }
 
 // benchHistory runs clickagg bench -bench.history: the history is written
-// under dataDir, or a temporary directory removed afterwards.
-func benchHistory(ctx context.Context, bc bench.Config, runs int, dataDir, command string, out io.Writer) error {
-	if runs < 1 {
-		return fmt.Errorf("-bench.history-runs %d: must be at least 1", runs)
-	}
-	dir := dataDir
+// under -bench.data-dir, or a temporary directory removed afterwards.
+func benchHistory(ctx context.Context, bc bench.Config, command string, out io.Writer) error {
+	dir := bc.DataDir
 	if dir == "" {
 		var err error
 		if dir, err = os.MkdirTemp("", "clickagg-bench-history-"); err != nil {
@@ -297,7 +357,7 @@ func benchHistory(ctx context.Context, bc bench.Config, runs int, dataDir, comma
 		}
 		defer os.RemoveAll(dir)
 	}
-	res, err := bench.RunHistory(ctx, bc, histbench.Defaults(), runs, filepath.Join(dir, "history"), command, out)
+	res, err := bench.RunHistory(ctx, bc, histbench.Defaults(), bc.HistoryRuns, filepath.Join(dir, "history"), command, out)
 	if err != nil {
 		return err
 	}

@@ -47,10 +47,10 @@ type benchSetup struct {
 
 // benchComparison runs cmp: a new local cluster for each setup in turn,
 // under dir, measured by bench.RunTopology.
-func benchComparison(ctx context.Context, cfg ServerConfig, bc bench.Config, cmp comparison, dir, appendFsync, command string, lg *slog.Logger, out io.Writer) error {
+func benchComparison(ctx context.Context, cfg ServerConfig, bc bench.Config, cmp comparison, dir, command string, lg *slog.Logger, out io.Writer) error {
 	rep := &bench.TopologyReport{Comparison: cmp.report, Started: time.Now(), Command: command, Config: bc,
 		Settings: []bench.Setting{
-			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd; every redis-server with AOF appendfsync=%s", appendFsync)},
+			{Name: "cluster", Value: fmt.Sprintf("every role in the bench's process (-target=all), embedded etcd; every redis-server with AOF appendfsync=%s", bc.AppendFsync)},
 			{Name: "aggregator", Value: fmt.Sprintf("-aggregator.snapshot-interval=%s -aggregator.read-count=%d -archive.bucket=<a directory> -archive.interval=%s", cfg.Aggregator.SnapshotInterval, cfg.Aggregator.ReadCount, cfg.Archive.Interval)},
 		}}
 	for _, s := range cmp.setups {
@@ -59,7 +59,7 @@ func benchComparison(ctx context.Context, cfg ServerConfig, bc bench.Config, cmp
 		}
 	}
 	for i, s := range cmp.setups {
-		res, err := benchSetupRun(ctx, cfg, bc, s, cmp.queries, filepath.Join(dir, fmt.Sprintf("setup-%d", i)), appendFsync, lg, out)
+		res, err := benchSetupRun(ctx, cfg, bc, s, cmp.queries, filepath.Join(dir, fmt.Sprintf("setup-%d", i)), lg, out)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -75,7 +75,7 @@ func benchComparison(ctx context.Context, cfg ServerConfig, bc bench.Config, cmp
 
 // benchSetupRun starts etcd, s's Redis and every clickagg role in this
 // process under dir, measures them, and stops them.
-func benchSetupRun(ctx context.Context, cfg ServerConfig, bc bench.Config, s benchSetup, queries bool, dir, appendFsync string, lg *slog.Logger, out io.Writer) (*bench.TopologyResult, error) {
+func benchSetupRun(ctx context.Context, cfg ServerConfig, bc bench.Config, s benchSetup, queries bool, dir string, lg *slog.Logger, out io.Writer) (*bench.TopologyResult, error) {
 	cfg.ArchiveBucket = filepath.Join(dir, "archive")
 	cfg.Redis.Addr = ""
 	cfg.Redis.WaitReplicas = s.waitReplicas
@@ -87,7 +87,7 @@ func benchSetupRun(ctx context.Context, cfg ServerConfig, bc bench.Config, s ben
 	}
 	if s.primaries > 0 {
 		rc, err := localserver.StartRedisCluster(ctx, localserver.RedisClusterConfig{Dir: filepath.Join(dir, "redis"),
-			Primaries: s.primaries, ReplicasPerPrimary: s.replicas, AppendFsync: appendFsync})
+			Primaries: s.primaries, ReplicasPerPrimary: s.replicas, AppendFsync: bc.AppendFsync})
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +96,7 @@ func benchSetupRun(ctx context.Context, cfg ServerConfig, bc bench.Config, s ben
 		cfg.Redis.PasswordFile = rc.Nodes[0].PasswordFile
 		t.RedisNodes, t.ClusterRedisPassword = rc.Addrs(), rc.Password
 	}
-	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: appendFsync})
+	deps, err := startLocalDeps(ctx, &cfg, localDepsConfig{Dir: dir, EtcdLog: "fatal", AppendFsync: bc.AppendFsync})
 	if err != nil {
 		return nil, err
 	}

@@ -319,15 +319,7 @@ func topOfList(sums history.AdSums, n int) []topn.AdCount {
 			down(0)
 		}
 	}
-	slices.SortFunc(h, func(a, b topn.AdCount) int {
-		if topn.Less(a, b) {
-			return -1
-		}
-		if topn.Less(b, a) {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(h, byRank)
 	return h
 }
 
@@ -337,15 +329,7 @@ func topOf(sums map[string]int64, n int) []topn.AdCount {
 	for ad, c := range sums {
 		l = append(l, topn.AdCount{AdID: ad, Count: c})
 	}
-	slices.SortFunc(l, func(a, b topn.AdCount) int {
-		if topn.Less(a, b) {
-			return -1
-		}
-		if topn.Less(b, a) {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(l, byRank)
 	return l[:min(n, len(l))]
 }
 
@@ -373,4 +357,16 @@ func (h *History) Measure(ctx context.Context, r *history.Reader) (Result, error
 	slices.Sort(res.Count)
 	slices.Sort(res.Top)
 	return res, nil
+}
+
+// byRank is topn.Less as a three-way comparison for the slices package:
+// the order a top lists its ads in.
+func byRank(a, b topn.AdCount) int {
+	if topn.Less(a, b) {
+		return -1
+	}
+	if topn.Less(b, a) {
+		return 1
+	}
+	return 0
 }
