@@ -19,9 +19,7 @@ import (
 // validates.
 func TestEtcdFlags(t *testing.T) {
 	dir := t.TempDir()
-	ca := tlstest.NewCA(t, "cli-etcd-ca")
-	caFile := ca.WriteCA(t, dir)
-	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+	caFile, cert, key := memberFiles(t, dir)
 	pw := filepath.Join(dir, "pw")
 	tlstest.WriteFile(t, pw, []byte("secret\n"))
 	missing := filepath.Join(dir, "missing")

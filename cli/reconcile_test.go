@@ -131,15 +131,7 @@ func TestReconcileCommand(t *testing.T) {
 
 	t.Run("mismatch", func(t *testing.T) {
 		m := first + 60
-		key := filepath.Join(dir, history.Key(p, m, m+15, 0))
-		orig, err := os.ReadFile(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.WriteFile(key, orig, 0o644) })
-		if err := os.Remove(key); err != nil {
-			t.Fatal(err)
-		}
+		removeUntilCleanup(t, filepath.Join(dir, history.Key(p, m, m+15, 0)))
 		out, err := run(t, "-from=2027-01-15T08:00", "-to=2027-01-15T10:00")
 		if exitCode(err) != exitMismatch || !strings.Contains(out, "result: MISMATCH") || !strings.Contains(out, history.Key(p, m, m+15, 0)) {
 			t.Fatalf("exit %d, err %v, out:\n%s", exitCode(err), err, out)
@@ -154,15 +146,7 @@ func TestReconcileCommand(t *testing.T) {
 		if err != nil || len(keys) < 2 {
 			t.Fatal(keys, err)
 		}
-		path := filepath.Join(dir, keys[1])
-		orig, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
+		removeUntilCleanup(t, filepath.Join(dir, keys[1]))
 		out, err := run(t, "-from=2027-01-15T08:00", "-to=2027-01-15T10:00")
 		if exitCode(err) != exitIncomplete || !strings.Contains(out, "result: INCOMPLETE") || !strings.Contains(out, keys[2]) {
 			t.Fatalf("exit %d, err %v, out:\n%s", exitCode(err), err, out)
@@ -171,6 +155,20 @@ func TestReconcileCommand(t *testing.T) {
 			t.Fatalf("recorded %+v", r)
 		}
 	})
+}
+
+// removeUntilCleanup removes the file at path and writes it back when the
+// (sub)test ends.
+func removeUntilCleanup(t *testing.T, path string) {
+	t.Helper()
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestPreviousDay(t *testing.T) {

@@ -13,9 +13,7 @@ import (
 // start, naming the flag; a good set validates.
 func TestTLSFlags(t *testing.T) {
 	dir := t.TempDir()
-	ca := tlstest.NewCA(t, "cli-test-ca")
-	caFile := ca.WriteCA(t, dir)
-	cert, key := ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+	caFile, cert, key := memberFiles(t, dir)
 	missing := filepath.Join(dir, "missing.pem")
 	policy := filepath.Join(dir, "policy")
 	tlstest.WriteFile(t, policy, []byte("cert:member internal\n"))
@@ -48,6 +46,15 @@ func TestTLSFlags(t *testing.T) {
 	if err := runShip(context.Background(), []string{"-tls.ca-file=" + missing, "-ship.files=" + filepath.Join(dir, "clicks.log"), "-ship.routers=127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "-tls.ca-file") {
 		t.Errorf("ship with a missing CA: %v, want an error naming -tls.ca-file", err)
 	}
+}
+
+// memberFiles writes, in dir, a test CA and a certificate it issued for
+// the name member, and returns their files.
+func memberFiles(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	ca := tlstest.NewCA(t, "cli-test-ca")
+	certFile, keyFile = ca.Issue(t, tlstest.Options{CommonName: "member"}).WriteFiles(t, dir)
+	return ca.WriteCA(t, dir), certFile, keyFile
 }
 
 // validateInEveryRole checks that every role's Validate accepts args

@@ -40,6 +40,21 @@ func diffMoves(prev, next cluster.Assignment) []Move {
 	return out
 }
 
+// ownedWorld starts a world of parts partitions, the aggregators ids and
+// a coordinator, and waits until those aggregators own every partition.
+// It returns the aggregators by id.
+func ownedWorld(t *testing.T, parts int, ids ...string) (*world, *coordNode, map[string]*aggNode) {
+	t.Helper()
+	w := newWorld(t, parts)
+	nodes := map[string]*aggNode{}
+	for _, id := range ids {
+		nodes[id] = w.startAggregator(id, aggOpts{})
+	}
+	co := w.startCoordinator("coord-1", "", ttl)
+	w.waitOwners(true, ids...)
+	return w, co, nodes
+}
+
 // wantMoves checks an admin response's moves, and that it was (or was not)
 // a dry run.
 func wantMoves(t *testing.T, what string, got []*clickaggv1.PartitionMove, dry, wantDry bool, want []Move) {
@@ -56,12 +71,7 @@ func wantMoves(t *testing.T, what string, got []*clickaggv1.PartitionMove, dry, 
 // not, with a code and a message that says why, and changes nothing.
 func TestAdminRefusals(t *testing.T) {
 	const parts = 16
-	w := newWorld(t, parts)
-	for _, id := range []string{"a", "b", "c"} {
-		w.startAggregator(id, aggOpts{})
-	}
-	co := w.startCoordinator("coord-1", "", ttl)
-	w.waitOwners(true, "a", "b", "c")
+	w, co, _ := ownedWorld(t, parts, "a", "b", "c")
 	if _, err := co.client.DrainMember(ctxT(t), &clickaggv1.DrainMemberRequest{Member: "b"}); err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +148,7 @@ func TestAdminRefusals(t *testing.T) {
 // handoff with its pause reported, and every count is exact.
 func TestAdminOperationsUnderTraffic(t *testing.T) {
 	const parts = 16
-	w := newWorld(t, parts)
-	for _, id := range []string{"a", "b", "c"} {
-		w.startAggregator(id, aggOpts{})
-	}
-	co := w.startCoordinator("coord-1", "", ttl)
-	w.waitOwners(true, "a", "b", "c")
+	w, co, _ := ownedWorld(t, parts, "a", "b", "c")
 	r := w.startRouter()
 	v0 := w.waitSettled()
 	stats0 := co.c.Stats()
@@ -350,13 +355,7 @@ func TestAdminOperationsUnderTraffic(t *testing.T) {
 // hand their partitions over live, and every count is exact.
 func TestScaleOutAndInUnderTraffic(t *testing.T) {
 	const parts = 64 // the default
-	w := newWorld(t, parts)
-	nodes := map[string]*aggNode{}
-	for _, id := range []string{"a", "b"} {
-		nodes[id] = w.startAggregator(id, aggOpts{})
-	}
-	co := w.startCoordinator("coord-1", "", ttl)
-	w.waitOwners(true, "a", "b")
+	w, co, nodes := ownedWorld(t, parts, "a", "b")
 	r := w.startRouter()
 	v0 := w.waitSettled()
 	r.waitSent(2000)

@@ -227,30 +227,9 @@ func TestReadRefusesWhatIsNotTheKeys(t *testing.T) {
 func TestReaderSums(t *testing.T) {
 	ctx := context.Background()
 	p, truth, firstHour := feed(t)
-	dir := t.TempDir()
-	b, err := archive.OpenBucket(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	for h := firstHour; h < firstHour+2; h++ {
-		for m := h * 60; m < h*60+60; m += 15 {
-			rows, err := p.Final(m, m+15)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := Name{Partition: 1, From: m, To: m + 15}
-			data, err := Encode(n, rows)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := b.Put(ctx, Key(1, n.From, n.To, 0), data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	r := NewReader(b)
 	lo := firstHour * 60
+	b, dir, _ := writeQuarters(t, p, lo, lo+120)
+	r := NewReader(b)
 	for _, w := range [][2]int64{{lo, lo + 120}, {lo + 7, lo + 8}, {lo + 50, lo + 70}, {lo + 14, lo + 16}} {
 		for _, f := range []Filter{{}, {Country: "DE"}, {IP: "192.0.2.1"}, {UserID: "u", Country: "FR"}, {UserID: "nobody"}} {
 			got, err := r.Sums(ctx, 1, w[0], w[1], f, "")
@@ -314,22 +293,21 @@ func (b *countingBucket) ListObjects(ctx context.Context, prefix string) ([]arch
 	return keys, err
 }
 
-// TestReaderCache checks that a Reader with a cache reads each file once
-// over repeated sums, with the same answers, keeps no more than its bound,
-// and still fails on a file that is missing, gone after it was listed, or
-// corrupt, naming it.
-func TestReaderCache(t *testing.T) {
+// writeQuarters writes p's final rows of the minutes [from, to) as
+// partition 1's revision-0 history files of 15 minutes each into a
+// directory bucket, and returns the bucket (closed when the test ends),
+// its directory, and the files as Read reads them.
+func writeQuarters(t *testing.T, p *tally.Partition, from, to int64) (*archive.Bucket, string, []File) {
+	t.Helper()
 	ctx := context.Background()
-	p, _, firstHour := feed(t)
 	dir := t.TempDir()
-	ab, err := archive.OpenBucket(ctx, dir)
+	b, err := archive.OpenBucket(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ab.Close()
-	lo := firstHour * 60
-	var sizes []int64
-	for m := lo; m < lo+120; m += 15 {
+	t.Cleanup(func() { b.Close() })
+	var files []File
+	for m := from; m < to; m += 15 {
 		rows, err := p.Final(m, m+15)
 		if err != nil {
 			t.Fatal(err)
@@ -339,14 +317,30 @@ func TestReaderCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := Read(Key(1, n.From, n.To, 0), data)
+		f, err := Read(Key(n.Partition, n.From, n.To, 0), data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sizes = append(sizes, fileSize(f))
-		if err := ab.Put(ctx, Key(1, n.From, n.To, 0), data); err != nil {
+		files = append(files, f)
+		if err := b.Put(ctx, Key(n.Partition, n.From, n.To, 0), data); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return b, dir, files
+}
+
+// TestReaderCache checks that a Reader with a cache reads each file once
+// over repeated sums, with the same answers, keeps no more than its bound,
+// and still fails on a file that is missing, gone after it was listed, or
+// corrupt, naming it.
+func TestReaderCache(t *testing.T) {
+	ctx := context.Background()
+	p, _, firstHour := feed(t)
+	lo := firstHour * 60
+	ab, dir, files := writeQuarters(t, p, lo, lo+120)
+	var sizes []int64
+	for _, f := range files {
+		sizes = append(sizes, fileSize(f))
 	}
 	want, err := NewReader(ab).Sums(ctx, 1, lo, lo+120, Filter{Country: "DE"}, "")
 	if err != nil {

@@ -4,23 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/partlog"
-	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
-	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/reconcile/reconciletest"
 	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/testserver"
 )
@@ -28,55 +21,11 @@ import (
 func TestMain(m *testing.M) { os.Exit(testserver.Run(m)) }
 
 const (
-	prefix = "rc"
-	base   = int64(1_800_000_000_000) // 2027-01-15T08:00:00Z
-	hours  = 3
+	base  = int64(1_800_000_000_000) // 2027-01-15T08:00:00Z
+	hours = 3
 )
 
 var opts = tally.Options{AllowedLateness: 5 * time.Second, DedupHorizon: 5 * time.Minute, Retention: 1000 * time.Hour}
-
-// logOf returns a partition log of three hours, an entry every two seconds
-// with a tick (the router's clock, off by up to a second) and a few
-// clicks: most a little late, some up to 40 s in the future, some up to
-// ten minutes late (expired past the dedup horizon), some sent again
-// minutes later (duplicates).
-func logOf(seed uint64) []partlog.Entry {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	var out []partlog.Entry
-	var sent []*clickaggv1.LogEvent
-	for i := range hours * 1800 {
-		ms := base + int64(i)*2000
-		le := &clickaggv1.LogEntry{RouterId: "r1", TickMs: ms + rng.Int64N(2000) - 1000}
-		for range rng.IntN(6) {
-			var ev *clickaggv1.LogEvent
-			switch x := rng.IntN(100); {
-			case x < 5 && len(sent) > 0:
-				ev = sent[len(sent)-1-rng.IntN(min(len(sent), 300))]
-			default:
-				click := ms - rng.Int64N(60_000)
-				switch {
-				case x < 10:
-					click = ms + rng.Int64N(40_000)
-				case x < 14:
-					click = ms - rng.Int64N(600_000)
-				}
-				ev = &clickaggv1.LogEvent{
-					EventId: fmt.Sprintf("e%d-%d", i, rng.IntN(1000)), AdId: fmt.Sprintf("ad-%d", rng.IntN(40)),
-					ClickTimeMs: click, UserId: fmt.Sprintf("u%d", rng.IntN(30)), Ip: fmt.Sprintf("192.0.2.%d", rng.IntN(9)),
-					Country: []string{"US", "DE", "FR"}[rng.IntN(3)],
-				}
-				sent = append(sent, ev)
-			}
-			le.Events = append(le.Events, ev)
-		}
-		data, err := proto.Marshal(le)
-		if err != nil {
-			panic(err)
-		}
-		out = append(out, partlog.Entry{ID: fmt.Sprintf("%d-%d", ms, i%2), Data: data})
-	}
-	return out
-}
 
 // archived writes entries to partition p's log in a real Redis, runs the
 // archiver over it until every closed chunk is in a directory bucket, and
@@ -89,73 +38,14 @@ func archived(t *testing.T, p int, entries []partlog.Entry) (*archive.Bucket, st
 // the log before archiving begins.
 func archivedAfterTrim(t *testing.T, p int, entries []partlog.Entry, trim int) (*archive.Bucket, string) {
 	t.Helper()
-	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
-	for _, e := range entries {
-		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: partlog.Key(prefix, p), ID: e.ID, Values: []any{"d", e.Data}}).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if trim > 0 {
-		if err := rdb.XTrimMinID(ctx, partlog.Key(prefix, p), entries[trim].ID).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st := snapshot.New(rdb, prefix)
-	if err := st.Claim(ctx, p, 1); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	b, err := archive.OpenBucket(ctx, dir)
+	b, err := archive.OpenBucket(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	a, err := archive.New(archive.Config{Chunking: archive.Chunking{Interval: time.Minute, MaxEvents: 100}, ReadCount: 500,
-		Poll: 10 * time.Millisecond, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond},
-		partlog.New(rdb, prefix), offsets{st}, b, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx, p, 1) }()
-	lastMinute := idMillisOf(entries[len(entries)-1].ID) / 60_000
-	testserver.Eventually(t, time.Minute, func() error {
-		got, err := st.Archived(ctx, p)
-		if err != nil {
-			return err
-		}
-		if idMillisOf(got)/60_000 == lastMinute-1 {
-			return nil
-		}
-		return fmt.Errorf("archived to %s", got)
-	})
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatal(err)
-	}
+	reconciletest.ArchiveAfterTrim(t, b, p, entries, trim)
 	return b, dir
-}
-
-type offsets struct{ *snapshot.Store }
-
-func (o offsets) SaveArchived(ctx context.Context, p int, epoch uint64, offset string) error {
-	return o.Store.SaveArchived(ctx, p, epoch, offset)
-}
-
-// truth applies the whole log to one partition state, as its aggregator
-// did.
-func truth(t *testing.T, p int, entries []partlog.Entry) *tally.Partition {
-	tp := tally.NewPartition(p, opts)
-	for _, e := range entries {
-		var le clickaggv1.LogEntry
-		if err := proto.Unmarshal(e.Data, &le); err != nil {
-			t.Fatal(err)
-		}
-		tp.Apply(e.ID, &le)
-	}
-	return tp
 }
 
 func config() Config {
@@ -170,9 +60,9 @@ func config() Config {
 // at the range, or with a watermark of its own, would differ.
 func TestPartitionEqualsAggregator(t *testing.T) {
 	const p = 5
-	entries := logOf(1)
+	entries := reconciletest.Log(1, base, hours)
 	b, _ := archived(t, p, entries)
-	want := truth(t, p, entries)
+	want := reconciletest.Truth(t, p, entries, opts)
 	ctx := context.Background()
 	first := base / 60_000
 	for _, r := range []Span{{first + 15, first + 30}, {first + 30, first + 120}, {first + 90, first + 105}, {first, first + 165}} {
@@ -212,9 +102,9 @@ func TestPartitionEqualsAggregator(t *testing.T) {
 // equal the aggregator's.
 func TestPartitionHole(t *testing.T) {
 	const p = 9
-	entries := logOf(2)
+	entries := reconciletest.Log(2, base, hours)
 	b, dir := archived(t, p, entries)
-	want := truth(t, p, entries)
+	want := reconciletest.Truth(t, p, entries, opts)
 	ctx := context.Background()
 	first := base / 60_000
 	// The file with the entries of minute 60.
@@ -323,7 +213,7 @@ func TestCompare(t *testing.T) {
 func TestPartitionBeforeArchive(t *testing.T) {
 	const p = 2
 	ctx := context.Background()
-	entries := logOf(3)
+	entries := reconciletest.Log(3, base, hours)
 	first := base / 60_000
 	none := Handlers{Period: func(Span, []tally.FinalRow) error { return nil }}
 	b, _ := archivedAfterTrim(t, p, entries, 1800)

@@ -2,16 +2,8 @@ package redisconf_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +11,7 @@ import (
 
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/tlsconf/tlstest"
 )
 
 // TestTLS starts a redis-server with a TLS port whose certificate a CA of
@@ -28,8 +21,7 @@ import (
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := serverCert(t, dir)
-	otherCA, _ := newCert(t, nil, nil, "other ca")
-	otherCAFile := writePEM(t, dir, "other-ca.pem", "CERTIFICATE", otherCA.Raw)
+	otherCAFile := tlstest.NewCA(t, "other ca").WriteCA(t, t.TempDir())
 
 	port, err := localserver.FreePort()
 	if err != nil {
@@ -120,61 +112,7 @@ func TestSentinelTLS(t *testing.T) {
 // signed for the name redis.test, and returns their files.
 func serverCert(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	t.Helper()
-	ca, caKey := newCert(t, nil, nil, "test ca")
-	cert, key := newCert(t, ca, caKey, "redis.test")
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, dir, "ca.pem", "CERTIFICATE", ca.Raw),
-		writePEM(t, dir, "redis.pem", "CERTIFICATE", cert.Raw),
-		writePEM(t, dir, "redis.key", "EC PRIVATE KEY", keyDER)
-}
-
-// newCert returns a certificate for name signed by parent (self-signed, a
-// CA, when parent is nil).
-func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	signer, signerKey := tmpl, key
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage = x509.KeyUsageCertSign
-	} else {
-		tmpl.DNSNames = []string{name}
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	ca := tlstest.NewCA(t, "test ca")
+	certFile, keyFile = ca.Issue(t, tlstest.Options{CommonName: "redis.test", DNSNames: []string{"redis.test"}}).WriteFiles(t, dir)
+	return ca.WriteCA(t, dir), certFile, keyFile
 }

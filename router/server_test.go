@@ -22,6 +22,7 @@ import (
 	"github.com/clickagg/clickagg/grpcserver"
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -100,14 +101,22 @@ func mixed(prefix string, n int) ([]*clickaggv1.ClickEvent, int64, []*clickaggv1
 	return events, int64(n - len(rejected)), rejected
 }
 
-func TestGRPCIngest(t *testing.T) {
-	ctx := grpcCtx(t)
+// startCapped serves, on a real Redis and a real grpc.Server, a router of
+// four partitions that takes at most 20 events a request, and returns its
+// client, the Redis client and the partitioner.
+func startCapped(t *testing.T) (clickaggv1.IngestServiceClient, *redis.Client, *ring.Partitioner) {
+	t.Helper()
 	rdb := testserver.RedisClient(t)
 	cfg := testConfig(t)
 	cfg.MaxEvents = 20
 	parts := partitioner(t, 4)
 	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
-	c := startGRPC(t, r)
+	return startGRPC(t, r), rdb, parts
+}
+
+func TestGRPCIngest(t *testing.T) {
+	ctx := grpcCtx(t)
+	c, rdb, parts := startCapped(t)
 
 	events, wantAccepted, wantRejected := mixed("u", 20)
 	resp, err := c.Ingest(ctx, &clickaggv1.IngestRequest{Events: events})
@@ -162,12 +171,7 @@ func countLogEvents(t *testing.T, rdb *redis.Client, partitions int) int64 {
 // with the status of a request that fails as a whole.
 func TestGRPCIngestStream(t *testing.T) {
 	ctx := grpcCtx(t)
-	rdb := testserver.RedisClient(t)
-	cfg := testConfig(t)
-	cfg.MaxEvents = 20
-	parts := partitioner(t, 4)
-	r := New(cfg, testID, parts, partlog.New(rdb, testPrefix), nil, fixedClock(t0))
-	c := startGRPC(t, r)
+	c, rdb, parts := startCapped(t)
 
 	t.Run("in_order", func(t *testing.T) {
 		s, err := c.IngestStream(ctx)

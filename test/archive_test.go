@@ -107,19 +107,7 @@ func testRawArchiveExactlyOnce(t *testing.T, bucketURL string) {
 
 	start := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
 	w := newWorkload(20261207, 60_000, 2_000, 8, start, 0.05, 0.02, 0, 200)
-	agg := c.aggregators[0]
-	n := len(w.batches)
-	ingest(t, w, c.ingestClients(), func(i int, res *ingestResult) {
-		if i == n/2 {
-			waitSent(&res.sent, int64(i-8))
-			t.Logf("SIGKILL %s at request %d", agg.name, i)
-			agg.Kill()
-			go func() {
-				time.Sleep(time.Second)
-				agg.Restart()
-			}()
-		}
-	})
+	ingest(t, w, c.ingestClients(), killAt(t, c.aggregators[0], len(w.batches)/2, 8))
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)
 
 	// The routers' ticks close the last chunks.
@@ -153,7 +141,6 @@ func testRawArchiveExactlyOnce(t *testing.T, bucketURL string) {
 // reached the last entry with clicks that the watcher has seen so far.
 func waitDataArchived(t *testing.T, rdb redis.UniversalClient, watcher *logWatcher, timeout time.Duration) {
 	t.Helper()
-	ctx := context.Background()
 	lastData := map[int]string{}
 	watcher.mu.Lock()
 	for p, es := range watcher.entries {
@@ -168,14 +155,22 @@ func waitDataArchived(t *testing.T, rdb redis.UniversalClient, watcher *logWatch
 		}
 	}
 	watcher.mu.Unlock()
+	waitArchived(t, rdb, lastData, timeout)
+}
+
+// waitArchived waits until the archived offset of each partition of last
+// has reached the entry ID last holds for it.
+func waitArchived(t *testing.T, rdb redis.UniversalClient, last map[int]string, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
 	testserver.Eventually(t, timeout, func() error {
-		for p, id := range lastData {
+		for p, id := range last {
 			got, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:archived", p)).Result()
 			if err != nil {
 				return fmt.Errorf("partition %d: archived offset: %w", p, err)
 			}
 			if partlog.CompareIDs(got, id) < 0 {
-				return fmt.Errorf("partition %d archived to %s, its last clicks at %s", p, got, id)
+				return fmt.Errorf("partition %d archived to %s, want %s", p, got, id)
 			}
 		}
 		return nil
@@ -190,16 +185,6 @@ func waitDataArchived(t *testing.T, rdb redis.UniversalClient, watcher *logWatch
 // of entries checked.
 func checkArchive(t *testing.T, bucketURL string, seen map[int][]partlog.Entry, unique []click) (keys []string, checked int) {
 	t.Helper()
-	ctx := context.Background()
-	bucket, err := archive.OpenBucket(ctx, bucketURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bucket.Close()
-	keys, err = bucket.List(ctx, "raw/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	type loc struct {
 		p  int
 		id string
@@ -207,15 +192,7 @@ func checkArchive(t *testing.T, bucketURL string, seen map[int][]partlog.Entry, 
 	archived := map[loc]partlog.Entry{}
 	last := map[int]string{}
 	events := map[string]int{}
-	for _, k := range keys {
-		data, err := bucket.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := archive.ReadChunk(k, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	keys = eachFile(t, bucketURL, "raw/", archive.ReadChunk, func(ch archive.Chunk) {
 		es, err := ch.LogEntries()
 		if err != nil {
 			t.Fatal(err)
@@ -223,7 +200,7 @@ func checkArchive(t *testing.T, bucketURL string, seen map[int][]partlog.Entry, 
 		for _, e := range es {
 			l := loc{ch.Partition, e.ID}
 			if _, dup := archived[l]; dup {
-				t.Fatalf("partition %d entry %s archived twice (again in %s)", l.p, l.id, k)
+				t.Fatalf("partition %d entry %s archived twice (again in %s)", l.p, l.id, ch.Key)
 			}
 			archived[l] = e
 		}
@@ -233,7 +210,7 @@ func checkArchive(t *testing.T, bucketURL string, seen map[int][]partlog.Entry, 
 		if partlog.CompareIDs(ch.Last, last[ch.Partition]) > 0 {
 			last[ch.Partition] = ch.Last
 		}
-	}
+	})
 	// Every entry the log held up to each partition's last archived one
 	// is in the archive, with the same events and tick; nothing else is.
 	for p, es := range seen {

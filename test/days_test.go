@@ -283,29 +283,11 @@ func caughtUp(c clickaggv1.CoordinatorServiceClient, partitions int) error {
 // the log (nothing was trimmed before archiving began).
 func checkChain(t *testing.T, bucketURL string, partitions int) {
 	t.Helper()
-	ctx := context.Background()
-	bucket, err := archive.OpenBucket(ctx, bucketURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bucket.Close()
-	keys, err := bucket.List(ctx, "raw/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	chunks := map[int][]archive.Chunk{}
-	for _, k := range keys {
-		data, err := bucket.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := archive.ReadChunk(k, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachFile(t, bucketURL, "raw/", archive.ReadChunk, func(ch archive.Chunk) {
 		ch.Rows, ch.Ticks = nil, nil
 		chunks[ch.Partition] = append(chunks[ch.Partition], ch)
-	}
+	})
 	for p := range partitions {
 		cs := chunks[p]
 		if len(cs) == 0 {
@@ -329,47 +311,24 @@ func checkChain(t *testing.T, bucketURL string, partitions int) {
 // order.
 func checkDaysHistory(t *testing.T, bucketURL string, partitions int, first int64, marks map[int]int64, tr *truth) map[int][]history.File {
 	t.Helper()
-	ctx := context.Background()
-	bucket, err := archive.OpenBucket(ctx, bucketURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bucket.Close()
-	keys, err := bucket.List(ctx, "history/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := map[int][]history.File{}
 	got := map[adMinute]int64{}
 	rows := 0
-	for _, k := range keys {
-		data, err := bucket.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := history.Read(k, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	keys := eachFile(t, bucketURL, "history/", history.Read, func(f history.File) {
 		if f.Revision != 0 {
-			t.Fatalf("%s: revision %d, and nobody recounted", k, f.Revision)
+			t.Fatalf("%s: revision %d, and nobody recounted", f.Key, f.Revision)
 		}
 		files[f.Partition] = append(files[f.Partition], f)
 		for _, r := range f.Rows {
 			got[adMinute{r.AdID, r.Minute / 60_000}] += r.Clicks
 		}
 		rows += len(f.Rows)
-	}
+	})
 	for p := range partitions {
 		fs := files[p]
-		slices.SortFunc(fs, func(a, b history.File) int { return int(a.From - b.From) })
+		sortTiles(t, p, fs)
 		if len(fs) == 0 || fs[0].From > first || fs[len(fs)-1].To != marks[p] {
 			t.Fatalf("partition %d: %d history files do not cover minutes %d to its mark %d", p, len(fs), first, marks[p])
-		}
-		for i := 1; i < len(fs); i++ {
-			if fs[i].From != fs[i-1].To {
-				t.Fatalf("partition %d: %s follows %s: a hole or an overlap", p, fs[i].Key, fs[i-1].Key)
-			}
 		}
 	}
 	pt := parts(t, partitions)

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/history"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
@@ -53,19 +53,7 @@ func TestHistoryExactlyOnce(t *testing.T) {
 
 	start := time.Now().Add(-40 * time.Second)
 	w := newWorkload(20261208, 20_000, 500, 1, start, 0.05, 0, 0, 100)
-	agg := c.aggregators[1]
-	n := len(w.batches)
-	ingest(t, w, c.ingestClients(), func(i int, res *ingestResult) {
-		if i == n/2 {
-			waitSent(&res.sent, int64(i-4))
-			t.Logf("SIGKILL %s at request %d", agg.name, i)
-			agg.Kill()
-			go func() {
-				time.Sleep(time.Second)
-				agg.Restart()
-			}()
-		}
-	})
+	ingest(t, w, c.ingestClients(), killAt(t, c.aggregators[1], len(w.batches)/2, 4))
 	tr := &truth{clicks: w.unique}
 	want := tr.counts()
 	var last int64
@@ -74,56 +62,22 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	}
 
 	// Every partition's history mark passes the last minute with clicks.
-	rdb := c.redisClient()
+	waitHistoryMark(t, c.redisClient(), partitions, last+1)
 	ctx := context.Background()
-	testserver.Eventually(t, 4*time.Minute, func() error {
-		for p := range partitions {
-			v, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:history", p)).Result()
-			if err != nil {
-				return fmt.Errorf("partition %d: history mark: %w", p, err)
-			}
-			if end, _ := strconv.ParseInt(v, 10, 64); end <= last {
-				return fmt.Errorf("partition %d history ends at minute %d, last clicks in %d", p, end, last)
-			}
-		}
-		return nil
-	})
 
-	bucket, err := archive.OpenBucket(ctx, bucketDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bucket.Close()
-	keys, err := bucket.List(ctx, "history/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := map[int][]history.File{}
 	got := map[adMinute]int64{}
-	for _, k := range keys {
-		data, err := bucket.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := history.Read(k, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	keys := eachFile(t, bucketDir, "history/", history.Read, func(f history.File) {
 		files[f.Partition] = append(files[f.Partition], f)
 		for _, r := range f.Rows {
 			got[adMinute{r.AdID, r.Minute / 60_000}] += r.Clicks
 		}
-	}
+	})
 	for p := range partitions {
 		fs := files[p]
-		slices.SortFunc(fs, func(a, b history.File) int { return int(a.From - b.From) })
+		sortTiles(t, p, fs)
 		if len(fs) == 0 || fs[0].From > w.firstMin || fs[len(fs)-1].To <= last {
 			t.Fatalf("partition %d: %d history files do not cover minutes %d to %d", p, len(fs), w.firstMin, last)
-		}
-		for i := 1; i < len(fs); i++ {
-			if fs[i].From != fs[i-1].To {
-				t.Fatalf("partition %d: %s follows %s: a hole or an overlap", p, fs[i].Key, fs[i-1].Key)
-			}
 		}
 	}
 	checked := 0
@@ -225,7 +179,7 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		}
 	}
 	// -queryd.max-window (24h here) still bounds popular-ads windows.
-	_, err = qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 24*60 + 1, End: minuteTS(now + 1)})
+	_, err := qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 24*60 + 1, End: minuteTS(now + 1)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("popular ads over 24h and a minute: %v, want INVALID_ARGUMENT", err)
 	}
@@ -250,6 +204,38 @@ func TestHistoryExactlyOnce(t *testing.T) {
 		t.Fatalf("popular ads over a missing history file: %v, want DATA_LOSS naming minute %d", err, gone.From)
 	}
 	t.Logf("%d counts and %d popular-ads queries over windows in the history, in memory and across both exact; a missing file is DATA_LOSS", queries, tops)
+}
+
+// waitHistoryMark waits until every partition's history mark has reached
+// minute to: its history holds every minute before it.
+func waitHistoryMark(t *testing.T, rdb redis.UniversalClient, partitions int, to int64) {
+	t.Helper()
+	ctx := context.Background()
+	testserver.Eventually(t, 4*time.Minute, func() error {
+		for p := range partitions {
+			v, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:history", p)).Result()
+			if err != nil {
+				return fmt.Errorf("partition %d: history mark: %w", p, err)
+			}
+			if end, _ := strconv.ParseInt(v, 10, 64); end < to {
+				return fmt.Errorf("partition %d history ends at minute %d, want %d", p, end, to)
+			}
+		}
+		return nil
+	})
+}
+
+// sortTiles sorts partition p's history files by their first minute and
+// checks that each begins where the one before it ends: no hole, no
+// overlap.
+func sortTiles(t *testing.T, p int, fs []history.File) {
+	t.Helper()
+	slices.SortFunc(fs, func(a, b history.File) int { return int(a.From - b.From) })
+	for i := 1; i < len(fs); i++ {
+		if fs[i].From != fs[i-1].To {
+			t.Fatalf("partition %d: %s follows %s: a hole or an overlap", p, fs[i].Key, fs[i-1].Key)
+		}
+	}
 }
 
 func parts(t *testing.T, n int) *ring.Partitioner {

@@ -18,8 +18,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/archive"
-	"github.com/clickagg/clickagg/partlog"
-	"github.com/clickagg/clickagg/testserver"
 )
 
 // needParquetCheck fails t at once when check.mjs cannot run, and returns
@@ -118,48 +116,20 @@ func TestArchiveIndependentReader(t *testing.T) {
 			lastEntry[p] = last[0].ID
 		}
 	}
-	testserver.Eventually(t, 2*time.Minute, func() error {
-		for p, id := range lastEntry {
-			got, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:archived", p)).Result()
-			if err != nil {
-				return fmt.Errorf("partition %d: archived offset: %w", p, err)
-			}
-			if partlog.CompareIDs(got, id) < 0 {
-				return fmt.Errorf("partition %d archived to %s, its log to %s", p, got, id)
-			}
-		}
-		return nil
-	})
+	waitArchived(t, rdb, lastEntry, 2*time.Minute)
 	for _, a := range c.aggregators {
 		a.Kill()
 	}
 
 	// What parquet-go reads.
-	bucket, err := archive.OpenBucket(ctx, bucketDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bucket.Close()
-	keys, err := bucket.List(ctx, "raw/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	goRows := map[string]int{}
 	goTotal := 0
-	for _, k := range keys {
-		data, err := bucket.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := archive.ReadChunk(k, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	keys := eachFile(t, bucketDir, "raw/", archive.ReadChunk, func(ch archive.Chunk) {
 		if len(ch.Rows) > 0 {
 			goRows[fmt.Sprint(ch.Partition)] += len(ch.Rows)
 		}
 		goTotal += len(ch.Rows)
-	}
+	})
 
 	// What DuckDB reads.
 	began := time.Now()

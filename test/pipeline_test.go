@@ -123,6 +123,24 @@ func pipelineExact(t *testing.T, spec clusterSpec, events int, disturb chaos) {
 	checkPublished(t, c.redisClient(), watched, tr, w)
 }
 
+// killAt returns an ingest hook that, at request at, waits until all but
+// the last lag requests before it are answered, SIGKILLs agg and starts
+// it again a second later, while requests keep flowing.
+func killAt(t *testing.T, agg *proc, at, lag int) func(int, *ingestResult) {
+	return func(i int, res *ingestResult) {
+		if i != at {
+			return
+		}
+		waitSent(&res.sent, int64(i-lag))
+		t.Logf("SIGKILL %s at request %d", agg.name, i)
+		agg.Kill()
+		go func() {
+			time.Sleep(time.Second)
+			agg.Restart()
+		}()
+	}
+}
+
 // killAndRestart SIGKILLs an aggregator at 30% of the requests and starts
 // it again a second later, and restarts a router at 60%, while requests
 // keep flowing.

@@ -82,18 +82,7 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	// Wait until the history holds every minute, and they left memory.
 	rdb := c.redisClient()
 	ctx := context.Background()
-	testserver.Eventually(t, 4*time.Minute, func() error {
-		for p := range partitions {
-			v, err := rdb.Get(ctx, fmt.Sprintf("clickagg:{p%d}:history", p)).Result()
-			if err != nil {
-				return fmt.Errorf("partition %d: history mark: %w", p, err)
-			}
-			if end, _ := strconv.ParseInt(v, 10, 64); end < to {
-				return fmt.Errorf("partition %d history ends at minute %d, want %d", p, end, to)
-			}
-		}
-		return nil
-	})
+	waitHistoryMark(t, rdb, partitions, to)
 	time.Sleep(time.Until(time.Unix(to*60, 0).Add(2*time.Minute + 20*time.Second)))
 
 	tool := func(cmd string, extra ...string) (string, int) {

@@ -76,10 +76,23 @@ const prefix = "rt"
 // the archiver over it until every closed chunk is in b.
 func Archive(t testing.TB, b *archive.Bucket, p int, entries []partlog.Entry) {
 	t.Helper()
+	ArchiveAfterTrim(t, b, p, entries, 0)
+}
+
+// ArchiveAfterTrim is Archive, with the first trim entries trimmed from
+// the log before archiving begins, as Redis does once they are archived
+// and snapshotted.
+func ArchiveAfterTrim(t testing.TB, b *archive.Bucket, p int, entries []partlog.Entry, trim int) {
+	t.Helper()
 	ctx := context.Background()
 	rdb := testserver.RedisClient(t)
 	for _, e := range entries {
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: partlog.Key(prefix, p), ID: e.ID, Values: []any{"d", e.Data}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if trim > 0 {
+		if err := rdb.XTrimMinID(ctx, partlog.Key(prefix, p), entries[trim].ID).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
