@@ -85,27 +85,27 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	// one knob for how soon any dead member is noticed.
 	c.LeaseTTL = DefaultLeaseTTL
 	fs.DurationVar(&c.SnapshotInterval, "aggregator.snapshot-interval", DefaultSnapshotInterval,
-		"How often each partition's state and log offset are written to Redis. A restarted or new owner replays the log from the last snapshot, so this bounds the replay after a crash.")
+		"How often each partition's state and log offset are written to Redis; a new owner replays the log from the last one.")
 	fs.Int64Var(&c.ReadCount, "aggregator.read-count", DefaultReadCount,
 		"Largest number of log entries read from one partition per XREAD. Larger values replay faster and make each read slower.")
 	fs.DurationVar(&c.ReadBlock, "aggregator.read-block", DefaultReadBlock,
-		"How long one XREAD waits for new log entries, at most 10s. Assignment changes, the releases of live handoffs and shutdown wait for the current read, so on a quiet partition it adds up to this much to a handoff's pause: keep it short.")
+		"How long one XREAD waits for new log entries, at most 10s; a handoff or shutdown may wait this long for it, so keep it short.")
 	fs.IntVar(&c.ApplyParallelism, "aggregator.apply-parallelism", 0,
-		"How many partitions are applied at once (each partition is applied in log order by one goroutine at a time), and how many snapshots are encoded at once; 0 means GOMAXPROCS, one per core this process may use.")
+		"Partitions applied, and snapshots encoded, at once; each partition is applied in log order. 0: GOMAXPROCS.")
 	fs.DurationVar(&c.AllowedLateness, "aggregator.allowed-lateness", DefaultAllowedLateness,
 		"Watermark = newest router tick minus this. A minute is complete once the watermark passes its end. Must be the same on every aggregator.")
 	fs.DurationVar(&c.DedupHorizon, "aggregator.dedup-horizon", DefaultDedupHorizon,
-		"How long after a minute is complete it still accepts events and remembers their event_ids. Must exceed the routers' -router.acceptance-horizon plus clock skew, or a retried old event could be counted twice. Must be the same on every aggregator.")
+		"How long a complete minute still counts events and remembers their event_ids; above -router.acceptance-horizon plus clock skew, the same on every aggregator.")
 	fs.DurationVar(&c.Retention, "aggregator.retention", DefaultRetention,
-		"How long a complete minute stays in memory and the snapshots; at least -aggregator.dedup-horizon. Queries over older minutes read the history files (-archive.bucket), or without them fail with OUT_OF_RANGE.")
+		"How long a complete minute stays in memory, at least -aggregator.dedup-horizon; older ones are read from the history files (-archive.bucket), else OUT_OF_RANGE.")
 	fs.DurationVar(&c.RawRetention, "aggregator.raw-retention", DefaultRawRetention,
-		"Raw log entries stay in Redis at least this long. The log is trimmed below the last snapshot's offset and, with -archive.bucket, the archived offset; 0 keeps nothing more than those need. Without an archive, Redis holds the only copy of the raw clicks, for this long.")
+		"Raw log entries stay in Redis at least this long, besides what the last snapshot and the archive (-archive.bucket) still need; 0: only those.")
 	fs.DurationVar(&c.ReleaseTimeout, "aggregator.release-timeout", DefaultReleaseTimeout,
-		"A partition released for a live handoff is taken back if the coordinator has not assigned it to its new owner within this long (the coordinator died mid-handoff). Keep it well above -coordinator.release-timeout.")
+		"A partition released for a live handoff is taken back if no new owner is assigned within this long; keep it well above -coordinator.release-timeout.")
 	fs.DurationVar(&c.LeaveTimeout, "aggregator.leave-timeout", DefaultLeaveTimeout,
-		"On shutdown, how long to wait for the coordinator to hand this aggregator's partitions over live before stopping anyway (then they move when the lease is revoked, with a longer pause); 0 skips the live handoff.")
+		"On shutdown, how long to wait for this aggregator's partitions to be handed over live before stopping anyway; 0 skips the live handoff.")
 	fs.DurationVar(&c.ClaimTimeout, "aggregator.claim-timeout", DefaultClaimTimeout,
-		"How long this aggregator may fail to take its partitions (claim, load) or to read their logs, Redis being unreachable or refusing writes, before it gives them back: it marks itself unhealthy in etcd and the coordinator moves them to a healthy aggregator. It asks for partitions again once Redis has answered for as long again.")
+		"How long Redis may fail this aggregator's claims, loads or log reads before it marks itself unhealthy and gives its partitions back.")
 }
 
 // Validate reports the first setting that cannot work.

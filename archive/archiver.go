@@ -259,9 +259,9 @@ const (
 // bucket receives -archive.bucket, which says whether to archive at all.
 func (c *Config) RegisterFlags(fs *flag.FlagSet, bucket *string) {
 	fs.StringVar(bucket, "archive.bucket", "",
-		"Object store of the raw archive and the history, where aggregators write every partition log entry as Parquet before the log is trimmed, and the final counts of every -history.period: a directory, or a URL: file:///dir; s3://bucket?region=R for AWS S3; s3://bucket?endpoint=http://host:port&region=R&use_path_style=true for an S3-compatible server. S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS SDK's default chain; the bucket must exist. Empty: neither, and the log is trimmed once snapshotted and older than -aggregator.raw-retention.")
+		"Object store of the raw archive and the history: a directory, file:///dir, or s3://bucket?region=R (README, The raw archive); empty: neither.")
 	fs.DurationVar(&c.Interval, "archive.interval", DefaultInterval,
-		"A file holds the entries one partition's log got in one interval of this length (by append time); it divides an hour. Redis keeps about this much unarchived log.")
+		"A file holds one partition's log entries of one interval of this length (by append time); divides an hour.")
 	fs.IntVar(&c.MaxEvents, "archive.max-events", DefaultMaxEvents,
 		"Most events in one file; a busier interval is split into several files. Bounds the archiver's memory per partition.")
 	c.ReadCount = DefaultReadCount

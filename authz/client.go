@@ -16,7 +16,7 @@ import (
 // RegisterTokenFlag registers -auth.token-file, the client side of
 // bearer tokens, for the commands that call clickagg servers.
 func RegisterTokenFlag(fs *flag.FlagSet, path *string) {
-	fs.StringVar(path, "auth.token-file", "", "file holding the bearer token sent with every call (authorization: Bearer), for servers run with -auth.policy-file; reloaded when it changes; needs TLS (-tls.ca-file)")
+	fs.StringVar(path, "auth.token-file", "", "file holding the bearer token sent with every call, for servers run with -auth.policy-file; reloaded when it changes; needs TLS (-tls.ca-file)")
 }
 
 // TokenCredentials returns per-call credentials that send the token in

@@ -16,8 +16,8 @@ type Config struct {
 
 // RegisterFlags registers -auth.policy-file and -auth.tokens-file.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.PolicyFile, "auth.policy-file", "", "file of lines \"cert:<name> <permissions>\" or \"token:<name> <permissions>\" granting ingest, query, admin and internal to callers (see docs/security.md); reloaded when it changes; empty: authorization off, every caller may call everything")
-	fs.StringVar(&c.TokensFile, "auth.tokens-file", "", "file of lines \"<name> sha256:<hex>\", the SHA-256 of each bearer token a client may send (authorization: Bearer <token>); reloaded when it changes; needs -auth.policy-file")
+	fs.StringVar(&c.PolicyFile, "auth.policy-file", "", "file of lines \"cert:<name> <permissions>\" or \"token:<name> <permissions>\" (docs/security.md); reloaded when it changes; empty: authorization off")
+	fs.StringVar(&c.TokensFile, "auth.tokens-file", "", "file of lines \"<name> sha256:<hex>\", the SHA-256 of each bearer token a client may send; reloaded when it changes; needs -auth.policy-file")
 }
 
 // Enabled reports whether calls are authorized.

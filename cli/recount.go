@@ -37,7 +37,7 @@ type recountFlags struct {
 }
 
 func (f *recountFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.from, "from", "", "start of the range, inclusive: a UTC time as 2026-12-01T15:04 (RFC 3339 with a zone also works) or a date, 2026-12-01 (its midnight UTC); rounded down to a -history.period")
+	fs.StringVar(&f.from, "from", "", "start of the range, inclusive: a UTC time (2026-12-01T15:04, or RFC 3339 with a zone) or a date (its midnight UTC); rounded down to a -history.period")
 	fs.StringVar(&f.to, "to", "", "end of the range, exclusive, in the form of -from; rounded up to a -history.period")
 	fs.StringVar(&f.partitions, "partitions", "", "comma-separated partitions to recount; empty means all of the cluster's")
 	fs.StringVar(&f.bucket, "archive.bucket", "", "the object store of the cluster's raw archive and history, as its aggregators' -archive.bucket: a directory or a URL (s3://bucket?endpoint=...)")

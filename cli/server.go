@@ -108,9 +108,9 @@ const DefaultPartitions = 64
 func (c *ServerConfig) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.Target, "target", "all", "roles to run, comma-separated: router, aggregator, coordinator, queryd, or all")
-	fs.StringVar(&c.ID, "id", host, "name of this process: its member ID in etcd, the coordinator's in the election, the router's in every log entry; unique per role, stable across an aggregator's restarts (a StatefulSet pod name)")
+	fs.StringVar(&c.ID, "id", host, "name of this process, unique per role: its member ID in etcd, the router's in every log entry; stable across an aggregator's restarts")
 	fs.StringVar(&c.GRPCAddr, "grpc.addr", ":9090", "address the gRPC server listens on (every role's API, health and reflection)")
-	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "address other members dial to reach this process, host:port; an IPv6 address may come with or without brackets ([fd00::1]:9090 or fd00::1:9090, as $(POD_IP):9090 gives on an IPv6 cluster); default: the listen address, with this host's name when it listens on all interfaces")
+	fs.StringVar(&c.AdvertiseAddr, "grpc.advertise-addr", "", "host:port other members dial to reach this process (IPv6 with or without brackets); default: the listen address, with the hostname if it listens on all interfaces")
 	fs.StringVar(&c.HTTPAddr, "http.addr", ":8080", "address of the HTTP server: /metrics, /healthz (liveness), /readyz (readiness), and queryd's JSON API under /v1/; empty disables it")
 	fs.StringVar(&c.RedisPrefix, "redis.prefix", "clickagg", "prefix of every Redis key; clusters sharing a Redis need different prefixes")
 	fs.IntVar(&c.Partitions, "cluster.partitions", 0, "number of partitions, fixed when the cluster is created in etcd; 0: what the cluster already has, else 64; another count than the cluster's refuses to start")

@@ -45,7 +45,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&c.Endpoints), "etcd.endpoints", "comma-separated etcd client URLs that hold membership, partition assignment and the coordinator election")
 	fs.StringVar(&c.Prefix, "etcd.prefix", DefaultPrefix, "etcd key prefix of this cluster; clusters sharing an etcd need different prefixes")
 	fs.DurationVar(&c.DialTimeout, "etcd.dial-timeout", 5*time.Second, "how long to wait for the first connection to etcd before giving up")
-	fs.DurationVar(&c.LeaseTTL, "etcd.lease-ttl", 10*time.Second, "whole seconds, at least 2s: how long a stopped process stays a member; a dead aggregator's partitions move after about this long, and shorter values risk moves on brief etcd hiccups")
+	fs.DurationVar(&c.LeaseTTL, "etcd.lease-ttl", 10*time.Second, "whole seconds, at least 2s: how long a stopped process stays a member; a dead aggregator's partitions move after about this long")
 	fs.StringVar(&c.CertFile, "etcd.cert-file", "", "PEM file of the client certificate presented to etcd (for etcd's --client-cert-auth); needs https:// endpoints; reloaded when it changes")
 	fs.StringVar(&c.KeyFile, "etcd.key-file", "", "PEM file of the private key of -etcd.cert-file; reloaded with it")
 	fs.StringVar(&c.CAFile, "etcd.ca-file", "", "PEM file of the CA certificates etcd's server certificate must chain to; needs https:// endpoints; reloaded when it changes; empty: the system's roots")

@@ -38,11 +38,11 @@ type Config struct {
 
 // RegisterFlags registers the coordinator's flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions; lower balances better, higher moves fewer partitions when aggregators come and go")
+	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions")
 	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
 	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
-	fs.DurationVar(&c.JoinDelay, "coordinator.join-delay", time.Second, "partitions move to new aggregators once none has joined for this long (at most 5 times this after the first), so that a scale-out moves each partition once; lost and leaving aggregators are acted on at once; 0 moves at every join")
-	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner to release a partition (final snapshot) before moving it anyway, as if the owner had died; keep it well below -aggregator.release-timeout")
+	fs.DurationVar(&c.JoinDelay, "coordinator.join-delay", time.Second, "new aggregators get partitions once none has joined for this long (at most 5 times this after the first); 0: at every join")
+	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner's final snapshot before moving the partition anyway; keep it well below -aggregator.release-timeout")
 }
 
 // Validate checks c.

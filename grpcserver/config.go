@@ -46,7 +46,7 @@ const (
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxStreamsPerConn, "grpc.max-streams-per-conn", DefaultMaxStreamsPerConn, "most streaming RPCs (IngestStream, WatchPopularAds, health Watch) open at once on one client connection; one more fails with RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.MaxStreams, "grpc.max-streams", DefaultMaxStreams, "most streaming RPCs open at once on this server over all connections; one more fails with RESOURCE_EXHAUSTED")
-	fs.IntVar(&c.MaxConcurrentStreams, "grpc.max-concurrent-streams", DefaultMaxConcurrentStreams, "most RPCs in flight on one connection, unary ones included (HTTP/2 MAX_CONCURRENT_STREAMS); further ones wait in the client; must exceed -grpc.max-streams-per-conn")
+	fs.IntVar(&c.MaxConcurrentStreams, "grpc.max-concurrent-streams", DefaultMaxConcurrentStreams, "most RPCs in flight on one connection, unary ones included (HTTP/2 MAX_CONCURRENT_STREAMS); more wait in the client; above -grpc.max-streams-per-conn")
 	fs.DurationVar(&c.KeepaliveMinTime, "grpc.keepalive-min-time", DefaultKeepaliveMinTime, "shortest interval between keepalive pings a client may send, with or without RPCs open; a client pinging more often is disconnected (GOAWAY too_many_pings)")
 	fs.DurationVar(&c.KeepaliveTime, "grpc.keepalive-time", DefaultKeepaliveTime, "how long a connection may be silent before the server pings it, so that streams of clients that vanished are freed")
 	fs.DurationVar(&c.KeepaliveTimeout, "grpc.keepalive-timeout", DefaultKeepaliveTimeout, "how long the server waits for the answer to its keepalive ping before it closes the connection")

@@ -73,11 +73,11 @@ const (
 // RegisterFlags registers the writer's flags on fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Period, "history.period", DefaultPeriod,
-		"Minutes of one partition per history file; divides an hour. A period is written once its last minute leaves -aggregator.dedup-horizon: shorter periods reach the history sooner, in more files.")
+		"Minutes of one partition per history file; divides an hour. Shorter periods reach the history sooner, in more files.")
 	fs.DurationVar(&c.Poll, "history.poll", DefaultPoll,
 		"How often an aggregator looks for an hour of a partition whose minutes can no longer change, to write it to the history in -archive.bucket.")
 	fs.Int64Var(&c.CacheBytes, "history.cache-bytes", DefaultCacheBytes,
-		"Bytes of decoded history files an aggregator keeps in memory for queries over minutes that left -aggregator.retention, the least recently used dropped first; repeated queries over the same hours then read no file again. 0 keeps none.")
+		"Bytes of decoded history files an aggregator keeps in memory for queries past -aggregator.retention, least recently used out; 0 keeps none.")
 	c.RetryMin, c.RetryMax = DefaultRetryMin, DefaultRetryMax
 }
 

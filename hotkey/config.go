@@ -71,13 +71,13 @@ const maxWays = 64
 // MaxSkew has no flag: the process copies -router.max-clock-skew.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxStaleness, "hotkey.max-staleness", DefaultMaxStaleness,
-		"A router or queryd whose copy of the split table was last confirmed current with etcd longer ago than this refuses ingests and queries with UNAVAILABLE rather than use an old table. Must be below -hotkey.safety minus the clock skew between servers.")
+		"How long ago a router's or queryd's split table may have been confirmed with etcd before it refuses ingests and queries; below -hotkey.safety minus clock skew.")
 	fs.DurationVar(&c.ConfirmInterval, "hotkey.confirm-interval", DefaultConfirmInterval,
 		"How often routers and queryds confirm their copy of the split table with a linearizable etcd read; below -hotkey.max-staleness.")
 	fs.DurationVar(&c.LeadTime, "hotkey.lead-time", DefaultLeadTime,
-		"A split or unsplit takes effect from the first click minute that routers can accept no sooner than this after the change is written (counting -router.max-clock-skew). Longer is safer, shorter reacts faster.")
+		"A split or unsplit applies from the first click minute routers can accept no sooner than this after it is written (counting -router.max-clock-skew).")
 	fs.DurationVar(&c.Safety, "hotkey.safety", DefaultSafety,
-		"Every live router must acknowledge a split or unsplit at least this long before it could accept a click of the change's first minute; otherwise the coordinator withdraws the change. Below -hotkey.lead-time.")
+		"Every live router must acknowledge a split or unsplit this long before it could accept a click of its first minute, or it is withdrawn; below -hotkey.lead-time.")
 	fs.DurationVar(&c.AckPollInterval, "hotkey.ack-poll-interval", DefaultAckPollInterval,
 		"How often the coordinator re-reads the routers' acknowledgements while a change waits for them.")
 	fs.DurationVar(&c.Keep, "hotkey.keep", DefaultKeep,

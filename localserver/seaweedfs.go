@@ -77,95 +77,29 @@ func StartSeaweedFS(ctx context.Context, cfg SeaweedFSConfig) (*SeaweedFS, error
 }
 
 func startSeaweedFS(ctx context.Context, cfg SeaweedFSConfig) (*SeaweedFS, error) {
-	bin := cfg.Binary
-	if bin == "" {
-		bin = os.Getenv("CLICKAGG_WEED")
-	}
-	if bin == "" {
-		bin = WeedCachePath()
-	}
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		return nil, ErrNoWeed
+	bin, err := weedBinary(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, errors.New("seaweedfs: access key and secret key are required")
 	}
-	dir, err := filepath.Abs(cfg.Dir)
+	data, s3conf, err := weedDataDir(cfg)
 	if err != nil {
 		return nil, err
 	}
-	// A fresh data directory per attempt: an attempt that lost a port
-	// may have left a half-initialised master behind.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("seaweedfs data dir: %w", err)
-	}
-	data, err := os.MkdirTemp(dir, "weed")
-	if err != nil {
-		return nil, fmt.Errorf("seaweedfs data dir: %w", err)
-	}
-	conf, err := json.Marshal(map[string]any{"identities": []any{map[string]any{
-		"name":        "clickagg",
-		"credentials": []any{map[string]string{"accessKey": cfg.AccessKey, "secretKey": cfg.SecretKey}},
-		"actions":     []string{"Admin", "Read", "List", "Tagging", "Write"},
-	}}})
-	if err != nil {
-		return nil, err
-	}
-	s3conf := filepath.Join(data, "s3.json")
-	if err := os.WriteFile(s3conf, conf, 0o600); err != nil {
-		return nil, fmt.Errorf("seaweedfs s3 config: %w", err)
-	}
-	// Every listener gets a picked port: the defaults (9333, 8080, 8888,
-	// 8333, and +10000 for gRPC) would collide between test processes.
-	names := []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"}
 	ports := map[string]int{}
-	for _, n := range names {
+	for _, n := range weedPortFlags {
 		p, err := seaweedPort()
 		if err != nil {
 			return nil, err
 		}
 		ports[n] = p
 	}
-	args := []string{
-		// To the log file below, not to files in $TMPDIR.
-		"-logtostderr",
-		"server",
-		"-dir=" + data,
-		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		"-s3", "-s3.config=" + s3conf,
-		// Buckets are created on purpose, as on S3, not by a first write.
-		"-s3.autoCreateBucket=false",
-		// Its Iceberg and Lance catalogs would take fixed ports.
-		"-s3.port.iceberg=0", "-s3.port.lance=0",
-		// Never a byte off loopback: the master reports usage statistics to
-		// seaweedfs.com by default.
-		"-master.telemetry=false",
-		// Each bucket is a collection with volumes of its own (grown one
-		// at a time, see cmd.Env): room for many buckets of a few
-		// kilobytes, in sparse files.
-		"-master.volumeSizeLimitMB=64",
-		"-volume.max=256",
-		"-filer.localSocket=" + filepath.Join(data, "filer.sock"),
-		"-s3.localSocket=" + filepath.Join(data, "s3.sock"),
-	}
-	for _, n := range names {
-		args = append(args, "-"+n+"="+strconv.Itoa(ports[n]))
-	}
 	logFile := filepath.Join(data, "weed.log")
-	f, err := os.Create(logFile)
+	cmd, err := startWeed(bin, weedArgs(data, s3conf, ports), data, logFile)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command(bin, args...)
-	// weed reads master.toml and friends from its working directory too.
-	cmd.Dir = data
-	// The master grows 7 volumes for each new collection by default.
-	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_COPY_1=1")
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start weed: %w", err)
 	}
 	s := &SeaweedFS{
 		Endpoint: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports["s3.port"])),
@@ -192,28 +126,140 @@ func startSeaweedFS(ctx context.Context, cfg SeaweedFSConfig) (*SeaweedFS, error
 		}
 		close(s.done)
 	}()
-	// Ready once an object goes in and comes out: the gateway answers
-	// before the filer and the volume server behind it can store one.
+	if err := s.waitReady(ctx, logFile); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// weedBinary is the weed binary cfg names, or $CLICKAGG_WEED, or the one
+// in WeedCachePath.
+func weedBinary(cfg SeaweedFSConfig) (string, error) {
+	bin := cfg.Binary
+	if bin == "" {
+		bin = os.Getenv("CLICKAGG_WEED")
+	}
+	if bin == "" {
+		bin = WeedCachePath()
+	}
+	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
+		return "", ErrNoWeed
+	}
+	return bin, nil
+}
+
+// weedDataDir makes a new data directory under cfg.Dir and writes into it
+// the S3 gateway's config, whose one identity has cfg's keys.
+func weedDataDir(cfg SeaweedFSConfig) (data, s3conf string, err error) {
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return "", "", err
+	}
+	// A fresh data directory per attempt: an attempt that lost a port
+	// may have left a half-initialised master behind.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("seaweedfs data dir: %w", err)
+	}
+	data, err = os.MkdirTemp(dir, "weed")
+	if err != nil {
+		return "", "", fmt.Errorf("seaweedfs data dir: %w", err)
+	}
+	conf, err := json.Marshal(map[string]any{"identities": []any{map[string]any{
+		"name":        "clickagg",
+		"credentials": []any{map[string]string{"accessKey": cfg.AccessKey, "secretKey": cfg.SecretKey}},
+		"actions":     []string{"Admin", "Read", "List", "Tagging", "Write"},
+	}}})
+	if err != nil {
+		return "", "", err
+	}
+	s3conf = filepath.Join(data, "s3.json")
+	if err := os.WriteFile(s3conf, conf, 0o600); err != nil {
+		return "", "", fmt.Errorf("seaweedfs s3 config: %w", err)
+	}
+	return data, s3conf, nil
+}
+
+// weedPortFlags are weed server's port flags. Every listener gets a picked
+// port: the defaults (9333, 8080, 8888, 8333, and +10000 for gRPC) would
+// collide between test processes.
+var weedPortFlags = []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"}
+
+// weedArgs are the arguments of `weed server` with its data in data, the
+// S3 config s3conf, and ports for weedPortFlags.
+func weedArgs(data, s3conf string, ports map[string]int) []string {
+	args := []string{
+		// To the log file, not to files in $TMPDIR.
+		"-logtostderr",
+		"server",
+		"-dir=" + data,
+		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-s3", "-s3.config=" + s3conf,
+		// Buckets are created on purpose, as on S3, not by a first write.
+		"-s3.autoCreateBucket=false",
+		// Its Iceberg and Lance catalogs would take fixed ports.
+		"-s3.port.iceberg=0", "-s3.port.lance=0",
+		// Never a byte off loopback: the master reports usage statistics to
+		// seaweedfs.com by default.
+		"-master.telemetry=false",
+		// Each bucket is a collection with volumes of its own (grown one
+		// at a time, see startWeed): room for many buckets of a few
+		// kilobytes, in sparse files.
+		"-master.volumeSizeLimitMB=64",
+		"-volume.max=256",
+		"-filer.localSocket=" + filepath.Join(data, "filer.sock"),
+		"-s3.localSocket=" + filepath.Join(data, "s3.sock"),
+	}
+	for _, n := range weedPortFlags {
+		args = append(args, "-"+n+"="+strconv.Itoa(ports[n]))
+	}
+	return args
+}
+
+// startWeed starts bin with args in the directory data, its output going
+// to logFile.
+func startWeed(bin string, args []string, data, logFile string) (*exec.Cmd, error) {
+	f, err := os.Create(logFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, args...)
+	// weed reads master.toml and friends from its working directory too.
+	cmd.Dir = data
+	// The master grows 7 volumes for each new collection by default.
+	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_COPY_1=1")
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start weed: %w", err)
+	}
+	return cmd, nil
+}
+
+// waitReady waits until an object goes in and comes out: the gateway
+// answers before the filer and the volume server behind it can store one.
+// It stops the server if it is not ready within 90s or ctx ends first.
+func (s *SeaweedFS) waitReady(ctx context.Context, logFile string) error {
 	deadline := time.Now().Add(90 * time.Second)
 	var last error
 	for {
 		if last = s.probe(ctx); last == nil {
-			return s, nil
+			return nil
 		}
 		select {
 		case <-s.done:
 			if b, err := os.ReadFile(logFile); err == nil && strings.Contains(string(b), "address already in use") {
-				return nil, fmt.Errorf("weed server: %w", syscall.EADDRINUSE)
+				return fmt.Errorf("weed server: %w", syscall.EADDRINUSE)
 			}
-			return nil, fmt.Errorf("weed server exited: %v (log: %s)", s.err, logFile)
+			return fmt.Errorf("weed server exited: %v (log: %s)", s.err, logFile)
 		case <-ctx.Done():
 			s.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return nil, fmt.Errorf("weed server on %s did not store an object within 90s: %v (log: %s)", s.Endpoint, last, logFile)
+			return fmt.Errorf("weed server on %s did not store an object within 90s: %v (log: %s)", s.Endpoint, last, logFile)
 		}
 	}
 }

@@ -60,14 +60,14 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxCount, "queryd.max-count", 1000, "largest number of ads a popular-ads query may ask for")
 	fs.IntVar(&c.DefaultCount, "queryd.default-count", 100, "number of ads a popular-ads query returns when it does not say")
-	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window, in whole minutes, of a count or popular-ads query; minutes older than -aggregator.retention are read from the history files (-archive.bucket), or without them the query fails with OUT_OF_RANGE")
+	fs.DurationVar(&c.MaxWindow, "queryd.max-window", 24*time.Hour, "longest window of a query, in whole minutes; minutes older than -aggregator.retention are read from the history files (-archive.bucket), else OUT_OF_RANGE")
 	fs.DurationVar(&c.CallTimeout, "queryd.call-timeout", 5*time.Second, "deadline of each call to an aggregator; an owner that does not answer in time makes the query fail with UNAVAILABLE")
-	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits, retrying, for a partition with no serving owner (a live handoff pauses a partition for well under a second; a lost aggregator's partitions move after its lease expires) before it fails with UNAVAILABLE naming the partitions; 0 fails at once")
+	fs.DurationVar(&c.MoveWait, "queryd.move-wait", 3*time.Second, "how long a query waits for a partition with no serving owner (a handoff, a lost aggregator) before it fails with UNAVAILABLE; 0 fails at once")
 	fs.DurationVar(&c.PollInterval, "queryd.poll-interval", time.Second, "how often to look for newly completed minutes to publish")
 	fs.IntVar(&c.PublishCount, "queryd.publish-count", 100, "number of ads in each minute's published top list")
-	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes a starting queryd publishes (older ones were published by a previous run); late events in any published minute are found by revision within -queryd.republish-horizon, whatever this is")
-	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often, besides every poll that publishes a new minute, the aggregators are asked for the revisions of the completed minutes within -queryd.republish-horizon; a minute whose revisions changed (late events) has its top list computed again and published again if it changed. Each ask is one cheap call per aggregator; 0 asks on every poll")
-	fs.DurationVar(&c.RepublishHorizon, "queryd.republish-horizon", defaultRepublishHorizon, "how long after a minute is complete late events can still change its published top list: set it to the aggregators' -aggregator.dedup-horizon (a shorter one misses corrections of older minutes); 0 republishes nothing")
+	fs.IntVar(&c.RepublishMinutes, "queryd.republish-minutes", 10, "number of recent completed minutes a starting queryd publishes; it does not bound republishing (-queryd.republish-horizon)")
+	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often, besides polls that publish a new minute, the aggregators are asked which minutes within -queryd.republish-horizon changed; 0: every poll")
+	fs.DurationVar(&c.RepublishHorizon, "queryd.republish-horizon", defaultRepublishHorizon, "how long after a minute is complete its published top list is corrected for late events; set it to -aggregator.dedup-horizon; 0: never")
 	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
 	// The key prefix is the process's -redis.prefix, set by the caller.
 	c.RedisPrefix = "clickagg"

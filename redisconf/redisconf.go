@@ -80,14 +80,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(addrValue{c}, "redis.addr", "`host:port` of a single Redis server (partition logs, snapshots, published top ads); its default gives way to -redis.cluster-addrs or -redis.sentinel-master")
 	fs.StringVar(&c.ClusterAddrs, "redis.cluster-addrs", "", "Redis Cluster seed addresses, comma-separated host:port; the client learns the other nodes from them")
 	fs.StringVar(&c.SentinelMaster, "redis.sentinel-master", "", "name of the Redis primary that the sentinels of -redis.sentinel-addrs watch")
-	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary named by -redis.sentinel-master; list them all: a primary is dialled only when none of them names another")
+	fs.StringVar(&c.SentinelAddrs, "redis.sentinel-addrs", "", "Sentinel addresses, comma-separated host:port, asked for the primary of -redis.sentinel-master; list them all")
 	fs.StringVar(&c.SentinelPasswordFile, "redis.sentinel-password-file", "", "file holding the sentinels' own password (their requirepass; may be the same file as -redis.password-file), read at start; empty: the sentinels need none")
 	fs.StringVar(&c.Username, "redis.username", "", "Redis ACL user; empty is the default user (needs -redis.password-file)")
 	fs.StringVar(&c.PasswordFile, "redis.password-file", "", "file holding the Redis password (a mounted Kubernetes Secret), read at start; a trailing newline is ignored; empty: no password")
 	fs.BoolVar(&c.TLS, "redis.tls", false, "connect to Redis over TLS")
 	fs.StringVar(&c.TLSCAFile, "redis.tls-ca-file", "", "PEM file of the CA certificates that Redis's certificate must chain to (needs -redis.tls); empty: the system's roots")
 	fs.StringVar(&c.TLSServerName, "redis.tls-server-name", "", "name Redis's certificate must hold (needs -redis.tls); empty: the host of each address dialled")
-	fs.IntVar(&c.WaitReplicas, "redis.wait-replicas", 0, "replicas of its primary that each click append and snapshot write must reach (Redis WAIT) before it is acknowledged; a write that does not is refused and retried; 0: acknowledge once the primary has it")
+	fs.IntVar(&c.WaitReplicas, "redis.wait-replicas", 0, "replicas each click append and snapshot write must reach (Redis WAIT) before it is acknowledged, else it is refused; 0: the primary alone")
 	fs.DurationVar(&c.WaitTimeout, "redis.wait-timeout", DefaultWaitTimeout, "how long a write waits for -redis.wait-replicas replicas before it is refused")
 }
 

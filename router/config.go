@@ -80,33 +80,33 @@ const maxRouterIDLength = 128
 // RegisterFlags registers the router's flags on fs with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxSkew, "router.max-clock-skew", DefaultMaxSkew,
-		"Largest amount by which a click_time may be ahead of this router's clock; clicks further in the future are rejected. Also caps how far ahead of the clock a tick may move event time.")
+		"Largest amount by which a click_time, or a tick's event time, may be ahead of this router's clock; clicks further in the future are rejected.")
 	fs.DurationVar(&c.Horizon, "router.acceptance-horizon", DefaultHorizon,
-		"Oldest click_time accepted, as an age relative to this router's clock; older clicks are rejected with a reason. Aggregators must keep dedup state at least this long.")
+		"Oldest click_time accepted, as an age on this router's clock; older clicks are rejected. -aggregator.dedup-horizon must exceed it plus clock skew.")
 	fs.DurationVar(&c.TickInterval, "router.tick-interval", DefaultTickInterval,
 		"How often this router appends a tick (its event-time frontier) to every partition log, so that idle partitions' watermarks still advance.")
 	fs.DurationVar(&c.IdleLag, "router.idle-watermark-lag", DefaultIdleLag,
-		"When no newer click arrives, ticks say event time has reached now minus this lag, so minutes complete on an idle cluster. Set it larger than the age of the oldest data you send (tests, backfills), or minutes complete before their data arrives.")
+		"When no newer click arrives, ticks move event time to now minus this, so minutes complete on an idle cluster; above the age of the data you send.")
 	fs.IntVar(&c.MaxEvents, "router.max-events-per-request", DefaultMaxEvents,
 		"Largest number of events in one Ingest request or stream message; larger requests fail with RESOURCE_EXHAUSTED.")
 	fs.IntVar(&c.MaxIDLength, "router.max-id-length", DefaultMaxIDLength,
 		"Longest event_id, ad_id and user_id accepted, in bytes.")
 	fs.IntVar(&c.AppendConcurrency, "router.append-concurrency", DefaultAppendConcurrency,
-		"Largest number of appends to the partition log in flight. Requests that arrive while all are busy are appended together by the next one (one log entry per partition for all of them), so entries grow with the load instead of their number.")
+		"Largest number of appends to the partition log in flight; requests arriving meanwhile are appended together by the next one.")
 	fs.IntVar(&c.MaxBatchEvents, "router.max-batch-events", DefaultMaxBatchEvents,
 		"Largest number of events of concurrent requests appended together; bounds the size of log entries and of the aggregators' reads.")
 	fs.IntVar(&c.StreamWindow, "router.stream-window", DefaultStreamWindow,
-		"Largest number of requests of one IngestStream validated and appended at once; responses still come back in request order. Lets a client with several requests in flight on one stream get them appended together.")
+		"Largest number of requests of one IngestStream validated and appended at once; responses come back in request order.")
 	fs.DurationVar(&c.AppendTimeout, "router.append-timeout", DefaultAppendTimeout,
-		"Longest time an ingest request waits for its events to be appended to the partition log, waiting behind other appends included, whether Redis refuses connections or does not answer; then the request fails with UNAVAILABLE and the client retries (its events may be in the log anyway: the aggregators count a retried event once).")
+		"Longest time an ingest request waits for its events to be appended to the partition log, queueing included; then it fails with UNAVAILABLE.")
 	fs.Float64Var(&c.MaxRedisMemoryFraction, "router.max-redis-memory-fraction", DefaultMaxRedisMemoryFraction,
-		"Share of Redis's maxmemory (on a Redis Cluster, of any one primary's) at which this router refuses clicks with UNAVAILABLE (ticks are still appended), so that logs that cannot be trimmed (archive or snapshots behind) never fill Redis: the rest stays free for snapshots and the archived offsets, whose writes let the logs be trimmed again. 0 turns it off; Redis without maxmemory is not bounded.")
+		"Share of Redis's maxmemory (any one primary's, on a Redis Cluster) at which this router refuses clicks with UNAVAILABLE; 0 turns it off.")
 	fs.DurationVar(&c.MemoryCheckInterval, "router.redis-memory-check-interval", DefaultMemoryCheckInterval,
-		"How often this router reads the memory of every Redis primary (INFO memory) for -router.max-redis-memory-fraction and clickagg_redis_used_memory_bytes; Redis may grow by this long's ingest past the bound.")
+		"How often this router reads every Redis primary's memory (INFO memory) for -router.max-redis-memory-fraction and clickagg_redis_used_memory_bytes.")
 	fs.Float64Var(&c.CallerRate, "router.caller-rate", 0,
-		"Clicks per second each caller may send (its authenticated identity, else its IP address); a request or stream message over it is refused whole with RESOURCE_EXHAUSTED and a retry delay, nothing of it counted. 0: no limit.")
+		"Clicks per second each caller (its authenticated identity, else its IP address) may send; more is refused with RESOURCE_EXHAUSTED. 0: no limit.")
 	fs.IntVar(&c.CallerBurst, "router.caller-burst", 0,
-		"Most clicks a caller may send at once, beyond -router.caller-rate, after a pause; at least -router.max-events-per-request. 0: the larger of -router.max-events-per-request and one second of -router.caller-rate.")
+		"Most clicks a caller may send at once after a pause, at least -router.max-events-per-request; 0: that or one second of -router.caller-rate, if larger.")
 }
 
 // CallerBurstOrDefault is the burst of the per-caller limit: CallerBurst,

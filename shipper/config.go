@@ -80,7 +80,7 @@ func listFlag(dst *[]string) func(string) error {
 // registered: the command sets it from its -id.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("ship.files", "Comma-separated paths of the click log files to tail (the paths the ad servers write to; rotated files are found next to them).", listFlag(&c.Files))
-	fs.StringVar(&c.Format, "ship.format", FormatJSON, "Format of the log lines: json (one object per line: event_id (optional), ad_id, click_time, user_id, ip, country) or csv (ad_id,click_timestamp,user_id,ip,country). Times are RFC 3339 or Unix epoch milliseconds.")
+	fs.StringVar(&c.Format, "ship.format", FormatJSON, "Format of the log lines: json ({\"event_id\"?, \"ad_id\", \"click_time\", \"user_id\", \"ip\", \"country\"}) or csv (ad_id,click_timestamp,user_id,ip,country).")
 	fs.Func("ship.routers", "Comma-separated gRPC addresses of routers; a failed request is retried at the next one.", listFlag(&c.Routers))
 	fs.StringVar(&c.Checkpoint, "ship.checkpoint", "", "Checkpoint file (per log file: identity, acknowledged byte offset and line). Empty means .<name>.ship.json in the directory of the first -ship.files.")
 	fs.IntVar(&c.BatchSize, "ship.batch-size", DefaultBatchSize, "Largest number of events in one request to a router; at most the routers' -router.max-events-per-request.")

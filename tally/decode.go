@@ -96,34 +96,49 @@ const warmChunk = 64
 // applyFields will read at random for them: the home slot of the event id
 // in its minute's dedup set, the ad's slot in the index, its hash, span,
 // reference count and text, and its row and ad slots in the minute's
-// tables (for an ad not yet in the table, those its id will likely have). Each event's reads depend on each other, but different events'
-// do not, so done in passes over the events they are in flight together,
-// where applying the events one by one would wait for each miss in turn.
+// tables (for an ad not yet in the table, those its id will likely have).
+// Each event's reads depend on each other, but different events' do not,
+// so done in passes over the events they are in flight together, where
+// applying the events one by one would wait for each miss in turn.
 //
 // It changes nothing: applyFields does all the work again, and a guess
 // gone wrong (a slot that moved, an ad found at another slot, a table that
 // grows meanwhile) costs only time.
 func (p *Partition) warm(evs []rawEvent) {
-	// The passes that read memory are tight loops over addresses found
-	// beforehand, so that the processor can issue the reads of many events
-	// before the first one returns.
-	var (
-		deltas  [warmChunk]*delta
-		seen    [warmChunk]*uint64 // the event id's home slot
-		seenEnd [warmChunk]*uint64 // 7 slots on
-		adHash  [warmChunk]uint64
-		adID    [warmChunk]uint32
-		adNext  [warmChunk]uint32
-		text    [warmChunk]*byte
-		rowK    [warmChunk]*uint64 // the row's home slot in the minute's table
-		rowV    [warmChunk]*uint32
-		adK     [warmChunk]*uint64 // the ad's
-		adV     [warmChunk]*uint32
-		sink    uint64
-	)
+	var w warming
 	evs = evs[:min(len(evs), warmChunk)]
+	w.dedupSlots(p, evs)
+	if len(p.ads.index) > 0 {
+		w.adSlots(&p.ads, evs)
+		w.tableSlots(p, evs)
+	}
+	p.ads.sink = w.sink
+}
+
+// warming is what warm finds for each event of a chunk, pass after pass.
+// The passes that read memory are tight loops over addresses found
+// beforehand, so that the processor can issue the reads of many events
+// before the first one returns.
+type warming struct {
+	deltas  [warmChunk]*delta
+	seen    [warmChunk]*uint64 // the event id's home slot
+	seenEnd [warmChunk]*uint64 // 7 slots on
+	adHash  [warmChunk]uint64
+	adID    [warmChunk]uint32
+	adNext  [warmChunk]uint32
+	text    [warmChunk]*byte
+	rowK    [warmChunk]*uint64 // the row's home slot in the minute's table
+	rowV    [warmChunk]*uint32
+	adK     [warmChunk]*uint64 // the ad's
+	adV     [warmChunk]*uint32
+	sink    uint64
+}
+
+// dedupSlots hashes the events' ads, finds their minutes' deltas, and
+// reads the home slots of their click ids in the deltas' dedup sets.
+func (w *warming) dedupSlots(p *Partition, evs []rawEvent) {
 	for i := range evs {
-		adHash[i] = xxhash.Sum64String(evs[i].adID)
+		w.adHash[i] = xxhash.Sum64String(evs[i].adID)
 	}
 	var m *minute
 	var start int64
@@ -136,88 +151,93 @@ func (p *Partition) warm(evs []rawEvent) {
 			continue
 		}
 		d := m.delta
-		deltas[i] = d
+		w.deltas[i] = d
 		if n := len(d.seen.slots); n > 0 {
 			// A new id probes on from its home slot, often into the
 			// next cache line.
-			id := clickID(adHash[i], ev.eventID)
+			id := clickID(w.adHash[i], ev.eventID)
 			if m.legacyIDs {
 				id = xxhash.Sum64String(ev.eventID)
 			}
 			j := d.seen.home(id)
-			seen[i], seenEnd[i] = &d.seen.slots[j], &d.seen.slots[min(j+7, n-1)]
+			w.seen[i], w.seenEnd[i] = &d.seen.slots[j], &d.seen.slots[min(j+7, n-1)]
 		}
 	}
-	ads := &p.ads
 	for i := range evs {
-		if s := seen[i]; s != nil {
-			sink += *s + *seenEnd[i]
+		if s := w.seen[i]; s != nil {
+			w.sink += *s + *w.seenEnd[i]
 		}
 	}
-	if len(ads.index) == 0 {
-		ads.sink = sink
-		return
-	}
+}
+
+// adSlots reads the events' ads' slots in the index (not empty) and their
+// hashes, and sets adID to the id each ad has or will likely get.
+func (w *warming) adSlots(ads *strtab, evs []rawEvent) {
 	// The ad's home slot, and the next one, where it is when its home is
 	// taken: both are likely in the same cache line.
 	mask := len(ads.index) - 1
 	for i := range evs {
-		j := int(adHash[i] >> ads.shift)
-		adID[i] = ads.index[j]
-		adNext[i] = ads.index[(j+1)&mask]
+		j := int(w.adHash[i] >> ads.shift)
+		w.adID[i] = ads.index[j]
+		w.adNext[i] = ads.index[(j+1)&mask]
 	}
 	for i := range evs {
-		sink += ads.hashes[adID[i]] + ads.hashes[adNext[i]]
+		w.sink += ads.hashes[w.adID[i]] + ads.hashes[w.adNext[i]]
 	}
 	// An ad not in the table will take the id insert gives it: the last
 	// free one, or a new one.
 	free, next := len(ads.free), uint32(len(ads.spans))
 	for i := range evs {
-		id := ads.guess(adHash[i])
+		id := ads.guess(w.adHash[i])
 		if id != 0 {
-			sink += ads.spans[id] + uint64(ads.refs[id])
+			w.sink += ads.spans[id] + uint64(ads.refs[id])
 		} else if free > 0 {
 			free--
 			id = ads.free[free]
-			sink += uint64(ads.refs[id])
+			w.sink += uint64(ads.refs[id])
 		} else {
 			id = next
 			next++
 		}
-		adID[i] = id
+		w.adID[i] = id
 	}
+}
+
+// tableSlots reads the text of the events' ads (adID) and their row and
+// ad slots in their deltas' tables.
+func (w *warming) tableSlots(p *Partition, evs []rawEvent) {
+	ads := &p.ads
 	for i := range evs {
-		id := adID[i]
+		id := w.adID[i]
 		if int(id) < len(ads.spans) {
 			if sp := ads.spans[id]; uint32(sp) > 0 {
-				text[i] = &ads.data[sp>>32]
+				w.text[i] = &ads.data[sp>>32]
 			}
 		}
-		d := deltas[i]
+		d := w.deltas[i]
 		if d == nil {
 			continue
 		}
 		if c, ok := p.countries.lookup(evs[i].country); ok && len(d.rows.keys) > 0 {
 			j := d.rows.home(rowKey(id, c))
-			rowK[i], rowV[i] = &d.rows.keys[j], &d.rows.vals[j]
+			w.rowK[i], w.rowV[i] = &d.rows.keys[j], &d.rows.vals[j]
 		}
 		if len(d.ads.keys) > 0 {
 			j := d.ads.home(uint64(id))
-			adK[i], adV[i] = &d.ads.keys[j], &d.ads.vals[j]
+			w.adK[i], w.adV[i] = &d.ads.keys[j], &d.ads.vals[j]
 		}
 	}
 	for i := range evs {
-		if t := text[i]; t != nil {
-			sink += uint64(*t)
+		if t := w.text[i]; t != nil {
+			w.sink += uint64(*t)
 		}
-		if k := rowK[i]; k != nil {
-			sink += *k + uint64(*rowV[i])
+		if k := w.rowK[i]; k != nil {
+			w.sink += *k + uint64(*w.rowV[i])
 		}
-		if k := adK[i]; k != nil {
-			sink += *k + uint64(*adV[i])
+		if k := w.adK[i]; k != nil {
+			w.sink += *k + uint64(*w.adV[i])
 		}
 	}
-	ads.sink = sink
 }
 
 // decode decodes a whole entry into p.decoded before anything is applied,

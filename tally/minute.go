@@ -289,36 +289,56 @@ func (p *Partition) merged(m *minute) base {
 	if d == nil {
 		return m.base
 	}
-	b := &m.base
-
-	// The delta's rows in canonical order, and for each table slot the
-	// row's position in that order.
-	type item struct {
-		h    uint64
-		key  uint64
-		slot int32
+	// Allocated here, where they do not escape: small ones stay on the
+	// stack.
+	rows := p.sortedDeltaRows(d, make([]deltaRow, 0, d.rows.n))
+	du, di := make([]uint64, len(d.users)), make([]uint64, len(d.users))
+	groupByRow(d, rows, du, di)
+	out := p.mergeRows(&m.base, d, rows, du, di)
+	if !m.frozen {
+		dh := d.seen.appendTo(make([]uint64, 0, d.seen.len()))
+		sortHashes(dh)
+		out.hashes = mergeSorted(m.base.hashes, dh)
 	}
-	items := make([]item, 0, d.rows.n)
+	return out
+}
+
+// deltaRow is a row of a delta: the hash of its ad, which orders rows
+// first, its key, and its slot in the delta's row table.
+type deltaRow struct {
+	h    uint64
+	key  uint64
+	slot int32
+}
+
+// sortedDeltaRows appends d's rows to rows, empty, in canonical order.
+func (p *Partition) sortedDeltaRows(d *delta, rows []deltaRow) []deltaRow {
 	for s, k := range d.rows.keys {
 		if k != 0 {
-			items = append(items, item{h: p.ads.hashes[keyAd(k)], key: k, slot: int32(s)})
+			rows = append(rows, deltaRow{h: p.ads.hashes[keyAd(k)], key: k, slot: int32(s)})
 		}
 	}
-	slices.SortFunc(items, func(a, b item) int {
+	slices.SortFunc(rows, func(a, b deltaRow) int {
 		if a.h != b.h {
 			return cmp.Compare(a.h, b.h)
 		}
 		return p.cmpKey(a.key, b.key)
 	})
+	return rows
+}
+
+// groupByRow copies d's users and ips into users and ips, grouped by row,
+// the rows in the order of rows (sortedDeltaRows), and in log order within
+// a row.
+func groupByRow(d *delta, rows []deltaRow, users, ips []uint64) {
+	// For each table slot the row's position in rows, and the next event
+	// of each row in the grouped order.
 	pos := make([]int32, len(d.rows.keys))
-	cur := make([]int32, len(items)+1) // first event of each delta row, grouped
-	for j, it := range items {
-		pos[it.slot] = int32(j)
-		cur[j+1] = cur[j] + int32(d.rows.vals[it.slot])
+	cur := make([]int32, len(rows)+1)
+	for j, r := range rows {
+		pos[r.slot] = int32(j)
+		cur[j+1] = cur[j] + int32(d.rows.vals[r.slot])
 	}
-	// Group the delta's events by row, keeping log order within a row.
-	du := make([]uint64, len(d.users))
-	di := make([]uint64, len(d.users))
 	mask := len(d.rows.keys) - 1
 	for e, k := range d.keys {
 		s := int((k * fib) >> d.rows.shift)
@@ -326,18 +346,23 @@ func (p *Partition) merged(m *minute) base {
 			s = (s + 1) & mask
 		}
 		j := pos[s]
-		du[cur[j]], di[cur[j]] = d.users[e], d.ips[e]
+		users[cur[j]], ips[cur[j]] = d.users[e], d.ips[e]
 		cur[j]++
 	}
+}
 
-	rows := len(b.counts) + len(items)
+// mergeRows merges b's rows and events with those of the delta d: its
+// rows in canonical order and their events grouped by row (du, di, from
+// groupByRow). The result has no dedup hashes.
+func (p *Partition) mergeRows(b *base, d *delta, rows []deltaRow, du, di []uint64) base {
+	nrows := len(b.counts) + len(rows)
 	events := len(b.users) + len(d.users)
 	out := base{
-		ads:       make([]uint32, 0, len(b.ads)+len(items)),
-		nrows:     make([]uint8, 0, len(b.ads)+len(items)),
-		totals:    make([]uint8, 0, len(b.ads)+len(items)),
-		countries: make([]uint16, 0, rows),
-		counts:    make([]uint8, 0, rows),
+		ads:       make([]uint32, 0, len(b.ads)+len(rows)),
+		nrows:     make([]uint8, 0, len(b.ads)+len(rows)),
+		totals:    make([]uint8, 0, len(b.ads)+len(rows)),
+		countries: make([]uint16, 0, nrows),
+		counts:    make([]uint8, 0, nrows),
 		users:     make([]uint64, 0, events),
 		ips:       make([]uint64, 0, events),
 	}
@@ -349,7 +374,7 @@ func (p *Partition) merged(m *minute) base {
 	bo, do := 0, 0   // next event of base, of the grouped delta
 	i, j := 0, 0     // next row of base, of the delta
 	a, left := -1, 0 // key of row i, and its rows from i on
-	for i < len(b.counts) || j < len(items) {
+	for i < len(b.counts) || j < len(rows) {
 		var bk uint64
 		if i < len(b.counts) {
 			for left == 0 {
@@ -360,14 +385,14 @@ func (p *Partition) merged(m *minute) base {
 		}
 		var c int
 		switch {
-		case j == len(items):
+		case j == len(rows):
 			c = -1
 		case i == len(b.counts):
 			c = 1
-		case bk == items[j].key:
+		case bk == rows[j].key:
 			c = 0
 		default:
-			c = p.cmpKey(bk, items[j].key)
+			c = p.cmpKey(bk, rows[j].key)
 		}
 		switch {
 		case c < 0:
@@ -377,12 +402,12 @@ func (p *Partition) merged(m *minute) base {
 			i++
 			left--
 		case c > 0:
-			n := int(d.rows.vals[items[j].slot])
-			emit(items[j].key, n, du[do:do+n], di[do:do+n], nil, nil)
+			n := int(d.rows.vals[rows[j].slot])
+			emit(rows[j].key, n, du[do:do+n], di[do:do+n], nil, nil)
 			do += n
 			j++
 		default:
-			n, dn := b.count(i), int(d.rows.vals[items[j].slot])
+			n, dn := b.count(i), int(d.rows.vals[rows[j].slot])
 			emit(bk, n+dn, b.users[bo:bo+n], b.ips[bo:bo+n], du[do:do+dn], di[do:do+dn])
 			bo += n
 			do += dn
@@ -392,12 +417,6 @@ func (p *Partition) merged(m *minute) base {
 		}
 	}
 	out.clip()
-
-	if !m.frozen {
-		dh := d.seen.appendTo(make([]uint64, 0, d.seen.len()))
-		sortHashes(dh)
-		out.hashes = mergeSorted(b.hashes, dh)
-	}
 	return out
 }
 

@@ -211,65 +211,98 @@ func Restore(id int, opts Options, meta []byte, minutes, late map[int64][]byte) 
 // carried them (the horizon was shortened) it is marked changed, so that
 // the store sheds them.
 func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) (*minute, error) {
-	v, err := parseMinute(enc)
-	legacy := false
-	if errors.Is(err, ErrFormat) {
-		conv, ok, lerr := legacyMinute(enc)
-		switch {
-		case lerr != nil:
-			return nil, lerr
-		case ok:
-			legacy = true
-			v, err = parseMinute(conv)
-		}
-	}
+	v, legacy, err := parseStoredMinute(enc)
 	if err != nil {
 		return nil, err
 	}
 	if v.start != start {
 		return nil, fmt.Errorf("%w: state is of minute %d", ErrCorrupt, v.start)
 	}
-	var lv lateView
-	if late != nil {
-		if lv, err = parseLate(late); err != nil {
-			return nil, err
-		}
-		if lv.start != start {
-			return nil, fmt.Errorf("%w: late part is of minute %d", ErrCorrupt, lv.start)
-		}
-		if legacy || lv.baseEvents != v.events || lv.baseRevision != v.revision {
-			late = nil
-		}
+	lv, extends, err := parseLateOf(start, late, v, legacy)
+	if err != nil {
+		return nil, err
 	}
 	m := newMinute(start)
 	m.revision = v.revision
 	m.legacyIDs = v.legacyIDs
-	// parseMinute checked the order of the strings as stored; interning
-	// makes them valid UTF-8, so check it again on what the state holds.
-	countries := make([]uint32, len(v.countries))
-	for i, c := range v.countries {
-		countries[i] = p.countries.internBytes(c)
-		if i > 0 && p.countries.str(countries[i-1]) >= p.countries.str(countries[i]) {
-			return nil, fmt.Errorf("%w: countries out of order", ErrCorrupt)
+	if err := p.restoreBase(&m.base, v); err != nil {
+		return nil, err
+	}
+	changed := legacy
+	if !released {
+		if !v.hasHashes {
+			return nil, fmt.Errorf("%w: minute inside the dedup horizon has no event hashes", ErrCorrupt)
+		}
+		m.base.hashes = decodeFixed(v.hashes)
+	}
+	if !legacy {
+		m.stored = wholeForm{events: v.events, revision: v.revision}
+	}
+	if extends {
+		if err := p.restoreLate(m, lv); err != nil {
+			return nil, err
 		}
 	}
-	ads := make([]uint32, len(v.ads))
-	valid := true
-	for i, a := range v.ads {
-		ads[i] = p.ads.internBytes(a)
-		valid = valid && utf8.Valid(a)
+	if released {
+		// It can no longer change: merge what it counted late, and write
+		// it again if that, or its hashes, changed what the store holds.
+		m.frozen = true
+		m.legacyIDs = false
+		changed = changed || v.hasHashes || extends
+		p.compact(m)
 	}
-	if !valid {
-		// parseMinute checked the order of the bytes as stored, which are
-		// the strings the state holds unless interning had to make them
-		// valid UTF-8.
-		for i := 1; i < len(ads); i++ {
-			if p.cmpAd(ads[i-1], ads[i]) >= 0 {
-				return nil, fmt.Errorf("%w: ads out of order", ErrCorrupt)
-			}
+	if changed {
+		// Write it again in the current format, or frozen.
+		p.seq++
+		m.seq = p.seq
+	}
+	return m, nil
+}
+
+// parseStoredMinute parses an encoded minute in the current format, or
+// in format 0 (legacy), which it converts first.
+func parseStoredMinute(enc []byte) (v minuteView, legacy bool, err error) {
+	v, err = parseMinute(enc)
+	if errors.Is(err, ErrFormat) {
+		conv, ok, lerr := legacyMinute(enc)
+		switch {
+		case lerr != nil:
+			return v, false, lerr
+		case ok:
+			legacy = true
+			v, err = parseMinute(conv)
 		}
 	}
-	b := &m.base
+	return v, legacy, err
+}
+
+// parseLateOf parses the late part of minute start (nil if none), and
+// reports whether it extends v, the stored whole form: a part that
+// extends another form, or a minute read in format 0, is ignored.
+func parseLateOf(start int64, late []byte, v minuteView, legacy bool) (lateView, bool, error) {
+	if late == nil {
+		return lateView{}, false, nil
+	}
+	lv, err := parseLate(late)
+	if err != nil {
+		return lv, false, err
+	}
+	if lv.start != start {
+		return lv, false, fmt.Errorf("%w: late part is of minute %d", ErrCorrupt, lv.start)
+	}
+	extends := !legacy && lv.baseEvents == v.events && lv.baseRevision == v.revision
+	return lv, extends, nil
+}
+
+// restoreBase fills b, empty, with the rows and events of v, and takes the
+// references of its rows.
+func (p *Partition) restoreBase(b *base, v minuteView) error {
+	// Allocated here, where they do not escape: small ones stay on the
+	// stack.
+	countries, ads := make([]uint32, len(v.countries)), make([]uint32, len(v.ads))
+	if err := p.internView(v, countries, ads); err != nil {
+		return err
+	}
 	b.ads = make([]uint32, 0, len(ads))
 	b.nrows = make([]uint8, 0, len(ads))
 	b.totals = make([]uint8, 0, len(ads))
@@ -283,33 +316,34 @@ func (p *Partition) restoreMinute(start int64, enc, late []byte, released bool) 
 	}
 	b.clip()
 	b.users, b.ips = decodeFixed(v.users), decodeFixed(v.ips)
-	changed := legacy
-	if !released {
-		if !v.hasHashes {
-			return nil, fmt.Errorf("%w: minute inside the dedup horizon has no event hashes", ErrCorrupt)
+	return nil
+}
+
+// internView interns v's countries and ads into countries and ads, of
+// their lengths, and checks that they are in order as the state holds them.
+func (p *Partition) internView(v minuteView, countries, ads []uint32) error {
+	// parseMinute checked the order of the strings as stored; interning
+	// makes them valid UTF-8, so check it again on what the state holds.
+	for i, c := range v.countries {
+		countries[i] = p.countries.internBytes(c)
+		if i > 0 && p.countries.str(countries[i-1]) >= p.countries.str(countries[i]) {
+			return fmt.Errorf("%w: countries out of order", ErrCorrupt)
 		}
-		m.base.hashes = decodeFixed(v.hashes)
 	}
-	if !legacy {
-		m.stored = wholeForm{events: v.events, revision: v.revision}
+	valid := true
+	for i, a := range v.ads {
+		ads[i] = p.ads.internBytes(a)
+		valid = valid && utf8.Valid(a)
 	}
-	if late != nil {
-		if err := p.restoreLate(m, lv); err != nil {
-			return nil, err
+	if !valid {
+		// parseMinute checked the order of the bytes as stored, which are
+		// the strings the state holds unless interning had to make them
+		// valid UTF-8.
+		for i := 1; i < len(ads); i++ {
+			if p.cmpAd(ads[i-1], ads[i]) >= 0 {
+				return fmt.Errorf("%w: ads out of order", ErrCorrupt)
+			}
 		}
 	}
-	if released {
-		// It can no longer change: merge what it counted late, and write
-		// it again if that, or its hashes, changed what the store holds.
-		m.frozen = true
-		m.legacyIDs = false
-		changed = changed || v.hasHashes || late != nil
-		p.compact(m)
-	}
-	if changed {
-		// Write it again in the current format, or frozen.
-		p.seq++
-		m.seq = p.seq
-	}
-	return m, nil
+	return nil
 }

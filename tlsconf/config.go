@@ -36,9 +36,9 @@ func (c *Config) flag(name string) string {
 
 // RegisterFlags registers the -tls.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.CertFile, "tls.cert-file", "", "PEM file of this process's certificate (and intermediates), presented by its servers and, to servers that ask, by its clients; reloaded when it changes; empty: TLS off unless -tls.ca-file is set")
+	fs.StringVar(&c.CertFile, "tls.cert-file", "", "PEM file of this process's certificate (and intermediates), shown by its servers and clients; reloaded when it changes; empty: TLS off unless -tls.ca-file is set")
 	fs.StringVar(&c.KeyFile, "tls.key-file", "", "PEM file of the private key of -tls.cert-file; reloaded with it")
-	fs.StringVar(&c.CAFile, "tls.ca-file", "", "PEM file of the CA certificates that servers' certificates (and, with -tls.client-auth, clients' certificates) must chain to; reloaded when it changes; empty: the system's roots for servers, and no client certificates accepted")
+	fs.StringVar(&c.CAFile, "tls.ca-file", "", "PEM file of the CAs that servers' (and, with -tls.client-auth, clients') certificates must chain to; reloaded on change; empty: system roots, no client certificates")
 	fs.StringVar(&c.ClientAuth, "tls.client-auth", ClientAuthNone, "whether servers verify client certificates against -tls.ca-file: none, verify-if-given (clients without one may still use a token), or require (mutual TLS)")
 	fs.StringVar(&c.ServerName, "tls.server-name", "", "name servers' certificates must hold; empty: the host of each address dialled")
 }
