@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,28 +19,8 @@ import (
 // stream.
 func primaryOf(t *testing.T, rdb *redis.ClusterClient, prefix string, p int) string {
 	t.Helper()
-	ctx := context.Background()
-	slot, err := rdb.ClusterKeySlot(ctx, partlog.Key(prefix, p)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	shards, err := rdb.ClusterShards(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range shards {
-		for _, r := range s.Slots {
-			if r.Start <= slot && slot <= r.End {
-				for _, n := range s.Nodes {
-					if n.Role == "master" {
-						return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
-					}
-				}
-			}
-		}
-	}
-	t.Fatalf("no node serves slot %d", slot)
-	return ""
+	owner, _ := testserver.RedisClusterPrimaries(t, rdb, partlog.Key(prefix, p))
+	return owner
 }
 
 // xreadCalls returns how many XREADs the node at addr has served.
