@@ -57,4 +57,7 @@
 // says which: its previous offset is LogStart when nothing had been
 // trimmed (Redis counts every entry ever added to a stream), empty when
 // the log's start was lost.
+//
+// A new kind of object store for Bucket must pass the contract suite in
+// package archivetest, as directories and S3 (SeaweedFS) do.
 package archive

@@ -47,6 +47,7 @@ import (
 	"github.com/clickagg/clickagg/router"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tlsconf"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 // Roles a process can run.
@@ -600,9 +601,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.has(RoleQueryd) {
 		qc := cfg.Queryd
-		qc.RedisPrefix = cfg.RedisPrefix
 		qc.MaxIDLength = cfg.Router.MaxIDLength
-		q := queryd.New(qc, parts, cl, rdb, dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
+		q := queryd.New(qc, parts, cl, toplist.New(rdb, cfg.RedisPrefix), dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
 		services = append(services, clickaggv1.QueryService_ServiceDesc.ServiceName)

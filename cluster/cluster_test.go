@@ -104,52 +104,13 @@ func register(t *testing.T, c *Client, id, role, addr string) *Registration {
 	return r
 }
 
-func TestRegisterAndList(t *testing.T) {
+// TestPrefixIsACluster: members under another prefix are another
+// cluster's. (What a registration lists is in the contract suite,
+// package clustertest.)
+func TestPrefixIsACluster(t *testing.T) {
 	c := NewClient(testserver.EtcdClient(t), "/t")
-	ctx := ctxT(t)
-	before := time.Now()
-	regs := []*Registration{
-		register(t, c, "b", RoleAggregator, "127.0.0.1:2"),
-		register(t, c, "a", RoleAggregator, "127.0.0.1:1"),
-		register(t, c, "a", RoleRouter, "127.0.0.1:3"),
-		register(t, c, "c", RoleQueryd, "127.0.0.1:4"),
-	}
-	seen := map[int64]bool{}
-	for _, r := range regs {
-		m := r.Member()
-		if m.Incarnation == 0 || seen[m.Incarnation] {
-			t.Fatalf("member %+v: incarnation must be a fresh lease ID", m)
-		}
-		seen[m.Incarnation] = true
-		if m.RegisteredAt.Before(before.Add(-time.Second)) || m.RegisteredAt.After(time.Now().Add(time.Second)) {
-			t.Fatalf("member %+v: RegisteredAt not set to now", m)
-		}
-	}
-	tests := []struct {
-		role string
-		want []Member
-	}{
-		{"", []Member{regs[1].Member(), regs[2].Member(), regs[0].Member(), regs[3].Member()}},
-		{RoleAggregator, []Member{regs[1].Member(), regs[0].Member()}},
-		{RoleRouter, []Member{regs[2].Member()}},
-		{RoleCoordinator, []Member{}},
-	}
-	for _, tt := range tests {
-		t.Run("role="+tt.role, func(t *testing.T) {
-			got, err := c.Members(ctx, tt.role)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !equalMembers(got, tt.want) {
-				t.Fatalf("Members(%q) = %+v, want %+v", tt.role, got, tt.want)
-			}
-		})
-	}
-	if _, err := c.Members(ctx, "bogus"); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("Members(bogus) = %v, want ErrInvalid", err)
-	}
-	// Another prefix is another cluster.
-	other, err := NewClient(c.cli, "/other").Members(ctx, "")
+	register(t, c, "a", RoleAggregator, "127.0.0.1:1")
+	other, err := NewClient(c.cli, "/other").Members(ctxT(t), "")
 	if err != nil || len(other) != 0 {
 		t.Fatalf("members under another prefix = %v, %v", other, err)
 	}
@@ -159,31 +120,6 @@ func equalMembers(a, b []Member) bool {
 	return slices.EqualFunc(a, b, func(x, y Member) bool {
 		return x.ID == y.ID && x.Role == y.Role && x.Addr == y.Addr && x.Incarnation == y.Incarnation && x.RegisteredAt.Equal(y.RegisteredAt)
 	})
-}
-
-func TestRegisterRejectsInvalid(t *testing.T) {
-	c := NewClient(testserver.EtcdClient(t), "/t")
-	tests := []struct {
-		name string
-		m    Member
-		ttl  time.Duration
-	}{
-		{"empty id", Member{Role: RoleRouter}, ttl},
-		{"slash in id", Member{ID: "a/b", Role: RoleRouter}, ttl},
-		{"unknown role", Member{ID: "a", Role: "routers"}, ttl},
-		{"short ttl", Member{ID: "a", Role: RoleRouter}, time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := c.Register(ctxT(t), tt.m, tt.ttl); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Register = %v, want ErrInvalid", err)
-			}
-		})
-	}
-	ms, err := c.Members(ctxT(t), "")
-	if err != nil || len(ms) != 0 {
-		t.Fatalf("members after refused registrations = %v, %v", ms, err)
-	}
 }
 
 // watcher records what a Watch* call delivers.
@@ -328,40 +264,6 @@ func TestLeaseLoss(t *testing.T) {
 	}
 }
 
-func TestReRegistrationChangesIncarnation(t *testing.T) {
-	c := NewClient(testserver.EtcdClient(t), "/t")
-	ctx := ctxT(t)
-	first := register(t, c, "a", RoleAggregator, "127.0.0.1:1")
-	second := register(t, c, "a", RoleAggregator, "127.0.0.1:9")
-	if first.Member().Incarnation == second.Member().Incarnation {
-		t.Fatalf("both registrations have incarnation %d", first.Member().Incarnation)
-	}
-	ms, err := c.Members(ctx, RoleAggregator)
-	if err != nil || !equalMembers(ms, []Member{second.Member()}) {
-		t.Fatalf("members = %+v, %v; want only the second registration %+v", ms, err, second.Member())
-	}
-	// Closing the earlier life must not remove the current one.
-	if err := first.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-second.Done():
-		t.Fatal("second registration lost its lease")
-	default:
-	}
-	ms, err = c.Members(ctx, RoleAggregator)
-	if err != nil || !equalMembers(ms, []Member{second.Member()}) {
-		t.Fatalf("members after closing the first = %+v, %v", ms, err)
-	}
-	if err := second.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ms, err = c.Members(ctx, RoleAggregator)
-	if err != nil || len(ms) != 0 {
-		t.Fatalf("members after closing both = %+v, %v", ms, err)
-	}
-}
-
 func TestEnsurePartitions(t *testing.T) {
 	c := NewClient(testserver.EtcdClient(t), "/t")
 	// Steps run in order against one cluster.
@@ -414,41 +316,6 @@ func campaign(t *testing.T, c *Client, id string) *Leadership {
 	}
 	t.Cleanup(func() { _ = l.Resign(context.Background()) })
 	return l
-}
-
-func TestWatchAssignment(t *testing.T) {
-	c := NewClient(testserver.EtcdClient(t), "/t")
-	w, _ := startWatch(t, c.WatchAssignment)
-	testserver.Eventually(t, 10*time.Second, func() error {
-		if _, n := w.last(); n != 1 {
-			return fmt.Errorf("%d deliveries, want the initial one", n)
-		}
-		return nil
-	})
-	l := campaign(t, c, "coord")
-	writes := []Assignment{
-		{Version: 1, Owners: []Owner{{Member: "a", Incarnation: 7, Epoch: 1}, {}}},
-		{Version: 2, Owners: []Owner{{Member: "a", Incarnation: 7, Epoch: 1}, {Member: "b", Incarnation: 9, Epoch: 2}}},
-	}
-	for _, a := range writes {
-		if err := l.Commit(ctxT(t), Update{Assignment: &a}); err != nil {
-			t.Fatal(err)
-		}
-		testserver.Eventually(t, 10*time.Second, func() error {
-			if got, _ := w.last(); got.Version != a.Version {
-				return fmt.Errorf("last delivered version %d, want %d", got.Version, a.Version)
-			}
-			return nil
-		})
-	}
-	want := append([]Assignment{{}}, writes...)
-	if got := w.all(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("delivered %+v, want %+v", got, want)
-	}
-	got, err := c.Assignment(ctxT(t))
-	if err != nil || !reflect.DeepEqual(got, writes[1]) {
-		t.Fatalf("Assignment() = %+v, %v; want %+v", got, err, writes[1])
-	}
 }
 
 func TestDeposedLeaderIsRefused(t *testing.T) {

@@ -50,4 +50,8 @@
 // Watchers follow the dskit pattern: a Get, then a watch from the revision
 // after it; when etcd cancels the watch (compaction, lost leader) they Get
 // again and resume, so a callback always sees a consistent full state.
+//
+// A new implementation of the membership the roles use (Register,
+// WatchAssignment, Members, Leader) must pass the contract suite in
+// package clustertest, as this one does on a real (embedded) etcd.
 package cluster

@@ -27,6 +27,7 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 // startAggregator runs a real aggregator with its gRPC server and returns
@@ -202,9 +203,8 @@ func TestSplitAndUnsplitMidStreamStayExact(t *testing.T) {
 	fq := e.follower(nil, "queryd")
 	var qc queryd.Config
 	qc.RegisterFlags(flag.NewFlagSet("queryd", flag.ContinueOnError))
-	qc.RedisPrefix = redisPrefix
 	qc.PollInterval = 50 * time.Millisecond
-	q := queryd.New(qc, e.parts, e.cl, e.rdb, func(addr string) (clickaggv1.AggregatorServiceClient, error) { return dial(t, addr), nil },
+	q := queryd.New(qc, e.parts, e.cl, toplist.New(e.rdb, redisPrefix), func(addr string) (clickaggv1.AggregatorServiceClient, error) { return dial(t, addr), nil },
 		testLogger(t).With("role", "queryd"), e.clk.Now, queryd.WithSplits(fq))
 	run(t, "queryd", q.Run)
 	followers := []*hotkey.Follower{ra.fol, rb.fol, fq}
@@ -411,7 +411,7 @@ func TestSplitAndUnsplitMidStreamStayExact(t *testing.T) {
 	// truth (late clicks made the publisher correct it).
 	testserver.Eventually(t, wait, func() error {
 		for mm := first; mm < m2+1; mm++ {
-			v, err := e.rdb.Get(ctx, queryd.TopKey(redisPrefix, mm)).Result()
+			v, err := e.rdb.Get(ctx, toplist.Key(redisPrefix, mm)).Result()
 			if err != nil {
 				return fmt.Errorf("published top of minute %d: %w", mm, err)
 			}

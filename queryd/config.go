@@ -2,7 +2,6 @@ package queryd
 
 import (
 	"cmp"
-	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -48,8 +47,6 @@ type Config struct {
 	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
 	// it forever.
 	PublishTTL time.Duration
-	// RedisPrefix prefixes every Redis key and channel queryd writes.
-	RedisPrefix string
 	// MaxIDLength is the routers' -router.max-id-length, which ad_id and
 	// filter.user_id are checked against: no longer id was ever counted.
 	// The process sets it; 0 means the routers' default.
@@ -69,8 +66,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RecheckInterval, "queryd.recheck-interval", 10*time.Second, "how often, besides polls that publish a new minute, the aggregators are asked which minutes within -queryd.republish-horizon changed; 0: every poll")
 	fs.DurationVar(&c.RepublishHorizon, "queryd.republish-horizon", defaultRepublishHorizon, "how long after a minute is complete its published top list is corrected for late events; set it to -aggregator.dedup-horizon; 0: never")
 	fs.DurationVar(&c.PublishTTL, "queryd.publish-ttl", 7*24*time.Hour, "how long each minute's published top list stays in Redis; 0 keeps it forever")
-	// The key prefix is the process's -redis.prefix, set by the caller.
-	c.RedisPrefix = "clickagg"
 }
 
 // maxMaxCount bounds MaxCount: every owner returns up to that many ads per
@@ -122,9 +117,6 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxIDLength < 0 {
 		return fmt.Errorf("-router.max-id-length %d: must not be negative", c.MaxIDLength)
-	}
-	if c.RedisPrefix == "" {
-		return errors.New("queryd: empty Redis key prefix")
 	}
 	return nil
 }

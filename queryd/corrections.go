@@ -32,7 +32,7 @@ type correction struct {
 // applied queues the minutes of the revisions in a not queued yet. On the
 // first call every applied revision counts: a queryd that starts after an
 // apply still republishes what it corrected; publishing compares with what
-// Redis holds, so nothing is published twice.
+// the store holds, so nothing is published twice.
 func (c *corrections) applied(a history.Applied) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -82,8 +82,8 @@ func (q *Queryd) setApplied(data []byte) error {
 }
 
 // republishCorrected publishes again the published lists of up to
-// maxFixesPerPoll corrected minutes that differ from what Redis holds.
-// A minute Redis does not hold (never published, or expired) stays so.
+// maxFixesPerPoll corrected minutes that differ from what the store holds.
+// A minute the store does not hold (never published, or expired) stays so.
 func (q *Queryd) republishCorrected(ctx context.Context) error {
 	oldest := floorMinute(q.now().Add(-q.cfg.PublishTTL).UnixMilli())
 	cs := q.corr.take(maxFixesPerPoll, oldest)
@@ -94,7 +94,7 @@ func (q *Queryd) republishCorrected(ctx context.Context) error {
 	for i, c := range cs {
 		minutes[i] = c.from
 	}
-	stored, err := q.storedTops(ctx, minutes)
+	stored, err := q.pubs.Load(ctx, minutes)
 	if err != nil {
 		q.corr.requeue(cs)
 		return fmt.Errorf("read corrected minutes: %w", err)

@@ -39,12 +39,12 @@
 // is complete when that watermark is at or after m's end. If any partition
 // cannot answer, the poll publishes nothing. Otherwise, for each minute not
 // yet published (at most 16 per poll), it computes the top
-// -queryd.publish-count ads and, when Redis does not already hold exactly
-// that list, SETs <prefix>:top:<minute> to the protojson of a
-// GetPopularAdsResponse and PUBLISHes it on <prefix>:top in one MULTI (on
-// a Redis Cluster: SET, then PUBLISH through the channel's primary, which
-// keeps the announcements in order; see publishMinute). At startup only
-// the last -queryd.republish-minutes completed minutes are considered.
+// -queryd.publish-count ads and, when the store (Publications) does not
+// already hold exactly that list, stores the protojson of a
+// GetPopularAdsResponse as the minute's list and announces it: in Redis,
+// <prefix>:top:<minute> and the channel <prefix>:top (package toplist).
+// At startup only the last -queryd.republish-minutes completed minutes are
+// considered.
 //
 // Late events change complete minutes for as long as the dedup horizon
 // lets them (-queryd.republish-horizon). Rather than recompute every minute

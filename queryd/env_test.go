@@ -27,6 +27,7 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/testsupport"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
@@ -318,7 +319,7 @@ type env struct {
 
 // newQueryd returns another Queryd on e's cluster and Redis.
 func (e *env) newQueryd() *Queryd {
-	return New(e.cfg, e.parts, e.cl, e.rdb, e.dial, testLogger(e.t), testNow, e.opts...)
+	return New(e.cfg, e.parts, e.cl, toplist.New(e.rdb, "clickagg"), e.dial, testLogger(e.t), testNow, e.opts...)
 }
 
 const partitions = 12
@@ -333,7 +334,6 @@ func testConfig() Config {
 		PublishCount:     100,
 		RepublishMinutes: 10,
 		RepublishHorizon: defaultRepublishHorizon,
-		RedisPrefix:      "clickagg",
 	}
 }
 

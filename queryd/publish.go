@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -38,14 +36,6 @@ const (
 	// fan-out of its own.
 	computeLimit = 4
 )
-
-// TopKey is the Redis key of minute's published top list.
-func TopKey(prefix string, minute int64) string {
-	return prefix + ":top:" + strconv.FormatInt(minute, 10)
-}
-
-// TopChannel is the Redis channel on which each published minute is sent.
-func TopChannel(prefix string) string { return prefix + ":top" }
 
 // topQuery is what a consumer of completed minutes asks for each minute.
 type topQuery struct {
@@ -110,7 +100,7 @@ type minuteKey struct {
 //
 // A minute before the publisher's start was published by a previous run,
 // if at all: its done is unknown (-1), so any revision makes it changed,
-// and it is published again only when Redis holds a different list.
+// and it is published again only when the store holds a different list.
 type revisions struct {
 	m map[int64]*minuteRevs
 	// from is the oldest minute whose final revisions were not read yet:
@@ -253,7 +243,7 @@ func (q *Queryd) publishLoop(ctx context.Context) {
 }
 
 // poll publishes the newly completed minutes and republishes the published
-// ones whose counts changed, to Redis and to the watchers. The cluster's
+// ones whose counts changed, to the store and to the watchers. The cluster's
 // smallest watermark says which minutes are complete; when any partition
 // cannot answer, nothing is published, since a top list without it could
 // be wrong.
@@ -322,7 +312,7 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	// may hold one of those already: a poll that delivered it and then
 	// failed to publish (Redis down, a failover). Publishing it now marks
 	// its revisions handled, so it would never be a fix, and the watcher
-	// would keep that poll's list while Redis gets a newer one.
+	// would keep that poll's list while the store gets a newer one.
 	recheck := slices.Clone(fixes)
 	for m := lo; m <= hi; m++ {
 		recheck = append(recheck, m)
@@ -346,7 +336,7 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	for _, s := range subs {
 		q.deliver(s, upto, recheck, keep, tops)
 	}
-	if err := q.publishRedis(ctx, pub, upto, fixes, tops); err != nil {
+	if err := q.publishStored(ctx, pub, upto, fixes, tops); err != nil {
 		return err
 	}
 	if read {
@@ -410,13 +400,13 @@ func (q *Queryd) computeMinutes(ctx context.Context, need map[minuteKey]struct{}
 	return tops, nil
 }
 
-// publishRedis stores and announces the changed minutes fixes and the
+// publishStored stores and announces the changed minutes fixes and the
 // publisher's new minutes, each when its stored list is missing or
-// differs. Comparing with what Redis holds, rather than with memory, makes
-// a restarted queryd, or a second replica, republish nothing that is
+// differs. Comparing with what the store holds, rather than with memory,
+// makes a restarted queryd, or a second replica, republish nothing that is
 // already there. A changed minute from before the publisher's start that
-// Redis does not hold was never published (or expired): it stays so.
-func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, fixes []int64, tops map[minuteKey][]AdCount) error {
+// the store does not hold was never published (or expired): it stays so.
+func (q *Queryd) publishStored(ctx context.Context, pub *publisher, upto int64, fixes []int64, tops map[minuteKey][]AdCount) error {
 	lo, hi := pub.newMinutes(upto)
 	minutes := slices.Clone(fixes)
 	for m := lo; m <= hi; m++ {
@@ -425,7 +415,7 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 	if len(minutes) == 0 {
 		return nil
 	}
-	stored, err := q.storedTops(ctx, minutes)
+	stored, err := q.pubs.Load(ctx, minutes)
 	if err != nil {
 		return fmt.Errorf("read published minutes %d..%d: %w", minutes[0], minutes[len(minutes)-1], err)
 	}
@@ -440,7 +430,7 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 		}
 		old, had := decodeStored(stored[i])
 		fix := i < len(fixes)
-		// A list Redis holds but nobody heard of is no correction.
+		// A list stored but never announced is no correction.
 		correction := had && !q.unannounced[m]
 		if (!had && !(fix && m < pub.start)) || (had && (!slices.Equal(old, ads) || q.unannounced[m])) {
 			if err := q.publishMinute(ctx, m, ads); err != nil {
@@ -456,88 +446,32 @@ func (q *Queryd) publishRedis(ctx context.Context, pub *publisher, upto int64, f
 	return nil
 }
 
-// publishMinute stores minute m's list and announces it.
-//
-// On one Redis server (or Sentinel's primary) both go in one MULTI, so
-// that a listener never sees an announcement whose key holds something
-// else, and announcements come in the order they were made.
-//
-// A Redis Cluster forwards a PUBLISH from the node that received it to
-// every other node, but the forwards of two nodes race: minutes announced
-// through their keys' nodes (one MULTI each) reached a listener out of
-// order. So there the list is SET first, and then announced through one
-// node, the primary of the channel's slot, whose forwards are in order.
-// An announcement that fails after its SET leaves m in unannounced, so
-// the next poll announces it although Redis holds its list.
+// publishMinute stores minute m's list and announces it. A minute whose
+// Publish fails may be stored and not announced (on a Redis Cluster, where
+// the two are separate commands; see package toplist): it stays in
+// unannounced until a Publish succeeds, so that the next poll announces it
+// although the store holds its list.
 func (q *Queryd) publishMinute(ctx context.Context, m int64, ads []AdCount) error {
 	payload, err := protojson.Marshal(topResponse(TopResult{Ads: ads, From: m, To: m + 1, Complete: true}))
 	if err != nil {
 		return fmt.Errorf("encode top of minute %d: %w", m, err)
 	}
-	key, channel := TopKey(q.cfg.RedisPrefix, m), TopChannel(q.cfg.RedisPrefix)
-	if cc, ok := q.rdb.(*redis.ClusterClient); ok {
-		if err := cc.Set(ctx, key, payload, q.cfg.PublishTTL).Err(); err != nil {
-			return fmt.Errorf("publish top of minute %d: %w", m, err)
-		}
+	if err := q.pubs.Publish(ctx, m, payload, q.cfg.PublishTTL); err != nil {
 		q.unannounced[m] = true
-		node, err := cc.MasterForKey(ctx, channel)
-		if err == nil {
-			err = node.Publish(ctx, channel, payload).Err()
-		}
-		if err != nil {
-			return fmt.Errorf("announce top of minute %d: %w", m, err)
-		}
-		delete(q.unannounced, m)
-		return nil
+		return err
 	}
-	_, err = q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, key, payload, q.cfg.PublishTTL)
-		p.Publish(ctx, channel, payload)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("publish top of minute %d: %w", m, err)
-	}
+	delete(q.unannounced, m)
 	return nil
 }
 
-// storedTops reads the published lists of minutes, nil for a missing
-// one. Each minute's key is in a hash slot of its own, and a Redis Cluster
-// refuses one MGET over several slots (CROSSSLOT): it is one GET per key,
-// in one pipeline, which a cluster client splits per node.
-func (q *Queryd) storedTops(ctx context.Context, minutes []int64) ([]any, error) {
-	cmds := make([]*redis.StringCmd, len(minutes))
-	// The pipeline's own error may be a missing key's redis.Nil: each
-	// command is checked below.
-	_, _ = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range minutes {
-			cmds[i] = p.Get(ctx, TopKey(q.cfg.RedisPrefix, m))
-		}
-		return nil
-	})
-	out := make([]any, len(minutes))
-	for i, c := range cmds {
-		v, err := c.Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			return nil, fmt.Errorf("minute %d: %w", minutes[i], err)
-		default:
-			out[i] = v
-		}
-	}
-	return out, nil
-}
-
-// decodeStored decodes a storedTops value; a value that does not decode
-// counts as missing, so it is overwritten.
-func decodeStored(v any) ([]AdCount, bool) {
-	s, ok := v.(string)
-	if !ok {
+// decodeStored decodes a stored list; a list that is missing or does not
+// decode counts as missing, so it is overwritten.
+func decodeStored(v []byte) ([]AdCount, bool) {
+	if v == nil {
 		return nil, false
 	}
 	var resp clickaggv1.GetPopularAdsResponse
-	if err := protojson.Unmarshal([]byte(s), &resp); err != nil {
+	if err := protojson.Unmarshal(v, &resp); err != nil {
 		return nil, false
 	}
 	return fromProtoAds(resp.GetAds()), true

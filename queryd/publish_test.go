@@ -16,6 +16,7 @@ import (
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 // published is one minute's top list as received.
@@ -52,7 +53,7 @@ type channelReader struct {
 }
 
 func subscribe(t *testing.T, ctx context.Context, rdb redis.UniversalClient) *channelReader {
-	ps := rdb.Subscribe(ctx, TopChannel("clickagg"))
+	ps := rdb.Subscribe(ctx, toplist.Channel("clickagg"))
 	t.Cleanup(func() { _ = ps.Close() })
 	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func (w *watcher) next() published {
 // stored reads minute m's key.
 func stored(t *testing.T, ctx context.Context, rdb redis.UniversalClient, m int64) (published, bool) {
 	t.Helper()
-	v, err := rdb.Get(ctx, TopKey("clickagg", m)).Result()
+	v, err := rdb.Get(ctx, toplist.Key("clickagg", m)).Result()
 	if errors.Is(err, redis.Nil) {
 		return published{}, false
 	}
@@ -193,7 +194,7 @@ func testPublish(t *testing.T, rdb redis.UniversalClient) {
 
 	// The startup published the last RepublishMinutes completed minutes,
 	// and nothing older.
-	if ttl := e.rdb.TTL(ctx, TopKey("clickagg", base+1)).Val(); ttl <= 0 || ttl > time.Hour {
+	if ttl := e.rdb.TTL(ctx, toplist.Key("clickagg", base+1)).Val(); ttl <= 0 || ttl > time.Hour {
 		t.Errorf("published key has TTL %v, want (0, 1h]", ttl)
 	}
 	if _, ok := stored(t, ctx, e.rdb, base); ok {
@@ -490,7 +491,7 @@ func TestWatcherCorrectedAfterRedisOutage(t *testing.T) {
 	tr.setAllWatermarks((m + 1) * minuteMs)
 	expect(t, "new minute, redis down", w.next(), tr, m, 100, Filter{})
 	waitPolls(t, tr)
-	if _, err := e.rdb.Get(ctx, TopKey("clickagg", m)).Result(); err == nil {
+	if _, err := e.rdb.Get(ctx, toplist.Key("clickagg", m)).Result(); err == nil {
 		t.Fatal("redis answers while killed")
 	}
 	var late []click

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -94,6 +93,22 @@ type TopResult struct {
 // fanOutLimit bounds the concurrent calls of one fan-out.
 const fanOutLimit = 16
 
+// Publications is where the publisher stores each complete minute's top
+// list and announces it; *toplist.Store (Redis) satisfies it. The lists
+// are opaque to it: queryd encodes them (the protojson of a
+// GetPopularAdsResponse) and compares what Load returns with what it would
+// publish, so that nothing already stored is published twice.
+type Publications interface {
+	// Publish stores list as minute's list, replacing any earlier one, for
+	// ttl (0: for ever), and announces it to listeners, in the order of
+	// the calls. After an error the list may be stored but not announced:
+	// the caller publishes the minute again even if Load returns it.
+	Publish(ctx context.Context, minute int64, list []byte, ttl time.Duration) error
+	// Load returns the stored list of each of minutes, in their order, nil
+	// for a minute that has none.
+	Load(ctx context.Context, minutes []int64) ([][]byte, error)
+}
+
 // Splits is queryd's copy of the hot-key split table; *hotkey.Follower
 // satisfies it.
 type Splits interface {
@@ -119,7 +134,7 @@ type Queryd struct {
 	cfg   Config
 	parts *ring.Partitioner
 	cl    *cluster.Client
-	rdb   redis.UniversalClient
+	pubs  Publications
 	dial  func(addr string) (clickaggv1.AggregatorServiceClient, error)
 	lg    *slog.Logger
 	now   func() time.Time
@@ -146,10 +161,10 @@ type Queryd struct {
 
 	// corr holds the minutes recounts corrected, to publish again.
 	corr corrections
-	// unannounced holds the minutes whose list was stored in Redis but not
-	// announced (on a Redis Cluster, where the two are separate commands;
-	// see publishMinute): they are published again even though Redis holds
-	// their list. Only the publish loop's goroutine touches it.
+	// unannounced holds the minutes whose Publish failed: their list may
+	// be stored but not announced (see Publications), so they are
+	// published again even when the stored list is the one to publish.
+	// Only the publish loop's goroutine touches it.
 	unannounced map[int64]bool
 
 	// stopped is closed when Run returns, to end the watches.
@@ -160,16 +175,17 @@ type Queryd struct {
 	m   *metrics
 }
 
-// New returns a Queryd. dial is called once per aggregator address and its
-// client is kept for the life of the Queryd; closing the underlying
-// connections is the caller's job. now is the clock that defines the
-// current minute. New does no I/O.
-func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, rdb redis.UniversalClient, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
+// New returns a Queryd that publishes the complete minutes' top lists to
+// pubs. dial is called once per aggregator address and its client is kept
+// for the life of the Queryd; closing the underlying connections is the
+// caller's job. now is the clock that defines the current minute. New does
+// no I/O.
+func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, pubs Publications, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
 	q := &Queryd{
 		cfg:         cfg,
 		parts:       parts,
 		cl:          cl,
-		rdb:         rdb,
+		pubs:        pubs,
 		dial:        dial,
 		lg:          lg,
 		now:         now,

@@ -21,6 +21,7 @@ import (
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 // TestRepublishHorizonDefault: the default horizon is the aggregators'
@@ -222,7 +223,7 @@ func TestRepublishAcrossHorizon(t *testing.T) {
 	cfg.RecheckInterval = 0
 	rdb := testserver.RedisClient(t)
 	pubsub := subscribe(t, ctx, rdb)
-	q := New(cfg, parts, c.cl, rdb, dial, testLogger(t), testNow)
+	q := New(cfg, parts, c.cl, toplist.New(rdb, "clickagg"), dial, testLogger(t), testNow)
 	runQueryd(t, q)
 	qc := serveQuery(t, NewServer(q))
 	for m := base; m <= base+2; m++ {

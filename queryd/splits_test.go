@@ -17,6 +17,7 @@ import (
 	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/toplist"
 )
 
 // splitTable is the Splits the tests set: a table, or the error of a
@@ -226,7 +227,7 @@ func TestPublishWithSplitAds(t *testing.T) {
 	first := base + nowOffset + 1 - int64(cfg.RepublishMinutes)
 	testserver.Eventually(t, 30*time.Second, func() error {
 		for m := first; m <= base+nowOffset; m++ {
-			v, err := e.rdb.Get(e.ctx, TopKey("clickagg", m)).Result()
+			v, err := e.rdb.Get(e.ctx, toplist.Key("clickagg", m)).Result()
 			if err != nil {
 				return fmt.Errorf("minute %d: %w", m, err)
 			}

@@ -248,7 +248,6 @@ func TestConfigValidate(t *testing.T) {
 		{"horizon-negative", func(c *Config) { c.RepublishHorizon = -time.Minute }, false},
 		{"horizon-zero", func(c *Config) { c.RepublishHorizon = 0 }, true},
 		{"ttl-negative", func(c *Config) { c.PublishTTL = -time.Second }, false},
-		{"prefix-empty", func(c *Config) { c.RedisPrefix = "" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,7 +327,7 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	want := Config{
 		MaxCount: 500, DefaultCount: 100, MaxWindow: 24 * time.Hour, CallTimeout: 5 * time.Second, MoveWait: 3 * time.Second,
-		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, RecheckInterval: 10 * time.Second, RepublishHorizon: 6*time.Hour + 30*time.Minute, PublishTTL: 7 * 24 * time.Hour, RedisPrefix: "clickagg",
+		PollInterval: time.Second, PublishCount: 100, RepublishMinutes: 5, RecheckInterval: 10 * time.Second, RepublishHorizon: 6*time.Hour + 30*time.Minute, PublishTTL: 7 * 24 * time.Hour,
 	}
 	if c != want {
 		t.Errorf("flags gave %+v, want %+v", c, want)

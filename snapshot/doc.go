@@ -89,4 +89,8 @@
 // owner could save again) or a snapshot whose log entries were trimmed;
 // and since a replica applies writes in order, a snapshot it has implies
 // every log entry appended before it on that primary.
+//
+// A new implementation of the store the aggregator uses (Claim, Save,
+// Load) must pass the contract suite in package snapshottest, as this one
+// does on one Redis server and on a Redis Cluster.
 package snapshot

@@ -1,6 +1,7 @@
 package snapshot_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/snapshot/snapshottest"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -34,7 +36,7 @@ func TestSaveWhenRedisFull(t *testing.T) {
 	st := snapshot.New(rdb, prefix)
 	plog := partlog.New(rdb, prefix)
 	const p = 3
-	ids := appendEntries(t, plog, p, 10)
+	ids := snapshottest.AppendEntries(t, plog, p, 10)
 	keys := []string{"clickagg:{p3}:epoch", "clickagg:{p3}:snap", partlog.Key(prefix, p)}
 	first := snapshot.Write{
 		Epoch:         1,
@@ -49,7 +51,7 @@ func TestSaveWhenRedisFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := dump(t, rdb, keys...)
-	loaded := mustLoad(t, st, p)
+	loaded := snapshottest.MustLoad(t, st, p)
 
 	setMaxmemory := func(v string) {
 		t.Helper()
@@ -87,10 +89,10 @@ func TestSaveWhenRedisFull(t *testing.T) {
 			if after := dump(t, rdb, keys...); !maps.Equal(after, before) {
 				t.Fatalf("a save refused for memory changed keys: %s", changed(before, after))
 			}
-			got := mustLoad(t, st, p)
-			checkLoaded(t, got, "m1", loaded.Minutes, 1)
-			if !equalMinutes(got.Late, loaded.Late) {
-				t.Errorf("late parts = %s, want %s", describe(got.Late), describe(loaded.Late))
+			got := snapshottest.MustLoad(t, st, p)
+			snapshottest.CheckLoaded(t, got, "m1", loaded.Minutes, 1)
+			if !maps.EqualFunc(got.Late, loaded.Late, bytes.Equal) {
+				t.Errorf("late parts = %s, want %s", snapshottest.Describe(got.Late), snapshottest.Describe(loaded.Late))
 			}
 		})
 	}
@@ -102,15 +104,15 @@ func TestSaveWhenRedisFull(t *testing.T) {
 	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m2"), Drop: []int64{100}, TrimLogBefore: ids[4]}); err != nil {
 		t.Fatalf("save of drops only over maxmemory: %v", err)
 	}
-	checkLoaded(t, mustLoad(t, st, p), "m2", map[int64][]byte{101: []byte("b"), 102: []byte("c")}, 1)
-	if got := logIDs(t, plog, p); fmt.Sprint(got) != fmt.Sprint(ids[4:]) {
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, p), "m2", map[int64][]byte{101: []byte("b"), 102: []byte("c")}, 1)
+	if got := snapshottest.LogIDs(t, plog, p); fmt.Sprint(got) != fmt.Sprint(ids[4:]) {
 		t.Fatalf("log after the save = %v, want %v", got, ids[4:])
 	}
 	// A new owner takes the partition.
 	if err := st.Claim(ctx, p, 2); err != nil {
 		t.Fatalf("claim over maxmemory: %v", err)
 	}
-	if got := mustLoad(t, st, p); got.Epoch != 2 {
+	if got := snapshottest.MustLoad(t, st, p); got.Epoch != 2 {
 		t.Fatalf("fence after the claim = %d, want 2", got.Epoch)
 	}
 
@@ -125,12 +127,12 @@ func TestSaveWhenRedisFull(t *testing.T) {
 	if err := st.Save(ctx, p, retry); err != nil {
 		t.Fatalf("save once maxmemory is raised: %v", err)
 	}
-	got := mustLoad(t, st, p)
-	checkLoaded(t, got, "m3", map[int64][]byte{101: []byte("b2"), 102: []byte("c"), 103: []byte("d")}, 2)
-	if want := map[int64][]byte{102: []byte("c-late")}; !equalMinutes(got.Late, want) {
-		t.Errorf("late parts = %s, want %s", describe(got.Late), describe(want))
+	got := snapshottest.MustLoad(t, st, p)
+	snapshottest.CheckLoaded(t, got, "m3", map[int64][]byte{101: []byte("b2"), 102: []byte("c"), 103: []byte("d")}, 2)
+	if want := map[int64][]byte{102: []byte("c-late")}; !maps.EqualFunc(got.Late, want, bytes.Equal) {
+		t.Errorf("late parts = %s, want %s", snapshottest.Describe(got.Late), snapshottest.Describe(want))
 	}
-	if got := logIDs(t, plog, p); fmt.Sprint(got) != fmt.Sprint(ids[8:]) {
+	if got := snapshottest.LogIDs(t, plog, p); fmt.Sprint(got) != fmt.Sprint(ids[8:]) {
 		t.Fatalf("log after the save = %v, want %v", got, ids[8:])
 	}
 }

@@ -1,25 +1,21 @@
 package snapshot_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/snapshot/snapshottest"
 	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/testsupport"
 )
@@ -27,46 +23,6 @@ import (
 func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
 const prefix = "clickagg"
-
-func equalMinutes(a, b map[int64][]byte) bool {
-	return maps.EqualFunc(a, b, bytes.Equal)
-}
-
-func mustLoad(t *testing.T, st *snapshot.Store, p int) snapshot.Loaded {
-	t.Helper()
-	l, err := st.Load(context.Background(), p)
-	if err != nil {
-		t.Fatalf("load %d: %v", p, err)
-	}
-	return l
-}
-
-func checkLoaded(t *testing.T, got snapshot.Loaded, meta string, minutes map[int64][]byte, epoch uint64) {
-	t.Helper()
-	if string(got.Meta) != meta {
-		t.Errorf("meta = %q, want %q", got.Meta, meta)
-	}
-	if !equalMinutes(got.Minutes, minutes) {
-		t.Errorf("minutes = %s, want %s", describe(got.Minutes), describe(minutes))
-	}
-	if got.Epoch != epoch {
-		t.Errorf("epoch = %d, want %d", got.Epoch, epoch)
-	}
-}
-
-// describe lists minutes in order, with short values quoted and long ones
-// by length.
-func describe(ms map[int64][]byte) string {
-	var b strings.Builder
-	for _, m := range slices.Sorted(maps.Keys(ms)) {
-		if v := ms[m]; len(v) <= 16 {
-			fmt.Fprintf(&b, "%d=%q ", m, v)
-		} else {
-			fmt.Fprintf(&b, "%d=<%d bytes> ", m, len(v))
-		}
-	}
-	return "[" + strings.TrimSpace(b.String()) + "]"
-}
 
 // dump returns the serialized value of each key (DUMP), so a test can prove
 // that a refused write left them identical byte for byte.
@@ -85,42 +41,30 @@ func dump(t *testing.T, rdb redis.UniversalClient, keys ...string) map[string]st
 	return out
 }
 
-func TestSaveLoadRoundTrip(t *testing.T) { testSaveLoadRoundTrip(t, testserver.RedisClient(t)) }
+// TestContractRedis runs the contract suite on one redis-server.
+func TestContractRedis(t *testing.T) {
+	rdb := testserver.RedisClient(t)
+	runContract(t, rdb)
+}
 
-func testSaveLoadRoundTrip(t *testing.T, rdb redis.UniversalClient) {
+// runContract runs the contract suite on rdb, each fixture under a prefix
+// of its own.
+func runContract(t *testing.T, rdb redis.UniversalClient) {
+	n := 0
+	snapshottest.Run(t, func(t *testing.T) snapshottest.Fixture {
+		n++
+		prefix := fmt.Sprintf("contract%d", n)
+		return snapshottest.Fixture{Store: snapshot.New(rdb, prefix), Log: partlog.New(rdb, prefix)}
+	})
+}
+
+// TestLayout pins the documented keys of a saved snapshot.
+func TestLayout(t *testing.T) {
 	ctx := context.Background()
+	rdb := testserver.RedisClient(t)
 	st := snapshot.New(rdb, prefix)
-
-	if _, err := st.Load(ctx, 1); !errors.Is(err, snapshot.ErrNotFound) {
-		t.Fatalf("load before save = %v, want ErrNotFound", err)
-	}
-
-	minutes := map[int64][]byte{
-		29000000: []byte("first"),
-		29000001: {0, 1, 2, 0xff}, // binary-safe
-		29000002: {},              // an encoded empty MinuteState is empty
-	}
-	if err := st.Save(ctx, 1, snapshot.Write{Epoch: 3, Meta: []byte("meta-1"), Minutes: minutes}); err != nil {
+	if err := st.Save(ctx, 1, snapshot.Write{Epoch: 3, Meta: []byte("meta-1"), Minutes: map[int64][]byte{29000000: []byte("first")}}); err != nil {
 		t.Fatalf("save: %v", err)
-	}
-	loaded := mustLoad(t, st, 1)
-	checkLoaded(t, loaded, "meta-1", minutes, 3)
-	for m, want := range minutes {
-		got, ok := loaded.Minutes[m]
-		if !ok {
-			t.Fatalf("minute %d not loaded", m)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("minute %d = %q, want %q", m, got, want)
-		}
-	}
-	if got, ok := loaded.Minutes[29000003]; ok {
-		t.Errorf("a minute never saved is loaded as %q", got)
-	}
-
-	// Partitions are separate, and the keys are the documented ones.
-	if _, err := st.Load(ctx, 2); !errors.Is(err, snapshot.ErrNotFound) {
-		t.Errorf("load of another partition = %v, want ErrNotFound", err)
 	}
 	if got, err := rdb.Get(ctx, "clickagg:{p1}:epoch").Result(); err != nil || got != "3" {
 		t.Errorf("fence key = %q, %v; want \"3\"", got, err)
@@ -128,305 +72,11 @@ func testSaveLoadRoundTrip(t *testing.T, rdb redis.UniversalClient) {
 	if got, err := rdb.HGet(ctx, "clickagg:{p1}:snap", "m:29000000").Result(); err != nil || got != "first" {
 		t.Errorf("minute field = %q, %v; want \"first\"", got, err)
 	}
-
-	// An empty meta is still a snapshot (an all-default SnapshotMeta
-	// encodes to zero bytes).
-	if err := st.Save(ctx, 2, snapshot.Write{Epoch: 1}); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	checkLoaded(t, mustLoad(t, st, 2), "", map[int64][]byte{}, 1)
-}
-
-func TestIncrementalSave(t *testing.T) {
-	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
-	want := map[int64][]byte{}
-	first := map[int64][]byte{}
-	for m := range int64(5) {
-		first[100+m] = fmt.Appendf(nil, "v1-%d", m)
-	}
-	if err := st.Save(ctx, 0, snapshot.Write{Epoch: 1, Meta: []byte("m1"), Minutes: first}); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	maps.Copy(want, first)
-
-	second := snapshot.Write{
-		Epoch:   1,
-		Meta:    []byte("m2"),
-		Minutes: map[int64][]byte{102: []byte("v2-2"), 105: []byte("v2-5")},
-		Drop:    []int64{100, 999}, // 999 was never stored: dropping it is a no-op
-	}
-	if err := st.Save(ctx, 0, second); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	maps.Copy(want, second.Minutes)
-	for _, m := range second.Drop {
-		delete(want, m)
-	}
-	checkLoaded(t, mustLoad(t, st, 0), "m2", want, 1)
-}
-
-// TestLateParts checks that a late part is stored beside its minute and
-// replaces the previous one, that writing the minute whole deletes it, and
-// that dropping the minute deletes both.
-func TestLateParts(t *testing.T) {
-	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
-	minutes := map[int64][]byte{100: []byte("whole-100"), 101: []byte("whole-101"), 102: []byte("whole-102")}
-	save := func(w snapshot.Write) {
-		t.Helper()
-		w.Epoch = 1
-		if err := st.Save(ctx, 0, w); err != nil {
-			t.Fatalf("save: %v", err)
-		}
-	}
-	check := func(meta string, late map[int64][]byte) {
-		t.Helper()
-		l := mustLoad(t, st, 0)
-		checkLoaded(t, l, meta, minutes, 1)
-		if !equalMinutes(l.Late, late) {
-			t.Errorf("late parts = %s, want %s", describe(l.Late), describe(late))
-		}
-	}
-	save(snapshot.Write{Meta: []byte("m1"), Minutes: maps.Clone(minutes)})
-	check("m1", map[int64][]byte{})
-	save(snapshot.Write{Meta: []byte("m2"), Late: map[int64][]byte{100: []byte("late-100a"), 101: []byte("late-101a")}})
-	check("m2", map[int64][]byte{100: []byte("late-100a"), 101: []byte("late-101a")})
-	save(snapshot.Write{Meta: []byte("m3"), Late: map[int64][]byte{100: []byte("late-100b")}})
-	check("m3", map[int64][]byte{100: []byte("late-100b"), 101: []byte("late-101a")})
-	minutes[101] = []byte("whole-101b")
-	save(snapshot.Write{Meta: []byte("m4"), Minutes: map[int64][]byte{101: minutes[101]}, Late: map[int64][]byte{102: []byte("late-102a")}})
-	check("m4", map[int64][]byte{100: []byte("late-100b"), 102: []byte("late-102a")})
-	delete(minutes, 100)
-	delete(minutes, 102)
-	save(snapshot.Write{Meta: []byte("m5"), Drop: []int64{100, 102}})
-	check("m5", map[int64][]byte{})
-}
-
-func TestFencing(t *testing.T) { testFencing(t, testserver.RedisClient(t)) }
-
-func testFencing(t *testing.T, rdb redis.UniversalClient) {
-	ctx := context.Background()
-	st := snapshot.New(rdb, prefix)
-	log := partlog.New(rdb, prefix)
-	const p = 3
-	ids, err := log.Append(ctx, []partlog.Append{{Partition: p, Data: []byte("a")}, {Partition: p, Data: []byte("b")}, {Partition: p, Data: []byte("c")}})
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 4, Meta: []byte("old"), Minutes: map[int64][]byte{1: []byte("x"), 2: []byte("y")}}); err != nil {
-		t.Fatalf("save at epoch 4: %v", err)
-	}
-	if err := st.Claim(ctx, p, 5); err != nil {
-		t.Fatalf("claim 5: %v", err)
-	}
-
-	keys := []string{"clickagg:{p3}:snap", "clickagg:{p3}:epoch", partlog.Key(prefix, p)}
-	before := dump(t, rdb, keys...)
-	err = st.Save(ctx, p, snapshot.Write{
-		Epoch: 4, Meta: []byte("stale"),
-		Minutes:       map[int64][]byte{1: []byte("stale"), 3: []byte("stale")},
-		Late:          map[int64][]byte{4: []byte("stale")},
-		Drop:          []int64{2},
-		TrimLogBefore: ids[2],
-	})
-	if !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("save at epoch 4 after claim 5 = %v, want ErrStaleEpoch", err)
-	}
-	if after := dump(t, rdb, keys...); !maps.Equal(before, after) {
-		t.Fatalf("a refused save changed the stored data")
-	}
-	checkLoaded(t, mustLoad(t, st, p), "old", map[int64][]byte{1: []byte("x"), 2: []byte("y")}, 5)
-
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 5, Meta: []byte("new"), Minutes: map[int64][]byte{1: []byte("z")}}); err != nil {
-		t.Fatalf("save at epoch 5: %v", err)
-	}
-	checkLoaded(t, mustLoad(t, st, p), "new", map[int64][]byte{1: []byte("z"), 2: []byte("y")}, 5)
-
-	for _, tc := range []struct {
-		epoch uint64
-		want  error
-	}{
-		{4, snapshot.ErrStaleEpoch},
-		{0, snapshot.ErrStaleEpoch},
-		{5, nil}, // the same owner again
-		{7, nil},
-		{6, snapshot.ErrStaleEpoch},
-	} {
-		if err := st.Claim(ctx, p, tc.epoch); !errors.Is(err, tc.want) {
-			t.Fatalf("claim %d = %v, want %v", tc.epoch, err, tc.want)
-		}
-	}
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 5, Meta: []byte("late")}); !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("save at epoch 5 after claim 7 = %v, want ErrStaleEpoch", err)
-	}
-	checkLoaded(t, mustLoad(t, st, p), "new", map[int64][]byte{1: []byte("z"), 2: []byte("y")}, 7)
-
-	// Saving at a higher epoch than the fence raises it, as a claim would.
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 9, Meta: []byte("nine")}); err != nil {
-		t.Fatalf("save at epoch 9: %v", err)
-	}
-	if err := st.Claim(ctx, p, 8); !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("claim 8 after save at 9 = %v, want ErrStaleEpoch", err)
+	if got, err := rdb.HGet(ctx, "clickagg:{p1}:snap", "meta").Result(); err != nil || got != "meta-1" {
+		t.Errorf("meta field = %q, %v; want \"meta-1\"", got, err)
 	}
 }
 
-// TestFencingBeyondFloatPrecision uses epochs that a Lua number (a double)
-// cannot tell apart, so it fails if the scripts compare epochs as numbers.
-func TestFencingBeyondFloatPrecision(t *testing.T) {
-	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
-	const high = uint64(1)<<60 + 1
-	if err := st.Claim(ctx, 0, high); err != nil {
-		t.Fatalf("claim: %v", err)
-	}
-	if err := st.Save(ctx, 0, snapshot.Write{Epoch: high - 1, Meta: []byte("x")}); !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("save at %d after claim %d = %v, want ErrStaleEpoch", high-1, high, err)
-	}
-	if err := st.Claim(ctx, 0, 99); !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("claim 99 after claim %d = %v, want ErrStaleEpoch", high, err)
-	}
-	if err := st.Save(ctx, 0, snapshot.Write{Epoch: ^uint64(0), Meta: []byte("max")}); err != nil {
-		t.Fatalf("save at max epoch: %v", err)
-	}
-	checkLoaded(t, mustLoad(t, st, 0), "max", map[int64][]byte{}, ^uint64(0))
-}
-
-// TestConcurrentWriters runs an old owner that keeps saving while a new owner
-// claims and saves: once the claim has returned, no save of the old owner may
-// succeed, and the final state is the new owner's last save.
-func TestConcurrentWriters(t *testing.T) {
-	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
-	const p = 7
-
-	var claimed atomic.Bool
-	var oldSaved atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	wg.Go(func() {
-		refusedAfterClaim := 0
-		for i := 0; refusedAfterClaim < 20; i++ {
-			wasClaimed := claimed.Load()
-			v := fmt.Appendf(nil, "old-%d", i)
-			err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: v, Minutes: map[int64][]byte{10: v}})
-			switch {
-			case err == nil && wasClaimed:
-				errs <- fmt.Errorf("old owner's save %d succeeded after the new owner's claim returned", i)
-				return
-			case err == nil:
-				oldSaved.Add(1)
-			case errors.Is(err, snapshot.ErrStaleEpoch):
-				if wasClaimed {
-					refusedAfterClaim++
-				}
-			default:
-				errs <- err
-				return
-			}
-		}
-	})
-	testserver.Eventually(t, 20*time.Second, func() error {
-		if n := oldSaved.Load(); n < 5 {
-			return fmt.Errorf("old owner saved %d times", n)
-		}
-		return nil
-	})
-	if err := st.Claim(ctx, p, 2); err != nil {
-		t.Fatalf("claim: %v", err)
-	}
-	claimed.Store(true)
-	const newSaves = 30
-	wg.Go(func() {
-		for i := range newSaves {
-			v := fmt.Appendf(nil, "new-%d", i)
-			if err := st.Save(ctx, p, snapshot.Write{Epoch: 2, Meta: v, Minutes: map[int64][]byte{10: v}}); err != nil {
-				errs <- fmt.Errorf("new owner's save %d: %w", i, err)
-				return
-			}
-		}
-	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	last := fmt.Sprintf("new-%d", newSaves-1)
-	checkLoaded(t, mustLoad(t, st, p), last, map[int64][]byte{10: []byte(last)}, 2)
-}
-
-func TestTrimLogBefore(t *testing.T) {
-	ctx := context.Background()
-	rdb := testserver.RedisClient(t)
-	st := snapshot.New(rdb, prefix)
-	log := partlog.New(rdb, prefix)
-	const p = 2
-	ids := appendEntries(t, log, p, 10)
-	// Another partition's log must not be touched.
-	otherIDs, err := log.Append(ctx, []partlog.Append{{Partition: p + 1, Data: []byte("o")}})
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	remaining := func(p int) []string { return logIDs(t, log, p) }
-	equal := func(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
-
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: ids[4]}); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	if got := remaining(p); !equal(got, ids[4:]) {
-		t.Fatalf("log after trim before entry 4 = %v, want %v", got, ids[4:])
-	}
-	if got := remaining(p + 1); !equal(got, otherIDs) {
-		t.Fatalf("other partition's log = %v, want %v", got, otherIDs)
-	}
-
-	// A refused save trims nothing.
-	if err := st.Claim(ctx, p, 2); err != nil {
-		t.Fatalf("claim: %v", err)
-	}
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: ids[8]}); !errors.Is(err, snapshot.ErrStaleEpoch) {
-		t.Fatalf("stale save = %v, want ErrStaleEpoch", err)
-	}
-	if got := remaining(p); !equal(got, ids[4:]) {
-		t.Fatalf("log after refused save = %v, want %v", got, ids[4:])
-	}
-
-	// Without TrimLogBefore nothing is trimmed either.
-	if err := st.Save(ctx, p, snapshot.Write{Epoch: 2, Meta: []byte("m")}); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	if got := remaining(p); !equal(got, ids[4:]) {
-		t.Fatalf("log after save without trim = %v, want %v", got, ids[4:])
-	}
-}
-
-func TestSaveRejectsInvalidWrites(t *testing.T) {
-	ctx := context.Background()
-	st := snapshot.New(testserver.RedisClient(t), prefix)
-	for _, tc := range []struct {
-		name string
-		w    snapshot.Write
-	}{
-		{"minute changed and dropped", snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{5: []byte("x")}, Drop: []int64{5}}},
-		{"late part and dropped", snapshot.Write{Epoch: 1, Meta: []byte("m"), Late: map[int64][]byte{5: []byte("x")}, Drop: []int64{5}}},
-		{"minute whole and late part", snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{5: []byte("x")}, Late: map[int64][]byte{5: []byte("y")}}},
-		{"trim ID not a stream ID", snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: "12-x"}},
-		{"trim ID negative", snapshot.Write{Epoch: 1, Meta: []byte("m"), TrimLogBefore: "-1"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := st.Save(ctx, 0, tc.w)
-			if err == nil || errors.Is(err, snapshot.ErrStaleEpoch) {
-				t.Fatalf("save = %v, want a validation error", err)
-			}
-			if _, err := st.Load(ctx, 0); !errors.Is(err, snapshot.ErrNotFound) {
-				t.Fatalf("load after invalid save = %v, want ErrNotFound", err)
-			}
-		})
-	}
-}
-
-// TestLargeSnapshot saves more minutes than Lua's unpack could take in one
-// call, with about 12 MB of minute data, and drops more minutes than that.
 func TestLargeSnapshot(t *testing.T) {
 	ctx := context.Background()
 	st := snapshot.New(testserver.RedisClient(t), prefix)
@@ -442,7 +92,7 @@ func TestLargeSnapshot(t *testing.T) {
 	if err := st.Save(ctx, 0, snapshot.Write{Epoch: 1, Meta: []byte("big"), Minutes: minutes}); err != nil {
 		t.Fatalf("save: %v", err)
 	}
-	checkLoaded(t, mustLoad(t, st, 0), "big", minutes, 1)
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, 0), "big", minutes, 1)
 
 	var drop []int64
 	for m := range int64(9000) {
@@ -451,7 +101,7 @@ func TestLargeSnapshot(t *testing.T) {
 	if err := st.Save(ctx, 0, snapshot.Write{Epoch: 1, Meta: []byte("empty"), Drop: drop}); err != nil {
 		t.Fatalf("save: %v", err)
 	}
-	checkLoaded(t, mustLoad(t, st, 0), "empty", map[int64][]byte{}, 1)
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, 0), "empty", map[int64][]byte{}, 1)
 }
 
 func TestSurvivesRestart(t *testing.T) {
@@ -489,7 +139,7 @@ func TestSurvivesRestart(t *testing.T) {
 	// the EVALSHA → EVAL fallback.
 	_, rdb = start()
 	st = snapshot.New(rdb, prefix)
-	checkLoaded(t, mustLoad(t, st, 4), "durable", minutes, 6)
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, 4), "durable", minutes, 6)
 	if err := st.Save(ctx, 4, snapshot.Write{Epoch: 5, Meta: []byte("stale")}); !errors.Is(err, snapshot.ErrStaleEpoch) {
 		t.Fatalf("save below the fence after restart = %v, want ErrStaleEpoch", err)
 	}
@@ -497,7 +147,7 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Fatalf("save after restart: %v", err)
 	}
 	minutes[3] = []byte("three")
-	checkLoaded(t, mustLoad(t, st, 4), "again", minutes, 6)
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, 4), "again", minutes, 6)
 }
 
 // TestTrimKeepsUnarchived checks that a save with KeepUnarchived trims the
@@ -510,8 +160,8 @@ func testTrimKeepsUnarchived(t *testing.T, rdb redis.UniversalClient) {
 	st := snapshot.New(rdb, prefix)
 	log := partlog.New(rdb, prefix)
 	const p = 5
-	ids := appendEntries(t, log, p, 10)
-	remaining := func() []string { return logIDs(t, log, p) }
+	ids := snapshottest.AppendEntries(t, log, p, 10)
+	remaining := func() []string { return snapshottest.LogIDs(t, log, p) }
 	save := func(epoch uint64, trim string) error {
 		return st.Save(ctx, p, snapshot.Write{Epoch: epoch, Meta: []byte("m"), TrimLogBefore: trim, KeepUnarchived: true})
 	}
@@ -564,35 +214,6 @@ func testTrimKeepsUnarchived(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-// appendEntries appends n one-byte entries to partition p's log and returns
-// their IDs.
-func appendEntries(t *testing.T, log *partlog.Log, p, n int) []string {
-	t.Helper()
-	var items []partlog.Append
-	for i := range n {
-		items = append(items, partlog.Append{Partition: p, Data: []byte{byte(i)}})
-	}
-	ids, err := log.Append(context.Background(), items)
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	return ids
-}
-
-// logIDs returns the IDs of the entries in partition p's log.
-func logIDs(t *testing.T, log *partlog.Log, p int) []string {
-	t.Helper()
-	got, err := log.Range(context.Background(), p, "", 1000)
-	if err != nil {
-		t.Fatalf("range: %v", err)
-	}
-	var out []string
-	for _, e := range got {
-		out = append(out, e.ID)
-	}
-	return out
-}
-
 // TestHistoryMark: the history mark (an end minute) is fenced and only
 // moves forward.
 func TestHistoryMark(t *testing.T) { testHistoryMark(t, testserver.RedisClient(t)) }
@@ -629,20 +250,12 @@ func testHistoryMark(t *testing.T, rdb redis.UniversalClient) {
 // TestOnCluster runs the store on a Redis Cluster of 3 primaries with a
 // replica each: every script names only keys of its partition's hash
 // slot, and Load's MULTI stays within it. The cases use different
-// partitions, so they share the cluster.
+// prefixes or partitions, so they share the cluster.
 func TestOnCluster(t *testing.T) {
 	rdb := testserver.RedisClusterClient(t)
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, redis.UniversalClient)
-	}{
-		{"save and load", testSaveLoadRoundTrip},
-		{"fencing", testFencing},
-		{"trim keeps unarchived", testTrimKeepsUnarchived},
-		{"history mark", testHistoryMark},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, rdb) })
-	}
+	t.Run("contract", func(t *testing.T) { runContract(t, rdb) })
+	t.Run("trim keeps unarchived", func(t *testing.T) { testTrimKeepsUnarchived(t, rdb) })
+	t.Run("history mark", func(t *testing.T) { testHistoryMark(t, rdb) })
 	t.Run("slot being migrated", func(t *testing.T) { testMigratingSlot(t, rdb) })
 }
 
@@ -657,8 +270,8 @@ func TestOnCluster(t *testing.T) {
 func testMigratingSlot(t *testing.T, rdb *redis.ClusterClient) {
 	ctx := context.Background()
 	st := snapshot.New(rdb, prefix)
-	const p = 7
-	fence := "clickagg:{p7}:epoch"
+	const p = 11 // in a slot of its own: the contract uses partitions 0 to 7
+	fence := "clickagg:{p11}:epoch"
 	if err := st.Claim(ctx, p, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -713,5 +326,5 @@ func testMigratingSlot(t *testing.T, rdb *redis.ClusterClient) {
 	if err := st.Save(ctx, p, snapshot.Write{Epoch: 1, Meta: []byte("m"), Minutes: map[int64][]byte{1: []byte("x")}}); err != nil {
 		t.Fatalf("save after the migration: %v", err)
 	}
-	checkLoaded(t, mustLoad(t, st, p), "m", map[int64][]byte{1: []byte("x")}, 1)
+	snapshottest.CheckLoaded(t, snapshottest.MustLoad(t, st, p), "m", map[int64][]byte{1: []byte("x")}, 1)
 }

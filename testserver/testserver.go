@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +288,38 @@ func RedisClusterClient(t testing.TB) *redis.ClusterClient {
 // seeds and its password.
 func RedisClusterOptions(c *localserver.RedisCluster) *redis.ClusterOptions {
 	return &redis.ClusterOptions{Addrs: c.Addrs(), Password: c.Password}
+}
+
+// RedisClusterPrimaries returns the address of the primary that serves
+// key's hash slot, and those of the other primaries.
+func RedisClusterPrimaries(t testing.TB, rdb *redis.ClusterClient, key string) (owner string, others []string) {
+	t.Helper()
+	ctx := context.Background()
+	slot, err := rdb.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards, err := rdb.ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shards {
+		serves := false
+		for _, r := range s.Slots {
+			serves = serves || (r.Start <= slot && slot <= r.End)
+		}
+		for _, n := range s.Nodes {
+			switch addr := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10)); {
+			case n.Role != "master":
+			case serves:
+				owner = addr
+			default:
+				others = append(others, addr)
+			}
+		}
+	}
+	if owner == "" {
+		t.Fatalf("no primary serves slot %d of %q", slot, key)
+	}
+	return owner, others
 }
