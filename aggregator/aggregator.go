@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,31 +14,62 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
 )
 
-// partLog is what the aggregator needs of the partition log.
-type partLog interface {
+// Log is what the aggregator needs of the partition log; *partlog.Log
+// satisfies it.
+type Log interface {
 	Read(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]partlog.Entry, error)
 	Lag(ctx context.Context, p int, after string) (int64, string, error)
 }
 
-// snapshotStore is what the aggregator needs of the snapshot store.
-type snapshotStore interface {
+// SnapshotStore is what the aggregator needs of the snapshot store;
+// *snapshot.Store satisfies it.
+type SnapshotStore interface {
 	Claim(ctx context.Context, p int, epoch uint64) error
 	Save(ctx context.Context, p int, w snapshot.Write) error
 	Load(ctx context.Context, p int) (snapshot.Loaded, error)
 }
 
-// membership is what the aggregator needs of the cluster state in etcd.
-type membership interface {
+// Cluster is what the aggregator needs of the cluster state in etcd;
+// *cluster.Client satisfies it.
+type Cluster interface {
 	Register(ctx context.Context, m cluster.Member, ttl time.Duration) (*cluster.Registration, error)
 	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
 	Members(ctx context.Context, role string) ([]cluster.Member, error)
 	Leader(ctx context.Context) (string, error)
+}
+
+// Self is how the aggregator registers in etcd. The process that runs it
+// knows these from its own flags and its listener; no aggregator flag
+// sets them, so they are not in Config.
+type Self struct {
+	// ID is the member ID (the process's -id), stable across restarts of
+	// the same aggregator; empty means the hostname.
+	ID string
+	// Addr is the gRPC address queryd and the coordinator dial.
+	Addr string
+	// LeaseTTL is how long the membership lease outlives the process
+	// (-etcd.lease-ttl): one knob, shared by every role, for how soon a
+	// dead member is noticed.
+	LeaseTTL time.Duration
+}
+
+// validate refuses a Self that cannot register; a bad lease TTL is named
+// by the process's flag that sets it, since the aggregator has none.
+func (s Self) validate() error {
+	switch {
+	case s.Addr == "":
+		return errors.New("aggregator: advertise address is empty")
+	case s.LeaseTTL < cluster.MinLeaseTTL || s.LeaseTTL%time.Second != 0:
+		return fmt.Errorf("-etcd.lease-ttl %v: must be a whole number of seconds, at least %v", s.LeaseTTL, cluster.MinLeaseTTL)
+	}
+	return nil
 }
 
 // Timeouts of the steps that run after ctx has ended, so that shutdown is
@@ -76,14 +108,12 @@ type Stats struct {
 // incarnation, keeps their state from their logs, snapshots it, and answers
 // queries about it.
 type Aggregator struct {
-	cfg Config
-	// id is the member ID in etcd (the process's -id), stable across
-	// restarts of the same aggregator; empty means the hostname.
-	id    string
+	cfg   Config
+	self  Self
 	opts  tally.Options
-	log   partLog
-	store snapshotStore
-	cl    membership
+	log   Log
+	store SnapshotStore
+	cl    Cluster
 	lg    *slog.Logger
 	now   func() time.Time
 
@@ -100,6 +130,7 @@ type Aggregator struct {
 	// incarnation; unhealthy is whether it gave them back (see trouble).
 	wanted    map[int]uint64
 	unhealthy bool
+	sketchCap int                             // counters per sketch slot
 	probe     func(ctx context.Context) error // nil without WithRedisProbe
 	archiver  Archiver                        // nil without WithArchiver
 	history   HistoryWriter                   // nil without WithHistory
@@ -117,12 +148,11 @@ type Aggregator struct {
 	m       *metrics
 }
 
-// New returns the aggregator that registers as member id (empty: the
-// hostname); it does no I/O. now is the clock used for snapshot
-// scheduling, raw-retention trimming and status times; event time comes
-// from the log only.
-func New(cfg Config, id string, log *partlog.Log, store *snapshot.Store, cl *cluster.Client, lg *slog.Logger, now func() time.Time, opts ...Option) *Aggregator {
-	a := newAggregator(cfg, id, log, store, cl, lg, now)
+// New returns the aggregator that registers as self; it does no I/O. now
+// is the clock used for snapshot scheduling, raw-retention trimming and
+// status times; event time comes from the log only.
+func New(cfg Config, self Self, log Log, store SnapshotStore, cl Cluster, lg *slog.Logger, now func() time.Time, opts ...Option) *Aggregator {
+	a := newAggregator(cfg, self, log, store, cl, lg, now)
 	for _, o := range opts {
 		o(a)
 	}
@@ -137,7 +167,7 @@ func New(cfg Config, id string, log *partlog.Log, store *snapshot.Store, cl *clu
 	return a
 }
 
-func newAggregator(cfg Config, id string, log partLog, store snapshotStore, cl membership, lg *slog.Logger, now func() time.Time) *Aggregator {
+func newAggregator(cfg Config, self Self, log Log, store SnapshotStore, cl Cluster, lg *slog.Logger, now func() time.Time) *Aggregator {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
@@ -145,17 +175,26 @@ func newAggregator(cfg Config, id string, log partLog, store snapshotStore, cl m
 		now = time.Now
 	}
 	return &Aggregator{
-		cfg:   cfg,
-		id:    id,
-		opts:  cfg.tallyOptions(),
-		log:   log,
-		store: store,
-		cl:    cl,
-		lg:    lg,
-		now:   now,
-		parts: make(map[int]*partition),
-		m:     newMetrics(),
+		cfg:       cfg,
+		self:      self,
+		opts:      cfg.tallyOptions(),
+		log:       log,
+		store:     store,
+		cl:        cl,
+		lg:        lg,
+		now:       now,
+		parts:     make(map[int]*partition),
+		sketchCap: hotkey.DefaultSketchCapacity,
+		m:         newMetrics(),
 	}
+}
+
+// WithSketchCapacity sets the counters of each partition's heavy-hitter
+// sketch (hotkey.Sketch) per 10s slot: the process's -hotkey.sketch-capacity,
+// which every role shares. Without it, or with 0,
+// hotkey.DefaultSketchCapacity.
+func WithSketchCapacity(n int) Option {
+	return func(a *Aggregator) { a.sketchCap = cmp.Or(n, hotkey.DefaultSketchCapacity) }
 }
 
 // Ready reports whether the aggregator is registered in etcd and watching
@@ -200,16 +239,19 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err := a.cfg.Validate(); err != nil {
 		return err
 	}
-	id := a.id
+	if err := a.self.validate(); err != nil {
+		return err
+	}
+	if a.sketchCap < 0 {
+		return fmt.Errorf("-hotkey.sketch-capacity %d: must not be negative", a.sketchCap)
+	}
+	id := a.self.ID
 	if id == "" {
 		host, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("aggregator id: %w", err)
 		}
 		id = host
-	}
-	if a.cfg.AdvertiseAddr == "" {
-		return errors.New("aggregator: advertise address is empty")
 	}
 	a.mu.Lock()
 	a.member = id
@@ -225,7 +267,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			return err
 		}
 		inc := reg.Member().Incarnation
-		lg.Info("registered", "incarnation", inc, "addr", a.cfg.AdvertiseAddr, "redis_prefix", a.cfg.RedisPrefix)
+		lg.Info("registered", "incarnation", inc, "addr", a.self.Addr)
 		a.mu.Lock()
 		a.reg = reg
 		a.mu.Unlock()
@@ -257,7 +299,7 @@ func (a *Aggregator) register(ctx context.Context, id string, lg *slog.Logger) (
 		lg.Warn("register", "err", err, "retry_in", next)
 	}, func() error {
 		var err error
-		reg, err = a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.cfg.AdvertiseAddr}, a.cfg.LeaseTTL)
+		reg, err = a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.self.Addr}, a.self.LeaseTTL)
 		if errors.Is(err, cluster.ErrInvalid) {
 			return retry.Permanent(fmt.Errorf("register aggregator %s: %w", id, err))
 		}

@@ -736,8 +736,6 @@ func TestConfig(t *testing.T) {
 		ok     bool
 	}{
 		{"defaults", func(*Config) {}, true},
-		{"lease ttl 1s", func(c *Config) { c.LeaseTTL = time.Second }, false},
-		{"fractional lease ttl", func(c *Config) { c.LeaseTTL = 2500 * time.Millisecond }, false},
 		{"zero snapshot interval", func(c *Config) { c.SnapshotInterval = 0 }, false},
 		{"zero read count", func(c *Config) { c.ReadCount = 0 }, false},
 		{"zero read block", func(c *Config) { c.ReadBlock = 0 }, false},
@@ -759,35 +757,41 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
-	// The lease TTL has no aggregator flag: the error names the one that
-	// sets it.
-	short := def
-	short.LeaseTTL = time.Second
-	if err := short.Validate(); err == nil || !strings.HasPrefix(err.Error(), "-etcd.lease-ttl 1s: ") {
-		t.Errorf("Validate(lease TTL 1s) = %v, want an error naming -etcd.lease-ttl", err)
-	}
 	if err := fs.Parse([]string{"-aggregator.snapshot-interval=2s", "-aggregator.dedup-horizon=7h"}); err != nil {
 		t.Fatal(err)
 	}
-	if def.SnapshotInterval != 2*time.Second || def.DedupHorizon != 7*time.Hour || def.RedisPrefix != DefaultRedisPrefix {
+	if def.SnapshotInterval != 2*time.Second || def.DedupHorizon != 7*time.Hour {
 		t.Errorf("flags parsed into %+v", def)
 	}
 }
 
 // TestRunRefusesBadConfig: Run returns an error, without any I/O, for a
-// configuration that cannot work.
+// configuration that cannot work; what no aggregator flag sets is named by
+// the flag of the process that does.
 func TestRunRefusesBadConfig(t *testing.T) {
-	cfg := testConfig("agg-0")
-	cfg.ReadCount = 0
-	a := New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now)
+	good := Self{ID: "agg-0", Addr: "127.0.0.1:1", LeaseTTL: leaseTTL}
+	tests := []struct {
+		name   string
+		change func(*Config, *Self)
+		opts   []Option
+		prefix string // of the error; empty: any error
+	}{
+		{"read count 0", func(c *Config, _ *Self) { c.ReadCount = 0 }, nil, "-aggregator.read-count 0: "},
+		{"no advertise address", func(_ *Config, s *Self) { s.Addr = "" }, nil, ""},
+		{"lease ttl 1s", func(_ *Config, s *Self) { s.LeaseTTL = time.Second }, nil, "-etcd.lease-ttl 1s: "},
+		{"fractional lease ttl", func(_ *Config, s *Self) { s.LeaseTTL = 2500 * time.Millisecond }, nil, "-etcd.lease-ttl 2.5s: "},
+		{"negative sketch capacity", func(*Config, *Self) {}, []Option{WithSketchCapacity(-1)}, "-hotkey.sketch-capacity -1: "},
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if err := a.Run(ctx); err == nil {
-		t.Fatal("Run with read count 0 returned nil")
-	}
-	cfg = testConfig("agg-0")
-	a = New(cfg.Config, cfg.id, nil, nil, nil, nil, time.Now) // no advertise address
-	if err := a.Run(ctx); err == nil {
-		t.Fatal("Run without advertise address returned nil")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, self := testConfig("agg-0").Config, good
+			tt.change(&cfg, &self)
+			err := New(cfg, self, nil, nil, nil, nil, time.Now, tt.opts...).Run(ctx)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.prefix) {
+				t.Errorf("Run = %v, want an error starting with %q", err, tt.prefix)
+			}
+		})
 	}
 }

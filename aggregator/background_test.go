@@ -20,7 +20,7 @@ import (
 // records what the aggregator must never do: two writes of one partition
 // at once, or a snapshot stored after a newer one of the same partition.
 type slowStore struct {
-	snapshotStore
+	SnapshotStore
 	mu       sync.Mutex
 	busy     map[int]bool
 	stored   map[int]string // partition → offset of the newest stored snapshot
@@ -37,7 +37,7 @@ func (s *slowStore) Save(ctx context.Context, p int, w snapshot.Write) error {
 	s.busy[p] = true
 	s.mu.Unlock()
 	time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
-	err := s.snapshotStore.Save(ctx, p, w)
+	err := s.SnapshotStore.Save(ctx, p, w)
 	off := metaOffset(w.Meta)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -65,7 +65,7 @@ func TestSnapshotsInBackground(t *testing.T) {
 	cfg.ApplyParallelism = 3
 	slow := &slowStore{busy: make(map[int]bool), stored: make(map[int]string)}
 	a := e.start(cfg, e.cl, nil, func(a *Aggregator) {
-		slow.snapshotStore = a.store
+		slow.SnapshotStore = a.store
 		a.store = slow
 	})
 	m1 := member(t, e.cl, "agg-0", 0)

@@ -6,20 +6,11 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/tally"
 )
 
 // Config configures an Aggregator.
 type Config struct {
-	// AdvertiseAddr is the gRPC address queryd and the coordinator dial; the
-	// process that runs the aggregator sets it.
-	AdvertiseAddr string
-	// RedisPrefix is the key prefix of the partition logs and snapshots.
-	RedisPrefix string
-	// LeaseTTL is how long the membership lease outlives this process
-	// (-etcd.lease-ttl).
-	LeaseTTL time.Duration
 	// SnapshotInterval is how often each partition is snapshotted.
 	SnapshotInterval time.Duration
 	// ReadCount bounds the entries read per partition per XREAD.
@@ -49,17 +40,10 @@ type Config struct {
 	// logs to be read, before the aggregator gives its partitions back
 	// (Member.Unhealthy); 0 means DefaultClaimTimeout.
 	ClaimTimeout time.Duration
-	// SketchCapacity is the counters of each partition's heavy-hitter
-	// sketch (hotkey.Sketch) per 10s slot; 0 means
-	// hotkey.DefaultSketchCapacity. It has no flag of its own: the process
-	// copies -hotkey.sketch-capacity, which every role shares.
-	SketchCapacity int
 }
 
 // Defaults used by RegisterFlags.
 const (
-	DefaultRedisPrefix      = "clickagg"
-	DefaultLeaseTTL         = 10 * time.Second
 	DefaultSnapshotInterval = 5 * time.Second
 	DefaultReadCount        = 256
 	DefaultReadBlock        = 100 * time.Millisecond
@@ -78,12 +62,7 @@ const (
 const maxReadBlock = 10 * time.Second
 
 // RegisterFlags registers the aggregator's flags on fs with their defaults.
-// AdvertiseAddr has no flag: the process sets it from its listen address.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.RedisPrefix = DefaultRedisPrefix
-	// The lease TTL comes from -etcd.lease-ttl, which the process sets here:
-	// one knob for how soon any dead member is noticed.
-	c.LeaseTTL = DefaultLeaseTTL
 	fs.DurationVar(&c.SnapshotInterval, "aggregator.snapshot-interval", DefaultSnapshotInterval,
 		"How often each partition's state and log offset are written to Redis; a new owner replays the log from the last one.")
 	fs.Int64Var(&c.ReadCount, "aggregator.read-count", DefaultReadCount,
@@ -111,8 +90,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	switch {
-	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
-		return fmt.Errorf("-etcd.lease-ttl %v: must be a whole number of seconds, at least 2s", c.LeaseTTL)
 	case c.SnapshotInterval <= 0:
 		return fmt.Errorf("-aggregator.snapshot-interval %v: must be positive", c.SnapshotInterval)
 	case c.ReadCount < 1:
@@ -129,8 +106,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-aggregator.leave-timeout %v: must not be negative", c.LeaveTimeout)
 	case c.ClaimTimeout < 0:
 		return fmt.Errorf("-aggregator.claim-timeout %v: must not be negative", c.ClaimTimeout)
-	case c.SketchCapacity < 0:
-		return fmt.Errorf("-hotkey.sketch-capacity %d: must not be negative", c.SketchCapacity)
 	}
 	if err := c.tallyOptions().Validate(); err != nil {
 		return fmt.Errorf("-aggregator.allowed-lateness, -aggregator.dedup-horizon, -aggregator.retention: %w", err)
@@ -151,14 +126,6 @@ func (c *Config) applyParallelism() int {
 		return runtime.GOMAXPROCS(0)
 	}
 	return c.ApplyParallelism
-}
-
-// sketchCapacity is SketchCapacity with its default.
-func (c *Config) sketchCapacity() int {
-	if c.SketchCapacity == 0 {
-		return hotkey.DefaultSketchCapacity
-	}
-	return c.SketchCapacity
 }
 
 func (c *Config) tallyOptions() tally.Options {

@@ -517,7 +517,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 		target:   last,
 		nextSave: now.Add(firstSave(a.cfg.SnapshotInterval)),
 		rate:     newRate(now),
-		heavy:    hotkey.NewSketch(a.cfg.sketchCapacity()),
+		heavy:    hotkey.NewSketch(a.sketchCap),
 		state:    stateRestoring,
 	}
 	handedOver := handed != "" && tp.Offset() == handed

@@ -279,8 +279,6 @@ type nodeConfig struct {
 
 func testConfig(id string) nodeConfig {
 	return nodeConfig{id: id, Config: Config{
-		RedisPrefix:      redisPrefix,
-		LeaseTTL:         leaseTTL,
 		SnapshotInterval: 50 * time.Millisecond,
 		ReadCount:        16,
 		ReadBlock:        20 * time.Millisecond,
@@ -302,10 +300,10 @@ func (e *env) start(cfg nodeConfig, cl *cluster.Client, now func() time.Time, op
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.AdvertiseAddr = lis.Addr().String()
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, Password: e.rdb.Options().Password})
 	lg := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.id)
-	a := New(cfg.Config, cfg.id, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
+	self := Self{ID: cfg.id, Addr: lis.Addr().String(), LeaseTTL: leaseTTL}
+	a := New(cfg.Config, self, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cl, lg, now, opts...)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, NewServer(a))
 	go func() { _ = gs.Serve(lis) }()

@@ -120,7 +120,7 @@ func (a *Aggregator) loads(ctx context.Context, ps []PartitionStatus) (map[int]p
 		l := partitionLoad{
 			EventsPerSecond: p.rate.perSecond(now),
 			ServingSince:    p.servingSince,
-			Heavy:           heavyAds(p.heavy, now, a.cfg.sketchCapacity()),
+			Heavy:           heavyAds(p.heavy, now, a.sketchCap),
 		}
 		if es := next[st.Partition]; len(es) > 0 {
 			if ms, ok := idMillis(es[0].ID); ok {

@@ -290,7 +290,7 @@ func TestTakeHandedOver(t *testing.T) {
 
 	// A second aggregator, not running: take is called as its consumer
 	// would.
-	b := New(testConfig("agg-b").Config, "agg-b", e.log, e.store, e.cl, nil, time.Now)
+	b := New(testConfig("agg-b").Config, Self{ID: "agg-b"}, e.log, e.store, e.cl, nil, time.Now)
 	b.live = true
 	lg := b.lg
 	tests := []struct {

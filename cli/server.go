@@ -525,13 +525,8 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	if s.has(RoleAggregator) {
-		ac := cfg.Aggregator
-		ac.AdvertiseAddr = advertise
-		ac.LeaseTTL = cfg.Cluster.LeaseTTL
-		ac.RedisPrefix = cfg.RedisPrefix
-		ac.SketchCapacity = hk.SketchCapacity
 		store := snapshot.New(rdb, cfg.RedisPrefix, snapshot.WithWriter(w))
-		opts := []aggregator.Option{aggregator.WithMetrics(reg),
+		opts := []aggregator.Option{aggregator.WithMetrics(reg), aggregator.WithSketchCapacity(hk.SketchCapacity),
 			aggregator.WithRedisProbe(clickhealth.RedisWritable(rdb, clickhealth.ProbeKey(cfg.RedisPrefix, RoleAggregator, cfg.ID)))}
 		var revisionsKnown chan struct{} // closed once the applied history revisions are read
 		if cfg.ArchiveBucket != "" {
@@ -570,7 +565,8 @@ func (s *Server) Run(ctx context.Context) error {
 				aggregator.WithHistoryReader(hr, aggregator.HistoryMarks{Store: store}))
 			lg.Info("archiving partition logs", "bucket", bucket.URL(), "interval", cfg.Archive.Interval)
 		}
-		a := aggregator.New(ac, cfg.ID, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
+		self := aggregator.Self{ID: cfg.ID, Addr: advertise, LeaseTTL: cfg.Cluster.LeaseTTL}
+		a := aggregator.New(cfg.Aggregator, self, plog, store, cl, lg.With("role", RoleAggregator), time.Now, opts...)
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		services = append(services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
 		s.aggregator = a
@@ -591,18 +587,15 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	}
 	if s.has(RoleCoordinator) {
-		cc := cfg.Coordinator
-		cc.AdvertiseAddr = advertise
-		cc.MaxIDLength = cfg.Router.MaxIDLength
-		c := coordinator.New(cc, cfg.ID, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator), coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMetrics(reg))
+		c := coordinator.New(cfg.Coordinator, cluster.Candidate{ID: cfg.ID, Addr: advertise}, cl, partitions, dial.Conn, lg.With("role", RoleCoordinator),
+			coordinator.WithHotKeys(splits, hk, time.Now), coordinator.WithMaxIDLength(cfg.Router.MaxIDLength), coordinator.WithMetrics(reg))
 		clickaggv1.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 		services = append(services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 		g.Go(func() error { return c.Run(gctx) })
 	}
 	if s.has(RoleQueryd) {
-		qc := cfg.Queryd
-		qc.MaxIDLength = cfg.Router.MaxIDLength
-		q := queryd.New(qc, parts, cl, toplist.New(rdb, cfg.RedisPrefix), dial.Aggregator, lg.With("role", RoleQueryd), time.Now, queryd.WithSplits(follower), queryd.WithMetrics(reg))
+		q := queryd.New(cfg.Queryd, parts, cl, toplist.New(rdb, cfg.RedisPrefix), dial.Aggregator, lg.With("role", RoleQueryd), time.Now,
+			queryd.WithSplits(follower), queryd.WithMaxIDLength(cfg.Router.MaxIDLength), queryd.WithMetrics(reg))
 		qs := queryd.NewServer(q)
 		clickaggv1.RegisterQueryServiceServer(gs, qs)
 		services = append(services, clickaggv1.QueryService_ServiceDesc.ServiceName)

@@ -11,10 +11,6 @@ import (
 
 // Config configures a coordinator.
 type Config struct {
-	// AdvertiseAddr is this coordinator's gRPC address, published with its
-	// candidacy so that followers can forward admin mutations to the
-	// leader; the process that runs the coordinator sets it.
-	AdvertiseAddr string
 	// Load bounds an aggregator's partitions at Load times the mean.
 	Load float64
 	// SessionTTL is the lease of the leader's election key: a leader that
@@ -30,10 +26,6 @@ type Config struct {
 	// another join before it is planned (at most 5 times this in all); 0
 	// plans at once.
 	JoinDelay time.Duration
-	// MaxIDLength is the routers' -router.max-id-length, which SplitKey and
-	// UnsplitKey check ad_id against; the process sets it. 0 means the
-	// routers' default.
-	MaxIDLength int
 }
 
 // RegisterFlags registers the coordinator's flags with their defaults.
@@ -63,9 +55,6 @@ func (c *Config) Validate() error {
 	}
 	if c.ReleaseTimeout <= 0 {
 		return fmt.Errorf("-coordinator.release-timeout %v: must be positive", c.ReleaseTimeout)
-	}
-	if c.MaxIDLength < 0 {
-		return fmt.Errorf("-router.max-id-length %d: must not be negative", c.MaxIDLength)
 	}
 	return nil
 }

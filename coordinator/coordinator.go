@@ -74,14 +74,33 @@ type Stats struct {
 	AssignmentChanges int64
 }
 
+// Cluster is what the coordinator needs of the cluster state in etcd;
+// *cluster.Client satisfies it. It only reads: every write goes through
+// the *cluster.Leadership that CampaignAt returns, fenced by the election.
+type Cluster interface {
+	// The election.
+	CampaignAt(ctx context.Context, cand cluster.Candidate, ttl time.Duration) (*cluster.Leadership, error)
+	Leader(ctx context.Context) (string, error)
+	LeaderCandidate(ctx context.Context) (cluster.Candidate, error)
+	// What the leader plans from.
+	Members(ctx context.Context, role string) ([]cluster.Member, error)
+	WatchMembers(ctx context.Context, role string, fn func([]cluster.Member)) error
+	Assignment(ctx context.Context) (cluster.Assignment, error)
+	Draining(ctx context.Context) (map[string]time.Time, error)
+	Pins(ctx context.Context) (map[int]string, error)
+	Handoffs(ctx context.Context) ([]cluster.Handoff, error)
+	LastReconcileRun(ctx context.Context) (r cluster.ReconcileRun, ok bool, err error)
+}
+
 // Coordinator assigns partitions to aggregators while it is the leader,
 // carries out the operators' moves, drains and rebalances, and answers the
 // admin API.
 type Coordinator struct {
 	cfg Config
-	// id is this coordinator's name in the election (the process's -id).
-	id         string
-	cl         *cluster.Client
+	// self is this coordinator's name in the election (the process's -id)
+	// and the address followers forward admin mutations to.
+	self       cluster.Candidate
+	cl         Cluster
 	partitions int
 	dial       func(addr string) (grpc.ClientConnInterface, error)
 	log        *slog.Logger
@@ -109,21 +128,24 @@ type Coordinator struct {
 
 	// hk is nil without WithHotKeys.
 	hk *hotKeys
+	// maxIDLen is the routers' -router.max-id-length (WithMaxIDLength); 0
+	// means their default.
+	maxIDLen int
 }
 
-// New returns the coordinator named id in the election, of a cluster of
+// New returns the coordinator that campaigns as self, of a cluster of
 // partitions partitions. dial
 // returns a connection to the gRPC server at addr (aggregators, and the
 // leader when this coordinator forwards to it); it is called once per
 // address and its result reused, and the caller owns (and closes) the
 // connections. New does no I/O.
-func New(cfg Config, id string, cl *cluster.Client, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger, opts ...Option) *Coordinator {
+func New(cfg Config, self cluster.Candidate, cl Cluster, partitions int, dial func(addr string) (grpc.ClientConnInterface, error), log *slog.Logger, opts ...Option) *Coordinator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Coordinator{
 		cfg:        cfg,
-		id:         id,
+		self:       self,
 		cl:         cl,
 		partitions: partitions,
 		dial:       dial,
@@ -172,8 +194,11 @@ func (c *Coordinator) Stats() Stats {
 // again cannot fix (an invalid configuration, a stored assignment of another
 // partition count).
 func (c *Coordinator) Run(ctx context.Context) error {
-	if c.id == "" {
+	if c.self.ID == "" {
 		return errors.New("coordinator: empty ID")
+	}
+	if c.maxIDLen < 0 {
+		return fmt.Errorf("coordinator: -router.max-id-length %d: must not be negative", c.maxIDLen)
 	}
 	if c.partitions < 1 || c.partitions > ring.MaxPartitions {
 		return fmt.Errorf("coordinator: partition count %d: must be in [1, %d]", c.partitions, ring.MaxPartitions)
@@ -202,7 +227,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			pause.Reset()
 		}
 		d := pause.Next()
-		c.log.Warn("leadership ended, campaigning again", "member", c.id, "err", err, "retry_in", d)
+		c.log.Warn("leadership ended, campaigning again", "member", c.self.ID, "err", err, "retry_in", d)
 		if retry.Sleep(ctx, d) != nil {
 			return nil
 		}
@@ -212,7 +237,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // lead runs one term: campaign, read the state the previous leader left,
 // then plan and execute until the term ends.
 func (c *Coordinator) lead(ctx context.Context) error {
-	l, err := c.cl.CampaignAt(ctx, cluster.Candidate{ID: c.id, Addr: c.cfg.AdvertiseAddr}, c.cfg.SessionTTL)
+	l, err := c.cl.CampaignAt(ctx, c.self, c.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}
@@ -220,7 +245,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
 		defer cancel()
 		if err := l.Resign(rctx); err != nil {
-			c.log.Warn("resign", "member", c.id, "err", err)
+			c.log.Warn("resign", "member", c.self.ID, "err", err)
 		}
 	}()
 	// Elected after the previous leader's key was deleted, so these reads
@@ -235,7 +260,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	if t.members, err = c.cl.Members(ctx, cluster.RoleAggregator); err != nil {
 		return fmt.Errorf("read members: %w", err)
 	}
-	c.log.Info("elected leader", "member", c.id, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
+	c.log.Info("elected leader", "member", c.self.ID, "version", t.cur.Version, "draining", len(t.cons.draining), "pins", len(t.cons.pins))
 
 	g, gctx := errgroup.WithContext(ctx)
 	h := &termHandle{reqs: make(chan *request), done: make(chan struct{}), ctx: gctx}

@@ -144,7 +144,7 @@ func (e *env) start(id string, partitions int) (*Coordinator, func() error) {
 func (e *env) startOn(etcd *clientv3.Client, id string, partitions int, opts ...Option) (*Coordinator, func() error) {
 	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
 	log := slog.New(slog.NewTextHandler(e.t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, id, cluster.NewClient(etcd, "/t"), partitions, e.dial, log, opts...)
+	c := New(cfg, cluster.Candidate{ID: id}, cluster.NewClient(etcd, "/t"), partitions, e.dial, log, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -390,7 +390,7 @@ func TestRunRefusesAssignmentOfOtherPartitionCount(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	c := New(Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second}, "coord-2", e.client(), 16, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	c := New(Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second}, cluster.Candidate{ID: "coord-2"}, e.client(), 16, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	err := c.Run(ctxT(t))
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run over an 8-partition assignment with 16 partitions = %v, want a refusal", err)
@@ -404,7 +404,7 @@ func TestJoinsWaitForMore(t *testing.T) {
 	e := newEnv(t)
 	a := e.register("a", "127.0.0.1:1")
 	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second, JoinDelay: time.Minute}
-	c := New(cfg, "coord-1", e.client(), parts, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	c := New(cfg, cluster.Candidate{ID: "coord-1"}, e.client(), parts, e.dial, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

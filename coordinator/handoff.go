@@ -119,7 +119,7 @@ func (t *term) refused(err error, version uint64) error {
 	c := t.c
 	if errors.Is(err, cluster.ErrNotLeader) {
 		c.refusedWrites.Add(1)
-		c.log.Error("deposed: assignment change refused, this coordinator is not the leader any more", "member", c.id, "version", version)
+		c.log.Error("deposed: assignment change refused, this coordinator is not the leader any more", "member", c.self.ID, "version", version)
 		return err
 	}
 	t.stale = true

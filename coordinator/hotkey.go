@@ -138,7 +138,7 @@ func (c *Coordinator) countChange(err error) {
 // error that ends the term.
 func (c *Coordinator) deposed(err error) error {
 	c.refusedWrites.Add(1)
-	c.log.Warn("deposed: split table write refused, another coordinator leads", "member", c.id, "err", err)
+	c.log.Warn("deposed: split table write refused, another coordinator leads", "member", c.self.ID, "err", err)
 	return fmt.Errorf("%w: %w", cluster.ErrNotLeader, err)
 }
 

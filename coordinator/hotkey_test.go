@@ -120,10 +120,11 @@ func (w *hkWorld) startCoordinator(id string) (*Coordinator, clickaggv1.Coordina
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
+	addr := lis.Addr().String()
+	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
 	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
 	etcd := w.etcd()
-	c := New(cfg, id, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg, WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
+	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg, WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
 	gs := grpc.NewServer()
 	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
 	served := make(chan struct{})
@@ -134,7 +135,7 @@ func (w *hkWorld) startCoordinator(id string) (*Coordinator, clickaggv1.Coordina
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	conn, err := grpc.NewClient(cfg.AdvertiseAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

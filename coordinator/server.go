@@ -48,7 +48,7 @@ func (s *server) leader(ctx context.Context) (clickaggv1.CoordinatorServiceClien
 	if err != nil {
 		return nil, nil, toStatus(err)
 	}
-	self := s.c.id
+	self := s.c.self.ID
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedBy)) > 0 {
 		return nil, nil, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead (the call was forwarded by %s); the leader is %q at %q: call it",
 			self, md.Get(forwardedBy)[0], cand.ID, cand.Addr)

@@ -157,10 +157,17 @@ func shareTakers(obs hotkey.Observation) []string {
 // defaultMaxIDLength is the routers' default -router.max-id-length.
 const defaultMaxIDLength = 128
 
+// WithMaxIDLength sets the longest ad_id SplitKey and UnsplitKey accept:
+// the routers' -router.max-id-length, since an ad the routers refuse
+// cannot be hot. Without it, or with 0, the routers' default.
+func WithMaxIDLength(n int) Option {
+	return func(c *Coordinator) { c.maxIDLen = n }
+}
+
 // validAdID applies the routers' rules for an ad_id (package router): an ad
 // the routers would refuse cannot be hot.
 func (c *Coordinator) validAdID(ad string) error {
-	maxLen := cmp.Or(c.cfg.MaxIDLength, defaultMaxIDLength)
+	maxLen := cmp.Or(c.maxIDLen, defaultMaxIDLength)
 	switch {
 	case ad == "":
 		return fmt.Errorf("%w: ad_id is empty", ErrInvalid)

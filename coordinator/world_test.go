@@ -72,8 +72,6 @@ func newWorld(t *testing.T, parts int) *world {
 		rdb:           rdb,
 		plog:          partlog.New(rdb, redisPrefix),
 		aggCfg: aggregator.Config{
-			RedisPrefix:      redisPrefix,
-			LeaseTTL:         ttl,
 			SnapshotInterval: 200 * time.Millisecond,
 			ReadCount:        64,
 			ReadBlock:        20 * time.Millisecond,
@@ -113,8 +111,7 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := w.aggCfg
-	cfg.AdvertiseAddr = lis.Addr().String()
+	addr := lis.Addr().String()
 	etcd := w.etcd()
 	if o.etcd != "" {
 		etcd = testserver.NewEtcdClient(t, o.etcd)
@@ -128,7 +125,7 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 	if now == nil {
 		now = time.Now
 	}
-	a := aggregator.New(cfg, id, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cluster.NewClient(etcd, "/t"), lg, now)
+	a := aggregator.New(w.aggCfg, aggregator.Self{ID: id, Addr: addr, LeaseTTL: ttl}, partlog.New(rdb, redisPrefix), snapshot.New(rdb, redisPrefix), cluster.NewClient(etcd, "/t"), lg, now)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 	served := make(chan struct{})
@@ -136,12 +133,12 @@ func (w *world) startAggregator(id string, o aggOpts) *aggNode {
 		defer close(served)
 		_ = gs.Serve(lis)
 	}()
-	conn, err := grpc.NewClient(cfg.AdvertiseAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &aggNode{t: t, id: id, a: a, addr: cfg.AdvertiseAddr, client: clickaggv1.NewAggregatorServiceClient(conn), cancel: cancel, done: make(chan error, 1)}
+	n := &aggNode{t: t, id: id, a: a, addr: addr, client: clickaggv1.NewAggregatorServiceClient(conn), cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- a.Run(ctx) }()
 	t.Cleanup(func() {
 		n.stop()
@@ -198,9 +195,10 @@ func (w *world) startCoordinator(id string, etcdEndpoint string, sessionTTL time
 	if etcdEndpoint != "" {
 		etcd = testserver.NewEtcdClient(t, etcdEndpoint)
 	}
-	cfg := Config{AdvertiseAddr: lis.Addr().String(), Load: ring.DefaultLoad, SessionTTL: sessionTTL, StatusTimeout: 2 * time.Second, ReleaseTimeout: 10 * time.Second, JoinDelay: 500 * time.Millisecond}
+	addr := lis.Addr().String()
+	cfg := Config{Load: ring.DefaultLoad, SessionTTL: sessionTTL, StatusTimeout: 2 * time.Second, ReleaseTimeout: 10 * time.Second, JoinDelay: 500 * time.Millisecond}
 	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, id, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg)
+	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
 	served := make(chan struct{})
@@ -215,7 +213,7 @@ func (w *world) startCoordinator(id string, etcdEndpoint string, sessionTTL time
 		cancel()
 		return <-done
 	})
-	conn, err := grpc.NewClient(cfg.AdvertiseAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +225,7 @@ func (w *world) startCoordinator(id string, etcdEndpoint string, sessionTTL time
 		<-served
 		_ = conn.Close()
 	})
-	return &coordNode{c: c, addr: cfg.AdvertiseAddr, client: clickaggv1.NewCoordinatorServiceClient(conn), stop: stop}
+	return &coordNode{c: c, addr: addr, client: clickaggv1.NewCoordinatorServiceClient(conn), stop: stop}
 }
 
 // assignment returns the stored assignment.

@@ -37,8 +37,6 @@ func (e *env) startAggregator(id string) clickaggv1.AggregatorServiceClient {
 	t.Helper()
 	var ac aggregator.Config
 	ac.RegisterFlags(flag.NewFlagSet(id, flag.ContinueOnError))
-	ac.RedisPrefix = redisPrefix
-	ac.LeaseTTL = leaseTTL
 	ac.SnapshotInterval = 200 * time.Millisecond
 	ac.ReadBlock = 20 * time.Millisecond
 	ac.LeaveTimeout = 0 // no coordinator to hand partitions over
@@ -49,15 +47,15 @@ func (e *env) startAggregator(id string) clickaggv1.AggregatorServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac.AdvertiseAddr = lis.Addr().String()
-	a := aggregator.New(ac, id, partlog.New(e.rdb, redisPrefix), snapshot.New(e.rdb, redisPrefix), e.cl, testLogger(t).With("aggregator", id), time.Now)
+	addr := lis.Addr().String()
+	a := aggregator.New(ac, aggregator.Self{ID: id, Addr: addr, LeaseTTL: leaseTTL}, partlog.New(e.rdb, redisPrefix), snapshot.New(e.rdb, redisPrefix), e.cl, testLogger(t).With("aggregator", id), time.Now)
 	gs := grpc.NewServer()
 	clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(lis) }()
 	t.Cleanup(func() { gs.Stop(); <-done })
 	run(t, "aggregator "+id, a.Run)
-	return dial(t, ac.AdvertiseAddr)
+	return dial(t, addr)
 }
 
 func dial(t *testing.T, addr string) clickaggv1.AggregatorServiceClient {

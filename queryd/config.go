@@ -1,7 +1,6 @@
 package queryd
 
 import (
-	"cmp"
 	"flag"
 	"fmt"
 	"time"
@@ -47,10 +46,6 @@ type Config struct {
 	// PublishTTL is how long a published minute's key stays in Redis; 0 keeps
 	// it forever.
 	PublishTTL time.Duration
-	// MaxIDLength is the routers' -router.max-id-length, which ad_id and
-	// filter.user_id are checked against: no longer id was ever counted.
-	// The process sets it; 0 means the routers' default.
-	MaxIDLength int
 }
 
 // RegisterFlags registers the flags of c under -queryd. with their defaults.
@@ -115,17 +110,8 @@ func (c *Config) Validate() error {
 	if c.PublishTTL < 0 {
 		return fmt.Errorf("-queryd.publish-ttl %v: must not be negative", c.PublishTTL)
 	}
-	if c.MaxIDLength < 0 {
-		return fmt.Errorf("-router.max-id-length %d: must not be negative", c.MaxIDLength)
-	}
 	return nil
 }
-
-// defaultMaxIDLength is the routers' default -router.max-id-length.
-const defaultMaxIDLength = 128
-
-// maxIDLength is MaxIDLength, or the routers' default.
-func (c *Config) maxIDLength() int { return cmp.Or(c.MaxIDLength, defaultMaxIDLength) }
 
 // maxWindowMinutes is MaxWindow in minutes.
 func (c *Config) maxWindowMinutes() int64 { return int64(c.MaxWindow / time.Minute) }

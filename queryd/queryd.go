@@ -1,6 +1,7 @@
 package queryd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -128,18 +129,42 @@ func WithSplits(s Splits) Option {
 	return func(q *Queryd) { q.splits = s }
 }
 
+// Cluster is what queryd needs of the cluster state in etcd: it follows
+// who owns which partition and which history revisions apply.
+// *cluster.Client satisfies it.
+type Cluster interface {
+	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
+	WatchMembers(ctx context.Context, role string, fn func([]cluster.Member)) error
+	WatchAppliedRevisions(ctx context.Context, fn func([]byte) error) error
+}
+
+// defaultMaxIDLength is the routers' default -router.max-id-length.
+const defaultMaxIDLength = 128
+
+// WithMaxIDLength sets the longest ad_id and filter.user_id a query may
+// name: the routers' -router.max-id-length, since no longer id was ever
+// counted. Without it, or with 0, the routers' default.
+func WithMaxIDLength(n int) Option {
+	return func(q *Queryd) { q.maxIDLen = n }
+}
+
+// maxIDLength is the routers' -router.max-id-length, or their default.
+func (q *Queryd) maxIDLength() int { return cmp.Or(q.maxIDLen, defaultMaxIDLength) }
+
 // Queryd answers count and top queries by fanning out to the partitions'
 // owners, and publishes each completed minute's top list.
 type Queryd struct {
 	cfg   Config
 	parts *ring.Partitioner
-	cl    *cluster.Client
+	cl    Cluster
 	pubs  Publications
 	dial  func(addr string) (clickaggv1.AggregatorServiceClient, error)
 	lg    *slog.Logger
 	now   func() time.Time
 	// splits is nil when queryd has no split table (WithSplits).
 	splits Splits
+	// maxIDLen is 0 without WithMaxIDLength.
+	maxIDLen int
 
 	dir atomic.Pointer[directory]
 
@@ -180,7 +205,7 @@ type Queryd struct {
 // for the life of the Queryd; closing the underlying connections is the
 // caller's job. now is the clock that defines the current minute. New does
 // no I/O.
-func New(cfg Config, parts *ring.Partitioner, cl *cluster.Client, pubs Publications, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
+func New(cfg Config, parts *ring.Partitioner, cl Cluster, pubs Publications, dial func(addr string) (clickaggv1.AggregatorServiceClient, error), lg *slog.Logger, now func() time.Time, opts ...Option) *Queryd {
 	q := &Queryd{
 		cfg:         cfg,
 		parts:       parts,
@@ -235,6 +260,9 @@ func (q *Queryd) table() (*hotkey.Table, error) {
 // → Run returns. Queries keep being answered from the last directory.
 func (q *Queryd) Run(ctx context.Context) error {
 	defer q.stopOnce.Do(func() { close(q.stopped) })
+	if q.maxIDLen < 0 {
+		return fmt.Errorf("queryd: -router.max-id-length %d: must not be negative", q.maxIDLen)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return q.cl.WatchAssignment(gctx, q.setAssignment)

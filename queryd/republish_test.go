@@ -78,8 +78,8 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.AdvertiseAddr = lis.Addr().String()
-		a := aggregator.New(cfg, id, c.plog, snapshot.New(rdb, "clickagg"), c.cl, testLogger(t).With("node", id), time.Now)
+		addr := lis.Addr().String()
+		a := aggregator.New(cfg, aggregator.Self{ID: id, Addr: addr, LeaseTTL: 10 * time.Second}, c.plog, snapshot.New(rdb, "clickagg"), c.cl, testLogger(t).With("node", id), time.Now)
 		gs := grpc.NewServer()
 		clickaggv1.RegisterAggregatorServiceServer(gs, aggregator.NewServer(a))
 		served := make(chan struct{})
@@ -95,7 +95,7 @@ func newRealCluster(t *testing.T, ctx context.Context, parts *ring.Partitioner) 
 			gs.Stop()
 			<-served
 		})
-		client, err := dial(cfg.AdvertiseAddr)
+		client, err := dial(addr)
 		if err != nil {
 			t.Fatal(err)
 		}

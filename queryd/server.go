@@ -134,7 +134,7 @@ func (q *Queryd) parseCount(req *clickaggv1.GetAggregatedCountRequest) (countQue
 	if req.GetAdId() == "" {
 		return countQuery{}, invalidf("ad_id is required")
 	}
-	if err := checkID("ad_id", req.GetAdId(), q.cfg.maxIDLength()); err != nil {
+	if err := checkID("ad_id", req.GetAdId(), q.maxIDLength()); err != nil {
 		return countQuery{}, err
 	}
 	f, err := q.canonicalFilter(req.GetFilter())
@@ -253,7 +253,7 @@ func timeText(minute int64) string {
 func (q *Queryd) canonicalFilter(f *clickaggv1.Filter) (Filter, error) {
 	out := Filter{UserID: f.GetUserId()}
 	if u := f.GetUserId(); u != "" {
-		if err := checkID("filter.user_id", u, q.cfg.maxIDLength()); err != nil {
+		if err := checkID("filter.user_id", u, q.maxIDLength()); err != nil {
 			return Filter{}, err
 		}
 	}
