@@ -45,7 +45,7 @@ type grpcParts struct {
 // process runs a router, health and reflection. The metrics interceptors
 // come first, so that they count the refusals of the gate's and
 // grpcserver's.
-func (p *process) newGRPCServer(useRedis, router bool) error {
+func (p *process) newGRPCServer(useRedis, isRouter bool) error {
 	cfg := p.cfg
 	p.reg = newRegistry()
 	p.gm = grpcMetrics(p.reg)
@@ -64,7 +64,7 @@ func (p *process) newGRPCServer(useRedis, router bool) error {
 	// requests that decoded and got past the gate are charged. Callers are
 	// who authorization says they are, else their IP address.
 	var callerLimit []grpc.ServerOption
-	if rc := cfg.Router; router && rc.CallerRate > 0 {
+	if rc := cfg.Router; isRouter && rc.CallerRate > 0 {
 		callerLimit = ratelimit.New(rc.CallerRate, rc.CallerBurstOrDefault(), callerKey, time.Now, ratelimit.WithMetrics(p.reg)).ServerOptions()
 		p.lg.Info("per-caller ingest limit", "clicks_per_second", rc.CallerRate, "burst", rc.CallerBurstOrDefault())
 	}

@@ -46,10 +46,10 @@ func (p *process) verifyRedis() {
 // confirmed current; a router acknowledges each version on its membership
 // lease, so it registers here, first, and the coordinator then waits for
 // its acks before any change takes effect.
-func (p *process) startFollower(ctx context.Context, router bool) (*hotkey.Follower, error) {
+func (p *process) startFollower(ctx context.Context, isRouter bool) (*hotkey.Follower, error) {
 	cfg := p.cfg
 	var acker *hotkey.Acker
-	if router {
+	if isRouter {
 		acker = &hotkey.Acker{ID: cfg.ID}
 	}
 	follower := hotkey.NewFollower(cfg.hotKey(), p.splits, acker, p.lg.With("component", "splits"), time.Now)
