@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -445,4 +446,25 @@ func TestJoinsWaitForMore(t *testing.T) {
 	}
 	v2 := e.waitVersion(2)
 	checkOwners(t, v2, parts, b, d)
+}
+
+// TestMaxIDLength: WithMaxIDLength, the routers' -router.max-id-length,
+// bounds the ads SplitKey accepts (0: the routers' default); a negative
+// one stops Run before any I/O.
+func TestMaxIDLength(t *testing.T) {
+	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: time.Second, ReleaseTimeout: time.Second}
+	self := cluster.Candidate{ID: "coord-1"}
+	for _, tt := range []struct {
+		max, ad int // bytes
+		ok      bool
+	}{{8, 8, true}, {8, 9, false}, {0, 128, true}, {0, 129, false}} {
+		c := New(cfg, self, nil, 16, nil, nil, WithMaxIDLength(tt.max))
+		if err := c.validAdID(strings.Repeat("x", tt.ad)); (err == nil) != tt.ok {
+			t.Errorf("max %d, %d-byte ad_id: %v, want ok=%v", tt.max, tt.ad, err, tt.ok)
+		}
+	}
+	err := New(cfg, self, nil, 16, nil, nil, WithMaxIDLength(-1)).Run(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "-router.max-id-length -1: ") {
+		t.Errorf("Run with -router.max-id-length -1 = %v, want an error naming the flag", err)
+	}
 }

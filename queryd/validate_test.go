@@ -336,3 +336,22 @@ func TestFlagDefaults(t *testing.T) {
 		t.Errorf("defaults do not validate: %v", err)
 	}
 }
+
+// TestMaxIDLength: WithMaxIDLength, the routers' -router.max-id-length,
+// bounds the ids a query may name; a negative one stops Run.
+func TestMaxIDLength(t *testing.T) {
+	parts, err := ring.NewPartitioner(partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(New(testConfig(), parts, nil, nil, nil, testLogger(t), testNow, WithMaxIDLength(8)))
+	req := &clickaggv1.GetAggregatedCountRequest{AdId: "ad-123456", From: ts(base, 0, 0), To: ts(base+1, 0, 0)}
+	_, err = srv.GetAggregatedCount(context.Background(), req)
+	if want := "ad_id is 9 bytes long, at most 8 allowed"; status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Errorf("9-byte ad_id with -router.max-id-length 8: %v, want INVALID_ARGUMENT %q", err, want)
+	}
+	q := New(testConfig(), parts, nil, nil, nil, testLogger(t), testNow, WithMaxIDLength(-1))
+	if err := q.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "-router.max-id-length -1: ") {
+		t.Errorf("Run with -router.max-id-length -1 = %v, want an error naming the flag", err)
+	}
+}
