@@ -73,47 +73,14 @@ func TestOldWindowAnswersAsHelpSays(t *testing.T) {
 // -archive.bucket directory, "" without.
 func checkOldWindow(t *testing.T, srv *Server, rdb *redis.Client, prefix, bucket string, helps map[string]string) {
 	withHistory := bucket != ""
-	cc, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	ic, qc := clickaggv1.NewIngestServiceClient(cc), clickaggv1.NewQueryServiceClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
-	t.Cleanup(cancel)
-
-	base := time.Now().Truncate(time.Minute)
-	minute := base.Unix() / 60
-	ts := func(m int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(m*60, 0)) }
+	w := newOldWindow(t, srv)
+	base, minute, ctx := w.base, w.minute, w.ctx
 	truth := map[string]int64{"ad-old": 7, "ad-other": 3}
-	seq := 0
-	send := func(ad string, n int64, at time.Time) {
-		t.Helper()
-		var events []*clickaggv1.ClickEvent
-		for range n {
-			seq++
-			events = append(events, &clickaggv1.ClickEvent{EventId: fmt.Sprintf("e-%d", seq), AdId: ad,
-				ClickTime: timestamppb.New(at), UserId: "u", Ip: "10.0.0.1", Country: "US"})
-		}
-		testserver.Eventually(t, time.Minute, func() error {
-			resp, err := ic.Ingest(ctx, &clickaggv1.IngestRequest{Events: events})
-			if err == nil && resp.GetAccepted() != int64(len(events)) {
-				return fmt.Errorf("%d of %d clicks accepted: %v", resp.GetAccepted(), len(events), resp.GetRejected())
-			}
-			return err // a retry sends the same event_ids: counted once
-		})
-	}
 	for ad, n := range truth {
-		send(ad, n, base.Add(time.Second))
-	}
-	count := func() (*clickaggv1.GetAggregatedCountResponse, error) {
-		return qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-old", From: ts(minute), To: ts(minute + 1)})
-	}
-	top := func() (*clickaggv1.GetPopularAdsResponse, error) {
-		return qc.GetPopularAds(ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 1, End: ts(minute + 1)})
+		w.send(ad, n, base.Add(time.Second))
 	}
 	testserver.Eventually(t, time.Minute, func() error {
-		resp, err := count()
+		resp, err := w.count()
 		if err == nil && resp.GetCount() != truth["ad-old"] {
 			err = fmt.Errorf("count %d, want %d", resp.GetCount(), truth["ad-old"])
 		}
@@ -122,7 +89,7 @@ func checkOldWindow(t *testing.T, srv *Server, rdb *redis.Client, prefix, bucket
 
 	// Event time 3 minutes on: the minute is final (past the dedup
 	// horizon) and still in memory, so the history writer writes it.
-	send("ad-push", 1, base.Add(3*time.Minute))
+	w.send("ad-push", 1, base.Add(3*time.Minute))
 	if withHistory {
 		testserver.Eventually(t, time.Minute, func() error {
 			v, err := rdb.Get(ctx, prefix+":{p0}:history").Result()
@@ -138,35 +105,105 @@ func checkOldWindow(t *testing.T, srv *Server, rdb *redis.Client, prefix, bucket
 	// Event time 5 minutes on: once the watermark has passed minute+4,
 	// memory keeps minutes from minute+1 on (-aggregator.retention=3m),
 	// and the minute is older than the retention.
-	send("ad-push", 1, base.Add(5*time.Minute))
+	w.send("ad-push", 1, base.Add(5*time.Minute))
 	testserver.Eventually(t, time.Minute, func() error {
-		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-push", From: ts(minute + 3), To: ts(minute + 4)})
+		resp, err := w.qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-push", From: minuteStart(minute + 3), To: minuteStart(minute + 4)})
 		if err == nil && !resp.GetComplete() {
 			err = fmt.Errorf("minute %d not complete yet", minute+3)
 		}
 		return err
 	})
 	if !withHistory {
-		_, err := count()
-		if status.Code(err) != codes.OutOfRange {
-			t.Fatalf("count over a minute older than the retention: %v, want OUT_OF_RANGE", err)
-		}
-		if !strings.Contains(err.Error(), "-aggregator.retention=3m0s") {
-			t.Errorf("count over a minute older than the retention: %v, want the error to name -aggregator.retention", err)
-		}
-		if _, err := top(); status.Code(err) != codes.OutOfRange {
-			t.Errorf("popular ads over a minute older than the retention: %v, want OUT_OF_RANGE", err)
-		}
-		t.Logf("without a history, a window older than -aggregator.retention fails with OUT_OF_RANGE, as the help of -aggregator.retention (%q) and -queryd.max-window (%q) says",
-			helps["aggregator.retention"], helps["queryd.max-window"])
+		checkOutOfRange(w, helps)
 		return
 	}
-	// With the history, the answers are the same exact ones, from its
-	// files.
-	if resp, err := count(); err != nil || resp.GetCount() != truth["ad-old"] || !resp.GetComplete() {
+	checkFromHistory(w, bucket, truth)
+}
+
+// oldWindow is checkOldWindow's clients of one server, and the minute it
+// counts clicks in.
+type oldWindow struct {
+	t      *testing.T
+	ctx    context.Context
+	ic     clickaggv1.IngestServiceClient
+	qc     clickaggv1.QueryServiceClient
+	base   time.Time // the minute's start
+	minute int64     // Unix minutes
+	seq    int       // of the last event_id sent
+}
+
+func newOldWindow(t *testing.T, srv *Server) *oldWindow {
+	cc, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	t.Cleanup(cancel)
+	base := time.Now().Truncate(time.Minute)
+	return &oldWindow{t: t, ctx: ctx, ic: clickaggv1.NewIngestServiceClient(cc), qc: clickaggv1.NewQueryServiceClient(cc),
+		base: base, minute: base.Unix() / 60}
+}
+
+// minuteStart is the start of Unix minute m as a timestamp.
+func minuteStart(m int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(m*60, 0)) }
+
+// send ingests n clicks on ad at event time at, retrying until all are
+// accepted.
+func (w *oldWindow) send(ad string, n int64, at time.Time) {
+	t := w.t
+	t.Helper()
+	var events []*clickaggv1.ClickEvent
+	for range n {
+		w.seq++
+		events = append(events, &clickaggv1.ClickEvent{EventId: fmt.Sprintf("e-%d", w.seq), AdId: ad,
+			ClickTime: timestamppb.New(at), UserId: "u", Ip: "10.0.0.1", Country: "US"})
+	}
+	testserver.Eventually(t, time.Minute, func() error {
+		resp, err := w.ic.Ingest(w.ctx, &clickaggv1.IngestRequest{Events: events})
+		if err == nil && resp.GetAccepted() != int64(len(events)) {
+			return fmt.Errorf("%d of %d clicks accepted: %v", resp.GetAccepted(), len(events), resp.GetRejected())
+		}
+		return err // a retry sends the same event_ids: counted once
+	})
+}
+
+// count is ad-old's count over the minute.
+func (w *oldWindow) count() (*clickaggv1.GetAggregatedCountResponse, error) {
+	return w.qc.GetAggregatedCount(w.ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-old", From: minuteStart(w.minute), To: minuteStart(w.minute + 1)})
+}
+
+// top is the popular ads of the minute.
+func (w *oldWindow) top() (*clickaggv1.GetPopularAdsResponse, error) {
+	return w.qc.GetPopularAds(w.ctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 1, End: minuteStart(w.minute + 1)})
+}
+
+// checkOutOfRange: without a history, a window older than the retention
+// fails with OUT_OF_RANGE naming -aggregator.retention.
+func checkOutOfRange(w *oldWindow, helps map[string]string) {
+	t := w.t
+	_, err := w.count()
+	if status.Code(err) != codes.OutOfRange {
+		t.Fatalf("count over a minute older than the retention: %v, want OUT_OF_RANGE", err)
+	}
+	if !strings.Contains(err.Error(), "-aggregator.retention=3m0s") {
+		t.Errorf("count over a minute older than the retention: %v, want the error to name -aggregator.retention", err)
+	}
+	if _, err := w.top(); status.Code(err) != codes.OutOfRange {
+		t.Errorf("popular ads over a minute older than the retention: %v, want OUT_OF_RANGE", err)
+	}
+	t.Logf("without a history, a window older than -aggregator.retention fails with OUT_OF_RANGE, as the help of -aggregator.retention (%q) and -queryd.max-window (%q) says",
+		helps["aggregator.retention"], helps["queryd.max-window"])
+}
+
+// checkFromHistory: with the history, the answers are the same exact
+// ones, from its files.
+func checkFromHistory(w *oldWindow, bucket string, truth map[string]int64) {
+	t, minute := w.t, w.minute
+	if resp, err := w.count(); err != nil || resp.GetCount() != truth["ad-old"] || !resp.GetComplete() {
 		t.Fatalf("count over a minute in the history: %v, %v; want %d, complete", resp, err, truth["ad-old"])
 	}
-	resp, err := top()
+	resp, err := w.top()
 	if err != nil {
 		t.Fatalf("popular ads over a minute in the history: %v", err)
 	}
@@ -178,7 +215,7 @@ func checkOldWindow(t *testing.T, srv *Server, rdb *redis.Client, prefix, bucket
 		t.Errorf("popular ads over a minute in the history: %v, want %v", got, truth)
 	}
 	// -queryd.max-window still bounds the window.
-	_, err = qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-old", From: ts(minute - 10), To: ts(minute + 1)})
+	_, err = w.qc.GetAggregatedCount(w.ctx, &clickaggv1.GetAggregatedCountRequest{AdId: "ad-old", From: minuteStart(minute - 10), To: minuteStart(minute + 1)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("count over 11 minutes with -queryd.max-window=10m: %v, want INVALID_ARGUMENT", err)
 	}
@@ -190,7 +227,7 @@ func checkOldWindow(t *testing.T, srv *Server, rdb *redis.Client, prefix, bucket
 	if err := os.Remove(file[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := count(); status.Code(err) != codes.DataLoss {
+	if _, err := w.count(); status.Code(err) != codes.DataLoss {
 		t.Errorf("count over a minute whose history file is gone: %v, want DATA_LOSS", err)
 	}
 	t.Logf("with a history, a window older than -aggregator.retention is read from the history files, exactly (%v)", got)
