@@ -48,7 +48,7 @@
 // by CRC16, not placed, so small N spread worse; resharding slots by hand
 // (redis-cli --cluster reshard) evens out a given N.
 //
-// A new implementation of the partition log (router.Log, the aggregator's
-// partLog) must pass the contract suite in package partlogtest, as this one
-// does on one Redis server and on a Redis Cluster.
+// A new implementation of the partition log (router.Log, aggregator.Log)
+// must pass the contract suite in package partlogtest, as this one does on
+// one Redis server and on a Redis Cluster.
 package partlog

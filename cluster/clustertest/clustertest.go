@@ -1,7 +1,7 @@
 // Package clustertest is the contract suite of the membership the roles
-// use (the aggregator's membership: Register, WatchAssignment, Members,
-// Leader). Every implementation runs Run on its real backend (package
-// cluster on an embedded etcd).
+// use (aggregator.Cluster: Register, WatchAssignment, Members, Leader).
+// Every implementation runs Run on its real backend (package cluster on an
+// embedded etcd).
 package clustertest
 
 import (
@@ -17,7 +17,7 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-// Membership is the aggregator's membership.
+// Membership is aggregator.Cluster.
 type Membership interface {
 	Register(ctx context.Context, m cluster.Member, ttl time.Duration) (*cluster.Registration, error)
 	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error

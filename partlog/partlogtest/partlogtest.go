@@ -1,5 +1,5 @@
 // Package partlogtest is the contract suite of the partition log: what the
-// router (router.Log) and the aggregator (its partLog) need of it. Every
+// router (router.Log) and the aggregator (aggregator.Log) need of it. Every
 // implementation runs Run on its real backend (package partlog on one
 // Redis server and on a Redis Cluster).
 package partlogtest
@@ -17,7 +17,7 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-// Log is the union of router.Log and the aggregator's partLog.
+// Log is the union of router.Log and aggregator.Log.
 type Log interface {
 	Append(ctx context.Context, items []partlog.Append) ([]string, error)
 	Read(ctx context.Context, after map[int]string, count int64, block time.Duration) (map[int][]partlog.Entry, error)

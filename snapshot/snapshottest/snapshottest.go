@@ -22,7 +22,7 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-// Store is the aggregator's snapshotStore.
+// Store is aggregator.SnapshotStore.
 type Store interface {
 	Claim(ctx context.Context, p int, epoch uint64) error
 	Save(ctx context.Context, p int, w snapshot.Write) error
