@@ -19,6 +19,7 @@ import (
 	"github.com/clickagg/clickagg/partlog"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/testsupport"
 )
@@ -45,7 +46,7 @@ func newWorkload(e *env) *workload {
 		g:  newGen(30),
 		tr: newTruth(e.part),
 		// Two hours ago: well inside the dedup horizon, like real traffic.
-		base: floorMinute(time.Now().Add(-2 * time.Hour).UnixMilli()),
+		base: tally.MinuteOf(time.Now().Add(-2 * time.Hour).UnixMilli()),
 	}
 }
 
@@ -57,7 +58,7 @@ func (w *workload) send(evs []*clickaggv1.LogEvent) {
 	seen := make(map[string]bool)
 	for _, ev := range evs {
 		_, old := w.tr.events[ev.GetEventId()]
-		if !old && !seen[ev.GetEventId()] && w.tick != 0 && (floorMinute(ev.GetClickTimeMs())+1)*minuteMs <= wm {
+		if !old && !seen[ev.GetEventId()] && w.tick != 0 && (tally.MinuteOf(ev.GetClickTimeMs())+1)*minuteMs <= wm {
 			w.late++
 		}
 		seen[ev.GetEventId()] = true

@@ -28,6 +28,7 @@ import (
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/snapshot"
+	"github.com/clickagg/clickagg/tally"
 	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/testsupport"
 	"github.com/clickagg/clickagg/topn"
@@ -418,7 +419,7 @@ func (g *truth) add(evs []*clickaggv1.LogEvent) int {
 }
 
 func matches(ev *clickaggv1.LogEvent, w Window, f *clickaggv1.Filter) bool {
-	m := floorMinute(ev.GetClickTimeMs())
+	m := tally.MinuteOf(ev.GetClickTimeMs())
 	return m >= w.From && m < w.To &&
 		(f.GetCountry() == "" || f.GetCountry() == ev.GetCountry()) &&
 		(f.GetIp() == "" || f.GetIp() == ev.GetIp()) &&

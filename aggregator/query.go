@@ -145,7 +145,7 @@ func (a *Aggregator) memFrom(view history.View, pt *partition, w Window, wm int6
 
 // oldest is the oldest minute of pt in memory at watermark wm.
 func (a *Aggregator) oldest(pt *partition, wm int64) int64 {
-	return floorMinute(subSat(wm, a.cfg.Retention.Milliseconds()))
+	return tally.MinuteOf(subSat(wm, a.cfg.Retention.Milliseconds()))
 }
 
 // historySums returns per ad the clicks of partition p over w matching f
@@ -543,21 +543,12 @@ func (a *Aggregator) MinuteRevisions(ps []int, w Window) ([]tally.MinuteRevision
 // still in memory when it did: the watermark only grows, so the oldest
 // minute kept now is at least as new as the one the query saw.
 func (a *Aggregator) inMemory(pt *partition, w Window) error {
-	oldest := floorMinute(subSat(pt.tp.Watermark(), a.cfg.Retention.Milliseconds()))
+	oldest := tally.MinuteOf(subSat(pt.tp.Watermark(), a.cfg.Retention.Milliseconds()))
 	if w.From < oldest {
 		return fmt.Errorf("%w: window starts at minute %d, but partition %d keeps minutes from %d on (-aggregator.retention=%v before the watermark); older minutes are deleted",
 			ErrOutOfRange, w.From, pt.id, oldest, a.cfg.Retention)
 	}
 	return nil
-}
-
-// floorMinute returns the Unix minute that contains the Unix millisecond ms.
-func floorMinute(ms int64) int64 {
-	m := ms / minuteMs
-	if ms%minuteMs < 0 {
-		m--
-	}
-	return m
 }
 
 // subSat returns a-b for b >= 0 without going below the smallest int64.

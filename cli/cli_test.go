@@ -118,6 +118,18 @@ func TestAdvertiseAddr(t *testing.T) {
 	}
 }
 
+func TestEmptyRedisPrefixIsRefused(t *testing.T) {
+	for _, target := range []string{"all", "queryd", "aggregator", "router"} {
+		fs, cfg := newFlags()
+		if err := parse(fs, []string{"-target=" + target, "-redis.prefix="}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "-redis.prefix") {
+			t.Errorf("-target=%s: Validate() = %v, want an error naming -redis.prefix", target, err)
+		}
+	}
+}
+
 func TestEveryFlagIsExplained(t *testing.T) {
 	fs, _ := newFlags()
 	fs.VisitAll(func(f *flag.Flag) {

@@ -191,6 +191,12 @@ func (c *ServerConfig) Validate() error {
 		if err := c.Redis.Validate(); err != nil {
 			return err
 		}
+		// Without a prefix the keys of two clusters sharing a Redis
+		// would meet, and the health check's cluster mark could not tell
+		// them apart.
+		if c.RedisPrefix == "" {
+			return errors.New("-redis.prefix: must not be empty")
+		}
 	}
 	hk := c.hotKey()
 	if err := hk.Validate(); err != nil {

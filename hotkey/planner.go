@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/clickagg/clickagg/ring"
+	"github.com/clickagg/clickagg/tally"
 )
 
 // AdRate is one ad's events per second.
@@ -83,7 +84,7 @@ func (p *Planner) Plan(now time.Time, t *Table, obs Observation) []Decision {
 		}
 	}
 	var out []Decision
-	nowMinute := floorMinute(now.UnixMilli())
+	nowMinute := tally.MinuteOf(now.UnixMilli())
 	for _, iv := range t.Splits() {
 		if !iv.Open() || iv.FromMinute > nowMinute || now.Sub(iv.From()) < p.cfg.MinSplit {
 			continue

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/tally"
 )
 
 // ErrWithdrawn: some live router did not acknowledge a change in time, so
@@ -101,7 +102,7 @@ func (p *Publisher) Plan(ctx context.Context, c Change) (Interval, error) {
 func (p *Publisher) next(t *Table, c Change) (*Table, Interval, error) {
 	now := p.now()
 	m := EffectiveMinute(now, p.cfg.MaxSkew, p.cfg.LeadTime)
-	gcBefore := floorMinute(now.Add(-p.cfg.Keep).UnixMilli())
+	gcBefore := tally.MinuteOf(now.Add(-p.cfg.Keep).UnixMilli())
 	return t.apply(c, m, gcBefore, p.store.Partitions())
 }
 

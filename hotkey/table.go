@@ -10,6 +10,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/clickagg/clickagg/ring"
+	"github.com/clickagg/clickagg/tally"
 )
 
 // Errors of table changes.
@@ -174,7 +175,7 @@ func (t *Table) Intervals(adID string) []Interval {
 func (t *Table) Route(parts *ring.Partitioner, adID, eventID string, clickMs int64) int {
 	if t != nil && len(t.byAd) != 0 {
 		if ivs, ok := t.byAd[adID]; ok {
-			m := floorMinute(clickMs)
+			m := tally.MinuteOf(clickMs)
 			for _, iv := range ivs {
 				if iv.contains(m) {
 					return iv.Partitions[xxhash.Sum64String(eventID)%uint64(len(iv.Partitions))]
@@ -345,22 +346,13 @@ func sameRouting(a, b *Table, from, to int64) error {
 	return nil
 }
 
-// floorMinute returns the Unix minute that contains the Unix millisecond ms.
-func floorMinute(ms int64) int64 {
-	m := ms / minuteMs
-	if ms%minuteMs < 0 {
-		m--
-	}
-	return m
-}
-
 // EffectiveMinute returns the first minute M with M*60s − maxSkew − now ≥
 // lead: a change effective from M leaves every router at least lead to
 // learn of it before it may accept a click of minute M (routers accept
 // clicks up to maxSkew ahead of their clock).
 func EffectiveMinute(now time.Time, maxSkew, lead time.Duration) int64 {
 	ms := now.Add(maxSkew + lead).UnixMilli()
-	m := floorMinute(ms)
+	m := tally.MinuteOf(ms)
 	if ms%minuteMs != 0 {
 		m++
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/clickagg/clickagg/history"
+	"github.com/clickagg/clickagg/tally"
 )
 
 // corrections queues the minutes that a recount (clickagg recalc -apply)
@@ -85,7 +86,7 @@ func (q *Queryd) setApplied(data []byte) error {
 // maxFixesPerPoll corrected minutes that differ from what the store holds.
 // A minute the store does not hold (never published, or expired) stays so.
 func (q *Queryd) republishCorrected(ctx context.Context) error {
-	oldest := floorMinute(q.now().Add(-q.cfg.PublishTTL).UnixMilli())
+	oldest := tally.MinuteOf(q.now().Add(-q.cfg.PublishTTL).UnixMilli())
 	cs := q.corr.take(maxFixesPerPoll, oldest)
 	if len(cs) == 0 {
 		return nil

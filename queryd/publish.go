@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/tally"
 )
 
 const (
@@ -275,7 +275,7 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 	// The oldest minute that can still change: every partition's
 	// watermark is at least wm, so a minute that ended RepublishHorizon
 	// before it accepts no more events anywhere.
-	horizon := floorMinute(wm - q.cfg.RepublishHorizon.Milliseconds())
+	horizon := tally.MinuteOf(wm - q.cfg.RepublishHorizon.Milliseconds())
 	// The revisions are read every RecheckInterval, and on every poll that
 	// hands out new minutes, which is at most once a minute in the steady
 	// state: then a correction is at most a minute late, whatever the
@@ -293,7 +293,7 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		if err != nil {
 			return fmt.Errorf("read minute revisions: %w", err)
 		}
-		final := floorMinute(readWm - q.cfg.RepublishHorizon.Milliseconds())
+		final := tally.MinuteOf(readWm - q.cfg.RepublishHorizon.Milliseconds())
 		pub.revs.update(got, from, upto+1, final, pub.start)
 	}
 	fixes := pub.revs.pick(pub.next)
@@ -343,15 +343,6 @@ func (q *Queryd) poll(ctx context.Context, pub *publisher) error {
 		pub.rechecked = now
 	}
 	return nil
-}
-
-// floorMinute returns the Unix minute that contains the Unix millisecond ms.
-func floorMinute(ms int64) int64 {
-	m := ms / minuteMs
-	if ms%minuteMs < 0 {
-		m--
-	}
-	return m
 }
 
 // computeMinutes computes the top list of every (query, minute) in need;
@@ -621,8 +612,6 @@ func (q *Queryd) minuteRevisionsOnce(ctx context.Context, d *directory, from, to
 	if err != nil {
 		return nil, 0, err
 	}
-	var missing []int
-	var reasons []string
 	answers := make([][]*clickaggv1.MinuteRevision, len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))
@@ -647,17 +636,8 @@ func (q *Queryd) minuteRevisionsOnce(ctx context.Context, d *directory, from, to
 		})
 	}
 	_ = eg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			for _, p := range groups[i].parts {
-				missing = append(missing, int(p))
-			}
-			reasons = append(reasons, fmt.Sprintf("partitions %v: %v", groups[i].parts, err))
-		}
-	}
-	if len(missing) > 0 {
-		slices.Sort(missing)
-		return nil, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	if err := groupsFailed(groups, errs); err != nil {
+		return nil, 0, err
 	}
 	sums := map[int64]int64{}
 	for _, a := range answers {

@@ -628,8 +628,6 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	var missing []int
-	var reasons []string
 	lists := make([][]AdCount, 2*len(groups))
 	wms := make([]int64, len(groups))
 	errs := make([]error, len(groups))
@@ -646,17 +644,8 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	if err := ownerAnswer(errs); err != nil {
 		return nil, 0, 0, err
 	}
-	for i, err := range errs {
-		if err != nil {
-			for _, p := range groups[i].parts {
-				missing = append(missing, int(p))
-			}
-			reasons = append(reasons, fmt.Sprintf("partitions %v: %v", groups[i].parts, err))
-		}
-	}
-	if len(missing) > 0 {
-		slices.Sort(missing)
-		return nil, 0, 0, &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
+	if err := groupsFailed(groups, errs); err != nil {
+		return nil, 0, 0, err
 	}
 	first := make([]int, len(groups))
 	for i, g := range groups {
@@ -673,6 +662,26 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 type ownerGroup struct {
 	route
 	parts []int32
+}
+
+// groupsFailed is the UnavailableError naming every partition of the
+// groups whose call failed (errs[i] for groups[i]), or nil if none did.
+func groupsFailed(groups []*ownerGroup, errs []error) error {
+	var missing []int
+	var reasons []string
+	for i, err := range errs {
+		if err != nil {
+			for _, p := range groups[i].parts {
+				missing = append(missing, int(p))
+			}
+			reasons = append(reasons, fmt.Sprintf("partitions %v: %v", groups[i].parts, err))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return &UnavailableError{Partitions: missing, Reason: strings.Join(reasons, "; ")}
 }
 
 // ownerGroups groups every partition by its owner, ordered by their first

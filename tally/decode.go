@@ -144,7 +144,7 @@ func (w *warming) dedupSlots(p *Partition, evs []rawEvent) {
 	var start int64
 	for i := range evs {
 		ev := &evs[i]
-		if s := floorMinute(ev.ms); i == 0 || s != start {
+		if s := MinuteOf(ev.ms); i == 0 || s != start {
 			start, m = s, p.minutes[s]
 		}
 		if m == nil || m.delta == nil {

@@ -107,9 +107,11 @@ func NewPartition(id int, opts Options) *Partition {
 	}
 }
 
-// floorMinute returns the Unix minute that contains ms, rounding down for
-// times before 1970 as well.
-func floorMinute(ms int64) int64 {
+// MinuteOf returns the Unix minute that contains the Unix millisecond ms,
+// rounding down for times before 1970 as well: the minute a click at ms
+// counts in. Every package that names minutes uses it, so that a split,
+// a query window and a published minute start where the counts do.
+func MinuteOf(ms int64) int64 {
 	m := ms / minuteMs
 	if ms%minuteMs < 0 {
 		m--
@@ -159,7 +161,7 @@ func (p *Partition) applyEvent(ev *clickaggv1.LogEvent) {
 // applyFields applies one event. It keeps none of its strings: the ad and
 // country are interned as copies, the others hashed (see ApplyEncoded).
 func (p *Partition) applyFields(eventID, adID string, clickMs int64, userID, ip, country string) {
-	start := floorMinute(clickMs)
+	start := MinuteOf(clickMs)
 	end := minuteEnd(start)
 	if end <= subSat(p.watermark, p.horizonMs) {
 		p.stats.Expired++

@@ -116,7 +116,7 @@ func BenchmarkTopWindows(b *testing.B) {
 	p := s.partition()
 	b.Logf("%d (ad, minute) keys, %d live ads", memOf(p).keys, p.ads.live())
 	cur := func(p *Partition) int64 {
-		return floorMinute(p.Watermark()+benchOpts.AllowedLateness.Milliseconds()) - m0
+		return MinuteOf(p.Watermark()+benchOpts.AllowedLateness.Milliseconds()) - m0
 	}
 	queries := []struct {
 		name    string
