@@ -205,15 +205,19 @@ func (p *process) close() {
 	}
 }
 
+// redisPoolSize is the process's connections per Redis server: the
+// router's appends in flight, the aggregator's reads and snapshot writes
+// and queryd's publications share them.
+const redisPoolSize = 64
+
 // connect connects to Redis when a role uses it, and to etcd, and reads or
 // creates the cluster's partition count.
 func (p *process) connect(ctx context.Context, useRedis bool) error {
 	cfg := p.cfg
 	if useRedis {
 		rc := cfg.Redis
-		rc.PoolSize = 64
 		var err error
-		if p.rdb, err = rc.NewClient(ctx); err != nil {
+		if p.rdb, err = rc.NewClient(ctx, redisPoolSize); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
 		p.onClose(func() { _ = p.rdb.Close() })

@@ -42,9 +42,6 @@ type Config struct {
 	// reach within WaitTimeout (package durable); 0 does not wait.
 	WaitReplicas int
 	WaitTimeout  time.Duration
-	// PoolSize is the connection pool per server; 0 is go-redis's default.
-	// No flag sets it: the server sizes it for its own concurrency.
-	PoolSize int
 	// CheckTimeout bounds NewClient's check of a Cluster's seeds or a
 	// Sentinel's master; 0 means 10 seconds.
 	CheckTimeout time.Duration
@@ -181,7 +178,7 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	o := &redis.UniversalOptions{Username: c.Username, PoolSize: c.PoolSize}
+	o := &redis.UniversalOptions{Username: c.Username}
 	if c.WaitReplicas > 0 {
 		// A pipeline reads every reply, WAIT's too, within the read
 		// timeout (go-redis's default 3s): it must outlast the wait.
@@ -223,12 +220,14 @@ func (c *Config) Options() (*redis.UniversalOptions, error) {
 // a sentinel knows the master and the master answers; its error names the
 // flag to fix. A single server is not contacted. A Sentinel client dials
 // only a primary that most sentinels name and none contradicts (see
-// agreement).
-func (c *Config) NewClient(ctx context.Context) (redis.UniversalClient, error) {
+// agreement). poolSize is the connection pool per server, which only the
+// process knows it needs; 0 is go-redis's default.
+func (c *Config) NewClient(ctx context.Context, poolSize int) (redis.UniversalClient, error) {
 	o, err := c.Options()
 	if err != nil {
 		return nil, err
 	}
+	o.PoolSize = poolSize
 	timeout := c.CheckTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second

@@ -138,7 +138,7 @@ func newClient(t *testing.T, args ...string) redis.UniversalClient {
 	t.Helper()
 	c := parse(t, args...)
 	c.CheckTimeout = 5 * time.Second
-	rdb, err := c.NewClient(context.Background())
+	rdb, err := c.NewClient(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func newClientErr(t *testing.T, args ...string) error {
 	t.Helper()
 	c := parse(t, args...)
 	c.CheckTimeout = 5 * time.Second
-	rdb, err := c.NewClient(context.Background())
+	rdb, err := c.NewClient(context.Background(), 0)
 	if err == nil {
 		rdb.Close()
 		t.Fatal("NewClient succeeded")
@@ -276,7 +276,7 @@ func TestSentinel(t *testing.T) {
 	sentinel := testserver.Sentinel(t, "mymaster", master)
 
 	c := parse(t, "-redis.sentinel-master=nosuchmaster", "-redis.sentinel-addrs="+sentinel, "-redis.password-file="+master.PasswordFile)
-	if rdb, err := c.NewClient(ctx); err == nil {
+	if rdb, err := c.NewClient(ctx, 0); err == nil {
 		rdb.Close()
 		t.Fatal("NewClient with a wrong master name succeeded")
 	} else if !strings.Contains(err.Error(), `-redis.sentinel-master "nosuchmaster": sentinel `+sentinel+" knows no master by that name") {
@@ -290,7 +290,7 @@ func TestSentinel(t *testing.T) {
 	nobody := fmt.Sprintf("127.0.0.1:%d", port)
 	c = parse(t, "-redis.sentinel-master=mymaster", "-redis.sentinel-addrs="+nobody, "-redis.password-file="+master.PasswordFile)
 	c.CheckTimeout = 5 * time.Second
-	if rdb, err := c.NewClient(ctx); err == nil {
+	if rdb, err := c.NewClient(ctx, 0); err == nil {
 		rdb.Close()
 		t.Fatal("NewClient with an unreachable sentinel succeeded")
 	} else if !strings.Contains(err.Error(), "-redis.sentinel-addrs "+nobody+": no sentinel answered") {

@@ -99,7 +99,7 @@ func TestSentinelTLS(t *testing.T) {
 	testserver.Eventually(t, 30*time.Second, func() error {
 		c := parse(t, args...)
 		c.CheckTimeout = 5 * time.Second
-		client, err := c.NewClient(ctx)
+		client, err := c.NewClient(ctx, 0)
 		if err != nil {
 			return err
 		}
