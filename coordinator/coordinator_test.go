@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -144,21 +145,42 @@ func (e *env) start(id string, partitions int) (*Coordinator, func() error) {
 // startOn is start on the given etcd connection.
 func (e *env) startOn(etcd *clientv3.Client, id string, partitions int, opts ...Option) (*Coordinator, func() error) {
 	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
-	log := slog.New(slog.NewTextHandler(e.t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, cluster.Candidate{ID: id}, cluster.NewClient(etcd, "/t"), partitions, e.dial, log, opts...)
+	c := New(cfg, cluster.Candidate{ID: id}, cluster.NewClient(etcd, "/t"), partitions, e.dial, coordLogger(e.t, id), opts...)
+	return c, runCoordinator(e.t, id, c)
+}
+
+// coordLogger is a coordinator's log, in the test's output.
+func coordLogger(t *testing.T, id string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
+}
+
+// runCoordinator runs c until stop or the test's end; stop returns Run's
+// error, and an error left at the test's end fails the test.
+func runCoordinator(t *testing.T, id string, c *Coordinator) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
+	stop = sync.OnceValue(func() error {
 		cancel()
 		return <-done
 	})
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		if err := stop(); err != nil {
-			e.t.Errorf("coordinator %s: Run = %v", id, err)
+			t.Errorf("coordinator %s: Run = %v", id, err)
 		}
 	})
-	return c, stop
+	return stop
+}
+
+// serveCoordinator serves c's admin API on lis until the test's end and
+// returns a client of it. Called before runCoordinator, its cleanup runs
+// after the coordinator has stopped.
+func serveCoordinator(t *testing.T, lis net.Listener, c *Coordinator) clickaggv1.CoordinatorServiceClient {
+	t.Helper()
+	conn := testserver.ServeGRPC(t, lis, func(gs *grpc.Server) {
+		clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
+	})
+	return clickaggv1.NewCoordinatorServiceClient(conn)
 }
 
 // waitVersion waits for the stored assignment to reach version v exactly.

@@ -4,17 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -116,39 +112,14 @@ func (w *hkWorld) startRouter(id string) *hotkey.Follower {
 func (w *hkWorld) startCoordinator(id string) (*Coordinator, clickaggv1.CoordinatorServiceClient) {
 	t := w.t
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testserver.Listen(t)
 	addr := lis.Addr().String()
 	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second}
-	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
 	etcd := w.etcd()
-	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg, WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
-	gs := grpc.NewServer()
-	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gs.Serve(lis)
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator %s: Run = %v", id, err)
-		}
-		gs.Stop()
-		<-served
-		_ = conn.Close()
-	})
-	return c, clickaggv1.NewCoordinatorServiceClient(conn)
+	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, coordLogger(t, id), WithHotKeys(hotkey.NewStore(etcd, "/t", w.parts), w.cfg, w.clk.Now))
+	client := serveCoordinator(t, lis, c)
+	runCoordinator(t, id, c)
+	return c, client
 }
 
 // rate is the events per second every owner reports for partition p:

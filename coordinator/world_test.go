@@ -187,45 +187,16 @@ type coordNode struct {
 func (w *world) startCoordinator(id string, etcdEndpoint string, sessionTTL time.Duration) *coordNode {
 	t := w.t
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testserver.Listen(t)
 	etcd := w.etcd()
 	if etcdEndpoint != "" {
 		etcd = testserver.NewEtcdClient(t, etcdEndpoint)
 	}
 	addr := lis.Addr().String()
 	cfg := Config{Load: ring.DefaultLoad, SessionTTL: sessionTTL, StatusTimeout: 2 * time.Second, ReleaseTimeout: 10 * time.Second, JoinDelay: 500 * time.Millisecond}
-	lg := slog.New(slog.NewTextHandler(t.Output(), nil)).With("coordinator", id)
-	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, lg)
-	gs := grpc.NewServer()
-	clickaggv1.RegisterCoordinatorServiceServer(gs, NewServer(c))
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gs.Serve(lis)
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("coordinator %s: Run = %v", id, err)
-		}
-		gs.Stop()
-		<-served
-		_ = conn.Close()
-	})
-	return &coordNode{c: c, addr: addr, client: clickaggv1.NewCoordinatorServiceClient(conn), stop: stop}
+	c := New(cfg, cluster.Candidate{ID: id, Addr: addr}, cluster.NewClient(etcd, "/t"), w.parts, w.dial, coordLogger(t, id))
+	client := serveCoordinator(t, lis, c)
+	return &coordNode{c: c, addr: addr, client: client, stop: runCoordinator(t, id, c)}
 }
 
 // assignment returns the stored assignment.

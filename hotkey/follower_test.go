@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/clickagg/clickagg/cluster"
@@ -195,19 +193,8 @@ func TestRouterRefusesWithStaleTable(t *testing.T) {
 // serveIngest serves r's IngestService on a loopback port.
 func serveIngest(t *testing.T, r *router.Router) clickaggv1.IngestServiceClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := testserver.ServeGRPC(t, testserver.Listen(t), func(gs *grpc.Server) {
+		clickaggv1.RegisterIngestServiceServer(gs, router.NewServer(r))
+	})
 	return clickaggv1.NewIngestServiceClient(conn)
 }

@@ -451,20 +451,9 @@ func newEnvOn(t *testing.T, tr *truth, cfg Config, rdb redis.UniversalClient, op
 // serveQuery serves srv on a loopback port and returns a client to it.
 func serveQuery(t *testing.T, srv clickaggv1.QueryServiceServer) clickaggv1.QueryServiceClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	clickaggv1.RegisterQueryServiceServer(gs, srv)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := testserver.ServeGRPC(t, testserver.Listen(t), func(gs *grpc.Server) {
+		clickaggv1.RegisterQueryServiceServer(gs, srv)
+	})
 	return clickaggv1.NewQueryServiceClient(conn)
 }
 
