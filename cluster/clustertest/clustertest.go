@@ -114,21 +114,28 @@ func sameMembers(a, b []cluster.Member) bool {
 	})
 }
 
-// testRegisterAndList: every registration gets a fresh incarnation and
-// its time; Members lists a role's members (every role's for ""), sorted
+// testRegisterAndList: every registration is of the member given, with a
+// fresh incarnation and its time; Members lists a role's members (every role's for ""), sorted
 // by ID, then role, and refuses an unknown role.
 func testRegisterAndList(t *testing.T, f Fixture) {
 	ctx := ctxT(t)
 	before := time.Now()
-	regs := []*cluster.Registration{
-		register(t, f, "b", cluster.RoleAggregator, "127.0.0.1:2"),
-		register(t, f, "a", cluster.RoleAggregator, "127.0.0.1:1"),
-		register(t, f, "a", cluster.RoleRouter, "127.0.0.1:3"),
-		register(t, f, "c", cluster.RoleQueryd, "127.0.0.1:4"),
+	in := []cluster.Member{
+		{ID: "b", Role: cluster.RoleAggregator, Addr: "127.0.0.1:2"},
+		{ID: "a", Role: cluster.RoleAggregator, Addr: "127.0.0.1:1"},
+		{ID: "a", Role: cluster.RoleRouter, Addr: "127.0.0.1:3"},
+		{ID: "c", Role: cluster.RoleQueryd, Addr: "127.0.0.1:4"},
+	}
+	var regs []*cluster.Registration
+	for _, m := range in {
+		regs = append(regs, register(t, f, m.ID, m.Role, m.Addr))
 	}
 	seen := map[int64]bool{}
-	for _, r := range regs {
+	for i, r := range regs {
 		m := r.Member()
+		if m.ID != in[i].ID || m.Role != in[i].Role || m.Addr != in[i].Addr {
+			t.Fatalf("registered %+v as %+v", in[i], m)
+		}
 		if m.Incarnation == 0 || seen[m.Incarnation] {
 			t.Fatalf("member %+v: incarnation must be fresh", m)
 		}
