@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -18,11 +17,6 @@ func TestContractEtcd(t *testing.T) {
 	clustertest.Run(t, func(t *testing.T) clustertest.Fixture {
 		n++
 		c := cluster.NewClient(cli, fmt.Sprintf("/contract%d", n))
-		return clustertest.Fixture{
-			Membership: c,
-			Campaign: func(ctx context.Context, id string) (clustertest.Leadership, error) {
-				return c.Campaign(ctx, id, clustertest.TTL)
-			},
-		}
+		return clustertest.Fixture{Cluster: c, Jobs: c}
 	})
 }

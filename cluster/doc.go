@@ -51,7 +51,8 @@
 // after it; when etcd cancels the watch (compaction, lost leader) they Get
 // again and resume, so a callback always sees a consistent full state.
 //
-// A new implementation of the membership the roles use (Register,
-// WatchAssignment, Members, Leader) must pass the contract suite in
-// package clustertest, as this one does on a real (embedded) etcd.
+// A new implementation of the cluster state the roles use (their
+// interfaces aggregator.Cluster, coordinator.Cluster and queryd.Cluster)
+// must pass the contract suite in package clustertest, as this one does
+// on a real (embedded) etcd.
 package cluster

@@ -1,7 +1,10 @@
-// Package clustertest is the contract suite of the membership the roles
-// use (aggregator.Cluster: Register, WatchAssignment, Members, Leader).
-// Every implementation runs Run on its real backend (package cluster on an
-// embedded etcd).
+// Package clustertest is the contract suite of the cluster state the
+// roles share, through their three narrow interfaces on it:
+// aggregator.Cluster, coordinator.Cluster and queryd.Cluster. Each of
+// their methods has a case that checks what it returns against what the
+// writers wrote: registrations, the leader's commits and handoff records,
+// and the batch jobs' records. Every implementation runs Run on its real
+// backend (package cluster on an embedded etcd).
 package clustertest
 
 import (
@@ -17,28 +20,38 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 )
 
-// Membership is aggregator.Cluster.
-type Membership interface {
+// Cluster is the union of aggregator.Cluster, coordinator.Cluster and
+// queryd.Cluster. The leader's writes are the methods of the Leadership
+// that CampaignAt returns.
+type Cluster interface {
 	Register(ctx context.Context, m cluster.Member, ttl time.Duration) (*cluster.Registration, error)
-	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
-	Members(ctx context.Context, role string) ([]cluster.Member, error)
+	CampaignAt(ctx context.Context, cand cluster.Candidate, ttl time.Duration) (*cluster.Leadership, error)
 	Leader(ctx context.Context) (string, error)
+	LeaderCandidate(ctx context.Context) (cluster.Candidate, error)
+	Members(ctx context.Context, role string) ([]cluster.Member, error)
+	WatchMembers(ctx context.Context, role string, fn func([]cluster.Member)) error
+	Assignment(ctx context.Context) (cluster.Assignment, error)
+	WatchAssignment(ctx context.Context, fn func(cluster.Assignment)) error
+	Draining(ctx context.Context) (map[string]time.Time, error)
+	Pins(ctx context.Context) (map[int]string, error)
+	Handoffs(ctx context.Context) ([]cluster.Handoff, error)
+	LastReconcileRun(ctx context.Context) (r cluster.ReconcileRun, ok bool, err error)
+	WatchAppliedRevisions(ctx context.Context, fn func([]byte) error) error
 }
 
-// Leadership is what the suite needs of a leader: the coordinator's
-// writes of the assignment, and giving the leadership up.
-type Leadership interface {
-	Commit(ctx context.Context, u cluster.Update) error
-	Resign(ctx context.Context) error
+// Jobs is what the batch jobs write for the roles to read: clickagg
+// reconcile its last run, clickagg recalc the applied history revisions.
+type Jobs interface {
+	PutReconcileRun(ctx context.Context, r cluster.ReconcileRun) error
+	AppliedRevisions(ctx context.Context) ([]byte, int64, error)
+	PutAppliedRevisions(ctx context.Context, data []byte, mod int64) error
 }
 
 // Fixture is one implementation under test, empty: no member, no
-// assignment, no leader.
+// assignment, no leader, no records.
 type Fixture struct {
-	Membership Membership
-	// Campaign becomes the leader as id, waiting for the current leader
-	// to go.
-	Campaign func(ctx context.Context, id string) (Leadership, error)
+	Cluster Cluster
+	Jobs    Jobs
 }
 
 // TTL is the lease of the suite's registrations and leaders.
@@ -55,6 +68,12 @@ func Run(t *testing.T, newFixture func(t *testing.T) Fixture) {
 		{"registering again changes the incarnation", testReRegistration},
 		{"watch assignment", testWatchAssignment},
 		{"leader", testLeader},
+		{"leader candidate", testLeaderCandidate},
+		{"watch members", testWatchMembers},
+		{"leader's drains, pins and assignment", testCommitDrainsAndPins},
+		{"handoffs keep the newest", testRecordHandoffsKeepsTheNewest},
+		{"last reconcile run", testReconcileRun},
+		{"watch applied revisions", testWatchAppliedRevisions},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newFixture(t)) })
 	}
@@ -68,12 +87,24 @@ func ctxT(t *testing.T) context.Context {
 
 func register(t *testing.T, f Fixture, id, role, addr string) *cluster.Registration {
 	t.Helper()
-	r, err := f.Membership.Register(ctxT(t), cluster.Member{ID: id, Role: role, Addr: addr}, TTL)
+	r, err := f.Cluster.Register(ctxT(t), cluster.Member{ID: id, Role: role, Addr: addr}, TTL)
 	if err != nil {
 		t.Fatalf("register %s: %v", id, err)
 	}
 	t.Cleanup(func() { _ = r.Close(context.Background()) })
 	return r
+}
+
+// campaign becomes the leader as id, waiting for the current leader to
+// go; the leadership is resigned when the test ends.
+func campaign(t *testing.T, f Fixture, id string) *cluster.Leadership {
+	t.Helper()
+	l, err := f.Cluster.CampaignAt(ctxT(t), cluster.Candidate{ID: id}, TTL)
+	if err != nil {
+		t.Fatalf("campaign %s: %v", id, err)
+	}
+	t.Cleanup(func() { _ = l.Resign(context.Background()) })
+	return l
 }
 
 // sameMembers compares members field by field, times by Equal.
@@ -83,21 +114,28 @@ func sameMembers(a, b []cluster.Member) bool {
 	})
 }
 
-// testRegisterAndList: every registration gets a fresh incarnation and
-// its time; Members lists a role's members (every role's for ""), sorted
+// testRegisterAndList: every registration is of the member given, with a
+// fresh incarnation and its time; Members lists a role's members (every role's for ""), sorted
 // by ID, then role, and refuses an unknown role.
 func testRegisterAndList(t *testing.T, f Fixture) {
 	ctx := ctxT(t)
 	before := time.Now()
-	regs := []*cluster.Registration{
-		register(t, f, "b", cluster.RoleAggregator, "127.0.0.1:2"),
-		register(t, f, "a", cluster.RoleAggregator, "127.0.0.1:1"),
-		register(t, f, "a", cluster.RoleRouter, "127.0.0.1:3"),
-		register(t, f, "c", cluster.RoleQueryd, "127.0.0.1:4"),
+	in := []cluster.Member{
+		{ID: "b", Role: cluster.RoleAggregator, Addr: "127.0.0.1:2"},
+		{ID: "a", Role: cluster.RoleAggregator, Addr: "127.0.0.1:1"},
+		{ID: "a", Role: cluster.RoleRouter, Addr: "127.0.0.1:3"},
+		{ID: "c", Role: cluster.RoleQueryd, Addr: "127.0.0.1:4"},
+	}
+	var regs []*cluster.Registration
+	for _, m := range in {
+		regs = append(regs, register(t, f, m.ID, m.Role, m.Addr))
 	}
 	seen := map[int64]bool{}
-	for _, r := range regs {
+	for i, r := range regs {
 		m := r.Member()
+		if m.ID != in[i].ID || m.Role != in[i].Role || m.Addr != in[i].Addr {
+			t.Fatalf("registered %+v as %+v", in[i], m)
+		}
 		if m.Incarnation == 0 || seen[m.Incarnation] {
 			t.Fatalf("member %+v: incarnation must be fresh", m)
 		}
@@ -116,7 +154,7 @@ func testRegisterAndList(t *testing.T, f Fixture) {
 		{cluster.RoleCoordinator, []cluster.Member{}},
 	} {
 		t.Run("role="+tt.role, func(t *testing.T) {
-			got, err := f.Membership.Members(ctx, tt.role)
+			got, err := f.Cluster.Members(ctx, tt.role)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +163,7 @@ func testRegisterAndList(t *testing.T, f Fixture) {
 			}
 		})
 	}
-	if _, err := f.Membership.Members(ctx, "bogus"); !errors.Is(err, cluster.ErrInvalid) {
+	if _, err := f.Cluster.Members(ctx, "bogus"); !errors.Is(err, cluster.ErrInvalid) {
 		t.Fatalf("Members(bogus) = %v, want ErrInvalid", err)
 	}
 }
@@ -142,12 +180,12 @@ func testRegisterRejectsInvalid(t *testing.T, f Fixture) {
 		{"short ttl", cluster.Member{ID: "a", Role: cluster.RoleRouter}, time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := f.Membership.Register(ctxT(t), tt.m, tt.ttl); !errors.Is(err, cluster.ErrInvalid) {
+			if _, err := f.Cluster.Register(ctxT(t), tt.m, tt.ttl); !errors.Is(err, cluster.ErrInvalid) {
 				t.Fatalf("Register = %v, want ErrInvalid", err)
 			}
 		})
 	}
-	ms, err := f.Membership.Members(ctxT(t), "")
+	ms, err := f.Cluster.Members(ctxT(t), "")
 	if err != nil || len(ms) != 0 {
 		t.Fatalf("members after refused registrations = %v, %v", ms, err)
 	}
@@ -165,7 +203,7 @@ func testReRegistration(t *testing.T, f Fixture) {
 	}
 	check := func(what string, want ...cluster.Member) {
 		t.Helper()
-		ms, err := f.Membership.Members(ctx, cluster.RoleAggregator)
+		ms, err := f.Cluster.Members(ctx, cluster.RoleAggregator)
 		if err != nil || !sameMembers(ms, want) {
 			t.Fatalf("members %s = %+v, %v; want %+v", what, ms, err, want)
 		}
@@ -192,7 +230,7 @@ func testWatchAssignment(t *testing.T, f Fixture) {
 	ctx, cancel := context.WithCancel(ctxT(t))
 	got := make(chan cluster.Assignment, 16)
 	done := make(chan error, 1)
-	go func() { done <- f.Membership.WatchAssignment(ctx, func(a cluster.Assignment) { got <- a }) }()
+	go func() { done <- f.Cluster.WatchAssignment(ctx, func(a cluster.Assignment) { got <- a }) }()
 	next := func(what string, want cluster.Assignment) {
 		t.Helper()
 		select {
@@ -205,7 +243,7 @@ func testWatchAssignment(t *testing.T, f Fixture) {
 		}
 	}
 	next("at start", cluster.Assignment{})
-	l, err := f.Campaign(ctx, "coord")
+	l, err := f.Cluster.CampaignAt(ctx, cluster.Candidate{ID: "coord"}, TTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +274,7 @@ func testLeader(t *testing.T, f Fixture) {
 	ctx := ctxT(t)
 	leader := func() string {
 		t.Helper()
-		id, err := f.Membership.Leader(ctx)
+		id, err := f.Cluster.Leader(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +283,7 @@ func testLeader(t *testing.T, f Fixture) {
 	if id := leader(); id != "" {
 		t.Fatalf("leader before any campaign = %q, want none", id)
 	}
-	a, err := f.Campaign(ctx, "coord-a")
+	a, err := f.Cluster.CampaignAt(ctx, cluster.Candidate{ID: "coord-a"}, TTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,12 +291,12 @@ func testLeader(t *testing.T, f Fixture) {
 		t.Fatalf("leader = %q, want coord-a", id)
 	}
 	type won struct {
-		l   Leadership
+		l   *cluster.Leadership
 		err error
 	}
 	second := make(chan won, 1)
 	go func() {
-		l, err := f.Campaign(ctx, "coord-b")
+		l, err := f.Cluster.CampaignAt(ctx, cluster.Candidate{ID: "coord-b"}, TTL)
 		second <- won{l, err}
 	}()
 	if id := leader(); id != "coord-a" {
