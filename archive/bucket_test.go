@@ -6,7 +6,16 @@ import (
 
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/archive/archivetest"
+	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/testserver"
+)
+
+// The suite's Bucket holds every method the archiver and the history use:
+// a method they start to use does not compile here until the suite covers
+// it.
+var (
+	_ archive.Store = archivetest.Bucket(nil)
+	_ history.Store = archivetest.Bucket(nil)
 )
 
 // openBucket opens the bucket at u for the test.

@@ -4,9 +4,21 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/cluster/clustertest"
+	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/queryd"
 	"github.com/clickagg/clickagg/testserver"
+)
+
+// The suite's interface holds every method of the roles' interfaces: a
+// method a role starts to use does not compile here until the suite
+// covers it.
+var (
+	_ aggregator.Cluster  = clustertest.Cluster(nil)
+	_ coordinator.Cluster = clustertest.Cluster(nil)
+	_ queryd.Cluster      = clustertest.Cluster(nil)
 )
 
 // TestContractEtcd runs the contract suite on one embedded etcd, each

@@ -9,9 +9,18 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/partlog/partlogtest"
+	"github.com/clickagg/clickagg/router"
 	"github.com/clickagg/clickagg/testserver"
+)
+
+// The suite's Log holds every method the roles use: a method a role
+// starts to use does not compile here until the suite covers it.
+var (
+	_ router.Log     = partlogtest.Log(nil)
+	_ aggregator.Log = partlogtest.Log(nil)
 )
 
 // primaryOf returns the address of the primary that serves partition p's

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/localserver"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/snapshot"
@@ -19,6 +20,10 @@ import (
 	"github.com/clickagg/clickagg/testserver"
 	"github.com/clickagg/clickagg/testsupport"
 )
+
+// The suite's Store is the aggregator's: a method the aggregator starts to
+// use does not compile here until the suite covers it.
+var _ aggregator.SnapshotStore = snapshottest.Store(nil)
 
 func TestMain(m *testing.M) { testsupport.VerifyTestMain(m) }
 
