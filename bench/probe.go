@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/retry"
 )
 
 // Windows a probe's acknowledgement can fall in.
@@ -21,6 +22,37 @@ const (
 // probeTimeout is how long a probe waits to be seen before it counts as a
 // timeout (and is recorded with this latency).
 const probeTimeout = 30 * time.Second
+
+// probeRetry paces a probe's attempts while the cluster cannot take it
+// (an owner moving, Redis failing over); after probeAttempts failures
+// the run fails.
+var probeRetry = retry.Policy{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond}
+
+const probeAttempts = 50
+
+// sendProbe ingests the probe click in req and returns when it was
+// acknowledged. A refusal of the click itself is errRejected at once.
+func (r *run) sendProbe(ctx context.Context, req *clickaggv1.IngestRequest) (time.Time, error) {
+	var ackAt time.Time
+	failures := 0
+	err := retry.Do(ctx, probeRetry, nil, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := r.ingest.Ingest(cctx, req)
+		cancel()
+		switch {
+		case err == nil && resp.Accepted == 1:
+			ackAt = time.Now()
+			return nil
+		case err == nil:
+			return retry.Permanent(fmt.Errorf("%w: probe refused: %v", errRejected, resp.Rejected))
+		}
+		if failures++; failures > probeAttempts {
+			return retry.Permanent(fmt.Errorf("probe ingest: %w", err))
+		}
+		return err
+	})
+	return ackAt, err
+}
 
 // probe measures freshness until stop is closed: one click at a time for a
 // probe ad (outside the workload's ads), acknowledged by Ingest, then
@@ -44,27 +76,14 @@ func (r *run) probe(ctx context.Context, stop <-chan struct{}, sweep func() int6
 		slot := int(k % uint64(cfg.ProbeAds))
 		ev := Event{ID: k, TimeMs: sweep(), Ad: uint32(cfg.Workload.Ads + slot), User: uint32(k), IP: uint32(k), Kind: Probe}
 		req := &clickaggv1.IngestRequest{Events: []*clickaggv1.ClickEvent{r.names.ClickEvent(ev)}}
-		var ackAt time.Time
-		for attempt := 0; ; attempt++ {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			resp, err := r.ingest.Ingest(cctx, req)
-			cancel()
-			if err == nil && resp.Accepted == 1 {
-				ackAt = time.Now()
-				res.probeAck.Add(ackAt.Sub(start))
-				break
-			}
-			if err == nil {
-				return fmt.Errorf("%w: probe refused: %v", errRejected, resp.Rejected)
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if attempt > 50 {
-				return fmt.Errorf("probe ingest: %w", err)
-			}
-			time.Sleep(100 * time.Millisecond)
+		ackAt, err := r.sendProbe(ctx, req)
+		if ctx.Err() != nil {
+			return nil
 		}
+		if err != nil {
+			return err
+		}
+		res.probeAck.Add(ackAt.Sub(start))
 		which := window.Load()
 		r.mu.Lock()
 		r.probes = append(r.probes, ev)
