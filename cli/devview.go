@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/clickagg/clickagg/grpcclient"
 	"github.com/clickagg/clickagg/loadgen"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -183,7 +184,7 @@ type devView struct {
 // run refreshes the view every interval until ctx ends, asking the
 // coordinator and queryd like any client would.
 func (v *devView) run(ctx context.Context) error {
-	conn, err := grpc.NewClient(v.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(v.addr, grpcclient.With(grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return err
 	}
