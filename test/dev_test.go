@@ -148,8 +148,9 @@ func checkDevRedisCli(t *testing.T, dev *proc) {
 	}
 }
 
-// TestDevViewShowsOutsideClicks: clicks another client sends to dev, with
-// no load generator running, show with their exact total in the info
+// TestDevViewShowsOutsideClicks: clicks other clients send to dev (over
+// gRPC, then with clickagg ship), with no load generator running, show
+// with their exact total in the info
 // lines of -view=off and in the live view, whose every frame starts with
 // the banner and the console's URL. Before, the view showed the load
 // generator's counters only and -view=off printed nothing of the cluster.
@@ -189,14 +190,33 @@ func TestDevViewShowsOutsideClicks(t *testing.T) {
 		dir := t.TempDir()
 		dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen", "-view.interval=1s", "-redis.appendfsync=no")
 		send(dev)
-		want := fmt.Sprintf("msg=cluster applied=%d ", n)
-		testserver.Eventually(t, time.Minute, func() error {
-			l := lastLine(dev, "msg=cluster ")
-			if !strings.Contains(l, want) || !strings.Contains(l, " duplicates=0 ") || !strings.Contains(l, " serving=64 ") || !strings.Contains(l, " top_ad_clicks_5m=800") {
-				return fmt.Errorf("last cluster line %q, want %q, duplicates=0, serving=64 and top_ad_clicks_5m=800", l, want)
-			}
-			return nil
-		})
+		wantLine := func(applied, topCount int) {
+			t.Helper()
+			want := fmt.Sprintf("msg=cluster applied=%d ", applied)
+			top := fmt.Sprintf(" top_ad_clicks_5m=%d", topCount)
+			testserver.Eventually(t, time.Minute, func() error {
+				l := lastLine(dev, "msg=cluster ")
+				if !strings.Contains(l, want) || !strings.Contains(l, " duplicates=0 ") || !strings.Contains(l, " serving=64 ") || !strings.Contains(l, top) {
+					return fmt.Errorf("last cluster line %q, want %q, duplicates=0, serving=64 and%s", l, want, top)
+				}
+				return nil
+			})
+		}
+		wantLine(n, n/3)
+
+		// clickagg ship's clicks count too: 900 more lines, a third of
+		// them for outside-ad-0, which stays the top ad.
+		const shipped = 900
+		var lines strings.Builder
+		for i := range shipped {
+			fmt.Fprintf(&lines, `{"ad_id":"outside-ad-%d","click_time":%d,"user_id":"user-%d","ip":"203.0.113.10","country":"NL"}`+"\n", i%3, now.UnixMilli(), i%40)
+		}
+		logFile := filepath.Join(dir, "clicks.log")
+		if err := os.WriteFile(logFile, []byte(lines.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		startProc(t, dir, "ship", "ship", "-ship.files="+logFile, "-ship.routers="+dev.addr, "-ship.progress=off")
+		wantLine(n+shipped, (n+shipped)/3)
 	})
 
 	t.Run("view=on", func(t *testing.T) {
