@@ -20,8 +20,9 @@ import (
 
 const devSynopsis = `clickagg dev runs the whole cluster on this machine: an embedded etcd, a
 redis-server child process (unless -redis.addr is given) keeping its data with
-AOF under -data-dir, every role in this process, and synthetic clicks with a
-live view of the top ads. Stop it with Ctrl-C; run it again on the same
+AOF under -data-dir, every role in this process, and synthetic clicks, with a
+live view of what the cluster counts from any source (rate, lag, watermark,
+top ads) under its addresses. Stop it with Ctrl-C; run it again on the same
 -data-dir and the counts are still there.
 
 Usage:

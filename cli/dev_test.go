@@ -330,3 +330,26 @@ func TestDevViewKeepsBanner(t *testing.T) {
 		}
 	}
 }
+
+// TestDevViewLogsFailures: with -view=off, a cluster status that cannot
+// be had is a warning naming why, not an info line of zeros.
+func TestDevViewLogsFailures(t *testing.T) {
+	logged := &testsupport.SyncBuffer{}
+	v := &devView{addr: testserver.DeadAddr(t), mode: viewLog, lg: slog.New(slog.NewJSONHandler(logged, nil)), interval: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.run(ctx) }()
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(logged.String(), `"level":"WARN","msg":"cluster status","err":"rpc error: code = Unavailable`) {
+			return fmt.Errorf("no warning yet: %s", logged.String())
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logged.String(), `"msg":"cluster",`) {
+		t.Fatalf("logged figures without a status:\n%s", logged.String())
+	}
+}

@@ -149,9 +149,6 @@ func (f viewFrame) writeBody(b *strings.Builder) {
 
 // logAttrs are the frame as the info line of -view=off says it.
 func (f viewFrame) logAttrs() []any {
-	if f.Err != nil {
-		return []any{"err", f.Err}
-	}
 	c := f.Facts
 	attrs := []any{
 		"applied", c.Applied, "applied_per_second", int64(f.Rate + 0.5), "duplicates", c.Duplicates, "late", c.Late,
@@ -235,6 +232,10 @@ func (v *devView) poll(ctx context.Context, coord clickaggv1.CoordinatorServiceC
 
 func (v *devView) show(f viewFrame) {
 	if v.mode == viewLog {
+		if f.Err != nil {
+			v.lg.Warn("cluster status", "err", f.Err)
+			return
+		}
 		v.lg.Info("cluster", f.logAttrs()...)
 		return
 	}
