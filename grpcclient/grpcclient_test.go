@@ -3,6 +3,7 @@ package grpcclient_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,6 +44,34 @@ func startServer(t *testing.T) *server {
 	return s
 }
 
+// caller returns a function that makes one health check, failing the
+// test on an error, over a client with opts of a target that grpc's
+// manual resolver, standing for the DNS of a headless Service, resolves to
+// addrs.
+func caller(t *testing.T, opts []grpc.DialOption, addrs ...string) func() {
+	t.Helper()
+	r := manual.NewBuilderWithScheme("clickaggtest")
+	var st resolver.State
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(st)
+	conn, err := grpc.NewClient("clickaggtest:///routers", append(slices.Clone(opts), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(r))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	hc := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return func() {
+		t.Helper()
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestRoundRobinSpreads: a target that resolves to two servers gets its
 // calls spread over both, one each in turn, with Options; without them
 // (grpc's pick_first) every call goes to one server. The resolver is
@@ -58,22 +87,7 @@ func TestRoundRobinSpreads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startServer(t), startServer(t)
-			r := manual.NewBuilderWithScheme("clickaggtest")
-			r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.addr}, {Addr: b.addr}}})
-			conn, err := grpc.NewClient("clickaggtest:///routers", append(tc.opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(r))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			hc := healthpb.NewHealthClient(conn)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			check := func() {
-				t.Helper()
-				if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			check := caller(t, tc.opts, a.addr, b.addr)
 			if !tc.spread {
 				// pick_first: the first call connects to one address
 				// and every call stays there.
@@ -117,5 +131,19 @@ func TestWithKeepsCallersOptions(t *testing.T) {
 	}
 	if &x[0] == &base[:cap(base)][0] {
 		t.Fatal("With returned the caller's array")
+	}
+}
+
+// TestRoundRobinSkipsDeadAddress: an address that refuses connections (a
+// pod gone, localhost's ::1 where the server listens on 127.0.0.1 only)
+// costs the calls nothing: round_robin picks only the ready ones.
+func TestRoundRobinSkipsDeadAddress(t *testing.T) {
+	live := startServer(t)
+	check := caller(t, grpcclient.Options(), testserver.DeadAddr(t), live.addr)
+	for range 100 {
+		check()
+	}
+	if n := live.calls.Load(); n != 100 {
+		t.Fatalf("the live server answered %d calls, want 100", n)
 	}
 }
