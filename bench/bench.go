@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/clickagg/clickagg/grpcclient"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/tally"
 )
@@ -69,7 +70,7 @@ func (t *Targets) dial(addr string) (*grpc.ClientConn, error) {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	return grpc.NewClient(addr, opts...)
+	return grpc.NewClient(addr, grpcclient.With(opts...)...)
 }
 
 // dialStreams connects n times to the router, a connection per

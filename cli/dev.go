@@ -10,22 +10,19 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/clickagg/clickagg/loadgen"
-	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
 const devSynopsis = `clickagg dev runs the whole cluster on this machine: an embedded etcd, a
 redis-server child process (unless -redis.addr is given) keeping its data with
-AOF under -data-dir, every role in this process, and synthetic clicks with a
-live view of the top ads. Stop it with Ctrl-C; run it again on the same
+AOF under -data-dir, every role in this process, and synthetic clicks, with a
+live view of what the cluster counts from any source (rate, lag, watermark,
+top ads) under its addresses. Stop it with Ctrl-C; run it again on the same
 -data-dir and the counts are still there.
 
 Usage:
@@ -38,9 +35,11 @@ type devOptions struct {
 	dataDir     string
 	appendFsync string
 	view        string
-	noLoad      bool
-	etcdPort    int
-	etcdLog     string
+	// viewInterval is -view.interval; 0 picks by view.
+	viewInterval time.Duration
+	noLoad       bool
+	etcdPort     int
+	etcdLog      string
 }
 
 // parseDev parses clickagg dev's flags, then the environment.
@@ -53,7 +52,8 @@ func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	o.lg.RegisterFlags(fs)
 	fs.StringVar(&o.dataDir, "data-dir", "data", "directory for etcd's and redis-server's data")
 	fs.StringVar(&o.appendFsync, "redis.appendfsync", "always", "AOF fsync policy of the redis-server child: always (nothing acknowledged is lost), everysec or no")
-	fs.StringVar(&o.view, "view", "auto", "live view of top ads and rates: auto (when stdout is a terminal), on, off (log lines only, at -log.level info unless given)")
+	fs.StringVar(&o.view, "view", "auto", "live view of what the cluster applied (clicks from any source), lag, watermark and top ads: auto (redrawn when stdout is a terminal, else a block per refresh), on (always redrawn), off (an info log line per refresh instead, at -log.level info unless given)")
+	fs.DurationVar(&o.viewInterval, "view.interval", 0, "how often the view refreshes, or with -view=off how often the cluster's line is logged; 0: every 2s, with -view=off every 10s")
 	fs.BoolVar(&o.noLoad, "no-loadgen", false, "do not send synthetic clicks")
 	fs.IntVar(&o.etcdPort, "etcd.client-port", 0, "embedded etcd client port; 0 picks a free one")
 	fs.StringVar(&o.etcdLog, "etcd.log-level", "fatal", "embedded etcd's log level (debug, info, warn, error, fatal)")
@@ -70,6 +70,12 @@ func parseDev(args []string, output io.Writer) (*devOptions, error) {
 	fs.Lookup("log.level").Usage = "log level: debug, info, warn or error; default: warn beside the live view, info with -view=off"
 	if err := parse(fs, args); err != nil {
 		return nil, err
+	}
+	switch {
+	case o.view != "auto" && o.view != "on" && o.view != "off":
+		return nil, fmt.Errorf("-view %q: want auto, on or off", o.view)
+	case o.viewInterval < 0:
+		return nil, fmt.Errorf("-view.interval %v: must not be negative", o.viewInterval)
 	}
 	// dev's load generator and view dial its gRPC port without TLS, and
 	// it prints an http:// address: with a certificate none would work.
@@ -120,35 +126,57 @@ func runDev(ctx context.Context, args []string) error {
 		return g.Wait()
 	}
 	out := os.Stdout
-	fmt.Fprintf(out, "clickagg dev is running (data in %s)\n", o.dataDir)
-	fmt.Fprintf(out, "  gRPC (every service, reflection, health): %s\n", srv.GRPCAddr())
-	if srv.HTTPAddr() != "" {
-		fmt.Fprintf(out, "  HTTP (JSON API, /metrics):                 http://%s\n", srv.HTTPAddr())
-	}
-	fmt.Fprintf(out, "  etcd: %s   redis: %s\n", deps.etcd.Endpoint, cfg.Redis.String())
-	fmt.Fprintf(out, "  try:  grpcurl -plaintext %s list\n", srv.GRPCAddr())
-	if r := deps.redis; r != nil {
-		// The spawned server requires its password; REDISCLI_AUTH keeps it
-		// off redis-cli's command line and out of its warning.
-		_, port, _ := net.SplitHostPort(r.Addr)
-		fmt.Fprintf(out, "        REDISCLI_AUTH=$(cat %s) redis-cli -p %s\n", r.PasswordFile, port)
-	}
-	fmt.Fprintln(out)
-
-	var st loadgen.Stats
+	banner := devBanner(o.dataDir, cfg.Redis.String(), srv, deps)
+	fmt.Fprint(out, banner)
+	var st *loadgen.Stats
 	if !o.noLoad {
+		st = &loadgen.Stats{}
 		lg.Target = srv.GRPCAddr()
-		g.Go(func() error { return loadgen.Run(gctx, lg, &st) })
+		g.Go(func() error { return loadgen.Run(gctx, lg, st) })
 	}
-	live := o.view == "on" || (o.view == "auto" && isTerminal(out))
-	if o.view != "off" {
-		g.Go(func() error { return runView(gctx, srv.GRPCAddr(), &st, out, live) })
+	v := &devView{addr: srv.GRPCAddr(), banner: banner, out: out, lg: srv.lg, loadgen: st, interval: o.viewInterval}
+	switch {
+	case o.view == "off":
+		v.mode = viewLog
+	case o.view == "on" || isTerminal(out):
+		v.mode = viewLive
+	default:
+		v.mode = viewLines
 	}
+	if v.interval == 0 {
+		v.interval = defaultViewInterval
+		if v.mode == viewLog {
+			v.interval = defaultLogInterval
+		}
+	}
+	g.Go(func() error { return v.run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// devBanner is what dev prints first, and above every frame of the live
+// view: where everything is, and how to reach it.
+func devBanner(dataDir, redis string, srv *Server, deps *localDeps) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "clickagg dev is running (data in %s)\n", dataDir)
+	if a := srv.HTTPAddr(); a != "" {
+		fmt.Fprintf(&b, "  console:                                   http://%s/\n", a)
+		fmt.Fprintf(&b, "  HTTP (JSON API /v1/, /metrics):            http://%s\n", a)
+	}
+	fmt.Fprintf(&b, "  gRPC (every service, reflection, health): %s\n", srv.GRPCAddr())
+	fmt.Fprintf(&b, "  etcd: %s   redis: %s\n", deps.etcd.Endpoint, redis)
+	fmt.Fprintf(&b, "  try:  grpcurl -plaintext %s list\n", srv.GRPCAddr())
+	if r := deps.redis; r != nil {
+		// The spawned server requires its password; REDISCLI_AUTH keeps it
+		// off redis-cli's command line and out of its warning.
+		_, port, _ := net.SplitHostPort(r.Addr)
+		fmt.Fprintf(&b, "        REDISCLI_AUTH=$(cat %s) redis-cli -p %s\n", r.PasswordFile, port)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 // startDev starts dev's etcd and redis-server, pointing cfg at them, and
@@ -196,59 +224,6 @@ func freeIfBusy(addr string) string {
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// runView prints, every two seconds, the ingest rate, the top ads of the
-// last five minutes and the count of the top ad, asked of queryd like any
-// client would.
-func runView(ctx context.Context, addr string, st *loadgen.Stats, out io.Writer, live bool) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	q := clickaggv1.NewQueryServiceClient(conn)
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	last, lastT := st.Accepted.Load(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		now := time.Now()
-		acc := st.Accepted.Load()
-		rate := float64(acc-last) / now.Sub(lastT).Seconds()
-		last, lastT = acc, now
-		var b strings.Builder
-		if live {
-			b.WriteString("\033[H\033[2J")
-		}
-		fmt.Fprintf(&b, "%s  ingest %.0f clicks/s  accepted %d  rejected %d\n", now.Format("15:04:05"), rate, acc, st.Rejected.Load())
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		top, err := q.GetPopularAds(cctx, &clickaggv1.GetPopularAdsRequest{Count: 10, WindowMinutes: 5})
-		if err != nil {
-			fmt.Fprintf(&b, "top ads: %v\n", err)
-		} else {
-			fmt.Fprintf(&b, "top 10 ads, %s – %s (complete=%v)\n", top.From.AsTime().Local().Format("15:04"), top.To.AsTime().Local().Format("15:04"), top.Complete)
-			for i, a := range top.Ads {
-				fmt.Fprintf(&b, "  %2d. %-12s %8d\n", i+1, a.AdId, a.Count)
-			}
-			if len(top.Ads) > 0 {
-				ad := top.Ads[0].AdId
-				c, err := q.GetAggregatedCount(cctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, LastMinutes: 5})
-				if err == nil {
-					fmt.Fprintf(&b, "count of %s over the last 5 minutes: %s\n", ad, strconv.FormatInt(c.Count, 10))
-				}
-			}
-		}
-		cancel()
-		fmt.Fprint(out, b.String())
-		if !live {
-			fmt.Fprintln(out)
-		}
-	}
 }
 
 func runLoadgen(ctx context.Context, args []string) error {

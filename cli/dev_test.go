@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // TestDevLogLevel: -help says what level dev logs at, and -view=off, where
@@ -115,33 +125,7 @@ func defaultInHelp(t *testing.T, help, name string) string {
 // they listen on is bound to a loopback address: dev has no TLS and no
 // auth, so nothing of it may be reachable from another machine.
 func TestDevListensOnLoopbackOnly(t *testing.T) {
-	o, err := parseDev([]string{"-data-dir=" + t.TempDir(), "-redis.appendfsync=no"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := o.cfg
-	deps, srv, err := startDev(context.Background(), &cfg, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer deps.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("dev's server stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("dev's server not ready within 60s")
-	}
-
+	srv, deps := startDevServer(t)
 	listeners := map[string]string{"gRPC": srv.GRPCAddr(), "HTTP": srv.HTTPAddr(), "redis-server": deps.redis.Addr}
 	for i, a := range deps.etcd.ListenAddrs() {
 		listeners[fmt.Sprintf("etcd listener %d", i)] = a.String()
@@ -170,5 +154,202 @@ func TestDevPlaintext(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "clickagg dev runs plaintext") {
 			t.Errorf("dev %v: %v, want an error saying dev runs plaintext", args, err)
 		}
+	}
+}
+
+// startDevServer starts dev's etcd, redis-server and server as clickagg
+// dev does, with its defaults and args, and returns the running server
+// once it is ready, and its etcd and redis-server.
+func startDevServer(t *testing.T, args ...string) (*Server, *localDeps) {
+	t.Helper()
+	o, err := parseDev(append([]string{"-data-dir=" + t.TempDir(), "-redis.appendfsync=no"}, args...), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := o.cfg
+	deps, srv, err := startDev(context.Background(), &cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(deps.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("dev's server stopped before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev's server not ready within 60s")
+	}
+	return srv, deps
+}
+
+// TestDevViewShowsClicksFromAnySource: clicks sent to dev by another
+// client, not its load generator, show in the view and in the info lines
+// of -view=off with their exact totals, and clicks sent again as
+// duplicates. Before, the view showed only the load generator's counters,
+// and -view=off showed nothing.
+func TestDevViewShowsClicksFromAnySource(t *testing.T) {
+	srv, _ := startDevServer(t, "-no-loadgen")
+	ctx, cancel := context.WithCancel(context.Background())
+	lines, logged := &testsupport.SyncBuffer{}, &testsupport.SyncBuffer{}
+	views := []*devView{
+		{addr: srv.GRPCAddr(), mode: viewLines, out: lines, interval: 200 * time.Millisecond},
+		{addr: srv.GRPCAddr(), mode: viewLog, lg: slog.New(slog.NewJSONHandler(logged, nil)), interval: 200 * time.Millisecond},
+	}
+	var g errgroup.Group
+	for _, v := range views {
+		g.Go(func() error { return v.run(ctx) })
+	}
+	defer func() {
+		cancel()
+		if err := g.Wait(); err != nil {
+			t.Errorf("view: %v", err)
+		}
+	}()
+
+	// 1500 clicks over three ads, ad-a the most clicked; ids unique.
+	const n = 1500
+	perAd := map[string]int64{}
+	now := time.Now()
+	var events []*clickaggv1.ClickEvent
+	for i := range n {
+		ad := []string{"view-a", "view-a", "view-a", "view-b", "view-c"}[i%5]
+		perAd[ad]++
+		events = append(events, &clickaggv1.ClickEvent{
+			EventId: fmt.Sprintf("view-%d", i), AdId: ad, ClickTime: timestamppb.New(now),
+			UserId: fmt.Sprintf("u-%d", i%50), Ip: "192.0.2.1", Country: "FR",
+		})
+	}
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	send := func() {
+		t.Helper()
+		resp, err := clickaggv1.NewIngestServiceClient(conn).Ingest(ctx, &clickaggv1.IngestRequest{Events: events})
+		if err != nil || resp.Accepted != n {
+			t.Fatalf("ingest: %v, %v", resp, err)
+		}
+	}
+	check := func(applied, duplicates int64) {
+		t.Helper()
+		testserver.Eventually(t, time.Minute, func() error {
+			blocks := strings.Split(strings.TrimSpace(lines.String()), "\n\n")
+			last := blocks[len(blocks)-1]
+			want := fmt.Sprintf("applied %d clicks (", applied)
+			if !strings.Contains(last, want) || !strings.Contains(last, fmt.Sprintf("duplicates %d ", duplicates)) {
+				return fmt.Errorf("last view block does not say %q and duplicates %d:\n%s", want, duplicates, last)
+			}
+			if !strings.Contains(last, fmt.Sprintf("  1. view-a       %8d", perAd["view-a"])) {
+				return fmt.Errorf("last view block does not rank view-a first with %d:\n%s", perAd["view-a"], last)
+			}
+			logLines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+			var rec struct {
+				Msg           string
+				Applied       int64
+				Duplicates    int64
+				Partitions    int
+				Serving       int
+				TopAd         string `json:"top_ad"`
+				TopAdClicks5m int64  `json:"top_ad_clicks_5m"`
+			}
+			if err := json.Unmarshal([]byte(logLines[len(logLines)-1]), &rec); err != nil {
+				return fmt.Errorf("log line %q: %v", logLines[len(logLines)-1], err)
+			}
+			want2 := rec
+			want2.Msg, want2.Applied, want2.Duplicates, want2.Partitions, want2.Serving = "cluster", applied, duplicates, DefaultPartitions, DefaultPartitions
+			want2.TopAd, want2.TopAdClicks5m = "view-a", perAd["view-a"]
+			if rec != want2 {
+				return fmt.Errorf("last log line %+v, want %+v", rec, want2)
+			}
+			return nil
+		})
+	}
+	send()
+	check(n, 0)
+	// The same clicks again: counted once, dropped as duplicates.
+	send()
+	check(n, n)
+}
+
+// TestDevViewKeepsBanner: every frame of the live view redraws the
+// banner above the cluster's figures, summed exactly from the partitions'
+// reports, so the addresses and the console's URL stay in sight.
+func TestDevViewKeepsBanner(t *testing.T) {
+	wm := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	st := &clickaggv1.GetClusterStatusResponse{
+		PartitionCount: 4,
+		Partitions: []*clickaggv1.PartitionStatus{
+			{Partition: 0, State: "serving", EventsApplied: 100, DuplicatesDropped: 3, LateEvents: 1, Lag: 2, LagSeconds: 0.5, EventsPerSecond: 10},
+			{Partition: 1, State: "serving", EventsApplied: 250, DuplicatesDropped: 0, LateEvents: 4, Lag: 0, LagSeconds: 0, EventsPerSecond: 20},
+			{Partition: 2, State: "restoring", EventsApplied: 7, Lag: 40, LagSeconds: 3.25},
+		},
+		Unavailable:  []int32{3},
+		MinWatermark: timestamppb.New(wm),
+	}
+	got := summarize(st)
+	want := clusterFacts{Partitions: 4, Reported: 3, Serving: 2, Unavailable: 1, Applied: 357, Duplicates: 3, Late: 5,
+		PerSecond: 30, LagEntries: 42, LagSeconds: 3.25, MinWatermark: wm}
+	if got != want {
+		t.Fatalf("summarize = %+v, want %+v", got, want)
+	}
+	top := &clickaggv1.GetPopularAdsResponse{Ads: []*clickaggv1.AdCount{{AdId: "ad-9", Count: 77}}, From: timestamppb.New(wm), To: timestamppb.New(wm)}
+	const banner = "clickagg dev is running\n  console: http://127.0.0.1:8080/\n\n"
+	var out bytes.Buffer
+	v := &devView{mode: viewLive, banner: banner, out: &out}
+	for range 3 {
+		v.show(viewFrame{At: wm.Add(90 * time.Second), Facts: got, Rate: 12, Top: top})
+	}
+	frames := strings.Split(out.String(), "\033[H\033[2J")
+	if len(frames) != 4 || frames[0] != "" {
+		t.Fatalf("output has %d frames after clearing the screen, want 3:\n%q", len(frames)-1, out.String())
+	}
+	for _, f := range frames[1:] {
+		if !strings.HasPrefix(f, banner) {
+			t.Fatalf("frame does not start with the banner:\n%s", f)
+		}
+		for _, s := range []string{
+			"applied 357 clicks (12/s)  duplicates 3  late 5\n",
+			"lag 42 log entries, oldest 3.2s",
+			"(90.0s behind)",
+			"partitions 4: 2 serving, 1 restoring, 1 unavailable\n",
+			"   1. ad-9               77\n",
+		} {
+			if !strings.Contains(f, s) {
+				t.Errorf("frame does not say %q:\n%s", s, f)
+			}
+		}
+	}
+}
+
+// TestDevViewLogsFailures: with -view=off, a cluster status that cannot
+// be had is a warning naming why, not an info line of zeros.
+func TestDevViewLogsFailures(t *testing.T) {
+	logged := &testsupport.SyncBuffer{}
+	v := &devView{addr: testserver.DeadAddr(t), mode: viewLog, lg: slog.New(slog.NewJSONHandler(logged, nil)), interval: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.run(ctx) }()
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(logged.String(), `"level":"WARN","msg":"cluster status","err":"rpc error: code = Unavailable`) {
+			return fmt.Errorf("no warning yet: %s", logged.String())
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logged.String(), `"msg":"cluster",`) {
+		t.Fatalf("logged figures without a status:\n%s", logged.String())
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/clickagg/clickagg/authz"
+	"github.com/clickagg/clickagg/grpcclient"
 	"github.com/clickagg/clickagg/grpcserver"
 	clickhealth "github.com/clickagg/clickagg/health"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -171,7 +172,7 @@ func (d *dialer) Conn(addr string) (grpc.ClientConnInterface, error) {
 	if c, ok := d.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(d.creds))
+	c, err := grpc.NewClient(addr, grpcclient.With(grpc.WithTransportCredentials(d.creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

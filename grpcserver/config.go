@@ -29,6 +29,15 @@ type Config struct {
 	// MaxConnectionIdle closes a connection that has had no RPC for this
 	// long; 0 never does.
 	MaxConnectionIdle time.Duration
+	// MaxConnectionAge makes the server ask a client to reconnect (HTTP/2
+	// GOAWAY) once its connection is this old, give or take grpc's 10%
+	// jitter; 0 never does. A client that reconnects resolves its target
+	// again and spreads over the servers added since (package grpcclient).
+	MaxConnectionAge time.Duration
+	// MaxConnectionAgeGrace is how long the RPCs open on such a connection
+	// may go on before it is closed under them; 0 waits for them however
+	// long they take.
+	MaxConnectionAgeGrace time.Duration
 }
 
 // Defaults of RegisterFlags.
@@ -40,6 +49,11 @@ const (
 	DefaultKeepaliveTime        = time.Minute
 	DefaultKeepaliveTimeout     = 20 * time.Second
 	DefaultMaxConnectionIdle    = 15 * time.Minute
+	// Five minutes: a scale-out reaches the clients within minutes, and
+	// a reconnect every five costs nothing measurable; 30s lets unary
+	// calls finish, and closes streams soon enough that they too move.
+	DefaultMaxConnectionAge      = 5 * time.Minute
+	DefaultMaxConnectionAgeGrace = 30 * time.Second
 )
 
 // RegisterFlags registers the limits under -grpc. with their defaults.
@@ -51,6 +65,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeepaliveTime, "grpc.keepalive-time", DefaultKeepaliveTime, "how long a connection may be silent before the server pings it, so that streams of clients that vanished are freed")
 	fs.DurationVar(&c.KeepaliveTimeout, "grpc.keepalive-timeout", DefaultKeepaliveTimeout, "how long the server waits for the answer to its keepalive ping before it closes the connection")
 	fs.DurationVar(&c.MaxConnectionIdle, "grpc.max-connection-idle", DefaultMaxConnectionIdle, "a connection with no RPC for this long is closed (clients reconnect when they need to); 0 keeps idle connections open")
+	fs.DurationVar(&c.MaxConnectionAge, "grpc.max-connection-age", DefaultMaxConnectionAge, "a client connection this old (±10%) is asked to reconnect, so that clients, their long-lived streams included, re-resolve and spread over the servers added since (routers scaled out behind a headless Service); 0 keeps connections for ever")
+	fs.DurationVar(&c.MaxConnectionAgeGrace, "grpc.max-connection-age-grace", DefaultMaxConnectionAgeGrace, "how long RPCs still open on a connection past -grpc.max-connection-age may go on before it is closed under them (a stream then ends with UNAVAILABLE, which clients retry on a new connection); 0 waits for them however long")
 }
 
 // Validate reports the first setting that cannot work.
@@ -70,6 +86,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-grpc.keepalive-timeout %v: must be positive", c.KeepaliveTimeout)
 	case c.MaxConnectionIdle < 0:
 		return fmt.Errorf("-grpc.max-connection-idle %v: must not be negative", c.MaxConnectionIdle)
+	case c.MaxConnectionAge < 0:
+		return fmt.Errorf("-grpc.max-connection-age %v: must not be negative; 0 turns it off", c.MaxConnectionAge)
+	case c.MaxConnectionAgeGrace < 0:
+		return fmt.Errorf("-grpc.max-connection-age-grace %v: must not be negative; 0 waits for open RPCs however long", c.MaxConnectionAgeGrace)
 	}
 	return nil
 }

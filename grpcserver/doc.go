@@ -22,4 +22,18 @@
 // beyond either cap fails at once with RESOURCE_EXHAUSTED, and the streams
 // already open go on. Keepalive enforcement and an idle-connection limit
 // close connections that a client abandoned or that ping too often.
+//
+// # Connection age
+//
+// A client resolves its target when it connects, and a connection that
+// never closes keeps it on the servers it found then: routers added by a
+// scale-out would get no calls from it, its streams least of all. A
+// maximum connection age (-grpc.max-connection-age, 5m) has the server
+// send GOAWAY to connections that old: the client opens a new connection,
+// resolving the target again (with package grpcclient's round_robin, over
+// every address it has), while calls in flight finish on the old one.
+// Calls that race the GOAWAY are retried by grpc itself, as they never
+// reached the server. A stream still open after the grace
+// (-grpc.max-connection-age-grace, 30s) is cut with UNAVAILABLE, which
+// clients retry like any unavailable server.
 package grpcserver

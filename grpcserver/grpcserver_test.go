@@ -3,8 +3,10 @@ package grpcserver
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +47,12 @@ func serve(t *testing.T, cfg Config) (string, *health.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, cfg, lis)
+}
+
+// serveOn is serve on lis.
+func serveOn(t *testing.T, cfg Config, lis net.Listener) (string, *health.Server) {
+	t.Helper()
 	gs := grpc.NewServer(Options(cfg)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -265,6 +273,8 @@ func TestConfigValidate(t *testing.T) {
 		{"http2_limit_not_above_cap", func(c *Config) { c.MaxConcurrentStreams = 100 }, "-grpc.max-concurrent-streams 100: must exceed -grpc.max-streams-per-conn=100 (and fit in 31 bits), or streams over that cap would wait instead of failing"},
 		{"no_keepalive_min", func(c *Config) { c.KeepaliveMinTime = 0 }, "-grpc.keepalive-min-time 0s: must be positive"},
 		{"negative_idle", func(c *Config) { c.MaxConnectionIdle = -time.Second }, "-grpc.max-connection-idle -1s: must not be negative"},
+		{"negative_age", func(c *Config) { c.MaxConnectionAge = -time.Second }, "-grpc.max-connection-age -1s: must not be negative; 0 turns it off"},
+		{"negative_grace", func(c *Config) { c.MaxConnectionAgeGrace = -time.Second }, "-grpc.max-connection-age-grace -1s: must not be negative; 0 waits for open RPCs however long"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := c
@@ -273,5 +283,70 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// TestMaxConnectionAge: past -grpc.max-connection-age the server has the
+// client reconnect, and the client's calls go on across the new
+// connections without an error; a stream still open after the grace ends
+// with UNAVAILABLE, which clients retry, and the next stream on the same
+// client works. The reconnects are what let a client resolve its target
+// again and spread over servers added since.
+func TestMaxConnectionAge(t *testing.T) {
+	ctx := testCtx(t)
+	cfg := testConfig()
+	cfg.MaxConnectionAge, cfg.MaxConnectionAgeGrace = 200*time.Millisecond, 200*time.Millisecond
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: lis}
+	addr, _ := serveOn(t, cfg, cl)
+	conn := dial(t, addr)
+	hc := healthpb.NewHealthClient(conn)
+
+	// Unary calls until the server has accepted three connections: every
+	// call answers.
+	calls := 0
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("call %d, connection %d: %v", calls, cl.accepted.Load(), err)
+		}
+		calls++
+		if n := cl.accepted.Load(); n < 3 {
+			return fmt.Errorf("%d connections accepted after %d calls", n, calls)
+		}
+		return nil
+	})
+
+	// A stream outlives its connection's age and grace: the connection is
+	// closed under it.
+	before := cl.accepted.Load()
+	s, err := watch(ctx, t, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream past the connection's age and grace: %v, want UNAVAILABLE", err)
+	}
+	if _, err := watch(ctx, t, conn); err != nil {
+		t.Fatalf("stream after the reconnect: %v", err)
+	}
+	if n := cl.accepted.Load(); n <= before {
+		t.Fatalf("connections accepted %d, before the stream %d: the client did not reconnect", n, before)
 	}
 }

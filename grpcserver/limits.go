@@ -19,8 +19,13 @@ func Options(cfg Config) []grpc.ServerOption {
 	c := newCodec()
 	l := &limiter{perConn: int64(cfg.MaxStreamsPerConn), total: int64(cfg.MaxStreams)}
 	ka := keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}
+	// grpc reads 0 as infinite, as the flags do.
 	if cfg.MaxConnectionIdle > 0 {
 		ka.MaxConnectionIdle = cfg.MaxConnectionIdle
+	}
+	if cfg.MaxConnectionAge > 0 {
+		ka.MaxConnectionAge = cfg.MaxConnectionAge
+		ka.MaxConnectionAgeGrace = cfg.MaxConnectionAgeGrace
 	}
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(c),

@@ -978,7 +978,10 @@ func (c *checker) shipper(w *workload, ct *corev1.Container) {
 		c.addf("%s: -id must be $(NODE_NAME) with NODE_NAME from spec.nodeName, stable across the shipper's restarts on a node (is %q, %s)", w, id.value, id.source)
 	}
 
-	// Routers: the router Service, by its DNS name <service>.<namespace>.svc.
+	// Routers: a Service selecting routers, by its DNS name
+	// <service>.<namespace>.svc; with dns:/// a headless one, whose every
+	// router pod the shipper spreads its requests over (package
+	// grpcclient).
 	routers := eff["ship.routers"]
 	if routers.value == "" {
 		c.addf("%s: no -ship.routers", w)
@@ -987,7 +990,8 @@ func (c *checker) shipper(w *workload, ct *corev1.Container) {
 		if addr == "" {
 			continue
 		}
-		host, port, err := net.SplitHostPort(addr)
+		target, spread := strings.CutPrefix(addr, "dns:///")
+		host, port, err := net.SplitHostPort(target)
 		if err != nil {
 			c.addf("%s: -ship.routers: %q: %v", w, addr, err)
 			continue
@@ -1002,6 +1006,9 @@ func (c *checker) shipper(w *workload, ct *corev1.Container) {
 		if svc == nil {
 			c.addf("%s: -ship.routers: %q is not <service>.<namespace>.svc of a Service here", w, addr)
 			continue
+		}
+		if spread && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			c.addf("%s: -ship.routers: %q: Service %s is not headless: its name resolves to one virtual IP, so dns:/// spreads over nothing", w, addr, svc.Name)
 		}
 		routerPods := false
 		for _, sw := range c.selectsIn(svc.Namespace, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}) {

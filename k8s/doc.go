@@ -18,7 +18,8 @@
 // NetworkPolicies, PodDisruptionBudgets and HorizontalPodAutoscalers that
 // apply to real pods, and an aggregator grace period longer than its
 // handoff and final snapshot; shippers take the node name as -id, reach
-// the router Service, read their logs from a read-only hostPath and keep
+// a router Service (with dns:///, a headless one, whose every pod they
+// spread over, named by the routers' certificate), read their logs from a read-only hostPath and keep
 // their checkpoint on a writable one, and only they may use hostPath, in
 // their own privileged namespace; the reconcile CronJob runs `clickagg
 // reconcile` with its flags (`clickagg reconcile -help`) over a range,

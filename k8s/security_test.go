@@ -427,10 +427,14 @@ func (c *checker) etcdServer(cm map[string]string) {
 	}
 }
 
-// hostOf is the host of a URL or host:port.
+// hostOf is the host of a URL, a gRPC target dns:///host:port, or host:port.
 func hostOf(s string) string {
-	if _, rest, ok := strings.Cut(s, "://"); ok {
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
 		s = rest
+		if scheme == "dns" {
+			// A gRPC target dns://[resolver]/host:port.
+			_, s, _ = strings.Cut(rest, "/")
+		}
 	}
 	if h, _, err := net.SplitHostPort(s); err == nil {
 		return h

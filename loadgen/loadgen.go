@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/clickagg/clickagg/grpcclient"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/retry"
 )
@@ -36,7 +37,7 @@ type Config struct {
 
 // RegisterFlags registers the loadgen flags under -loadgen.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Target, "loadgen.target", "127.0.0.1:9090", "router gRPC address to send clicks to")
+	fs.StringVar(&c.Target, "loadgen.target", "127.0.0.1:9090", "router gRPC address to send clicks to; dns:///router-headless.<namespace>.svc:9090 (a headless Service) spreads them over every router pod")
 	fs.IntVar(&c.Rate, "loadgen.rate", 2000, "clicks per second")
 	fs.IntVar(&c.Batch, "loadgen.batch", 500, "clicks per streamed request")
 	fs.IntVar(&c.Ads, "loadgen.ads", 50000, "number of distinct ads")
@@ -121,7 +122,7 @@ func Run(ctx context.Context, cfg Config, st *Stats) error {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	conn, err := grpc.NewClient(cfg.Target, opts...)
+	conn, err := grpc.NewClient(cfg.Target, grpcclient.With(opts...)...)
 	if err != nil {
 		return fmt.Errorf("dial router %s: %w", cfg.Target, err)
 	}

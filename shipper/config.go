@@ -81,7 +81,7 @@ func listFlag(dst *[]string) func(string) error {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("ship.files", "Comma-separated paths of the click log files to tail (the paths the ad servers write to; rotated files are found next to them).", listFlag(&c.Files))
 	fs.StringVar(&c.Format, "ship.format", FormatJSON, "Format of the log lines: json ({\"event_id\"?, \"ad_id\", \"click_time\", \"user_id\", \"ip\", \"country\"}) or csv (ad_id,click_timestamp,user_id,ip,country).")
-	fs.Func("ship.routers", "Comma-separated gRPC addresses of routers; a failed request is retried at the next one.", listFlag(&c.Routers))
+	fs.Func("ship.routers", "Comma-separated gRPC addresses of routers; a failed request is retried at the next one. A target dns:///router-headless.<namespace>.svc:9090 (a headless Service) spreads the requests over every router pod the name resolves to.", listFlag(&c.Routers))
 	fs.StringVar(&c.Checkpoint, "ship.checkpoint", "", "Checkpoint file (per log file: identity, acknowledged byte offset and line). Empty means .<name>.ship.json in the directory of the first -ship.files.")
 	fs.IntVar(&c.BatchSize, "ship.batch-size", DefaultBatchSize, "Largest number of events in one request to a router; at most the routers' -router.max-events-per-request.")
 	fs.DurationVar(&c.PollInterval, "ship.poll-interval", DefaultPollInterval, "How often a file whose end was reached is looked at again for new lines, truncation and rotation.")

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/clickagg/clickagg/grpcclient"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/retry"
 )
@@ -87,7 +88,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	}
 	var clients []clickaggv1.IngestServiceClient
 	for _, addr := range s.cfg.Routers {
-		conn, err := grpc.NewClient(addr, opts...)
+		conn, err := grpc.NewClient(addr, grpcclient.With(opts...)...)
 		if err != nil {
 			return fmt.Errorf("router %s: %w", addr, err)
 		}

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/clickagg/clickagg/archive"
+	"github.com/clickagg/clickagg/localserver"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
 )
@@ -144,4 +146,106 @@ func checkDevRedisCli(t *testing.T, dev *proc) {
 	if !strings.Contains(string(out), "NOAUTH") {
 		t.Fatalf("redis-cli%s DBSIZE without the password: %q, want NOAUTH", bare, out)
 	}
+}
+
+// TestDevViewShowsOutsideClicks: clicks other clients send to dev (over
+// gRPC, then with clickagg ship), with no load generator running, show
+// with their exact total in the info
+// lines of -view=off and in the live view, whose every frame starts with
+// the banner and the console's URL. Before, the view showed the load
+// generator's counters only and -view=off printed nothing of the cluster.
+func TestDevViewShowsOutsideClicks(t *testing.T) {
+	const n = 2400
+	now := time.Now()
+	events := make([]*clickaggv1.ClickEvent, n)
+	for i := range events {
+		events[i] = &clickaggv1.ClickEvent{
+			EventId: fmt.Sprintf("outside-%d", i), AdId: fmt.Sprintf("outside-ad-%d", i%3), ClickTime: timestamppb.New(now),
+			UserId: fmt.Sprintf("user-%d", i%40), Ip: "203.0.113.9", Country: "NL",
+		}
+	}
+	send := func(dev *proc) {
+		t.Helper()
+		resp, err := clickaggv1.NewIngestServiceClient(dial(t, dev.addr)).Ingest(context.Background(), &clickaggv1.IngestRequest{Events: events})
+		if err != nil || resp.Accepted != n {
+			t.Fatalf("ingest: %v %v", resp, err)
+		}
+	}
+	// lastLine returns the last line of dev's log that holds s.
+	lastLine := func(dev *proc, s string) string {
+		b, err := os.ReadFile(dev.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last string
+		for l := range strings.Lines(string(b)) {
+			if strings.Contains(l, s) {
+				last = l
+			}
+		}
+		return last
+	}
+
+	t.Run("view=off", func(t *testing.T) {
+		dir := t.TempDir()
+		dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-no-loadgen", "-view.interval=1s", "-redis.appendfsync=no")
+		send(dev)
+		wantLine := func(applied, topCount int) {
+			t.Helper()
+			want := fmt.Sprintf("msg=cluster applied=%d ", applied)
+			top := fmt.Sprintf(" top_ad_clicks_5m=%d", topCount)
+			testserver.Eventually(t, time.Minute, func() error {
+				l := lastLine(dev, "msg=cluster ")
+				if !strings.Contains(l, want) || !strings.Contains(l, " duplicates=0 ") || !strings.Contains(l, " serving=64 ") || !strings.Contains(l, top) {
+					return fmt.Errorf("last cluster line %q, want %q, duplicates=0, serving=64 and%s", l, want, top)
+				}
+				return nil
+			})
+		}
+		wantLine(n, n/3)
+
+		// clickagg ship's clicks count too: 900 more lines, a third of
+		// them for outside-ad-0, which stays the top ad.
+		const shipped = 900
+		var lines strings.Builder
+		for i := range shipped {
+			fmt.Fprintf(&lines, `{"ad_id":"outside-ad-%d","click_time":%d,"user_id":"user-%d","ip":"203.0.113.10","country":"NL"}`+"\n", i%3, now.UnixMilli(), i%40)
+		}
+		logFile := filepath.Join(dir, "clicks.log")
+		if err := os.WriteFile(logFile, []byte(lines.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		startProc(t, dir, "ship", "ship", "-ship.files="+logFile, "-ship.routers="+dev.addr, "-ship.progress=off")
+		wantLine(n+shipped, (n+shipped)/3)
+	})
+
+	t.Run("view=on", func(t *testing.T) {
+		dir := t.TempDir()
+		port, err := localserver.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", port)
+		dev := startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=on", "-no-loadgen", "-view.interval=1s", "-redis.appendfsync=no", "-http.addr="+httpAddr)
+		send(dev)
+		console := "console:                                   http://" + httpAddr + "/\n"
+		testserver.Eventually(t, time.Minute, func() error {
+			b, err := os.ReadFile(dev.log)
+			if err != nil {
+				return err
+			}
+			frames := strings.Split(string(b), "\033[H\033[2J")
+			if len(frames) < 2 {
+				return errors.New("the live view has drawn no frame yet")
+			}
+			last := frames[len(frames)-1]
+			if !strings.HasPrefix(last, "clickagg dev is running") || !strings.Contains(last, console) {
+				return fmt.Errorf("last frame does not start with the banner and %q:\n%s", console, last)
+			}
+			if want := fmt.Sprintf("applied %d clicks (", n); !strings.Contains(last, want) {
+				return fmt.Errorf("last frame does not say %q:\n%s", want, last)
+			}
+			return nil
+		})
+	})
 }

@@ -43,16 +43,8 @@ func TestShipExactlyOnceThroughKillsAndRotation(t *testing.T) {
 	coordClient := c.coordinatorClient()
 	waitCaughtUp(t, coordClient, 16, 2*time.Minute)
 
-	logDir := filepath.Join(c.dir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(logDir, "clicks.log")
-	ckpt := filepath.Join(c.dir, "ship-checkpoint.json")
-	w := newClickLog(t, path)
-	ship := startProc(t, c.dir, "shipper-1", "ship", "-ship.files="+path, "-ship.format=csv",
-		"-ship.routers="+c.routers[0].addr+","+c.routers[1].addr, "-ship.checkpoint="+ckpt,
-		"-ship.rotate-wait=300ms", "-ship.retry-max=1s", "-log.format=json")
+	w, path, ckpt := newShipLog(t, c)
+	ship := startShip(t, c, path, ckpt, "-ship.rotate-wait=300ms")
 
 	const total = 500_000
 	const rate = 12_500 // lines per second: the writing takes 40s
@@ -79,28 +71,7 @@ func TestShipExactlyOnceThroughKillsAndRotation(t *testing.T) {
 		}
 	}()
 
-	caughtUp := func() error {
-		b, err := os.ReadFile(ckpt)
-		if err != nil {
-			return err
-		}
-		var cf struct {
-			Files map[string]shipper.Position `json:"files"`
-		}
-		if err := json.Unmarshal(b, &cf); err != nil {
-			return err
-		}
-		p, ok := cf.Files[path]
-		fi, err := os.Stat(path)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if !ok || p.Ino != st.Ino || p.Offset != fi.Size() {
-			return fmt.Errorf("checkpoint %+v, file inode %d size %d", p, st.Ino, fi.Size())
-		}
-		return nil
-	}
+	caughtUp := func() error { return shipCaughtUp(ckpt, path) }
 	var routerBack chan struct{}
 	start := time.Now()
 	const chunk = 500
@@ -184,6 +155,52 @@ func TestShipExactlyOnceThroughKillsAndRotation(t *testing.T) {
 	}
 	t.Logf("%d bad lines, %d distinct reports (file, line, offset), %d missing, %d wrong; %d resumptions, %d retried requests; total %v",
 		len(w.bad), len(reported), missing, wrong, resumed, retried, time.Since(began).Round(time.Second))
+}
+
+// newShipLog creates the click log a shipper of c tails, and names the
+// shipper's checkpoint file.
+func newShipLog(t *testing.T, c *testCluster) (w *clickLog, path, ckpt string) {
+	t.Helper()
+	logDir := filepath.Join(c.dir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(logDir, "clicks.log")
+	return newClickLog(t, path), path, filepath.Join(c.dir, "ship-checkpoint.json")
+}
+
+// startShip starts clickagg ship on the CSV log at path, sending to the
+// first two routers of c, with extra flags.
+func startShip(t *testing.T, c *testCluster, path, ckpt string, extra ...string) *proc {
+	t.Helper()
+	return startProc(t, c.dir, "shipper-1", append([]string{"ship", "-ship.files=" + path, "-ship.format=csv",
+		"-ship.routers=" + c.routers[0].addr + "," + c.routers[1].addr, "-ship.checkpoint=" + ckpt,
+		"-ship.retry-max=1s", "-log.format=json"}, extra...)...)
+}
+
+// shipCaughtUp says whether the shipper's checkpoint at ckpt has reached
+// the end of the file at path.
+func shipCaughtUp(ckpt, path string) error {
+	b, err := os.ReadFile(ckpt)
+	if err != nil {
+		return err
+	}
+	var cf struct {
+		Files map[string]shipper.Position `json:"files"`
+	}
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return err
+	}
+	p, ok := cf.Files[path]
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if !ok || p.Ino != st.Ino || p.Offset != fi.Size() {
+		return fmt.Errorf("checkpoint %+v, file inode %d size %d", p, st.Ino, fi.Size())
+	}
+	return nil
 }
 
 // restartOnNewPort starts p again on a fresh port: while it was down, its
