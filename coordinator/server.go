@@ -324,9 +324,15 @@ func ownerProto(o OwnerSummary, now time.Time) *clickaggv1.OwnerStatus {
 	}
 	if !o.MinWatermark.IsZero() {
 		out.MinWatermark = timestamppb.New(o.MinWatermark)
-		out.WatermarkDelay = durationpb.New(now.Sub(o.MinWatermark))
+		out.WatermarkDelay = durationpb.New(watermarkDelay(now, o.MinWatermark))
 	}
 	return out
+}
+
+// watermarkDelay is how far w is behind now, to the millisecond: the
+// nanoseconds of two clocks say nothing and clutter the JSON.
+func watermarkDelay(now, w time.Time) time.Duration {
+	return now.Sub(w).Round(time.Millisecond)
 }
 
 func totalsProto(t Totals, minWatermark, now time.Time) *clickaggv1.ClusterTotals {
@@ -344,7 +350,7 @@ func totalsProto(t Totals, minWatermark, now time.Time) *clickaggv1.ClusterTotal
 		Splits:             int32(t.Splits),
 	}
 	if !minWatermark.IsZero() {
-		out.WatermarkDelay = durationpb.New(now.Sub(minWatermark))
+		out.WatermarkDelay = durationpb.New(watermarkDelay(now, minWatermark))
 	}
 	return out
 }
