@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/clickagg/clickagg/aggregator"
+	"github.com/clickagg/clickagg/buildinfo"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/durable"
 	clickhealth "github.com/clickagg/clickagg/health"
@@ -305,7 +306,8 @@ func (s *Server) started(p *process) {
 		s.httpAddr = p.httpLis.Addr().String()
 	}
 	s.mu.Unlock()
-	s.lg.Info("clickagg started", "roles", strings.Join(s.roles, ","), "member", s.cfg.ID, "grpc", s.grpcAddr, "advertise", p.advertise, "http", s.httpAddr, "partitions", p.partitions)
+	s.lg.Info("clickagg started", "roles", strings.Join(s.roles, ","), "member", s.cfg.ID, "version", buildinfo.Get().Version,
+		"grpc", s.grpcAddr, "advertise", p.advertise, "http", s.httpAddr, "partitions", p.partitions)
 	close(s.ready)
 }
 
