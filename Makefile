@@ -4,12 +4,27 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
+.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
 
 all: build
 
+# build stamps `git describe` and the commit into the binary (package
+# buildinfo: clickagg -version, clickagg_build_info, ListMembers), rather
+# than rely on the toolchain's record, which GOFLAGS=-buildvcs=false turns
+# off. Outside a git checkout both are empty and the binary falls back on
+# what the toolchain recorded, or "unknown".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILDINFO_LDFLAGS := $(if $(VERSION),-X github.com/clickagg/clickagg/buildinfo.version=$(VERSION)) $(if $(REVISION),-X github.com/clickagg/clickagg/buildinfo.revision=$(REVISION))
+
 build:
-	$(GO) build -o $(BIN)/clickagg ./cmd/clickagg
+	$(GO) build -ldflags '$(BUILDINFO_LDFLAGS)' -o $(BIN)/clickagg ./cmd/clickagg
+
+# image builds the release image with the version and commit stamped
+# (the Dockerfile builds with -buildvcs=false, so it is told both).
+IMAGE ?= ghcr.io/clickagg/clickagg:$(VERSION)
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
 
 # Pinned tools are built from tools/go.mod into ./bin, so every machine uses
 # the same versions.

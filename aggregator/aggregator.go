@@ -58,6 +58,9 @@ type Self struct {
 	// (-etcd.lease-ttl): one knob, shared by every role, for how soon a
 	// dead member is noticed.
 	LeaseTTL time.Duration
+	// Version and HTTPAddr are registered with the member (see
+	// cluster.Member) for operators and consoles; either may be empty.
+	Version, HTTPAddr string
 }
 
 // validate refuses a Self that cannot register; a bad lease TTL is named
@@ -299,7 +302,7 @@ func (a *Aggregator) register(ctx context.Context, id string, lg *slog.Logger) (
 		lg.Warn("register", "err", err, "retry_in", next)
 	}, func() error {
 		var err error
-		reg, err = a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.self.Addr}, a.self.LeaseTTL)
+		reg, err = a.cl.Register(ctx, cluster.Member{ID: id, Role: cluster.RoleAggregator, Addr: a.self.Addr, Version: a.self.Version, HTTPAddr: a.self.HTTPAddr}, a.self.LeaseTTL)
 		if errors.Is(err, cluster.ErrInvalid) {
 			return retry.Permanent(fmt.Errorf("register aggregator %s: %w", id, err))
 		}

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/clickagg/clickagg/buildinfo"
 )
 
 // The targets.
@@ -390,33 +391,11 @@ func (b *reportBuilder) settings() {
 		Setting{"partitions", fmt.Sprint(b.partitions)},
 		Setting{"GOMAXPROCS", fmt.Sprint(runtime.GOMAXPROCS(0))},
 	)
-	if rev := buildRevision(); rev != "" {
-		b.rep.Settings = append(b.rep.Settings, Setting{"build", rev})
+	// The version says the commit too, and "-dirty" for uncommitted changes.
+	if bi := buildinfo.Get(); bi.Revision != buildinfo.Unknown {
+		b.rep.Settings = append(b.rep.Settings, Setting{"build", bi.Version + " (commit " + bi.Revision + ")"})
 	}
 	b.rep.Settings = append(b.rep.Settings, b.targets.Settings...)
-}
-
-// buildRevision is the commit the binary was built from, as the Go
-// toolchain recorded it, and whether the tree had uncommitted changes; ""
-// when it recorded none (-buildvcs=false).
-func buildRevision() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	rev, modified := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value == "true"
-		}
-	}
-	if rev != "" && modified {
-		rev += " with uncommitted changes"
-	}
-	return rev
 }
 
 func ipState(ip *inprocResult) float64 {

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/clickagg/clickagg/buildinfo"
 )
 
 const synopsis = `clickagg counts ad clicks exactly.
@@ -21,6 +23,8 @@ Usage:
   clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
   clickagg recalc [flags]     recount a range of minutes from the raw archive as a new history revision; -apply serves it
   clickagg reconcile [flags]  recount a range from the raw archive and compare it with the history served
+  clickagg status [flags]     the cluster at a glance: members, versions, partitions, lag, watermark delay, hot keys, handoffs
+  clickagg version            print the version, the commit and the Go version (also: clickagg -version)
   clickagg <command> -help    the flags of a command`
 
 // Main runs the clickagg command with args (without the program name) and
@@ -30,6 +34,12 @@ func Main(args []string) int {
 	defer stop()
 	var err error
 	switch {
+	case len(args) > 0 && isVersion(args[0]):
+		// Before any flag is parsed: a version needs no configuration,
+		// and no environment variable can turn it on by accident.
+		fmt.Println(buildinfo.Get())
+	case len(args) > 0 && args[0] == "status":
+		err = runStatus(ctx, args[1:], os.Stdout)
 	case len(args) > 0 && args[0] == "dev":
 		err = runDev(ctx, args[1:])
 	case len(args) > 0 && args[0] == "loadgen":
@@ -49,6 +59,11 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "clickagg: %v\n", err)
 	}
 	return exitCode(err)
+}
+
+// isVersion reports whether arg asks for the version.
+func isVersion(arg string) bool {
+	return arg == "version" || arg == "-version" || arg == "--version"
 }
 
 func runServer(ctx context.Context, args []string) error {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +90,25 @@ func TestDefaultsValidate(t *testing.T) {
 // TestAdvertiseAddr: what members register is what gRPC dials, an IPv6
 // address in brackets, also when a manifest wrote $(POD_IP):port on an IPv6
 // cluster; what cannot be dialed is refused at start.
+// TestHTTPAdvertise: the registered HTTP address is the advertised gRPC
+// host with the HTTP listener's port, whatever HTTP listens on.
+func TestHTTPAdvertise(t *testing.T) {
+	for _, c := range []struct {
+		grpc string
+		port int
+		want string
+	}{
+		{"10.0.0.7:9090", 8080, "10.0.0.7:8080"},
+		{"aggregator-0.aggregator:9090", 8080, "aggregator-0.aggregator:8080"},
+		{"[fd00::7]:9090", 18080, "[fd00::7]:18080"},
+		{"127.0.0.1:41234", 45755, "127.0.0.1:45755"},
+	} {
+		if got := httpAdvertise(c.grpc, &net.TCPAddr{IP: net.IPv4zero, Port: c.port}); got != c.want {
+			t.Errorf("httpAdvertise(%q, :%d) = %q, want %q", c.grpc, c.port, got, c.want)
+		}
+	}
+}
+
 func TestAdvertiseAddr(t *testing.T) {
 	for _, c := range []struct{ in, want, err string }{
 		{in: "10.0.0.7:9090", want: "10.0.0.7:9090"},

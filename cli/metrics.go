@@ -7,10 +7,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/clickagg/clickagg/buildinfo"
 )
 
 // newRegistry returns the registry of one process's /metrics: the Go
-// runtime and process collectors, and each role's metrics once it is
+// runtime and process collectors, clickagg_build_info (which build runs,
+// for joining onto any series by instance), and each role's metrics once it is
 // registered. A registry per Server, not the global one, so that tests can
 // run several in one process, and so that the embedded etcd of clickagg dev
 // (which registers its own gRPC metrics globally) does not clash with ours.
@@ -19,6 +22,7 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.NewCollector(buildinfo.Get()),
 	)
 	return reg
 }

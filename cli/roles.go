@@ -12,6 +12,7 @@ import (
 	"github.com/clickagg/clickagg/aggregator"
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/authz"
+	"github.com/clickagg/clickagg/buildinfo"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
 	clickhealth "github.com/clickagg/clickagg/health"
@@ -57,7 +58,7 @@ func (p *process) startFollower(ctx context.Context, isRouter bool) (*hotkey.Fol
 		// Acknowledgements go on the router's membership lease, which
 		// is a new one each time it registers again. Keep sets the
 		// first before it returns, and so before Run writes any.
-		reg, err := p.cl.Keep(ctx, cluster.Member{ID: cfg.ID, Role: RoleRouter, Addr: p.advertise}, cfg.Cluster.LeaseTTL, func(m cluster.Member) {
+		reg, err := p.cl.Keep(ctx, p.member(RoleRouter), cfg.Cluster.LeaseTTL, func(m cluster.Member) {
 			follower.SetAckLease(clientv3.LeaseID(m.Incarnation))
 		}, p.lg)
 		if err != nil {
@@ -92,7 +93,7 @@ func (p *process) startAggregator(ctx context.Context) (*aggregator.Aggregator, 
 		}
 		opts, revisionsKnown = append(opts, archiving...), known
 	}
-	self := aggregator.Self{ID: cfg.ID, Addr: p.advertise, LeaseTTL: cfg.Cluster.LeaseTTL}
+	self := aggregator.Self{ID: cfg.ID, Addr: p.advertise, LeaseTTL: cfg.Cluster.LeaseTTL, Version: buildinfo.Get().Version, HTTPAddr: p.httpAdvertise}
 	a := aggregator.New(cfg.Aggregator, self, p.plog, store, p.cl, p.lg.With("role", RoleAggregator), time.Now, opts...)
 	clickaggv1.RegisterAggregatorServiceServer(p.gs, aggregator.NewServer(a))
 	p.services = append(p.services, clickaggv1.AggregatorService_ServiceDesc.ServiceName)
@@ -195,13 +196,19 @@ func (p *process) registerMembers(ctx context.Context, roles []string) error {
 		if role == RoleAggregator || role == RoleRouter {
 			continue
 		}
-		reg, err := p.cl.Keep(ctx, cluster.Member{ID: p.cfg.ID, Role: role, Addr: p.advertise}, p.cfg.Cluster.LeaseTTL, nil, p.lg)
+		reg, err := p.cl.Keep(ctx, p.member(role), p.cfg.Cluster.LeaseTTL, nil, p.lg)
 		if err != nil {
 			return fmt.Errorf("register %s: %w", role, err)
 		}
 		p.onClose(func() { closeMembership(reg) })
 	}
 	return nil
+}
+
+// member is this process's registration in role: its addresses and
+// version, for the coordinator and for operators (ListMembers).
+func (p *process) member(role string) cluster.Member {
+	return cluster.Member{ID: p.cfg.ID, Role: role, Addr: p.advertise, Version: buildinfo.Get().Version, HTTPAddr: p.httpAdvertise}
 }
 
 // closeMembership stops registering again and revokes the current lease,

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/clickagg/clickagg/aggregator"
+	"github.com/clickagg/clickagg/buildinfo"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/durable"
 	clickhealth "github.com/clickagg/clickagg/health"
@@ -179,6 +180,10 @@ type process struct {
 	lis       net.Listener
 	httpLis   net.Listener // nil without -http.addr
 	advertise string       // the address other members dial
+	// httpAdvertise is the HTTP address registered for consoles and
+	// operators: the advertised gRPC host with the HTTP port; empty
+	// without -http.addr.
+	httpAdvertise string
 
 	grpcParts // set by newGRPCServer
 
@@ -266,8 +271,22 @@ func (p *process) listen() error {
 		}
 		p.onClose(func() { _ = httpLis.Close() })
 		p.httpLis = httpLis
+		p.httpAdvertise = httpAdvertise(p.advertise, httpLis.Addr().(*net.TCPAddr))
 	}
 	return nil
+}
+
+// httpAdvertise is the HTTP address other processes and browsers reach
+// this one at: the host of the advertised gRPC address, which is already
+// the name others resolve (a pod IP, a hostname, -grpc.advertise-addr),
+// with the port HTTP listens on. A separate flag would be one more thing
+// to keep in step for the same host.
+func httpAdvertise(grpcAdvertise string, httpLis *net.TCPAddr) string {
+	host, _, err := net.SplitHostPort(grpcAdvertise)
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(httpLis.Port))
 }
 
 // startRoleGroup starts the group the roles run in. Its context outlives
@@ -287,7 +306,8 @@ func (s *Server) started(p *process) {
 		s.httpAddr = p.httpLis.Addr().String()
 	}
 	s.mu.Unlock()
-	s.lg.Info("clickagg started", "roles", strings.Join(s.roles, ","), "member", s.cfg.ID, "grpc", s.grpcAddr, "advertise", p.advertise, "http", s.httpAddr, "partitions", p.partitions)
+	s.lg.Info("clickagg started", "roles", strings.Join(s.roles, ","), "member", s.cfg.ID, "version", buildinfo.Get().Version,
+		"grpc", s.grpcAddr, "advertise", p.advertise, "http", s.httpAddr, "partitions", p.partitions)
 	close(s.ready)
 }
 

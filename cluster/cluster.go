@@ -70,6 +70,14 @@ type Member struct {
 	// partitions elsewhere while anyone healthy is left. It clears the
 	// flag once it can reach Redis again (Registration.SetUnhealthy).
 	Unhealthy bool `json:"unhealthy,omitempty"`
+	// Version is the clickagg version the process runs (package
+	// buildinfo), so that an operator sees a rolling upgrade's progress;
+	// empty from a process older than the field.
+	Version string `json:"version,omitempty"`
+	// HTTPAddr is the address of the process's HTTP server (/metrics, the
+	// console), so that consoles can link to each other; empty when it
+	// serves no HTTP.
+	HTTPAddr string `json:"http_addr,omitempty"`
 }
 
 // Owner is the owner of one partition.

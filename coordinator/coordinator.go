@@ -131,6 +131,8 @@ type Coordinator struct {
 	// maxIDLen is the routers' -router.max-id-length (WithMaxIDLength); 0
 	// means their default.
 	maxIDLen int
+	// now is the clock watermark delays are measured against (WithClock).
+	now func() time.Time
 }
 
 // New returns the coordinator that campaigns as self, of a cluster of
@@ -152,6 +154,7 @@ func New(cfg Config, self cluster.Candidate, cl Cluster, partitions int, dial fu
 		log:        log,
 		conns:      map[string]grpc.ClientConnInterface{},
 		m:          newMetrics(),
+		now:        time.Now,
 	}
 	for _, o := range opts {
 		o(c)

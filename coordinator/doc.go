@@ -90,8 +90,13 @@
 // from etcd and the aggregators on every coordinator, leader or not;
 // GetClusterStatus and GetLoad ask each owner in parallel with a deadline
 // per call, and list the partitions whose owner did not answer as
-// unavailable rather than failing the call. Mutations run on the leader
-// only: a follower forwards them (see NewServer).
+// unavailable rather than failing the call. GetClusterStatus's summary
+// form (Summary) rolls the same reports up per aggregator and for the
+// cluster, with the handoffs in progress and the open splits, so that its
+// answer does not grow with the partitions; its full form leaves each
+// partition's heavy ads out unless asked (they were most of its size).
+// Mutations run on the leader only: a follower forwards them (see
+// NewServer).
 //
 // # Hot keys
 //

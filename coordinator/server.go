@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -261,11 +262,36 @@ func (s *server) GetAssignment(ctx context.Context, _ *clickaggv1.GetAssignmentR
 	return resp, nil
 }
 
-func (s *server) GetClusterStatus(ctx context.Context, _ *clickaggv1.GetClusterStatusRequest) (*clickaggv1.GetClusterStatusResponse, error) {
+func (s *server) GetClusterStatus(ctx context.Context, req *clickaggv1.GetClusterStatusRequest) (*clickaggv1.GetClusterStatusResponse, error) {
+	if req.GetSummary() {
+		sum, err := s.c.Summary(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp := clusterStatusProto(sum.ClusterStatus)
+		resp.Partitions = nil
+		now := s.c.now()
+		for _, o := range sum.Owners {
+			resp.Owners = append(resp.Owners, ownerProto(o, now))
+		}
+		resp.Totals = totalsProto(sum.Totals, sum.MinWatermark, now)
+		return resp, nil
+	}
 	st, err := s.c.Status(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	resp := clusterStatusProto(st)
+	if !req.GetIncludeHeavy() {
+		// The reports are this call's own, fresh from the owners.
+		for _, ps := range resp.Partitions {
+			ps.Heavy = nil
+		}
+	}
+	return resp, nil
+}
+
+func clusterStatusProto(st ClusterStatus) *clickaggv1.GetClusterStatusResponse {
 	resp := &clickaggv1.GetClusterStatusResponse{
 		Leader:         st.Leader,
 		PartitionCount: int32(st.Partitions),
@@ -278,13 +304,61 @@ func (s *server) GetClusterStatus(ctx context.Context, _ *clickaggv1.GetClusterS
 	if !st.MinWatermark.IsZero() {
 		resp.MinWatermark = timestamppb.New(st.MinWatermark)
 	}
-	return resp, nil
+	return resp
+}
+
+func ownerProto(o OwnerSummary, now time.Time) *clickaggv1.OwnerStatus {
+	out := &clickaggv1.OwnerStatus{
+		Member:            o.Member,
+		Partitions:        int32(o.Partitions),
+		Serving:           int32(o.Serving),
+		Restoring:         int32(o.Restoring),
+		Unavailable:       int32(o.Unavailable),
+		Lag:               o.Lag,
+		MaxLagSeconds:     o.MaxLagSeconds,
+		EventsPerSecond:   o.EventsPerSecond,
+		EventsApplied:     o.EventsApplied,
+		DuplicatesDropped: o.DuplicatesDropped,
+		LateEvents:        o.LateEvents,
+		Draining:          o.Draining,
+	}
+	if !o.MinWatermark.IsZero() {
+		out.MinWatermark = timestamppb.New(o.MinWatermark)
+		out.WatermarkDelay = durationpb.New(watermarkDelay(now, o.MinWatermark))
+	}
+	return out
+}
+
+// watermarkDelay is how far w is behind now, to the millisecond: the
+// nanoseconds of two clocks say nothing and clutter the JSON.
+func watermarkDelay(now, w time.Time) time.Duration {
+	return now.Sub(w).Round(time.Millisecond)
+}
+
+func totalsProto(t Totals, minWatermark, now time.Time) *clickaggv1.ClusterTotals {
+	out := &clickaggv1.ClusterTotals{
+		Serving:            int32(t.Serving),
+		Restoring:          int32(t.Restoring),
+		Unavailable:        int32(t.Unavailable),
+		Lag:                t.Lag,
+		MaxLagSeconds:      t.MaxLagSeconds,
+		EventsPerSecond:    t.EventsPerSecond,
+		EventsApplied:      t.EventsApplied,
+		DuplicatesDropped:  t.DuplicatesDropped,
+		LateEvents:         t.LateEvents,
+		HandoffsInProgress: int32(t.HandoffsInProgress),
+		Splits:             int32(t.Splits),
+	}
+	if !minWatermark.IsZero() {
+		out.WatermarkDelay = durationpb.New(watermarkDelay(now, minWatermark))
+	}
+	return out
 }
 
 func membersProto(ms []cluster.Member) []*clickaggv1.Member {
 	out := make([]*clickaggv1.Member, len(ms))
 	for i, m := range ms {
-		out[i] = &clickaggv1.Member{Id: m.ID, Role: m.Role, Addr: m.Addr, RegisteredAt: timestamppb.New(m.RegisteredAt)}
+		out[i] = &clickaggv1.Member{Id: m.ID, Role: m.Role, Addr: m.Addr, RegisteredAt: timestamppb.New(m.RegisteredAt), Version: m.Version, HttpAddr: m.HTTPAddr}
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/clickagg/clickagg/cluster"
@@ -103,7 +104,7 @@ func coordinatorClient(t *testing.T, c *Coordinator) clickaggv1.CoordinatorServi
 }
 
 func memberProto(m cluster.Member) *clickaggv1.Member {
-	return &clickaggv1.Member{Id: m.ID, Role: m.Role, Addr: m.Addr, RegisteredAt: timestamppb.New(m.RegisteredAt)}
+	return &clickaggv1.Member{Id: m.ID, Role: m.Role, Addr: m.Addr, RegisteredAt: timestamppb.New(m.RegisteredAt), Version: m.Version, HttpAddr: m.HTTPAddr}
 }
 
 func diff(want, got proto.Message) string {
@@ -114,7 +115,9 @@ func TestServerListMembersAndAssignment(t *testing.T) {
 	const parts = 6
 	e := newEnv(t)
 	b, a := e.register("b", "127.0.0.1:2"), e.register("a", "127.0.0.1:1")
-	router, err := e.cl.Register(ctxT(t), cluster.Member{ID: "r", Role: cluster.RoleRouter, Addr: "127.0.0.1:3"}, ttl)
+	// The router says its version and HTTP address, as every member of
+	// this version does; a and b stand for members older than the fields.
+	router, err := e.cl.Register(ctxT(t), cluster.Member{ID: "r", Role: cluster.RoleRouter, Addr: "127.0.0.1:3", Version: "v1.2.3", HTTPAddr: "127.0.0.1:8083"}, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +150,15 @@ func TestServerListMembersAndAssignment(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ListMembers version and http_addr", func(t *testing.T) {
+		got, err := client.ListMembers(ctx, &clickaggv1.ListMembersRequest{Role: cluster.RoleRouter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Members) != 1 || got.Members[0].Version != "v1.2.3" || got.Members[0].HttpAddr != "127.0.0.1:8083" {
+			t.Fatalf("ListMembers(router) = %v, want version v1.2.3 and http_addr 127.0.0.1:8083 read back from etcd", got.Members)
+		}
+	})
 	t.Run("ListMembers unknown role", func(t *testing.T) {
 		_, err := client.ListMembers(ctx, &clickaggv1.ListMembersRequest{Role: "routers"})
 		if status.Code(err) != codes.InvalidArgument {
@@ -184,12 +196,13 @@ func TestServerGetClusterStatus(t *testing.T) {
 		"c": e.register("c", deadAddr(t)),
 		"d": e.register("d", hung.addr),
 	}
-	c, _ := e.start("coord-1", parts)
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := base.Add(time.Hour)
+	c, _ := e.startOn(e.etcd(), "coord-1", parts, WithClock(func() time.Time { return now }))
 	e.waitLeader("coord-1")
 	client := coordinatorClient(t, c)
 	asg := e.waitVersion(1)
 
-	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	// report is what an owner says about partition p: numbers derived from
 	// p, so that a report attributed to the wrong partition shows.
 	report := func(p int, epoch uint64) *clickaggv1.PartitionStatus {
@@ -202,7 +215,15 @@ func TestServerGetClusterStatus(t *testing.T) {
 			Lag:           int64(p),
 			Watermark:     timestamppb.New(base.Add(time.Duration(p) * time.Minute)),
 			EventsApplied: int64(100 * p),
+			Heavy:         []*clickaggv1.AdCount{{AdId: fmt.Sprintf("ad-%d", p), Count: int64(p + 1)}},
 		}
+	}
+	// light is report without its heavy ads, as the call answers unless
+	// include_heavy asks for them.
+	light := func(p int, epoch uint64) *clickaggv1.PartitionStatus {
+		r := report(p, epoch)
+		r.Heavy = nil
+		return r
 	}
 	owned := map[string][]int{}
 	for p, o := range asg.Owners {
@@ -244,7 +265,7 @@ func TestServerGetClusterStatus(t *testing.T) {
 		for p, o := range asg.Owners {
 			switch {
 			case o.Member == "a" || (o.Member == "b" && p != staleB):
-				want.Partitions = append(want.Partitions, report(p, o.Epoch))
+				want.Partitions = append(want.Partitions, light(p, o.Epoch))
 			default:
 				want.Unavailable = append(want.Unavailable, int32(p))
 			}
@@ -300,7 +321,7 @@ func TestServerGetClusterStatus(t *testing.T) {
 		want.MinWatermark = timestamppb.New(minWM)
 		up1.set(ra, false)
 		up2.set(rb, false)
-		got, err := client.GetClusterStatus(ctxT(t), &clickaggv1.GetClusterStatusRequest{})
+		got, err := client.GetClusterStatus(ctxT(t), &clickaggv1.GetClusterStatusRequest{IncludeHeavy: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -309,6 +330,46 @@ func TestServerGetClusterStatus(t *testing.T) {
 		}
 		if !got.GetMinWatermark().AsTime().Equal(base) {
 			t.Fatalf("min watermark %v, want partition 0's %v", got.GetMinWatermark().AsTime(), base)
+		}
+
+		// The summary of the same reports: partition p reports lag p,
+		// 100p events applied and a watermark p minutes after base.
+		want.Partitions = nil
+		wantOwner := map[string]*clickaggv1.OwnerStatus{"a": {Member: "a"}, "b": {Member: "b"}}
+		var lag, applied int64
+		for p, o := range next.Owners {
+			w := wantOwner[o.Member]
+			w.Partitions++
+			w.Serving++
+			w.Lag += int64(p)
+			w.EventsApplied += int64(100 * p)
+			lag += int64(p)
+			applied += int64(100 * p)
+			if wm := base.Add(time.Duration(p) * time.Minute); w.MinWatermark == nil || wm.Before(w.MinWatermark.AsTime()) {
+				w.MinWatermark = timestamppb.New(wm)
+				w.WatermarkDelay = durationpb.New(now.Sub(wm))
+			}
+		}
+		// Every partition that moved off c or d (epoch above the first
+		// assignment's) is a handoff in progress: the fakes never report
+		// serving_since, so the tracker never sees the new owner serve.
+		var moved int32
+		for _, o := range next.Owners {
+			if o.Epoch > 1 {
+				moved++
+			}
+		}
+		want.Owners = []*clickaggv1.OwnerStatus{wantOwner["a"], wantOwner["b"]}
+		want.Totals = &clickaggv1.ClusterTotals{Serving: parts, Lag: lag, EventsApplied: applied, WatermarkDelay: durationpb.New(time.Hour), HandoffsInProgress: moved}
+		got, err = client.GetClusterStatus(ctxT(t), &clickaggv1.GetClusterStatusRequest{Summary: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := diff(want, got); d != "" {
+			t.Fatalf("GetClusterStatus summary (-want +got):\n%s", d)
+		}
+		if lag != parts*(parts-1)/2 || moved == 0 {
+			t.Fatalf("total lag %d, want %d; %d partitions moved, want some", lag, parts*(parts-1)/2, moved)
 		}
 	})
 }

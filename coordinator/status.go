@@ -20,6 +20,8 @@ type ClusterStatus struct {
 	Leader     string // "" when no coordinator leads
 	Partitions int
 	Members    []cluster.Member // every role, sorted by ID
+	// Owners are the assigned owners, by partition (Member "" where none).
+	Owners []cluster.Owner
 	// Reports are the owners' reports on their partitions, by partition.
 	Reports []*clickaggv1.PartitionStatus
 	// Unavailable are the partitions that have no owner or whose owner did
@@ -47,7 +49,8 @@ func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	if err != nil {
 		return ClusterStatus{}, err
 	}
-	st := ClusterStatus{Leader: leader, Partitions: c.partitions, Members: members}
+	st := ClusterStatus{Leader: leader, Partitions: c.partitions, Members: members, Owners: make([]cluster.Owner, c.partitions)}
+	copy(st.Owners, a.Owners)
 
 	reported := c.reports(ctx, a, members)
 	allWatermarks := true

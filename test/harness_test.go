@@ -27,6 +27,10 @@ import (
 // binary is the clickagg binary built once by TestMain.
 var binary string
 
+// e2eVersion is the version TestMain stamps into binary (package
+// buildinfo), so that tests can expect it exactly.
+const e2eVersion = "v0.0.0-e2e"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "clickagg-e2e-bin")
 	if err != nil {
@@ -34,7 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "clickagg")
-	cmd := exec.Command("go", "build", "-o", binary, "../cmd/clickagg")
+	cmd := exec.Command("go", "build", "-ldflags=-X github.com/clickagg/clickagg/buildinfo.version="+e2eVersion, "-o", binary, "../cmd/clickagg")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build clickagg:", err)

@@ -242,11 +242,35 @@ func TestRunbook(t *testing.T) {
 		{id: "get-assignment", read: true, ready: decoded(func(r *clickaggv1.GetAssignmentResponse) error {
 			return checkPlacement(r, balanced)
 		})},
+		{id: "cluster-status-summary", read: true, ready: decoded(func(r *clickaggv1.GetClusterStatusResponse) error {
+			t := r.Totals
+			if len(r.Unavailable) > 0 || len(r.Partitions) != 0 || r.MinWatermark == nil || t.GetServing() != partitions || t.GetWatermarkDelay() == nil {
+				return fmt.Errorf("unavailable %v, %d partitions reported, min watermark %v, totals %v", r.Unavailable, len(r.Partitions), r.MinWatermark, t)
+			}
+			// Each aggregator serves what the balanced placement gives it.
+			want := map[string]int32{}
+			for _, m := range balanced {
+				want[m]++
+			}
+			for _, o := range r.Owners {
+				if o.Partitions != want[o.Member] || o.Serving != o.Partitions || o.EventsApplied == 0 {
+					return fmt.Errorf("owner %s: %d partitions, %d serving, %d events applied; want %d serving and some applied", o.Member, o.Partitions, o.Serving, o.EventsApplied, want[o.Member])
+				}
+				delete(want, o.Member)
+			}
+			if len(want) > 0 {
+				return fmt.Errorf("owners %v missing", want)
+			}
+			return nil
+		})},
 		{id: "cluster-status", read: true, ready: decoded(func(r *clickaggv1.GetClusterStatusResponse) error {
 			if len(r.Unavailable) > 0 || len(r.Partitions) != partitions || r.MinWatermark == nil {
 				return fmt.Errorf("unavailable %v, %d partitions reported, min watermark %v", r.Unavailable, len(r.Partitions), r.MinWatermark)
 			}
 			for _, p := range r.Partitions {
+				if len(p.Heavy) > 0 {
+					return fmt.Errorf("partition %d: heavy %v without include_heavy", p.Partition, p.Heavy)
+				}
 				if p.State != "serving" || p.LastSnapshot == nil || p.EventsApplied == 0 {
 					return fmt.Errorf("partition %d: state %s, last snapshot %v, %d events applied", p.Partition, p.State, p.LastSnapshot, p.EventsApplied)
 				}
@@ -539,9 +563,10 @@ func trickle(t *testing.T, ic clickaggv1.IngestServiceClient) {
 // documented one. Every other value must be equal, and every object must
 // have the documented fields, every list the documented length.
 var runbookVariable = map[string]bool{
-	"addr": true, "registeredAt": true, "version": true, "epoch": true,
-	"offset": true, "lag": true, "lagEntries": true, "lagSeconds": true, "eventsPerSecond": true,
-	"watermark": true, "minWatermark": true, "lastSnapshot": true, "servingSince": true,
+	"addr": true, "httpAddr": true, "registeredAt": true, "version": true, "epoch": true,
+	"offset": true, "lag": true, "lagEntries": true, "lagSeconds": true, "eventsPerSecond": true, "maxLagSeconds": true,
+	"watermarkDelay": true,
+	"watermark":      true, "minWatermark": true, "lastSnapshot": true, "servingSince": true,
 	"eventsApplied": true, "duplicatesDropped": true, "lateEvents": true,
 	"stopped": true, "serving": true, "pause": true,
 	// A hot ad's share of the clicks, and when a split starts and ends.

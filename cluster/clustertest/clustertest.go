@@ -87,9 +87,14 @@ func ctxT(t *testing.T) context.Context {
 
 func register(t *testing.T, f Fixture, id, role, addr string) *cluster.Registration {
 	t.Helper()
-	r, err := f.Cluster.Register(ctxT(t), cluster.Member{ID: id, Role: role, Addr: addr}, TTL)
+	return registerMember(t, f, cluster.Member{ID: id, Role: role, Addr: addr})
+}
+
+func registerMember(t *testing.T, f Fixture, m cluster.Member) *cluster.Registration {
+	t.Helper()
+	r, err := f.Cluster.Register(ctxT(t), m, TTL)
 	if err != nil {
-		t.Fatalf("register %s: %v", id, err)
+		t.Fatalf("register %s: %v", m.ID, err)
 	}
 	t.Cleanup(func() { _ = r.Close(context.Background()) })
 	return r
@@ -110,11 +115,13 @@ func campaign(t *testing.T, f Fixture, id string) *cluster.Leadership {
 // sameMembers compares members field by field, times by Equal.
 func sameMembers(a, b []cluster.Member) bool {
 	return slices.EqualFunc(a, b, func(x, y cluster.Member) bool {
-		return x.ID == y.ID && x.Role == y.Role && x.Addr == y.Addr && x.Incarnation == y.Incarnation && x.RegisteredAt.Equal(y.RegisteredAt)
+		return x.ID == y.ID && x.Role == y.Role && x.Addr == y.Addr && x.Incarnation == y.Incarnation && x.RegisteredAt.Equal(y.RegisteredAt) &&
+			x.Version == y.Version && x.HTTPAddr == y.HTTPAddr
 	})
 }
 
-// testRegisterAndList: every registration is of the member given, with a
+// testRegisterAndList: every registration is of the member given (its
+// version and HTTP address too, for the members that say them), with a
 // fresh incarnation and its time; Members lists a role's members (every role's for ""), sorted
 // by ID, then role, and refuses an unknown role.
 func testRegisterAndList(t *testing.T, f Fixture) {
@@ -124,16 +131,16 @@ func testRegisterAndList(t *testing.T, f Fixture) {
 		{ID: "b", Role: cluster.RoleAggregator, Addr: "127.0.0.1:2"},
 		{ID: "a", Role: cluster.RoleAggregator, Addr: "127.0.0.1:1"},
 		{ID: "a", Role: cluster.RoleRouter, Addr: "127.0.0.1:3"},
-		{ID: "c", Role: cluster.RoleQueryd, Addr: "127.0.0.1:4"},
+		{ID: "c", Role: cluster.RoleQueryd, Addr: "127.0.0.1:4", Version: "v1.2.3", HTTPAddr: "127.0.0.1:8084"},
 	}
 	var regs []*cluster.Registration
 	for _, m := range in {
-		regs = append(regs, register(t, f, m.ID, m.Role, m.Addr))
+		regs = append(regs, registerMember(t, f, m))
 	}
 	seen := map[int64]bool{}
 	for i, r := range regs {
 		m := r.Member()
-		if m.ID != in[i].ID || m.Role != in[i].Role || m.Addr != in[i].Addr {
+		if m.ID != in[i].ID || m.Role != in[i].Role || m.Addr != in[i].Addr || m.Version != in[i].Version || m.HTTPAddr != in[i].HTTPAddr {
 			t.Fatalf("registered %+v as %+v", in[i], m)
 		}
 		if m.Incarnation == 0 || seen[m.Incarnation] {

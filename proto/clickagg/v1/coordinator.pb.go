@@ -30,8 +30,16 @@ type Member struct {
 	// role is router, aggregator, coordinator or queryd.
 	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	// addr is the member's gRPC address.
-	Addr          string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
-	RegisteredAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	Addr         string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	RegisteredAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	// version is the clickagg version the process runs (clickagg -version);
+	// empty for a process older than the field.
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// http_addr is the address of the process's HTTP server (/metrics, the
+	// console): the host it advertises for gRPC with the port it listens on
+	// for HTTP. Empty when the process serves no HTTP (-http.addr empty), or
+	// is older than the field.
+	HttpAddr      string `protobuf:"bytes,6,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +100,20 @@ func (x *Member) GetRegisteredAt() *timestamppb.Timestamp {
 		return x.RegisteredAt
 	}
 	return nil
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetHttpAddr() string {
+	if x != nil {
+		return x.HttpAddr
+	}
+	return ""
 }
 
 type ListMembersRequest struct {
@@ -410,7 +432,16 @@ func (x *GetAssignmentResponse) GetDraining() []*Drain {
 }
 
 type GetClusterStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// summary answers with one rollup per aggregator (owners) and one for the
+	// cluster (totals) in place of the per-partition reports: partitions is
+	// left empty. The other fields are the same in both forms.
+	Summary bool `protobuf:"varint,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	// include_heavy fills each partition's heavy (its heaviest ads of the last
+	// minute); without it heavy is left empty, which is most of the full
+	// form's size. GetHotKeys ranks the heaviest ads of the whole cluster.
+	// Ignored with summary.
+	IncludeHeavy  bool `protobuf:"varint,2,opt,name=include_heavy,json=includeHeavy,proto3" json:"include_heavy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,17 +476,37 @@ func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
 	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
+func (x *GetClusterStatusRequest) GetSummary() bool {
+	if x != nil {
+		return x.Summary
+	}
+	return false
+}
+
+func (x *GetClusterStatusRequest) GetIncludeHeavy() bool {
+	if x != nil {
+		return x.IncludeHeavy
+	}
+	return false
+}
+
 type GetClusterStatusResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Leader         string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
 	PartitionCount int32                  `protobuf:"varint,2,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
 	Members        []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
-	Partitions     []*PartitionStatus     `protobuf:"bytes,4,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// partitions are the owners' reports, by partition; empty with summary.
+	Partitions []*PartitionStatus `protobuf:"bytes,4,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	// min_watermark is the smallest partition watermark: every minute that ends
 	// at or before it is complete for the whole cluster.
 	MinWatermark *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=min_watermark,json=minWatermark,proto3" json:"min_watermark,omitempty"`
 	// unavailable lists the partitions whose owner did not answer.
-	Unavailable   []int32 `protobuf:"varint,6,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
+	Unavailable []int32 `protobuf:"varint,6,rep,packed,name=unavailable,proto3" json:"unavailable,omitempty"`
+	// owners are the rollups of the live aggregators and of any other member
+	// the assignment names, by ID; only with summary.
+	Owners []*OwnerStatus `protobuf:"bytes,7,rep,name=owners,proto3" json:"owners,omitempty"`
+	// totals roll up the whole cluster; only with summary.
+	Totals        *ClusterTotals `protobuf:"bytes,8,opt,name=totals,proto3" json:"totals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +583,325 @@ func (x *GetClusterStatusResponse) GetUnavailable() []int32 {
 	return nil
 }
 
+func (x *GetClusterStatusResponse) GetOwners() []*OwnerStatus {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetTotals() *ClusterTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// OwnerStatus sums up what one aggregator reports about the partitions
+// assigned to it.
+type OwnerStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// partitions is the number assigned to it, reported or not.
+	Partitions int32 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// serving and restoring count its reported partitions by state.
+	Serving   int32 `protobuf:"varint,3,opt,name=serving,proto3" json:"serving,omitempty"`
+	Restoring int32 `protobuf:"varint,4,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	// unavailable counts the assigned partitions it did not report on.
+	Unavailable int32 `protobuf:"varint,5,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	// lag is the sum of its partitions' lag (log entries not yet applied).
+	Lag int64 `protobuf:"varint,6,opt,name=lag,proto3" json:"lag,omitempty"`
+	// max_lag_seconds is the largest lag_seconds of its partitions.
+	MaxLagSeconds float64 `protobuf:"fixed64,7,opt,name=max_lag_seconds,json=maxLagSeconds,proto3" json:"max_lag_seconds,omitempty"`
+	// min_watermark is the smallest watermark of its partitions; unset unless
+	// every partition assigned to it reported one.
+	MinWatermark *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=min_watermark,json=minWatermark,proto3" json:"min_watermark,omitempty"`
+	// watermark_delay is how far min_watermark is behind the coordinator's
+	// clock: how stale the member's freshest complete minute is.
+	WatermarkDelay *durationpb.Duration `protobuf:"bytes,9,opt,name=watermark_delay,json=watermarkDelay,proto3" json:"watermark_delay,omitempty"`
+	// events_per_second, events_applied, duplicates_dropped and late_events
+	// are the sums of its partitions' (see PartitionStatus).
+	EventsPerSecond   float64 `protobuf:"fixed64,10,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	EventsApplied     int64   `protobuf:"varint,11,opt,name=events_applied,json=eventsApplied,proto3" json:"events_applied,omitempty"`
+	DuplicatesDropped int64   `protobuf:"varint,12,opt,name=duplicates_dropped,json=duplicatesDropped,proto3" json:"duplicates_dropped,omitempty"`
+	LateEvents        int64   `protobuf:"varint,13,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
+	// draining: an operator drains it, or it is shutting down.
+	Draining      bool `protobuf:"varint,14,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnerStatus) Reset() {
+	*x = OwnerStatus{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerStatus) ProtoMessage() {}
+
+func (x *OwnerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerStatus.ProtoReflect.Descriptor instead.
+func (*OwnerStatus) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OwnerStatus) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *OwnerStatus) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetServing() int32 {
+	if x != nil {
+		return x.Serving
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetRestoring() int32 {
+	if x != nil {
+		return x.Restoring
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetUnavailable() int32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetLag() int64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetMaxLagSeconds() float64 {
+	if x != nil {
+		return x.MaxLagSeconds
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetMinWatermark() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MinWatermark
+	}
+	return nil
+}
+
+func (x *OwnerStatus) GetWatermarkDelay() *durationpb.Duration {
+	if x != nil {
+		return x.WatermarkDelay
+	}
+	return nil
+}
+
+func (x *OwnerStatus) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetEventsApplied() int64 {
+	if x != nil {
+		return x.EventsApplied
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetDuplicatesDropped() int64 {
+	if x != nil {
+		return x.DuplicatesDropped
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetLateEvents() int64 {
+	if x != nil {
+		return x.LateEvents
+	}
+	return 0
+}
+
+func (x *OwnerStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+// ClusterTotals sums up the whole cluster.
+type ClusterTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serving and restoring count the reported partitions by state;
+	// unavailable counts the partitions without an owner or a report.
+	Serving     int32 `protobuf:"varint,1,opt,name=serving,proto3" json:"serving,omitempty"`
+	Restoring   int32 `protobuf:"varint,2,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	Unavailable int32 `protobuf:"varint,3,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	// lag, max_lag_seconds and the rates are over every reported partition,
+	// as in OwnerStatus.
+	Lag           int64   `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	MaxLagSeconds float64 `protobuf:"fixed64,5,opt,name=max_lag_seconds,json=maxLagSeconds,proto3" json:"max_lag_seconds,omitempty"`
+	// watermark_delay is how far the response's min_watermark is behind the
+	// coordinator's clock; unset when min_watermark is.
+	WatermarkDelay    *durationpb.Duration `protobuf:"bytes,6,opt,name=watermark_delay,json=watermarkDelay,proto3" json:"watermark_delay,omitempty"`
+	EventsPerSecond   float64              `protobuf:"fixed64,7,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	EventsApplied     int64                `protobuf:"varint,8,opt,name=events_applied,json=eventsApplied,proto3" json:"events_applied,omitempty"`
+	DuplicatesDropped int64                `protobuf:"varint,9,opt,name=duplicates_dropped,json=duplicatesDropped,proto3" json:"duplicates_dropped,omitempty"`
+	LateEvents        int64                `protobuf:"varint,10,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
+	// handoffs_in_progress counts the recorded handoffs whose new owner does
+	// not serve yet (GetHandoffs: serving unset).
+	HandoffsInProgress int32 `protobuf:"varint,11,opt,name=handoffs_in_progress,json=handoffsInProgress,proto3" json:"handoffs_in_progress,omitempty"`
+	// splits counts the splits in force: open, whether or not their first
+	// minute has come (GetHotKeys lists them).
+	Splits        int32 `protobuf:"varint,12,opt,name=splits,proto3" json:"splits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterTotals) Reset() {
+	*x = ClusterTotals{}
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterTotals) ProtoMessage() {}
+
+func (x *ClusterTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterTotals.ProtoReflect.Descriptor instead.
+func (*ClusterTotals) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ClusterTotals) GetServing() int32 {
+	if x != nil {
+		return x.Serving
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetRestoring() int32 {
+	if x != nil {
+		return x.Restoring
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetUnavailable() int32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetLag() int64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetMaxLagSeconds() float64 {
+	if x != nil {
+		return x.MaxLagSeconds
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetWatermarkDelay() *durationpb.Duration {
+	if x != nil {
+		return x.WatermarkDelay
+	}
+	return nil
+}
+
+func (x *ClusterTotals) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetEventsApplied() int64 {
+	if x != nil {
+		return x.EventsApplied
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetDuplicatesDropped() int64 {
+	if x != nil {
+		return x.DuplicatesDropped
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetLateEvents() int64 {
+	if x != nil {
+		return x.LateEvents
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetHandoffsInProgress() int32 {
+	if x != nil {
+		return x.HandoffsInProgress
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetSplits() int32 {
+	if x != nil {
+		return x.Splits
+	}
+	return 0
+}
+
 // PartitionStatus is what a partition's owner reports about it.
 type PartitionStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -563,7 +933,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +945,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[9]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +958,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -704,7 +1074,7 @@ type GetLoadRequest struct {
 
 func (x *GetLoadRequest) Reset() {
 	*x = GetLoadRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +1086,7 @@ func (x *GetLoadRequest) String() string {
 func (*GetLoadRequest) ProtoMessage() {}
 
 func (x *GetLoadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[10]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +1099,7 @@ func (x *GetLoadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoadRequest.ProtoReflect.Descriptor instead.
 func (*GetLoadRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 // PartitionLoad is the load of one partition as its owner reports it.
@@ -749,7 +1119,7 @@ type PartitionLoad struct {
 
 func (x *PartitionLoad) Reset() {
 	*x = PartitionLoad{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1131,7 @@ func (x *PartitionLoad) String() string {
 func (*PartitionLoad) ProtoMessage() {}
 
 func (x *PartitionLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[11]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1144,7 @@ func (x *PartitionLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLoad.ProtoReflect.Descriptor instead.
 func (*PartitionLoad) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionLoad) GetPartition() int32 {
@@ -826,7 +1196,7 @@ type MemberLoad struct {
 
 func (x *MemberLoad) Reset() {
 	*x = MemberLoad{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1208,7 @@ func (x *MemberLoad) String() string {
 func (*MemberLoad) ProtoMessage() {}
 
 func (x *MemberLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[12]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1221,7 @@ func (x *MemberLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLoad.ProtoReflect.Descriptor instead.
 func (*MemberLoad) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberLoad) GetMember() string {
@@ -901,7 +1271,7 @@ type GetLoadResponse struct {
 
 func (x *GetLoadResponse) Reset() {
 	*x = GetLoadResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1283,7 @@ func (x *GetLoadResponse) String() string {
 func (*GetLoadResponse) ProtoMessage() {}
 
 func (x *GetLoadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[13]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1296,7 @@ func (x *GetLoadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoadResponse.ProtoReflect.Descriptor instead.
 func (*GetLoadResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetLoadResponse) GetMembers() []*MemberLoad {
@@ -960,7 +1330,7 @@ type GetHotKeysRequest struct {
 
 func (x *GetHotKeysRequest) Reset() {
 	*x = GetHotKeysRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1342,7 @@ func (x *GetHotKeysRequest) String() string {
 func (*GetHotKeysRequest) ProtoMessage() {}
 
 func (x *GetHotKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[14]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1355,7 @@ func (x *GetHotKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHotKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetHotKeysRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetHotKeysRequest) GetCount() int32 {
@@ -1009,7 +1379,7 @@ type HotKey struct {
 
 func (x *HotKey) Reset() {
 	*x = HotKey{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1391,7 @@ func (x *HotKey) String() string {
 func (*HotKey) ProtoMessage() {}
 
 func (x *HotKey) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[15]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1404,7 @@ func (x *HotKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotKey.ProtoReflect.Descriptor instead.
 func (*HotKey) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HotKey) GetAdId() string {
@@ -1083,7 +1453,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1465,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[16]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1478,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Split) GetAdId() string {
@@ -1156,7 +1526,7 @@ type GetHotKeysResponse struct {
 
 func (x *GetHotKeysResponse) Reset() {
 	*x = GetHotKeysResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1538,7 @@ func (x *GetHotKeysResponse) String() string {
 func (*GetHotKeysResponse) ProtoMessage() {}
 
 func (x *GetHotKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[17]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1551,7 @@ func (x *GetHotKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHotKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetHotKeysResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetHotKeysResponse) GetKeys() []*HotKey {
@@ -1206,7 +1576,7 @@ type GetHandoffsRequest struct {
 
 func (x *GetHandoffsRequest) Reset() {
 	*x = GetHandoffsRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1588,7 @@ func (x *GetHandoffsRequest) String() string {
 func (*GetHandoffsRequest) ProtoMessage() {}
 
 func (x *GetHandoffsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[18]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1601,7 @@ func (x *GetHandoffsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHandoffsRequest.ProtoReflect.Descriptor instead.
 func (*GetHandoffsRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 // Handoff is one change of a partition's owner.
@@ -1255,7 +1625,7 @@ type Handoff struct {
 
 func (x *Handoff) Reset() {
 	*x = Handoff{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1637,7 @@ func (x *Handoff) String() string {
 func (*Handoff) ProtoMessage() {}
 
 func (x *Handoff) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[19]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1650,7 @@ func (x *Handoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Handoff.ProtoReflect.Descriptor instead.
 func (*Handoff) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Handoff) GetPartition() int32 {
@@ -1348,7 +1718,7 @@ type GetHandoffsResponse struct {
 
 func (x *GetHandoffsResponse) Reset() {
 	*x = GetHandoffsResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1730,7 @@ func (x *GetHandoffsResponse) String() string {
 func (*GetHandoffsResponse) ProtoMessage() {}
 
 func (x *GetHandoffsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[20]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1743,7 @@ func (x *GetHandoffsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHandoffsResponse.ProtoReflect.Descriptor instead.
 func (*GetHandoffsResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetHandoffsResponse) GetHandoffs() []*Handoff {
@@ -1395,7 +1765,7 @@ type PartitionMove struct {
 
 func (x *PartitionMove) Reset() {
 	*x = PartitionMove{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1777,7 @@ func (x *PartitionMove) String() string {
 func (*PartitionMove) ProtoMessage() {}
 
 func (x *PartitionMove) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[21]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1790,7 @@ func (x *PartitionMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMove.ProtoReflect.Descriptor instead.
 func (*PartitionMove) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PartitionMove) GetPartition() int32 {
@@ -1456,7 +1826,7 @@ type MovePartitionRequest struct {
 
 func (x *MovePartitionRequest) Reset() {
 	*x = MovePartitionRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1838,7 @@ func (x *MovePartitionRequest) String() string {
 func (*MovePartitionRequest) ProtoMessage() {}
 
 func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[22]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1851,7 @@ func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
 func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MovePartitionRequest) GetPartition() int32 {
@@ -1515,7 +1885,7 @@ type MovePartitionResponse struct {
 
 func (x *MovePartitionResponse) Reset() {
 	*x = MovePartitionResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1897,7 @@ func (x *MovePartitionResponse) String() string {
 func (*MovePartitionResponse) ProtoMessage() {}
 
 func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[23]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1910,7 @@ func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
 func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MovePartitionResponse) GetMoves() []*PartitionMove {
@@ -1569,7 +1939,7 @@ type DrainMemberRequest struct {
 
 func (x *DrainMemberRequest) Reset() {
 	*x = DrainMemberRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1951,7 @@ func (x *DrainMemberRequest) String() string {
 func (*DrainMemberRequest) ProtoMessage() {}
 
 func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[24]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1964,7 @@ func (x *DrainMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberRequest.ProtoReflect.Descriptor instead.
 func (*DrainMemberRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DrainMemberRequest) GetMember() string {
@@ -1628,7 +1998,7 @@ type DrainMemberResponse struct {
 
 func (x *DrainMemberResponse) Reset() {
 	*x = DrainMemberResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2010,7 @@ func (x *DrainMemberResponse) String() string {
 func (*DrainMemberResponse) ProtoMessage() {}
 
 func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[25]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2023,7 @@ func (x *DrainMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainMemberResponse.ProtoReflect.Descriptor instead.
 func (*DrainMemberResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DrainMemberResponse) GetMoves() []*PartitionMove {
@@ -1679,7 +2049,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2061,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[26]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2074,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -1724,7 +2094,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +2106,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[27]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +2119,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RebalanceResponse) GetMoves() []*PartitionMove {
@@ -1778,7 +2148,7 @@ type SplitKeyRequest struct {
 
 func (x *SplitKeyRequest) Reset() {
 	*x = SplitKeyRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2160,7 @@ func (x *SplitKeyRequest) String() string {
 func (*SplitKeyRequest) ProtoMessage() {}
 
 func (x *SplitKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[28]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2173,7 @@ func (x *SplitKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitKeyRequest.ProtoReflect.Descriptor instead.
 func (*SplitKeyRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SplitKeyRequest) GetAdId() string {
@@ -1837,7 +2207,7 @@ type SplitKeyResponse struct {
 
 func (x *SplitKeyResponse) Reset() {
 	*x = SplitKeyResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2219,7 @@ func (x *SplitKeyResponse) String() string {
 func (*SplitKeyResponse) ProtoMessage() {}
 
 func (x *SplitKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[29]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2232,7 @@ func (x *SplitKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitKeyResponse.ProtoReflect.Descriptor instead.
 func (*SplitKeyResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SplitKeyResponse) GetSplit() *Split {
@@ -1889,7 +2259,7 @@ type UnsplitKeyRequest struct {
 
 func (x *UnsplitKeyRequest) Reset() {
 	*x = UnsplitKeyRequest{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2271,7 @@ func (x *UnsplitKeyRequest) String() string {
 func (*UnsplitKeyRequest) ProtoMessage() {}
 
 func (x *UnsplitKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[30]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2284,7 @@ func (x *UnsplitKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsplitKeyRequest.ProtoReflect.Descriptor instead.
 func (*UnsplitKeyRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UnsplitKeyRequest) GetAdId() string {
@@ -1941,7 +2311,7 @@ type UnsplitKeyResponse struct {
 
 func (x *UnsplitKeyResponse) Reset() {
 	*x = UnsplitKeyResponse{}
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2323,7 @@ func (x *UnsplitKeyResponse) String() string {
 func (*UnsplitKeyResponse) ProtoMessage() {}
 
 func (x *UnsplitKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_coordinator_proto_msgTypes[31]
+	mi := &file_clickagg_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2336,7 @@ func (x *UnsplitKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsplitKeyResponse.ProtoReflect.Descriptor instead.
 func (*UnsplitKeyResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_clickagg_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UnsplitKeyResponse) GetSplit() *Split {
@@ -1987,12 +2357,14 @@ var File_clickagg_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
+	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
 	"\x04addr\x18\x03 \x01(\tR\x04addr\x12?\n" +
-	"\rregistered_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\"(\n" +
+	"\rregistered_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1b\n" +
+	"\thttp_addr\x18\x06 \x01(\tR\bhttpAddr\"(\n" +
 	"\x12ListMembersRequest\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\"D\n" +
 	"\x13ListMembersResponse\x12-\n" +
@@ -2011,8 +2383,10 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2 .clickagg.v1.PartitionAssignmentR\n" +
 	"partitions\x12.\n" +
-	"\bdraining\x18\x03 \x03(\v2\x12.clickagg.v1.DrainR\bdraining\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xab\x02\n" +
+	"\bdraining\x18\x03 \x03(\v2\x12.clickagg.v1.DrainR\bdraining\"X\n" +
+	"\x17GetClusterStatusRequest\x12\x18\n" +
+	"\asummary\x18\x01 \x01(\bR\asummary\x12#\n" +
+	"\rinclude_heavy\x18\x02 \x01(\bR\fincludeHeavy\"\x91\x03\n" +
 	"\x18GetClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12-\n" +
@@ -2021,7 +2395,43 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"partitions\x18\x04 \x03(\v2\x1c.clickagg.v1.PartitionStatusR\n" +
 	"partitions\x12?\n" +
 	"\rmin_watermark\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fminWatermark\x12 \n" +
-	"\vunavailable\x18\x06 \x03(\x05R\vunavailable\"\xc9\x04\n" +
+	"\vunavailable\x18\x06 \x03(\x05R\vunavailable\x120\n" +
+	"\x06owners\x18\a \x03(\v2\x18.clickagg.v1.OwnerStatusR\x06owners\x122\n" +
+	"\x06totals\x18\b \x01(\v2\x1a.clickagg.v1.ClusterTotalsR\x06totals\"\x9d\x04\n" +
+	"\vOwnerStatus\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x05R\n" +
+	"partitions\x12\x18\n" +
+	"\aserving\x18\x03 \x01(\x05R\aserving\x12\x1c\n" +
+	"\trestoring\x18\x04 \x01(\x05R\trestoring\x12 \n" +
+	"\vunavailable\x18\x05 \x01(\x05R\vunavailable\x12\x10\n" +
+	"\x03lag\x18\x06 \x01(\x03R\x03lag\x12&\n" +
+	"\x0fmax_lag_seconds\x18\a \x01(\x01R\rmaxLagSeconds\x12?\n" +
+	"\rmin_watermark\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fminWatermark\x12B\n" +
+	"\x0fwatermark_delay\x18\t \x01(\v2\x19.google.protobuf.DurationR\x0ewatermarkDelay\x12*\n" +
+	"\x11events_per_second\x18\n" +
+	" \x01(\x01R\x0feventsPerSecond\x12%\n" +
+	"\x0eevents_applied\x18\v \x01(\x03R\reventsApplied\x12-\n" +
+	"\x12duplicates_dropped\x18\f \x01(\x03R\x11duplicatesDropped\x12\x1f\n" +
+	"\vlate_events\x18\r \x01(\x03R\n" +
+	"lateEvents\x12\x1a\n" +
+	"\bdraining\x18\x0e \x01(\bR\bdraining\"\xd4\x03\n" +
+	"\rClusterTotals\x12\x18\n" +
+	"\aserving\x18\x01 \x01(\x05R\aserving\x12\x1c\n" +
+	"\trestoring\x18\x02 \x01(\x05R\trestoring\x12 \n" +
+	"\vunavailable\x18\x03 \x01(\x05R\vunavailable\x12\x10\n" +
+	"\x03lag\x18\x04 \x01(\x03R\x03lag\x12&\n" +
+	"\x0fmax_lag_seconds\x18\x05 \x01(\x01R\rmaxLagSeconds\x12B\n" +
+	"\x0fwatermark_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ewatermarkDelay\x12*\n" +
+	"\x11events_per_second\x18\a \x01(\x01R\x0feventsPerSecond\x12%\n" +
+	"\x0eevents_applied\x18\b \x01(\x03R\reventsApplied\x12-\n" +
+	"\x12duplicates_dropped\x18\t \x01(\x03R\x11duplicatesDropped\x12\x1f\n" +
+	"\vlate_events\x18\n" +
+	" \x01(\x03R\n" +
+	"lateEvents\x120\n" +
+	"\x14handoffs_in_progress\x18\v \x01(\x05R\x12handoffsInProgress\x12\x16\n" +
+	"\x06splits\x18\f \x01(\x05R\x06splits\"\xc9\x04\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\x12\x14\n" +
@@ -2161,7 +2571,7 @@ func file_clickagg_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_coordinator_proto_rawDescData
 }
 
-var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_clickagg_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*Member)(nil),                   // 0: clickagg.v1.Member
 	(*ListMembersRequest)(nil),       // 1: clickagg.v1.ListMembersRequest
@@ -2172,88 +2582,95 @@ var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*GetAssignmentResponse)(nil),    // 6: clickagg.v1.GetAssignmentResponse
 	(*GetClusterStatusRequest)(nil),  // 7: clickagg.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 8: clickagg.v1.GetClusterStatusResponse
-	(*PartitionStatus)(nil),          // 9: clickagg.v1.PartitionStatus
-	(*GetLoadRequest)(nil),           // 10: clickagg.v1.GetLoadRequest
-	(*PartitionLoad)(nil),            // 11: clickagg.v1.PartitionLoad
-	(*MemberLoad)(nil),               // 12: clickagg.v1.MemberLoad
-	(*GetLoadResponse)(nil),          // 13: clickagg.v1.GetLoadResponse
-	(*GetHotKeysRequest)(nil),        // 14: clickagg.v1.GetHotKeysRequest
-	(*HotKey)(nil),                   // 15: clickagg.v1.HotKey
-	(*Split)(nil),                    // 16: clickagg.v1.Split
-	(*GetHotKeysResponse)(nil),       // 17: clickagg.v1.GetHotKeysResponse
-	(*GetHandoffsRequest)(nil),       // 18: clickagg.v1.GetHandoffsRequest
-	(*Handoff)(nil),                  // 19: clickagg.v1.Handoff
-	(*GetHandoffsResponse)(nil),      // 20: clickagg.v1.GetHandoffsResponse
-	(*PartitionMove)(nil),            // 21: clickagg.v1.PartitionMove
-	(*MovePartitionRequest)(nil),     // 22: clickagg.v1.MovePartitionRequest
-	(*MovePartitionResponse)(nil),    // 23: clickagg.v1.MovePartitionResponse
-	(*DrainMemberRequest)(nil),       // 24: clickagg.v1.DrainMemberRequest
-	(*DrainMemberResponse)(nil),      // 25: clickagg.v1.DrainMemberResponse
-	(*RebalanceRequest)(nil),         // 26: clickagg.v1.RebalanceRequest
-	(*RebalanceResponse)(nil),        // 27: clickagg.v1.RebalanceResponse
-	(*SplitKeyRequest)(nil),          // 28: clickagg.v1.SplitKeyRequest
-	(*SplitKeyResponse)(nil),         // 29: clickagg.v1.SplitKeyResponse
-	(*UnsplitKeyRequest)(nil),        // 30: clickagg.v1.UnsplitKeyRequest
-	(*UnsplitKeyResponse)(nil),       // 31: clickagg.v1.UnsplitKeyResponse
-	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
-	(*AdCount)(nil),                  // 33: clickagg.v1.AdCount
-	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
+	(*OwnerStatus)(nil),              // 9: clickagg.v1.OwnerStatus
+	(*ClusterTotals)(nil),            // 10: clickagg.v1.ClusterTotals
+	(*PartitionStatus)(nil),          // 11: clickagg.v1.PartitionStatus
+	(*GetLoadRequest)(nil),           // 12: clickagg.v1.GetLoadRequest
+	(*PartitionLoad)(nil),            // 13: clickagg.v1.PartitionLoad
+	(*MemberLoad)(nil),               // 14: clickagg.v1.MemberLoad
+	(*GetLoadResponse)(nil),          // 15: clickagg.v1.GetLoadResponse
+	(*GetHotKeysRequest)(nil),        // 16: clickagg.v1.GetHotKeysRequest
+	(*HotKey)(nil),                   // 17: clickagg.v1.HotKey
+	(*Split)(nil),                    // 18: clickagg.v1.Split
+	(*GetHotKeysResponse)(nil),       // 19: clickagg.v1.GetHotKeysResponse
+	(*GetHandoffsRequest)(nil),       // 20: clickagg.v1.GetHandoffsRequest
+	(*Handoff)(nil),                  // 21: clickagg.v1.Handoff
+	(*GetHandoffsResponse)(nil),      // 22: clickagg.v1.GetHandoffsResponse
+	(*PartitionMove)(nil),            // 23: clickagg.v1.PartitionMove
+	(*MovePartitionRequest)(nil),     // 24: clickagg.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),    // 25: clickagg.v1.MovePartitionResponse
+	(*DrainMemberRequest)(nil),       // 26: clickagg.v1.DrainMemberRequest
+	(*DrainMemberResponse)(nil),      // 27: clickagg.v1.DrainMemberResponse
+	(*RebalanceRequest)(nil),         // 28: clickagg.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),        // 29: clickagg.v1.RebalanceResponse
+	(*SplitKeyRequest)(nil),          // 30: clickagg.v1.SplitKeyRequest
+	(*SplitKeyResponse)(nil),         // 31: clickagg.v1.SplitKeyResponse
+	(*UnsplitKeyRequest)(nil),        // 32: clickagg.v1.UnsplitKeyRequest
+	(*UnsplitKeyResponse)(nil),       // 33: clickagg.v1.UnsplitKeyResponse
+	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
+	(*AdCount)(nil),                  // 36: clickagg.v1.AdCount
 }
 var file_clickagg_v1_coordinator_proto_depIdxs = []int32{
-	32, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	34, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: clickagg.v1.ListMembersResponse.members:type_name -> clickagg.v1.Member
-	32, // 2: clickagg.v1.Drain.since:type_name -> google.protobuf.Timestamp
+	34, // 2: clickagg.v1.Drain.since:type_name -> google.protobuf.Timestamp
 	4,  // 3: clickagg.v1.GetAssignmentResponse.partitions:type_name -> clickagg.v1.PartitionAssignment
 	5,  // 4: clickagg.v1.GetAssignmentResponse.draining:type_name -> clickagg.v1.Drain
 	0,  // 5: clickagg.v1.GetClusterStatusResponse.members:type_name -> clickagg.v1.Member
-	9,  // 6: clickagg.v1.GetClusterStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
-	32, // 7: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
-	32, // 8: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
-	32, // 9: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
-	33, // 10: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
-	32, // 11: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
-	12, // 12: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
-	11, // 13: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
-	32, // 14: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
-	32, // 15: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
-	15, // 16: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
-	16, // 17: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
-	32, // 18: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
-	32, // 19: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
-	34, // 20: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
-	19, // 21: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
-	21, // 22: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
-	21, // 23: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
-	21, // 24: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
-	16, // 25: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
-	16, // 26: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
-	1,  // 27: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
-	3,  // 28: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
-	7,  // 29: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
-	10, // 30: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
-	14, // 31: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
-	18, // 32: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
-	22, // 33: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
-	24, // 34: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
-	26, // 35: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
-	28, // 36: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
-	30, // 37: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
-	2,  // 38: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
-	6,  // 39: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
-	8,  // 40: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
-	13, // 41: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
-	17, // 42: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
-	20, // 43: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
-	23, // 44: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
-	25, // 45: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
-	27, // 46: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
-	29, // 47: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
-	31, // 48: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
-	38, // [38:49] is the sub-list for method output_type
-	27, // [27:38] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	11, // 6: clickagg.v1.GetClusterStatusResponse.partitions:type_name -> clickagg.v1.PartitionStatus
+	34, // 7: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
+	9,  // 8: clickagg.v1.GetClusterStatusResponse.owners:type_name -> clickagg.v1.OwnerStatus
+	10, // 9: clickagg.v1.GetClusterStatusResponse.totals:type_name -> clickagg.v1.ClusterTotals
+	34, // 10: clickagg.v1.OwnerStatus.min_watermark:type_name -> google.protobuf.Timestamp
+	35, // 11: clickagg.v1.OwnerStatus.watermark_delay:type_name -> google.protobuf.Duration
+	35, // 12: clickagg.v1.ClusterTotals.watermark_delay:type_name -> google.protobuf.Duration
+	34, // 13: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
+	34, // 14: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
+	36, // 15: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
+	34, // 16: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
+	14, // 17: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
+	13, // 18: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
+	34, // 19: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
+	34, // 20: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
+	17, // 21: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
+	18, // 22: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
+	34, // 23: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
+	34, // 24: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
+	35, // 25: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
+	21, // 26: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
+	23, // 27: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
+	23, // 28: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
+	23, // 29: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
+	18, // 30: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
+	18, // 31: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
+	1,  // 32: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
+	3,  // 33: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
+	7,  // 34: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
+	12, // 35: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
+	16, // 36: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
+	20, // 37: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
+	24, // 38: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
+	26, // 39: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
+	28, // 40: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
+	30, // 41: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
+	32, // 42: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
+	2,  // 43: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
+	6,  // 44: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
+	8,  // 45: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
+	15, // 46: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
+	19, // 47: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
+	22, // 48: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
+	25, // 49: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
+	27, // 50: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
+	29, // 51: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
+	31, // 52: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
+	33, // 53: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
+	43, // [43:54] is the sub-list for method output_type
+	32, // [32:43] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_coordinator_proto_init() }
@@ -2268,7 +2685,7 @@ func file_clickagg_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_coordinator_proto_rawDesc), len(file_clickagg_v1_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

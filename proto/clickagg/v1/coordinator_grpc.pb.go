@@ -46,7 +46,8 @@ type CoordinatorServiceClient interface {
 	// the pins MovePartition set and the drains in force.
 	GetAssignment(ctx context.Context, in *GetAssignmentRequest, opts ...grpc.CallOption) (*GetAssignmentResponse, error)
 	// GetClusterStatus returns the leader, the partition count and, per
-	// partition, what its owner reports: offset, lag and watermark.
+	// partition, what its owner reports: offset, lag and watermark; or, with
+	// summary, the same facts rolled up per aggregator and for the cluster.
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
 	// GetLoad returns event rates and lag per partition and per member.
 	GetLoad(ctx context.Context, in *GetLoadRequest, opts ...grpc.CallOption) (*GetLoadResponse, error)
@@ -204,7 +205,8 @@ type CoordinatorServiceServer interface {
 	// the pins MovePartition set and the drains in force.
 	GetAssignment(context.Context, *GetAssignmentRequest) (*GetAssignmentResponse, error)
 	// GetClusterStatus returns the leader, the partition count and, per
-	// partition, what its owner reports: offset, lag and watermark.
+	// partition, what its owner reports: offset, lag and watermark; or, with
+	// summary, the same facts rolled up per aggregator and for the cluster.
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
 	// GetLoad returns event rates and lag per partition and per member.
 	GetLoad(context.Context, *GetLoadRequest) (*GetLoadResponse, error)
