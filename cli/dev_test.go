@@ -282,22 +282,18 @@ func TestDevViewShowsClicksFromAnySource(t *testing.T) {
 }
 
 // TestDevViewKeepsBanner: every frame of the live view redraws the
-// banner above the cluster's figures, summed exactly from the partitions'
-// reports, so the addresses and the console's URL stay in sight.
+// banner above the cluster's figures, read exactly from the status
+// summary's totals, so the addresses and the console's URL stay in sight.
 func TestDevViewKeepsBanner(t *testing.T) {
 	wm := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	st := &clickaggv1.GetClusterStatusResponse{
 		PartitionCount: 4,
-		Partitions: []*clickaggv1.PartitionStatus{
-			{Partition: 0, State: "serving", EventsApplied: 100, DuplicatesDropped: 3, LateEvents: 1, Lag: 2, LagSeconds: 0.5, EventsPerSecond: 10},
-			{Partition: 1, State: "serving", EventsApplied: 250, DuplicatesDropped: 0, LateEvents: 4, Lag: 0, LagSeconds: 0, EventsPerSecond: 20},
-			{Partition: 2, State: "restoring", EventsApplied: 7, Lag: 40, LagSeconds: 3.25},
-		},
-		Unavailable:  []int32{3},
+		Totals: &clickaggv1.ClusterTotals{Serving: 2, Restoring: 1, Unavailable: 1, EventsApplied: 357, DuplicatesDropped: 3,
+			LateEvents: 5, EventsPerSecond: 30, Lag: 42, MaxLagSeconds: 3.25},
 		MinWatermark: timestamppb.New(wm),
 	}
 	got := summarize(st)
-	want := clusterFacts{Partitions: 4, Reported: 3, Serving: 2, Unavailable: 1, Applied: 357, Duplicates: 3, Late: 5,
+	want := clusterFacts{Partitions: 4, Serving: 2, Restoring: 1, Unavailable: 1, Applied: 357, Duplicates: 3, Late: 5,
 		PerSecond: 30, LagEntries: 42, LagSeconds: 3.25, MinWatermark: wm}
 	if got != want {
 		t.Fatalf("summarize = %+v, want %+v", got, want)

@@ -40,12 +40,12 @@ const (
 	defaultLogInterval  = 10 * time.Second
 )
 
-// clusterFacts is what the dev view shows of the cluster: the partitions'
-// reports of GetClusterStatus, summed.
+// clusterFacts is what the dev view shows of the cluster: the summary
+// form of GetClusterStatus, whose totals sum the partitions' reports.
 type clusterFacts struct {
 	Partitions  int // the cluster's partition count
-	Reported    int // partitions whose owner answered
 	Serving     int
+	Restoring   int
 	Unavailable int
 	// Applied, Duplicates and Late sum the partitions' counters, which
 	// snapshots carry across restarts: counted clicks since the data
@@ -62,26 +62,23 @@ type clusterFacts struct {
 	MinWatermark time.Time
 }
 
-// summarize sums the partition reports of st.
+// summarize reads the totals of st, a summary-form status.
 func summarize(st *clickaggv1.GetClusterStatusResponse) clusterFacts {
+	t := st.GetTotals()
 	f := clusterFacts{
 		Partitions:  int(st.GetPartitionCount()),
-		Reported:    len(st.GetPartitions()),
-		Unavailable: len(st.GetUnavailable()),
+		Serving:     int(t.GetServing()),
+		Restoring:   int(t.GetRestoring()),
+		Unavailable: int(t.GetUnavailable()),
+		Applied:     t.GetEventsApplied(),
+		Duplicates:  t.GetDuplicatesDropped(),
+		Late:        t.GetLateEvents(),
+		PerSecond:   t.GetEventsPerSecond(),
+		LagEntries:  t.GetLag(),
+		LagSeconds:  t.GetMaxLagSeconds(),
 	}
 	if st.GetMinWatermark() != nil {
 		f.MinWatermark = st.GetMinWatermark().AsTime()
-	}
-	for _, p := range st.GetPartitions() {
-		if p.GetState() == "serving" {
-			f.Serving++
-		}
-		f.Applied += p.GetEventsApplied()
-		f.Duplicates += p.GetDuplicatesDropped()
-		f.Late += p.GetLateEvents()
-		f.PerSecond += p.GetEventsPerSecond()
-		f.LagEntries += p.GetLag()
-		f.LagSeconds = max(f.LagSeconds, p.GetLagSeconds())
 	}
 	return f
 }
@@ -125,7 +122,7 @@ func (f viewFrame) writeBody(b *strings.Builder) {
 			b.WriteString("  watermark not yet on every partition")
 		}
 		fmt.Fprintf(b, "\n          partitions %d: %d serving", c.Partitions, c.Serving)
-		if n := c.Reported - c.Serving; n > 0 {
+		if n := c.Restoring; n > 0 {
 			fmt.Fprintf(b, ", %d restoring", n)
 		}
 		if c.Unavailable > 0 {
@@ -213,7 +210,7 @@ func (v *devView) poll(ctx context.Context, coord clickaggv1.CoordinatorServiceC
 	cctx, cancel := context.WithTimeout(ctx, max(v.interval, 2*time.Second))
 	defer cancel()
 	f := viewFrame{Loadgen: v.loadgen}
-	st, err := coord.GetClusterStatus(cctx, &clickaggv1.GetClusterStatusRequest{})
+	st, err := coord.GetClusterStatus(cctx, &clickaggv1.GetClusterStatusRequest{Summary: true})
 	f.At = time.Now()
 	if err != nil {
 		f.Err = err
