@@ -3,6 +3,7 @@ package aggregator
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/testserver"
+	"github.com/clickagg/clickagg/testsupport"
 )
 
 // TestMetrics checks the aggregator's metrics against a log the test
@@ -127,4 +129,51 @@ clickagg_aggregator_state_dedup_ids 3
 	if err := reg.Register(n.a.m.freshness); !errors.As(err, &are) || are.ExistingCollector != n.a.m.freshness {
 		t.Errorf("freshness histogram not registered: %v", err)
 	}
+}
+
+// TestSnapshotAgeMetric reads clickagg_aggregator_snapshot_age_seconds
+// under a fake clock, snapshots due every minute of it: 0 when the
+// partitions begin serving (no snapshot yet), 0 again right after the
+// first snapshots, exactly the time the clock moved while none is due,
+// and 0 once the next ones are stored.
+func TestSnapshotAgeMetric(t *testing.T) {
+	e := newEnv(t, 2)
+	clock := testsupport.NewClock(time.Now())
+	cfg := testConfig("agg-0")
+	cfg.SnapshotInterval = time.Minute // by the fake clock
+	reg := prometheus.NewPedanticRegistry()
+	n := e.start(cfg, e.cl, clock.Now, WithMetrics(reg))
+	e.assign(owners(2, member(t, e.cl, "agg-0", 0), 1))
+	e.append(0, &clickaggv1.LogEntry{RouterId: "r", TickMs: clock.Now().UnixMilli()})
+	e.append(1, &clickaggv1.LogEntry{RouterId: "r", TickMs: clock.Now().UnixMilli()})
+
+	ages := func(want float64) func() error {
+		return func() error {
+			mfs, err := reg.Gather()
+			if err != nil {
+				return err
+			}
+			got := map[string]float64{}
+			for _, mf := range mfs {
+				if mf.GetName() == "clickagg_aggregator_snapshot_age_seconds" {
+					for _, m := range mf.GetMetric() {
+						got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+					}
+				}
+			}
+			if w := map[string]float64{"0": want, "1": want}; !maps.Equal(got, w) {
+				return fmt.Errorf("snapshot ages %v, want %v", got, w)
+			}
+			return nil
+		}
+	}
+	testserver.Eventually(t, wait, ages(0))
+	n.waitServing(e.last)
+	clock.Advance(time.Minute) // every first snapshot is due within one interval
+	e.waitStored(e.last)
+	testserver.Eventually(t, wait, ages(0))
+	clock.Advance(30 * time.Second) // the next are due a minute after the first
+	testserver.Eventually(t, wait, ages(30))
+	clock.Advance(30 * time.Second)
+	testserver.Eventually(t, wait, ages(0))
 }
