@@ -30,6 +30,80 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
+// uncovered returns the alerts of a rules file that the promtool rule
+// tests never expect to fire, or never expect silent, as one sentence
+// each.
+func uncovered(t *testing.T, rules, tests []byte) []string {
+	t.Helper()
+	var rf struct {
+		Groups []struct {
+			Rules []alertRule `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(rules, &rf); err != nil {
+		t.Fatal(err)
+	}
+	var tf struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(tests, &tf); err != nil {
+		t.Fatal(err)
+	}
+	fires, silent := map[string]bool{}, map[string]bool{}
+	for _, tc := range tf.Tests {
+		for _, e := range tc.AlertRuleTest {
+			if len(e.ExpAlerts) > 0 {
+				fires[e.Alertname] = true
+			} else {
+				silent[e.Alertname] = true
+			}
+		}
+	}
+	var out []string
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			if !fires[r.Alert] {
+				out = append(out, r.Alert+": no rule test expects it to fire")
+			}
+			if !silent[r.Alert] {
+				out = append(out, r.Alert+": no rule test expects it silent")
+			}
+		}
+	}
+	return out
+}
+
+// TestAlertRulesCovered: every alert has a rule test in which it fires
+// and one in which it must not, so that a rule that can never fire, or
+// always does, is caught. A test file without one alert's cases must be
+// reported.
+func TestAlertRulesCovered(t *testing.T) {
+	rules, err := os.ReadFile(rulesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join("..", "monitoring", "prometheus", "alerts_test.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := uncovered(t, rules, tests); len(u) > 0 {
+		t.Errorf("alerts_test.yml:\n%s", strings.Join(u, "\n"))
+	}
+	planted := strings.ReplaceAll(string(tests), "alertname: ClickaggNoLeader\n", "alertname: ClickaggSomethingElse\n")
+	want := []string{"ClickaggNoLeader: no rule test expects it to fire", "ClickaggNoLeader: no rule test expects it silent"}
+	if got := uncovered(t, rules, []byte(planted)); !slices.Equal(got, want) {
+		t.Errorf("tests without ClickaggNoLeader: got %q, want %q", got, want)
+	}
+}
+
 // alertRule is what TestAlertRunbooks reads of an alerting rule.
 type alertRule struct {
 	Alert       string            `json:"alert"`
