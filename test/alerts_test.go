@@ -35,14 +35,6 @@ func TestAlertRules(t *testing.T) {
 // each.
 func uncovered(t *testing.T, rules, tests []byte) []string {
 	t.Helper()
-	var rf struct {
-		Groups []struct {
-			Rules []alertRule `json:"rules"`
-		} `json:"groups"`
-	}
-	if err := yaml.Unmarshal(rules, &rf); err != nil {
-		t.Fatal(err)
-	}
 	var tf struct {
 		Tests []struct {
 			AlertRuleTest []struct {
@@ -65,17 +57,12 @@ func uncovered(t *testing.T, rules, tests []byte) []string {
 		}
 	}
 	var out []string
-	for _, g := range rf.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == "" {
-				continue
-			}
-			if !fires[r.Alert] {
-				out = append(out, r.Alert+": no rule test expects it to fire")
-			}
-			if !silent[r.Alert] {
-				out = append(out, r.Alert+": no rule test expects it silent")
-			}
+	for _, r := range alerts(t, rules) {
+		if !fires[r.Alert] {
+			out = append(out, r.Alert+": no rule test expects it to fire")
+		}
+		if !silent[r.Alert] {
+			out = append(out, r.Alert+": no rule test expects it silent")
 		}
 	}
 	return out
@@ -112,14 +99,8 @@ type alertRule struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
-// runbookPrefix is how every runbook_url begins: a path from the
-// repository's root (alerts.yml explains why not a full URL).
-const runbookPrefix = "docs/runbook.md#"
-
-// alertProblems returns what is wrong with the rules of a rules file for
-// an operator paged by them: an alert without for:, without a severity of
-// critical or warning, or whose runbook_url is not a heading of runbook.
-func alertProblems(t *testing.T, rules []byte, runbook string) []string {
+// alerts returns the alerting rules of a rules file, in order.
+func alerts(t *testing.T, rules []byte) []alertRule {
 	t.Helper()
 	var f struct {
 		Groups []struct {
@@ -129,32 +110,46 @@ func alertProblems(t *testing.T, rules []byte, runbook string) []string {
 	if err := yaml.Unmarshal(rules, &f); err != nil {
 		t.Fatal(err)
 	}
-	var problems []string
-	n := 0
+	var out []alertRule
 	for _, g := range f.Groups {
 		for _, r := range g.Rules {
-			if r.Alert == "" {
-				continue
-			}
-			n++
-			if r.For == "" {
-				problems = append(problems, r.Alert+": no for:")
-			}
-			if s := r.Labels["severity"]; s != "critical" && s != "warning" {
-				problems = append(problems, fmt.Sprintf("%s: severity %q, want critical or warning", r.Alert, s))
-			}
-			u := r.Annotations["runbook_url"]
-			anchor, ok := strings.CutPrefix(u, runbookPrefix)
-			switch {
-			case !ok:
-				problems = append(problems, fmt.Sprintf("%s: runbook_url %q does not begin with %s", r.Alert, u, runbookPrefix))
-			case !hasAnchor(t, runbook, anchor):
-				problems = append(problems, fmt.Sprintf("%s: runbook_url %q: no heading with that anchor in %s", r.Alert, u, runbook))
+			if r.Alert != "" {
+				out = append(out, r)
 			}
 		}
 	}
-	if n == 0 {
-		problems = append(problems, "no alerts")
+	return out
+}
+
+// runbookPrefix is how every runbook_url begins: a path from the
+// repository's root (alerts.yml explains why not a full URL).
+const runbookPrefix = "docs/runbook.md#"
+
+// alertProblems returns what is wrong with the rules of a rules file for
+// an operator paged by them: an alert without for:, without a severity of
+// critical or warning, or whose runbook_url is not a heading of runbook.
+func alertProblems(t *testing.T, rules []byte, runbook string) []string {
+	t.Helper()
+	rs := alerts(t, rules)
+	if len(rs) == 0 {
+		return []string{"no alerts"}
+	}
+	var problems []string
+	for _, r := range rs {
+		if r.For == "" {
+			problems = append(problems, r.Alert+": no for:")
+		}
+		if s := r.Labels["severity"]; s != "critical" && s != "warning" {
+			problems = append(problems, fmt.Sprintf("%s: severity %q, want critical or warning", r.Alert, s))
+		}
+		u := r.Annotations["runbook_url"]
+		anchor, ok := strings.CutPrefix(u, runbookPrefix)
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: runbook_url %q does not begin with %s", r.Alert, u, runbookPrefix))
+		case !hasAnchor(t, runbook, anchor):
+			problems = append(problems, fmt.Sprintf("%s: runbook_url %q: no heading with that anchor in %s", r.Alert, u, runbook))
+		}
 	}
 	return problems
 }
