@@ -16,8 +16,22 @@ import (
 	"github.com/clickagg/clickagg/testsupport"
 )
 
+// partitionsText is the exposition of clickagg_aggregator_partitions for
+// an aggregator with failed and serving partitions and none restoring or
+// released.
+func partitionsText(failed, serving int) string {
+	return fmt.Sprintf(`# HELP clickagg_aggregator_partitions Partitions held by this aggregator, by state (restoring, serving, failed, released).
+# TYPE clickagg_aggregator_partitions gauge
+clickagg_aggregator_partitions{state="failed"} %d
+clickagg_aggregator_partitions{state="released"} 0
+clickagg_aggregator_partitions{state="restoring"} 0
+clickagg_aggregator_partitions{state="serving"} %d
+`, failed, serving)
+}
+
 // TestMetrics checks the aggregator's metrics against a log the test
-// wrote: events applied, duplicates, late events, the per-partition gauges
+// wrote: events applied, duplicates, late and expired events (which
+// ClickaggExpiredClicks reads), the per-partition gauges
 // and the snapshot and freshness histograms.
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, 2)
@@ -37,6 +51,9 @@ func TestMetrics(t *testing.T) {
 	e.append(0, &clickaggv1.LogEntry{RouterId: "r", TickMs: minute + 5*minuteMs})
 	e.append(0, &clickaggv1.LogEntry{RouterId: "r", Events: []*clickaggv1.LogEvent{ev("e3", "a", minute+2)}})
 	e.append(1, &clickaggv1.LogEntry{RouterId: "r", TickMs: now})
+	// Partition 1: a click 8 hours old, after a tick at now: its minute
+	// left the dedup horizon (6h30m) behind the watermark, it expires.
+	e.append(1, &clickaggv1.LogEntry{RouterId: "r", Events: []*clickaggv1.LogEvent{ev("old", "b", now-8*60*minuteMs)}})
 	n.waitServing(e.last)
 
 	testserver.Eventually(t, wait, func() error {
@@ -47,7 +64,7 @@ func TestMetrics(t *testing.T) {
 			"applied":    {n.a.m.applied, 3},
 			"duplicates": {n.a.m.duplicates, 1},
 			"late":       {n.a.m.late, 1},
-			"expired":    {n.a.m.expired, 0},
+			"expired":    {n.a.m.expired, 1},
 		} {
 			if got := testutil.ToFloat64(tc.c); got != tc.want {
 				return fmt.Errorf("%s = %v, want %v", name, got, tc.want)
@@ -69,13 +86,7 @@ clickagg_aggregator_partition_lag_entries{partition="1"} 0
 # TYPE clickagg_aggregator_partition_lag_seconds gauge
 clickagg_aggregator_partition_lag_seconds{partition="0"} 0
 clickagg_aggregator_partition_lag_seconds{partition="1"} 0
-# HELP clickagg_aggregator_partitions Partitions held by this aggregator, by state (restoring, serving, failed, released).
-# TYPE clickagg_aggregator_partitions gauge
-clickagg_aggregator_partitions{state="failed"} 0
-clickagg_aggregator_partitions{state="released"} 0
-clickagg_aggregator_partitions{state="restoring"} 0
-clickagg_aggregator_partitions{state="serving"} 2
-# HELP clickagg_aggregator_fenced_writes_total Snapshot writes refused because a newer owner had claimed the partition; each dropped the partition.
+`+partitionsText(0, 2)+`# HELP clickagg_aggregator_fenced_writes_total Snapshot writes refused because a newer owner had claimed the partition; each dropped the partition.
 # TYPE clickagg_aggregator_fenced_writes_total counter
 clickagg_aggregator_fenced_writes_total 0
 # HELP clickagg_aggregator_state_keys Distinct (ad, minute) keys in memory, over the partitions held.
