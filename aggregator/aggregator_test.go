@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -297,9 +299,11 @@ func TestQueryErrors(t *testing.T) {
 
 // TestCorruptEntry: an entry that does not decode stops its partition at
 // the entry before it; it is neither skipped nor does it stop the others.
+// The metrics that ClickaggPartitionFailed reads say so.
 func TestCorruptEntry(t *testing.T) {
 	e := newEnv(t, 2)
-	n := e.start(testConfig("agg-0"), e.cl, time.Now)
+	reg := prometheus.NewPedanticRegistry()
+	n := e.start(testConfig("agg-0"), e.cl, time.Now, WithMetrics(reg))
 	e.assign(owners(2, member(t, e.cl, "agg-0", 0), 1))
 	w := newWorkload(e)
 	w.fresh(50, 0, 3)
@@ -327,6 +331,13 @@ func TestCorruptEntry(t *testing.T) {
 	}
 	if got := n.a.Stats().CorruptEntries; got != 1 {
 		t.Errorf("CorruptEntries = %d, want 1", got)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP clickagg_aggregator_corrupt_entries_total Log entries that did not decode; each stopped its partition from being served.
+# TYPE clickagg_aggregator_corrupt_entries_total counter
+clickagg_aggregator_corrupt_entries_total 1
+`+partitionsText(1, 1)), "clickagg_aggregator_corrupt_entries_total", "clickagg_aggregator_partitions"); err != nil {
+		t.Error(err)
 	}
 	n.waitServing(map[int]string{0: e.last[0]})
 	w.check(t, n, []int{0})

@@ -120,6 +120,8 @@ var (
 		"Age of the oldest log entry of the partition not applied yet (0 when caught up).", []string{"partition"}, nil)
 	watermarkDelayDesc = prometheus.NewDesc("clickagg_aggregator_watermark_delay_seconds",
 		"Wall clock minus the partition's watermark (event time up to which minutes are complete).", []string{"partition"}, nil)
+	snapshotAgeDesc = prometheus.NewDesc("clickagg_aggregator_snapshot_age_seconds",
+		"Wall clock minus when the partition's last snapshot was stored (since it began serving here, if it has none), for each partition held and not released. About -aggregator.snapshot-interval; while it grows the log is not trimmed and a restart replays more.", []string{"partition"}, nil)
 	stateKeysDesc = prometheus.NewDesc("clickagg_aggregator_state_keys",
 		"Distinct (ad, minute) keys in memory, over the partitions held.", nil, nil)
 	stateDedupIDsDesc = prometheus.NewDesc("clickagg_aggregator_state_dedup_ids",
@@ -136,6 +138,7 @@ func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagEntriesDesc
 	ch <- lagSecondsDesc
 	ch <- watermarkDelayDesc
+	ch <- snapshotAgeDesc
 	ch <- stateKeysDesc
 	ch <- stateDedupIDsDesc
 	ch <- stateBytesDesc
@@ -151,6 +154,10 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	type held struct {
 		id int
 		wm int64
+		// snapshotted: when the last snapshot was stored, else when the
+		// partition began serving; zero for a released partition (nobody
+		// snapshots it again) and one restoring without a snapshot.
+		snapshotted time.Time
 	}
 	var hs []held
 	var tps []*tally.Partition
@@ -160,7 +167,14 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		byState[p.state.String()]++
-		hs = append(hs, held{p.id, p.tp.Watermark()})
+		h := held{id: p.id, wm: p.tp.Watermark()}
+		if p.state != stateReleased {
+			h.snapshotted = p.lastSnapshot
+			if h.snapshotted.IsZero() {
+				h.snapshotted = p.servingSince
+			}
+		}
+		hs = append(hs, h)
 		tps = append(tps, p.tp)
 	}
 	a.mu.RUnlock()
@@ -179,6 +193,9 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(partitionsDesc, prometheus.GaugeValue, float64(n), s)
 	}
 	for _, h := range hs {
+		if !h.snapshotted.IsZero() {
+			ch <- prometheus.MustNewConstMetric(snapshotAgeDesc, prometheus.GaugeValue, now.Sub(h.snapshotted).Seconds(), strconv.Itoa(h.id))
+		}
 		if h.wm <= 0 {
 			continue // no tick yet: the delay is meaningless
 		}

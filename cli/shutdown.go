@@ -36,6 +36,9 @@ func (s *Server) startChecker(p *process, follower *hotkey.Follower) {
 	p.gm.InitializeMetrics(p.gs)
 	p.checker = clickhealth.NewChecker(p.cfg.Health, p.hs, p.services, p.lg.With("component", "health"), time.Now)
 	s.readiness(p.checker, p.gate, etcdCheck(p.cl), p.rdb, follower)
+	// clickagg_health_check_passing: the outcome of each check, which the
+	// etcd and Redis alerts read.
+	p.reg.MustRegister(p.checker)
 	p.mux.Handle("/healthz", allow(p.checker.LiveHandler(), http.MethodGet, http.MethodHead))
 	p.mux.Handle("/readyz", allow(p.checker.ReadyHandler(), http.MethodGet, http.MethodHead))
 	p.g.Go(func() error { return p.checker.Run(p.gctx) })

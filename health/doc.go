@@ -7,7 +7,10 @@
 // -health.check-interval and sets the gRPC health service from them:
 // the overall service "" and each role's service report SERVING only
 // while every check passes, and /readyz answers 200 or 503 with the
-// failing checks. Each change is logged once.
+// failing checks. Each change is logged once. The Checker is also a
+// Prometheus collector (clickagg_health_check_passing, by check): an
+// alert on it tells "etcd or Redis unreachable from this pod" apart from
+// "this pod is down", which a scrape of /readyz alone cannot.
 //
 // Liveness is separate: the gRPC service "liveness" and /healthz report
 // SERVING while rounds of checks keep completing, whatever their outcome.

@@ -60,6 +60,7 @@ type Checker struct {
 
 	mu       sync.Mutex
 	failing  []string // "name: error" of each failing check; nil when ready
+	passed   []bool   // by check, in the order of checks; nil before a round
 	checked  bool     // a round completed
 	stopping bool     // shutting down: never ready again
 	last     time.Time
@@ -142,7 +143,8 @@ func (c *Checker) watchdog(ctx context.Context) {
 // Round runs every check once and publishes the outcome.
 func (c *Checker) Round(ctx context.Context) {
 	var failing []string
-	for _, ch := range c.checks {
+	passed := make([]bool, len(c.checks))
+	for i, ch := range c.checks {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 		err := ch.fn(cctx)
 		cancel()
@@ -152,10 +154,11 @@ func (c *Checker) Round(ctx context.Context) {
 		if err != nil {
 			failing = append(failing, ch.name+": "+err.Error())
 		}
+		passed[i] = err == nil
 	}
 	c.mu.Lock()
 	was, first := c.failing, !c.checked
-	c.failing, c.checked, c.last = failing, true, c.now()
+	c.failing, c.passed, c.checked, c.last = failing, passed, true, c.now()
 	c.mu.Unlock()
 	st := healthpb.HealthCheckResponse_SERVING
 	if len(failing) > 0 {

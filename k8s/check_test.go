@@ -50,6 +50,7 @@ func check(m *manifest) []string {
 	c.etcd()
 	c.redis()
 	c.prometheus()
+	c.prometheusOperator()
 	c.certificates()
 	c.lockdown()
 	return c.problems

@@ -5,8 +5,11 @@
 // of three primaries with a replica each (components/redis-cluster, used by
 // production), a component that swaps it for an external one
 // (components/external-redis), an overlay that uses it
-// (examples/external-redis), and an overlay that adds a DaemonSet of log
-// shippers in a namespace of its own (examples/shipper). This is a Go module of its own so that the
+// (examples/external-redis), an overlay that adds a DaemonSet of log
+// shippers in a namespace of its own (examples/shipper), and a component
+// for a Prometheus Operator (components/prometheus-operator: a PodMonitor
+// and a PrometheusRule generated from monitoring/prometheus/alerts.yml)
+// with an overlay that uses it on production (examples/prometheus-operator). This is a Go module of its own so that the
 // test's kustomize and Kubernetes API libraries stay out of clickagg's
 // dependencies; the package has no code.
 //
@@ -41,6 +44,12 @@
 // requires client and peer certificates, Redis serves TLS only (cluster
 // bus and replication too) and defines the user, and their certificates
 // name every address clickagg dials; cert-manager's Certificates chain to
-// a CA Issuer and renew before they expire. It then plants mistakes in a
+// a CA Issuer and renew before they expire. Where the Prometheus
+// Operator's objects are deployed, the PodMonitor scrapes every role's
+// pods on the port, path and scheme of their prometheus.io annotations
+// with the labels the alert rules match (job clickagg, role, pod), over
+// TLS with the cluster's CA where the pods serve HTTPS, and the
+// PrometheusRule's groups are alerts.yml's (TestPrometheusRuleFile keeps
+// the file generated from it, byte for byte). It then plants mistakes in a
 // copy of the manifests and checks that each one is reported.
 package k8s

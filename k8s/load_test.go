@@ -32,6 +32,9 @@ type manifest struct {
 	// cert-manager's, decoded into the fields this test knows.
 	issuers      []*issuer
 	certificates []*certificate
+	// The Prometheus Operator's, decoded into the fields this test knows.
+	podMonitors     []*podMonitor
+	prometheusRules []*prometheusRule
 	// objects are every object's kind, name and namespace.
 	objects []metav1.Object
 	kinds   []string
@@ -139,6 +142,12 @@ func load(fsys filesys.FileSystem, dir string) (m *manifest, problems []string) 
 		case "cert-manager.io/v1 Certificate":
 			o := &certificate{}
 			obj, add = o, func() { m.certificates = append(m.certificates, o) }
+		case "monitoring.coreos.com/v1 PodMonitor":
+			o := &podMonitor{}
+			obj, add = o, func() { m.podMonitors = append(m.podMonitors, o) }
+		case "monitoring.coreos.com/v1 PrometheusRule":
+			o := &prometheusRule{}
+			obj, add = o, func() { m.prometheusRules = append(m.prometheusRules, o) }
 		default:
 			problems = append(problems, fmt.Sprintf("%s: apiVersion %s kind %s is not one this test decodes (add it, or use a current API version)", what, apiVersion, gvk.Kind))
 			continue

@@ -83,6 +83,9 @@ type want struct {
 	ha bool
 	// secure: TLS and authorization everywhere (checkSecurity).
 	secure bool
+	// operator: scraped and alerted by a Prometheus Operator (a PodMonitor
+	// and a PrometheusRule).
+	operator bool
 }
 
 var builds = map[string]want{
@@ -108,6 +111,14 @@ var builds = map[string]want{
 		replicas:      map[string]int32{"etcd": 3, "coordinator": 2, "aggregator": 4},
 		hpa:           map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
 		externalRedis: true,
+	},
+	"examples/prometheus-operator": {
+		archive:  true,
+		ha:       true,
+		secure:   true,
+		replicas: map[string]int32{"etcd": 3, "redis": 6, "coordinator": 2, "aggregator": 4},
+		hpa:      map[string][2]int32{"router": {3, 20}, "queryd": {3, 20}},
+		operator: true,
 	},
 	"examples/shipper": {
 		archive:   true,
@@ -172,6 +183,9 @@ func TestManifests(t *testing.T) {
 					t.Error(p)
 				}
 			}
+			if hasOperator := len(m.podMonitors) > 0 && len(m.prometheusRules) > 0; hasOperator != w.operator {
+				t.Errorf("PodMonitor and PrometheusRule deployed: %v, want %v", hasOperator, w.operator)
+			}
 			if w.daemonSet != "" {
 				if wl := m.workload(w.daemonSet); wl == nil || wl.kind != "DaemonSet" {
 					t.Errorf("no DaemonSet %s", w.daemonSet)
@@ -197,6 +211,46 @@ var mistakes = []struct {
 	build    string // the kustomization to build; overlays/dev if empty
 	want     string
 }{
+	{
+		name:  "PrometheusRule edited instead of alerts.yml",
+		file:  "components/prometheus-operator/prometheusrule.yaml",
+		old:   "runbook_url: docs/runbook.md#clickaggetcdunreachable\n",
+		new:   "runbook_url: docs/runbook.md#etcd\n",
+		build: "examples/prometheus-operator",
+		want:  "PrometheusRule clickagg: spec.groups differ from ../monitoring/prometheus/alerts.yml",
+	},
+	{
+		name:  "PodMonitor on the gRPC port",
+		file:  "components/prometheus-operator/podmonitor.yaml",
+		old:   "  - port: http\n",
+		new:   "  - port: grpc\n",
+		build: "examples/prometheus-operator",
+		want:  `PodMonitor clickagg: port "grpc" is 9090 on the pods of`,
+	},
+	{
+		name:  "PodMonitor job named after the role",
+		file:  "components/prometheus-operator/podmonitor.yaml",
+		old:   "  jobLabel: app.kubernetes.io/name\n",
+		new:   "  jobLabel: app.kubernetes.io/component\n",
+		build: "examples/prometheus-operator",
+		want:  `PodMonitor clickagg: jobLabel "app.kubernetes.io/component" gives the pods of StatefulSet aggregator job "aggregator"`,
+	},
+	{
+		name:  "PodMonitor without the role label",
+		file:  "components/prometheus-operator/podmonitor.yaml",
+		old:   "    - sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_component]\n      targetLabel: role\n",
+		new:   "",
+		build: "examples/prometheus-operator",
+		want:  "PodMonitor clickagg: no relabeling role",
+	},
+	{
+		name:  "PodMonitor over HTTP to HTTPS pods",
+		file:  "examples/prometheus-operator/kustomization.yaml",
+		old:   "    - op: add\n      path: /spec/podMetricsEndpoints/0/scheme\n      value: https\n",
+		new:   "",
+		build: "examples/prometheus-operator",
+		want:  "PodMonitor clickagg: scheme http, the pods of",
+	},
 	{
 		name: "reconcile without a range",
 		file: "base/reconcile.yaml",

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -153,6 +154,77 @@ func missingMetrics(dashboard, rules []byte, exported map[string]bool) ([]string
 	return missing, nil
 }
 
+// selector matches a metric name with its label matchers, and matcher one
+// matcher of them.
+var (
+	selector = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	matcher  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*"([^"]*)"`)
+)
+
+// scrapeLabels are the labels Prometheus adds at scrape time (the job of
+// k8s/base/prometheus.yaml), which no exposition holds.
+var scrapeLabels = map[string]bool{"job": true, "instance": true, "role": true, "pod": true}
+
+// exportedLabels returns, for each metric family of a text exposition,
+// its series' label pairs as name="value" strings; a histogram's series
+// count under the family's name.
+func exportedLabels(exposition string) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for l := range strings.SplitSeq(exposition, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		name, rest, _ := strings.Cut(l, "{")
+		labels, _, _ := strings.Cut(rest, "}")
+		if strings.Contains(name, " ") { // a series without labels
+			continue
+		}
+		for _, s := range seriesSuffixes {
+			if base, ok := strings.CutSuffix(name, s); ok {
+				name = base
+				break
+			}
+		}
+		if out[name] == nil {
+			out[name] = map[string]bool{}
+		}
+		for _, m := range matcher.FindAllStringSubmatch(labels, -1) {
+			out[name][m[1]+`="`+m[3]+`"`] = true
+		}
+	}
+	return out
+}
+
+// missingLabelValues returns the equality matchers (name{label="value"})
+// of queries whose metric the exposition exports with no series holding
+// that label value: an alert on state="failde" would never fire, and its
+// rule test, written with the same typo, would pass. Scrape-time labels
+// and values with template variables are not the exposition's.
+func missingLabelValues(queries []string, exported map[string]map[string]bool) []string {
+	var missing []string
+	for _, q := range queries {
+		for _, sel := range selector.FindAllStringSubmatch(q, -1) {
+			name := sel[1]
+			if !metricName.MatchString(name) {
+				continue
+			}
+			if n := queryMetrics([]string{name}); len(n) == 1 {
+				name = n[0]
+			}
+			for _, m := range matcher.FindAllStringSubmatch(sel[2], -1) {
+				if m[2] != "=" || scrapeLabels[m[1]] || strings.Contains(m[3], "$") {
+					continue
+				}
+				if pair := m[1] + `="` + m[3] + `"`; !exported[name][pair] {
+					missing = append(missing, name+"{"+pair+"}")
+				}
+			}
+		}
+	}
+	slices.Sort(missing)
+	return slices.Compact(missing)
+}
+
 func TestMetricsQueryNames(t *testing.T) {
 	for _, tc := range []struct {
 		query string
@@ -194,23 +266,37 @@ func TestMetricsReferencedAreExported(t *testing.T) {
 	dir := t.TempDir()
 	startProc(t, dir, "dev", "dev", "-data-dir="+filepath.Join(dir, "data"), "-view=off", "-http.addr="+httpAddr, "-loadgen.rate=200")
 
-	scrape := func() (map[string]bool, error) {
+	scrape := func() (map[string]bool, map[string]map[string]bool, error) {
 		resp, err := http.Get("http://" + httpAddr + "/metrics")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+			return nil, nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 		}
-		return exportedMetrics(resp.Body)
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, nil, err
+		}
+		names, err := exportedMetrics(bytes.NewReader(body))
+		return names, exportedLabels(string(body)), err
+	}
+	dq, err := dashboardQueries(dashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rq, err := ruleQueries(rules)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var exported map[string]bool
+	var labels map[string]map[string]bool
 	// Some series appear only once traffic flows, partitions are held and
 	// the coordinator leads.
 	testserver.Eventually(t, time.Minute, func() error {
 		var err error
-		if exported, err = scrape(); err != nil {
+		if exported, labels, err = scrape(); err != nil {
 			return err
 		}
 		missing, err := missingMetrics(dashboard, rules, exported)
@@ -220,11 +306,19 @@ func TestMetricsReferencedAreExported(t *testing.T) {
 		if len(missing) > 0 {
 			return fmt.Errorf("referenced by %s or %s but not exported: %q", dashboardPath, rulesPath, missing)
 		}
+		if missing := missingLabelValues(append(dq, rq...), labels); len(missing) > 0 {
+			return fmt.Errorf("label values matched by %s or %s that no exported series has: %q", dashboardPath, rulesPath, missing)
+		}
 		return nil
 	})
-	dq, _ := dashboardQueries(dashboard)
-	rq, _ := ruleQueries(rules)
-	t.Logf("%d metrics referenced by %d dashboard and %d rule expressions, all exported", len(queryMetrics(append(dq, rq...))), len(dq), len(rq))
+	t.Logf("%d metrics referenced by %d dashboard and %d rule expressions, all exported with the label values matched", len(queryMetrics(append(dq, rq...))), len(dq), len(rq))
+
+	// A label value that no series has is reported; the same selector with
+	// a value that exists, a scrape-time label or a regexp matcher is not.
+	plantedRule := `clickagg_aggregator_partitions{job="clickagg", state="failde"} + clickagg_aggregator_partitions{state="failed", pod="x", role=~"y"}`
+	if got, want := missingLabelValues([]string{plantedRule}, labels), []string{`clickagg_aggregator_partitions{state="failde"}`}; !slices.Equal(got, want) {
+		t.Errorf("label values of %s: missing = %q, want %q", plantedRule, got, want)
+	}
 
 	// The negative case: the same check on a dashboard with one more
 	// expression that names a metric nobody exports.
