@@ -13,6 +13,7 @@ import (
 	"github.com/clickagg/clickagg/archive"
 	"github.com/clickagg/clickagg/authz"
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/console"
 	"github.com/clickagg/clickagg/coordinator"
 	"github.com/clickagg/clickagg/gateway"
 	clickhealth "github.com/clickagg/clickagg/health"
@@ -190,6 +191,21 @@ func (p *process) serveClusterAPI(local clickaggv1.CoordinatorServiceServer) err
 		h = p.az.HTTP(authz.Query, h)
 	}
 	p.mux.Handle(gateway.Prefix, allow(h, http.MethodGet))
+	return nil
+}
+
+// serveConsole serves the web console at / and its assets under
+// /console/. They are public, holding no data: the page's calls to
+// /v1/ go through authorization as any other client's.
+func (p *process) serveConsole(roles []string) error {
+	// Version: the build's, once the process knows it (issue 17, H1).
+	h, err := console.New(console.Info{Member: p.cfg.ID, Roles: roles})
+	if err != nil {
+		return err
+	}
+	page := allow(h, http.MethodGet, http.MethodHead)
+	p.mux.Handle("/{$}", page)
+	p.mux.Handle(console.AssetPrefix, page)
 	return nil
 }
 

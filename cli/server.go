@@ -152,6 +152,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := p.serveClusterAPI(coord); err != nil {
 		return err
 	}
+	if err := p.serveConsole(s.roles); err != nil {
+		return err
+	}
 	if err := p.registerMembers(ctx, s.roles); err != nil {
 		return err
 	}

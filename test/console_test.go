@@ -1,0 +1,249 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
+)
+
+// consoleScreenshotEnv names the file the console test writes its
+// screenshot to (docs/console.png: `make console-screenshot`); then the
+// test also sends background traffic and moves a partition for a minute
+// first, so that the charts, hot keys and handoffs have something to show.
+const consoleScreenshotEnv = "CLICKAGG_CONSOLE_SCREENSHOT"
+
+// chromium finds the browser: $CLICKAGG_CHROMIUM, else Debian's chromium
+// (scripts/deps.sh installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CLICKAGG_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no chromium: run make deps (scripts/deps.sh installs Debian's chromium) or set CLICKAGG_CHROMIUM")
+	return ""
+}
+
+// browser starts a headless Chromium for the test and returns a tab.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox, // the tests may run as root, which Chromium's sandbox refuses
+		chromedp.DisableGPU,
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.WindowSize(1500, 1000),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// evalJS evaluates expr in the page, bounded in time.
+func evalJS[T any](ctx context.Context, expr string) (T, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(cctx, chromedp.Evaluate[T](expr))
+}
+
+// TestConsole opens queryd's web console in Chromium over a running
+// cluster: the page lists exactly the cluster's members and partitions,
+// and the count of an ad it watches reaches exactly the number of clicks
+// sent to a router while the page is open.
+func TestConsole(t *testing.T) {
+	const partitions, clicks = 8, 137
+	const ad = "console-e2e-ad"
+	screenshot := os.Getenv(consoleScreenshotEnv)
+	c := newTestCluster(t, clusterSpec{partitions: partitions, coordinators: 1, routers: 1, aggregators: 2,
+		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s"}})
+	ctx := browser(t)
+	url := c.httpBase() + "/?ad=" + ad
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible("#members")); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+
+	wantMembers := []string{"aggregator-1", "aggregator-2", "coordinator-1", "queryd-1", "router-1"}
+	testserver.Eventually(t, 60*time.Second, func() error {
+		ids, err := evalJS[[]string](ctx, `[...document.querySelectorAll("#members tbody tr[data-member-id]")].map(r => r.dataset.memberId)`)
+		if err != nil {
+			return err
+		}
+		slices.Sort(ids)
+		if !slices.Equal(ids, wantMembers) {
+			return fmt.Errorf("members on the page %v, want %v", ids, wantMembers)
+		}
+		return nil
+	})
+	// Every partition is drawn on the ring and listed, with an owner
+	// among the aggregators, serving.
+	testserver.Eventually(t, 60*time.Second, func() error {
+		got, err := evalJS[struct {
+			Count   string   `json:"count"`
+			Ring    []string `json:"ring"`
+			Rows    int      `json:"rows"`
+			Banner  string   `json:"banner"`
+			Serving int      `json:"serving"`
+		}](ctx, `({
+			count: document.getElementById("partition-count").textContent,
+			ring: [...document.querySelectorAll("#ring [data-partition]")].map(g => g.dataset.member),
+			rows: document.querySelectorAll("#partitions tbody tr[data-partition]").length,
+			serving: document.querySelectorAll("#ring [data-state=serving]").length,
+			banner: document.getElementById("banner").classList.contains("hidden") ? "" : document.getElementById("banner").textContent,
+		})`)
+		switch {
+		case err != nil:
+			return err
+		case got.Banner != "":
+			return fmt.Errorf("the page shows an error: %s", got.Banner)
+		case got.Count != strconv.Itoa(partitions) || len(got.Ring) != partitions || got.Rows != partitions:
+			return fmt.Errorf("partition count %q, %d on the ring, %d rows; want %d", got.Count, len(got.Ring), got.Rows, partitions)
+		case got.Serving != partitions:
+			return fmt.Errorf("%d of %d partitions serving on the ring", got.Serving, partitions)
+		}
+		for i, m := range got.Ring {
+			if m != "aggregator-1" && m != "aggregator-2" {
+				return fmt.Errorf("partition %d owned by %q on the ring", i, m)
+			}
+		}
+		return nil
+	})
+	countOnPage := func() (string, error) {
+		return evalJS[string](ctx, `document.getElementById("count-value").textContent`)
+	}
+	// The page counts the ad before any click: 0, not an error.
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if v, err := countOnPage(); err != nil || v != "0" {
+			return fmt.Errorf("count on the page %q (%v), want 0 before any click", v, err)
+		}
+		return nil
+	})
+
+	ic := c.ingestClients()[0]
+	now := time.Now()
+	events := make([]*clickaggv1.ClickEvent, clicks)
+	for i := range events {
+		events[i] = &clickaggv1.ClickEvent{EventId: fmt.Sprintf("console-e2e-%d", i), AdId: ad, ClickTime: timestamppb.New(now),
+			UserId: fmt.Sprintf("user-%d", i%9), Ip: "198.51.100.20", Country: "DE"}
+	}
+	// Two requests, the second after the page showed the first: its
+	// numbers change as the clicks arrive.
+	send := func(evs []*clickaggv1.ClickEvent) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := ic.Ingest(cctx, &clickaggv1.IngestRequest{Events: evs})
+		if err != nil || resp.Accepted != int64(len(evs)) {
+			t.Fatalf("ingest %d clicks: %v %v", len(evs), resp, err)
+		}
+	}
+	waitCount := func(want int) {
+		t.Helper()
+		testserver.Eventually(t, 60*time.Second, func() error {
+			if v, err := countOnPage(); err != nil || v != strconv.Itoa(want) {
+				return fmt.Errorf("count on the page %q (%v), want %d", v, err, want)
+			}
+			return nil
+		})
+	}
+	first := 50
+	send(events[:first])
+	waitCount(first)
+	send(events[first:])
+	waitCount(clicks)
+	// The top list shows the same count for the ad.
+	testserver.Eventually(t, 30*time.Second, func() error {
+		v, err := evalJS[string](ctx, `(document.querySelector('#top tbody tr[data-ad="`+ad+`"] .c') || {}).textContent || ""`)
+		if err != nil {
+			return err
+		}
+		if v != strconv.Itoa(clicks) {
+			return fmt.Errorf("top ads show %q for %s, want %d", v, ad, clicks)
+		}
+		return nil
+	})
+
+	path := filepath.Join(t.TempDir(), "console.png")
+	if screenshot != "" {
+		path = screenshot
+		showcase(t, c)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console screenshot: %s (%d bytes)", path, len(png))
+}
+
+// showcase gives the console of TestConsole something to show in the
+// screenshot: a minute of clicks over 40 ads (one hot) and a partition
+// moved live to the other aggregator.
+func showcase(t *testing.T, c *testCluster) {
+	t.Helper()
+	ic := c.ingestClients()[0]
+	rng := rand.New(rand.NewPCG(1, 2))
+	countries := []string{"DE", "US", "FR", "GB", "JP", "BR"}
+	deadline := time.Now().Add(75 * time.Second)
+	moved := false
+	for i := 0; time.Now().Before(deadline); i++ {
+		now := time.Now()
+		evs := make([]*clickaggv1.ClickEvent, 0, 200)
+		for j := range cap(evs) {
+			n := int(rng.ExpFloat64() * 6)
+			if j%4 == 0 {
+				n = 0 // ad-0 is hot
+			}
+			evs = append(evs, &clickaggv1.ClickEvent{EventId: fmt.Sprintf("show-%d-%d", i, j), AdId: fmt.Sprintf("ad-%d", n%40),
+				ClickTime: timestamppb.New(now), UserId: fmt.Sprintf("u-%d", rng.IntN(500)),
+				Ip: fmt.Sprintf("203.0.113.%d", rng.IntN(250)), Country: countries[rng.IntN(len(countries))]})
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := ic.Ingest(cctx, &clickaggv1.IngestRequest{Events: evs})
+		cancel()
+		if err != nil {
+			t.Logf("showcase ingest: %v", err)
+		}
+		if !moved && time.Until(deadline) < 30*time.Second {
+			moved = true
+			cc := c.coordinatorClient()
+			a, err := cc.GetAssignment(context.Background(), &clickaggv1.GetAssignmentRequest{})
+			if err == nil && len(a.Partitions) > 0 {
+				p := a.Partitions[0]
+				to := "aggregator-1"
+				if p.Member == to {
+					to = "aggregator-2"
+				}
+				_, err = cc.MovePartition(context.Background(), &clickaggv1.MovePartitionRequest{Partition: p.Partition, ToMember: to})
+			}
+			if err != nil {
+				t.Logf("showcase move: %v", err)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // a last poll of the page
+}
