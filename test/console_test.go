@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,8 +188,9 @@ func TestConsole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "console.png")
 	if screenshot != "" {
 		path = screenshot
-		showcase(t, c)
+		defer showcase(t, c)()
 	}
+	selectPartition(t, ctx, 3)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -200,50 +202,73 @@ func TestConsole(t *testing.T) {
 }
 
 // showcase gives the console of TestConsole something to show in the
-// screenshot: a minute of clicks over 40 ads (one hot) and a partition
-// moved live to the other aggregator.
-func showcase(t *testing.T, c *testCluster) {
+// screenshot: clicks over 40 ads (one hot) for 2.5 minutes, and a
+// partition moved live to the other aggregator a minute in. The clicks go
+// on until the returned stop is called, after the screenshot.
+func showcase(t *testing.T, c *testCluster) (stop func()) {
 	t.Helper()
 	ic := c.ingestClients()[0]
-	rng := rand.New(rand.NewPCG(1, 2))
-	countries := []string{"DE", "US", "FR", "GB", "JP", "BR"}
-	deadline := time.Now().Add(75 * time.Second)
-	moved := false
-	for i := 0; time.Now().Before(deadline); i++ {
-		now := time.Now()
-		evs := make([]*clickaggv1.ClickEvent, 0, 200)
-		for j := range cap(evs) {
-			n := int(rng.ExpFloat64() * 6)
-			if j%4 == 0 {
-				n = 0 // ad-0 is hot
-			}
-			evs = append(evs, &clickaggv1.ClickEvent{EventId: fmt.Sprintf("show-%d-%d", i, j), AdId: fmt.Sprintf("ad-%d", n%40),
-				ClickTime: timestamppb.New(now), UserId: fmt.Sprintf("u-%d", rng.IntN(500)),
-				Ip: fmt.Sprintf("203.0.113.%d", rng.IntN(250)), Country: countries[rng.IntN(len(countries))]})
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := ic.Ingest(cctx, &clickaggv1.IngestRequest{Events: evs})
-		cancel()
-		if err != nil {
-			t.Logf("showcase ingest: %v", err)
-		}
-		if !moved && time.Until(deadline) < 30*time.Second {
-			moved = true
-			cc := c.coordinatorClient()
-			a, err := cc.GetAssignment(context.Background(), &clickaggv1.GetAssignmentRequest{})
-			if err == nil && len(a.Partitions) > 0 {
-				p := a.Partitions[0]
-				to := "aggregator-1"
-				if p.Member == to {
-					to = "aggregator-2"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rng := rand.New(rand.NewPCG(1, 2))
+		countries := []string{"DE", "US", "FR", "GB", "JP", "BR"}
+		for i := 0; ctx.Err() == nil; i++ {
+			now := time.Now()
+			evs := make([]*clickaggv1.ClickEvent, 0, 200)
+			for j := range cap(evs) {
+				n := int(rng.ExpFloat64() * 6)
+				if j%4 == 0 {
+					n = 0 // ad-0 is hot
 				}
-				_, err = cc.MovePartition(context.Background(), &clickaggv1.MovePartitionRequest{Partition: p.Partition, ToMember: to})
+				evs = append(evs, &clickaggv1.ClickEvent{EventId: fmt.Sprintf("show-%d-%d", i, j), AdId: fmt.Sprintf("ad-%d", n%40),
+					ClickTime: timestamppb.New(now), UserId: fmt.Sprintf("u-%d", rng.IntN(500)),
+					Ip: fmt.Sprintf("203.0.113.%d", rng.IntN(250)), Country: countries[rng.IntN(len(countries))]})
 			}
-			if err != nil {
-				t.Logf("showcase move: %v", err)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, _ = ic.Ingest(cctx, &clickaggv1.IngestRequest{Events: evs})
+			cancel()
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(150+rng.IntN(200)) * time.Millisecond):
 			}
 		}
-		time.Sleep(250 * time.Millisecond)
+	}()
+	time.Sleep(time.Minute)
+	cc := c.coordinatorClient()
+	a, err := cc.GetAssignment(context.Background(), &clickaggv1.GetAssignmentRequest{})
+	if err == nil && len(a.Partitions) > 0 {
+		p := a.Partitions[0]
+		to := "aggregator-1"
+		if p.Member == to {
+			to = "aggregator-2"
+		}
+		_, err = cc.MovePartition(context.Background(), &clickaggv1.MovePartitionRequest{Partition: p.Partition, ToMember: to})
 	}
-	time.Sleep(3 * time.Second) // a last poll of the page
+	if err != nil {
+		t.Logf("showcase move: %v", err)
+	}
+	time.Sleep(90 * time.Second)
+	return func() { cancel(); <-done }
+}
+
+// selectPartition clicks partition p on the ring, as a user would to
+// read its details, until the details show (the ring is drawn again at
+// every poll, so a click can meet a node just replaced).
+func selectPartition(t *testing.T, ctx context.Context, p int) {
+	t.Helper()
+	want := fmt.Sprintf("partition%downeraggregator-", p)
+	testserver.Eventually(t, 20*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := chromedp.Do(cctx, chromedp.Click(fmt.Sprintf(`#ring [data-partition="%d"] path`, p))); err != nil {
+			return fmt.Errorf("click partition %d: %w", p, err)
+		}
+		v, err := evalJS[string](ctx, `document.getElementById("pdetail").textContent`)
+		if err == nil && !strings.Contains(v, want) {
+			err = fmt.Errorf("partition details %q", v)
+		}
+		return err
+	})
 }

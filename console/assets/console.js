@@ -93,6 +93,10 @@
     const d = ts(v);
     return d ? fmtDur((Date.now() - d.getTime()) / 1000) + " ago" : "–";
   }
+  function fmtUp(v) {
+    const d = ts(v);
+    return d ? fmtDur((Date.now() - d.getTime()) / 1000) : "–";
+  }
   function pbDuration(v) { return v ? parseFloat(String(v)) : 0; } // "1.5s"
 
   function el(tag, attrs, ...kids) {
@@ -190,7 +194,7 @@
         el("td", { class: "n", text: agg ? load.parts : "" }),
         el("td", { class: "n", text: agg ? fmtRate(load.rate) : "" }),
         el("td", { class: "n", text: agg ? fmtInt(load.lag) : "" }),
-        el("td", { class: "muted", text: fmtAgo(m.registeredAt) }));
+        el("td", { class: "n muted", title: "registered " + (m.registeredAt || "–"), text: fmtUp(m.registeredAt) }));
     });
     fill($("members").tBodies[0], rows, 8, "no members registered");
     for (const s of document.querySelectorAll("#members .swatch")) s.style.background = s.dataset.colour;
@@ -255,9 +259,12 @@
     kids.push(svg("text", { class: "center-s", x: cx, y: cy + 40, "text-anchor": "middle", text: "inner band: lag" }));
     ring.replaceChildren(...kids);
 
+    const rates = new Map();
+    for (const p of st.partitions || []) rates.set(p.member, (rates.get(p.member) || 0) + num(p.eventsPerSecond));
     const legend = [...state.colours.keys()].map((id) => {
       const sw = el("span", { class: "sw" }); sw.style.background = colour(id);
-      return el("li", { "data-member": id }, sw, el("span", { class: "id", text: id }), el("span", { class: "n", text: (counts.get(id) || 0) + " partitions" }));
+      return el("li", { "data-member": id }, sw, el("span", { class: "id", text: id }),
+        el("span", { class: "n", text: (counts.get(id) || 0) + " partitions · " + fmtRate(rates.get(id) || 0) + " events/s" }));
     });
     if (counts.get("")) {
       const sw = el("span", { class: "sw" }); sw.style.background = "#d5dae3";
@@ -318,11 +325,11 @@
       rows.push(el("tr", {}, el("td", { class: "id", text: s.adId }), el("td", { class: "n", text: "–" }), el("td", { class: "n", text: "–" }),
         el("td", { class: "n", text: "–" }), el("td", { class: "id", text: "partitions " + s.partitions.join(", ") + " since " + fmtTime(s.from) })));
     }
-    fill($("hotkeys").tBodies[0], rows, 5, "no hot keys in the last minute");
+    fill($("hotkeys").tBodies[0], rows, 5, hk.error || "no hot keys in the last minute");
   }
 
   function renderHandoffs(h) {
-    const list = [...(h.handoffs || [])].sort((a, b) => (ts(b.stopped) || 0) - (ts(a.stopped) || 0)).slice(0, 12);
+    const list = [...(h.handoffs || [])].sort((a, b) => (ts(b.stopped) || 0) - (ts(a.stopped) || 0)).slice(0, 8);
     const rows = list.map((x) => el("tr", {},
       el("td", { class: "n", text: x.partition }), el("td", { class: "id", text: x.fromMember || "–" }), el("td", { class: "id", text: x.toMember }),
       el("td", { class: "n", text: x.epoch }), el("td", {}, x.serving ? pill(x.planned ? "planned" : "after loss", x.planned ? "serving" : "restoring") : pill("in progress", "inprogress")),
@@ -361,14 +368,21 @@
     while (state.history.length && state.history[0].t < now - HISTORY_MS) state.history.shift();
   }
 
-  function lineChart(node, series, fmt) {
+  // lineChart draws series of [time, value] over the last HISTORY_MS;
+  // minStep keeps the axis of a count (lag entries) on whole numbers.
+  function lineChart(node, series, fmt, minStep) {
     const W = 420, H = 160, L = 44, R = 8, T = 10, B = 20;
     const now = Date.now(), t0 = now - HISTORY_MS;
     const pts = series.flatMap((s) => s.points.filter((p) => p[1] !== null));
     const kids = [];
-    let max = Math.max(1e-9, ...pts.map((p) => p[1]));
-    const mag = Math.pow(10, Math.floor(Math.log10(max)));
-    max = Math.ceil(max / mag * 1.1) * mag || 1;
+    // Four steps of a round size (1, 2, 2.5 or 5 × 10^k) above the data.
+    const top = Math.max(...pts.map((p) => p[1]), 0);
+    let max = 4;
+    if (top > 0) {
+      const raw = top / 4, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+      const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((st) => st * 4 >= top);
+      max = Math.max(step, minStep || 0) * 4;
+    }
     const x = (t) => L + ((t - t0) / HISTORY_MS) * (W - L - R);
     const y = (v) => T + (1 - v / max) * (H - T - B);
     for (let i = 0; i <= 4; i++) {
@@ -396,7 +410,7 @@
     const h = state.history;
     const last = h[h.length - 1] || {};
     lineChart($("chart-rate"), [{ colour: "#3559e0", points: h.map((p) => [p.t, p.rate]) }], fmtRate);
-    lineChart($("chart-lag"), [{ colour: "#e0803a", points: h.map((p) => [p.t, p.lag]) }], (v) => fmtRate(v));
+    lineChart($("chart-lag"), [{ colour: "#e0803a", points: h.map((p) => [p.t, p.lag]) }], fmtInt, 1);
     lineChart($("chart-fresh"), [{ colour: "#1f9d55", points: h.map((p) => [p.t, p.delay]) }], (v) => fmtDur(v));
     $("chart-rate-now").textContent = last.rate != null ? fmtRate(last.rate) + " events/s now" : "";
     $("chart-lag-now").textContent = last.lag != null ? fmtInt(last.lag) + " entries · oldest " + fmtDur(last.lagS) : "";
@@ -484,7 +498,9 @@
     clearTimeout(timer);
     const cluster = Promise.all([
       api("/v1/cluster/status"), api("/v1/cluster/assignment"),
-      api("/v1/cluster/hot_keys?count=10").catch((e) => (e.status === 400 ? { keys: [], splits: [] } : Promise.reject(e))),
+      // A coordinator without hot-key tracking refuses (400): say so in
+      // the panel and show the rest.
+      api("/v1/cluster/hot_keys?count=8").catch((e) => (e.status === 400 ? { keys: [], splits: [], error: explain(e, "hot keys") } : Promise.reject(e))),
       api("/v1/cluster/handoffs"),
     ]);
     const queries = Promise.all([pollTop(), pollCount()]);
