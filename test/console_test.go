@@ -43,7 +43,7 @@ func chromium(t *testing.T) string {
 }
 
 // browser starts a headless Chromium for the test and returns a tab.
-func browser(t *testing.T) context.Context {
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
@@ -53,6 +53,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.WindowSize(1500, 1000),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
@@ -67,6 +68,59 @@ func evalJS[T any](ctx context.Context, expr string) (T, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return chromedp.Run(cctx, chromedp.Evaluate[T](expr))
+}
+
+// waitMembers waits until the page lists exactly the members want.
+func waitMembers(t *testing.T, ctx context.Context, want ...string) {
+	t.Helper()
+	testserver.Eventually(t, 60*time.Second, func() error {
+		ids, err := evalJS[[]string](ctx, `[...document.querySelectorAll("#members tbody tr[data-member-id]")].map(r => r.dataset.memberId)`)
+		if err != nil {
+			return err
+		}
+		slices.Sort(ids)
+		if !slices.Equal(ids, want) {
+			return fmt.Errorf("members on the page %v, want %v", ids, want)
+		}
+		return nil
+	})
+}
+
+// banner returns the page's error banner, "" when hidden.
+func banner(ctx context.Context) (string, error) {
+	return evalJS[string](ctx, `(b => b.classList.contains("hidden") ? "" : b.textContent)(document.getElementById("banner"))`)
+}
+
+// TestConsoleAuth opens the console of a cluster with authorization on,
+// in a browser without a client certificate: the page loads and says why
+// it shows no data (401), and once a token with the query permission is
+// pasted in, it lists the members.
+func TestConsoleAuth(t *testing.T) {
+	c := newTestCluster(t, clusterSpec{partitions: 4, coordinators: 1, aggregators: 1, tls: true, auth: true})
+	// The cluster's CA is the test's own: the browser is told not to check.
+	ctx := browser(t, chromedp.Flag("ignore-certificate-errors", true))
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.httpBase()+"/"), chromedp.WaitVisible("#members")); err != nil {
+		t.Fatalf("open the console: %v", err)
+	}
+	testserver.Eventually(t, 30*time.Second, func() error {
+		b, err := banner(ctx)
+		if err == nil && !strings.HasPrefix(b, "401 Unauthorized") {
+			err = fmt.Errorf("banner %q, want the 401 explained", b)
+		}
+		return err
+	})
+	if err := chromedp.Do(ctx, chromedp.Click("#token-button"), chromedp.WaitVisible("#token-input"),
+		chromedp.SetValue("#token-input", authTokens["billing"]), chromedp.Click("#token-save")); err != nil {
+		t.Fatalf("paste the token: %v", err)
+	}
+	waitMembers(t, ctx, "aggregator-1", "coordinator-1", "queryd-1")
+	if b, err := banner(ctx); err != nil || b != "" {
+		t.Fatalf("banner %q (%v) with a token holding query, want none", b, err)
+	}
+	stored, err := evalJS[string](ctx, `sessionStorage.getItem("clickagg.console.token")`)
+	if err != nil || stored != authTokens["billing"] {
+		t.Fatalf("session storage holds %q (%v), want the pasted token", stored, err)
+	}
 }
 
 // TestConsole opens queryd's web console in Chromium over a running
@@ -85,18 +139,7 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("open %s: %v", url, err)
 	}
 
-	wantMembers := []string{"aggregator-1", "aggregator-2", "coordinator-1", "queryd-1", "router-1"}
-	testserver.Eventually(t, 60*time.Second, func() error {
-		ids, err := evalJS[[]string](ctx, `[...document.querySelectorAll("#members tbody tr[data-member-id]")].map(r => r.dataset.memberId)`)
-		if err != nil {
-			return err
-		}
-		slices.Sort(ids)
-		if !slices.Equal(ids, wantMembers) {
-			return fmt.Errorf("members on the page %v, want %v", ids, wantMembers)
-		}
-		return nil
-	})
+	waitMembers(t, ctx, "aggregator-1", "aggregator-2", "coordinator-1", "queryd-1", "router-1")
 	// Every partition is drawn on the ring and listed, with an owner
 	// among the aggregators, serving.
 	testserver.Eventually(t, 60*time.Second, func() error {
