@@ -22,12 +22,19 @@ const Prefix = "/v1/cluster/"
 
 // newMux returns a gateway mux whose JSON spells out zero values, as
 // queryd's does: "lag": "0" and "unavailable": [] are facts, not gaps.
-func newMux() *runtime.ServeMux {
-	return runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+func newMux(opts ...runtime.ServeMuxOption) *runtime.ServeMux {
+	return runtime.NewServeMux(append([]runtime.ServeMuxOption{runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-	}))
+	})}, opts...)...)
 }
+
+// noHeaders passes no request header on as gRPC metadata: a forwarded
+// call is made under the process's own identity (its certificate), and
+// the browser's bearer token stays with the process it was sent to. The
+// gateway passes Authorization on whatever the matcher says, so New also
+// drops that header.
+func noHeaders(string) (string, bool) { return "", false }
 
 // NewLocal serves the routes by calling srv, the process's own
 // coordinator, in process.
@@ -40,13 +47,20 @@ func NewLocal(ctx context.Context, srv clickaggv1.CoordinatorServiceServer) (htt
 }
 
 // New serves the routes by calling the coordinators through cc, usually
-// a Forwarder.
+// a Forwarder. The caller's headers are not passed on (noHeaders): check
+// its permission before (cli wraps the handler in authz.HTTP); with
+// authorization on, the coordinator checks the process's certificate,
+// which needs the query permission too.
 func New(ctx context.Context, cc grpc.ClientConnInterface) (http.Handler, error) {
-	mux := newMux()
+	mux := newMux(runtime.WithIncomingHeaderMatcher(noHeaders))
 	if err := clickaggv1.RegisterCoordinatorServiceHandlerClient(ctx, mux, clickaggv1.NewCoordinatorServiceClient(cc)); err != nil {
 		return nil, fmt.Errorf("register coordinator HTTP handlers: %w", err)
 	}
-	return mux, nil
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.Clone(r.Context())
+		r.Header.Del("Authorization")
+		mux.ServeHTTP(w, r)
+	}), nil
 }
 
 // Members lists the live members of a role; *cluster.Client is one.

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/coordinator"
@@ -153,6 +154,45 @@ func TestForwarderReachesALiveCoordinator(t *testing.T) {
 	// Mutations have no HTTP binding.
 	if code, body := get(t, forwarded, "/v1/cluster/rebalance"); code != http.StatusNotFound {
 		t.Errorf("GET /v1/cluster/rebalance: %d %s, want 404", code, body)
+	}
+}
+
+// TestForwardedCallCarriesNoHeaders: the browser's Authorization header
+// does not travel to the coordinator; the call is the process's own.
+func TestForwardedCallCarriesNoHeaders(t *testing.T) {
+	e := testserver.Etcd(t)
+	cl := cluster.NewClient(testserver.NewEtcdClient(t, e.Endpoint), "/t")
+	lis := testserver.Listen(t)
+	addr := lis.Addr().String()
+	srv := coordinator.NewServer(coordinator.New(coordinator.Config{}, cluster.Candidate{ID: "coordinator-1", Addr: addr}, cl, 4, dialer(t), nil))
+	seen := make(chan metadata.MD, 1)
+	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		seen <- md
+		return h(ctx, req)
+	}))
+	clickaggv1.RegisterCoordinatorServiceServer(gs, srv)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(lis) }()
+	t.Cleanup(func() { gs.Stop(); <-served })
+	register(t, cl, "coordinator-1", cluster.RoleCoordinator, addr)
+	h, err := New(t.Context(), NewForwarder(cl, dialer(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/v1/cluster/members", nil)
+	req.Header.Set("Authorization", "Bearer browser-token")
+	req.Header.Set("Grpc-Metadata-Clickagg-Forwarded-By", "someone")
+	h.ServeHTTP(rr, req)
+	if rr.Code != http.StatusOK {
+		t.Fatalf("GET /v1/cluster/members: %d %s", rr.Code, rr.Body)
+	}
+	md := <-seen
+	for _, key := range []string{"authorization", "clickagg-forwarded-by"} {
+		if v := md.Get(key); len(v) > 0 {
+			t.Errorf("the coordinator got %s: %q from the browser's request", key, v)
+		}
 	}
 }
 
