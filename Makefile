@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev clean
+.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev console-screenshot clean
 
 all: build
 
@@ -102,6 +102,11 @@ test-unit: deps tools
 
 dev: deps-dev build
 	$(BIN)/clickagg dev
+
+# console-screenshot runs the web console's browser test over a test
+# cluster with a minute of traffic and writes docs/console.png (README).
+console-screenshot: deps
+	CLICKAGG_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png $(GO) test -count=1 -run 'TestConsole$$' -v ./test/
 
 clean:
 	rm -rf $(BIN) data

@@ -14,7 +14,9 @@ import (
 	"github.com/clickagg/clickagg/authz"
 	"github.com/clickagg/clickagg/buildinfo"
 	"github.com/clickagg/clickagg/cluster"
+	"github.com/clickagg/clickagg/console"
 	"github.com/clickagg/clickagg/coordinator"
+	"github.com/clickagg/clickagg/gateway"
 	clickhealth "github.com/clickagg/clickagg/health"
 	"github.com/clickagg/clickagg/history"
 	"github.com/clickagg/clickagg/hotkey"
@@ -155,13 +157,56 @@ func (p *process) archive(ctx context.Context, store *snapshot.Store) (opts []ag
 		aggregator.WithHistoryReader(hr, aggregator.HistoryMarks{Store: store})}, revisionsKnown, nil
 }
 
-func (p *process) startCoordinator() {
+// startCoordinator starts the coordinator and returns its gRPC server,
+// which the HTTP routes of its read RPCs call in process (serveClusterAPI).
+func (p *process) startCoordinator() clickaggv1.CoordinatorServiceServer {
 	cfg := p.cfg
 	c := coordinator.New(cfg.Coordinator, cluster.Candidate{ID: cfg.ID, Addr: p.advertise}, p.cl, p.partitions, p.dial.Conn, p.lg.With("role", RoleCoordinator),
 		coordinator.WithHotKeys(p.splits, cfg.hotKey(), time.Now), coordinator.WithMaxIDLength(cfg.Router.MaxIDLength), coordinator.WithMetrics(p.reg))
-	clickaggv1.RegisterCoordinatorServiceServer(p.gs, coordinator.NewServer(c))
+	srv := coordinator.NewServer(c)
+	clickaggv1.RegisterCoordinatorServiceServer(p.gs, srv)
 	p.services = append(p.services, clickaggv1.CoordinatorService_ServiceDesc.ServiceName)
 	p.g.Go(func() error { return c.Run(p.gctx) })
+	return srv
+}
+
+// serveClusterAPI serves the coordinator's read RPCs as JSON under
+// /v1/cluster/ (package gateway): through local, the process's own
+// coordinator, when it has one, else forwarded over gRPC to a live
+// coordinator from the etcd membership, so that every process's console
+// shows the cluster. They need the query permission, as their gRPC
+// methods do; no Redis gate: coordinators answer from etcd and the
+// aggregators.
+func (p *process) serveClusterAPI(local clickaggv1.CoordinatorServiceServer) error {
+	var h http.Handler
+	var err error
+	if local != nil {
+		h, err = gateway.NewLocal(p.gctx, local)
+	} else {
+		h, err = gateway.New(p.gctx, gateway.NewForwarder(p.cl, p.dial.Conn))
+	}
+	if err != nil {
+		return fmt.Errorf("cluster http: %w", err)
+	}
+	if p.az != nil {
+		h = p.az.HTTP(authz.Query, h)
+	}
+	p.mux.Handle(gateway.Prefix, allow(h, http.MethodGet))
+	return nil
+}
+
+// serveConsole serves the web console at / and its assets under
+// /console/. They are public, holding no data: the page's calls to
+// /v1/ go through authorization as any other client's.
+func (p *process) serveConsole(roles []string) error {
+	h, err := console.New(console.Info{Member: p.cfg.ID, Roles: roles, Version: buildinfo.Get().Version})
+	if err != nil {
+		return err
+	}
+	page := allow(h, http.MethodGet, http.MethodHead)
+	p.mux.Handle("/{$}", page)
+	p.mux.Handle(console.AssetPrefix, page)
+	return nil
 }
 
 // startQueryd starts queryd and serves its JSON API under /v1/, behind

@@ -24,6 +24,7 @@ import (
 	clickhealth "github.com/clickagg/clickagg/health"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/queryd"
 	"github.com/clickagg/clickagg/redisconf"
 	"github.com/clickagg/clickagg/ring"
@@ -140,13 +141,20 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	var coord clickaggv1.CoordinatorServiceServer
 	if s.has(RoleCoordinator) {
-		p.startCoordinator()
+		coord = p.startCoordinator()
 	}
 	if s.has(RoleQueryd) {
 		if s.queryd, err = p.startQueryd(follower); err != nil {
 			return err
 		}
+	}
+	if err := p.serveClusterAPI(coord); err != nil {
+		return err
+	}
+	if err := p.serveConsole(s.roles); err != nil {
+		return err
 	}
 	if err := p.registerMembers(ctx, s.roles); err != nil {
 		return err

@@ -38,15 +38,16 @@ func either(fs ...func(*workload) bool) func(*workload) bool {
 // from clickagg pods and its peers; Redis from the routers, aggregators
 // and queryds (the coordinator does not use it), its peers and the Job
 // that creates the cluster; aggregators from the coordinator and queryd;
-// coordinators from each other (operators come through kubectl
-// port-forward, which policies do not see).
+// coordinators from each other and from queryd, whose web console reads
+// them (operators come through kubectl port-forward, which policies do
+// not see).
 var lockdown = []flow{
 	{"etcd", named("etcd"), 2379, "clickagg pods", named("clickagg")},
 	{"etcd", named("etcd"), 2380, "etcd", named("etcd")},
 	{"redis", named("redis"), 6379, "routers, aggregators, queryds, Redis nodes, the create Job", either(roleIn("router", "aggregator", "queryd"), named("redis"), named("redis-cluster-create"))},
 	{"redis", named("redis"), 16379, "Redis nodes", named("redis")},
 	{"aggregators", roleIn("aggregator"), 9090, "coordinators and queryds", roleIn("coordinator", "queryd")},
-	{"coordinators", roleIn("coordinator"), 9090, "coordinators", roleIn("coordinator")},
+	{"coordinators", roleIn("coordinator"), 9090, "coordinators and queryds", roleIn("coordinator", "queryd")},
 }
 
 // lockdown checks that every pod of the namespace is denied by default

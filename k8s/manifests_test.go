@@ -579,7 +579,7 @@ var mistakes = []struct {
 	{
 		name:  "policy forgets a member",
 		file:  "overlays/production/auth.yaml",
-		old:   "    cert:clickagg-queryd internal\n",
+		old:   "    cert:clickagg-queryd internal,query\n",
 		new:   "",
 		build: "overlays/production",
 		want:  "Deployment queryd: -auth.policy-file does not grant cert:clickagg-queryd internal",
@@ -701,6 +701,13 @@ var mistakes = []struct {
 		old:  "          - coordinator\n          - queryd\n    ports:\n    - port: grpc\n",
 		new:  "          - coordinator\n          - queryd\n          - router\n    ports:\n    - port: grpc\n",
 		want: "NetworkPolicy aggregator admits Deployment router to aggregators port 9090: only coordinators and queryds may",
+	},
+	{
+		name: "routers may call the coordinators",
+		file: "base/networkpolicies.yaml",
+		old:  "          - queryd\n          - coordinator\n    ports:\n    - port: grpc\n",
+		new:  "          - queryd\n          - coordinator\n          - router\n    ports:\n    - port: grpc\n",
+		want: "NetworkPolicy coordinator admits Deployment router to coordinators port 9090: only coordinators and queryds may",
 	},
 	{
 		name: "etcd open to every source",

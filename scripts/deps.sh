@@ -3,7 +3,7 @@
 # through the Go module proxy: redis-server and redis-cli (Debian packages),
 # Node.js with the pinned npm packages of test/parquetcheck (DuckDB, the
 # independent Parquet reader of the e2e tests), promtool (the alert rules'
-# tests), and SeaweedFS (below).
+# tests), Chromium (the web console's browser test) and SeaweedFS (below).
 #
 # `deps.sh dev` installs only what `clickagg dev` needs (redis-server): a new
 # user's first `make dev` should not wait for the test servers to build.
@@ -52,6 +52,13 @@ fi
 if ! command -v promtool >/dev/null 2>&1; then
   echo "promtool not found: installing the Debian package prometheus" >&2
   apt_install prometheus
+fi
+
+# Chromium runs the web console's browser test (test/console_test.go,
+# driven by chromedp); Debian's package, headless.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CLICKAGG_CHROMIUM:-}" ]; then
+  echo "chromium not found: installing the Debian package" >&2
+  apt_install chromium
 fi
 
 # npm ci installs exactly what package-lock.json pins; it runs again only

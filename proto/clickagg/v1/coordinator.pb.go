@@ -7,6 +7,7 @@
 package clickaggv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -2357,7 +2358,7 @@ var File_clickagg_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
+	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -2543,15 +2544,15 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"W\n" +
 	"\x12UnsplitKeyResponse\x12(\n" +
 	"\x05split\x18\x01 \x01(\v2\x12.clickagg.v1.SplitR\x05split\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun2\x94\a\n" +
-	"\x12CoordinatorService\x12P\n" +
-	"\vListMembers\x12\x1f.clickagg.v1.ListMembersRequest\x1a .clickagg.v1.ListMembersResponse\x12V\n" +
-	"\rGetAssignment\x12!.clickagg.v1.GetAssignmentRequest\x1a\".clickagg.v1.GetAssignmentResponse\x12_\n" +
-	"\x10GetClusterStatus\x12$.clickagg.v1.GetClusterStatusRequest\x1a%.clickagg.v1.GetClusterStatusResponse\x12D\n" +
-	"\aGetLoad\x12\x1b.clickagg.v1.GetLoadRequest\x1a\x1c.clickagg.v1.GetLoadResponse\x12M\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun2\xc3\b\n" +
+	"\x12CoordinatorService\x12m\n" +
+	"\vListMembers\x12\x1f.clickagg.v1.ListMembersRequest\x1a .clickagg.v1.ListMembersResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/cluster/members\x12v\n" +
+	"\rGetAssignment\x12!.clickagg.v1.GetAssignmentRequest\x1a\".clickagg.v1.GetAssignmentResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/cluster/assignment\x12{\n" +
+	"\x10GetClusterStatus\x12$.clickagg.v1.GetClusterStatusRequest\x1a%.clickagg.v1.GetClusterStatusResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/status\x12^\n" +
+	"\aGetLoad\x12\x1b.clickagg.v1.GetLoadRequest\x1a\x1c.clickagg.v1.GetLoadResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/cluster/load\x12k\n" +
 	"\n" +
-	"GetHotKeys\x12\x1e.clickagg.v1.GetHotKeysRequest\x1a\x1f.clickagg.v1.GetHotKeysResponse\x12P\n" +
-	"\vGetHandoffs\x12\x1f.clickagg.v1.GetHandoffsRequest\x1a .clickagg.v1.GetHandoffsResponse\x12V\n" +
+	"GetHotKeys\x12\x1e.clickagg.v1.GetHotKeysRequest\x1a\x1f.clickagg.v1.GetHotKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/cluster/hot_keys\x12n\n" +
+	"\vGetHandoffs\x12\x1f.clickagg.v1.GetHandoffsRequest\x1a .clickagg.v1.GetHandoffsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/cluster/handoffs\x12V\n" +
 	"\rMovePartition\x12!.clickagg.v1.MovePartitionRequest\x1a\".clickagg.v1.MovePartitionResponse\x12P\n" +
 	"\vDrainMember\x12\x1f.clickagg.v1.DrainMemberRequest\x1a .clickagg.v1.DrainMemberResponse\x12J\n" +
 	"\tRebalance\x12\x1d.clickagg.v1.RebalanceRequest\x1a\x1e.clickagg.v1.RebalanceResponse\x12G\n" +

@@ -38,7 +38,10 @@ const (
 //
 // CoordinatorService is the resource manager's admin API, meant for grpcurl.
 // Every coordinator serves it; calls are answered from etcd, so a follower
-// answers as well as the leader.
+// answers as well as the leader. The read RPCs are also served as JSON
+// under GET /v1/cluster/... on the HTTP port of every process (the web
+// console reads them): in process on a coordinator, forwarded over gRPC to
+// a live coordinator elsewhere; query parameters fill request fields.
 type CoordinatorServiceClient interface {
 	// ListMembers lists the processes registered in etcd with a live lease.
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
@@ -197,7 +200,10 @@ func (c *coordinatorServiceClient) UnsplitKey(ctx context.Context, in *UnsplitKe
 //
 // CoordinatorService is the resource manager's admin API, meant for grpcurl.
 // Every coordinator serves it; calls are answered from etcd, so a follower
-// answers as well as the leader.
+// answers as well as the leader. The read RPCs are also served as JSON
+// under GET /v1/cluster/... on the HTTP port of every process (the web
+// console reads them): in process on a coordinator, forwarded over gRPC to
+// a live coordinator elsewhere; query parameters fill request fields.
 type CoordinatorServiceServer interface {
 	// ListMembers lists the processes registered in etcd with a live lease.
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
