@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/clickagg/clickagg/grpcclient"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
 
@@ -73,7 +74,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(f.addr, opts...)
+	conn, err := grpc.NewClient(f.addr, grpcclient.With(opts...)...)
 	if err != nil {
 		return fmt.Errorf("-addr %q: %w", f.addr, err)
 	}
