@@ -30,12 +30,18 @@ type ClusterStatus struct {
 	// MinWatermark is the smallest partition watermark; zero unless every
 	// partition reported one.
 	MinWatermark time.Time
+	// Routers are the live routers' answers, and UnavailableRouters the
+	// live routers that gave none, both by ID.
+	Routers            []*clickaggv1.RouterStatus
+	UnavailableRouters []string
 }
 
 // Status reads the leader, the members and the assignment from etcd, and asks
-// every owner about its partitions. An owner that fails or times out makes
-// its partitions unavailable, not the call: the status of a cluster in
-// trouble is what an operator needs most.
+// every owner about its partitions and every router about what it
+// ingested, all at once. An owner that fails or times out makes its
+// partitions unavailable, not the call, and a router that does so is
+// listed as unavailable: the status of a cluster in trouble is what an
+// operator needs most.
 func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	leader, err := c.cl.Leader(ctx)
 	if err != nil {
@@ -52,7 +58,17 @@ func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	st := ClusterStatus{Leader: leader, Partitions: c.partitions, Members: members, Owners: make([]cluster.Owner, c.partitions)}
 	copy(st.Owners, a.Owners)
 
-	reported := c.reports(ctx, a, members)
+	var reported []*clickaggv1.PartitionStatus
+	var g errgroup.Group
+	g.Go(func() error {
+		reported = c.reports(ctx, a, members)
+		return nil
+	})
+	g.Go(func() error {
+		st.Routers, st.UnavailableRouters = c.routerStatuses(ctx, members)
+		return nil
+	})
+	_ = g.Wait() // neither fails: they report what did not answer
 	allWatermarks := true
 	for p, ps := range reported {
 		if ps == nil {
