@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/clickagg/clickagg/cluster"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -53,16 +54,9 @@ func (c *Coordinator) routerStatuses(ctx context.Context, members []cluster.Memb
 }
 
 func (c *Coordinator) routerStatus(ctx context.Context, addr string) (*clickaggv1.RouterStatus, error) {
-	if addr == "" {
-		return nil, fmt.Errorf("not registered")
-	}
-	cc, err := c.conn(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.StatusTimeout)
-	defer cancel()
-	resp, err := clickaggv1.NewRouterServiceClient(cc).RouterStatus(ctx, &clickaggv1.RouterStatusRequest{})
+	resp, err := statusCall(ctx, c, addr, func(ctx context.Context, cc grpc.ClientConnInterface) (*clickaggv1.RouterStatusResponse, error) {
+		return clickaggv1.NewRouterServiceClient(cc).RouterStatus(ctx, &clickaggv1.RouterStatusRequest{})
+	})
 	if err != nil {
 		return nil, err
 	}

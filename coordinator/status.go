@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/clickagg/clickagg/cluster"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -149,14 +150,24 @@ func (c *Coordinator) reports(ctx context.Context, a cluster.Assignment, members
 }
 
 func (c *Coordinator) partitionStatus(ctx context.Context, addr string) (*clickaggv1.PartitionStatusResponse, error) {
+	return statusCall(ctx, c, addr, func(ctx context.Context, cc grpc.ClientConnInterface) (*clickaggv1.PartitionStatusResponse, error) {
+		return clickaggv1.NewAggregatorServiceClient(cc).PartitionStatus(ctx, &clickaggv1.PartitionStatusRequest{})
+	})
+}
+
+// statusCall makes call on the connection to the member at addr, bounded
+// by -coordinator.status-timeout: the status calls to aggregators and
+// routers, which must never hold up the answer to an operator for long.
+func statusCall[T any](ctx context.Context, c *Coordinator, addr string, call func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
+	var zero T
 	if addr == "" {
-		return nil, fmt.Errorf("not registered")
+		return zero, fmt.Errorf("not registered")
 	}
-	cl, err := c.aggregator(addr)
+	cc, err := c.conn(addr)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.StatusTimeout)
 	defer cancel()
-	return cl.PartitionStatus(ctx, &clickaggv1.PartitionStatusRequest{})
+	return call(ctx, cc)
 }
