@@ -17,6 +17,7 @@ import (
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
+	"github.com/clickagg/clickagg/persecond"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/retry"
 	"github.com/clickagg/clickagg/snapshot"
@@ -75,7 +76,7 @@ type partition struct {
 	nextSave time.Time // by the injected clock
 
 	// rate counts the events applied, for the load report.
-	rate *rate
+	rate *persecond.Counter
 	// heavy finds the partition's heaviest ads for the load report, which
 	// the coordinator splits hot ads by. It is fed only while the partition
 	// serves (see consumer.apply) and goes with the partition.
@@ -431,7 +432,7 @@ func (c *consumer) apply(r *read, p int, ads *[]string) {
 	var events int64
 	before := pt.tp.Stats()
 	defer func() {
-		pt.rate.add(a.now(), events)
+		pt.rate.Add(a.now(), events)
 		a.m.countApplied(before, pt.tp.Stats())
 	}()
 	for _, e := range entries {
@@ -516,7 +517,7 @@ func (a *Aggregator) take(ctx context.Context, p int, e uint64, handed string, l
 		tp:       tp,
 		target:   last,
 		nextSave: now.Add(firstSave(a.cfg.SnapshotInterval)),
-		rate:     newRate(now),
+		rate:     persecond.New(now),
 		heavy:    hotkey.NewSketch(a.sketchCap),
 		state:    stateRestoring,
 	}

@@ -6,58 +6,10 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/clickagg/clickagg/hotkey"
 )
-
-// rateWindow is the span, in seconds, events_per_second is averaged over.
-const rateWindow = 60
-
-// rate counts the events applied to one partition in each of the last
-// rateWindow seconds (of the injected clock), in a ring of per-second
-// buckets: the consumer adds, status reads.
-type rate struct {
-	mu     sync.Mutex
-	since  int64 // Unix second counting started: the partition was taken
-	secs   [rateWindow]int64
-	counts [rateWindow]int64
-}
-
-func newRate(now time.Time) *rate { return &rate{since: now.Unix()} }
-
-func (r *rate) add(now time.Time, n int64) {
-	if n == 0 {
-		return
-	}
-	s := now.Unix()
-	i := ((s % rateWindow) + rateWindow) % rateWindow
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.secs[i] != s {
-		r.secs[i], r.counts[i] = s, 0
-	}
-	r.counts[i] += n
-}
-
-// perSecond returns the events of the last rateWindow seconds (the current
-// one included) divided by the seconds covered: the window, or the seconds
-// since counting started when fewer, so that a partition that just moved
-// shows its rate rather than a fraction of it.
-func (r *rate) perSecond(now time.Time) float64 {
-	s := now.Unix()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var sum int64
-	for i, sec := range r.secs {
-		if sec > s-rateWindow && sec <= s {
-			sum += r.counts[i]
-		}
-	}
-	span := min(rateWindow, max(1, s-r.since+1))
-	return float64(sum) / float64(span)
-}
 
 // partitionLoad is the load of one held partition.
 type partitionLoad struct {
@@ -118,7 +70,7 @@ func (a *Aggregator) loads(ctx context.Context, ps []PartitionStatus) (map[int]p
 			continue
 		}
 		l := partitionLoad{
-			EventsPerSecond: p.rate.perSecond(now),
+			EventsPerSecond: p.rate.Rate(now),
 			ServingSince:    p.servingSince,
 			Heavy:           heavyAds(p.heavy, now, a.sketchCap),
 		}

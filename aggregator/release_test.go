@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -215,34 +214,6 @@ func TestLoadReport(t *testing.T) {
 	}
 	if want <= 0 {
 		t.Fatalf("lag_seconds %v: the test needs a positive age", want)
-	}
-}
-
-func TestRate(t *testing.T) {
-	t0 := time.Unix(1_000_000, 0)
-	r := newRate(t0)
-	steps := []struct {
-		at   int64 // seconds after t0
-		add  int64
-		want float64
-	}{
-		{0, 10, 10},
-		{0, 5, 15},
-		{1, 3, 18.0 / 2},
-		{59, 0, 18.0 / 60},
-		{60, 6, 9.0 / 60}, // t0's bucket left the window
-		{61, 0, 6.0 / 60},
-		{200, 1, 1.0 / 60}, // stale buckets are ignored, not reused blindly
-	}
-	for _, s := range steps {
-		now := t0.Add(time.Duration(s.at) * time.Second)
-		r.add(now, s.add)
-		if got := r.perSecond(now); got != s.want {
-			t.Errorf("at +%ds: perSecond = %v, want %v", s.at, got, s.want)
-		}
-	}
-	if got := slices.Max(r.counts[:]); got != 6 {
-		t.Errorf("largest bucket %d, want 6", got)
 	}
 }
 

@@ -20,7 +20,7 @@ const (
 	// Admin changes where partitions and hot ads are served.
 	Admin Permission = "admin"
 	// Internal is what cluster members call on each other:
-	// AggregatorService.
+	// AggregatorService, RouterService.
 	Internal Permission = "internal"
 )
 
@@ -62,6 +62,8 @@ var methods = map[string]Permission{
 	clickaggv1.AggregatorService_MinuteRevisions_FullMethodName: Internal,
 	clickaggv1.AggregatorService_PartitionStatus_FullMethodName: Internal,
 	clickaggv1.AggregatorService_Release_FullMethodName:         Internal,
+
+	clickaggv1.RouterService_RouterStatus_FullMethodName: Internal,
 }
 
 // openServices need no identity: probes and grpcurl call them without

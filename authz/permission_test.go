@@ -16,7 +16,7 @@ import (
 // before it can be called at all; this test names the one that has none.
 func TestEveryMethodHasAPermission(t *testing.T) {
 	for _, sd := range []grpc.ServiceDesc{clickaggv1.IngestService_ServiceDesc, clickaggv1.QueryService_ServiceDesc,
-		clickaggv1.CoordinatorService_ServiceDesc, clickaggv1.AggregatorService_ServiceDesc} {
+		clickaggv1.CoordinatorService_ServiceDesc, clickaggv1.AggregatorService_ServiceDesc, clickaggv1.RouterService_ServiceDesc} {
 		var names []string
 		for _, m := range sd.Methods {
 			names = append(names, m.MethodName)

@@ -240,7 +240,9 @@ func TestDevViewShowsClicksFromAnySource(t *testing.T) {
 			t.Fatalf("ingest: %v, %v", resp, err)
 		}
 	}
-	check := func(applied, duplicates int64) {
+	// ingested: every click the router accepted, duplicates too (dedup
+	// is the aggregators'); applied: each distinct click once.
+	check := func(ingested, applied, duplicates int64) {
 		t.Helper()
 		testserver.Eventually(t, time.Minute, func() error {
 			blocks := strings.Split(strings.TrimSpace(lines.String()), "\n\n")
@@ -249,12 +251,16 @@ func TestDevViewShowsClicksFromAnySource(t *testing.T) {
 			if !strings.Contains(last, want) || !strings.Contains(last, fmt.Sprintf("duplicates %d ", duplicates)) {
 				return fmt.Errorf("last view block does not say %q and duplicates %d:\n%s", want, duplicates, last)
 			}
+			if want := fmt.Sprintf("ingested %d clicks (", ingested); !strings.Contains(last, want) {
+				return fmt.Errorf("last view block does not say %q:\n%s", want, last)
+			}
 			if !strings.Contains(last, fmt.Sprintf("  1. view-a       %8d", perAd["view-a"])) {
 				return fmt.Errorf("last view block does not rank view-a first with %d:\n%s", perAd["view-a"], last)
 			}
 			logLines := strings.Split(strings.TrimSpace(logged.String()), "\n")
 			var rec struct {
 				Msg           string
+				Ingested      int64
 				Applied       int64
 				Duplicates    int64
 				Partitions    int
@@ -266,7 +272,7 @@ func TestDevViewShowsClicksFromAnySource(t *testing.T) {
 				return fmt.Errorf("log line %q: %v", logLines[len(logLines)-1], err)
 			}
 			want2 := rec
-			want2.Msg, want2.Applied, want2.Duplicates, want2.Partitions, want2.Serving = "cluster", applied, duplicates, DefaultPartitions, DefaultPartitions
+			want2.Msg, want2.Ingested, want2.Applied, want2.Duplicates, want2.Partitions, want2.Serving = "cluster", ingested, applied, duplicates, DefaultPartitions, DefaultPartitions
 			want2.TopAd, want2.TopAdClicks5m = "view-a", perAd["view-a"]
 			if rec != want2 {
 				return fmt.Errorf("last log line %+v, want %+v", rec, want2)
@@ -275,10 +281,11 @@ func TestDevViewShowsClicksFromAnySource(t *testing.T) {
 		})
 	}
 	send()
-	check(n, 0)
-	// The same clicks again: counted once, dropped as duplicates.
+	check(n, n, 0)
+	// The same clicks again: accepted again, counted once, dropped as
+	// duplicates.
 	send()
-	check(n, n)
+	check(2*n, n, n)
 }
 
 // TestDevViewKeepsBanner: every frame of the live view redraws the
@@ -289,12 +296,13 @@ func TestDevViewKeepsBanner(t *testing.T) {
 	st := &clickaggv1.GetClusterStatusResponse{
 		PartitionCount: 4,
 		Totals: &clickaggv1.ClusterTotals{Serving: 2, Restoring: 1, Unavailable: 1, EventsApplied: 357, DuplicatesDropped: 3,
-			LateEvents: 5, EventsPerSecond: 30, Lag: 42, MaxLagSeconds: 3.25},
+			LateEvents: 5, EventsPerSecond: 30, Lag: 42, MaxLagSeconds: 3.25,
+			IngestAccepted: 365, IngestAcceptedPerSecond: 14.4, RoutersUnavailable: 1},
 		MinWatermark: timestamppb.New(wm),
 	}
 	got := summarize(st)
 	want := clusterFacts{Partitions: 4, Serving: 2, Restoring: 1, Unavailable: 1, Applied: 357, Duplicates: 3, Late: 5,
-		PerSecond: 30, LagEntries: 42, LagSeconds: 3.25, MinWatermark: wm}
+		PerSecond: 30, LagEntries: 42, LagSeconds: 3.25, MinWatermark: wm, Ingested: 365, IngestPerSecond: 14.4, RoutersUnavailable: 1}
 	if got != want {
 		t.Fatalf("summarize = %+v, want %+v", got, want)
 	}
@@ -314,7 +322,8 @@ func TestDevViewKeepsBanner(t *testing.T) {
 			t.Fatalf("frame does not start with the banner:\n%s", f)
 		}
 		for _, s := range []string{
-			"applied 357 clicks (12/s)  duplicates 3  late 5\n",
+			"ingested 365 clicks (14/s)  applied 357 clicks (12/s)  duplicates 3  late 5\n",
+			"1 routers did not answer: their clicks are not in ingested\n",
 			"lag 42 log entries, oldest 3.2s",
 			"(90.0s behind)",
 			"partitions 4: 2 serving, 1 restoring, 1 unavailable\n",

@@ -17,9 +17,9 @@ import (
 )
 
 // The dev view shows what the cluster took in, from whichever source:
-// the aggregators' own counters as GetClusterStatus reports them, not the
-// load generator's send rate, so that clicks sent with grpcurl or
-// clickagg ship appear like the synthetic ones.
+// the routers' and the aggregators' own counters as GetClusterStatus
+// reports them, not the load generator's send rate, so that clicks sent
+// with grpcurl or clickagg ship appear like the synthetic ones.
 
 // viewMode is how the dev view shows itself.
 type viewMode int
@@ -47,6 +47,13 @@ type clusterFacts struct {
 	Serving     int
 	Restoring   int
 	Unavailable int
+	// Ingested is the clicks the routers accepted, each since it started,
+	// and IngestPerSecond their rate over the last minute; a restarted
+	// router starts again from 0. RoutersUnavailable did not answer, and
+	// are missing from both.
+	Ingested           int64
+	IngestPerSecond    float64
+	RoutersUnavailable int
 	// Applied, Duplicates and Late sum the partitions' counters, which
 	// snapshots carry across restarts: counted clicks since the data
 	// directory was created.
@@ -70,12 +77,17 @@ func summarize(st *clickaggv1.GetClusterStatusResponse) clusterFacts {
 		Serving:     int(t.GetServing()),
 		Restoring:   int(t.GetRestoring()),
 		Unavailable: int(t.GetUnavailable()),
-		Applied:     t.GetEventsApplied(),
-		Duplicates:  t.GetDuplicatesDropped(),
-		Late:        t.GetLateEvents(),
-		PerSecond:   t.GetEventsPerSecond(),
-		LagEntries:  t.GetLag(),
-		LagSeconds:  t.GetMaxLagSeconds(),
+
+		Ingested:           t.GetIngestAccepted(),
+		IngestPerSecond:    t.GetIngestAcceptedPerSecond(),
+		RoutersUnavailable: int(t.GetRoutersUnavailable()),
+
+		Applied:    t.GetEventsApplied(),
+		Duplicates: t.GetDuplicatesDropped(),
+		Late:       t.GetLateEvents(),
+		PerSecond:  t.GetEventsPerSecond(),
+		LagEntries: t.GetLag(),
+		LagSeconds: t.GetMaxLagSeconds(),
 	}
 	if st.GetMinWatermark() != nil {
 		f.MinWatermark = st.GetMinWatermark().AsTime()
@@ -114,7 +126,11 @@ func (f viewFrame) writeBody(b *strings.Builder) {
 		fmt.Fprintf(b, "cluster status: %v\n", f.Err)
 	} else {
 		c := f.Facts
-		fmt.Fprintf(b, "applied %d clicks (%.0f/s)  duplicates %d  late %d\n", c.Applied, f.Rate, c.Duplicates, c.Late)
+		fmt.Fprintf(b, "ingested %d clicks (%.0f/s)  applied %d clicks (%.0f/s)  duplicates %d  late %d\n",
+			c.Ingested, c.IngestPerSecond, c.Applied, f.Rate, c.Duplicates, c.Late)
+		if n := c.RoutersUnavailable; n > 0 {
+			fmt.Fprintf(b, "          %d routers did not answer: their clicks are not in ingested\n", n)
+		}
 		fmt.Fprintf(b, "          lag %d log entries, oldest %.1fs", c.LagEntries, c.LagSeconds)
 		if d, ok := f.watermarkDelay(); ok {
 			fmt.Fprintf(b, "  watermark %s (%.1fs behind)", c.MinWatermark.Local().Format("15:04:05"), d.Seconds())
@@ -148,6 +164,7 @@ func (f viewFrame) writeBody(b *strings.Builder) {
 func (f viewFrame) logAttrs() []any {
 	c := f.Facts
 	attrs := []any{
+		"ingested", c.Ingested, "ingested_per_second", int64(c.IngestPerSecond + 0.5), "routers_unavailable", c.RoutersUnavailable,
 		"applied", c.Applied, "applied_per_second", int64(f.Rate + 0.5), "duplicates", c.Duplicates, "late", c.Late,
 		"lag_entries", c.LagEntries, "lag_seconds", c.LagSeconds,
 	}

@@ -77,6 +77,7 @@ func (p *process) startRouter(follower *hotkey.Follower) *router.Router {
 	r := router.New(cfg.Router, cfg.ID, p.parts, p.plog, p.lg.With("role", RoleRouter), time.Now,
 		router.WithSplits(follower), router.WithMetrics(p.reg), router.WithMemoryBound(p.plog))
 	clickaggv1.RegisterIngestServiceServer(p.gs, router.NewServer(r))
+	clickaggv1.RegisterRouterServiceServer(p.gs, router.NewStatusServer(r))
 	p.services = append(p.services, clickaggv1.IngestService_ServiceDesc.ServiceName)
 	p.g.Go(func() error { return r.Run(p.gctx) })
 	return r

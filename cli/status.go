@@ -24,10 +24,11 @@ import (
 )
 
 const statusSynopsis = `clickagg status prints the cluster at a glance, from one coordinator: the
-totals (partitions serving, applied events/s, lag, watermark delay), one row
-per process (its roles, version, addresses and, for aggregators, the
-partitions it owns with their lag and watermark delay), the hottest ads and
-the splits, and the handoffs in progress. One row per process, not per
+totals (partitions serving, ingested clicks/s, applied events/s, lag,
+watermark delay), one row per process (its roles, version, addresses and,
+for aggregators, the partitions it owns with their lag and watermark
+delay), one row per router (clicks accepted since it started, clicks/s),
+the hottest ads and the splits, and the handoffs in progress. One row per process, not per
 partition, so that a 64-partition cluster fits a screen; -partitions adds
 one row per partition.
 
@@ -181,12 +182,18 @@ func (v statusView) render(out io.Writer, now time.Time) error {
 	leader := cmp.Or(s.GetLeader(), "none")
 	fmt.Fprintf(w, "cluster\t%d partitions: %d serving, %d restoring, %d unavailable; leader %s\n",
 		s.GetPartitionCount(), t.GetServing(), t.GetRestoring(), t.GetUnavailable(), leader)
+	fmt.Fprintf(w, "ingested\t%s clicks/s, %d accepted, %d rejected; %d of %d routers, each since it started\n",
+		rate(t.GetIngestAcceptedPerSecond()), t.GetIngestAccepted(), t.GetIngestRejected(), len(s.GetRouters()),
+		len(s.GetRouters())+len(s.GetUnavailableRouters()))
 	fmt.Fprintf(w, "applied\t%s events/s, %d events, %d duplicates dropped, %d late\n",
 		rate(t.GetEventsPerSecond()), t.GetEventsApplied(), t.GetDuplicatesDropped(), t.GetLateEvents())
 	fmt.Fprintf(w, "freshness\tlag %d entries, oldest %s; watermark delay %s\n", t.GetLag(), seconds(t.GetMaxLagSeconds()), delay(t.GetWatermarkDelay()))
 	fmt.Fprintf(w, "moves\t%d handoffs in progress, %d splits\n", t.GetHandoffsInProgress(), t.GetSplits())
 	if len(s.GetUnavailable()) > 0 {
 		fmt.Fprintf(w, "unavailable\tpartitions %s\n", int32List(s.GetUnavailable()))
+	}
+	if len(s.GetUnavailableRouters()) > 0 {
+		fmt.Fprintf(w, "unavailable\trouters %s (not in the ingested sums)\n", strings.Join(s.GetUnavailableRouters(), ","))
 	}
 	fmt.Fprintln(w)
 
@@ -205,6 +212,9 @@ func (v statusView) render(out io.Writer, now time.Time) error {
 		}
 		fmt.Fprintln(w, strings.Join(cols, "\t"))
 	}
+
+	fmt.Fprintln(w)
+	v.renderRouters(w, now)
 
 	if v.hot != nil {
 		fmt.Fprintln(w)
@@ -262,6 +272,34 @@ func (v statusView) render(out io.Writer, now time.Time) error {
 		}
 	}
 	return w.Flush()
+}
+
+// renderRouters writes one row per router: what it ingested since it
+// started (UP ago), or that it did not answer.
+func (v statusView) renderRouters(w io.Writer, now time.Time) {
+	s := v.summary
+	if len(s.GetRouters())+len(s.GetUnavailableRouters()) == 0 {
+		fmt.Fprintln(w, "routers: none")
+		return
+	}
+	type row struct {
+		id   string
+		cols string
+	}
+	var rows []row
+	for _, r := range s.GetRouters() {
+		up := now.Sub(r.GetStarted().AsTime()).Round(time.Second)
+		rows = append(rows, row{r.GetMember(), fmt.Sprintf("%d\t%d\t%d\t%s\t%s", r.GetAccepted(), r.GetRejected(), r.GetAppendFailures(),
+			rate(r.GetAcceptedPerSecond()), up)})
+	}
+	for _, id := range s.GetUnavailableRouters() {
+		rows = append(rows, row{id, "unavailable\t-\t-\t-\t-"})
+	}
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.id, b.id) })
+	fmt.Fprintln(w, "ROUTER\tACCEPTED\tREJECTED\tFAILED APPENDS\tCLICKS/S\tUP")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\n", r.id, r.cols)
+	}
 }
 
 // inProgress are the handoffs whose new owner does not serve yet, to the

@@ -8,8 +8,11 @@
 // The page reads only public APIs, with the caller's own permissions:
 // queryd's JSON API (/v1/ads/...) for counts and top ads, and the
 // coordinator's read RPCs under /v1/cluster/... (package gateway) for the
-// members, the partition map, lag, watermarks, hot keys and handoffs. It
-// polls them every 2 seconds and keeps the last 10 minutes of samples in
+// members, the partition map, lag, watermarks, hot keys and handoffs, and
+// what the routers ingested (GetClusterStatus's routers). The ingest rate
+// is the routers' own accepted-per-second over their last minute, never a
+// difference of their totals: each router counts from its own start, so a
+// restart would read as a negative rate. It polls them every 2 seconds and keeps the last 10 minutes of samples in
 // the browser for its charts. A bearer token pasted into the page is kept
 // in the tab's sessionStorage and sent as Authorization; with mutual TLS
 // the browser's client certificate does. The page and its assets are

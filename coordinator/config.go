@@ -17,7 +17,8 @@ type Config struct {
 	// dies without resigning is replaced after about this long.
 	SessionTTL time.Duration
 	// StatusTimeout bounds each aggregator's answer in GetClusterStatus,
-	// GetLoad and the handoff tracking.
+	// GetLoad and the handoff tracking, and each router's in
+	// GetClusterStatus.
 	StatusTimeout time.Duration
 	// ReleaseTimeout bounds the old owner's answer to Release in a live
 	// handoff; past it the move goes ahead unplanned.
@@ -32,7 +33,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.Load, "coordinator.load", ring.DefaultLoad, "bounded-load factor, above 1: no aggregator owns more than this times the mean number of partitions")
 	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
-	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator; partitions of an aggregator that does not answer in time are reported as unavailable")
+	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator, and GetClusterStatus for each router; partitions of an aggregator that does not answer in time, and such routers, are reported as unavailable")
 	fs.DurationVar(&c.JoinDelay, "coordinator.join-delay", time.Second, "new aggregators get partitions once none has joined for this long (at most 5 times this after the first); 0: at every join")
 	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner's final snapshot before moving the partition anyway; keep it well below -aggregator.release-timeout")
 }

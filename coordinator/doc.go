@@ -95,6 +95,11 @@
 // cluster, with the handoffs in progress and the open splits, so that its
 // answer does not grow with the partitions; its full form leaves each
 // partition's heavy ads out unless asked (they were most of its size).
+// GetClusterStatus also asks every live router what it ingested
+// (RouterStatus), at the same time and with the same deadline, in both
+// forms; the summary's totals sum them. A router that does not answer is
+// listed in unavailable_routers, never left out silently: its clicks are
+// missing from the sums. Each router counts from its own start.
 // Mutations run on the leader only: a follower forwards them (see
 // NewServer).
 //

@@ -297,6 +297,9 @@ func clusterStatusProto(st ClusterStatus) *clickaggv1.GetClusterStatusResponse {
 		PartitionCount: int32(st.Partitions),
 		Members:        membersProto(st.Members),
 		Partitions:     st.Reports,
+		Routers:        st.Routers,
+
+		UnavailableRouters: st.UnavailableRouters,
 	}
 	for _, p := range st.Unavailable {
 		resp.Unavailable = append(resp.Unavailable, int32(p))
@@ -348,6 +351,11 @@ func totalsProto(t Totals, minWatermark, now time.Time) *clickaggv1.ClusterTotal
 		LateEvents:         t.LateEvents,
 		HandoffsInProgress: int32(t.HandoffsInProgress),
 		Splits:             int32(t.Splits),
+
+		IngestAccepted:          t.IngestAccepted,
+		IngestRejected:          t.IngestRejected,
+		IngestAcceptedPerSecond: t.IngestPerSecond,
+		RoutersUnavailable:      int32(t.RoutersUnavailable),
 	}
 	if !minWatermark.IsZero() {
 		out.WatermarkDelay = durationpb.New(watermarkDelay(now, minWatermark))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/clickagg/clickagg/cluster"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -30,12 +31,18 @@ type ClusterStatus struct {
 	// MinWatermark is the smallest partition watermark; zero unless every
 	// partition reported one.
 	MinWatermark time.Time
+	// Routers are the live routers' answers, and UnavailableRouters the
+	// live routers that gave none, both by ID.
+	Routers            []*clickaggv1.RouterStatus
+	UnavailableRouters []string
 }
 
 // Status reads the leader, the members and the assignment from etcd, and asks
-// every owner about its partitions. An owner that fails or times out makes
-// its partitions unavailable, not the call: the status of a cluster in
-// trouble is what an operator needs most.
+// every owner about its partitions and every router about what it
+// ingested, all at once. An owner that fails or times out makes its
+// partitions unavailable, not the call, and a router that does so is
+// listed as unavailable: the status of a cluster in trouble is what an
+// operator needs most.
 func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	leader, err := c.cl.Leader(ctx)
 	if err != nil {
@@ -52,7 +59,17 @@ func (c *Coordinator) Status(ctx context.Context) (ClusterStatus, error) {
 	st := ClusterStatus{Leader: leader, Partitions: c.partitions, Members: members, Owners: make([]cluster.Owner, c.partitions)}
 	copy(st.Owners, a.Owners)
 
-	reported := c.reports(ctx, a, members)
+	var reported []*clickaggv1.PartitionStatus
+	var g errgroup.Group
+	g.Go(func() error {
+		reported = c.reports(ctx, a, members)
+		return nil
+	})
+	g.Go(func() error {
+		st.Routers, st.UnavailableRouters = c.routerStatuses(ctx, members)
+		return nil
+	})
+	_ = g.Wait() // neither fails: they report what did not answer
 	allWatermarks := true
 	for p, ps := range reported {
 		if ps == nil {
@@ -133,14 +150,24 @@ func (c *Coordinator) reports(ctx context.Context, a cluster.Assignment, members
 }
 
 func (c *Coordinator) partitionStatus(ctx context.Context, addr string) (*clickaggv1.PartitionStatusResponse, error) {
+	return statusCall(ctx, c, addr, func(ctx context.Context, cc grpc.ClientConnInterface) (*clickaggv1.PartitionStatusResponse, error) {
+		return clickaggv1.NewAggregatorServiceClient(cc).PartitionStatus(ctx, &clickaggv1.PartitionStatusRequest{})
+	})
+}
+
+// statusCall makes call on the connection to the member at addr, bounded
+// by -coordinator.status-timeout: the status calls to aggregators and
+// routers, which must never hold up the answer to an operator for long.
+func statusCall[T any](ctx context.Context, c *Coordinator, addr string, call func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
+	var zero T
 	if addr == "" {
-		return nil, fmt.Errorf("not registered")
+		return zero, fmt.Errorf("not registered")
 	}
-	cl, err := c.aggregator(addr)
+	cc, err := c.conn(addr)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.StatusTimeout)
 	defer cancel()
-	return cl.PartitionStatus(ctx, &clickaggv1.PartitionStatusRequest{})
+	return call(ctx, cc)
 }

@@ -53,6 +53,13 @@ type Totals struct {
 	HandoffsInProgress int
 	// Splits counts the open splits.
 	Splits int
+	// IngestAccepted, IngestRejected and IngestPerSecond sum the answers
+	// of the routers (ClusterStatus.Routers): each counts since its
+	// router started. RoutersUnavailable counts the live routers missing
+	// from those sums.
+	IngestAccepted, IngestRejected int64
+	IngestPerSecond                float64
+	RoutersUnavailable             int
 }
 
 // Rollup is what sums (or maxes) over a set of partition reports.
@@ -184,5 +191,11 @@ func summarize(st ClusterStatus, draining map[string]time.Time, handoffs []clust
 			out.Totals.Splits++
 		}
 	}
+	for _, rs := range st.Routers {
+		out.Totals.IngestAccepted += rs.GetAccepted()
+		out.Totals.IngestRejected += rs.GetRejected()
+		out.Totals.IngestPerSecond += rs.GetAcceptedPerSecond()
+	}
+	out.Totals.RoutersUnavailable = len(st.UnavailableRouters)
 	return out
 }

@@ -16,7 +16,8 @@ import (
 // TestSummarize rolls up a cluster of 7 partitions: a owns 0-2 (all
 // reported, one restoring), b owns 3-4 (4 not reported), c owns 5
 // (reported without a watermark), 6 has no owner; d is a live aggregator
-// with nothing. The sums are written out by hand.
+// with nothing. Routers r1 and r2 answered, r3 did not. The sums are
+// written out by hand.
 func TestSummarize(t *testing.T) {
 	base := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	report := func(p int, member, state string, lag int64, lagSec, eps float64, applied, dups, late int64, wm time.Duration) *clickaggv1.PartitionStatus {
@@ -51,6 +52,11 @@ func TestSummarize(t *testing.T) {
 			report(5, "c", "serving", 7, 0.25, 1, 70, 0, 1, -1),
 		},
 		Unavailable: []int{4, 6},
+		Routers: []*clickaggv1.RouterStatus{
+			{Member: "r1", Accepted: 5000, Rejected: 12, AcceptedPerSecond: 80.5},
+			{Member: "r2", Accepted: 2100, Rejected: 0, AcceptedPerSecond: 96.25},
+		},
+		UnavailableRouters: []string{"r3"},
 	}
 	draining := map[string]time.Time{"b": base}
 	handoffs := []cluster.Handoff{
@@ -79,6 +85,7 @@ func TestSummarize(t *testing.T) {
 		},
 		Totals: Totals{
 			Serving: 4, Restoring: 1, Unavailable: 2, HandoffsInProgress: 1, Splits: 2,
+			IngestAccepted: 7100, IngestRejected: 12, IngestPerSecond: 176.75, RoutersUnavailable: 1,
 			Rollup: Rollup{Lag: 337, MaxLagSeconds: 9, EventsPerSecond: 176.75, EventsApplied: 7100, DuplicatesDropped: 9, LateEvents: 13},
 		},
 	}

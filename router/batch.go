@@ -46,6 +46,7 @@ type batcher struct {
 	// that started them.
 	inflight sync.WaitGroup
 	m        *metrics
+	c        *counters
 	full     *logFull
 
 	mu sync.Mutex
@@ -186,6 +187,7 @@ func (b *batcher) append(ctx context.Context, bt *batch) error {
 	b.full.note(err)
 	if err != nil {
 		b.m.appendFailures.Inc()
+		b.c.appendFailures.Add(1)
 		return fmt.Errorf("append %d events of %d requests to %d partitions: %w", bt.events, bt.requests, len(items), err)
 	}
 	b.m.appends.Add(float64(len(items)))

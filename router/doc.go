@@ -92,6 +92,16 @@
 // is raised only after its append succeeded, so a tick never carries the
 // time of a click that may not be in the log.
 //
+// # Status
+//
+// RouterService.RouterStatus (NewStatusServer, Router.Stats) reports what
+// the router ingested since it started: requests, events accepted and
+// rejected, failed appends, and the events accepted per second over the
+// last minute, from a ring of per-second buckets on the router's clock.
+// They are exact counts kept beside the Prometheus counters, which are
+// floats for scraping; the coordinator sums them over the live routers in
+// GetClusterStatus. They start at zero with the process.
+//
 // # Concurrency
 //
 // Ingest is safe for concurrent use by many RPCs; the frontier is an atomic

@@ -14,6 +14,7 @@ import (
 
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
+	"github.com/clickagg/clickagg/persecond"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/ring"
 )
@@ -82,6 +83,9 @@ type Router struct {
 
 	reg prometheus.Registerer // nil without WithMetrics
 	m   *metrics
+	// started and c are what Stats reports (RouterStatus).
+	started time.Time
+	c       *counters
 	// full tracks whether the log store refuses appends for memory.
 	full *logFull
 	// mem is the store whose memory bounds ingest (WithMemoryBound), and
@@ -143,10 +147,12 @@ func New(cfg Config, id string, parts *ring.Partitioner, log Log, lg *slog.Logge
 	if cfg.StreamWindow == 0 {
 		cfg.StreamWindow = DefaultStreamWindow
 	}
-	r := &Router{cfg: cfg, id: id, parts: parts, log: log, lg: lg.With("router", id), now: now, m: newMetrics()}
+	r := &Router{cfg: cfg, id: id, parts: parts, log: log, lg: lg.With("router", id), now: now, m: newMetrics(), started: now()}
+	r.c = &counters{accepting: persecond.New(r.started)}
 	r.full = &logFull{gauge: r.m.logFull, lg: r.lg}
 	r.batches = newBatcher(log, id, cfg.AppendConcurrency, cfg.MaxBatchEvents, cfg.AppendTimeout)
 	r.batches.m = r.m
+	r.batches.c = r.c
 	r.batches.full = r.full
 	for _, o := range opts {
 		o(r)
@@ -173,6 +179,7 @@ func New(cfg Config, id string, parts *ring.Partitioner, log Log, lg *slog.Logge
 // appended anyway.
 func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (accepted int64, rejected []*clickaggv1.Rejection, err error) {
 	r.m.requests.Inc()
+	r.c.requests.Add(1)
 	if len(events) == 0 {
 		return 0, nil, ErrNoEvents
 	}
@@ -209,6 +216,7 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 			}
 			rejected = append(rejected, rej)
 			r.m.rejected[rejectReason(reason)].Inc()
+			r.c.rejected.Add(1)
 			continue
 		}
 		p := splits.Route(r.parts, ev.adID, ev.eventID, ev.ms)
@@ -245,6 +253,8 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 	}
 	r.raiseFrontier(maxMs)
 	r.m.accepted.Add(float64(accepted))
+	r.c.accepted.Add(accepted)
+	r.c.accepting.Add(r.now(), accepted)
 	return accepted, rejected, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 )
@@ -28,6 +29,30 @@ func (s *server) Ingest(ctx context.Context, req *clickaggv1.IngestRequest) (*cl
 		return nil, toStatus(err)
 	}
 	return &clickaggv1.IngestResponse{Accepted: accepted, Rejected: rejected}, nil
+}
+
+// NewStatusServer returns the gRPC RouterService backed by r: its
+// counters, for the coordinator's GetClusterStatus.
+func NewStatusServer(r *Router) clickaggv1.RouterServiceServer {
+	return &statusServer{r: r}
+}
+
+type statusServer struct {
+	clickaggv1.UnimplementedRouterServiceServer
+	r *Router
+}
+
+func (s *statusServer) RouterStatus(context.Context, *clickaggv1.RouterStatusRequest) (*clickaggv1.RouterStatusResponse, error) {
+	st := s.r.Stats()
+	return &clickaggv1.RouterStatusResponse{Status: &clickaggv1.RouterStatus{
+		Member:            st.ID,
+		Started:           timestamppb.New(st.Started),
+		Requests:          st.Requests,
+		Accepted:          st.Accepted,
+		Rejected:          st.Rejected,
+		AppendFailures:    st.AppendFailures,
+		AcceptedPerSecond: st.AcceptedPerSecond,
+	}}, nil
 }
 
 // IngestStream answers each request in order. Up to StreamWindow requests

@@ -47,6 +47,7 @@ func serveGRPC(t *testing.T, r *Router, opts ...grpc.ServerOption) string {
 	}
 	srv := grpc.NewServer(opts...)
 	clickaggv1.RegisterIngestServiceServer(srv, NewServer(r))
+	clickaggv1.RegisterRouterServiceServer(srv, NewStatusServer(r))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	t.Cleanup(func() {

@@ -135,8 +135,9 @@ func TestConsoleAuth(t *testing.T) {
 
 // TestConsole opens queryd's web console in Chromium over a running
 // cluster: the page lists exactly the cluster's members and partitions,
-// and the count of an ad it watches reaches exactly the number of clicks
-// sent to a router while the page is open.
+// and the count of an ad it watches, and the clicks the routers ingested,
+// reach exactly the number of clicks sent to a router while the page is
+// open (nothing else sends any).
 func TestConsole(t *testing.T) {
 	const partitions, clicks = 8, 137
 	const ad = "console-e2e-ad"
@@ -186,6 +187,26 @@ func TestConsole(t *testing.T) {
 	countOnPage := func() (string, error) {
 		return evalJS[string](ctx, `document.getElementById("count-value").textContent`)
 	}
+	// The ingest tile's total and router-1's row in the members table.
+	ingestOnPage := func() (tile, row string, err error) {
+		got, err := evalJS[struct {
+			Tile string `json:"tile"`
+			Row  string `json:"row"`
+		}](ctx, `({
+			tile: document.getElementById("tile-ingest-total").dataset.total || "",
+			row: (document.querySelector('#members tr[data-member-id="router-1"] td[data-ingest]') || {dataset: {}}).dataset.ingest || "",
+		})`)
+		return got.Tile, got.Row, err
+	}
+	waitIngested := func(want int) {
+		t.Helper()
+		testserver.Eventually(t, 60*time.Second, func() error {
+			if tile, row, err := ingestOnPage(); err != nil || tile != strconv.Itoa(want) || row != strconv.Itoa(want) {
+				return fmt.Errorf("ingested on the page: tile %q, router-1's row %q (%v); want %d", tile, row, err, want)
+			}
+			return nil
+		})
+	}
 	// The page counts the ad before any click: 0, not an error.
 	testserver.Eventually(t, 30*time.Second, func() error {
 		if v, err := countOnPage(); err != nil || v != "0" {
@@ -193,6 +214,7 @@ func TestConsole(t *testing.T) {
 		}
 		return nil
 	})
+	waitIngested(0)
 
 	ic := c.ingestClients()[0]
 	now := time.Now()
@@ -223,8 +245,10 @@ func TestConsole(t *testing.T) {
 	}
 	first := 50
 	send(events[:first])
+	waitIngested(first)
 	waitCount(first)
 	send(events[first:])
+	waitIngested(clicks)
 	waitCount(clicks)
 	// The top list shows the same count for the ad.
 	testserver.Eventually(t, 30*time.Second, func() error {

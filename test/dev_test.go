@@ -192,12 +192,16 @@ func TestDevViewShowsOutsideClicks(t *testing.T) {
 		send(dev)
 		wantLine := func(applied, topCount int) {
 			t.Helper()
-			want := fmt.Sprintf("msg=cluster applied=%d ", applied)
+			// Every click is new: the routers accepted exactly what the
+			// aggregators applied.
+			want := fmt.Sprintf("msg=cluster ingested=%d ingested_per_second=", applied)
+			wantApplied := fmt.Sprintf(" applied=%d ", applied)
 			top := fmt.Sprintf(" top_ad_clicks_5m=%d", topCount)
 			testserver.Eventually(t, time.Minute, func() error {
 				l := lastLine(dev, "msg=cluster ")
-				if !strings.Contains(l, want) || !strings.Contains(l, " duplicates=0 ") || !strings.Contains(l, " serving=64 ") || !strings.Contains(l, top) {
-					return fmt.Errorf("last cluster line %q, want %q, duplicates=0, serving=64 and%s", l, want, top)
+				if !strings.Contains(l, want) || !strings.Contains(l, wantApplied) || !strings.Contains(l, " routers_unavailable=0 ") ||
+					!strings.Contains(l, " duplicates=0 ") || !strings.Contains(l, " serving=64 ") || !strings.Contains(l, top) {
+					return fmt.Errorf("last cluster line %q, want %q,%s routers_unavailable=0, duplicates=0, serving=64 and%s", l, want, wantApplied, top)
 				}
 				return nil
 			})
@@ -241,6 +245,9 @@ func TestDevViewShowsOutsideClicks(t *testing.T) {
 			last := frames[len(frames)-1]
 			if !strings.HasPrefix(last, "clickagg dev is running") || !strings.Contains(last, console) {
 				return fmt.Errorf("last frame does not start with the banner and %q:\n%s", console, last)
+			}
+			if want := fmt.Sprintf("ingested %d clicks (", n); !strings.Contains(last, want) {
+				return fmt.Errorf("last frame does not say %q:\n%s", want, last)
 			}
 			if want := fmt.Sprintf("applied %d clicks (", n); !strings.Contains(last, want) {
 				return fmt.Errorf("last frame does not say %q:\n%s", want, last)

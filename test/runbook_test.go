@@ -569,6 +569,11 @@ var runbookVariable = map[string]bool{
 	"watermark":      true, "minWatermark": true, "lastSnapshot": true, "servingSince": true,
 	"eventsApplied": true, "duplicatesDropped": true, "lateEvents": true,
 	"stopped": true, "serving": true, "pause": true,
+	// What the routers ingested: the trickle keeps sending. Rejected
+	// clicks and failed appends stay compared: the trickle's are valid
+	// and Redis is up.
+	"started": true, "requests": true, "accepted": true, "acceptedPerSecond": true,
+	"ingestAccepted": true, "ingestAcceptedPerSecond": true,
 	// A hot ad's share of the clicks, and when a split starts and ends.
 	"share": true, "from": true, "to": true,
 	// heavy, a partition's heaviest ads, depends on the clicks of the

@@ -140,27 +140,30 @@ func TestStatus(t *testing.T) {
 // one row per partition naming its owner.
 func checkStatus(out string, partitions int, owned map[string]int, withPartitions bool) error {
 	blocks := strings.Split(strings.TrimRight(out, "\n"), "\n\n")
-	want := 4
+	want := 5
 	if withPartitions {
-		want = 5
+		want = 6
 	}
 	if len(blocks) != want {
 		return fmt.Errorf("%d blocks separated by blank lines, want %d", len(blocks), want)
 	}
 	head := strings.Split(blocks[0], "\n")
-	if len(head) != 4 {
-		return fmt.Errorf("%d header lines, want 4 (every partition available)", len(head))
+	if len(head) != 5 {
+		return fmt.Errorf("%d header lines, want 5 (every partition and router available)", len(head))
 	}
 	if w := fmt.Sprintf("%d partitions: %d serving, 0 restoring, 0 unavailable; leader coordinator-1", partitions, partitions); strings.Join(strings.Fields(head[0])[1:], " ") != w {
 		return fmt.Errorf("first line %q, want cluster  %s", head[0], w)
 	}
-	for i, prefix := range []string{"cluster", "applied", "freshness", "moves"} {
+	for i, prefix := range []string{"cluster", "ingested", "applied", "freshness", "moves"} {
 		if f := strings.Fields(head[i]); f[0] != prefix {
 			return fmt.Errorf("header line %d: %q, want it to start with %s", i, head[i], prefix)
 		}
 	}
-	if !strings.HasPrefix(strings.Join(strings.Fields(head[3])[1:], " "), "0 handoffs in progress, 0 splits") {
-		return fmt.Errorf("moves line %q, want 0 handoffs in progress, 0 splits", head[3])
+	if !strings.HasSuffix(head[1], " rejected; 1 of 1 routers, each since it started") {
+		return fmt.Errorf("ingested line %q, want the one router answering and 0 rejected", head[1])
+	}
+	if !strings.HasPrefix(strings.Join(strings.Fields(head[4])[1:], " "), "0 handoffs in progress, 0 splits") {
+		return fmt.Errorf("moves line %q, want 0 handoffs in progress, 0 splits", head[4])
 	}
 
 	rows := strings.Split(blocks[1], "\n")
@@ -199,17 +202,29 @@ func checkStatus(out string, partitions int, owned map[string]int, withPartition
 		return fmt.Errorf("members %v owning %d partitions, want the five processes and %d", ids, sum, partitions)
 	}
 
-	hot := strings.Split(blocks[2], "\n")
-	if len(hot) < 2 || strings.Join(strings.Fields(hot[0]), " ") != "HOT AD PARTITION EVENTS/S SHARE" || strings.Fields(hot[1])[0] != "ad-hot" {
-		return fmt.Errorf("hot ads block %q, want ad-hot first", blocks[2])
+	// The trickle's clicks are all valid and keep coming: the router
+	// accepted some, rejected none, failed no append.
+	routers := strings.Split(blocks[2], "\n")
+	if len(routers) != 2 || strings.Join(strings.Fields(routers[0]), " ") != "ROUTER ACCEPTED REJECTED FAILED APPENDS CLICKS/S UP" {
+		return fmt.Errorf("routers block %q, want a header and router-1", blocks[2])
 	}
-	if blocks[3] != "handoffs in progress: none" {
-		return fmt.Errorf("handoffs block %q", blocks[3])
+	if f := strings.Fields(routers[1]); len(f) != 6 || f[0] != "router-1" || f[2] != "0" || f[3] != "0" {
+		return fmt.Errorf("router row %q, want router-1 with 0 rejected and 0 failed appends", routers[1])
+	} else if n, err := strconv.ParseInt(f[1], 10, 64); err != nil || n <= 0 {
+		return fmt.Errorf("router row %q: accepted %s, want a positive count", routers[1], f[1])
+	}
+
+	hot := strings.Split(blocks[3], "\n")
+	if len(hot) < 2 || strings.Join(strings.Fields(hot[0]), " ") != "HOT AD PARTITION EVENTS/S SHARE" || strings.Fields(hot[1])[0] != "ad-hot" {
+		return fmt.Errorf("hot ads block %q, want ad-hot first", blocks[3])
+	}
+	if blocks[4] != "handoffs in progress: none" {
+		return fmt.Errorf("handoffs block %q", blocks[4])
 	}
 	if !withPartitions {
 		return nil
 	}
-	prows := strings.Split(blocks[4], "\n")
+	prows := strings.Split(blocks[5], "\n")
 	if len(prows) != partitions+1 {
 		return fmt.Errorf("%d partition rows, want %d", len(prows)-1, partitions)
 	}

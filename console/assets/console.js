@@ -10,13 +10,15 @@
   const SVG = "http://www.w3.org/2000/svg";
   // Owner colours: distinct, readable on white, assigned to aggregators
   // in ID order so a member keeps its colour while membership is stable.
+  // The rate chart's series, also the colours of its title's keys (CSS).
+  const INGEST_COLOUR = "#17a2b8", APPLIED_COLOUR = "#3559e0";
   const PALETTE = ["#3559e0", "#1f9d55", "#e0803a", "#8e44ad", "#17a2b8", "#d6336c", "#6c8a00", "#b8860b",
     "#5f6fff", "#2e8b57", "#c0392b", "#7f8c8d", "#0b7285", "#a61e4d", "#5c940d", "#862e9c"];
 
   const $ = (id) => document.getElementById(id);
   const state = {
     selected: null,     // selected partition number
-    history: [],        // {t, rate, lag, lagSeconds, delay}
+    history: [],        // {t, ingest, rate, lag, lagSeconds, delay}
     lastApplied: null,  // {t, byKey: Map(partition/epoch -> events applied)}
     colours: new Map(),
     status: null,
@@ -145,6 +147,15 @@
     let rate = 0, lag = 0, maxLagS = 0;
     for (const p of parts) { rate += num(p.eventsPerSecond); lag += num(p.lag); maxLagS = Math.max(maxLagS, num(p.lagSeconds)); }
     $("tile-rate").textContent = fmtRate(rate);
+    // Ingest is what the routers accepted, each counting from its own
+    // start: the rate is theirs over the last minute, never a difference
+    // of totals, which a restarted router would make negative.
+    const ing = ingestOf(st);
+    $("tile-ingest").textContent = ing.rate === null ? "–" : fmtRate(ing.rate);
+    $("tile-ingest").className = "v" + (ing.missing ? " warn" : "");
+    $("tile-ingest-total").textContent = fmtInt(ing.accepted) + " accepted";
+    $("tile-ingest-total").dataset.total = String(ing.accepted);
+    $("tile-ingest-sub").textContent = ing.missing ? "· " + ing.missing + " router" + (ing.missing > 1 ? "s" : "") + " not answering" : "· clicks/s, last minute";
     $("tile-lag").textContent = fmtInt(lag);
     $("tile-lag").className = "v" + (maxLagS > 60 ? " bad" : maxLagS > 10 ? " warn" : "");
     $("tile-lag-sub").textContent = "entries · oldest " + fmtDur(maxLagS);
@@ -164,6 +175,17 @@
     if (draining.length) $("leader").append(" · draining " + draining.join(", "));
   }
 
+  // ingestOf sums what the routers answered: accepted clicks since each
+  // started and accepted clicks/s over the last minute (null when no
+  // router answered); missing counts the live routers that did not.
+  function ingestOf(st) {
+    const routers = st.routers || [];
+    const missing = (st.unavailableRouters || []).length;
+    let rate = 0, accepted = 0;
+    for (const r of routers) { rate += num(r.acceptedPerSecond); accepted += num(r.accepted); }
+    return { rate: routers.length || !missing ? rate : null, accepted, missing, byMember: new Map(routers.map((r) => [r.member, r])) };
+  }
+
   function renderMembers(st, asg) {
     const byMember = new Map();
     for (const p of st.partitions || []) {
@@ -172,10 +194,16 @@
       byMember.set(p.member, m);
     }
     const draining = new Set((asg.draining || []).map((d) => d.member));
+    const ing = ingestOf(st);
+    const silent = new Set(st.unavailableRouters || []);
     const order = { coordinator: 0, aggregator: 1, router: 2, queryd: 3 };
     const members = [...(st.members || [])].sort((a, b) => (order[a.role] ?? 9) - (order[b.role] ?? 9) || a.id.localeCompare(b.id));
     const rows = members.map((m) => {
       const agg = m.role === "aggregator";
+      const router = m.role === "router";
+      const rs = ing.byMember.get(m.id);
+      // A router's events/s are the clicks it accepted, over its last minute.
+      const routerRate = !router ? "" : rs ? fmtRate(rs.acceptedPerSecond) : silent.has(m.id) ? "no answer" : "–";
       const load = byMember.get(m.id) || { parts: 0, rate: 0, lag: 0 };
       const idCell = el("td", { class: "id" });
       if (agg) idCell.append(el("span", { class: "swatch", "data-colour": colour(m.id) }));
@@ -191,7 +219,8 @@
         el("td", { class: "id", text: m.addr }),
         el("td", { class: "id member-version", text: m.version || "–" }),
         el("td", { class: "n", text: agg ? load.parts : "" }),
-        el("td", { class: "n", text: agg ? fmtRate(load.rate) : "" }),
+        el("td", { class: "n", title: router ? "clicks accepted/s" + (rs ? ", " + fmtInt(rs.accepted) + " since it started" : "") : null,
+          "data-ingest": router && rs ? String(num(rs.accepted)) : null, text: agg ? fmtRate(load.rate) : routerRate }),
         el("td", { class: "n", text: agg ? fmtInt(load.lag) : "" }),
         el("td", { class: "n muted", title: "registered " + (m.registeredAt || "–"), text: fmtUp(m.registeredAt) }));
     });
@@ -363,7 +392,7 @@
     }
     state.lastApplied = { t: now, byKey };
     const wm = ts(st.minWatermark);
-    state.history.push({ t: now, rate, lag, lagS, delay: wm ? (now - wm.getTime()) / 1000 : null });
+    state.history.push({ t: now, ingest: ingestOf(st).rate, rate, lag, lagS, delay: wm ? (now - wm.getTime()) / 1000 : null });
     while (state.history.length && state.history[0].t < now - HISTORY_MS) state.history.shift();
   }
 
@@ -408,10 +437,14 @@
   function renderCharts() {
     const h = state.history;
     const last = h[h.length - 1] || {};
-    lineChart($("chart-rate"), [{ colour: "#3559e0", points: h.map((p) => [p.t, p.rate]) }], fmtRate);
+    lineChart($("chart-rate"), [{ colour: INGEST_COLOUR, points: h.map((p) => [p.t, p.ingest]) },
+      { colour: APPLIED_COLOUR, points: h.map((p) => [p.t, p.rate]) }], fmtRate);
     lineChart($("chart-lag"), [{ colour: "#e0803a", points: h.map((p) => [p.t, p.lag]) }], fmtInt, 1);
     lineChart($("chart-fresh"), [{ colour: "#1f9d55", points: h.map((p) => [p.t, p.delay]) }], (v) => fmtDur(v));
-    $("chart-rate-now").textContent = last.rate != null ? fmtRate(last.rate) + " events/s now" : "";
+    const now = [];
+    if (last.ingest != null) now.push(fmtRate(last.ingest) + " in");
+    if (last.rate != null) now.push(fmtRate(last.rate) + " applied");
+    $("chart-rate-now").textContent = now.length ? now.join(" · ") + " /s now" : "";
     $("chart-lag-now").textContent = last.lag != null ? fmtInt(last.lag) + " entries · oldest " + fmtDur(last.lagS) : "";
     $("chart-fresh-now").textContent = last.delay != null ? fmtDur(last.delay) + " behind now" : "";
   }

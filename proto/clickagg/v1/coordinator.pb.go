@@ -507,9 +507,16 @@ type GetClusterStatusResponse struct {
 	// the assignment names, by ID; only with summary.
 	Owners []*OwnerStatus `protobuf:"bytes,7,rep,name=owners,proto3" json:"owners,omitempty"`
 	// totals roll up the whole cluster; only with summary.
-	Totals        *ClusterTotals `protobuf:"bytes,8,opt,name=totals,proto3" json:"totals,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Totals *ClusterTotals `protobuf:"bytes,8,opt,name=totals,proto3" json:"totals,omitempty"`
+	// routers are what the live routers answered (RouterService.RouterStatus),
+	// by member, in both forms: each counts since that router started.
+	Routers []*RouterStatus `protobuf:"bytes,9,rep,name=routers,proto3" json:"routers,omitempty"`
+	// unavailable_routers lists the live routers that did not answer within
+	// -coordinator.status-timeout, by member; their clicks are missing from
+	// routers and from the ingest totals.
+	UnavailableRouters []string `protobuf:"bytes,10,rep,name=unavailable_routers,json=unavailableRouters,proto3" json:"unavailable_routers,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -594,6 +601,20 @@ func (x *GetClusterStatusResponse) GetOwners() []*OwnerStatus {
 func (x *GetClusterStatusResponse) GetTotals() *ClusterTotals {
 	if x != nil {
 		return x.Totals
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetRouters() []*RouterStatus {
+	if x != nil {
+		return x.Routers
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetUnavailableRouters() []string {
+	if x != nil {
+		return x.UnavailableRouters
 	}
 	return nil
 }
@@ -784,9 +805,19 @@ type ClusterTotals struct {
 	HandoffsInProgress int32 `protobuf:"varint,11,opt,name=handoffs_in_progress,json=handoffsInProgress,proto3" json:"handoffs_in_progress,omitempty"`
 	// splits counts the splits in force: open, whether or not their first
 	// minute has come (GetHotKeys lists them).
-	Splits        int32 `protobuf:"varint,12,opt,name=splits,proto3" json:"splits,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Splits int32 `protobuf:"varint,12,opt,name=splits,proto3" json:"splits,omitempty"`
+	// ingest_accepted, ingest_rejected and ingest_accepted_per_second are the
+	// sums over the routers that answered (GetClusterStatusResponse.routers):
+	// what the cluster ingested from any source since each router started.
+	// The applied counts above are the aggregators' side of the same clicks.
+	IngestAccepted          int64   `protobuf:"varint,13,opt,name=ingest_accepted,json=ingestAccepted,proto3" json:"ingest_accepted,omitempty"`
+	IngestRejected          int64   `protobuf:"varint,14,opt,name=ingest_rejected,json=ingestRejected,proto3" json:"ingest_rejected,omitempty"`
+	IngestAcceptedPerSecond float64 `protobuf:"fixed64,15,opt,name=ingest_accepted_per_second,json=ingestAcceptedPerSecond,proto3" json:"ingest_accepted_per_second,omitempty"`
+	// routers_unavailable counts the live routers that did not answer, whose
+	// clicks the ingest sums miss.
+	RoutersUnavailable int32 `protobuf:"varint,16,opt,name=routers_unavailable,json=routersUnavailable,proto3" json:"routers_unavailable,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ClusterTotals) Reset() {
@@ -899,6 +930,34 @@ func (x *ClusterTotals) GetHandoffsInProgress() int32 {
 func (x *ClusterTotals) GetSplits() int32 {
 	if x != nil {
 		return x.Splits
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetIngestAccepted() int64 {
+	if x != nil {
+		return x.IngestAccepted
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetIngestRejected() int64 {
+	if x != nil {
+		return x.IngestRejected
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetIngestAcceptedPerSecond() float64 {
+	if x != nil {
+		return x.IngestAcceptedPerSecond
+	}
+	return 0
+}
+
+func (x *ClusterTotals) GetRoutersUnavailable() int32 {
+	if x != nil {
+		return x.RoutersUnavailable
 	}
 	return 0
 }
@@ -2358,7 +2417,7 @@ var File_clickagg_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
+	"\x1dclickagg/v1/coordinator.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x18clickagg/v1/ingest.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -2387,7 +2446,7 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\bdraining\x18\x03 \x03(\v2\x12.clickagg.v1.DrainR\bdraining\"X\n" +
 	"\x17GetClusterStatusRequest\x12\x18\n" +
 	"\asummary\x18\x01 \x01(\bR\asummary\x12#\n" +
-	"\rinclude_heavy\x18\x02 \x01(\bR\fincludeHeavy\"\x91\x03\n" +
+	"\rinclude_heavy\x18\x02 \x01(\bR\fincludeHeavy\"\xf7\x03\n" +
 	"\x18GetClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12-\n" +
@@ -2398,7 +2457,10 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\rmin_watermark\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fminWatermark\x12 \n" +
 	"\vunavailable\x18\x06 \x03(\x05R\vunavailable\x120\n" +
 	"\x06owners\x18\a \x03(\v2\x18.clickagg.v1.OwnerStatusR\x06owners\x122\n" +
-	"\x06totals\x18\b \x01(\v2\x1a.clickagg.v1.ClusterTotalsR\x06totals\"\x9d\x04\n" +
+	"\x06totals\x18\b \x01(\v2\x1a.clickagg.v1.ClusterTotalsR\x06totals\x123\n" +
+	"\arouters\x18\t \x03(\v2\x19.clickagg.v1.RouterStatusR\arouters\x12/\n" +
+	"\x13unavailable_routers\x18\n" +
+	" \x03(\tR\x12unavailableRouters\"\x9d\x04\n" +
 	"\vOwnerStatus\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
 	"\n" +
@@ -2417,7 +2479,7 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	"\x12duplicates_dropped\x18\f \x01(\x03R\x11duplicatesDropped\x12\x1f\n" +
 	"\vlate_events\x18\r \x01(\x03R\n" +
 	"lateEvents\x12\x1a\n" +
-	"\bdraining\x18\x0e \x01(\bR\bdraining\"\xd4\x03\n" +
+	"\bdraining\x18\x0e \x01(\bR\bdraining\"\x94\x05\n" +
 	"\rClusterTotals\x12\x18\n" +
 	"\aserving\x18\x01 \x01(\x05R\aserving\x12\x1c\n" +
 	"\trestoring\x18\x02 \x01(\x05R\trestoring\x12 \n" +
@@ -2432,7 +2494,11 @@ const file_clickagg_v1_coordinator_proto_rawDesc = "" +
 	" \x01(\x03R\n" +
 	"lateEvents\x120\n" +
 	"\x14handoffs_in_progress\x18\v \x01(\x05R\x12handoffsInProgress\x12\x16\n" +
-	"\x06splits\x18\f \x01(\x05R\x06splits\"\xc9\x04\n" +
+	"\x06splits\x18\f \x01(\x05R\x06splits\x12'\n" +
+	"\x0fingest_accepted\x18\r \x01(\x03R\x0eingestAccepted\x12'\n" +
+	"\x0fingest_rejected\x18\x0e \x01(\x03R\x0eingestRejected\x12;\n" +
+	"\x1aingest_accepted_per_second\x18\x0f \x01(\x01R\x17ingestAcceptedPerSecond\x12/\n" +
+	"\x13routers_unavailable\x18\x10 \x01(\x05R\x12routersUnavailable\"\xc9\x04\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\x12\x14\n" +
@@ -2609,8 +2675,9 @@ var file_clickagg_v1_coordinator_proto_goTypes = []any{
 	(*UnsplitKeyRequest)(nil),        // 32: clickagg.v1.UnsplitKeyRequest
 	(*UnsplitKeyResponse)(nil),       // 33: clickagg.v1.UnsplitKeyResponse
 	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
-	(*AdCount)(nil),                  // 36: clickagg.v1.AdCount
+	(*RouterStatus)(nil),             // 35: clickagg.v1.RouterStatus
+	(*durationpb.Duration)(nil),      // 36: google.protobuf.Duration
+	(*AdCount)(nil),                  // 37: clickagg.v1.AdCount
 }
 var file_clickagg_v1_coordinator_proto_depIdxs = []int32{
 	34, // 0: clickagg.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -2623,55 +2690,56 @@ var file_clickagg_v1_coordinator_proto_depIdxs = []int32{
 	34, // 7: clickagg.v1.GetClusterStatusResponse.min_watermark:type_name -> google.protobuf.Timestamp
 	9,  // 8: clickagg.v1.GetClusterStatusResponse.owners:type_name -> clickagg.v1.OwnerStatus
 	10, // 9: clickagg.v1.GetClusterStatusResponse.totals:type_name -> clickagg.v1.ClusterTotals
-	34, // 10: clickagg.v1.OwnerStatus.min_watermark:type_name -> google.protobuf.Timestamp
-	35, // 11: clickagg.v1.OwnerStatus.watermark_delay:type_name -> google.protobuf.Duration
-	35, // 12: clickagg.v1.ClusterTotals.watermark_delay:type_name -> google.protobuf.Duration
-	34, // 13: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
-	34, // 14: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
-	36, // 15: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
-	34, // 16: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
-	14, // 17: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
-	13, // 18: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
-	34, // 19: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
-	34, // 20: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
-	17, // 21: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
-	18, // 22: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
-	34, // 23: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
-	34, // 24: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
-	35, // 25: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
-	21, // 26: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
-	23, // 27: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
-	23, // 28: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
-	23, // 29: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
-	18, // 30: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
-	18, // 31: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
-	1,  // 32: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
-	3,  // 33: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
-	7,  // 34: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
-	12, // 35: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
-	16, // 36: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
-	20, // 37: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
-	24, // 38: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
-	26, // 39: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
-	28, // 40: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
-	30, // 41: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
-	32, // 42: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
-	2,  // 43: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
-	6,  // 44: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
-	8,  // 45: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
-	15, // 46: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
-	19, // 47: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
-	22, // 48: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
-	25, // 49: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
-	27, // 50: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
-	29, // 51: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
-	31, // 52: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
-	33, // 53: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
-	43, // [43:54] is the sub-list for method output_type
-	32, // [32:43] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	35, // 10: clickagg.v1.GetClusterStatusResponse.routers:type_name -> clickagg.v1.RouterStatus
+	34, // 11: clickagg.v1.OwnerStatus.min_watermark:type_name -> google.protobuf.Timestamp
+	36, // 12: clickagg.v1.OwnerStatus.watermark_delay:type_name -> google.protobuf.Duration
+	36, // 13: clickagg.v1.ClusterTotals.watermark_delay:type_name -> google.protobuf.Duration
+	34, // 14: clickagg.v1.PartitionStatus.watermark:type_name -> google.protobuf.Timestamp
+	34, // 15: clickagg.v1.PartitionStatus.last_snapshot:type_name -> google.protobuf.Timestamp
+	37, // 16: clickagg.v1.PartitionStatus.heavy:type_name -> clickagg.v1.AdCount
+	34, // 17: clickagg.v1.PartitionStatus.serving_since:type_name -> google.protobuf.Timestamp
+	14, // 18: clickagg.v1.GetLoadResponse.members:type_name -> clickagg.v1.MemberLoad
+	13, // 19: clickagg.v1.GetLoadResponse.partitions:type_name -> clickagg.v1.PartitionLoad
+	34, // 20: clickagg.v1.Split.from:type_name -> google.protobuf.Timestamp
+	34, // 21: clickagg.v1.Split.to:type_name -> google.protobuf.Timestamp
+	17, // 22: clickagg.v1.GetHotKeysResponse.keys:type_name -> clickagg.v1.HotKey
+	18, // 23: clickagg.v1.GetHotKeysResponse.splits:type_name -> clickagg.v1.Split
+	34, // 24: clickagg.v1.Handoff.stopped:type_name -> google.protobuf.Timestamp
+	34, // 25: clickagg.v1.Handoff.serving:type_name -> google.protobuf.Timestamp
+	36, // 26: clickagg.v1.Handoff.pause:type_name -> google.protobuf.Duration
+	21, // 27: clickagg.v1.GetHandoffsResponse.handoffs:type_name -> clickagg.v1.Handoff
+	23, // 28: clickagg.v1.MovePartitionResponse.moves:type_name -> clickagg.v1.PartitionMove
+	23, // 29: clickagg.v1.DrainMemberResponse.moves:type_name -> clickagg.v1.PartitionMove
+	23, // 30: clickagg.v1.RebalanceResponse.moves:type_name -> clickagg.v1.PartitionMove
+	18, // 31: clickagg.v1.SplitKeyResponse.split:type_name -> clickagg.v1.Split
+	18, // 32: clickagg.v1.UnsplitKeyResponse.split:type_name -> clickagg.v1.Split
+	1,  // 33: clickagg.v1.CoordinatorService.ListMembers:input_type -> clickagg.v1.ListMembersRequest
+	3,  // 34: clickagg.v1.CoordinatorService.GetAssignment:input_type -> clickagg.v1.GetAssignmentRequest
+	7,  // 35: clickagg.v1.CoordinatorService.GetClusterStatus:input_type -> clickagg.v1.GetClusterStatusRequest
+	12, // 36: clickagg.v1.CoordinatorService.GetLoad:input_type -> clickagg.v1.GetLoadRequest
+	16, // 37: clickagg.v1.CoordinatorService.GetHotKeys:input_type -> clickagg.v1.GetHotKeysRequest
+	20, // 38: clickagg.v1.CoordinatorService.GetHandoffs:input_type -> clickagg.v1.GetHandoffsRequest
+	24, // 39: clickagg.v1.CoordinatorService.MovePartition:input_type -> clickagg.v1.MovePartitionRequest
+	26, // 40: clickagg.v1.CoordinatorService.DrainMember:input_type -> clickagg.v1.DrainMemberRequest
+	28, // 41: clickagg.v1.CoordinatorService.Rebalance:input_type -> clickagg.v1.RebalanceRequest
+	30, // 42: clickagg.v1.CoordinatorService.SplitKey:input_type -> clickagg.v1.SplitKeyRequest
+	32, // 43: clickagg.v1.CoordinatorService.UnsplitKey:input_type -> clickagg.v1.UnsplitKeyRequest
+	2,  // 44: clickagg.v1.CoordinatorService.ListMembers:output_type -> clickagg.v1.ListMembersResponse
+	6,  // 45: clickagg.v1.CoordinatorService.GetAssignment:output_type -> clickagg.v1.GetAssignmentResponse
+	8,  // 46: clickagg.v1.CoordinatorService.GetClusterStatus:output_type -> clickagg.v1.GetClusterStatusResponse
+	15, // 47: clickagg.v1.CoordinatorService.GetLoad:output_type -> clickagg.v1.GetLoadResponse
+	19, // 48: clickagg.v1.CoordinatorService.GetHotKeys:output_type -> clickagg.v1.GetHotKeysResponse
+	22, // 49: clickagg.v1.CoordinatorService.GetHandoffs:output_type -> clickagg.v1.GetHandoffsResponse
+	25, // 50: clickagg.v1.CoordinatorService.MovePartition:output_type -> clickagg.v1.MovePartitionResponse
+	27, // 51: clickagg.v1.CoordinatorService.DrainMember:output_type -> clickagg.v1.DrainMemberResponse
+	29, // 52: clickagg.v1.CoordinatorService.Rebalance:output_type -> clickagg.v1.RebalanceResponse
+	31, // 53: clickagg.v1.CoordinatorService.SplitKey:output_type -> clickagg.v1.SplitKeyResponse
+	33, // 54: clickagg.v1.CoordinatorService.UnsplitKey:output_type -> clickagg.v1.UnsplitKeyResponse
+	44, // [44:55] is the sub-list for method output_type
+	33, // [33:44] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_coordinator_proto_init() }
@@ -2680,6 +2748,7 @@ func file_clickagg_v1_coordinator_proto_init() {
 		return
 	}
 	file_clickagg_v1_event_proto_init()
+	file_clickagg_v1_ingest_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

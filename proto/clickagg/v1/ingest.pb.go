@@ -9,6 +9,7 @@ package clickaggv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,193 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RouterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouterStatusRequest) Reset() {
+	*x = RouterStatusRequest{}
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouterStatusRequest) ProtoMessage() {}
+
+func (x *RouterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouterStatusRequest.ProtoReflect.Descriptor instead.
+func (*RouterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
+type RouterStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *RouterStatus          `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouterStatusResponse) Reset() {
+	*x = RouterStatusResponse{}
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouterStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouterStatusResponse) ProtoMessage() {}
+
+func (x *RouterStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouterStatusResponse.ProtoReflect.Descriptor instead.
+func (*RouterStatusResponse) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RouterStatusResponse) GetStatus() *RouterStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// RouterStatus is what one router ingested since it started: its counters
+// start at 0 when the process does, so a total falls when a router
+// restarts. Rates are read from accepted_per_second, never from deltas of
+// the totals.
+type RouterStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member is the router's ID (the process's -id).
+	Member string `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// started is when the router started counting: the process's start.
+	Started *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	// requests counts the Ingest calls and IngestStream messages handled,
+	// failed ones included.
+	Requests int64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	// accepted counts the click events appended to the logs and
+	// acknowledged; rejected those refused by validation, one by one.
+	Accepted int64 `protobuf:"varint,4,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Rejected int64 `protobuf:"varint,5,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// append_failures counts the appends of batches of events to the logs
+	// that failed; their requests failed with UNAVAILABLE.
+	AppendFailures int64 `protobuf:"varint,6,opt,name=append_failures,json=appendFailures,proto3" json:"append_failures,omitempty"`
+	// accepted_per_second is the events accepted in the last 60 seconds (the
+	// current one included) divided by the seconds covered: 60, or the
+	// seconds since started when fewer.
+	AcceptedPerSecond float64 `protobuf:"fixed64,7,opt,name=accepted_per_second,json=acceptedPerSecond,proto3" json:"accepted_per_second,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RouterStatus) Reset() {
+	*x = RouterStatus{}
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouterStatus) ProtoMessage() {}
+
+func (x *RouterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouterStatus.ProtoReflect.Descriptor instead.
+func (*RouterStatus) Descriptor() ([]byte, []int) {
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RouterStatus) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *RouterStatus) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *RouterStatus) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *RouterStatus) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *RouterStatus) GetRejected() int64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *RouterStatus) GetAppendFailures() int64 {
+	if x != nil {
+		return x.AppendFailures
+	}
+	return 0
+}
+
+func (x *RouterStatus) GetAcceptedPerSecond() float64 {
+	if x != nil {
+		return x.AcceptedPerSecond
+	}
+	return 0
+}
+
 type IngestRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*ClickEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -30,7 +218,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[0]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +230,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[0]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +243,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IngestRequest) GetEvents() []*ClickEvent {
@@ -76,7 +264,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[1]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -88,7 +276,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[1]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -101,7 +289,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IngestResponse) GetAccepted() int64 {
@@ -130,7 +318,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[2]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +330,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[2]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +343,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rejection) GetIndex() int32 {
@@ -188,7 +376,7 @@ type IngestStreamRequest struct {
 
 func (x *IngestStreamRequest) Reset() {
 	*x = IngestStreamRequest{}
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[3]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -200,7 +388,7 @@ func (x *IngestStreamRequest) String() string {
 func (*IngestStreamRequest) ProtoMessage() {}
 
 func (x *IngestStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[3]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -213,7 +401,7 @@ func (x *IngestStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestStreamRequest.ProtoReflect.Descriptor instead.
 func (*IngestStreamRequest) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{3}
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IngestStreamRequest) GetEvents() []*ClickEvent {
@@ -233,7 +421,7 @@ type IngestStreamResponse struct {
 
 func (x *IngestStreamResponse) Reset() {
 	*x = IngestStreamResponse{}
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[4]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +433,7 @@ func (x *IngestStreamResponse) String() string {
 func (*IngestStreamResponse) ProtoMessage() {}
 
 func (x *IngestStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clickagg_v1_ingest_proto_msgTypes[4]
+	mi := &file_clickagg_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +446,7 @@ func (x *IngestStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestStreamResponse.ProtoReflect.Descriptor instead.
 func (*IngestStreamResponse) Descriptor() ([]byte, []int) {
-	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_clickagg_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IngestStreamResponse) GetAccepted() int64 {
@@ -279,7 +467,18 @@ var File_clickagg_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_clickagg_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x18clickagg/v1/ingest.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\"@\n" +
+	"\x18clickagg/v1/ingest.proto\x12\vclickagg.v1\x1a\x17clickagg/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x13RouterStatusRequest\"I\n" +
+	"\x14RouterStatusResponse\x121\n" +
+	"\x06status\x18\x01 \x01(\v2\x19.clickagg.v1.RouterStatusR\x06status\"\x89\x02\n" +
+	"\fRouterStatus\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\x12\x1a\n" +
+	"\baccepted\x18\x04 \x01(\x03R\baccepted\x12\x1a\n" +
+	"\brejected\x18\x05 \x01(\x03R\brejected\x12'\n" +
+	"\x0fappend_failures\x18\x06 \x01(\x03R\x0eappendFailures\x12.\n" +
+	"\x13accepted_per_second\x18\a \x01(\x01R\x11acceptedPerSecond\"@\n" +
 	"\rIngestRequest\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.clickagg.v1.ClickEventR\x06events\"`\n" +
 	"\x0eIngestResponse\x12\x1a\n" +
@@ -296,7 +495,9 @@ const file_clickagg_v1_ingest_proto_rawDesc = "" +
 	"\brejected\x18\x02 \x03(\v2\x16.clickagg.v1.RejectionR\brejected2\xab\x01\n" +
 	"\rIngestService\x12A\n" +
 	"\x06Ingest\x12\x1a.clickagg.v1.IngestRequest\x1a\x1b.clickagg.v1.IngestResponse\x12W\n" +
-	"\fIngestStream\x12 .clickagg.v1.IngestStreamRequest\x1a!.clickagg.v1.IngestStreamResponse(\x010\x01B;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
+	"\fIngestStream\x12 .clickagg.v1.IngestStreamRequest\x1a!.clickagg.v1.IngestStreamResponse(\x010\x012d\n" +
+	"\rRouterService\x12S\n" +
+	"\fRouterStatus\x12 .clickagg.v1.RouterStatusRequest\x1a!.clickagg.v1.RouterStatusResponseB;Z9github.com/clickagg/clickagg/proto/clickagg/v1;clickaggv1b\x06proto3"
 
 var (
 	file_clickagg_v1_ingest_proto_rawDescOnce sync.Once
@@ -310,29 +511,37 @@ func file_clickagg_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_clickagg_v1_ingest_proto_rawDescData
 }
 
-var file_clickagg_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_clickagg_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_clickagg_v1_ingest_proto_goTypes = []any{
-	(*IngestRequest)(nil),        // 0: clickagg.v1.IngestRequest
-	(*IngestResponse)(nil),       // 1: clickagg.v1.IngestResponse
-	(*Rejection)(nil),            // 2: clickagg.v1.Rejection
-	(*IngestStreamRequest)(nil),  // 3: clickagg.v1.IngestStreamRequest
-	(*IngestStreamResponse)(nil), // 4: clickagg.v1.IngestStreamResponse
-	(*ClickEvent)(nil),           // 5: clickagg.v1.ClickEvent
+	(*RouterStatusRequest)(nil),   // 0: clickagg.v1.RouterStatusRequest
+	(*RouterStatusResponse)(nil),  // 1: clickagg.v1.RouterStatusResponse
+	(*RouterStatus)(nil),          // 2: clickagg.v1.RouterStatus
+	(*IngestRequest)(nil),         // 3: clickagg.v1.IngestRequest
+	(*IngestResponse)(nil),        // 4: clickagg.v1.IngestResponse
+	(*Rejection)(nil),             // 5: clickagg.v1.Rejection
+	(*IngestStreamRequest)(nil),   // 6: clickagg.v1.IngestStreamRequest
+	(*IngestStreamResponse)(nil),  // 7: clickagg.v1.IngestStreamResponse
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*ClickEvent)(nil),            // 9: clickagg.v1.ClickEvent
 }
 var file_clickagg_v1_ingest_proto_depIdxs = []int32{
-	5, // 0: clickagg.v1.IngestRequest.events:type_name -> clickagg.v1.ClickEvent
-	2, // 1: clickagg.v1.IngestResponse.rejected:type_name -> clickagg.v1.Rejection
-	5, // 2: clickagg.v1.IngestStreamRequest.events:type_name -> clickagg.v1.ClickEvent
-	2, // 3: clickagg.v1.IngestStreamResponse.rejected:type_name -> clickagg.v1.Rejection
-	0, // 4: clickagg.v1.IngestService.Ingest:input_type -> clickagg.v1.IngestRequest
-	3, // 5: clickagg.v1.IngestService.IngestStream:input_type -> clickagg.v1.IngestStreamRequest
-	1, // 6: clickagg.v1.IngestService.Ingest:output_type -> clickagg.v1.IngestResponse
-	4, // 7: clickagg.v1.IngestService.IngestStream:output_type -> clickagg.v1.IngestStreamResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	2, // 0: clickagg.v1.RouterStatusResponse.status:type_name -> clickagg.v1.RouterStatus
+	8, // 1: clickagg.v1.RouterStatus.started:type_name -> google.protobuf.Timestamp
+	9, // 2: clickagg.v1.IngestRequest.events:type_name -> clickagg.v1.ClickEvent
+	5, // 3: clickagg.v1.IngestResponse.rejected:type_name -> clickagg.v1.Rejection
+	9, // 4: clickagg.v1.IngestStreamRequest.events:type_name -> clickagg.v1.ClickEvent
+	5, // 5: clickagg.v1.IngestStreamResponse.rejected:type_name -> clickagg.v1.Rejection
+	3, // 6: clickagg.v1.IngestService.Ingest:input_type -> clickagg.v1.IngestRequest
+	6, // 7: clickagg.v1.IngestService.IngestStream:input_type -> clickagg.v1.IngestStreamRequest
+	0, // 8: clickagg.v1.RouterService.RouterStatus:input_type -> clickagg.v1.RouterStatusRequest
+	4, // 9: clickagg.v1.IngestService.Ingest:output_type -> clickagg.v1.IngestResponse
+	7, // 10: clickagg.v1.IngestService.IngestStream:output_type -> clickagg.v1.IngestStreamResponse
+	1, // 11: clickagg.v1.RouterService.RouterStatus:output_type -> clickagg.v1.RouterStatusResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_clickagg_v1_ingest_proto_init() }
@@ -347,9 +556,9 @@ func file_clickagg_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clickagg_v1_ingest_proto_rawDesc), len(file_clickagg_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_clickagg_v1_ingest_proto_goTypes,
 		DependencyIndexes: file_clickagg_v1_ingest_proto_depIdxs,

@@ -170,3 +170,115 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "clickagg/v1/ingest.proto",
 }
+
+const (
+	RouterService_RouterStatus_FullMethodName = "/clickagg.v1.RouterService/RouterStatus"
+)
+
+// RouterServiceClient is the client API for RouterService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// RouterService is served by the router beside IngestService: what it
+// ingested, for the coordinator's GetClusterStatus, which asks every live
+// router (the console's and clickagg status's ingest rates).
+type RouterServiceClient interface {
+	// RouterStatus returns the router's ingest counters since it started.
+	RouterStatus(ctx context.Context, in *RouterStatusRequest, opts ...grpc.CallOption) (*RouterStatusResponse, error)
+}
+
+type routerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRouterServiceClient(cc grpc.ClientConnInterface) RouterServiceClient {
+	return &routerServiceClient{cc}
+}
+
+func (c *routerServiceClient) RouterStatus(ctx context.Context, in *RouterStatusRequest, opts ...grpc.CallOption) (*RouterStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RouterStatusResponse)
+	err := c.cc.Invoke(ctx, RouterService_RouterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RouterServiceServer is the server API for RouterService service.
+// All implementations must embed UnimplementedRouterServiceServer
+// for forward compatibility.
+//
+// RouterService is served by the router beside IngestService: what it
+// ingested, for the coordinator's GetClusterStatus, which asks every live
+// router (the console's and clickagg status's ingest rates).
+type RouterServiceServer interface {
+	// RouterStatus returns the router's ingest counters since it started.
+	RouterStatus(context.Context, *RouterStatusRequest) (*RouterStatusResponse, error)
+	mustEmbedUnimplementedRouterServiceServer()
+}
+
+// UnimplementedRouterServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRouterServiceServer struct{}
+
+func (UnimplementedRouterServiceServer) RouterStatus(context.Context, *RouterStatusRequest) (*RouterStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RouterStatus not implemented")
+}
+func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
+func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeRouterServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RouterServiceServer will
+// result in compilation errors.
+type UnsafeRouterServiceServer interface {
+	mustEmbedUnimplementedRouterServiceServer()
+}
+
+func RegisterRouterServiceServer(s grpc.ServiceRegistrar, srv RouterServiceServer) {
+	// If the following call panics, it indicates UnimplementedRouterServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&RouterService_ServiceDesc, srv)
+}
+
+func _RouterService_RouterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RouterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).RouterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_RouterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).RouterStatus(ctx, req.(*RouterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var RouterService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "clickagg.v1.RouterService",
+	HandlerType: (*RouterServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RouterStatus",
+			Handler:    _RouterService_RouterStatus_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "clickagg/v1/ingest.proto",
+}
