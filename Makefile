@@ -98,15 +98,16 @@ test: deps tools proto-check lint build k8s-test
 # with the unit tests anyway; these targets fuzz beyond them.
 FUZZ_TARGETS := router:FuzzValidate \
 	tally:FuzzDecodeEntry tally:FuzzEntryRoundTrip tally:FuzzRestore tally:FuzzSnapshotRoundTrip \
+	archive:FuzzDecodeEntry \
 	shipper:FuzzParseLine queryd:FuzzParseCount queryd:FuzzParseTop \
 	authz:FuzzParsePolicy authz:FuzzParseTokens hotkey:FuzzDecodeTable
 FUZZTIME ?= 10m
 FUZZ_PARALLEL ?= 2
 
 # fuzz runs each target for FUZZTIME (10m: the long runs); fuzz-short for
-# 7s each, about 2 minutes in all, as CI's pass after the unit tests. A
+# 6s each, about 2 minutes in all, as CI's pass after the unit tests. A
 # crasher fails the run and is written to <package>/testdata/fuzz/<target>/.
-fuzz-short: FUZZTIME = 7s
+fuzz-short: FUZZTIME = 6s
 fuzz fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
