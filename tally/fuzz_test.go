@@ -183,7 +183,7 @@ func FuzzSnapshotRoundTrip(f *testing.F) {
 	f.Add(uint64(7), uint16(2000), uint8(12))
 	f.Add(uint64(0), uint16(0), uint8(0))
 	f.Fuzz(func(t *testing.T, seed uint64, events uint16, minutes uint8) {
-		entries := genLog(genConfig{seed: seed, events: int(events % 3000), minutes: int(minutes%16) + 1, ads: 50, dupRate: 0.1, sharedIDRate: 0.05})
+		entries := genLog(genConfig{seed: seed, events: 1 + int(events%3000), minutes: int(minutes%16) + 1, ads: 50, dupRate: 0.1, sharedIDRate: 0.05})
 		p := NewPartition(3, snapOpts)
 		var st store
 		half := len(entries) / 2
