@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test dev console-screenshot clean
+.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test fuzz fuzz-short dev console-screenshot clean
 
 all: build
 
@@ -89,7 +89,30 @@ deps-dev:
 
 test: deps tools proto-check lint build k8s-test
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
+	$(MAKE) --no-print-directory fuzz-short
 	$(BIN)/gotestsum --format standard-verbose -- -timeout 40m -count=1 ./test/...
+
+# FUZZ_TARGETS is every fuzz target, as package:FuzzName (CONTRIBUTING.md,
+# Fuzzing). go test -fuzz takes one target of one package per run, hence
+# one invocation each. Their seed corpora (f.Add and testdata/fuzz) run
+# with the unit tests anyway; these targets fuzz beyond them.
+FUZZ_TARGETS := router:FuzzValidate \
+	tally:FuzzDecodeEntry tally:FuzzEntryRoundTrip tally:FuzzRestore tally:FuzzSnapshotRoundTrip \
+	archive:FuzzDecodeEntry \
+	shipper:FuzzParseLine queryd:FuzzParseCount queryd:FuzzParseTop \
+	authz:FuzzParsePolicy authz:FuzzParseTokens hotkey:FuzzDecodeTable
+FUZZTIME ?= 10m
+FUZZ_PARALLEL ?= 2
+
+# fuzz runs each target for FUZZTIME (10m: the long runs); fuzz-short for
+# 6s each, about 2 minutes in all, as CI's pass after the unit tests. A
+# crasher fails the run and is written to <package>/testdata/fuzz/<target>/.
+fuzz-short: FUZZTIME = 6s
+fuzz fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZ_PARALLEL) ./$${t%%:*}/; \
+	done
 
 # k8s-test builds every kustomization under k8s/ and checks it against the
 # Kubernetes API types and clickagg -help; k8s/ is its own Go module, so the

@@ -85,8 +85,8 @@ func decodeEntry(rows []Row, p int, e partlog.Entry, check bool) ([]Row, int64, 
 	events := 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return rows, 0, fmt.Errorf("entry %s: %w", e.ID, protowire.ParseError(n))
+		if n < 0 || num > protowire.MaxValidNumber {
+			return rows, 0, fmt.Errorf("entry %s: %w", e.ID, tagError(n))
 		}
 		b = b[n:]
 		switch {
@@ -128,13 +128,26 @@ func decodeEntry(rows []Row, p int, e partlog.Entry, check bool) ([]Row, int64, 
 	return rows, tick, nil
 }
 
+// errFieldNumber is a tag's field number over protowire.MaxValidNumber:
+// protowire.ConsumeTag reads numbers up to 2^31-1, proto.Unmarshal and the
+// aggregators (package tally) refuse them, so the archive does too.
+var errFieldNumber = errors.New("field number over 2^29-1")
+
+// tagError is the error of a tag for which protowire.ConsumeTag returned n.
+func tagError(n int) error {
+	if n < 0 {
+		return protowire.ParseError(n)
+	}
+	return errFieldNumber
+}
+
 // decodeEvent decodes a clickaggv1.LogEvent into a row.
 func decodeEvent(b []byte, check bool) (Row, error) {
 	var r Row
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return Row{}, protowire.ParseError(n)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return Row{}, tagError(n)
 		}
 		b = b[n:]
 		var s *string

@@ -42,7 +42,7 @@ func (s noStream) Context() context.Context { return context.Background() }
 
 // offlineQueryd has no etcd, Redis or aggregators: every request the table
 // below sends must be refused before any of them is needed.
-func offlineQueryd(t *testing.T) *Queryd {
+func offlineQueryd(t testing.TB) *Queryd {
 	parts, err := ring.NewPartitioner(partitions)
 	if err != nil {
 		t.Fatal(err)

@@ -257,7 +257,7 @@ func (p *Partition) decode(b []byte) ([]rawEvent, int64, error) {
 			b = b[2+len(v):]
 			continue
 		}
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return nil, 0, fmt.Errorf("%w: %v", ErrEntry, protowire.ParseError(n))
 		}
@@ -299,6 +299,22 @@ func (p *Partition) decode(b []byte) ([]rawEvent, int64, error) {
 	}
 	p.decoded = evs[:0]
 	return evs, tick, nil
+}
+
+// errCodeFieldNumber is protowire's code for an invalid field number:
+// protowire.ParseError(errCodeFieldNumber) says so.
+const errCodeFieldNumber = -2
+
+// consumeTag is protowire.ConsumeTag, which reads field numbers above
+// protowire.MaxValidNumber, but refuses them as proto.Unmarshal does: an
+// entry this decoder counted must be one every other reader of the log
+// (the archive, tools using proto.Unmarshal) can read too.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, errCodeFieldNumber
+	}
+	return num, typ, n
 }
 
 // decodeEvent decodes event b into ev, which is zero.
@@ -374,7 +390,7 @@ func orBytes(b []byte) uint64 {
 
 func decodeEventSlow(ev *rawEvent, b []byte) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}

@@ -14,7 +14,7 @@ import (
 // complete, then counts late events in it: 5, saved as a late part, then
 // enough for a merge, saved whole again. It returns the partition and the
 // three snapshots.
-func lateScenario(t *testing.T) (*Partition, [3]Snap) {
+func lateScenario(t testing.TB) (*Partition, [3]Snap) {
 	t.Helper()
 	p := newTestPartition(t, testOpts)
 	var clicks []click
