@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test fuzz fuzz-short dev console-screenshot clean
+.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test fuzz fuzz-short fuzz-targets-check dev console-screenshot clean
 
 all: build
 
@@ -108,11 +108,19 @@ FUZZ_PARALLEL ?= 2
 # 6s each, about 2 minutes in all, as CI's pass after the unit tests. A
 # crasher fails the run and is written to <package>/testdata/fuzz/<target>/.
 fuzz-short: FUZZTIME = 6s
-fuzz fuzz-short:
+fuzz fuzz-short: fuzz-targets-check
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZ_PARALLEL) ./$${t%%:*}/; \
 	done
+
+# fuzz-targets-check fails when FUZZ_TARGETS and the tree's func Fuzz...
+# differ, so that a new target is fuzzed and a removed one is not asked for.
+fuzz-targets-check:
+	@want=$$(git grep -n -E '^func Fuzz[A-Za-z0-9_]*\(' -- '*_test.go' | sed -E 's#^(.*)/[^/]*_test\.go:[0-9]+:func (Fuzz[A-Za-z0-9_]*)\(.*#\1:\2#' | sort); \
+	have=$$(printf '%s\n' $(FUZZ_TARGETS) | sort); \
+	if [ "$$want" != "$$have" ]; then echo "FUZZ_TARGETS differs from the fuzz targets in the tree:" >&2; \
+		diff <(echo "$$have") <(echo "$$want") >&2; exit 1; fi
 
 # k8s-test builds every kustomization under k8s/ and checks it against the
 # Kubernetes API types and clickagg -help; k8s/ is its own Go module, so the
