@@ -45,8 +45,9 @@ func testConfig() Config {
 	}
 }
 
-// serve starts a gRPC server with the options of cfg and the health
-// service on 127.0.0.1 and returns its address and health server.
+// serve starts a gRPC server with the options of cfg, the health service
+// and test.Stuck (stuckDesc) on 127.0.0.1 and returns its address and
+// health server.
 func serve(t *testing.T, cfg Config) (string, *health.Server) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -62,6 +63,7 @@ func serveOn(t *testing.T, cfg Config, lis net.Listener) (string, *health.Server
 	gs := grpc.NewServer(Options(cfg)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
+	gs.RegisterService(&stuckDesc, struct{}{})
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	t.Cleanup(func() {
@@ -484,28 +486,15 @@ var stuckDesc = grpc.ServiceDesc{
 func TestCallTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.CallTimeout = 300 * time.Millisecond
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(Options(cfg)...)
-	gs.RegisterService(&stuckDesc, struct{}{})
-	served := make(chan error, 1)
-	go func() { served <- gs.Serve(lis) }()
-	t.Cleanup(func() {
-		gs.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	conn := dial(t, lis.Addr().String())
+	addr, _ := serve(t, cfg)
+	conn := dial(t, addr)
 	call := func(ctx context.Context) error {
 		return conn.Invoke(ctx, "/test.Stuck/Wait", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 	}
 
 	// No deadline at all: only the bound can end the call; a failure
 	// would hang until the test's own timeout.
-	err = call(context.Background())
+	err := call(context.Background())
 	const want = "the server did not answer within -grpc.call-timeout=300ms: context deadline exceeded"
 	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || st.Message() != want {
 		t.Fatalf("stuck call without a deadline: %v, want DEADLINE_EXCEEDED %q", err, want)
