@@ -84,6 +84,9 @@ func TestDialTLS(t *testing.T) {
 		{"no TLS flags, http://", func(c *Config) { *c = etcdConfig(plain) }, "-etcd.endpoints " + plain + ": etcd serves TLS there; use https://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each refusal shows only once a dial times out: wait
+			// for all of them at once.
+			t.Parallel()
 			c := good
 			tc.change(&c)
 			dialFails(t, c, tc.want)

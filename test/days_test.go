@@ -45,22 +45,23 @@ func TestSimulatedDays(t *testing.T) {
 		partitions = 8
 		days       = 3
 		// pace is the wall time the first workload's three days take:
-		// about 30 minutes of event time a second.
-		pace = 150 * time.Second
+		// about an hour and a half of event time a second.
+		pace = 50 * time.Second
 	)
 	bucketDir := filepath.Join(t.TempDir(), "store")
-	// Horizons are in event time, which runs about 1800 times faster than
+	// Horizons are in event time, which runs about 5000 times faster than
 	// the wall clock while the first workload is sent: the dedup horizon
 	// covers the late clicks (up to 200s behind the stream) and the
 	// reordering of requests in flight (a few minutes of event time); the
 	// retention leaves the history writer, which looks for final periods
-	// every second, hours of event time to write each period before it
-	// leaves memory (else it is a hole).
+	// every second, hours of event time (about 25 s of wall time at this
+	// pace) to write each period before it leaves memory (else it is a
+	// hole).
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
 		commonFlags: []string{
 			"-router.acceptance-horizon=100h", "-router.idle-watermark-lag=100h", "-hotkey.keep=101h",
-			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=20m", "-aggregator.retention=12h",
+			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=20m", "-aggregator.retention=36h",
 			"-hotkey.split-rate=1000000", "-queryd.max-window=100h",
 		},
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
@@ -159,17 +160,17 @@ func TestSimulatedDays(t *testing.T) {
 	files := checkDaysHistory(t, bucketDir, partitions, w1.firstMin, marks, all)
 
 	// Queries. The watermark is now at the end of workload 2: minutes more
-	// than -aggregator.retention (12h) older left memory.
+	// than -aggregator.retention (36h) older left memory.
 	last := w2.firstMin + int64(w2.minutes) + 1 // past workload 2's latest click
 	windows := []struct {
 		name     string
 		from, to int64
 	}{
 		{"history: day 1", w1.firstMin, w1.firstMin + 24*60},
-		{"history: an hour of day 3", w1End - 20*60, w1End - 19*60},
+		{"history: an hour of day 2", w1End - 40*60, w1End - 39*60},
 		{"memory: workload 1's last 3 hours", w1End - 3*60, w1End},
 		{"memory: workload 2", w2.firstMin, last},
-		{"across: the last day", w1End - 24*60, last},
+		{"across: the last two days", w1End - 48*60, last},
 		{"across: everything", w1.firstMin, last},
 	}
 	qc := c.queryClient()

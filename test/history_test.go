@@ -38,11 +38,19 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	needParquetCheck(t)
 	const partitions = 8
 	bucketDir := filepath.Join(t.TempDir(), "store")
+	// Waiting for minutes to turn final and leave memory is most of the
+	// test, so the horizons are as short as the clicks allow: their
+	// minute of event time ends a few seconds ago, and the acceptance
+	// horizon takes it with some seconds to send it; the dedup horizon
+	// exceeds the acceptance horizon plus the clock skew; the retention
+	// leaves the history writer 25s to write a final minute before it
+	// leaves memory.
+	const retention = 105 * time.Second
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 2,
 		commonFlags: []string{
-			"-router.acceptance-horizon=1m", "-router.max-clock-skew=30s", "-router.idle-watermark-lag=2s",
-			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-aggregator.retention=2m",
+			"-router.acceptance-horizon=70s", "-router.max-clock-skew=5s", "-router.idle-watermark-lag=2s",
+			"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=80s", "-aggregator.retention=" + retention.String(),
 			"-hotkey.split-rate=1000000",
 		},
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
@@ -51,7 +59,7 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	cc := c.coordinatorClient()
 	waitCaughtUp(t, cc, partitions, 2*time.Minute)
 
-	start := time.Now().Add(-40 * time.Second)
+	start := time.Now().Add(-62 * time.Second)
 	w := newWorkload(20261208, 20_000, 500, 1, start, 0.05, 0, 0, 100)
 	ingest(t, w, c.ingestClients(), killAt(t, c.aggregators[1], len(w.batches)/2, 4))
 	tr := &truth{clicks: w.unique}
@@ -120,10 +128,10 @@ func TestHistoryExactlyOnce(t *testing.T) {
 	// in the history, wholly in memory and across both answer exactly.
 	// Click times within -router.acceptance-horizon and -router.max-clock-skew
 	// of now.
-	w2 := newWorkload(20261209, 2_000, 50, 1, time.Now().Add(-45*time.Second), 0.05, 0, 0, 100)
+	w2 := newWorkload(20261209, 2_000, 50, 1, time.Now().Add(-62*time.Second), 0.05, 0, 0, 100)
 	ingest(t, w2, c.ingestClients(), nil)
 	all := &truth{clicks: append(slices.Clone(w.unique), w2.unique...)}
-	time.Sleep(time.Until(time.Unix((last+1)*60, 0).Add(2*time.Minute + 25*time.Second)))
+	waitLeftMemory(t, cc, partitions, last+1, retention)
 	qc := c.queryClient()
 	count := func(ad string, from, to int64, f *clickaggv1.Filter) (int64, error) {
 		resp, err := qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, From: minuteTS(from), To: minuteTS(to), Filter: f})
@@ -219,6 +227,35 @@ func waitHistoryMark(t *testing.T, rdb redis.UniversalClient, partitions int, to
 			}
 			if end, _ := strconv.ParseInt(v, 10, 64); end < to {
 				return fmt.Errorf("partition %d history ends at minute %d, want %d", p, end, to)
+			}
+		}
+		return nil
+	})
+}
+
+// waitLeftMemory waits until every partition has deleted the minutes
+// before minute to from memory (-aggregator.retention behind its
+// watermark), so that queries of them read the history. The watermark
+// only grows: once passed, they stay gone.
+func waitLeftMemory(t *testing.T, cc clickaggv1.CoordinatorServiceClient, partitions int, to int64, retention time.Duration) {
+	t.Helper()
+	gone := time.Unix(to*60, 0).Add(retention)
+	testserver.Eventually(t, 4*time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := cc.GetClusterStatus(ctx, &clickaggv1.GetClusterStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if len(st.Partitions) != partitions {
+			return fmt.Errorf("%d partitions reported, want %d", len(st.Partitions), partitions)
+		}
+		for _, p := range st.Partitions {
+			if wm := p.Watermark.AsTime(); wm.Before(gone) {
+				// The status call asks every aggregator: a few times a
+				// second is enough for a wait of a minute or more.
+				time.Sleep(200 * time.Millisecond)
+				return fmt.Errorf("partition %d: watermark %v, minutes before %d leave memory at %v", p.Partition, wm.Format(time.TimeOnly), to, gone.Format(time.TimeOnly))
 			}
 		}
 		return nil

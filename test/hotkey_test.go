@@ -35,12 +35,23 @@ func TestHotKeySplitExact(t *testing.T) {
 	// Short lead times keep the test to a few minutes: a change takes
 	// effect from the first minute starting lead-time + max-clock-skew
 	// after it is written.
+	//
+	// The rates decide when the unsplit takes effect: the minute after
+	// the split's first minute if the coordinator decides it by 49s into
+	// that minute (60s less lead time and skew), else a minute later. The
+	// skew stops 20s into the split; the hot ad's rate over the sketch's
+	// window (the last 50-60s, in 10s slots aligned with minutes) falls
+	// below 490/s, about 30s of its 800-840 clicks/s (with retries) over
+	// 50-60s, from about 41s into the minute. -hotkey.min-split=40s keeps
+	// the unsplit from being decided before the skew has stopped, however
+	// fast the window fills with the hot ad's clicks; a split rate of 500
+	// still leaves room below the hot ad's rate for a slower sender.
 	hot := []string{
 		"-router.max-clock-skew=5s",
 		"-hotkey.max-staleness=2s", "-hotkey.confirm-interval=500ms",
 		"-hotkey.safety=4s", "-hotkey.lead-time=6s",
-		"-hotkey.split-rate=300", "-hotkey.unsplit-rate=100",
-		"-hotkey.min-split=20s", "-hotkey.check-interval=2s",
+		"-hotkey.split-rate=500", "-hotkey.unsplit-rate=490",
+		"-hotkey.min-split=40s", "-hotkey.check-interval=2s",
 	}
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 5,
@@ -78,7 +89,7 @@ func TestHotKeySplitExact(t *testing.T) {
 		t.Errorf("split %v after the skew started, want within 2m", decided)
 	}
 	// Run past the split long enough to measure the rates after it.
-	afterFrom, afterTo := splitFrom.Add(3*time.Second), splitFrom.Add(23*time.Second)
+	afterFrom, afterTo := splitFrom.Add(3*time.Second), splitFrom.Add(18*time.Second)
 	time.Sleep(time.Until(afterTo.Add(2 * time.Second)))
 	lt.setHotShare(0)
 	cooled := time.Now()

@@ -26,13 +26,16 @@ func TestClickIdentity(t *testing.T) {
 	// Mostly waiting for minutes of the clock to pass: it runs beside the
 	// other waiting tests (go test -parallel, GOMAXPROCS by default).
 	t.Parallel()
-	const partitions = 16
+	const (
+		partitions = 16
+		skew       = 5 * time.Second
+	)
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 2, aggregators: 3,
 		// Short lead times so that a split takes effect within a minute;
 		// no automatic splits.
 		commonFlags: []string{
-			"-router.max-clock-skew=5s",
+			"-router.max-clock-skew=" + skew.String(),
 			"-hotkey.max-staleness=2s", "-hotkey.confirm-interval=500ms",
 			"-hotkey.safety=4s", "-hotkey.lead-time=6s",
 			"-hotkey.split-rate=1000000", "-hotkey.unsplit-rate=1",
@@ -95,8 +98,10 @@ func TestClickIdentity(t *testing.T) {
 			}
 		}
 	}
+	// The routers accept clicks up to -router.max-clock-skew ahead of
+	// their clock (this machine's): minute m's from a second after that.
 	waitMinute := func(m int64) {
-		time.Sleep(time.Until(time.Unix(m*60, 0).Add(100 * time.Millisecond)))
+		time.Sleep(time.Until(time.Unix(m*60, 0).Add(-skew + time.Second)))
 	}
 
 	split, err := cc.SplitKey(ctx, &clickaggv1.SplitKeyRequest{AdId: splitAd, Ways: 3})

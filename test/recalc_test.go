@@ -58,18 +58,26 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	t.Parallel()
 	const partitions = 4
 	bucketDir := filepath.Join(t.TempDir(), "store")
-	rules := []string{"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=95s", "-history.period=1m"}
+	// Horizons as short as the clicks allow, as in TestHistoryExactlyOnce.
+	// Their minute of event time is sent from 55s old to 5s ahead, so
+	// that the log entries written meanwhile are in the range recounted:
+	// the acceptance horizon and the clock skew take it, and the dedup
+	// horizon exceeds their sum. The retention leaves the history writer
+	// 25s to write a final minute before it leaves memory.
+	const retention = 105 * time.Second
+	rules := []string{"-aggregator.allowed-lateness=5s", "-aggregator.dedup-horizon=80s", "-history.period=1m"}
 	c := newTestCluster(t, clusterSpec{
 		partitions: partitions, coordinators: 1, routers: 1, aggregators: 1,
 		commonFlags: append([]string{
-			"-router.acceptance-horizon=1m", "-router.max-clock-skew=30s", "-router.idle-watermark-lag=2s",
-			"-aggregator.retention=2m", "-hotkey.split-rate=1000000",
+			"-router.acceptance-horizon=65s", "-router.max-clock-skew=10s", "-router.idle-watermark-lag=2s",
+			"-aggregator.retention=" + retention.String(), "-hotkey.split-rate=1000000",
 		}, rules...),
 		aggregatorFlags: []string{"-aggregator.snapshot-interval=2s", "-archive.bucket=" + bucketDir,
 			"-archive.interval=2s", "-history.poll=1s"},
 	})
-	waitCaughtUp(t, c.coordinatorClient(), partitions, 2*time.Minute)
-	w := newWorkload(20261210, 4_000, 60, 1, time.Now().Add(-40*time.Second), 0.05, 0, 0, 100)
+	cc := c.coordinatorClient()
+	waitCaughtUp(t, cc, partitions, 2*time.Minute)
+	w := newWorkload(20261210, 4_000, 60, 1, time.Now().Add(-55*time.Second), 0.05, 0, 0, 100)
 	ingest(t, w, c.ingestClients(), nil)
 	tr := &truth{clicks: w.unique}
 	want := tr.counts()
@@ -83,7 +91,7 @@ func TestRecalcRepairsHistory(t *testing.T) {
 	rdb := c.redisClient()
 	ctx := context.Background()
 	waitHistoryMark(t, rdb, partitions, to)
-	time.Sleep(time.Until(time.Unix(to*60, 0).Add(2*time.Minute + 20*time.Second)))
+	waitLeftMemory(t, cc, partitions, to, retention)
 
 	tool := func(cmd string, extra ...string) (string, int) {
 		args := append(append([]string{cmd, "-archive.bucket=" + bucketDir,
