@@ -223,7 +223,7 @@ func (c *ServerConfig) Validate() error {
 		case RoleAggregator:
 			err = c.Aggregator.Validate()
 			if err == nil && c.ArchiveBucket != "" {
-				err = cmp.Or(c.Archive.Validate(), c.History.Validate())
+				err = cmp.Or(c.Archive.Validate(), c.History.Validate(), c.historyWindow())
 			}
 		case RoleCoordinator:
 			err = c.Coordinator.Validate()
@@ -276,4 +276,19 @@ func canonicalAdvertise(s string) (string, error) {
 		return "", fmt.Errorf("-grpc.advertise-addr %q: no host; other members could not dial it", s)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// historyWindow refuses retention so close to the dedup horizon that the
+// history writer never sees a period whole: a period of -history.period
+// can be written once its last minute is past the dedup horizon and
+// until its first minute leaves memory, a span of retention − horizon −
+// (period − 1m) of watermark time, which the writer must meet at least
+// once between two looks (-history.poll). Below that every period is
+// skipped as a hole and only a recount from the raw archive fills it.
+func (c *ServerConfig) historyWindow() error {
+	a, h := c.Aggregator, c.History
+	if span := a.Retention - a.DedupHorizon - (h.Period - time.Minute); span <= h.Poll {
+		return fmt.Errorf("-aggregator.retention %v: must be more than -aggregator.dedup-horizon=%v plus -history.period=%v less a minute plus -history.poll=%v, so that the history writer sees each period before its minutes leave memory", a.Retention, a.DedupHorizon, h.Period, h.Poll)
+	}
+	return nil
 }
