@@ -52,11 +52,12 @@ lint: tools subjects
 	$(MAKE) --no-print-directory nobench-check
 
 # nobench-check: the release image's build (-tags nobench, Dockerfile)
-# compiles and links neither the bench nor its pprof reader.
+# compiles and links neither the bench nor its pprof reader, nor the
+# chaos harness and toxiproxy.
 nobench-check:
 	$(GO) vet -tags nobench ./cli/ ./cmd/clickagg
 	$(BIN)/staticcheck -tags nobench ./cli/ ./cmd/clickagg
-	@if $(GO) list -deps -tags nobench ./cmd/clickagg | grep -E '^github.com/(clickagg/clickagg/bench|google/pprof)'; then \
+	@if $(GO) list -deps -tags nobench ./cmd/clickagg | grep -E '^github.com/(clickagg/clickagg/(bench|chaos)|google/pprof|Shopify/toxiproxy)'; then \
 		echo "the nobench build (the release image) links the packages above" >&2; exit 1; fi
 
 # subjects fails when a commit subject is over 72 characters (CONTRIBUTING.md).
