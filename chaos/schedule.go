@@ -9,22 +9,17 @@ import (
 	"time"
 )
 
-// allKinds is every fault kind, in the order the summary prints them.
-var allKinds = []Kind{KillOne, KillSeveral, Pause, RedisRestart, RedisFailover,
-	EtcdMemberKill, EtcdLeaderKill, EtcdUnreachable, NetLatency, NetReset, NetOneWay,
-	Rebalance, Drain, Split, Unsplit}
-
 // ParseKinds parses a comma-separated list of kinds; "" or "all" is
 // every kind.
 func ParseKinds(s string) ([]Kind, error) {
 	if s == "" || s == "all" {
-		return slices.Clone(allKinds), nil
+		return slices.Clone(Kinds), nil
 	}
 	var out []Kind
 	for _, name := range strings.Split(s, ",") {
 		k := Kind(strings.TrimSpace(name))
-		if !slices.Contains(allKinds, k) {
-			return nil, fmt.Errorf("unknown fault kind %q (kinds: %s)", k, kindList(allKinds))
+		if !slices.Contains(Kinds, k) {
+			return nil, fmt.Errorf("unknown fault kind %q (kinds: %s)", k, kindList(Kinds))
 		}
 		if !slices.Contains(out, k) {
 			out = append(out, k)

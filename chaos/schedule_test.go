@@ -26,7 +26,7 @@ func testTargets(k Kind) []string {
 }
 
 func testSpec(seed uint64, faults int) scheduleSpec {
-	return scheduleSpec{seed: seed, faults: faults, kinds: allKinds, span: 2 * time.Minute,
+	return scheduleSpec{seed: seed, faults: faults, kinds: Kinds, span: 2 * time.Minute,
 		leaseTTL: 5 * time.Second, hotAd: hotAd, targets: testTargets}
 }
 
@@ -122,7 +122,7 @@ func TestScheduleRules(t *testing.T) {
 }
 
 func TestParseKinds(t *testing.T) {
-	if ks, err := ParseKinds(""); err != nil || !slices.Equal(ks, allKinds) {
+	if ks, err := ParseKinds(""); err != nil || !slices.Equal(ks, Kinds) {
 		t.Errorf(`"": %v %v`, ks, err)
 	}
 	if ks, err := ParseKinds("kill, pause,kill"); err != nil || !slices.Equal(ks, []Kind{KillOne, Pause}) {

@@ -43,7 +43,7 @@ func (s Summary) Print(w io.Writer) {
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "fault\tcount\trecovery p50\trecovery max")
-	for _, k := range allKinds {
+	for _, k := range Kinds {
 		n := s.FaultsByKind[k]
 		if n == 0 {
 			continue

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 
 	"github.com/clickagg/clickagg/chaos"
 )
@@ -15,6 +16,7 @@ const chaosSynopsis = `clickagg chaos runs a whole cluster as separate processes
 and throws seeded faults at it (package chaos).
 
 Usage:
+  clickagg chaos run [flags]           a seeded run: workload, fault schedule, exact checks, summary
   clickagg chaos etcd-member [flags]   one member of the harness's etcd (the harness starts these)
   clickagg chaos <command> -help       the flags of a command`
 
@@ -27,11 +29,13 @@ func runChaos(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "etcd-member":
 		return runEtcdMember(ctx, args[1:])
+	case "run":
+		return runChaosRun(ctx, args[1:], os.Stdout)
 	case "-help", "--help", "-h", "help":
 		fmt.Println(chaosSynopsis)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("chaos: unknown command %q (want etcd-member)", args[0])
+	return fmt.Errorf("chaos: unknown command %q (want run or etcd-member)", args[0])
 }
 
 // runEtcdMember runs `clickagg chaos etcd-member`. Its flags are not
