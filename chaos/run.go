@@ -127,6 +127,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	return r.sum, nil
 }
 
+// span is how long the workload lasts at Rate, before it is stretched
+// to end at a minute boundary.
+func (cfg Config) span() time.Duration {
+	return time.Duration(cfg.Events) * time.Second / time.Duration(cfg.Rate)
+}
+
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Events == 0 {
 		cfg.Events = DefaultEvents
@@ -156,15 +162,23 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.Cluster.Dir == "":
 		return cfg, errors.New("-dir: required")
 	}
-	// The routers' idle watermark lag is the run's, after any the cluster
-	// sets (the last flag wins).
+	// Flags of the run, after any the cluster sets (the last flag wins).
 	flags := map[string][]string{}
 	for role, f := range cfg.Cluster.ExtraFlags {
 		flags[role] = slices.Clone(f)
 	}
-	if !slices.ContainsFunc(flags["router"], func(f string) bool { return strings.HasPrefix(f, "-router.idle-watermark-lag") }) {
-		flags["router"] = append(flags["router"], "-router.idle-watermark-lag="+idleWatermarkLag)
+	setDefault := func(role, flag, value string) {
+		if !slices.ContainsFunc(flags[role], func(f string) bool { return strings.HasPrefix(f, flag+"=") }) {
+			flags[role] = append(flags[role], flag+"="+value)
+		}
 	}
+	setDefault("router", "-router.idle-watermark-lag", idleWatermarkLag)
+	// The schedule's split and unsplit faults own the hot ad's splits, so
+	// that they replay from the seed: the coordinators' own splitting by
+	// rate (test/hotkey_test.go's subject) would split the hot ad first
+	// and refuse the schedule's split.
+	setDefault("coordinator", "-hotkey.split-rate", "1e12")
+	setDefault("coordinator", "-hotkey.unsplit-rate", "0")
 	cfg.Cluster.ExtraFlags = flags
 	return cfg, nil
 }
@@ -239,11 +253,13 @@ func (r *runner) run(ctx context.Context) error {
 	// The workload starts on the next second and ends at a minute
 	// boundary, so that its last minute completes soon after it.
 	start := time.Now().Add(2 * time.Second).Truncate(time.Second)
-	end := start.Add(time.Duration(r.cfg.Events) * time.Second / time.Duration(r.cfg.Rate)).Truncate(time.Minute).Add(time.Minute - 2*time.Second)
+	// The schedule is drawn over the span Events/Rate, not this one,
+	// which depends on the clock: the same seed plays the same faults.
+	end := start.Add(r.cfg.span()).Truncate(time.Minute).Add(time.Minute - 2*time.Second)
 	r.w = newWorkload(r.cfg.Seed, r.cfg.Events, start, end.Sub(start))
 	r.tr = newTruth(start.Unix() / 60)
 	sched, err := makeSchedule(scheduleSpec{
-		seed: r.cfg.Seed, faults: r.cfg.Faults, kinds: r.cfg.Kinds, span: r.w.span,
+		seed: r.cfg.Seed, faults: r.cfg.Faults, kinds: r.cfg.Kinds, span: r.cfg.span(),
 		leaseTTL: r.cfg.Cluster.LeaseTTL, hotAd: hotAd, targets: cl.Targets,
 	})
 	if err != nil {
@@ -537,10 +553,24 @@ func (r *runner) fault(ctx context.Context, f Fault) (time.Duration, error) {
 	// Heal even when the run is cancelled: the cluster is closed after.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthyWithin)
 	defer cancel()
-	if err := heal(hctx); err != nil {
-		return 0, fmt.Errorf("heal: %w", err)
-	}
 	healed := time.Now()
+	// A heal is retried, as a supervisor restarts a crashed process: a
+	// process restarted while Redis or etcd is down exits (it fails fast
+	// at start), and heal starts it again.
+	for try := 1; ; try++ {
+		err := heal(hctx)
+		if err == nil {
+			break
+		}
+		if hctx.Err() != nil {
+			return 0, fmt.Errorf("heal (%d tries): %w", try, err)
+		}
+		r.printf("heal %s: %v; again", f, err)
+		time.Sleep(time.Second)
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err() // healed; the run is over
+	}
 	if err := r.cl.WaitHealthy(hctx); err != nil {
 		return 0, fmt.Errorf("not healthy %v after the heal: %w", healthyWithin, err)
 	}

@@ -203,9 +203,15 @@ func busyKeys(k Kind, targets []string) []string {
 		}
 		return keys
 	case NetLatency, NetReset, NetOneWay:
+		// A fault on the link to Redis or etcd holds Redis or etcd.
 		var keys []string
 		for _, t := range targets {
-			keys = append(keys, "link:"+t)
+			switch t {
+			case "redis", "etcd":
+				keys = append(keys, t)
+			default:
+				keys = append(keys, "link:"+t)
+			}
 		}
 		return keys
 	}
