@@ -236,12 +236,18 @@ func (c *Cluster) run(ctx context.Context, p *Process) (*Process, error) {
 	return p, nil
 }
 
+// grpcDial returns a client connection to addr, without TLS: the chaos
+// cluster runs on loopback without certificates.
+func grpcDial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
 // healthServing returns nil when the gRPC health service at addr answers
 // SERVING for the whole server (ready, not only live). A connection per
 // call: a process restarted on the address must not wait out a
 // connection's reconnect backoff.
 func healthServing(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpcDial(addr)
 	if err != nil {
 		return err
 	}
@@ -427,7 +433,7 @@ func (c *Cluster) clusterServing(ctx context.Context) error {
 }
 
 func (c *Cluster) statusFrom(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpcDial(addr)
 	if err != nil {
 		return err
 	}
