@@ -374,8 +374,9 @@ func (c *Cluster) process(name string) (*Process, error) {
 
 // WaitHealthy returns once the whole cluster is healthy: every process
 // runs (none paused) and answers its health check, etcd has a leader
-// every member agrees on, a majority of the sentinels names a Redis
-// primary that has every running replica online, and a coordinator
+// every member agrees on, every Redis node runs and a majority of the
+// sentinels names a primary that has every other node online as its
+// replica, and a coordinator
 // reports every partition serving and every role process a member. It
 // polls until ctx ends and then returns what was still wrong.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
@@ -406,6 +407,11 @@ func (c *Cluster) healthy(ctx context.Context) error {
 	}
 	if _, err := c.etcdLeader(ctx); err != nil {
 		return err
+	}
+	for _, n := range c.redis.nodes {
+		if !n.running() {
+			return fmt.Errorf("redis: %s is not running", n.name)
+		}
 	}
 	primary, err := c.redis.primary(ctx)
 	if err != nil {

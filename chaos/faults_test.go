@@ -38,7 +38,7 @@ func TestFaults(t *testing.T) {
 	c := startCluster(t)
 	cases := []faultCase{
 		{Fault{Kind: KillOne, Targets: []string{"aggregator-1"}}, prepareKill},
-		{Fault{Kind: KillSeveral, Targets: []string{"router-2", "coordinator-1", "queryd-2"}}, prepareKill},
+		{Fault{Kind: KillSeveral}, prepareKill}, // the default: an aggregator, a router, a coordinator
 		{Fault{Kind: Pause, Targets: []string{"aggregator-2"}}, preparePause},
 		{Fault{Kind: RedisRestart}, prepareRedisRestart},
 		{Fault{Kind: RedisFailover}, prepareRedisFailover},
@@ -518,5 +518,21 @@ func prepareSplit(split bool) func(t *testing.T, c *Cluster) (during, after func
 			}
 		}
 		return during, func(*testing.T) {}
+	}
+}
+
+func TestFaultString(t *testing.T) {
+	for _, tc := range []struct {
+		f    Fault
+		want string
+	}{
+		{Fault{At: 12 * time.Second, Kind: Pause, Targets: []string{"aggregator-2"}, Duration: 7 * time.Second}, "+12.0s pause aggregator-2 for 7s"},
+		{Fault{At: 1500 * time.Millisecond, Kind: NetLatency, Targets: []string{LinkRedis}, Duration: 3 * time.Second, Param: "200ms"}, "+1.5s net-latency redis 200ms for 3s"},
+		{Fault{Kind: KillSeveral, Targets: []string{"router-1", "aggregator-3"}}, "+0.0s kill-several router-1,aggregator-3"},
+		{Fault{At: time.Minute, Kind: Rebalance}, "+60.0s rebalance"},
+	} {
+		if got := tc.f.String(); got != tc.want {
+			t.Errorf("%#v.String() = %q, want %q", tc.f, got, tc.want)
+		}
 	}
 }
