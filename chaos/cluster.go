@@ -379,11 +379,17 @@ func (c *Cluster) process(name string) (*Process, error) {
 // replica, and a coordinator
 // reports every partition serving and every role process a member. It
 // polls until ctx ends and then returns what was still wrong.
+//
+// A process that exited without being killed (a crash: no fault restarts
+// it) fails WaitHealthy at once, with its exit and log.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	var err error
 	for {
 		if err = c.healthy(ctx); err == nil {
 			return nil
+		}
+		if crash := c.crashed(); crash != nil {
+			return crash
 		}
 		select {
 		case <-ctx.Done():
@@ -391,6 +397,15 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// crashed returns the crashes of the cluster's processes.
+func (c *Cluster) crashed() error {
+	var errs []error
+	for _, p := range c.Processes() {
+		errs = append(errs, p.Crashed())
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/testserver"
 )
 
 // faultCase is one fault of TestFaults. prepare runs before Inject and
@@ -88,8 +89,40 @@ func TestFaults(t *testing.T) {
 			after(t)
 		})
 		if t.Failed() {
-			break
+			return
 		}
+	}
+	t.Run("crash", func(t *testing.T) { testCrash(t, c) })
+}
+
+// testCrash: a process that exits without a fault (here: SIGTERM from
+// outside the harness) makes WaitHealthy fail at once, naming it, and
+// is fine again after Start.
+func testCrash(t *testing.T, c *Cluster) {
+	p, err := c.process("router-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(p.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testserver.Eventually(t, 30*time.Second, func() error {
+		if p.Running() {
+			return errors.New("router-1 still runs")
+		}
+		return nil
+	})
+	err = c.WaitHealthy(ctx)
+	if err == nil || !strings.Contains(err.Error(), "router-1 exited on its own") || ctx.Err() != nil {
+		t.Fatalf("WaitHealthy with router-1 gone: %v (ctx %v), want its crash at once", err, ctx.Err())
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
