@@ -236,12 +236,18 @@ func (c *Cluster) run(ctx context.Context, p *Process) (*Process, error) {
 	return p, nil
 }
 
+// grpcDial returns a client connection to addr, without TLS: the chaos
+// cluster runs on loopback without certificates.
+func grpcDial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
 // healthServing returns nil when the gRPC health service at addr answers
 // SERVING for the whole server (ready, not only live). A connection per
 // call: a process restarted on the address must not wait out a
 // connection's reconnect backoff.
 func healthServing(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpcDial(addr)
 	if err != nil {
 		return err
 	}
@@ -368,15 +374,22 @@ func (c *Cluster) process(name string) (*Process, error) {
 
 // WaitHealthy returns once the whole cluster is healthy: every process
 // runs (none paused) and answers its health check, etcd has a leader
-// every member agrees on, a majority of the sentinels names a Redis
-// primary that has every running replica online, and a coordinator
+// every member agrees on, every Redis node runs and a majority of the
+// sentinels names a primary that has every other node online as its
+// replica, and a coordinator
 // reports every partition serving and every role process a member. It
 // polls until ctx ends and then returns what was still wrong.
+//
+// A process that exited without being killed (a crash: no fault restarts
+// it) fails WaitHealthy at once, with its exit and log.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	var err error
 	for {
 		if err = c.healthy(ctx); err == nil {
 			return nil
+		}
+		if crash := c.crashed(); crash != nil {
+			return crash
 		}
 		select {
 		case <-ctx.Done():
@@ -384,6 +397,15 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// crashed returns the crashes of the cluster's processes.
+func (c *Cluster) crashed() error {
+	var errs []error
+	for _, p := range c.Processes() {
+		errs = append(errs, p.Crashed())
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {
@@ -400,6 +422,11 @@ func (c *Cluster) healthy(ctx context.Context) error {
 	}
 	if _, err := c.etcdLeader(ctx); err != nil {
 		return err
+	}
+	for _, n := range c.redis.nodes {
+		if !n.running() {
+			return fmt.Errorf("redis: %s is not running", n.name)
+		}
 	}
 	primary, err := c.redis.primary(ctx)
 	if err != nil {
@@ -427,7 +454,7 @@ func (c *Cluster) clusterServing(ctx context.Context) error {
 }
 
 func (c *Cluster) statusFrom(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpcDial(addr)
 	if err != nil {
 		return err
 	}

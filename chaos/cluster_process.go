@@ -39,6 +39,10 @@ type Process struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	paused bool
+	// killed is set by Kill before its SIGKILL; crash is the exit of a
+	// process that exited without it.
+	killed bool
+	crash  error
 }
 
 // start runs the process (again) without waiting for it to serve.
@@ -69,11 +73,17 @@ func (p *Process) start() error {
 	}
 	done := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		fmt.Fprintf(f, "=== %s exit %s: %v\n", time.Now().UTC().Format(time.RFC3339Nano), p.Name, err)
 		f.Close()
+		p.mu.Lock()
+		if !p.killed {
+			p.crash = fmt.Errorf("%s exited on its own (%v); log %s", p.Name, err, p.Log)
+		}
+		p.mu.Unlock()
 		close(done)
 	}()
-	p.cmd, p.done, p.paused = cmd, done, false
+	p.cmd, p.done, p.paused, p.killed, p.crash = cmd, done, false, false, nil
 	return nil
 }
 
@@ -118,6 +128,9 @@ func (p *Process) waitReady(ctx context.Context) error {
 func (p *Process) Kill() error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	if cmd != nil {
+		p.killed = true
+	}
 	p.mu.Unlock()
 	if cmd == nil {
 		return nil
@@ -200,6 +213,15 @@ func (p *Process) Running() bool {
 	default:
 		return true
 	}
+}
+
+// Crashed returns why the process exited when it exited without Kill
+// (a crash, or an exit the system chose), nil while it runs or after a
+// Kill. A restart clears it.
+func (p *Process) Crashed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.crash
 }
 
 // Paused reports whether the process is SIGSTOPped.

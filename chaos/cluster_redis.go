@@ -209,7 +209,7 @@ func (rs *redisSet) primary(ctx context.Context) (*redisNode, error) {
 }
 
 // replicasOnline returns nil when primary is a primary with every other
-// running node an online replica.
+// running node an online replica (WaitHealthy wants them all running).
 func (rs *redisSet) replicasOnline(ctx context.Context, primary *redisNode) error {
 	cl := rs.client(primary)
 	defer cl.Close()

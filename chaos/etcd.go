@@ -28,13 +28,19 @@ Usage:
   clickagg chaos etcd-member -name=etcd-1 -dir=DIR -listen-client=http://127.0.0.1:P
     -listen-peer=http://127.0.0.1:Q -initial-cluster=etcd-1=http://127.0.0.1:Q,...`
 
-// EtcdMemberConfig is one etcd member's configuration.
+// EtcdMemberConfig is one etcd member's configuration: the flags of
+// `clickagg chaos etcd-member`, as RegisterFlags describes them.
 type EtcdMemberConfig struct {
-	Name, Dir                   string
-	ListenClient, ListenPeer    string
-	InitialCluster              string
+	// Name is the member's name in InitialCluster; Dir its data.
+	Name, Dir string
+	// ListenClient and ListenPeer are URLs, listened on and advertised.
+	ListenClient, ListenPeer string
+	// InitialCluster is every member's name=peer URL, comma-separated.
+	InitialCluster string
+	// HeartbeatInterval and Election are raft's timing.
 	HeartbeatInterval, Election time.Duration
-	LogLevel                    string
+	// LogLevel is etcd's zap level.
+	LogLevel string
 }
 
 // RegisterFlags registers the flags of `clickagg chaos etcd-member`.

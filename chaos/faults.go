@@ -94,12 +94,20 @@ const (
 // failover). An error is the harness failing, not a fault.
 func (c *Cluster) Inject(ctx context.Context, f Fault) (heal func(context.Context) error, err error) {
 	targets := f.Targets
-	if len(targets) == 0 && f.Kind != Rebalance {
-		if targets = c.Targets(f.Kind); len(targets) == 0 {
-			return nil, fmt.Errorf("inject %s: nothing to target", f.Kind)
+	switch {
+	case len(targets) > 0 || f.Kind == Rebalance:
+	case f.Kind == KillSeveral:
+		targets = c.severalRoles()
+	default:
+		if targets = c.Targets(f.Kind); len(targets) > 0 {
+			targets = targets[:1]
 		}
-		targets = targets[:1]
 	}
+	if len(targets) == 0 && f.Kind != Rebalance {
+		return nil, fmt.Errorf("inject %s: nothing to target", f.Kind)
+	}
+	// f as applied, for the errors and the log: the targets resolved.
+	f.Targets = targets
 	switch f.Kind {
 	case KillOne, KillSeveral:
 		heal, err = c.kill(targets)
@@ -163,6 +171,21 @@ func (c *Cluster) Targets(k Kind) []string {
 			if p.Role == "aggregator" {
 				out = append(out, p.Name)
 			}
+		}
+	}
+	return out
+}
+
+// severalRoles returns KillSeveral's default targets: the first running
+// aggregator, router and coordinator.
+func (c *Cluster) severalRoles() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, name := range c.Targets(KillSeveral) {
+		p, _ := c.process(name)
+		if p != nil && !seen[p.Role] && (p.Role == "aggregator" || p.Role == "router" || p.Role == "coordinator") {
+			seen[p.Role] = true
+			out = append(out, name)
 		}
 	}
 	return out

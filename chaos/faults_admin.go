@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -58,7 +56,7 @@ func (c *Cluster) callCoordinator(ctx context.Context, call func(context.Context
 	var last error
 	err := waitFor(ctx, time.Minute, func() error {
 		for _, addr := range c.CoordinatorAddrs() {
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpcDial(addr)
 			if err != nil {
 				return err
 			}

@@ -21,8 +21,13 @@ func (c *Cluster) redisRestart(ctx context.Context) (func(context.Context) error
 }
 
 // redisBack starts node n again: as the primary when the sentinels still
-// name it, else as a replica of the one they name.
+// name it, else as a replica of the one they name. A node that runs
+// already (two overlapping faults on it, the other healed first) is left
+// alone.
 func (c *Cluster) redisBack(ctx context.Context, n *redisNode) error {
+	if n.running() {
+		return nil
+	}
 	var now *redisNode
 	err := waitFor(ctx, time.Minute, func() (err error) {
 		now, err = c.redis.primary(ctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -90,13 +91,14 @@ func (ps *proxies) addToxic(name string, t toxic) error {
 	return nil
 }
 
-// removeToxic takes the toxic called toxicName off link name.
+// removeToxic takes the toxic called toxicName off link name; one
+// already off is fine (a heal that is retried).
 func (ps *proxies) removeToxic(ctx context.Context, name, toxicName string) error {
 	p, err := ps.get(name)
 	if err != nil {
 		return err
 	}
-	if err := p.Toxics.RemoveToxic(ctx, toxicName); err != nil {
+	if err := p.Toxics.RemoveToxic(ctx, toxicName); err != nil && !errors.Is(err, toxiproxy.ErrToxicNotFound) {
 		return fmt.Errorf("link %s: remove toxic %s: %w", name, toxicName, err)
 	}
 	return nil
@@ -119,7 +121,7 @@ func (ps *proxies) up(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.Start(); err != nil && err != toxiproxy.ErrProxyAlreadyStarted {
+	if err := p.Start(); err != nil && !errors.Is(err, toxiproxy.ErrProxyAlreadyStarted) {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
 	return nil
