@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	r.sum.AnswersChecked, r.sum.AnswersWrong, r.sum.AnswersFailed = r.tally.checked.Load(), r.tally.wrong.Load(), r.tally.failed.Load()
 	r.sum.Wrong = r.tally.wrongs()
+	r.sum.Restarts = r.restarts.Load()
 	r.sum.Duration = time.Since(r.began)
 	r.sum.Print(cfg.Out)
 	switch {
@@ -205,6 +206,9 @@ type runner struct {
 	// dups counts clicks sent again: the workload's re-sends, requests
 	// sent twice and requests retried after an error.
 	dups, invalid atomic.Int64
+	// restarts counts processes restarted after exiting on their own.
+	restarts    atomic.Int64
+	superviseMu sync.Mutex
 }
 
 func (r *runner) printf(format string, args ...any) {
@@ -319,7 +323,44 @@ func (r *runner) run(ctx context.Context) error {
 func (r *runner) waitHealthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, healthyWithin)
 	defer cancel()
-	return r.cl.WaitHealthy(ctx)
+	return r.supervise(ctx)
+}
+
+// supervise waits for Cluster.WaitHealthy, restarting a process that
+// exited on its own, as a supervisor (systemd, a kubelet) would: a
+// clickagg process started while Redis or etcd is unreachable exits at
+// once, by design. Each restart is printed and counted in the summary;
+// the answers, not the exits, decide the run.
+func (r *runner) supervise(ctx context.Context) error {
+	for {
+		err := r.cl.WaitHealthy(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		r.superviseMu.Lock()
+		restarted := false
+		for _, p := range r.cl.Processes() {
+			crash := p.Crashed()
+			if crash == nil {
+				continue
+			}
+			restarted = true
+			r.restarts.Add(1)
+			r.printf("%s exited on its own (%v): restarting it", p.Name, crash)
+			if err := p.Start(ctx); err != nil {
+				r.printf("restart %s: %v", p.Name, err)
+			}
+		}
+		r.superviseMu.Unlock()
+		if !restarted {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // dial connects to the queryds and coordinators directly: the checker's
@@ -571,7 +612,7 @@ func (r *runner) fault(ctx context.Context, f Fault) (time.Duration, error) {
 	if ctx.Err() != nil {
 		return 0, ctx.Err() // healed; the run is over
 	}
-	if err := r.cl.WaitHealthy(hctx); err != nil {
+	if err := r.supervise(hctx); err != nil {
 		return 0, fmt.Errorf("not healthy %v after the heal: %w", healthyWithin, err)
 	}
 	rec := time.Since(healed)
@@ -1006,13 +1047,14 @@ func (r *runner) verifyFaults() []Fault {
 	}
 	var out []Fault
 	killed := pick(KillOne)
+	reset := pick(NetReset, killed)
 	if killed != "" {
 		out = append(out, Fault{At: 2 * time.Second, Kind: KillOne, Targets: []string{killed}, Duration: 3 * time.Second})
 	}
-	if paused := pick(Pause, killed); paused != "" {
+	if paused := pick(Pause, killed, reset); paused != "" {
 		out = append(out, Fault{At: 12 * time.Second, Kind: Pause, Targets: []string{paused}, Duration: r.cfg.Cluster.LeaseTTL + 2*time.Second})
 	}
-	if reset := pick(NetReset); reset != "" {
+	if reset != "" {
 		out = append(out, Fault{At: 6 * time.Second, Kind: NetReset, Targets: []string{reset}, Duration: 4 * time.Second})
 	}
 	slices.SortFunc(out, func(a, b Fault) int { return int(a.At - b.At) })

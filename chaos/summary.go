@@ -20,6 +20,10 @@ type Summary struct {
 	// Recovery is, per kind, the time from each fault's heal to the
 	// cluster being healthy again (Cluster.WaitHealthy).
 	Recovery map[Kind][]time.Duration
+	// Restarts counts the processes that exited on their own (a process
+	// started while Redis or etcd is down exits at once) and were
+	// restarted, as a supervisor would.
+	Restarts int64
 	// AnswersChecked counts every answer compared with the truth;
 	// AnswersFailed the queries that failed (UNAVAILABLE under faults:
 	// counted, not wrong); AnswersWrong must be 0.
@@ -53,6 +57,9 @@ func (s Summary) Print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if s.Restarts > 0 {
+		fmt.Fprintf(w, "processes restarted after exiting on their own: %d\n", s.Restarts)
+	}
 	fmt.Fprintf(w, "answers checked %d, failed (unavailable, not wrong) %d, wrong %d\n", s.AnswersChecked, s.AnswersFailed, s.AnswersWrong)
 	for _, x := range s.Wrong {
 		fmt.Fprintf(w, "  WRONG %s\n", x)
