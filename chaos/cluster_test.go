@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -133,6 +134,24 @@ func TestClusterStarts(t *testing.T) {
 	rdb := c.RedisClient()
 	defer rdb.Close()
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The shipper joins the processes, serves, and is a kill target.
+	log := filepath.Join(t.TempDir(), "clicks.log")
+	if err := os.WriteFile(log, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sh, err := c.StartShipper(ctx, []string{log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Name != "shipper-1" || sh.Role != "shipper" || !slices.Contains(c.Targets(KillOne), "shipper-1") {
+		t.Fatalf("shipper %s (%s); kill targets %v", sh.Name, sh.Role, c.Targets(KillOne))
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

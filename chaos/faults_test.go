@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
+	"github.com/clickagg/clickagg/ring"
 	"github.com/clickagg/clickagg/testserver"
 )
 
@@ -362,9 +363,9 @@ func prepareEtcdUnreachable(t *testing.T, c *Cluster) (during, after func(t *tes
 	return during, func(*testing.T) {}
 }
 
-// prepareLatency: a health check through aggregator-3's proxy takes at
-// least one round trip of the toxic (2×300ms less jitter); directly it
-// does not wait for the toxic.
+// prepareLatency: a health check through aggregator-3's proxy, and the
+// calls of the coordinator and of queryd that reach aggregator-3, take at
+// least one round trip of the toxic (2×300ms less jitter).
 func prepareLatency(t *testing.T, c *Cluster) (during, after func(t *testing.T)) {
 	p, err := c.process("aggregator-3")
 	if err != nil {
@@ -379,6 +380,56 @@ func prepareLatency(t *testing.T, c *Cluster) (during, after func(t *testing.T))
 		}
 		if d := time.Since(start); d < 500*time.Millisecond {
 			t.Errorf("a health check through the proxy took %v, want at least 2×300ms less jitter", d)
+		}
+		// Members dial aggregator-3 by its proxy: the coordinator's
+		// status (a call to every aggregator) and queryd's count of an
+		// ad of aggregator-3's wait for the toxic too.
+		a, err := coordinator(t, c).GetAssignment(ctx, &clickaggv1.GetAssignmentRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		owned := 0
+		for _, p := range a.Partitions {
+			if p.Member == "aggregator-3" {
+				owned++
+			}
+		}
+		start = time.Now()
+		if _, err := coordinator(t, c).GetClusterStatus(ctx, &clickaggv1.GetClusterStatusRequest{Summary: true}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("aggregator-3 owns %d partitions; GetClusterStatus took %v", owned, time.Since(start))
+		if d := time.Since(start); d < 500*time.Millisecond {
+			t.Errorf("GetClusterStatus took %v, want at least 2×300ms less jitter: the coordinator does not reach aggregator-3 through its proxy", d)
+		}
+		// An ad of a partition aggregator-3 owns, over the current
+		// minute: queryd can only ask the owner.
+		parts, err := ring.NewPartitioner(c.cfg.Partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := map[int]string{}
+		for _, p := range a.Partitions {
+			owner[int(p.Partition)] = p.Member
+		}
+		ad := ""
+		for i := 0; ad == ""; i++ {
+			if id := fmt.Sprintf("ad-%d", i); owner[parts.Partition(id)] == "aggregator-3" {
+				ad = id
+			}
+		}
+		conn, err := grpcDial(c.QuerydAddrs()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start = time.Now()
+		if _, err := clickaggv1.NewQueryServiceClient(conn).GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{AdId: ad, LastMinutes: 1}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("GetAggregatedCount of %s took %v", ad, time.Since(start))
+		if d := time.Since(start); d < 500*time.Millisecond {
+			t.Errorf("GetAggregatedCount of %s (aggregator-3's) took %v, want at least 2×300ms less jitter: queryd does not reach aggregator-3 through its proxy", ad, d)
 		}
 	}
 	return during, func(*testing.T) {}
