@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build build-broken image tools proto proto-check lint nobench-check subjects deps deps-dev test test-chaosbreak test-unit test-e2e k8s-test fuzz fuzz-short fuzz-targets-check dev console-screenshot clean
+.PHONY: all build build-broken image tools proto proto-check lint nobench-check subjects deps deps-dev test test-chaosbreak test-unit test-e2e k8s-test fuzz fuzz-short fuzz-targets-check dev console-screenshot chaos clean
 
 all: build
 
@@ -60,11 +60,12 @@ lint: tools subjects
 	$(BIN)/staticcheck -tags chaosbreak $(CHAOSBREAK_PKGS)
 
 # nobench-check: the release image's build (-tags nobench, Dockerfile)
-# compiles and links neither the bench nor its pprof reader.
+# compiles and links neither the bench nor its pprof reader, nor the
+# chaos harness and toxiproxy.
 nobench-check:
 	$(GO) vet -tags nobench ./cli/ ./cmd/clickagg
 	$(BIN)/staticcheck -tags nobench ./cli/ ./cmd/clickagg
-	@if $(GO) list -deps -tags nobench ./cmd/clickagg | grep -E '^github.com/(clickagg/clickagg/bench|google/pprof)'; then \
+	@if $(GO) list -deps -tags nobench ./cmd/clickagg | grep -E '^github.com/(clickagg/clickagg/(bench|chaos)|google/pprof|Shopify/toxiproxy)'; then \
 		echo "the nobench build (the release image) links the packages above" >&2; exit 1; fi
 
 # subjects fails when a commit subject is over 72 characters (CONTRIBUTING.md).
@@ -159,6 +160,18 @@ dev: deps-dev build
 # cluster with a minute of traffic and writes docs/console.png (README).
 console-screenshot: deps
 	CLICKAGG_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png $(GO) test -count=1 -run 'TestConsole$$' -v ./test/
+
+# chaos is the long chaos run (docs/reliability.md): ten million clicks
+# while 75 faults, five of each kind, play over the cluster `clickagg
+# chaos run` starts; the output, schedule and summary, is tee'd to
+# chaos-<seed>.out. About 35 minutes of workload at CHAOS_RATE, then the
+# exact checks; the short run is test/chaos_test.go's TestChaosShort.
+CHAOS_SEED ?= 20261208
+CHAOS_EVENTS ?= 10000000
+CHAOS_FAULTS ?= 75
+CHAOS_RATE ?= 5000
+chaos: deps build
+	set -o pipefail; $(BIN)/clickagg chaos run -seed=$(CHAOS_SEED) -events=$(CHAOS_EVENTS) -faults=$(CHAOS_FAULTS) -kinds=all -rate=$(CHAOS_RATE) 2>&1 | tee chaos-$(CHAOS_SEED).out
 
 clean:
 	rm -rf $(BIN) data

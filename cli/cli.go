@@ -21,6 +21,7 @@ Usage:
   clickagg loadgen [flags]    send synthetic clicks to a router
   clickagg ship [flags]       tail click log files and send them to the routers, exactly once
   clickagg bench [flags]      measure a cluster and two baselines, write docs/benchmarks.md
+  clickagg chaos <command>    run a whole cluster on this machine under seeded faults (developer tool)
   clickagg recalc [flags]     recount a range of minutes from the raw archive as a new history revision; -apply serves it
   clickagg reconcile [flags]  recount a range from the raw archive and compare it with the history served
   clickagg status [flags]     the cluster at a glance: members, versions, partitions, lag, watermark delay, hot keys, handoffs
@@ -50,6 +51,8 @@ func Main(args []string) int {
 		err = runRecalc(ctx, args[1:])
 	case len(args) > 0 && args[0] == "bench":
 		err = runBench(ctx, args[1:])
+	case len(args) > 0 && args[0] == "chaos":
+		err = runChaos(ctx, args[1:])
 	case len(args) > 0 && args[0] == "reconcile":
 		err = runReconcile(ctx, args[1:], os.Stdout, time.Now())
 	default:
