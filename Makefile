@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway grpcurl gotestsum staticcheck
 
-.PHONY: all build image tools proto proto-check lint nobench-check subjects deps deps-dev test test-unit test-e2e k8s-test fuzz fuzz-short fuzz-targets-check dev console-screenshot chaos clean
+.PHONY: all build build-broken image tools proto proto-check lint nobench-check subjects deps deps-dev test test-chaosbreak test-unit test-e2e k8s-test fuzz fuzz-short fuzz-targets-check dev console-screenshot chaos clean
 
 all: build
 
@@ -19,6 +19,12 @@ BUILDINFO_LDFLAGS := $(if $(VERSION),-X github.com/clickagg/clickagg/buildinfo.v
 
 build:
 	$(GO) build -ldflags '$(BUILDINFO_LDFLAGS)' -o $(BIN)/clickagg ./cmd/clickagg
+
+# build-broken builds bin/clickagg-broken, the chaos harness's negative
+# controls: with -tags chaosbreak it breaks what CLICKAGG_BREAK names
+# (package breakage). Never released: the release build has none of it.
+build-broken:
+	$(GO) build -tags chaosbreak -ldflags '$(BUILDINFO_LDFLAGS)' -o $(BIN)/clickagg-broken ./cmd/clickagg
 
 # image builds the release image with the version and commit stamped
 # (the Dockerfile builds with -buildvcs=false, so it is told both).
@@ -50,6 +56,8 @@ lint: tools subjects
 	$(BIN)/staticcheck ./...
 	cd k8s && $(GO) vet ./... && $(BIN)/staticcheck ./...
 	$(MAKE) --no-print-directory nobench-check
+	$(GO) vet -tags chaosbreak $(CHAOSBREAK_PKGS)
+	$(BIN)/staticcheck -tags chaosbreak $(CHAOSBREAK_PKGS)
 
 # nobench-check: the release image's build (-tags nobench, Dockerfile)
 # compiles and links neither the bench nor its pprof reader, nor the
@@ -88,10 +96,23 @@ deps:
 deps-dev:
 	@scripts/deps.sh dev
 
+# CHAOSBREAK_PKGS are the packages with a broken branch (package
+# breakage): their tests under -tags chaosbreak show that each switch
+# changes what it should, beside the normal counterparts.
+CHAOSBREAK_PKGS := ./breakage ./tally ./snapshot ./router ./queryd ./aggregator
+CHAOSBREAK_TESTS := 'TestParse|TestSet|TestRedelivery|TestStaleOwner|TestNoAckWhileRedisStopped|TestAckBeforeRedis|TestOwnerDown|TestSnapshotIsConsistentCut|TestSnapshotOffsetApart'
+
 test: deps tools proto-check lint build k8s-test
 	$(BIN)/gotestsum --format pkgname-and-test-fails -- -race -timeout 15m $$($(GO) list ./... | grep -v /test$$)
+	$(MAKE) --no-print-directory test-chaosbreak
 	$(MAKE) --no-print-directory fuzz-short
 	$(BIN)/gotestsum --format standard-verbose -- -timeout 40m -count=1 ./test/...
+
+# test-chaosbreak runs the negative controls' tests and their normal
+# counterparts in the chaosbreak build (a few seconds; the rest of those
+# packages ran above).
+test-chaosbreak: $(BIN)/gotestsum
+	$(BIN)/gotestsum --format pkgname-and-test-fails -- -tags chaosbreak -race -count=1 -timeout 5m -run $(CHAOSBREAK_TESTS) $(CHAOSBREAK_PKGS)
 
 # FUZZ_TARGETS is every fuzz target, as package:FuzzName (CONTRIBUTING.md,
 # Fuzzing). go test -fuzz takes one target of one package per run, hence

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/breakage"
 	"github.com/clickagg/clickagg/partlog"
+	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
 	"github.com/clickagg/clickagg/snapshot"
 	"github.com/clickagg/clickagg/tally"
 )
@@ -177,6 +180,21 @@ func (a *Aggregator) write(ctx context.Context, p *partition, e encoded) error {
 	a.m.snapshotDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return fmt.Errorf("save snapshot %d at epoch %d: %w", p.id, p.epoch, err)
+	}
+	if breakage.On(breakage.OffsetApart) {
+		// Broken on purpose: a snapshot is a consistent cut, its state
+		// and its offset written in one script (docs/architecture.md,
+		// invariant 4). Here a later write moves the stored offset to
+		// where the partition has got to since the snapshot was taken,
+		// so a restore replays from past what the state holds.
+		var m clickaggv1.SnapshotMeta
+		if err := proto.Unmarshal(e.w.Meta, &m); err == nil {
+			m.Offset = p.tp.Offset()
+			meta, _ := proto.Marshal(&m)
+			if err := a.store.Save(ctx, p.id, snapshot.Write{Epoch: p.epoch, Meta: meta}); err != nil {
+				return fmt.Errorf("save snapshot offset %d at epoch %d: %w", p.id, p.epoch, err)
+			}
+		}
 	}
 	a.m.snapshotBytes.Observe(float64(e.size))
 	p.tp.MarkSaved(e.snap)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/clickagg/clickagg/grpcserver"
 	"github.com/clickagg/clickagg/shipper"
 )
 
@@ -37,11 +38,20 @@ type shipFlags struct {
 	progress               string
 	// client secures the calls to the routers: TLS and a bearer token.
 	client clientFlags
+	// grpc and http bound the health and metrics servers as the server
+	// process's are bounded, under the same flags.
+	grpc           grpcserver.Config
+	maxRecvMsgSize int
+	http           HTTPConfig
 }
 
 func registerShipFlags(fs *flag.FlagSet, cfg *shipper.Config, sf *shipFlags) {
 	cfg.RegisterFlags(fs)
 	sf.client.register(fs)
+	sf.grpc.RegisterFlags(fs)
+	// The health service's requests are a few bytes.
+	fs.IntVar(&sf.maxRecvMsgSize, "grpc.max-recv-msg-size", 64<<10, "largest gRPC request in bytes to the health service; larger ones fail with RESOURCE_EXHAUSTED")
+	sf.http.RegisterFlags(fs)
 	host, _ := os.Hostname()
 	fs.StringVar(&sf.id, "id", host, "host part of every derived event_id (<id>:<dev>:<inode>:<head>:<gen>:<offset>); unique per shipper and stable across its restarts")
 	fs.StringVar(&sf.grpcAddr, "grpc.addr", "", "address of a gRPC health service (SERVING once shipping); empty: none")
@@ -66,6 +76,15 @@ func runShip(ctx context.Context, args []string) error {
 	if sf.progress != "auto" && sf.progress != "on" && sf.progress != "off" {
 		return fmt.Errorf("-ship.progress %q: want auto, on or off", sf.progress)
 	}
+	if err := sf.grpc.Validate(); err != nil {
+		return err
+	}
+	if sf.maxRecvMsgSize < 1<<10 {
+		return fmt.Errorf("-grpc.max-recv-msg-size %d: must be at least 1024", sf.maxRecvMsgSize)
+	}
+	if err := sf.http.Validate(); err != nil {
+		return err
+	}
 	cfg.Host = sf.id
 	lg, err := newLogger(sf.logFormat, sf.logLevel)
 	if err != nil {
@@ -86,7 +105,9 @@ func runShip(ctx context.Context, args []string) error {
 			return fmt.Errorf("-grpc.addr: %w", err)
 		}
 		gm := grpcMetrics(reg)
-		gs := grpc.NewServer(grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()))
+		gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(sf.maxRecvMsgSize),
+			grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(gm.StreamServerInterceptor())},
+			grpcserver.Options(sf.grpc)...)...)
 		hs := health.NewServer()
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		healthpb.RegisterHealthServer(gs, hs)
@@ -111,9 +132,9 @@ func runShip(ctx context.Context, args []string) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", allow(metricsHandler(reg), http.MethodGet, http.MethodHead))
 		mux.Handle("/healthz", allow(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }), http.MethodGet, http.MethodHead))
-		hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hsrv := sf.http.server(mux, nil)
 		g.Go(func() error {
-			if err := hsrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			if err := runHTTP(hsrv, l); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil

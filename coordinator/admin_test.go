@@ -512,6 +512,63 @@ func TestFollowerForwardsMutations(t *testing.T) {
 	}
 }
 
+// TestForwardToStoppedLeader: a leader that is stopped (its connections
+// frozen as by SIGSTOP: open and silent, its election key kept) makes a
+// forwarded mutation fail within -coordinator.forward-timeout with
+// DEADLINE_EXCEEDED naming the leader, instead of waiting as long as the
+// caller does; once it runs again, forwards reach it again.
+func TestForwardToStoppedLeader(t *testing.T) {
+	e := newEnv(t)
+	const forwardTimeout = time.Second
+	cfg := Config{Load: ring.DefaultLoad, SessionTTL: ttl, StatusTimeout: 2 * time.Second, ReleaseTimeout: 2 * time.Second, ForwardTimeout: forwardTimeout}
+	start := func(id string, via func(addr string) string) clickaggv1.CoordinatorServiceClient {
+		lis := testserver.Listen(t)
+		c := New(cfg, cluster.Candidate{ID: id, Addr: via(lis.Addr().String())}, e.client(), 8, e.dial, coordLogger(t, id))
+		client := serveCoordinator(t, lis, c)
+		runCoordinator(t, id, c)
+		return client
+	}
+	var leader *testserver.Proxy
+	start("coord-1", func(addr string) string { leader = testserver.NewProxy(t, addr); return leader.Addr() })
+	e.waitLeader("coord-1")
+	follower := start("coord-2", func(addr string) string { return addr })
+
+	drain := func() error {
+		_, err := follower.DrainMember(ctxT(t), &clickaggv1.DrainMemberRequest{Member: "zz"})
+		return err
+	}
+	// The leader's refusal comes back: the forward reached it.
+	if err := drain(); status.Code(err) != codes.NotFound {
+		t.Fatalf("forwarded drain of an unknown member = %v, want NOT_FOUND from the leader", err)
+	}
+
+	leader.Freeze()
+	// Thawed before the cleanups: a gRPC server does not stop while a
+	// connection of its holds unsent bytes.
+	defer leader.Thaw()
+	began := time.Now()
+	err := drain()
+	took := time.Since(began)
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(msg, `leader coord-1 at `+leader.Addr()) || !strings.Contains(msg, "-coordinator.forward-timeout") {
+		t.Fatalf("forward to a stopped leader = %v, want DEADLINE_EXCEEDED naming coord-1 at %s and the flag", err, leader.Addr())
+	}
+	// The caller's own deadline is 30s: only the forward timeout can
+	// have ended the call this early (a generous bound, not a timing).
+	if took < forwardTimeout || took > 15*time.Second {
+		t.Fatalf("forward to a stopped leader took %v, want about %v", took, forwardTimeout)
+	}
+	t.Logf("forward to a stopped leader failed after %v: %s", took, msg)
+
+	leader.Thaw()
+	testserver.Eventually(t, wait, func() error {
+		if err := drain(); status.Code(err) != codes.NotFound {
+			return fmt.Errorf("forwarded drain after the leader resumed = %v, want NOT_FOUND", err)
+		}
+		return nil
+	})
+}
+
 // TestGetLoad: per-partition rates and lag as the owners report them, and
 // their sums per member, with the draining flag; with every other member
 // draining or gone, a drained member owns partitions again rather than

@@ -23,10 +23,25 @@ type Config struct {
 	// ReleaseTimeout bounds the old owner's answer to Release in a live
 	// handoff; past it the move goes ahead unplanned.
 	ReleaseTimeout time.Duration
+	// ForwardTimeout bounds the leader's answer to a mutation a follower
+	// forwards to it; 0 means DefaultForwardTimeout.
+	ForwardTimeout time.Duration
 	// JoinDelay is how long a change that only adds aggregators waits for
 	// another join before it is planned (at most 5 times this in all); 0
 	// plans at once.
 	JoinDelay time.Duration
+}
+
+// DefaultForwardTimeout is -coordinator.forward-timeout's default: the
+// leader answers a mutation once it is written to etcd, in milliseconds.
+const DefaultForwardTimeout = 10 * time.Second
+
+// forwardTimeout is ForwardTimeout or its default.
+func (c *Config) forwardTimeout() time.Duration {
+	if c.ForwardTimeout <= 0 {
+		return DefaultForwardTimeout
+	}
+	return c.ForwardTimeout
 }
 
 // RegisterFlags registers the coordinator's flags with their defaults.
@@ -35,6 +50,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTTL, "coordinator.session-ttl", 10*time.Second, "whole seconds, at least 2s: how long a crashed leader keeps leadership before another coordinator takes over")
 	fs.DurationVar(&c.StatusTimeout, "coordinator.status-timeout", 2*time.Second, "how long GetClusterStatus and GetLoad wait for each aggregator, and GetClusterStatus for each router; partitions of an aggregator that does not answer in time, and such routers, are reported as unavailable")
 	fs.DurationVar(&c.JoinDelay, "coordinator.join-delay", time.Second, "new aggregators get partitions once none has joined for this long (at most 5 times this after the first); 0: at every join")
+	fs.DurationVar(&c.ForwardTimeout, "coordinator.forward-timeout", DefaultForwardTimeout, "how long a coordinator that does not lead waits for the leader's answer to a mutation it forwards (MovePartition, DrainMember, Rebalance, SplitKey, UnsplitKey); past it the call fails with DEADLINE_EXCEEDED, its outcome unknown")
 	fs.DurationVar(&c.ReleaseTimeout, "coordinator.release-timeout", 5*time.Second, "how long a live handoff waits for the old owner's final snapshot before moving the partition anyway; keep it well below -aggregator.release-timeout")
 }
 
@@ -56,6 +72,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReleaseTimeout <= 0 {
 		return fmt.Errorf("-coordinator.release-timeout %v: must be positive", c.ReleaseTimeout)
+	}
+	if c.ForwardTimeout < 0 {
+		return fmt.Errorf("-coordinator.forward-timeout %v: must not be negative (0 means %v)", c.ForwardTimeout, DefaultForwardTimeout)
 	}
 	return nil
 }

@@ -24,8 +24,8 @@ func TestPausedAggregatorIsFenced(t *testing.T) {
 	const parts = 8
 	w := newWorld(t, parts)
 	etcdProxy, etcdURL := w.etcdProxy()
-	redisProxy := startProxy(t, w.redis)
-	a := w.startAggregator("a", aggOpts{etcd: etcdURL, redis: redisProxy.addr()})
+	redisProxy := testserver.NewProxy(t, w.redis)
+	a := w.startAggregator("a", aggOpts{etcd: etcdURL, redis: redisProxy.Addr()})
 	w.startAggregator("b", aggOpts{})
 	co := w.startCoordinator("coord-1", "", ttl)
 	w.waitOwners(true, "a", "b")
@@ -39,8 +39,8 @@ func TestPausedAggregatorIsFenced(t *testing.T) {
 		}
 	}
 
-	etcdProxy.freeze()
-	redisProxy.freeze()
+	etcdProxy.Freeze()
+	redisProxy.Freeze()
 	w.waitOwners(true, "b")
 	w.waitSettled()
 	// b serves a's partitions: a, still running, must not answer for them.
@@ -55,8 +55,8 @@ func TestPausedAggregatorIsFenced(t *testing.T) {
 	}
 	r.waitSent(1000)
 
-	etcdProxy.thaw()
-	redisProxy.thaw()
+	etcdProxy.Thaw()
+	redisProxy.Thaw()
 	testserver.Eventually(t, wait, func() error {
 		if st := a.a.Stats(); st.FencedWrites == 0 || st.LeaseLosses != 1 {
 			return fmt.Errorf("a's stats %+v: want fenced writes and one lease loss", st)
@@ -101,7 +101,7 @@ func TestDeposedCoordinatorIsRefused(t *testing.T) {
 	}
 
 	lease := w.leaderLease()
-	etcdProxy.freeze()
+	etcdProxy.Freeze()
 	if _, err := w.etcd().Revoke(ctxT(t), lease); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestDeposedCoordinatorIsRefused(t *testing.T) {
 		}
 		return nil
 	})
-	etcdProxy.thaw()
+	etcdProxy.Thaw()
 	if err := <-moveErr; status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "not the leader") {
 		t.Fatalf("deposed leader's move = %v, want UNAVAILABLE: not the leader", err)
 	}

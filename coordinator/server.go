@@ -42,41 +42,61 @@ func NewServer(c *Coordinator) clickaggv1.CoordinatorServiceServer {
 // value is the forwarding coordinator's ID.
 const forwardedBy = "clickagg-forwarded-by"
 
-// leader returns a client of the leader and the context to call it with,
-// or the status to answer when the call cannot be forwarded.
-func (s *server) leader(ctx context.Context) (clickaggv1.CoordinatorServiceClient, context.Context, error) {
+// forward sends a mutation to the leader with call, bounded by
+// -coordinator.forward-timeout: a stopped leader (SIGSTOP, a frozen VM)
+// keeps its connection open and its election key until its session
+// expires, and the follower would otherwise wait on it as long as the
+// caller does, for ever without a deadline. Past the bound the caller
+// learns that the outcome is unknown, not that the call failed.
+func forward[R any](ctx context.Context, s *server, call func(context.Context, clickaggv1.CoordinatorServiceClient) (R, error)) (R, error) {
+	var none R
+	cl, fctx, cand, err := s.leader(ctx)
+	if err != nil {
+		return none, err
+	}
+	d := s.c.cfg.forwardTimeout()
+	fctx, cancel := context.WithTimeout(fctx, d)
+	defer cancel()
+	resp, err := call(fctx, cl)
+	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+		return none, status.Errorf(codes.DeadlineExceeded, "the leader %s at %s did not answer the forwarded call within %v (-coordinator.forward-timeout): it may or may not have applied it; read GetAssignment or GetHotKeys before retrying", cand.ID, cand.Addr, d)
+	}
+	return resp, err
+}
+
+// leader returns a client of the leader, the context to call it with and
+// the leader, or the status to answer when the call cannot be forwarded.
+func (s *server) leader(ctx context.Context) (clickaggv1.CoordinatorServiceClient, context.Context, cluster.Candidate, error) {
 	cand, err := s.c.cl.LeaderCandidate(ctx)
 	if err != nil {
-		return nil, nil, toStatus(err)
+		return nil, nil, cand, toStatus(err)
 	}
 	self := s.c.self.ID
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedBy)) > 0 {
-		return nil, nil, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead (the call was forwarded by %s); the leader is %q at %q: call it",
+		return nil, nil, cand, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead (the call was forwarded by %s); the leader is %q at %q: call it",
 			self, md.Get(forwardedBy)[0], cand.ID, cand.Addr)
 	}
 	switch {
 	case cand.ID == "":
-		return nil, nil, status.Error(codes.Unavailable, "no coordinator leads now; retry shortly")
+		return nil, nil, cand, status.Error(codes.Unavailable, "no coordinator leads now; retry shortly")
 	case cand.ID == self:
-		return nil, nil, status.Errorf(codes.Unavailable, "coordinator %s is taking over the leadership; retry shortly", self)
+		return nil, nil, cand, status.Errorf(codes.Unavailable, "coordinator %s is taking over the leadership; retry shortly", self)
 	case cand.Addr == "":
-		return nil, nil, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead and the leader %q has no address to forward to: call it", self, cand.ID)
+		return nil, nil, cand, status.Errorf(codes.FailedPrecondition, "coordinator %s does not lead and the leader %q has no address to forward to: call it", self, cand.ID)
 	}
 	cc, err := s.c.conn(cand.Addr)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "forward to the leader %s: %v", cand.ID, err)
+		return nil, nil, cand, status.Errorf(codes.Unavailable, "forward to the leader %s: %v", cand.ID, err)
 	}
-	return clickaggv1.NewCoordinatorServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedBy, self), nil
+	return clickaggv1.NewCoordinatorServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedBy, self), cand, nil
 }
 
 func (s *server) MovePartition(ctx context.Context, req *clickaggv1.MovePartitionRequest) (*clickaggv1.MovePartitionResponse, error) {
 	moves, err := s.c.MovePartition(ctx, int(req.GetPartition()), req.GetToMember(), req.GetDryRun())
 	if errors.Is(err, ErrNotLeading) {
-		cl, fctx, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return cl.MovePartition(fctx, req)
+		return forward(ctx, s, func(fctx context.Context, cl clickaggv1.CoordinatorServiceClient) (*clickaggv1.MovePartitionResponse, error) {
+			return cl.MovePartition(fctx, req)
+		})
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -87,11 +107,9 @@ func (s *server) MovePartition(ctx context.Context, req *clickaggv1.MovePartitio
 func (s *server) DrainMember(ctx context.Context, req *clickaggv1.DrainMemberRequest) (*clickaggv1.DrainMemberResponse, error) {
 	moves, err := s.c.DrainMember(ctx, req.GetMember(), req.GetCancel(), req.GetDryRun())
 	if errors.Is(err, ErrNotLeading) {
-		cl, fctx, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return cl.DrainMember(fctx, req)
+		return forward(ctx, s, func(fctx context.Context, cl clickaggv1.CoordinatorServiceClient) (*clickaggv1.DrainMemberResponse, error) {
+			return cl.DrainMember(fctx, req)
+		})
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -102,11 +120,9 @@ func (s *server) DrainMember(ctx context.Context, req *clickaggv1.DrainMemberReq
 func (s *server) Rebalance(ctx context.Context, req *clickaggv1.RebalanceRequest) (*clickaggv1.RebalanceResponse, error) {
 	moves, err := s.c.Rebalance(ctx, req.GetDryRun())
 	if errors.Is(err, ErrNotLeading) {
-		cl, fctx, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return cl.Rebalance(fctx, req)
+		return forward(ctx, s, func(fctx context.Context, cl clickaggv1.CoordinatorServiceClient) (*clickaggv1.RebalanceResponse, error) {
+			return cl.Rebalance(fctx, req)
+		})
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -117,11 +133,9 @@ func (s *server) Rebalance(ctx context.Context, req *clickaggv1.RebalanceRequest
 func (s *server) SplitKey(ctx context.Context, req *clickaggv1.SplitKeyRequest) (*clickaggv1.SplitKeyResponse, error) {
 	iv, err := s.c.SplitKey(ctx, req.GetAdId(), int(req.GetWays()), req.GetDryRun())
 	if errors.Is(err, ErrNotLeading) {
-		cl, fctx, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return cl.SplitKey(fctx, req)
+		return forward(ctx, s, func(fctx context.Context, cl clickaggv1.CoordinatorServiceClient) (*clickaggv1.SplitKeyResponse, error) {
+			return cl.SplitKey(fctx, req)
+		})
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -132,11 +146,9 @@ func (s *server) SplitKey(ctx context.Context, req *clickaggv1.SplitKeyRequest) 
 func (s *server) UnsplitKey(ctx context.Context, req *clickaggv1.UnsplitKeyRequest) (*clickaggv1.UnsplitKeyResponse, error) {
 	iv, err := s.c.UnsplitKey(ctx, req.GetAdId(), req.GetDryRun())
 	if errors.Is(err, ErrNotLeading) {
-		cl, fctx, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return cl.UnsplitKey(fctx, req)
+		return forward(ctx, s, func(fctx context.Context, cl clickaggv1.CoordinatorServiceClient) (*clickaggv1.UnsplitKeyResponse, error) {
+			return cl.UnsplitKey(fctx, req)
+		})
 	}
 	if err != nil {
 		return nil, toStatus(err)

@@ -604,118 +604,15 @@ func (w *world) handoffs(from uint64) []cluster.Handoff {
 	return out
 }
 
-// proxy forwards TCP connections to target and can freeze them: while
-// frozen, bytes are held, not dropped, as by a process that is stopped.
-type proxy struct {
-	t      *testing.T
-	lis    net.Listener
-	target string
-
-	mu     sync.Mutex
-	cond   *sync.Cond
-	frozen bool
-	conns  []net.Conn
-	closed bool
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{t: t, lis: lis, target: target}
-	p.cond = sync.NewCond(&p.mu)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				_ = c.Close()
-				_ = up.Close()
-				return
-			}
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(up, c) })
-			wg.Go(func() { p.pipe(c, up) })
-		}
-	})
-	t.Cleanup(func() {
-		p.mu.Lock()
-		p.closed, p.frozen = true, false
-		p.cond.Broadcast()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		_ = lis.Close()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.lis.Addr().String() }
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer func() {
-		_ = dst.Close()
-		_ = src.Close()
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			for p.frozen {
-				p.cond.Wait()
-			}
-			closed := p.closed
-			p.mu.Unlock()
-			if closed {
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *proxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.frozen = true
-}
-
-func (p *proxy) thaw() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.frozen = false
-	p.cond.Broadcast()
-}
-
 // etcdProxy returns a proxy to the world's etcd and its client endpoint.
-func (w *world) etcdProxy() (*proxy, string) {
+func (w *world) etcdProxy() (*testserver.Proxy, string) {
 	w.t.Helper()
 	u, err := url.Parse(w.endpoint)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	p := startProxy(w.t, u.Host)
-	return p, "http://" + p.addr()
+	p := testserver.NewProxy(w.t, u.Host)
+	return p, "http://" + p.Addr()
 }
 
 // leaderLease returns the lease of the current leader's election key.

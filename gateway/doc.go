@@ -13,7 +13,10 @@
 //     it finds in the etcd membership (Forwarder, behind New). Any
 //     coordinator answers reads, leader or not, so the forwarder keeps to
 //     the one that answered last and tries the next registered one only
-//     when that one cannot be reached.
+//     when that one cannot be reached or does not answer within
+//     AttemptTimeout: a stopped coordinator (SIGSTOP) keeps its connection
+//     open and stays registered until its lease expires, and a read sent
+//     to it would otherwise wait as long as the caller does.
 //
 // The mutations (MovePartition, DrainMember, ...) have no HTTP binding:
 // they stay with grpcurl and the admin permission. Authorization is the

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -75,8 +76,9 @@ type Dial func(addr string) (grpc.ClientConnInterface, error)
 // Forwarder is a grpc.ClientConnInterface that sends each unary call to
 // a live coordinator: the one that answered last while it stays
 // registered, else the registered ones in ID order, moving on when a
-// coordinator cannot be reached (UNAVAILABLE). Other errors are the
-// coordinator's answer and are returned as they are.
+// coordinator cannot be reached (UNAVAILABLE) or does not answer within
+// AttemptTimeout. Other errors are the coordinator's answer and are
+// returned as they are.
 type Forwarder struct {
 	members Members
 	dial    Dial
@@ -90,6 +92,14 @@ type Forwarder struct {
 func NewForwarder(members Members, dial Dial) *Forwarder {
 	return &Forwarder{members: members, dial: dial}
 }
+
+// AttemptTimeout bounds each coordinator's answer to a forwarded call. A
+// stopped coordinator (SIGSTOP, a frozen VM) keeps its TCP connection
+// open and stays registered until its lease expires: without a bound
+// every call would wait on it rather than move on to the next one. Ten
+// seconds: a coordinator's slowest read, GetClusterStatus, waits
+// -coordinator.status-timeout (2s) for the aggregators.
+const AttemptTimeout = 10 * time.Second
 
 // errNoCoordinator is answered when etcd lists no coordinator.
 var errNoCoordinator = status.Error(codes.Unavailable, "no coordinator is registered in etcd: start a process with -target=coordinator (or all)")
@@ -123,10 +133,20 @@ func (f *Forwarder) Invoke(ctx context.Context, method string, args, reply any, 
 			errs = append(errs, err)
 			continue
 		}
-		err = cc.Invoke(ctx, method, args, reply, opts...)
-		if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
-			errs = append(errs, fmt.Errorf("coordinator at %s: %w", addr, err))
-			continue
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		err = cc.Invoke(actx, method, args, reply, opts...)
+		cancel()
+		if ctx.Err() == nil {
+			// The calls are reads: asking the next coordinator again is
+			// safe.
+			switch status.Code(err) {
+			case codes.Unavailable:
+				errs = append(errs, fmt.Errorf("coordinator at %s: %w", addr, err))
+				continue
+			case codes.DeadlineExceeded:
+				errs = append(errs, fmt.Errorf("coordinator at %s did not answer within %v", addr, AttemptTimeout))
+				continue
+			}
 		}
 		if err == nil {
 			f.mu.Lock()

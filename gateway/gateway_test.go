@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,6 +156,74 @@ func TestForwarderReachesALiveCoordinator(t *testing.T) {
 	if code, body := get(t, forwarded, "/v1/cluster/rebalance"); code != http.StatusNotFound {
 		t.Errorf("GET /v1/cluster/rebalance: %d %s, want 404", code, body)
 	}
+}
+
+// TestForwarderSkipsAStoppedCoordinator: a coordinator that stops
+// answering (its connection frozen as by SIGSTOP: open and silent, its
+// registration kept) costs a read AttemptTimeout, after which the next
+// coordinator answers it; without the bound the read would wait as long
+// as its caller.
+func TestForwarderSkipsAStoppedCoordinator(t *testing.T) {
+	e := testserver.Etcd(t)
+	cl := cluster.NewClient(testserver.NewEtcdClient(t, e.Endpoint), "/t")
+	lis := testserver.Listen(t)
+	stopped := testserver.NewProxy(t, lis.Addr().String())
+	srv := coordinator.NewServer(coordinator.New(coordinator.Config{}, cluster.Candidate{ID: "coordinator-a", Addr: stopped.Addr()}, cl, 4, dialer(t), nil))
+	testserver.ServeGRPC(t, lis, func(s *grpc.Server) { clickaggv1.RegisterCoordinatorServiceServer(s, srv) })
+	register(t, cl, "coordinator-a", cluster.RoleCoordinator, stopped.Addr())
+	startCoordinator(t, cl, "coordinator-b")
+
+	// One connection per address, kept, as the process's dialer does:
+	// the connection to coordinator-a is up when it stops. A new one
+	// would never finish its handshake and fail after grpc's 20s connect
+	// timeout instead.
+	var mu sync.Mutex
+	conns := map[string]grpc.ClientConnInterface{}
+	dial := func(addr string) (grpc.ClientConnInterface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if cc, ok := conns[addr]; ok {
+			return cc, nil
+		}
+		cc, err := dialer(t)(addr)
+		if err == nil {
+			conns[addr] = cc
+		}
+		return cc, err
+	}
+	fwd := NewForwarder(cl, dial)
+	h, err := New(t.Context(), fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"coordinator-a", "coordinator-b"}
+	// coordinator-a sorts first and answers: the forwarder keeps to it.
+	if code, body := get(t, h, "/v1/cluster/members"); code != http.StatusOK || !slices.Equal(memberIDs(t, body), want) {
+		t.Fatalf("GET /v1/cluster/members: %d %s", code, body)
+	}
+	if fwd.last != stopped.Addr() {
+		t.Fatalf("the forwarder keeps to %q, want coordinator-a at %s", fwd.last, stopped.Addr())
+	}
+
+	stopped.Freeze()
+	// Thawed before the cleanups: a gRPC server does not stop while a
+	// connection of its holds unsent bytes.
+	defer stopped.Thaw()
+	began := time.Now()
+	code, body := get(t, h, "/v1/cluster/members")
+	took := time.Since(began)
+	if code != http.StatusOK || !slices.Equal(memberIDs(t, body), want) {
+		t.Fatalf("GET /v1/cluster/members with coordinator-a stopped: %d %s", code, body)
+	}
+	if fwd.last == stopped.Addr() {
+		t.Fatal("coordinator-a answered while stopped")
+	}
+	// The request has no deadline of its own: it ended because the
+	// attempt at coordinator-a did (a generous bound, not a timing).
+	if took < AttemptTimeout || took > 2*AttemptTimeout {
+		t.Fatalf("the read took %v with coordinator-a stopped, want about AttemptTimeout=%v", took, AttemptTimeout)
+	}
+	t.Logf("read answered by coordinator-b after %v", took)
 }
 
 // TestForwardedCallCarriesNoHeaders: the browser's Authorization header

@@ -38,6 +38,10 @@ type Config struct {
 	// may go on before it is closed under them; 0 waits for them however
 	// long they take.
 	MaxConnectionAgeGrace time.Duration
+	// CallTimeout bounds the server's work on each unary call, whatever
+	// deadline its client set, if any; 0 leaves calls unbounded.
+	// Streaming calls are long-lived by design and not bounded.
+	CallTimeout time.Duration
 }
 
 // Defaults of RegisterFlags.
@@ -54,6 +58,10 @@ const (
 	// calls finish, and closes streams soon enough that they too move.
 	DefaultMaxConnectionAge      = 5 * time.Minute
 	DefaultMaxConnectionAgeGrace = 30 * time.Second
+	// A minute: the slowest unary call by design, a router's append, is
+	// bounded by -router.append-timeout (10s), and queries by
+	// -queryd.call-timeout (5s) per aggregator.
+	DefaultCallTimeout = time.Minute
 )
 
 // RegisterFlags registers the limits under -grpc. with their defaults.
@@ -66,6 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeepaliveTimeout, "grpc.keepalive-timeout", DefaultKeepaliveTimeout, "how long the server waits for the answer to its keepalive ping before it closes the connection")
 	fs.DurationVar(&c.MaxConnectionIdle, "grpc.max-connection-idle", DefaultMaxConnectionIdle, "a connection with no RPC for this long is closed (clients reconnect when they need to); 0 keeps idle connections open")
 	fs.DurationVar(&c.MaxConnectionAge, "grpc.max-connection-age", DefaultMaxConnectionAge, "a client connection this old (±10%) is asked to reconnect, so that clients, their long-lived streams included, re-resolve and spread over the servers added since (routers scaled out behind a headless Service); 0 keeps connections for ever")
+	fs.DurationVar(&c.CallTimeout, "grpc.call-timeout", DefaultCallTimeout, "longest time the server works on one unary call, whatever deadline the client set, if any: past it the call's own calls (etcd, Redis, other members) are canceled and it fails with DEADLINE_EXCEEDED naming this flag; streaming calls are not bounded; 0 leaves calls unbounded")
 	fs.DurationVar(&c.MaxConnectionAgeGrace, "grpc.max-connection-age-grace", DefaultMaxConnectionAgeGrace, "how long RPCs still open on a connection past -grpc.max-connection-age may go on before it is closed under them (a stream then ends with UNAVAILABLE, which clients retry on a new connection); 0 waits for them however long")
 }
 
@@ -88,6 +97,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-grpc.max-connection-idle %v: must not be negative", c.MaxConnectionIdle)
 	case c.MaxConnectionAge < 0:
 		return fmt.Errorf("-grpc.max-connection-age %v: must not be negative; 0 turns it off", c.MaxConnectionAge)
+	case c.CallTimeout < 0:
+		return fmt.Errorf("-grpc.call-timeout %v: must not be negative; 0 leaves calls unbounded", c.CallTimeout)
 	case c.MaxConnectionAgeGrace < 0:
 		return fmt.Errorf("-grpc.max-connection-age-grace %v: must not be negative; 0 waits for open RPCs however long", c.MaxConnectionAgeGrace)
 	}

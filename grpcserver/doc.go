@@ -23,6 +23,16 @@
 // already open go on. Keepalive enforcement and an idle-connection limit
 // close connections that a client abandoned or that ping too often.
 //
+// # Call timeout
+//
+// A unary call inherits its client's deadline, and a client may set none:
+// a call whose own call to etcd, Redis or another member then meets a
+// peer that hangs (stopped by SIGSTOP, its TCP connection open) would hold
+// its goroutine as long as the peer hangs. Options bounds every unary
+// call by -grpc.call-timeout (1m, far above the slowest call by design),
+// ending its calls and failing it with DEADLINE_EXCEEDED naming the flag.
+// Streaming calls are long-lived on purpose and are not bounded.
+//
 // # Connection age
 //
 // A client resolves its target when it connects, and a connection that

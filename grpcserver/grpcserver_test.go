@@ -1,15 +1,21 @@
 package grpcserver
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -39,8 +45,9 @@ func testConfig() Config {
 	}
 }
 
-// serve starts a gRPC server with the options of cfg and the health
-// service on 127.0.0.1 and returns its address and health server.
+// serve starts a gRPC server with the options of cfg, the health service
+// and test.Stuck (stuckDesc) on 127.0.0.1 and returns its address and
+// health server.
 func serve(t *testing.T, cfg Config) (string, *health.Server) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,6 +63,7 @@ func serveOn(t *testing.T, cfg Config, lis net.Listener) (string, *health.Server
 	gs := grpc.NewServer(Options(cfg)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
+	gs.RegisterService(&stuckDesc, struct{}{})
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	t.Cleanup(func() {
@@ -275,6 +283,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative_idle", func(c *Config) { c.MaxConnectionIdle = -time.Second }, "-grpc.max-connection-idle -1s: must not be negative"},
 		{"negative_age", func(c *Config) { c.MaxConnectionAge = -time.Second }, "-grpc.max-connection-age -1s: must not be negative; 0 turns it off"},
 		{"negative_grace", func(c *Config) { c.MaxConnectionAgeGrace = -time.Second }, "-grpc.max-connection-age-grace -1s: must not be negative; 0 waits for open RPCs however long"},
+		{"negative_call_timeout", func(c *Config) { c.CallTimeout = -time.Second }, "-grpc.call-timeout -1s: must not be negative; 0 leaves calls unbounded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := c
@@ -348,5 +357,153 @@ func TestMaxConnectionAge(t *testing.T) {
 	}
 	if n := cl.accepted.Load(); n <= before {
 		t.Fatalf("connections accepted %d, before the stream %d: the client did not reconnect", n, before)
+	}
+}
+
+// rawConn opens an HTTP/2 connection to addr and sends the client
+// preface, for a client that breaks the rules grpc's own client keeps.
+func rawConn(t *testing.T, addr string) (*http2.Framer, net.Conn) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	// Only keeps a broken server from hanging the test.
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr, conn
+}
+
+// TestKeepalivePingAbuse: a client that pings more often than
+// -grpc.keepalive-min-time is sent GOAWAY ENHANCE_YOUR_CALM
+// "too_many_pings" and disconnected (grpc allows two bad pings).
+func TestKeepalivePingAbuse(t *testing.T) {
+	addr, _ := serve(t, testConfig()) // pings at least 10s apart
+	fr, _ := rawConn(t, addr)
+	for i := range 5 {
+		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v before a GOAWAY", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm || string(ga.DebugData()) != "too_many_pings" {
+				t.Fatalf("GOAWAY %v %q, want ENHANCE_YOUR_CALM too_many_pings", ga.ErrCode, ga.DebugData())
+			}
+			break
+		}
+	}
+	// Then the server closes the connection.
+	for {
+		if _, err := fr.ReadFrame(); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				return
+			}
+			t.Fatalf("after GOAWAY: %v, want the connection closed", err)
+		}
+	}
+}
+
+// TestMaxConcurrentStreamsRefused: a client that opens more calls on one
+// connection than -grpc.max-concurrent-streams (grpc's client would
+// queue them) has the one over the limit reset with REFUSED_STREAM; the
+// calls already open are left alone.
+func TestMaxConcurrentStreamsRefused(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConcurrentStreams = 3
+	addr, _ := serve(t, cfg)
+	fr, _ := rawConn(t, addr)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: healthpb.Health_Check_FullMethodName}, {Name: ":authority", Value: addr},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}} {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four unary calls whose requests never come: each stays open.
+	for id := uint32(1); id <= 7; id += 2 {
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v before the fourth call was refused", err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID != 7 || f.ErrCode != http2.ErrCodeRefusedStream {
+				t.Fatalf("RST_STREAM %v on stream %d, want REFUSED_STREAM on the fourth call (stream 7)", f.ErrCode, f.StreamID)
+			}
+			return
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v %q: the connection was closed, not the one call over the limit", f.ErrCode, f.DebugData())
+		}
+	}
+}
+
+// stuckDesc is a service with one unary method that waits until its
+// context ends, as a call waiting on a peer that never answers does.
+var stuckDesc = grpc.ServiceDesc{
+	ServiceName: "test.Stuck",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Wait",
+		Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(healthpb.HealthCheckRequest)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			wait := func(ctx context.Context, _ any) (any, error) {
+				<-ctx.Done()
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			return interceptor(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Stuck/Wait"}, wait)
+		},
+	}},
+}
+
+// TestCallTimeout: a unary call that its client gave no deadline, stuck
+// on a peer that never answers, ends at -grpc.call-timeout with
+// DEADLINE_EXCEEDED naming the flag; a client's earlier deadline is its
+// own error.
+func TestCallTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.CallTimeout = 300 * time.Millisecond
+	addr, _ := serve(t, cfg)
+	conn := dial(t, addr)
+	call := func(ctx context.Context) error {
+		return conn.Invoke(ctx, "/test.Stuck/Wait", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	}
+
+	// No deadline at all: only the bound can end the call; a failure
+	// would hang until the test's own timeout.
+	err := call(context.Background())
+	const want = "the server did not answer within -grpc.call-timeout=300ms: context deadline exceeded"
+	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || st.Message() != want {
+		t.Fatalf("stuck call without a deadline: %v, want DEADLINE_EXCEEDED %q", err, want)
+	}
+
+	// The client's own deadline, earlier than the bound, is the client's.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := call(ctx); status.Code(err) != codes.DeadlineExceeded || strings.Contains(status.Convert(err).Message(), "-grpc.call-timeout") {
+		t.Fatalf("stuck call with a 50ms deadline: %v, want the client's own DEADLINE_EXCEEDED", err)
 	}
 }

@@ -2,7 +2,9 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,7 +14,8 @@ import (
 )
 
 // Options returns the server options of cfg: the codec with its
-// interceptors, the stream caps and the keepalive policy. Append them to
+// interceptors, the bound on unary calls, the stream caps and the
+// keepalive policy. Append them to
 // the caller's own options; interceptors chain in the order given, so that
 // a metrics interceptor before these sees their refusals.
 func Options(cfg Config) []grpc.ServerOption {
@@ -27,14 +30,36 @@ func Options(cfg Config) []grpc.ServerOption {
 		ka.MaxConnectionAge = cfg.MaxConnectionAge
 		ka.MaxConnectionAgeGrace = cfg.MaxConnectionAgeGrace
 	}
+	unary := []grpc.UnaryServerInterceptor{c.unaryInterceptor}
+	if cfg.CallTimeout > 0 {
+		unary = append(unary, callTimeout(cfg.CallTimeout))
+	}
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(c),
-		grpc.ChainUnaryInterceptor(c.unaryInterceptor),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(l.streamInterceptor, c.streamInterceptor),
 		grpc.StatsHandler(l),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(ka),
+	}
+}
+
+// callTimeout bounds each unary call's context by d. A client without a
+// deadline (grpcurl without -max-time) waiting on a call whose own call
+// waits on a hung peer (etcd stopped, its connection open) would
+// otherwise hold the handler's goroutine for as long as the peer hangs.
+// When the bound, not the client's deadline, ended the call, its
+// DEADLINE_EXCEEDED names the flag.
+func callTimeout(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		cctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		resp, err := handler(cctx, req)
+		if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, status.Errorf(codes.DeadlineExceeded, "the server did not answer within -grpc.call-timeout=%v: %v", d, status.Convert(err).Message())
+		}
+		return resp, err
 	}
 }
 

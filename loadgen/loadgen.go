@@ -108,6 +108,13 @@ func (g *Generator) Next(t time.Time) *clickaggv1.ClickEvent {
 // ingestPause paces the resends of a batch the router did not take.
 var ingestPause = retry.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 
+// ingestTimeout bounds one send, as long as a router's own bound on an
+// append (-router.append-timeout's default): a stopped router (SIGSTOP)
+// keeps its connection open, and a send without a deadline would wait on
+// it for as long as it is stopped instead of going, resent, to another
+// router of the target.
+const ingestTimeout = 10 * time.Second
+
 // Run sends clicks at cfg.Rate until ctx ends or cfg.Duration passes.
 func Run(ctx context.Context, cfg Config, st *Stats) error {
 	if err := cfg.Validate(); err != nil {
@@ -147,7 +154,9 @@ func Run(ctx context.Context, cfg Config, st *Stats) error {
 		// sent again, which the cluster counts once.
 		var resp *clickaggv1.IngestResponse
 		if retry.Do(ctx, ingestPause, nil, func() (err error) {
-			resp, err = client.Ingest(ctx, req)
+			cctx, cancel := context.WithTimeout(ctx, ingestTimeout)
+			defer cancel()
+			resp, err = client.Ingest(cctx, req)
 			return err
 		}) != nil {
 			return nil // only ctx ends Do

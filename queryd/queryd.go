@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/clickagg/clickagg/breakage"
 	"github.com/clickagg/clickagg/cluster"
 	"github.com/clickagg/clickagg/hotkey"
 	clickaggv1 "github.com/clickagg/clickagg/proto/clickagg/v1"
@@ -512,6 +514,13 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 	if err := ownerAnswer(errs); err != nil {
 		return 0, 0, 0, err
 	}
+	if breakage.On(breakage.PartialQueryd) {
+		// Broken on purpose: answers are exact or fail, never partial
+		// (docs/architecture.md, invariant 8). The partitions whose
+		// call failed are left out: they add nothing to the count and
+		// hold back no watermark.
+		leaveOutFailed(errs, wms)
+	}
 	var missing []int
 	var reasons []string
 	for i, err := range errs {
@@ -537,6 +546,23 @@ func (q *Queryd) countOnce(ctx context.Context, d *directory, ps []int, adID str
 		n += c
 	}
 	return n, slices.Min(wms), rev, nil
+}
+
+// leaveOutFailed clears the errors of the calls that failed and takes
+// their watermarks out of the minimum (breakage.PartialQueryd); if none
+// answered, every watermark is 0, as before any tick.
+func leaveOutFailed(errs []error, wms []int64) {
+	answered := false
+	for i := range errs {
+		if errs[i] != nil {
+			errs[i], wms[i] = nil, math.MaxInt64
+		} else {
+			answered = true
+		}
+	}
+	if !answered {
+		clear(wms)
+	}
 }
 
 // historyRead is what an owner's answer says about the history it read.
@@ -643,6 +669,16 @@ func (q *Queryd) topOnce(ctx context.Context, d *directory, from, to int64, n in
 	_ = eg.Wait()
 	if err := ownerAnswer(errs); err != nil {
 		return nil, 0, 0, err
+	}
+	if breakage.On(breakage.PartialQueryd) {
+		// Broken on purpose, as in countOnce: the owners whose call
+		// failed are left out of the merge and the watermark.
+		for i := range errs {
+			if errs[i] != nil {
+				lists[2*i], lists[2*i+1] = nil, nil
+			}
+		}
+		leaveOutFailed(errs, wms)
 	}
 	if err := groupsFailed(groups, errs); err != nil {
 		return nil, 0, 0, err

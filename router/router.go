@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/clickagg/clickagg/breakage"
 	"github.com/clickagg/clickagg/hotkey"
 	"github.com/clickagg/clickagg/partlog"
 	"github.com/clickagg/clickagg/persecond"
@@ -235,8 +236,18 @@ func (r *Router) Ingest(ctx context.Context, events []*clickaggv1.ClickEvent) (a
 		return 0, rejected, nil
 	}
 	err = ctx.Err()
-	if err == nil {
+	switch {
+	case err != nil:
 		// A caller already gone adds nothing to a batch.
+	case breakage.On(breakage.AckBeforeRedis):
+		// Broken on purpose: an acknowledged click is in the log
+		// (docs/architecture.md, invariant 1). The append goes on in
+		// the background and its failure is dropped, so a click
+		// acknowledged while Redis is down, or just before the router
+		// dies, is lost.
+		bt := r.batches.add(byPart, counts, int(accepted))
+		go func() { _ = r.batches.wait(context.Background(), bt) }()
+	default:
 		err = r.batches.wait(ctx, r.batches.add(byPart, counts, int(accepted)))
 	}
 	if err != nil {
