@@ -37,6 +37,8 @@ func (q question) String() string {
 type answer struct {
 	count int64
 	ads   []*clickaggv1.AdCount
+	// complete is the answer's own claim that its minutes are complete.
+	complete bool
 }
 
 // exactly reports how a differs from the truth, or "" when it equals it.
@@ -123,7 +125,7 @@ func (g grpcAsker) ask(ctx context.Context, q question) (answer, error) {
 		if resp.From.AsTime().Unix() != q.from*60 || resp.To.AsTime().Unix() != q.to*60 {
 			return answer{}, fmt.Errorf("%s: answered for [%v, %v)", q, resp.From.AsTime(), resp.To.AsTime())
 		}
-		return answer{ads: resp.Ads}, nil
+		return answer{ads: resp.Ads, complete: resp.Complete}, nil
 	}
 	resp, err := g.qc.GetAggregatedCount(ctx, &clickaggv1.GetAggregatedCountRequest{
 		AdId: adID(q.ad), From: minuteTS(q.from), To: minuteTS(q.to), Filter: q.f.proto(),
@@ -131,7 +133,7 @@ func (g grpcAsker) ask(ctx context.Context, q question) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	return answer{count: resp.Count}, nil
+	return answer{count: resp.Count, complete: resp.Complete}, nil
 }
 
 type httpAsker struct {
@@ -185,8 +187,9 @@ func (h httpAsker) ask(ctx context.Context, q question) (answer, error) {
 	}
 	// int64 is a JSON string in protojson.
 	var r struct {
-		Count string `json:"count"`
-		Ads   []struct {
+		Complete bool   `json:"complete"`
+		Count    string `json:"count"`
+		Ads      []struct {
 			AdID  string `json:"adId"`
 			Count string `json:"count"`
 		} `json:"ads"`
@@ -194,7 +197,7 @@ func (h httpAsker) ask(ctx context.Context, q question) (answer, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return answer{}, fmt.Errorf("GET %s: %w: %.200s", u, err, body)
 	}
-	var a answer
+	a := answer{complete: r.Complete}
 	if q.n == 0 {
 		if a.count, err = strconv.ParseInt(r.Count, 10, 64); err != nil {
 			return answer{}, fmt.Errorf("GET %s: count %q: %w", u, r.Count, err)

@@ -834,8 +834,8 @@ func (r *runner) checkFinal(ctx context.Context) error {
 				return err
 			}
 			why := ""
-			if ans.count != want {
-				why = fmt.Sprintf("%s = %d, want %d", q, ans.count, want)
+			if ans.count != want || !ans.complete {
+				why = fmt.Sprintf("%s = %d complete=%v, want %d complete", q, ans.count, ans.complete, want)
 			}
 			r.tally.check("final", a, why)
 			return nil
@@ -913,21 +913,22 @@ func (r *runner) finalQuestions() []question {
 }
 
 // expect computes q's true answer once and returns the check of an
-// answer against it.
+// answer against it. The data is final when it is used, so the answer
+// must also say it is complete.
 func (r *runner) expect(q question) func(answer) string {
 	if q.n == 0 {
 		want := r.tr.count(q.ad, q.from, q.to, q.f)
 		return func(a answer) string {
-			if a.count != want {
-				return fmt.Sprintf("%s = %d, want %d", q, a.count, want)
+			if a.count != want || !a.complete {
+				return fmt.Sprintf("%s = %d complete=%v, want %d complete", q, a.count, a.complete, want)
 			}
 			return ""
 		}
 	}
 	want := r.tr.top(q.from, q.to, q.n, q.f)
 	return func(a answer) string {
-		if d := firstDiff(a.ads, want); d != "" {
-			return fmt.Sprintf("%s: %d ads, want %d; %s", q, len(a.ads), len(want), d)
+		if d := firstDiff(a.ads, want); d != "" || !a.complete {
+			return fmt.Sprintf("%s: %d ads complete=%v, want %d complete; %s", q, len(a.ads), a.complete, len(want), d)
 		}
 		return ""
 	}
