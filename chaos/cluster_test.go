@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ func dumpLog(t *testing.T, p *Process, n int) {
 	if err != nil {
 		return
 	}
-	lines := splitLines(string(b))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
@@ -95,22 +96,6 @@ func dumpLog(t *testing.T, p *Process, n int) {
 	for _, l := range lines {
 		t.Log(l)
 	}
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
-	}
-	return out
 }
 
 func TestClusterStarts(t *testing.T) {

@@ -129,6 +129,14 @@ func (c *Cluster) Inject(ctx context.Context, f Fault) (heal func(context.Contex
 		return nil, fmt.Errorf("inject: unknown fault kind %q", f.Kind)
 	}
 	if err != nil {
+		// Half applied (a primary killed that the sentinels never
+		// replaced, a leader killed and none elected): undo what was
+		// done, so the cluster is not left broken by the harness.
+		if heal != nil {
+			if herr := heal(ctx); herr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", herr))
+			}
+		}
 		return nil, fmt.Errorf("inject %s: %w", f, err)
 	}
 	c.cfg.Log.Info("fault injected", "fault", f.String())
@@ -205,26 +213,26 @@ func (c *Cluster) processes(names []string) ([]*Process, error) {
 }
 
 // kill SIGKILLs the processes called names, all at once; heal restarts
-// them, together, and waits until each serves.
+// them, together, and waits until each serves. Like every fault below,
+// it returns heal with an error too when it applied part of the fault,
+// for Inject to undo.
 func (c *Cluster) kill(names []string) (func(context.Context) error, error) {
 	ps, err := c.processes(names)
 	if err != nil {
 		return nil, err
 	}
-	var g errgroup.Group
-	for _, p := range ps {
-		g.Go(p.Kill)
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) error {
+	heal := func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		for _, p := range ps {
 			g.Go(func() error { return p.Start(gctx) })
 		}
 		return g.Wait()
-	}, nil
+	}
+	var g errgroup.Group
+	for _, p := range ps {
+		g.Go(p.Kill)
+	}
+	return heal, g.Wait()
 }
 
 // pause SIGSTOPs the processes called names; heal SIGCONTs them.
@@ -233,16 +241,17 @@ func (c *Cluster) pause(names []string) (func(context.Context) error, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range ps {
-		if err := p.Pause(); err != nil {
-			return nil, err
-		}
-	}
-	return func(context.Context) error {
+	heal := func(context.Context) error {
 		var errs []error
 		for _, p := range ps {
 			errs = append(errs, p.Resume())
 		}
 		return errors.Join(errs...)
-	}, nil
+	}
+	for _, p := range ps {
+		if err := p.Pause(); err != nil {
+			return heal, err
+		}
+	}
+	return heal, nil
 }

@@ -99,6 +99,37 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	t.Run("crash", func(t *testing.T) { testCrash(t, c) })
+	t.Run("undo", func(t *testing.T) { testUndo(t, c) })
+}
+
+// testUndo: a fault that fails half way is undone by Inject. Pausing
+// router-2 and queryd-2, which is down, pauses router-2, fails on
+// queryd-2, and must leave router-2 running.
+func testUndo(t *testing.T, c *Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, _ := c.process("router-2")
+	q, _ := c.process("queryd-2")
+	if err := q.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Inject(ctx, Fault{Kind: Pause, Targets: []string{"router-2", "queryd-2"}}); err == nil {
+		t.Fatal("pausing a process that is down succeeded")
+	} else {
+		t.Logf("Inject: %v", err)
+	}
+	if r.Paused() {
+		t.Error("router-2 is left paused")
+	}
+	if st, err := procState(r.Pid()); err != nil || st == "T" {
+		t.Errorf("router-2: state %q (%v), want running again", st, err)
+	}
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testCrash: a process that exits without a fault (here: SIGTERM from

@@ -846,6 +846,29 @@ func (r *runner) checkFinal(ctx context.Context) error {
 	}
 	r.printf("checked %d (ad, minute) counts", len(ads))
 
+	// Every ad id the workload could draw, over the whole run: a count
+	// in a minute where the truth has none, or of an ad never clicked,
+	// is not among the (ad, minute) pairs above.
+	f0, end := r.tr.firstMin, r.tr.lastMin+1
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for ad := range r.w.ads {
+		a := grpcs[ad%len(grpcs)]
+		want := r.expect(question{ad: ad, from: f0, to: end, f: noFilter})
+		g.Go(func() error {
+			ans, err := askRetry(gctx, a, question{ad: ad, from: f0, to: end, f: noFilter})
+			if err != nil {
+				return err
+			}
+			r.tally.check("final", a, want(ans))
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	r.printf("checked the whole-run count of all %d ad ids", r.w.ads)
+
 	// Windows, filters and top lists on every asker.
 	qs := r.finalQuestions()
 	g, gctx = errgroup.WithContext(ctx)
