@@ -164,6 +164,15 @@ func brokenOnPurpose(t *testing.T, cluster, name string) {
 // makes it fail every time: a few thousand clicks, the fewest faults of
 // the kinds that expose the switch, seeds whose schedules hit what must
 // be hit (printed first in each run's output).
+//
+// offset-apart and fencing-off have no run here yet; their package tests
+// (make test-chaosbreak) show what each breaks. offset-apart loses clicks
+// only when they are applied while the snapshot before a SIGKILL is
+// being saved: two kills under 2,000 clicks/s (seed 13) lost 112–119
+// counts in three runs and none in a fourth, too unreliable for CI.
+// fencing-off needs a restore of the woken ex-owner's snapshot before the
+// new owner rewrites it, a fault the schedule does not place
+// (CONTRIBUTING.md, Negative controls).
 var negativeControls = []negativeControl{
 	{
 		// Any duplicate exposes it: the workload re-sends 4% of its
@@ -207,17 +216,6 @@ var negativeControls = []negativeControl{
 		name:     "ack-before-redis",
 		args:     []string{"-seed=18", "-kinds=redis-failover", "-faults=1", "-events=10000", "-rate=5000"},
 		injected: regexp.MustCompile(`healed redis-failover \[primary\]`),
-		evidence: lostClicks,
-	},
-	{
-		// Two aggregators SIGKILLed while clicks come in (seed 13's
-		// schedule): with snapshots every second, the clicks applied
-		// while a snapshot was being saved are behind its offset but not
-		// in its state, and the new owner's restore skips them. A planned
-		// handoff (drain, rebalance) would not show it.
-		name:     "offset-apart",
-		args:     []string{"-seed=13", "-kinds=kill", "-faults=2", "-events=20000", "-rate=2000"},
-		injected: regexp.MustCompile(`healed kill \[aggregator-\d\]`),
 		evidence: lostClicks,
 	},
 }
